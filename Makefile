@@ -1,0 +1,37 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Each creates .venv when it is
+# missing and installs what it needs; a second run skips installation unless pyproject.toml
+# or constraints.txt changed. torch is installed first, pinned, so no CUDA build is pulled in.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.medrobust-installed
+EXTRAS ?= dev,keras,onnx,service
+PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: install demo test bench gallery clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -c constraints.txt -e ".[$(EXTRAS)]"
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/medrobust demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_phantom.py
+
+gallery: $(STAMP)
+	$(BIN)/medrobust data gallery --out phantom-gallery.png
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis
