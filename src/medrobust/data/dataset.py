@@ -1,0 +1,219 @@
+"""One dataset interface for every image source.
+
+Every source (synthetic phantoms, class-per-folder trees, NIH ChestX-ray14, MedMNIST, DICOM)
+is an :class:`ImageDataset`: a ``torch.utils.data.Dataset`` whose items are
+``(image, label, id)`` with ``image`` a float32 tensor of shape (1, H, W) in [0, 1].
+
+Bad files: ``dataset[i]`` raises :class:`~medrobust.data.errors.ImageReadError`;
+:meth:`ImageDataset.batches` and :meth:`ImageDataset.load` catch it, log it, record it in
+``dataset.skipped`` and go on with the rest, so one corrupt file never loses a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medrobust.data.errors import ImageReadError, SkippedFile
+from medrobust.data.resize import resize_image
+
+log = logging.getLogger(__name__)
+
+Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """Where one image lives and what it is.
+
+    ``path`` is None for in-memory sources. ``id`` is stable across runs (a path relative to
+    the data root, an NIH ``Image Index``, ``phantom-000123``). ``patient`` groups images of
+    one person so splits can keep a patient on one side.
+    """
+
+    label: int
+    id: str
+    path: Path | None = None
+    split: str | None = None
+    patient: str | None = None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base class: subclasses implement :meth:`read` (one image as an HxW float array in [0, 1]).
+
+    ``size`` (an int or ``(H, W)``) resizes every image with anti-aliasing; None keeps each
+    image's own size (then :meth:`batches` needs equal sizes).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        size: int | tuple[int, int] | None = None,
+    ) -> None:
+        self.records = list(records)
+        self.classes = list(classes)
+        self.size = size
+        self.skipped: list[SkippedFile] = []
+        for r in self.records:
+            if not 0 <= r.label < len(self.classes):
+                raise ValueError(f"{r.id}: label {r.label} is outside the {len(self.classes)} classes {self.classes}")
+
+    @abstractmethod
+    def read(self, index: int) -> np.ndarray:
+        """Return image ``index`` as a float32 array (H, W) in [0, 1]; raise ImageReadError if unreadable."""
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        record = self.records[index]
+        image = self.read(index)
+        if self.size is not None:
+            image = resize_image(image, self.size)
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
+        return tensor, record.label, record.id
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer labels of all records (including any that later turn out unreadable)."""
+        return np.array([r.label for r in self.records], dtype=np.int64)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+    def subset(self, split: str) -> "ImageDataset":
+        """A view of the records whose ``split`` equals ``split`` (shares the reader)."""
+        indices = [i for i, r in enumerate(self.records) if r.split == split]
+        return _Subset(self, indices)
+
+    def splits(self) -> dict[str, "ImageDataset"]:
+        """``{"train": ..., "val": ..., "test": ...}`` for the splits present in the records."""
+        names = [s for s in ("train", "val", "test") if any(r.split == s for r in self.records)]
+        return {s: self.subset(s) for s in names}
+
+    def _skip(self, index: int, err: ImageReadError) -> None:
+        log.warning("skipping %s", err)
+        self.skipped.append(SkippedFile(path=err.path, reason=err.problem))
+
+    def iter_valid(self) -> Iterator[tuple[torch.Tensor, int, str]]:
+        """Yield every readable item; unreadable ones are logged and recorded in ``skipped``."""
+        for i in range(len(self)):
+            try:
+                item = self[i]
+            except ImageReadError as err:
+                self._skip(i, err)
+                continue
+            yield item
+
+    def batches(self, batch_size: int = 32) -> Iterator[Batch]:
+        """Yield ``(images (B,1,H,W), labels (B,), ids)`` over readable items, in order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        images: list[torch.Tensor] = []
+        labels: list[int] = []
+        ids: list[str] = []
+        for image, label, item_id in self.iter_valid():
+            if images and image.shape != images[0].shape:
+                raise ValueError(
+                    f"{item_id}: image shape {tuple(image.shape)} differs from {tuple(images[0].shape)}; "
+                    "give the dataset a size so every image is resized to it"
+                )
+            images.append(image)
+            labels.append(label)
+            ids.append(item_id)
+            if len(images) == batch_size:
+                yield torch.stack(images), torch.tensor(labels, dtype=torch.long), ids
+                images, labels, ids = [], [], []
+        if images:
+            yield torch.stack(images), torch.tensor(labels, dtype=torch.long), ids
+
+    def load(self, batch_size: int = 64) -> Batch:
+        """All readable images at once: ``(images (N,1,H,W), labels (N,), ids)``."""
+        xs: list[torch.Tensor] = []
+        ys: list[torch.Tensor] = []
+        ids: list[str] = []
+        for x, y, i in self.batches(batch_size):
+            xs.append(x)
+            ys.append(y)
+            ids.extend(i)
+        if not xs:
+            raise ValueError(f"no readable images among {len(self)} records ({len(self.skipped)} skipped)")
+        return torch.cat(xs), torch.cat(ys), ids
+
+    def skipped_summary(self) -> str:
+        """One line per skipped file, or an empty string when nothing was skipped."""
+        if not self.skipped:
+            return ""
+        lines = [f"{len(self.skipped)} file(s) skipped:"]
+        lines += [f"  {s}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+class _Subset(ImageDataset):
+    """A subset of another dataset's records; reads through the parent, reports skips to itself."""
+
+    def __init__(self, parent: ImageDataset, indices: Sequence[int]) -> None:
+        super().__init__([parent.records[i] for i in indices], parent.classes, parent.size)
+        self.parent = parent
+        self.indices = list(indices)
+
+    def read(self, index: int) -> np.ndarray:
+        return self.parent.read(self.indices[index])
+
+
+class ArrayImageDataset(ImageDataset):
+    """Images already in memory: an array (N, H, W) of uint8 (0..255), uint16 (0..65535) or float in [0, 1]."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        size: int | tuple[int, int] | None = None,
+    ) -> None:
+        if images.ndim != 3:
+            raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
+        if len(images) != len(records):
+            raise ValueError(f"{len(images)} images but {len(records)} records")
+        super().__init__(records, classes, size)
+        self.images = images
+
+    def read(self, index: int) -> np.ndarray:
+        image = self.images[index]
+        if image.dtype == np.uint8:
+            return image.astype(np.float32) / 255.0
+        if image.dtype == np.uint16:
+            return image.astype(np.float32) / 65535.0
+        return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+class FileImageDataset(ImageDataset):
+    """Images read from files (PNG, JPEG, DICOM...) through :func:`medrobust.data.io.read_image`."""
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        classes: Sequence[str],
+        size: int | tuple[int, int] | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        super().__init__(records, classes, size)
+        for r in self.records:
+            if r.path is None:
+                raise ValueError(f"{r.id}: FileImageDataset records need a path")
+        self.max_pixels = max_pixels
+
+    def read(self, index: int) -> np.ndarray:
+        from medrobust.data.io import read_image
+
+        path = self.records[index].path
+        assert path is not None
+        return read_image(path, max_pixels=self.max_pixels)
