@@ -100,6 +100,9 @@ class ImageDataset(torch.utils.data.Dataset):
         return {s: self.subset(s) for s in names}
 
     def _skip(self, index: int, err: ImageReadError) -> None:
+        """Log and record an unreadable file once, however often the dataset is iterated."""
+        if any(s.path == err.path for s in self.skipped):
+            return
         log.warning("skipping %s", err)
         self.skipped.append(SkippedFile(path=err.path, reason=err.problem))
 

@@ -1,0 +1,274 @@
+"""Read any supported image file as one grayscale float array, and write PNGs safely.
+
+Everything downstream works on float32 (H, W) arrays in [0, 1], so this module is the one
+place that knows about file formats, bit depths and colour modes:
+
+* DICOM (``.dcm``/``.dicom``, or any file with ``DICM`` at byte 128) goes to
+  :func:`medrobust.data.dicom.read_dicom` (modality LUT, windowing, MONOCHROME1).
+* Everything else goes through Pillow: 8-bit and 16-bit grayscale, palette, RGB(A) and
+  grayscale-with-alpha (alpha dropped, colour reduced to ITU-R 601-2 luma).
+
+Every problem with a file (missing, empty, not an image, truncated, too large, a pixel
+format we cannot map to [0, 1]) raises :class:`~medrobust.data.errors.ImageReadError`
+with one sentence naming the file, the problem and the fix, so a dataset can skip the
+file and the run can go on.
+
+Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled here: a truncated file must
+be reported, not silently padded with black. Pillow's global ``MAX_IMAGE_PIXELS`` is left
+alone too; the pixel limit is our own, checked from the header before decoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from medrobust.data.errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest image (width x height) read by default: a 7000 x 7000 radiograph fits, a
+decompression bomb does not."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+"""File suffixes (lowercase) that datasets treat as images; matching is case-insensitive."""
+
+_DICOM_SUFFIXES = (".dcm", ".dicom")
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_MAGIC = b"DICM"
+
+# Modes whose pixels are 16-bit unsigned integers (any byte order).
+_UINT16_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# Modes that Pillow turns into luma ("L") after dropping any alpha channel.
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "CMYK", "YCbCr")
+_PALETTE_MODES = ("P", "PA")
+_GRAY_ALPHA_MODES = ("LA", "La")
+
+_warned_truncated = False
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` ends in one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as a float32 (H, W) grayscale array in [0, 1].
+
+    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) bounds width x height; it is
+    checked from the file header before any pixel is decoded, so an oversized or
+    malicious file costs nothing. Multi-frame files give their first frame.
+
+    Raises :class:`ImageReadError` for a missing, empty, unreadable, truncated or
+    oversized file, or a pixel format that has no faithful [0, 1] mapping.
+    """
+    path = Path(path)
+    limit = _check_limit(max_pixels)
+    head = _read_head(path)
+    if path.suffix.lower() in _DICOM_SUFFIXES or head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC:
+        from medrobust.data.dicom import read_dicom
+
+        return read_dicom(path, max_pixels=limit)
+    return _read_with_pillow(path, limit)
+
+
+def write_png(path: str | os.PathLike[str], image: Any, bits: int = 8) -> Path:
+    """Write an image in [0, 1] as a grayscale PNG of ``bits`` (8 or 16) bits per pixel.
+
+    ``image`` is an (H, W) or (1, H, W) numpy array or torch tensor. Values are rounded to
+    the nearest level (``0.502 -> 128`` in 8 bit), not truncated, so a read-back is within
+    half a level of the original. Parent folders are created, and the file is written to a
+    temporary name in the same folder and then renamed, so a crash never leaves a
+    half-written PNG under the final name. Returns the path written.
+    """
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16 for a PNG, got {bits}")
+    array = quantize(image, bits)
+    pil_image = Image.fromarray(array)
+    path = Path(path)
+    with open_atomic(path) as handle:
+        pil_image.save(handle, format="PNG")
+    return path
+
+
+@contextmanager
+def open_atomic(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
+    """Open a binary handle whose content appears at ``path`` only once it is complete.
+
+    Writes go to a hidden temporary file in the same folder (so the final rename stays on
+    one filesystem and is atomic), which replaces ``path`` when the block ends without an
+    exception and is deleted otherwise. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A unique name opened with "x" (not mkstemp) so the file gets the usual umask permissions.
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with tmp_path.open("xb") as handle:
+            yield handle
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def quantize(image: Any, bits: int) -> np.ndarray:
+    """Round an (H, W) or (1, H, W) image in [0, 1] to unsigned integers of ``bits`` bits.
+
+    Returns uint8 for ``bits <= 8`` and uint16 otherwise, with values in ``0 .. 2**bits - 1``.
+    Values a rounding error outside [0, 1] are clipped; anything further out, or NaN, is a
+    caller bug and raises ValueError.
+    """
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits must be between 1 and 16, got {bits}")
+    array = _as_2d_float(image)
+    levels = (1 << bits) - 1
+    scaled = np.rint(np.clip(array, 0.0, 1.0) * levels)
+    return scaled.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def _as_2d_float(image: Any) -> np.ndarray:
+    """Return ``image`` (numpy or torch, (H, W) or (1, H, W)) as a float64 (H, W) array, checked."""
+    if hasattr(image, "detach"):  # a torch tensor; no torch import needed for the check
+        image = image.detach().cpu().numpy()
+    array = np.asarray(image, dtype=np.float64)
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 2:
+        raise ValueError(f"expected an image of shape (H, W) or (1, H, W), got {array.shape}")
+    if array.size and not np.all(np.isfinite(array)):
+        raise ValueError("image contains NaN or infinite values")
+    if array.size and (array.min() < -1e-6 or array.max() > 1 + 1e-6):
+        raise ValueError(f"image values must lie in [0, 1], got [{array.min():.4g}, {array.max():.4g}]")
+    return array
+
+
+def _check_limit(max_pixels: int | None) -> int:
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    if limit < 1:
+        raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+    return limit
+
+
+def _read_head(path: Path) -> bytes:
+    """The first 132 bytes of ``path`` (enough for the DICOM magic), after existence checks."""
+    if not path.exists():
+        raise ImageReadError(path, "file does not exist", "check the path and that the file was copied completely")
+    if path.is_dir():
+        raise ImageReadError(path, "is a folder, not an image file", "point at an image file inside it")
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+    except OSError as err:
+        raise ImageReadError(path, f"cannot be opened ({err.strerror or err})", "check its permissions") from err
+    if not head:
+        raise ImageReadError(path, "file is empty (0 bytes)", "re-export or re-download the image")
+    return head
+
+
+def _warn_if_truncated_images_allowed() -> None:
+    """Say once if some other module switched Pillow to padding truncated files silently."""
+    global _warned_truncated
+    if ImageFile.LOAD_TRUNCATED_IMAGES and not _warned_truncated:
+        _warned_truncated = True
+        log.warning(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES was enabled by another module: truncated files "
+            "will be padded with black instead of being reported"
+        )
+
+
+def _read_with_pillow(path: Path, max_pixels: int) -> np.ndarray:
+    _warn_if_truncated_images_allowed()
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise _too_large(path, width, height, max_pixels)
+            frames = getattr(img, "n_frames", 1)
+            if frames > 1:
+                log.info("%s has %d frames; using the first", path, frames)
+                img.seek(0)
+            try:
+                img.load()
+            except (OSError, SyntaxError, ValueError, EOFError) as err:
+                raise ImageReadError(
+                    path,
+                    f"image data is truncated or corrupt ({err})",
+                    "re-export or re-download the file",
+                ) from err
+            return _to_gray_float(img, path)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as err:
+        raise ImageReadError(
+            path,
+            "is not an image file Pillow can read (it may be a text file or an unsupported format)",
+            "convert it to PNG, JPEG or DICOM",
+        ) from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageReadError(
+            path,
+            f"is so large that Pillow refuses it as a possible decompression bomb ({err})",
+            "downsample the image before using it",
+        ) from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise ImageReadError(path, f"cannot be read as an image ({err})", "re-export it as PNG, JPEG or DICOM") from err
+
+
+def _too_large(path: Path, width: int, height: int, max_pixels: int) -> ImageReadError:
+    return ImageReadError(
+        path,
+        f"image is {width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,} pixels",
+        "downsample it, or raise max_pixels if you trust this file",
+    )
+
+
+def _to_gray_float(img: Image.Image, path: Path) -> np.ndarray:
+    """Map a loaded Pillow image of any supported mode to float32 (H, W) in [0, 1]."""
+    mode = img.mode
+    if mode == "L":
+        return np.asarray(img, dtype=np.float32) / 255.0
+    if mode == "1":
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if mode in _GRAY_ALPHA_MODES:
+        return np.asarray(img.getchannel(0), dtype=np.float32) / 255.0
+    if mode in _PALETTE_MODES:
+        # Through RGBA so palettes with transparency convert without Pillow warnings; alpha is dropped.
+        return np.asarray(img.convert("RGBA").convert("RGB").convert("L"), dtype=np.float32) / 255.0
+    if mode in _COLOUR_MODES:
+        rgb = img.convert("RGB") if mode != "RGB" else img
+        return np.asarray(rgb.convert("L"), dtype=np.float32) / 255.0
+    if mode in _UINT16_MODES:
+        return np.asarray(img).astype(np.float32) / 65535.0
+    if mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageReadError(
+                path,
+                f"has 32-bit integer pixels in [{values.min()}, {values.max()}], outside the 16-bit range",
+                "export it as an 8- or 16-bit grayscale PNG",
+            )
+        return values.astype(np.float32) / 65535.0
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float32)
+        if values.size and not (np.all(np.isfinite(values)) and values.min() >= 0.0 and values.max() <= 1.0):
+            raise ImageReadError(
+                path,
+                "has floating-point pixels outside [0, 1], so their grey levels are ambiguous",
+                "scale it to [0, 1] or export it as an 8- or 16-bit grayscale PNG",
+            )
+        return values
+    raise ImageReadError(
+        path,
+        f"has pixel mode {mode!r}, which has no faithful grayscale mapping",
+        "export it as an 8- or 16-bit grayscale PNG",
+    )
