@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +16,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from medrobust import __version__
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 app = typer.Typer(
     name="medrobust",
@@ -24,7 +29,7 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: the synthetic chest radiographs (phantoms) and real data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console(stderr=False)
+console = Console(soft_wrap=True)
 
 
 def progress_bar() -> Progress:
@@ -39,6 +44,27 @@ def progress_bar() -> Progress:
         console=console,
         transient=False,
     )
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn an error meant for the user (a bad path, value or file) into one clear line and
+    exit status 2, instead of a traceback; ``--verbose`` still logs the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except USER_ERRORS as err:
+            logging.getLogger("medrobust").debug("traceback", exc_info=True)
+            console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
 
 
 def _version_callback(value: bool) -> None:
@@ -63,6 +89,7 @@ def main(
 
 
 @data_app.command("phantom")
+@user_errors
 def data_phantom(
     out: Annotated[Path, typer.Option("--out", help="Folder to write <Class>/*.png and manifest.csv into.")],
     per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 100,
@@ -83,6 +110,7 @@ def data_phantom(
 
 
 @data_app.command("gallery")
+@user_errors
 def data_gallery(
     out: Annotated[Path, typer.Option("--out", help="PNG file to write.")] = Path("phantom-gallery.png"),
     per_class: Annotated[int, typer.Option("--per-class", min=1, max=20)] = 6,
@@ -95,6 +123,30 @@ def data_gallery(
     out.parent.mkdir(parents=True, exist_ok=True)
     phantom_gallery(per_class, size, seed).save(out)
     console.print(f"wrote {out}")
+
+
+@data_app.command("info")
+@user_errors
+def data_info(
+    spec: Annotated[str, typer.Argument(help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")],
+    size: Annotated[Optional[int], typer.Option("--size", help="Resize images to this size.")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Read every image and list the unreadable ones.")] = False,
+) -> None:
+    """Open a data source and print its classes and images per class and split."""
+    from medrobust.data.sources import open_dataset
+    from medrobust.data.splits import dataset_split_summary
+
+    dataset = open_dataset(spec, size=size)
+    console.print(f"{spec}: {len(dataset)} images, classes {', '.join(dataset.classes)}")
+    console.print(dataset_split_summary(dataset), markup=False, highlight=False)
+    if check:
+        with progress_bar() as bar:
+            task = bar.add_task("reading", total=len(dataset))
+            for _ in dataset.iter_valid():
+                bar.advance(task)
+    if dataset.skipped:
+        console.print(dataset.skipped_summary(), markup=False, highlight=False)
+        raise typer.Exit(code=3)
 
 
 def _print_manifest_counts(manifest: Path) -> None:
@@ -115,6 +167,7 @@ def _print_manifest_counts(manifest: Path) -> None:
 
 
 @app.command("demo")
+@user_errors
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run.")] = False,

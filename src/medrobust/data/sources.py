@@ -1,0 +1,82 @@
+"""Open any data source from one string, as the CLI and config files name them.
+
+=============================  ==========================================================
+``phantom``                    the embedded synthetic radiographs (``phantom:per_class=300``)
+``DIR``                        a class-per-folder tree (``DIR/<Class>/*.png|jpg|dcm``)
+``nih:CSV,IMAGES_DIR``         NIH ChestX-ray14 (label table + image folders)
+``medmnist:FILE.npz``          a MedMNIST 2-D set (a bare ``FILE.npz`` works too)
+=============================  ==========================================================
+
+Every source comes back as an :class:`~medrobust.data.dataset.ImageDataset` whose records
+carry a train/val/test split (60/20/20, seed 42 by default; patient-grouped for NIH).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from medrobust.data.dataset import ImageDataset
+from medrobust.data.errors import DataSourceError
+
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+def _options(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise DataSourceError(f"phantom option {part!r} must look like key=value (e.g. phantom:per_class=300)")
+        key, value = part.split("=", 1)
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def open_dataset(
+    spec: str,
+    size: int | None = None,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    split_seed: int = 42,
+    per_class: int = 300,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    max_pixels: int | None = None,
+) -> ImageDataset:
+    """The dataset named by ``spec`` (see the module docstring), resized to ``size``."""
+    spec = spec.strip()
+    kind, _, rest = spec.partition(":")
+    if kind == "phantom":
+        from medrobust.data.phantom import PhantomDataset
+
+        opts = _options(rest)
+        unknown = set(opts) - {"per_class", "seed", "size"}
+        if unknown:
+            raise DataSourceError(f"unknown phantom option(s) {sorted(unknown)}; use per_class, seed, size")
+        return PhantomDataset(
+            per_class=int(opts.get("per_class", per_class)),
+            size=int(opts.get("size", size or 128)),
+            seed=int(opts.get("seed", seed)),
+            fractions=fractions,
+            split_seed=split_seed,
+        )
+    if kind == "nih":
+        from medrobust.data.nih import NIH_CLASSES, nih_dataset
+
+        parts = [p.strip() for p in rest.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise DataSourceError(f"{spec!r}: write nih:CSV,IMAGES_DIR (the label table, then the image folder)")
+        return nih_dataset(parts[0], parts[1], classes=classes or NIH_CLASSES, fractions=fractions,
+                           seed=split_seed, size=size, max_pixels=max_pixels)
+    if kind == "medmnist" or spec.endswith(".npz"):
+        from medrobust.data.medmnist import medmnist_dataset
+
+        return medmnist_dataset(rest if kind == "medmnist" else spec, classes=classes, size=size)
+    path = Path(spec)
+    if path.is_dir():
+        from medrobust.data.folders import folder_dataset
+
+        return folder_dataset(path, classes=classes, size=size, split=fractions, seed=split_seed, max_pixels=max_pixels)
+    raise DataSourceError(
+        f"{spec!r} is not a data source: use 'phantom', a folder of <Class>/ subfolders, "
+        "'nih:CSV,IMAGES_DIR' or 'medmnist:FILE.npz'"
+    )
