@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, ImageFile
 
-from medrobust.data.io import IMAGE_SUFFIXES, is_image_file, quantize, read_image, write_png
+from medrobust.data.io import (
+    IMAGE_SUFFIXES,
+    is_image_file,
+    quantize,
+    read_image,
+    write_png,
+)
 
 
 def _gradient(h: int = 12, w: int = 16) -> np.ndarray:

@@ -6,7 +6,11 @@ devoid of lung markings), with patient-level variation so a classifier has to le
 signs. Deterministic under a seed; any size from 32 to 512 px.
 """
 
-from medrobust.data.phantom.dataset import PhantomDataset, generate_phantom, phantom_params
+from medrobust.data.phantom.dataset import (
+    PhantomDataset,
+    generate_phantom,
+    phantom_params,
+)
 from medrobust.data.phantom.params import PHANTOM_CLASSES, PhantomParams, sample_params
 from medrobust.data.phantom.render import render_phantom
 

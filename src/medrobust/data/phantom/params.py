@@ -152,10 +152,10 @@ def sample_consolidations(rng: np.random.Generator) -> tuple[Consolidation, ...]
                 zone=str(rng.choice(ZONES)),
                 center_u=float(rng.uniform(-0.55, 0.6)),
                 center_v=float(rng.uniform(0.2, 0.8)),
-                radius=float(rng.uniform(0.16, 0.28) if lobar else rng.uniform(0.08, 0.18)),
+                radius=float(rng.uniform(0.16, 0.28) if lobar else rng.uniform(0.1, 0.2)),
                 elongation=float(rng.uniform(0.6, 1.0)),
                 angle=float(rng.uniform(0.0, np.pi)),
-                density=float(rng.uniform(0.35, 0.9)),
+                density=float(rng.uniform(0.45, 0.9)),
                 lobar=lobar,
                 irregularity=float(rng.uniform(0.15, 0.5)),
             )
@@ -168,7 +168,7 @@ def sample_pneumothorax(rng: np.random.Generator) -> Pneumothorax:
     return Pneumothorax(
         side=str(rng.choice(SIDES)),
         kind=str(rng.choice(["apical", "lateral"], p=[0.45, 0.55])),
-        fraction=float(rng.uniform(0.1, 0.4)),
+        fraction=float(rng.uniform(0.15, 0.45)),
     )
 
 
