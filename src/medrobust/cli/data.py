@@ -1,91 +1,18 @@
-"""The ``medrobust`` command. Thin: parse arguments, call the library, print."""
+"""`medrobust data ...`: write, look at and check datasets."""
 
 from __future__ import annotations
 
-import functools
-import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, ParamSpec, TypeVar
+from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from medrobust import __version__
+from medrobust.cli.app import app, console, progress_bar, user_errors
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-app = typer.Typer(
-    name="medrobust",
-    help="How far can a medical image classifier be fooled, what do defenses win back, and can attacks be detected.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 data_app = typer.Typer(help="Datasets: the synthetic chest radiographs (phantoms) and real data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-
-console = Console(soft_wrap=True)
-
-
-def progress_bar() -> Progress:
-    """A progress bar with count, elapsed time and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
-
-
-def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn an error meant for the user (a bad path, value or file) into one clear line and
-    exit status 2, instead of a traceback; ``--verbose`` still logs the traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except USER_ERRORS as err:
-            logging.getLogger("medrobust").debug("traceback", exc_info=True)
-            console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        console.print(f"medrobust {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    version: Annotated[
-        Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
-) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
-        force=True,
-    )
 
 
 @data_app.command("phantom")
@@ -164,24 +91,3 @@ def _print_manifest_counts(manifest: Path) -> None:
     for lab in labels:
         table.add_row(lab, *(str(counts[(lab, s)]) for s in splits))
     console.print(table)
-
-
-@app.command("demo")
-@user_errors
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option("--quick", help="A smaller, faster run.")] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-) -> None:
-    """The embedded default experiment on synthetic chest radiographs.
-
-    For now this runs the data stage: it writes the phantom dataset and a gallery into the run
-    directory. Training, attacks, defenses, detection and the report join as they land.
-    """
-    per_class = 60 if quick else 300
-    data_phantom(out=out / "data", per_class=per_class, size=64, seed=seed)
-    data_gallery(out=out / "phantom-gallery.png", per_class=6, size=192, seed=seed)
-    console.print(
-        "[bold]still to come[/bold] in `medrobust demo`: DenseNet121 training, SIA / PGD / MI-FGSM attacks, "
-        "the JPEG+TV defense, both detectors and report.html."
-    )

@@ -1,0 +1,9 @@
+"""The ``medrobust`` command. Thin: parse arguments, call the library, print.
+
+Each group of commands lives in its own module and registers itself on :data:`app`.
+"""
+
+from medrobust.cli import data, demo, models  # noqa: F401  (register the commands)
+from medrobust.cli.app import app
+
+__all__ = ["app"]

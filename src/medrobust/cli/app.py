@@ -1,0 +1,91 @@
+"""The ``medrobust`` application object and what its commands share: the console, progress
+bars, and turning user errors into one clear line."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Annotated, Optional, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from medrobust import __version__
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+app = typer.Typer(
+    name="medrobust",
+    help="How far can a medical image classifier be fooled, what do defenses win back, and can attacks be detected.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+console = Console(soft_wrap=True)
+
+
+def progress_bar() -> Progress:
+    """A progress bar with count, elapsed time and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
+
+
+def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn an error meant for the user (a bad path, value or file) into one clear line and
+    exit status 2, instead of a traceback; ``--verbose`` still logs the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except USER_ERRORS as err:
+            logging.getLogger("medrobust").debug("traceback", exc_info=True)
+            console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+            raise typer.Exit(code=2) from None
+
+    return wrapper
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"medrobust {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
+        force=True,
+    )
