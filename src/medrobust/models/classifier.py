@@ -1,0 +1,185 @@
+"""The Classifier: a network plus its input contract.
+
+Every model medrobust touches — the study's DenseNet121, a zoo surrogate, a user's
+TorchScript, Keras or ONNX file — is a :class:`Classifier`. It takes the one currency
+(float images in [0, 1], shape (B, C_stored, H, W), C_stored = 1 for radiographs) and
+returns logits, doing inside ``forward`` everything its network needs: resizing to its input
+size, repeating the grey channel to three, scaling to its intensity convention, channels-last
+layout. So attacks perturb the stored image and an epsilon of 8/255 is 8 grey levels,
+whatever the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medrobust.models.intensity import Intensity
+from medrobust.models.output_kind import OutputKind
+
+
+class NotDifferentiableError(RuntimeError):
+    """A white-box (gradient) method was asked of a black-box model."""
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """What a network expects and what it returns.
+
+    ``input_size`` (H, W) is the size the network was trained at (None: any size);
+    ``stored_channels`` the channels of the images medrobust feeds (1 for radiographs);
+    ``network_channels`` what the network's first layer takes (1 -> 3 is a repeat, 3 -> 1 a
+    luminance average); ``channels_last`` for networks that take (B, H, W, C) (Keras).
+    """
+
+    classes: tuple[str, ...]
+    input_size: tuple[int, int] | None = None
+    stored_channels: int = 1
+    network_channels: int = 3
+    intensity: Intensity = Intensity.IMAGENET
+    output_kind: OutputKind = OutputKind.SOFTMAX
+    channels_last: bool = False
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
+        object.__setattr__(self, "output_kind", OutputKind.parse(self.output_kind))
+        if self.input_size is not None:
+            size = (self.input_size, self.input_size) if isinstance(self.input_size, int) else tuple(self.input_size)
+            object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        if self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
+            raise ValueError(
+                f"channels must be 1 or 3 (stored {self.stored_channels}, network {self.network_channels})"
+            )
+        if self.output_kind is OutputKind.BINARY and len(self.classes) != 2:
+            raise ValueError(f"a binary model needs two class names [negative, positive], got {list(self.classes)}")
+        if len(self.classes) < 1:
+            raise ValueError("a classifier needs at least one class name")
+
+    def to_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["intensity"] = self.intensity.value
+        out["output_kind"] = self.output_kind.value
+        out["classes"] = list(self.classes)
+        out["input_size"] = list(self.input_size) if self.input_size else None
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "InputContract":
+        known = {f for f in cls.__dataclass_fields__}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("input_size") is not None:
+            kwargs["input_size"] = tuple(kwargs["input_size"])  # type: ignore[arg-type]
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+class Classifier(nn.Module):
+    """``forward(x)``: images in [0, 1] (B, C_stored, H, W) -> logits (B, K) (binary: (B, 1)).
+
+    ``differentiable`` is True: gradients flow to the input. Black-box wrappers (ONNX) set
+    it to False, and white-box attacks refuse them with a message pointing at transfer and
+    query attacks.
+    """
+
+    differentiable: bool = True
+
+    def __init__(self, network: nn.Module, contract: InputContract, arch: str | None = None,
+                 metadata: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self.network = network
+        self.contract = contract
+        self.arch = arch
+        self.metadata: dict[str, object] = dict(metadata or {})
+
+    # --- the contract, as attributes
+    @property
+    def classes(self) -> list[str]:
+        return list(self.contract.classes)
+
+    @property
+    def input_channels(self) -> int:
+        return self.contract.stored_channels
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.contract.input_size
+
+    @property
+    def output_kind(self) -> OutputKind:
+        return self.contract.output_kind
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    # --- forward
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.contract.stored_channels:
+            raise ValueError(
+                f"expected images of shape (B, {self.contract.stored_channels}, H, W) in [0, 1], got {tuple(x.shape)}"
+            )
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Map stored images in [0, 1] to what the network takes (differentiable)."""
+        self.check_input(x)
+        c = self.contract
+        if c.input_size is not None and tuple(x.shape[-2:]) != c.input_size:
+            x = F.interpolate(x, size=c.input_size, mode="bilinear", align_corners=False, antialias=True)
+        if c.stored_channels == 1 and c.network_channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif c.stored_channels == 3 and c.network_channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        x = c.intensity.apply(x)
+        if c.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(self.prepare(x))
+
+    # --- decisions
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        """The loss of this output kind (cross-entropy, or binary cross-entropy with logits)."""
+        return self.output_kind.loss(logits, target, reduction=reduction)
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Logits for any number of images, in eval mode and batches; returned on the CPU."""
+        was_training = self.training
+        self.eval()
+        try:
+            device = self.device
+            out = [self(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, 1 if self.output_kind is OutputKind.BINARY else len(self.classes))
+
+    def predict_proba(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """(N, K) probabilities (binary: (N, 2))."""
+        return self.output_kind.probabilities(self.logits(x, batch_size))
+
+    def predict(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """Predicted labels with this output kind's decision rule."""
+        return self.output_kind.decide(self.logits(x, batch_size), self.contract.threshold)
+
+
+def require_gradients(model: nn.Module, method: str) -> None:
+    """Raise a clear error if ``model`` cannot give input gradients (a black box)."""
+    if not getattr(model, "differentiable", True):
+        raise NotDifferentiableError(
+            f"{method} needs input gradients, but this model is a black box (e.g. ONNX) and gives none; "
+            "use a transfer attack (craft on a differentiable surrogate with --surrogate) or a query attack "
+            "such as 'square', which needs only the model's probabilities"
+        )
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
