@@ -1,0 +1,208 @@
+"""The study's training recipe, reproducible on the CPU.
+
+Adam; cross-entropy (optionally class-weighted) plus the head's L2 penalty;
+ReduceLROnPlateau(val_loss, factor 0.5, patience 3, min_lr 1e-7); EarlyStopping(val_loss,
+patience 5, restore best weights); the study's augmentation on training batches only;
+optional two phases (head first, then unfreeze by the trainable policy), as the study did.
+Learning rate: 1e-5 (the study's) when fine-tuning pre-trained weights, 1e-3 from scratch,
+unless given. Same seed, same data, same machine -> same final weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from medrobust.models.augment import AugmentConfig, random_affine
+from medrobust.models.classifier import Classifier
+from medrobust.models.output_kind import OutputKind
+from medrobust.models.trainable import apply_trainable, freeze_frozen_batchnorm
+
+log = logging.getLogger(__name__)
+
+FINE_TUNE_LR = 1e-5
+SCRATCH_LR = 1e-3
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (written into model.json)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float | None = None  # None: 1e-5 when fine-tuning pre-trained weights, 1e-3 from scratch
+    trainable: str = "all"
+    two_phase: bool = False  # train the head alone first, then by `trainable`
+    head_epochs: int = 3
+    head_lr: float = 1e-3
+    class_weighted: bool = False
+    plateau_factor: float = 0.5
+    plateau_patience: int = 3
+    min_lr: float = 1e-7
+    early_stopping_patience: int = 5
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    seed: int = 0
+    max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
+    channels_last: bool = True  # memory format: faster convolutions on CPU and GPU, same results
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    stopped_early: bool
+    seconds: float
+    lr: float
+
+
+EpochCallback = Callable[[dict[str, float]], None]
+BatchCallback = Callable[[int, int], None]
+
+
+def _accuracy(kind: OutputKind, logits: torch.Tensor, y: torch.Tensor) -> float:
+    pred = kind.decide(logits)
+    return float((pred == y).float().mean())
+
+
+def _class_weights(y: torch.Tensor, kind: OutputKind, n_classes: int) -> torch.Tensor | None:
+    if kind is OutputKind.MULTILABEL:
+        pos = y.float().mean(0).clamp(min=1e-3)
+        return (1.0 - pos) / pos  # pos_weight per finding
+    counts = torch.bincount(y.long(), minlength=2 if kind is OutputKind.BINARY else n_classes).float().clamp(min=1)
+    return counts.sum() / (len(counts) * counts)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> tuple[float, float]:
+    """(mean loss, accuracy) of ``model`` in eval mode on tensors ``x``, ``y``."""
+    logits = model.logits(x, batch_size)
+    loss = float(model.loss(logits, y))
+    return loss, _accuracy(model.output_kind, logits, y)
+
+
+def train_classifier(
+    model: Classifier,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    config: TrainConfig | None = None,
+    device: str | torch.device = "cpu",
+    pretrained: bool = False,
+    on_epoch: EpochCallback | None = None,
+    on_batch: BatchCallback | None = None,
+    adversary: Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``train = (images, labels)``, validating on ``val``.
+
+    ``adversary`` (for adversarial training) maps a clean batch to adversarial examples
+    that replace it in the update (Madry et al. 2018). Returns the history and the best epoch,
+    whose weights the model holds on return.
+    """
+    config = config or TrainConfig()
+    device = torch.device(device)
+    lr = config.lr if config.lr is not None else (FINE_TUNE_LR if pretrained else SCRATCH_LR)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device)
+    if config.channels_last and device.type in ("cpu", "cuda"):
+        model.to(memory_format=torch.channels_last)
+    x_train, y_train = train
+    x_val, y_val = val
+    kind = model.output_kind
+    weights = _class_weights(y_train, kind, len(model.classes)) if config.class_weighted else None
+    if weights is not None:
+        weights = weights.to(device)
+    network = model.network
+    phases: list[tuple[str, int, float]] = []
+    if config.two_phase:
+        phases.append(("head", min(config.head_epochs, config.epochs), config.head_lr))
+    phases.append((config.trainable, config.epochs - (phases[0][1] if phases else 0), lr))
+
+    history: list[dict[str, float]] = []
+    best_loss, best_epoch, best_state = math.inf, -1, None
+    stopped_early = False
+    start = time.perf_counter()
+    epoch = 0
+    for policy, n_epochs, phase_lr in phases:
+        if n_epochs <= 0:
+            continue
+        n_trainable, n_total = apply_trainable(network, policy)
+        log.info("training %s: %d of %d parameters trainable (%s), lr %.1e", model.arch, n_trainable, n_total, policy, phase_lr)
+        params = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=phase_lr)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_lr
+        )
+        since_best = 0
+        for _ in range(n_epochs):
+            t0 = time.perf_counter()
+            model.train()
+            freeze_frozen_batchnorm(network)
+            order = torch.randperm(len(x_train), generator=generator)
+            n_batches = math.ceil(len(order) / config.batch_size)
+            total_loss, total_correct, seen = 0.0, 0.0, 0
+            for b in range(n_batches):
+                idx = order[b * config.batch_size : (b + 1) * config.batch_size]
+                xb = x_train[idx].to(device)
+                yb = y_train[idx].to(device)
+                xb = random_affine(xb, config.augment, generator)
+                if adversary is not None:
+                    xb = adversary(model, xb, yb)
+                    model.train()
+                    freeze_frozen_batchnorm(network)
+                if config.channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                logits = model(xb)
+                loss = kind.loss(logits, yb, weight=weights)
+                if hasattr(network, "regularization"):
+                    loss = loss + network.regularization()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach()) * len(idx)
+                total_correct += _accuracy(kind, logits.detach(), yb) * len(idx)
+                seen += len(idx)
+                if on_batch is not None:
+                    on_batch(b + 1, n_batches)
+            val_loss, val_acc = evaluate_loss(model, x_val, y_val)
+            current_lr = optimizer.param_groups[0]["lr"]
+            scheduler.step(val_loss)
+            record = {
+                "epoch": epoch + 1, "phase": policy, "train_loss": total_loss / seen, "train_accuracy": total_correct / seen,
+                "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr, "seconds": time.perf_counter() - t0,
+            }
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            epoch += 1
+            if val_loss < best_loss - 1e-6:
+                best_loss, best_epoch, since_best = val_loss, epoch, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                since_best += 1
+            if since_best >= config.early_stopping_patience:
+                log.info("early stopping after epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
+                stopped_early = True
+                break
+            if config.max_minutes is not None and time.perf_counter() - start > 60 * config.max_minutes:
+                log.info("time budget of %.1f min reached after epoch %d", config.max_minutes, epoch)
+                break
+        if stopped_early:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for p in network.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    if config.channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return TrainResult(history, best_epoch, best_loss, stopped_early, time.perf_counter() - start, lr)
