@@ -1,0 +1,301 @@
+"""One entry point for every model file a user brings: :func:`load_classifier`.
+
+=====================================  ===============================================
+file                                   loaded as
+=====================================  ===============================================
+directory with model.json + weights    medrobust checkpoint (contract from model.json)
+``*.keras``                            Keras 3 on the torch backend (differentiable)
+``*.onnx``                             onnxruntime session (black box, no gradients)
+TorchScript archive (any suffix)       ``torch.jit.load``
+other torch file + ``arch``            state dict of that zoo architecture, strict
+other torch file + ``trust_pickle``    a whole pickled ``nn.Module`` (runs its code!)
+=====================================  ===============================================
+
+Security: nothing is unpickled by default. A TorchScript archive is recognised from its zip
+member names before anything is read; a state dict is read with ``weights_only=True`` or from
+safetensors; a whole pickled module, which can execute arbitrary code while loading, is only
+read when the user passes ``trust_pickle=True``.
+
+A foreign (non-checkpoint) model does not say what it expects, so the user states the
+contract: class names (required), output kind, intensity, network channels, input size.
+One forward pass on a blank image then checks the output has the shape the contract implies,
+so a wrong ``classes`` or ``output_kind`` fails at load time with the file named, not in
+the middle of a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
+from medrobust.models.classifier import Classifier, InputContract
+from medrobust.models.device import resolve_device
+from medrobust.models.intensity import Intensity
+from medrobust.models.output_kind import OutputKind
+from medrobust.models.pretrained import WeightsError, read_state_dict, remap_keys
+from medrobust.models.registry import get_spec
+from medrobust.models.zoo import num_outputs
+
+log = logging.getLogger(__name__)
+
+DRY_RUN_SIZE = 64  # side of the blank test image when the model has no fixed input size
+
+# Heads of torchvision / MONAI layouts that map onto our networks' ``head`` (ResNet: fc,
+# EfficientNet: _fc). The DenseNet121 study head (two layers) has no counterpart there.
+_LAYOUT_HEADS = ("fc.", "_fc.")
+
+
+def is_torchscript(path: str | Path) -> bool:
+    """Whether ``path`` is a TorchScript archive, judged from its zip member names only.
+
+    ``torch.jit.save`` writes ``<root>/code/...`` and ``<root>/constants.pkl``; ``torch.save``
+    writes ``<root>/data.pkl`` without them. Nothing is unpickled to decide.
+    """
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                parts = name.split("/")
+                if (len(parts) >= 3 and parts[1] == "code") or (len(parts) == 2 and parts[1] == "constants.pkl"):
+                    return True
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return False
+
+
+def load_classifier(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    classes: Sequence[str] | str | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    stored_channels: int = 1,
+    network_channels: int | None = None,
+    intensity: str | Intensity | None = None,
+    output_kind: str | OutputKind | None = None,
+    channels_last: bool | None = None,
+    trust_pickle: bool = False,
+    outputs: str | None = None,
+    device: str | torch.device = "cpu",
+) -> Classifier:
+    """Load any supported model file as a Classifier in eval mode on ``device``.
+
+    ``classes`` (names, or one comma-separated string) is required except for medrobust
+    checkpoints, which carry their own contract (the other options are then ignored).
+    Defaults for foreign models: ``output_kind`` softmax; ``intensity`` and
+    ``network_channels`` the zoo spec's when ``arch`` is given, else ``"unit"`` and 3
+    (Keras and ONNX read channels and size from the file). ``outputs`` (Keras/ONNX only):
+    ``"logits"`` or ``"probabilities"`` to override the detection of a final softmax/sigmoid.
+    """
+    path = Path(path)
+    device = resolve_device(device)
+    if is_checkpoint(path):
+        options = {"arch": arch, "classes": classes, "input_size": input_size, "intensity": intensity,
+                   "network_channels": network_channels, "output_kind": output_kind, "channels_last": channels_last}
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            log.warning("%s: a medrobust checkpoint carries its own contract; ignoring %s", path, ", ".join(given))
+        return load_checkpoint(path, device=device)
+    if path.is_dir():
+        raise ValueError(
+            f"{path}: is a directory but not a medrobust checkpoint (model.json + model.safetensors); "
+            "pass the model file itself (.pt, .pth, .safetensors, .keras, .onnx)"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found; check the path")
+    names = _class_names(classes, path)
+    kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
+    suffix = path.suffix.lower()
+    common = {"classes": names, "input_size": input_size, "stored_channels": stored_channels,
+              "network_channels": network_channels, "intensity": intensity, "output_kind": kind,
+              "channels_last": channels_last, "outputs": outputs, "device": device}
+
+    if suffix == ".keras":
+        from medrobust.models.keras_model import load_keras_classifier
+
+        model: Classifier = load_keras_classifier(path, **common)  # type: ignore[arg-type]
+    elif suffix == ".onnx":
+        from medrobust.models.onnx_model import load_onnx_classifier
+
+        model = load_onnx_classifier(path, **common)  # type: ignore[arg-type]
+    elif suffix in (".h5", ".hdf5"):
+        raise ValueError(
+            f"{path}: legacy HDF5 Keras files are not read (they bypass Keras's safe mode); "
+            "re-save the model in Keras 3 format with model.save('model.keras')"
+        )
+    else:
+        if outputs is not None:
+            log.info("%s: outputs=%r applies to Keras and ONNX models only; ignored", path, outputs)
+        model = _load_torch(path, arch=arch, names=names, input_size=input_size, stored_channels=stored_channels,
+                            network_channels=network_channels, intensity=intensity, kind=kind,
+                            channels_last=bool(channels_last), trust_pickle=trust_pickle, device=device)
+    check_forward(model, path)
+    log.info("loaded %s (%s) with classes %s", path, model.metadata.get("format"), ", ".join(model.classes))
+    return model
+
+
+def _class_names(classes: Sequence[str] | str | None, path: Path) -> tuple[str, ...]:
+    if classes is None or len(classes) == 0:
+        raise ValueError(
+            f"{path}: is not a medrobust checkpoint, so the class names must be given in the model's output "
+            "order; pass classes (e.g. --classes Normal,Pneumonia,Pneumothorax)"
+        )
+    if isinstance(classes, str):
+        classes = [c.strip() for c in classes.split(",") if c.strip()]
+    return tuple(str(c) for c in classes)
+
+
+def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_size: int | tuple[int, int] | None,
+                stored_channels: int, network_channels: int | None, intensity: str | Intensity | None,
+                kind: OutputKind, channels_last: bool, trust_pickle: bool, device: torch.device) -> Classifier:
+    """A torch file: TorchScript, a state dict of ``arch``, or (trusted only) a pickled module."""
+    spec = None
+    if is_torchscript(path):
+        fmt = "torchscript"
+        try:
+            network: nn.Module = torch.jit.load(str(path), map_location=device)
+        except Exception as err:  # noqa: BLE001 — reported with the file named
+            raise ValueError(
+                f"{path}: looks like TorchScript but could not be loaded ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}); re-export it with torch.jit.script or torch.jit.trace"
+            ) from None
+        if arch:
+            log.info("%s: a TorchScript archive carries its own network; arch=%r only sets the defaults "
+                     "(channels, intensity) and is not recorded on the model", path, arch)
+    elif arch:
+        fmt = "state_dict"
+        spec = get_spec(arch)
+        network = _state_dict_network(path, arch, kind, len(names), network_channels or spec.channels)
+    elif path.suffix.lower() == ".safetensors":
+        raise ValueError(
+            f"{path}: a safetensors file holds only weights, not the network; pass the architecture it was "
+            "trained with (--arch, e.g. small-cnn or densenet121)"
+        )
+    elif trust_pickle:
+        fmt = "pickle"
+        log.warning("%s: unpickling a whole model because trust_pickle is set; this runs any code the file "
+                    "contains, so do this only for files whose origin you trust", path)
+        obj = torch.load(path, map_location=device, weights_only=False)
+        if not isinstance(obj, nn.Module):
+            raise ValueError(
+                f"{path}: holds a {type(obj).__name__}, not a torch.nn.Module; if it is a state dict, "
+                "pass the architecture (--arch) instead of --trust-pickle"
+            )
+        network = obj
+    else:
+        raise ValueError(
+            f"{path}: is neither a TorchScript archive nor a state dict medrobust can read safely; refusing to "
+            "unpickle it because unpickling can run arbitrary code — pass --arch if it is a state dict of a zoo "
+            "architecture, export the model to TorchScript or ONNX, or pass --trust-pickle only if you trust "
+            "where the file came from"
+        )
+    if spec is None and arch:
+        spec = get_spec(arch)
+    size = (input_size, input_size) if isinstance(input_size, int) else input_size
+    try:
+        contract = InputContract(
+            classes=names,
+            input_size=size,
+            stored_channels=stored_channels,
+            network_channels=network_channels or (spec.channels if spec else 3),
+            intensity=Intensity.parse(intensity) if intensity else (spec.intensity if spec else Intensity.UNIT),
+            output_kind=kind,
+            channels_last=channels_last,
+        )
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    # Only a state dict loaded into a zoo network is that architecture for sure (and can be re-saved
+    # as a medrobust checkpoint); a TorchScript network is whatever its archive says.
+    recorded_arch = arch if fmt == "state_dict" else None
+    model = Classifier(network, contract, arch=recorded_arch, metadata={"source": str(path), "format": fmt})
+    return model.to(device).eval()
+
+
+def _state_dict_network(path: Path, arch: str, kind: OutputKind, n_classes: int, channels: int) -> nn.Module:
+    """A zoo network of ``arch`` with every tensor, the head included, from the file (strict)."""
+    network = get_spec(arch).builder(num_outputs(kind, n_classes), channels)
+    target = network.state_dict()
+    state = read_state_dict(path)  # safetensors or torch.load(weights_only=True); never plain unpickling
+    best, best_score = state, -1
+    for candidate in _layout_candidates(state, arch):
+        fitting = sum(1 for k, v in candidate.items() if k in target and target[k].shape == v.shape)
+        if fitting > best_score:
+            best, best_score = candidate, fitting
+    # Weights saved before BatchNorm counted batches lack num_batches_tracked; it does not affect inference.
+    for key, value in target.items():
+        if key.endswith("num_batches_tracked") and key not in best:
+            best[key] = value
+    missing = [k for k in target if k not in best]
+    unexpected = [k for k in best if k not in target]
+    mismatched = [f"{k} {tuple(best[k].shape)} in the file vs {tuple(target[k].shape)}"
+                  for k in target if k in best and best[k].shape != target[k].shape]
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} of another shape (first: {'; '.join(mismatched[:2])})")
+        raise WeightsError(
+            f"{path}: does not fit {arch} with {num_outputs(kind, n_classes)} outputs and {channels} input "
+            f"channel(s): keys {', '.join(problems)}; check that --arch, --classes, --output-kind and "
+            "--network-channels match the trained model"
+        )
+    network.load_state_dict(best, strict=True)
+    log.info("%s: loaded all %d tensors of %s, head included", path, len(target), arch)
+    return network
+
+
+def _layout_candidates(state: dict[str, torch.Tensor], arch: str) -> list[dict[str, torch.Tensor]]:
+    """Ways to read the keys: as saved, without a ``network.`` prefix (a whole Classifier's
+    state dict), and remapped from torchvision / MONAI layout with the trained head kept."""
+    candidates = [dict(state)]
+    if state and all(k.startswith("network.") for k in state):
+        candidates.append({k[len("network."):]: v for k, v in state.items()})
+    heads = {k: v for k, v in state.items() if k.startswith(_LAYOUT_HEADS)}
+    body = remap_keys({k: v for k, v in state.items() if k not in heads}, arch)
+    if arch == "densenet121":
+        # torchvision's one-layer ``classifier`` has no counterpart in the study head: keep its keys
+        # so a mismatch reports them instead of remap_keys dropping them silently.
+        body.update({k: v for k, v in state.items() if k.startswith("classifier.")})
+        body.update(heads)
+    else:
+        body.update({"head." + k.split(".", 1)[1]: v for k, v in heads.items()})
+    candidates.append(body)
+    return candidates
+
+
+def check_forward(model: Classifier, path: str | Path) -> None:
+    """Run one blank image through ``model`` and check the logits' shape against its contract."""
+    h, w = model.input_size or (DRY_RUN_SIZE, DRY_RUN_SIZE)
+    x = torch.zeros(1, model.input_channels, h, w, device=model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as err:  # noqa: BLE001 — a foreign model may raise anything
+        raise ValueError(
+            f"{path}: the model failed on a blank (1, {model.input_channels}, {h}, {w}) image "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check that input_size, "
+            "network_channels and channels_last match how it was trained"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor):
+        raise ValueError(  # noqa: TRY004 — a bad model file, reported like the other load errors
+            f"{path}: the model returned a {type(logits).__name__}, not a tensor of logits; "
+            "export a model whose forward returns one (B, K) tensor"
+        )
+    try:
+        model.output_kind.check_logits(logits, len(model.classes))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

@@ -1,0 +1,232 @@
+"""ONNX models as black-box Classifiers: answers without gradients.
+
+An ONNX file is run by onnxruntime on the CPU, outside autograd, so :class:`OnnxClassifier`
+sets ``differentiable = False``. It still honours the whole input contract (resize, channel
+repeat, intensity, channels-last are done in torch by :meth:`Classifier.prepare`), so query
+attacks (``square``), transfer attacks (crafted on a differentiable surrogate), defenses and
+detectors use it like any other model. A white-box attack that calls
+``require_gradients(model, "PGD")`` gets a :class:`NotDifferentiableError` that points at
+those two; so does anyone who feeds it a tensor that requires a gradient.
+
+If the graph ends in ``Softmax`` or ``Sigmoid`` (detected with the ``onnx`` package when it is
+installed, or stated with ``outputs="probabilities"``), the output is turned back into logits
+(:mod:`medrobust.models.probability_logits`), so probabilities are not squashed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medrobust.models.classifier import Classifier, InputContract, require_gradients
+from medrobust.models.intensity import Intensity
+from medrobust.models.output_kind import OutputKind
+from medrobust.models.probability_logits import (
+    FinalActivation,
+    logits_from_probabilities,
+)
+
+log = logging.getLogger(__name__)
+
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def _import_onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError(
+            f"onnxruntime is needed to run .onnx models but could not be imported ({err}); "
+            "install it with: pip install 'medrobust[onnx]'"
+        ) from None
+    return onnxruntime
+
+
+def final_activation(path: str | Path) -> FinalActivation | None:
+    """``"softmax"``/``"sigmoid"`` when the graph's output comes straight from such a node.
+
+    Needs the ``onnx`` package; without it (or for an unreadable graph) returns None and the
+    caller relies on what the user said.
+    """
+    try:
+        import onnx
+    except ImportError:
+        log.info("%s: the onnx package is not installed; cannot check whether the model outputs probabilities", path)
+        return None
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as err:  # noqa: BLE001 — a graph onnx cannot parse is not worth failing over
+        log.info("%s: could not inspect the ONNX graph (%s)", path, err)
+        return None
+    if not graph.output:
+        return None
+    name = graph.output[0].name
+    producer = next((node for node in graph.node if name in node.output), None)
+    if producer is None:
+        return None
+    return {"Softmax": "softmax", "Sigmoid": "sigmoid"}.get(producer.op_type)  # type: ignore[return-value]
+
+
+class OnnxClassifier(Classifier):
+    """A Classifier whose network is an onnxruntime session: forward without gradients.
+
+    ``network`` is an empty placeholder module (no parameters), so ``state_dict()`` is empty;
+    ``device`` is where inputs are prepared and where logits are returned (CPU by default).
+    The session has a fixed batch size when the graph says so; forward then runs in chunks.
+    """
+
+    differentiable = False
+
+    def __init__(self, path: str | Path, contract: InputContract, invert: FinalActivation | None = None,
+                 metadata: dict[str, object] | None = None, device: str | torch.device = "cpu",
+                 session: Any = None) -> None:
+        super().__init__(nn.Module(), contract, arch=None, metadata=metadata)
+        self.path = Path(path)
+        if session is None:
+            session = _import_onnxruntime().InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+        self.session = session
+        self._input = _single_input(self.session, self.path)
+        self._output_name = self.session.get_outputs()[0].name
+        self._dtype = _NUMPY_TYPES.get(self._input.type)
+        if self._dtype is None:
+            raise ValueError(f"{self.path}: the ONNX input is {self._input.type}; medrobust feeds float images")
+        batch = self._input.shape[0] if self._input.shape else None
+        self._batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.invert = invert
+        self._device = torch.device(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, *args: Any, **kwargs: Any) -> OnnxClassifier:
+        """Move where inputs are prepared (the session itself always runs on the CPU)."""
+        for arg in (*args, kwargs.get("device")):
+            if isinstance(arg, torch.Tensor):
+                self._device = arg.device
+                break
+            if isinstance(arg, (str, torch.device)):
+                self._device = torch.device(arg)
+                break
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            require_gradients(self, "a gradient through this ONNX model")
+        with torch.no_grad():
+            prepared = self.prepare(x).to("cpu").numpy().astype(self._dtype, copy=False)
+            prepared = np.ascontiguousarray(prepared)
+            step = self._batch or len(prepared)
+            chunks = [self.session.run([self._output_name], {self._input.name: prepared[i : i + step]})[0]
+                      for i in range(0, len(prepared), step)] if len(prepared) else []
+            out = torch.from_numpy(np.concatenate(chunks).astype(np.float32, copy=False)) if chunks else \
+                torch.empty(0, 1 if self.output_kind is OutputKind.BINARY else len(self.classes))
+            if out.ndim == 1:
+                out = out[:, None]
+            if self.invert is not None:
+                out = logits_from_probabilities(out, self.invert)
+        return out.to(x.device)
+
+
+def _single_input(session: Any, path: Path) -> Any:
+    """The session's one input (its name, shape and type), or a clear error."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(
+            f"{path}: the ONNX model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+            "medrobust needs one image input — export the model with a single input"
+        )
+    return inputs[0]
+
+
+def _input_layout(shape: Sequence[object], channels_last: bool, path: Path) -> tuple[tuple[int, int] | None, int | None]:
+    """(H, W) when static, and channels when static, from the ONNX input shape."""
+    if len(shape) != 4:
+        raise ValueError(
+            f"{path}: the ONNX input has shape {list(shape)}, not images (B, C, H, W); "
+            "medrobust needs a 2-D image classifier"
+        )
+    h, w, c = (shape[1], shape[2], shape[3]) if channels_last else (shape[2], shape[3], shape[1])
+    static = [v if isinstance(v, int) and v > 0 else None for v in (h, w, c)]
+    size = (static[0], static[1]) if static[0] and static[1] else None
+    return size, static[2]
+
+
+def load_onnx_classifier(
+    path: str | Path,
+    *,
+    classes: Sequence[str],
+    input_size: int | tuple[int, int] | None = None,
+    stored_channels: int = 1,
+    network_channels: int | None = None,
+    intensity: str | Intensity | None = None,
+    output_kind: str | OutputKind | None = None,
+    channels_last: bool | None = None,
+    outputs: str | None = None,
+    device: str | torch.device = "cpu",
+) -> OnnxClassifier:
+    """A black-box Classifier around an ``.onnx`` file; the caller states classes and intensity.
+
+    Input size and channels come from the graph's input shape when static (NCHW unless
+    ``channels_last``); a user value that disagrees is an error. ``intensity`` defaults to
+    ``"unit"``. ``outputs``: None (detect a final Softmax/Sigmoid node), ``"logits"`` or
+    ``"probabilities"``. Use :func:`medrobust.models.loading.load_classifier`, which also
+    checks one forward pass.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX model file not found; check the path")
+    ort = _import_onnxruntime()
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 — reported with the file named
+        raise ValueError(
+            f"{path}: onnxruntime could not open it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            "check it is an ONNX model and re-export it if needed"
+        ) from None
+    channels_last = bool(channels_last)
+    found_size, found_channels = _input_layout(_single_input(session, path).shape, channels_last, path)
+    size = (input_size, input_size) if isinstance(input_size, int) else (tuple(input_size) if input_size else None)
+    if size is not None and found_size is not None and tuple(size) != found_size:
+        raise ValueError(
+            f"{path}: input size {tuple(size)} was given but the ONNX model takes {found_size}; "
+            "leave --input-size out or give the model's size"
+        )
+    if network_channels is not None and found_channels is not None and network_channels != found_channels:
+        raise ValueError(
+            f"{path}: {network_channels} network channels were given but the ONNX model takes {found_channels}; "
+            "leave --network-channels out or check --channels-last"
+        )
+    kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
+    detected = final_activation(path)
+    if outputs in (None, "auto"):
+        invert = detected
+    elif outputs == "logits":
+        invert = None
+    elif outputs == "probabilities":
+        invert = detected or ("softmax" if kind is OutputKind.SOFTMAX else "sigmoid")
+    else:
+        raise ValueError(f"outputs must be 'logits', 'probabilities' or left out, got {outputs!r}")
+    if invert:
+        log.info("%s: the model outputs %s probabilities; converting them back to logits", path, invert)
+    try:
+        contract = InputContract(
+            classes=tuple(classes),
+            input_size=size or found_size,  # type: ignore[arg-type]
+            stored_channels=stored_channels,
+            network_channels=network_channels or found_channels or 3,
+            intensity=Intensity.parse(intensity or Intensity.UNIT),
+            output_kind=kind,
+            channels_last=channels_last,
+        )
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    metadata: dict[str, object] = {"source": str(path), "format": "onnx",
+                                   "logits": f"inverted {invert}" if invert else "exact"}
+    return OnnxClassifier(path, contract, invert=invert, metadata=metadata, device=device, session=session).eval()
