@@ -1,0 +1,197 @@
+"""`medrobust models`, `medrobust train`, `medrobust predict`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from medrobust.cli.app import app, console, progress_bar, user_errors
+
+log = logging.getLogger(__name__)
+
+
+@app.command("models")
+@user_errors
+def models_list(pattern: Annotated[str, typer.Argument(help="Shell-style filter, e.g. 'resnet*'.")] = "*") -> None:
+    """List the model zoo with parameter counts."""
+    from medrobust.models.classifier import count_parameters
+    from medrobust.models.registry import get_spec, list_models
+    from medrobust.models.zoo import build_classifier
+
+    table = Table(title="model zoo (3 classes)")
+    for col in ("name", "parameters", "Keras-style count", "channels", "intensity", "ImageNet"):
+        table.add_column(col, justify="right" if "count" in col or col == "parameters" else "left")
+    descriptions = []
+    for name in list_models(pattern):
+        spec = get_spec(name)
+        model = build_classifier(name, ["a", "b", "c"])
+        n = count_parameters(model)
+        # Keras counts BatchNorm moving mean/variance as (non-trainable) parameters too
+        bn_stats = sum(b.numel() for key, b in model.named_buffers() if key.endswith(("running_mean", "running_var")))
+        table.add_row(name, f"{n:,}", f"{n + bn_stats:,}", str(spec.channels), spec.intensity.value,
+                      "yes" if spec.imagenet else "no")
+        descriptions.append(f"{name}: {spec.description}")
+    console.print(table)
+    for line in descriptions:
+        console.print(line, highlight=False)
+
+
+@app.command("train")
+@user_errors
+def train(
+    data: Annotated[str, typer.Option("--data", help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")] = "phantom",
+    arch: Annotated[str, typer.Option("--arch", help="Zoo architecture (see `medrobust models`).")] = "densenet121",
+    weights: Annotated[str, typer.Option("--weights", help="none | imagenet | PATH to backbone weights.")] = "none",
+    trainable: Annotated[str, typer.Option("--trainable", help="head | last-block | last:N | all")] = "all",
+    two_phase: Annotated[bool, typer.Option("--two-phase", help="Train the head first, then unfreeze.")] = False,
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 30,
+    size: Annotated[int, typer.Option("--size", min=16, help="Image size the model is trained at.")] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Default 1e-5 fine-tuning, 1e-3 from scratch.")] = None,
+    per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 600,
+    class_weighted: Annotated[bool, typer.Option("--class-weighted")] = False,
+    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
+    download: Annotated[bool, typer.Option("--download", help="Allow downloading ImageNet weights.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder (model.safetensors + model.json).")] = Path("runs/model"),
+) -> None:
+    """Train a zoo model with the study's recipe and save a checkpoint."""
+    import torch
+
+    from medrobust.data.sources import open_dataset
+    from medrobust.models.checkpoint import save_checkpoint
+    from medrobust.models.classifier import count_parameters
+    from medrobust.models.device import resolve_device
+    from medrobust.models.training import TrainConfig, evaluate_loss, train_classifier
+    from medrobust.models.zoo import build_classifier
+
+    dev = resolve_device(device)
+    dataset = open_dataset(data, size=size, per_class=per_class, seed=seed)
+    parts = dataset.splits()
+    missing = {"train", "val", "test"} - set(parts)
+    if missing:
+        raise ValueError(f"{data}: the data has no {', '.join(sorted(missing))} split; give it train/val/test images")
+    loaded = {name: part.load() for name, part in parts.items()}
+    for part in parts.values():
+        if part.skipped:
+            console.print(part.skipped_summary(), markup=False, highlight=False)
+    torch.manual_seed(seed)
+    model = build_classifier(arch, dataset.classes, size, weights=weights, download=download)
+    console.print(f"{arch}: {count_parameters(model):,} parameters; training on {len(loaded['train'][0])} images, "
+                  f"validating on {len(loaded['val'][0])}, device {dev}")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
+                         class_weighted=class_weighted, seed=seed, max_minutes=max_minutes)
+    with progress_bar() as bar:
+        epoch_task = bar.add_task("epochs", total=epochs)
+        batch_task = bar.add_task("batches", total=None)
+
+        def on_batch(done: int, total: int) -> None:
+            bar.update(batch_task, completed=done, total=total)
+
+        def on_epoch(record: dict[str, float]) -> None:
+            bar.update(epoch_task, advance=1)
+            bar.console.print(
+                f"epoch {record['epoch']:>3}  loss {record['train_loss']:.4f}  acc {record['train_accuracy']:.3f}  "
+                f"val_loss {record['val_loss']:.4f}  val_acc {record['val_accuracy']:.3f}  lr {record['lr']:.1e}  "
+                f"{record['seconds']:.1f}s"
+            )
+
+        result = train_classifier(model, loaded["train"][:2], loaded["val"][:2], config, device=dev,
+                                  pretrained=weights not in ("none", ""), on_epoch=on_epoch, on_batch=on_batch)
+    test_loss, test_acc = evaluate_loss(model, *loaded["test"][:2])
+    metrics = {"test_loss": test_loss, "test_accuracy": test_acc, "best_epoch": result.best_epoch,
+               "best_val_loss": result.best_val_loss, "train_seconds": round(result.seconds, 1)}
+    save_checkpoint(model.cpu(), out, extra={
+        "training": {**config.to_json(), "lr": result.lr, "weights": weights, "data": data, "size": size},
+        "history": result.history, "metrics": metrics,
+    })
+    console.print(f"test accuracy {test_acc:.3f} (loss {test_loss:.4f}) after {result.seconds:.0f}s of training; "
+                  f"best epoch {result.best_epoch}; saved {out}")
+
+
+@app.command("predict")
+@user_errors
+def predict(
+    model_path: Annotated[Path, typer.Option("--model", help="Checkpoint folder, TorchScript, state dict, .keras or .onnx.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
+    arch: Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")] = None,
+    classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class names.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size")] = None,
+    intensity: Annotated[Optional[str], typer.Option("--intensity", help="unit | imagenet | symmetric | byte")] = None,
+    output_kind: Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a whole module (runs code).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
+) -> None:
+    """Print each image's predicted class and confidence."""
+    import torch
+
+    from medrobust.data.errors import ImageReadError
+    from medrobust.data.io import is_image_file, read_image
+    from medrobust.data.resize import resize_image
+    from medrobust.models.loading import load_classifier
+
+    model = load_classifier(
+        model_path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
+        intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle,
+    )
+    files: list[Path] = []
+    for p in inputs:
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)) if p.is_dir() else [p])
+    size = model.input_size
+    skipped: list[str] = []
+    results: list[dict[str, object]] = []
+    batch: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        x = torch.stack([t for _, t in batch])
+        proba = model.predict_proba(x)
+        labels = model.predict(x)
+        for (path, _), p, y in zip(batch, proba, labels):
+            if y.ndim == 0:
+                results.append({"file": str(path), "class": model.classes[int(y)], "confidence": round(float(p[int(y)]), 4)})
+            else:
+                found = [c for c, flag in zip(model.classes, y.tolist()) if flag]
+                results.append({"file": str(path), "class": "|".join(found) or "none",
+                                "probabilities": {c: round(float(v), 4) for c, v in zip(model.classes, p)}})
+        batch.clear()
+
+    for path in files:
+        try:
+            image = read_image(path)
+        except ImageReadError as err:
+            log.warning("skipping %s", err)
+            skipped.append(str(err))
+            continue
+        if size is not None:
+            image = resize_image(image, size)
+        tensor = torch.from_numpy(image).unsqueeze(0)
+        if batch and tensor.shape != batch[0][1].shape:
+            flush()
+        batch.append((path, tensor))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    if as_json:
+        for r in results:
+            console.print(json.dumps(r), highlight=False, markup=False)
+    else:
+        table = Table()
+        for col in ("file", "class", "confidence"):
+            table.add_column(col)
+        for r in results:
+            table.add_row(str(r["file"]), str(r["class"]), f"{r.get('confidence', '')}")
+        console.print(table)
+    if skipped:
+        console.print(f"{len(skipped)} file(s) skipped:", highlight=False)
+        for s in skipped:
+            console.print(f"  {s}", markup=False, highlight=False)
+        raise typer.Exit(code=3)
