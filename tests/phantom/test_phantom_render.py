@@ -10,7 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medrobust.data.phantom import PHANTOM_CLASSES, generate_phantom, render_phantom, sample_params
+from medrobust.data.phantom import (
+    PHANTOM_CLASSES,
+    generate_phantom,
+    render_phantom,
+    sample_params,
+)
 from medrobust.data.phantom.params import Consolidation, Pneumothorax
 from medrobust.data.phantom.render import SIDE_SIGN, _anatomical_grid, _Geometry
 
