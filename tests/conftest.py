@@ -1,11 +1,18 @@
-"""Shared test configuration: hypothesis profiles, the slow/gpu markers."""
+"""Shared test configuration: hypothesis profiles, the slow/gpu markers, and small CNNs trained
+on phantoms (a few seconds each) for the attack, defense and CLI tests."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+
+from medrobust.data.phantom import PhantomDataset
+from medrobust.models.augment import AugmentConfig
+from medrobust.models.training import TrainConfig, train_classifier
+from medrobust.models.zoo import build_classifier
 
 settings.register_profile("default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -26,3 +33,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_slow)
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
+
+
+def _train_small_cnn(splits, classes, seed: int):
+    torch.manual_seed(seed)
+    model = build_classifier("small-cnn", classes, 32)
+    config = TrainConfig(epochs=20, batch_size=32, lr=3e-3, seed=seed, augment=AugmentConfig(True, 0, 0, 0, 0),
+                         early_stopping_patience=20)
+    train_classifier(model, splits["train"], splits["val"], config)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def phantom32():
+    """Phantoms at 32 px: {"train"|"val"|"test": (x, y)} and the class names."""
+    ds = PhantomDataset(per_class=150, size=32, seed=11)
+    return {name: part.load()[:2] for name, part in ds.splits().items()}, ds.classes
+
+
+@pytest.fixture(scope="session")
+def trained_small_cnn(phantom32):
+    """A small CNN at about 80% test accuracy on 32 px phantoms."""
+    splits, classes = phantom32
+    return _train_small_cnn(splits, classes, seed=0)
+
+
+@pytest.fixture(scope="session")
+def second_small_cnn(phantom32):
+    """An independently trained second small CNN (another seed), for transfer tests."""
+    splits, classes = phantom32
+    return _train_small_cnn(splits, classes, seed=1)

@@ -1,0 +1,188 @@
+"""One iterative gradient engine; every gradient attack is a thin configuration of it.
+
+The loop (after TransferAttack's structure, Wang et al.)::
+
+    x_0 = x, or a random point of the eps-ball (random start)
+    g_0 = 0
+    for t in 0..T-1:
+        grad  = mean over transformed copies c of  d J(f(c(x_t)), y) / d x_t      # gradient()
+        g     = mu * g + grad / ||grad||_1   (mu > 0: MI-FGSM momentum)  or grad  # accumulate()
+        x_t+1 = Clip_{[0,1] and eps-ball around x}(x_t + alpha * sign(g))         # budget.step/project
+    x_adv = quantise(x_T) to the storage bit depth, staying in the ball
+
+Each step is a method an attack may override: ``init``, ``transformed_batches`` (input
+diversity: SIA's structure-invariant copies), ``loss``, ``gradient``, ``accumulate``. The
+model is run in eval mode with gradients to the input only (``torch.autograd.grad``, no
+parameter gradients), and its mode is restored afterwards. Images in a batch are independent:
+the loss is summed per image, so an image's perturbation does not depend on its batch-mates.
+All randomness comes from one ``torch.Generator`` seeded per call, so the same seed gives
+bit-identical results on the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from medrobust.attacks.budget import Budget, quantize_within
+from medrobust.models.classifier import require_gradients
+from medrobust.models.output_kind import OutputKind
+
+log = logging.getLogger(__name__)
+
+
+class Attack(ABC):
+    """Base of every attack: ``attack(model, x, y) -> x_adv`` (same shape and dtype, in [0, 1]).
+
+    ``y`` holds the true labels for an untargeted attack, the target labels for a targeted
+    one: (B,) class indices, or (B, K) 0/1 findings for a multi-label model.
+    """
+
+    name: str = "attack"
+    needs_gradients: bool = True
+
+    def __init__(self, seed: int = 0, quantize_bits: int | None = 8) -> None:
+        self.seed = seed
+        self.quantize_bits = quantize_bits
+
+    def make_generator(self, device: torch.device, seed: int | None = None) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed if seed is None else seed)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.needs_gradients:
+            require_gradients(model, f"the {self.name} attack")
+        if x.ndim != 4:
+            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
+        if x.min() < 0 or x.max() > 1:
+            raise ValueError("images must lie in [0, 1] (medrobust's currency); scale them before attacking")
+        was_training = model.training
+        model.eval()
+        try:
+            generator = generator or self.make_generator(x.device)
+            with torch.enable_grad():
+                x_adv = self.perturb(model, x.detach(), y.detach(), generator)
+        finally:
+            model.train(was_training)
+        return x_adv.to(dtype=x.dtype).detach()
+
+    @abstractmethod
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Craft the adversarial batch (called in eval mode with gradients enabled)."""
+
+    def describe(self) -> dict[str, object]:
+        """The attack's settings, for run records."""
+        return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
+
+
+class IterativeAttack(Attack):
+    """The engine. ``eps`` budget in ``norm``, ``steps`` iterations of size ``alpha``
+    (default ``eps / steps``), momentum ``mu`` (0: plain iterative FGSM/PGD), optional random
+    start, targeted or untargeted; final image quantised to ``quantize_bits`` (None: keep floats).
+
+    ``findings`` (multi-label models): names of the findings to flip; untargeted then means
+    "push each named finding away from its true value", and the others are left alone.
+    """
+
+    def __init__(
+        self,
+        eps: float = 8 / 255,
+        steps: int = 10,
+        alpha: float | None = None,
+        norm: str = "linf",
+        mu: float = 0.0,
+        random_start: bool = False,
+        targeted: bool = False,
+        findings: Sequence[str] | None = None,
+        seed: int = 0,
+        quantize_bits: int | None = 8,
+    ) -> None:
+        super().__init__(seed=seed, quantize_bits=quantize_bits)
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        self.eps = float(eps)
+        self.steps = int(steps)
+        self.alpha = float(alpha) if alpha is not None else self.eps / self.steps
+        self.norm = norm
+        self.mu = float(mu)
+        self.random_start = bool(random_start)
+        self.targeted = bool(targeted)
+        self.findings = list(findings) if findings else None
+        Budget(self.eps, norm)  # validates eps and norm now, not at the first step
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.eps, self.norm)
+
+    # --- hooks -----------------------------------------------------------------------------
+    def init(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The starting point: x itself, or a uniform random point of the ball."""
+        return self.budget.random_start(x, generator) if self.random_start else x.clone()
+
+    def transformed_batches(self, x_adv: torch.Tensor, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
+        """Yield ``(copies, k)``: ``k`` transformed copies of the batch stacked as (k*B, C, H, W),
+        differentiable functions of ``x_adv``. Default: the image itself, once."""
+        yield x_adv, 1
+
+    @property
+    def n_copies(self) -> int:
+        return 1
+
+    def loss(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-image loss to *ascend*: J for untargeted, -J towards the target for targeted."""
+        kind: OutputKind = getattr(model, "output_kind", OutputKind.SOFTMAX)
+        if kind is OutputKind.MULTILABEL and self.findings is not None:
+            classes = list(getattr(model, "classes", []))
+            unknown = [f for f in self.findings if f not in classes]
+            if unknown:
+                raise ValueError(f"findings {unknown} are not among the model's classes {classes}")
+            mask = torch.zeros(logits.shape[1], device=logits.device, dtype=logits.dtype)
+            mask[[classes.index(f) for f in self.findings]] = 1.0
+            per = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
+            value = (per * mask).sum(1)
+        else:
+            value = kind.loss(logits, y, reduction="none")
+        return -value if self.targeted else value
+
+    def gradient(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Mean over the transformed copies of the input gradient of the summed per-image loss."""
+        x_var = x_adv.detach().requires_grad_(True)
+        total = torch.zeros_like(x_adv)
+        for copies, k in self.transformed_batches(x_var, generator):
+            logits = model(copies)
+            target = y.repeat(k, *([1] * (y.ndim - 1))) if k > 1 else y
+            loss = self.loss(model, logits, target).sum()
+            (grad,) = torch.autograd.grad(loss, x_var)
+            total += grad
+        return total / self.n_copies
+
+    def accumulate(self, g: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Momentum (Dong et al. 2018): ``g = mu * g + grad / ||grad||_1`` per image; plain ``grad`` if mu = 0.
+
+        The L1 norm is taken as the mean absolute value (a constant factor C*H*W off the sum),
+        which changes no sign and keeps the numbers in a comfortable float range.
+        """
+        if self.mu == 0.0:
+            return grad
+        l1 = grad.abs().mean(dim=tuple(range(1, grad.ndim)), keepdim=True).clamp_min(1e-12)
+        return self.mu * g + grad / l1
+
+    # --- the loop ----------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        x_adv = self.init(x, generator)
+        g = torch.zeros_like(x)
+        for _ in range(self.steps):
+            grad = self.gradient(model, x_adv, y, generator)
+            g = self.accumulate(g, grad)
+            x_adv = self.budget.project(self.budget.step(x_adv, g, self.alpha), x).detach()
+        if self.quantize_bits is not None:
+            if self.eps * (2**self.quantize_bits - 1) < 1.0 - 1e-6:
+                log.warning("eps %.4g is below one grey level at %d bits; leaving the image unquantised",
+                            self.eps, self.quantize_bits)
+            else:
+                x_adv = quantize_within(x_adv, x, self.budget, self.quantize_bits)
+        return x_adv
