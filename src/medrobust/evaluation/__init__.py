@@ -1,0 +1,1 @@
+"""Evaluation: pure metric functions (numpy in, numbers out) and, later, the experiment runner."""
