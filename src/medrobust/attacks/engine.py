@@ -149,16 +149,23 @@ class IterativeAttack(Attack):
         return -value if self.targeted else value
 
     def gradient(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Mean over the transformed copies of the input gradient of the summed per-image loss."""
+        """Mean over the transformed copies of the input gradient of the summed per-image loss.
+
+        A model with a randomised preprocessing defense says how many random draws to average
+        (``model.eot_samples``, expectation over transformation, Athalye et al. 2018): the
+        gradient is then averaged over that many independent forward/backward passes.
+        """
         x_var = x_adv.detach().requires_grad_(True)
         total = torch.zeros_like(x_adv)
-        for copies, k in self.transformed_batches(x_var, generator):
-            logits = model(copies)
-            target = y.repeat(k, *([1] * (y.ndim - 1))) if k > 1 else y
-            loss = self.loss(model, logits, target).sum()
-            (grad,) = torch.autograd.grad(loss, x_var)
-            total += grad
-        return total / self.n_copies
+        draws = max(1, int(getattr(model, "eot_samples", 1)))
+        for _ in range(draws):
+            for copies, k in self.transformed_batches(x_var, generator):
+                logits = model(copies)
+                target = y.repeat(k, *([1] * (y.ndim - 1))) if k > 1 else y
+                loss = self.loss(model, logits, target).sum()
+                (grad,) = torch.autograd.grad(loss, x_var)
+                total += grad
+        return total / (self.n_copies * draws)
 
     def accumulate(self, g: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Momentum (Dong et al. 2018): ``g = mu * g + grad / ||grad||_1`` per image; plain ``grad`` if mu = 0.
