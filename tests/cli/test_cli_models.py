@@ -52,3 +52,14 @@ def test_predict_refuses_an_untrusted_pickle(tmp_path) -> None:
     result = runner.invoke(app, ["predict", "--model", str(path), "--classes", "a,b,c", str(tmp_path)])
     assert result.exit_code == 2
     assert "error:" in result.stdout and "--trust-pickle" in result.stdout
+
+
+def test_train_with_adversarial_examples_records_the_attack(tmp_path) -> None:
+    out = tmp_path / "robust"
+    result = runner.invoke(app, ["train", "--data", "phantom", "--per-class", "10", "--arch", "small-cnn",
+                                 "--size", "32", "--epochs", "1", "--adversarial", "pgd:eps=4/255,steps=2",
+                                 "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "adversarial training" in result.stdout
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["adversarial"] == "pgd:eps=4/255,steps=2"

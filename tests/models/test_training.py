@@ -131,3 +131,19 @@ def test_checkpoint_round_trip_is_exact(tmp_path, phantom_splits) -> None:
     x = splits["test"][0]
     assert torch.equal(loaded.logits(x), model.logits(x))
     assert loaded.metadata["metrics"]["test_accuracy"] == 0.5
+
+
+def test_adversarial_training_buys_robustness(phantom32, trained_small_cnn) -> None:
+    from medrobust.attacks.registry import build_attack
+
+    splits, classes = phantom32
+    torch.manual_seed(0)
+    robust = build_classifier("small-cnn", classes, 32)
+    config = TrainConfig(epochs=20, batch_size=32, lr=3e-3, seed=0, augment=AugmentConfig(True, 0, 0, 0, 0),
+                         early_stopping_patience=20)
+    train_classifier(robust, splits["train"], splits["val"], config, adversary=build_attack("fgsm", eps=4 / 255))
+    x, y = splits["test"]
+    pgd = build_attack("pgd", eps=4 / 255, steps=10)
+    robust_acc = float((robust.predict(pgd(robust, x, y)) == y).float().mean())
+    plain_acc = float((trained_small_cnn.predict(pgd(trained_small_cnn, x, y)) == y).float().mean())
+    assert robust_acc > plain_acc + 0.1

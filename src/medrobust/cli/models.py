@@ -59,6 +59,9 @@ def train(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     download: Annotated[bool, typer.Option("--download", help="Allow downloading ImageNet weights.")] = False,
+    adversarial: Annotated[Optional[str], typer.Option(
+        "--adversarial", help="Adversarial training (Madry et al.): train on this attack's examples, e.g. pgd:eps=4/255."
+    )] = None,
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder (model.safetensors + model.json).")] = Path("runs/model"),
 ) -> None:
     """Train a zoo model with the study's recipe and save a checkpoint."""
@@ -87,6 +90,12 @@ def train(
                   f"validating on {len(loaded['val'][0])}, device {dev}")
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
                          class_weighted=class_weighted, seed=seed, max_minutes=max_minutes)
+    adversary = None
+    if adversarial:
+        from medrobust.attacks.registry import build_attack
+
+        adversary = build_attack(adversarial)
+        console.print(f"adversarial training on {adversarial} examples (Madry et al. 2018)")
     with progress_bar() as bar:
         epoch_task = bar.add_task("epochs", total=epochs)
         batch_task = bar.add_task("batches", total=None)
@@ -103,12 +112,14 @@ def train(
             )
 
         result = train_classifier(model, loaded["train"][:2], loaded["val"][:2], config, device=dev,
-                                  pretrained=weights not in ("none", ""), on_epoch=on_epoch, on_batch=on_batch)
+                                  pretrained=weights not in ("none", ""), on_epoch=on_epoch, on_batch=on_batch,
+                                  adversary=adversary)
     test_loss, test_acc = evaluate_loss(model, *loaded["test"][:2])
     metrics = {"test_loss": test_loss, "test_accuracy": test_acc, "best_epoch": result.best_epoch,
                "best_val_loss": result.best_val_loss, "train_seconds": round(result.seconds, 1)}
     save_checkpoint(model.cpu(), out, extra={
-        "training": {**config.to_json(), "lr": result.lr, "weights": weights, "data": data, "size": size},
+        "training": {**config.to_json(), "lr": result.lr, "weights": weights, "data": data, "size": size,
+                     "adversarial": adversarial},
         "history": result.history, "metrics": metrics,
     })
     console.print(f"test accuracy {test_acc:.3f} (loss {test_loss:.4f}) after {result.seconds:.0f}s of training; "

@@ -99,12 +99,13 @@ def train_classifier(
     pretrained: bool = False,
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
-    adversary: Callable[[Classifier, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    adversary: Callable[..., torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train = (images, labels)``, validating on ``val``.
 
-    ``adversary`` (for adversarial training) maps a clean batch to adversarial examples
-    that replace it in the update (Madry et al. 2018). Returns the history and the best epoch,
+    ``adversary`` (for adversarial training) is an attack, called as
+    ``adversary(model, x, y, generator=...)``; its adversarial examples replace the clean
+    batch in the update (Madry et al. 2018), crafted against the current weights. Returns the history and the best epoch,
     whose weights the model holds on return.
     """
     config = config or TrainConfig()
@@ -112,6 +113,7 @@ def train_classifier(
     lr = config.lr if config.lr is not None else (FINE_TUNE_LR if pretrained else SCRATCH_LR)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    adversary_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     model.to(device)
     if config.channels_last and device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
@@ -156,7 +158,7 @@ def train_classifier(
                 yb = y_train[idx].to(device)
                 xb = random_affine(xb, config.augment, generator)
                 if adversary is not None:
-                    xb = adversary(model, xb, yb)
+                    xb = adversary(model, xb, yb, generator=adversary_generator)
                     model.train()
                     freeze_frozen_batchnorm(network)
                 if config.channels_last:
