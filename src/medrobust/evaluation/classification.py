@@ -1,0 +1,83 @@
+"""Classification metrics in clinical terms: per-class precision, recall (sensitivity),
+specificity and F1, the confusion matrix, accuracy drops and dangerous flips.
+
+Pure functions of integer label arrays; ``classes`` names the indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from medrobust.evaluation.results import ClassificationReport, ClassMetrics, DangerousFlip
+
+NORMAL_NAMES = ("Normal", "No Finding", "normal", "No_Finding")
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(K, K) counts, rows true class, columns predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(y_pred, dtype=np.int64)
+    return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num / den) if den else 0.0
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> ClassificationReport:
+    """Accuracy, confusion matrix and per-class precision / recall / specificity / F1.
+
+    For class k: TP = cm[k, k], FN = row k minus TP, FP = column k minus TP, TN = the rest;
+    precision = TP / (TP + FP), recall (sensitivity) = TP / (TP + FN),
+    specificity = TN / (TN + FP), F1 = 2 PR / (P + R); 0 where undefined.
+    """
+    k = len(classes)
+    cm = confusion_matrix(y_true, y_pred, k)
+    n = int(cm.sum())
+    per: dict[str, ClassMetrics] = {}
+    for i, name in enumerate(classes):
+        tp = cm[i, i]
+        fn = cm[i].sum() - tp
+        fp = cm[:, i].sum() - tp
+        tn = n - tp - fn - fp
+        precision = _ratio(tp, tp + fp)
+        recall = _ratio(tp, tp + fn)
+        per[name] = ClassMetrics(
+            precision=precision, recall=recall, specificity=_ratio(tn, tn + fp),
+            f1=_ratio(2 * precision * recall, precision + recall), support=int(tp + fn),
+        )
+    return ClassificationReport(n=n, accuracy=_ratio(np.trace(cm), n), classes=list(classes),
+                                confusion_matrix=cm.tolist(), per_class=per)
+
+
+def accuracy_drop_pp(before: ClassificationReport, after: ClassificationReport) -> dict[str, float]:
+    """Per class: recall before minus recall after, in percentage points."""
+    return {c: 100.0 * (before.per_class[c].recall - after.per_class[c].recall) for c in before.classes}
+
+
+def normal_class(classes: Sequence[str]) -> int | None:
+    for i, c in enumerate(classes):
+        if c in NORMAL_NAMES:
+            return i
+    return None
+
+
+def dangerous_flips(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray,
+                    classes: Sequence[str]) -> list[DangerousFlip]:
+    """Findings the attack turned into "Normal": images of a finding class, correct before the
+    attack, predicted Normal after it (a missed pneumothorax is a missed emergency)."""
+    normal = normal_class(classes)
+    if normal is None:
+        return []
+    y_true, y_clean, y_adv = (np.asarray(a) for a in (y_true, y_clean, y_adv))
+    out = []
+    for k, name in enumerate(classes):
+        if k == normal:
+            continue
+        was_right = (y_true == k) & (y_clean == k)
+        count = int((was_right & (y_adv == normal)).sum())
+        out.append(DangerousFlip(true_class=name, predicted_class=classes[normal], count=count,
+                                 rate=_ratio(count, int(was_right.sum()))))
+    return out

@@ -1,0 +1,46 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017) through MONAI, for the report's pictures."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+
+def last_conv_layer(model: nn.Module) -> str | None:
+    """Name of the last convolution (or DenseNet's last dense block) — Grad-CAM's usual target."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    for n, _ in model.named_modules():
+        if n.endswith("features.denseblock4"):
+            return n
+    return names[-1] if names else None
+
+
+def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
+    """(B, H, W) heatmaps in [0, 1] for the predicted class, or None when the model has no
+    convolution to look at or gives no gradients (black-box models)."""
+    if not getattr(model, "differentiable", True):
+        return None
+    layer = last_conv_layer(model)
+    if layer is None:
+        return None
+    try:
+        from monai.visualize import GradCAM
+
+        was_training = model.training
+        model.eval()
+        cam = GradCAM(nn_module=model, target_layers=layer)
+        with torch.enable_grad():
+            maps = cam(x=x.detach().clone().requires_grad_(True))
+        model.train(was_training)
+    except Exception as err:  # MONAI raises various errors for unusual architectures
+        log.warning("Grad-CAM skipped: %s", err)
+        return None
+    maps = maps.detach().float().cpu()[:, 0]
+    lo = maps.flatten(1).min(1).values.view(-1, 1, 1)
+    hi = maps.flatten(1).max(1).values.view(-1, 1, 1)
+    return ((maps - lo) / (hi - lo).clamp_min(1e-12)).numpy()

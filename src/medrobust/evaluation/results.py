@@ -1,0 +1,163 @@
+"""The result types of an evaluation run: what ``metrics.json`` holds.
+
+The runner writes these, the report reads them; nothing else couples the two. Every number
+carries the settings that produced it (attack parameters, epsilon, defense spec, number of
+images). Rates are fractions in [0, 1]; accuracy drops and recoveries are in percentage
+points (pp) where the field name says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METRICS_FILE = "metrics.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClassMetrics(_Model):
+    precision: float
+    recall: float  # sensitivity
+    specificity: float
+    f1: float
+    support: int
+
+
+class ClassificationReport(_Model):
+    """Accuracy, per-class metrics and the confusion matrix (rows: true, columns: predicted)."""
+
+    n: int
+    accuracy: float
+    classes: list[str]
+    confusion_matrix: list[list[int]]
+    per_class: dict[str, ClassMetrics]
+
+
+class DangerousFlip(_Model):
+    """Images with a finding that the attack made the model call Normal (a missed finding)."""
+
+    true_class: str
+    predicted_class: str
+    count: int
+    rate: float  # among images of ``true_class`` that were correct before the attack
+
+
+class Perturbation(_Model):
+    linf_mean: float
+    linf_max: float
+    l2_mean: float
+    ssim_mean: float
+    psnr_mean_db: float
+
+
+class AttackOutcome(_Model):
+    """One attack (one epsilon, one source) against the model, on the attack subset."""
+
+    key: str  # e.g. "sia@8/255" or "sia@8/255 from resnet18"
+    attack: str
+    eps: float
+    params: dict[str, Any]
+    source: str  # "white-box" or "transfer from <surrogate>"
+    clean: ClassificationReport
+    adversarial: ClassificationReport
+    success_rate_all: float
+    success_rate_correct: float
+    accuracy_drop_pp: dict[str, float]  # per class, clean minus adversarial recall, in points
+    dangerous_flips: list[DangerousFlip]
+    perturbation: Perturbation
+    seconds_per_image: float
+
+
+class SweepPoint(_Model):
+    eps: float
+    accuracy: float
+
+
+class TransferMatrix(_Model):
+    attack: str
+    sources: list[str]  # surrogate names (rows)
+    targets: list[str]  # model names (columns)
+    success_rate: list[list[float]]
+    success_rate_correct: list[list[float]]
+
+
+class DefenseOutcome(_Model):
+    """A preprocessing defense: its cost on clean images and what it wins back."""
+
+    name: str  # the spec, e.g. "jpeg:quality=75+tv:weight=0.1"
+    clean: ClassificationReport
+    clean_cost_pp: float  # undefended minus defended clean accuracy, in points
+    non_adaptive: dict[str, float]  # attack key -> accuracy of the defended model on that attack's images
+    non_adaptive_recovery_pp: dict[str, float]  # attack key -> defended minus undefended accuracy, points
+    adaptive_attack: str  # the adaptive attack's key, e.g. "pgd@8/255 BPDA"
+    adaptive_accuracy: float
+    adaptive_recovery_pp: float  # vs the same attack without the defense
+    gradient_mode: str  # how the adaptive attacker differentiated: exact, bpda, bpda+eot
+    seconds_per_image: float
+
+
+class DetectorOutcome(_Model):
+    """A detector's detection rates, false positive rates and ROC."""
+
+    name: str
+    threshold: dict[str, float]
+    detection_rate: dict[str, float]  # attack key -> fraction of attacked images flagged
+    fpr_clean: float
+    fpr_benign: dict[str, float]  # benign change -> fraction flagged
+    roc_auc: dict[str, float]  # attack key -> ROC-AUC (clean vs attacked)
+    roc: dict[str, dict[str, list[float]]]  # attack key -> {"fpr": [...], "tpr": [...]}
+    reasons: dict[str, dict[str, int]]  # attack key -> reason -> count
+    latency_ms_per_image: float
+    log_lines: list[str] = Field(default_factory=list)  # study-style per-image lines (a sample)
+
+
+class RobustnessScore(_Model):
+    value: float  # 0..100
+    definition: str
+
+
+class RunMetrics(_Model):
+    """Everything ``metrics.json`` holds."""
+
+    name: str
+    medrobust_version: str
+    created: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    model: dict[str, Any]
+    baseline: ClassificationReport
+    attacks: list[AttackOutcome]
+    eps_sweep: dict[str, list[SweepPoint]]
+    transfer: TransferMatrix | None
+    defenses: list[DefenseOutcome]
+    detectors: list[DetectorOutcome]
+    robustness_score: RobustnessScore
+    seconds_per_image: dict[str, float]  # stage -> seconds per image
+    seconds_total: float
+
+    def attack(self, key: str) -> AttackOutcome:
+        for a in self.attacks:
+            if a.key == key:
+                return a
+        raise KeyError(f"no attack {key!r} in this run; have {[a.key for a in self.attacks]}")
+
+
+def write_metrics(metrics: RunMetrics, run_dir: str | Path) -> Path:
+    from medrobust.evaluation.run_dir import atomic_write_text
+
+    path = Path(run_dir) / METRICS_FILE
+    atomic_write_text(path, metrics.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> RunMetrics:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no metrics.json; run `medrobust evaluate` (or `medrobust demo`) first")
+    return RunMetrics.model_validate(json.loads(path.read_text()))
