@@ -95,6 +95,7 @@ class DefenseOutcome(_Model):
     clean_cost_pp: float  # undefended minus defended clean accuracy, in points
     non_adaptive: dict[str, float]  # attack key -> accuracy of the defended model on that attack's images
     non_adaptive_recovery_pp: dict[str, float]  # attack key -> defended minus undefended accuracy, points
+    non_adaptive_reports: dict[str, ClassificationReport] = Field(default_factory=dict)  # attack key -> report
     adaptive_attack: str  # the adaptive attack's key, e.g. "pgd@8/255 BPDA"
     adaptive_accuracy: float
     adaptive_recovery_pp: float  # vs the same attack without the defense

@@ -49,11 +49,13 @@ def defense_outcome(spec: str, model: nn.Module, x: torch.Tensor, y: np.ndarray,
     clean_report = classification_report(y, pred_clean, classes)
     base_acc = float((clean_pred == y).mean())
     images: dict[str, np.ndarray] = {"clean": defended_clean[:, 0].numpy()}
-    non_adaptive, recovery = {}, {}
+    non_adaptive, recovery, reports = {}, {}, {}
     for run in white_box:
         with torch.no_grad():
             cleaned = defense(run.x_adv.to(device)).cpu()
-        acc = float((model.predict(cleaned).numpy() == y).mean())
+        pred = model.predict(cleaned).numpy()
+        reports[run.key] = classification_report(y, pred, classes)
+        acc = reports[run.key].accuracy
         non_adaptive[run.key] = acc
         recovery[run.key] = 100.0 * (acc - float((run.pred == y).mean()))
         images[run.key] = cleaned[:, 0].numpy()
@@ -65,7 +67,7 @@ def defense_outcome(spec: str, model: nn.Module, x: torch.Tensor, y: np.ndarray,
     plain_acc = float((undefended_adaptive.pred == y).mean())
     outcome = DefenseOutcome(
         name=spec, clean=clean_report, clean_cost_pp=100.0 * (base_acc - clean_report.accuracy),
-        non_adaptive=non_adaptive, non_adaptive_recovery_pp=recovery,
+        non_adaptive=non_adaptive, non_adaptive_recovery_pp=recovery, non_adaptive_reports=reports,
         adaptive_attack=f"{adaptive_attack}@{eps_label(adaptive_eps)} ({gradient_mode(defended)})",
         adaptive_accuracy=adaptive_acc, adaptive_recovery_pp=100.0 * (adaptive_acc - plain_acc),
         gradient_mode=gradient_mode(defended), seconds_per_image=seconds,

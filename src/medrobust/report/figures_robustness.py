@@ -1,0 +1,108 @@
+"""Figures beyond the study: accuracy versus budget, the transfer matrix, and defenses against
+an attacker who ignores them versus one who adapts to them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medrobust.evaluation.results import DefenseOutcome, RunMetrics, SweepPoint, TransferMatrix
+from medrobust.report.figure import COLORS, ReportFigure, finish, grouped_bars, new_figure, percent_axis
+from medrobust.report.run_contents import format_eps, pct
+
+
+def accuracy_vs_epsilon(sweeps: dict[str, list[SweepPoint]], metrics: RunMetrics) -> ReportFigure | None:
+    sweeps = {name: sorted(points, key=lambda p: p.eps) for name, points in sweeps.items() if points}
+    if not sweeps:
+        return None
+    fig = new_figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    markers = "osD^v<>"
+    for i, (name, points) in enumerate(sweeps.items()):
+        ax.plot([255 * p.eps for p in points], [100 * p.accuracy for p in points], marker=markers[i % len(markers)],
+                ms=4, color=COLORS[i % len(COLORS)], label=name)
+    ax.axhline(100 * metrics.baseline.accuracy, color="grey", ls="--", lw=1, label="clean (baseline)")
+    ax.axhline(100 / max(len(metrics.baseline.classes), 1), color="grey", ls=":", lw=1, label="chance")
+    ax.set_xlabel("eps (grey levels of 255, L-inf)")
+    ax.set_ylabel("accuracy (%)")
+    percent_axis(ax, top=105)
+    ax.xaxis.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    budgets = "; ".join(f"{name}: " + ", ".join(format_eps(p.eps) for p in points) for name, points in sweeps.items())
+    return finish(
+        fig, "15_accuracy_vs_epsilon", "Accuracy versus epsilon",
+        f"Accuracy of the model on the attack images as the attack budget grows (white-box). Budgets: {budgets}. "
+        f"Dashed: clean accuracy ({pct(metrics.baseline.accuracy)}); dotted: chance.",
+    )
+
+
+def transfer_matrix(transfer: TransferMatrix) -> ReportFigure | None:
+    if not transfer.sources or not transfer.targets:
+        return None
+    rows, cols = len(transfer.sources), len(transfer.targets)
+    fig = new_figure(max(8.0, 2.5 + 2.2 * cols * 2), 1.6 + 0.7 * rows)
+    axes = fig.subplots(1, 2)
+    for ax, values, title in ((axes[0], transfer.success_rate, "success rate, all images"),
+                              (axes[1], transfer.success_rate_correct, "success rate, correctly classified")):
+        grid = np.asarray(values, dtype=float)
+        ax.imshow(grid, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
+        for i in range(rows):
+            for j in range(cols):
+                ax.text(j, i, f"{100 * grid[i, j]:.0f}%", ha="center", va="center", fontsize=9,
+                        color="white" if grid[i, j] > 0.6 else "black")
+        ax.set_xticks(range(cols), transfer.targets)
+        ax.set_yticks(range(rows), transfer.sources)
+        ax.set_xlabel("target (attacked model)")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("surrogate (crafted on)")
+    return finish(
+        fig, "17_transfer_matrix", "Transfer matrix",
+        f"Share of images on which {transfer.attack} crafted on each surrogate (rows) changes the answer of each target "
+        "model (columns): of all attack images (left) and of those the target classified correctly (right). The "
+        "diagonal, where present, is the white-box case.",
+    )
+
+
+def undefended_accuracy(defense: DefenseOutcome, metrics: RunMetrics) -> tuple[str | None, float | None]:
+    """The non-adaptive attack matching the defense's adaptive attack (the longest attack key that
+    starts it, e.g. ``pgd@8/255`` for ``pgd@8/255 BPDA``) and the undefended accuracy against it."""
+    keys = [k for k in defense.non_adaptive if defense.adaptive_attack.startswith(k)]
+    key = max(keys, key=len) if keys else None
+    if key is None:
+        return None, None
+    try:
+        return key, metrics.attack(key).adversarial.accuracy
+    except KeyError:
+        return key, defense.non_adaptive[key] - defense.non_adaptive_recovery_pp.get(key, 0.0) / 100
+
+
+def adaptive_defense(metrics: RunMetrics) -> ReportFigure | None:
+    if not metrics.defenses:
+        return None
+    series: dict[str, list[float]] = {"undefended, under attack": [], "defended, attacker ignores the defense": [],
+                                      "defended, adaptive attacker": [], "defended, clean images": []}
+    notes = []
+    for defense in metrics.defenses:
+        key, undefended = undefended_accuracy(defense, metrics)
+        # adaptive_recovery_pp is measured against the same attack without the defense
+        if undefended is None:
+            undefended = defense.adaptive_accuracy - defense.adaptive_recovery_pp / 100
+        series["undefended, under attack"].append(100 * undefended)
+        series["defended, attacker ignores the defense"].append(
+            100 * defense.non_adaptive[key] if key is not None else float("nan"))
+        series["defended, adaptive attacker"].append(100 * defense.adaptive_accuracy)
+        series["defended, clean images"].append(100 * defense.clean.accuracy)
+        notes.append(f"{defense.name}: non-adaptive {key or 'n/a'}, adaptive {defense.adaptive_attack} "
+                     f"({defense.gradient_mode} gradients)")
+    fig = new_figure(max(6.5, 1.5 + 2.6 * len(metrics.defenses)), 3.8)
+    ax = fig.add_subplot()
+    grouped_bars(ax, [d.name for d in metrics.defenses], series)
+    ax.axhline(100 * metrics.baseline.accuracy, color="grey", ls="--", lw=1, label="undefended, clean images")
+    percent_axis(ax, top=118)
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=7, ncols=2, loc="upper center")
+    return finish(
+        fig, "18_adaptive_defense", "Adaptive versus non-adaptive defense",
+        "Accuracy of the model under attack without a defense, with the defense against an attacker who ignores it, "
+        "and with the defense against an attacker who knows it and differentiates through it (Athalye et al. 2018), "
+        "plus the defended model on clean images. " + "; ".join(notes) + ".",
+    )

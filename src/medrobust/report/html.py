@@ -1,0 +1,204 @@
+"""``build_report(run_dir)``: the run directory's figures (``figures/*.png``) and one
+self-contained ``report.html``.
+
+The report is a pure function of the run directory (DESIGN.md): it reads ``metrics.json``,
+``samples/examples.npz`` and the checkpoints' training histories, never loads or runs a model,
+and rebuilding it gives the same figures. Parts a run does not have (no transfer, defenses,
+detectors or example images; a model without a training history) are replaced by a short note.
+Files are written atomically, so an interrupted build never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+
+import yaml
+
+from medrobust import __version__
+from medrobust.evaluation.run_dir import atomic_write_bytes, atomic_write_text
+from medrobust.report import figures_classification as fc
+from medrobust.report import figures_detection as fd
+from medrobust.report import figures_images as fi
+from medrobust.report import figures_robustness as fr
+from medrobust.report import tables
+from medrobust.report.figure import ReportFigure
+from medrobust.report.page import document, figure_html, note
+from medrobust.report.run_contents import RunContents
+from medrobust.report.summary import build_summary
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+
+REPORT_FIGURES: dict[str, str] = {
+    "01_baseline_confusion": "Baseline confusion matrix",
+    "02_training_curves": "Training and validation accuracy and loss",
+    "03_classwise_accuracy": "Class-wise accuracy",
+    "04_original_vs_attack": "Original vs adversarial image",
+    "05_confusion_after_attack": "Confusion matrix after attack",
+    "06_accuracy_drop_per_class": "Accuracy drop per class",
+    "07_original_attack_defended": "Original vs adversarial vs defended",
+    "08_confusion_after_defense": "Confusion matrix after defense",
+    "09_classwise_after_defense": "Class-wise accuracy after defense",
+    "10_detection_accuracy": "Detection accuracy",
+    "11_detection_samples": "Detection samples",
+    "12_detection_summary": "Detection success summary",
+    "13_perturbation_heatmaps": "Amplified perturbations",
+    "14_gradcam": "Grad-CAM on original and adversarial images",
+    "15_accuracy_vs_epsilon": "Accuracy versus epsilon",
+    "16_detector_roc": "ROC curves of the detectors",
+    "17_transfer_matrix": "Transfer matrix",
+    "18_adaptive_defense": "Adaptive versus non-adaptive defense",
+}
+"""Every figure a complete run's report holds: id (file ``figures/<id>.png`` and HTML anchor) -> title.
+Figures 01-12 are the study's; 13-18 go further."""
+
+
+class _Builder:
+    """Draws figures, collecting them and a note for each one that a run cannot have."""
+
+    def __init__(self) -> None:
+        self.figures: list[ReportFigure] = []
+
+    def figure(self, figure_id: str, missing: str, draw: Callable[[], ReportFigure | None]) -> str:
+        """The figure's HTML, or ``missing`` as a note when it cannot be drawn from this run."""
+        try:
+            fig = draw()
+        except Exception as err:  # a figure that fails must not cost the whole report
+            log.warning("figure %s could not be drawn: %s", figure_id, err, exc_info=True)
+            return note(f"{REPORT_FIGURES[figure_id]}: could not be drawn ({err}).")
+        if fig is None:
+            return note(f"{REPORT_FIGURES[figure_id]}: {missing}")
+        assert fig.id == figure_id, (fig.id, figure_id)
+        self.figures.append(fig)
+        return figure_html(fig)
+
+
+def _data_and_model(b: _Builder, c: RunContents) -> str:
+    parts = ["<h3>Data</h3>", tables.key_values(c.metrics.data), "<h3>Model</h3>", tables.key_values(c.metrics.model),
+             b.figure("02_training_curves", "the model was loaded, not trained in this run (no training history).",
+                      lambda: fc.training_curves(c.history))]
+    if c.surrogate_histories:
+        rows = [[name, len(h), f"{100 * h[-1]['val_accuracy']:.1f}%" if h else "n/a"]
+                for name, h in c.surrogate_histories.items()]
+        parts += ["<h3>Surrogate models (for transfer attacks)</h3>",
+                  tables.table(["surrogate", "epochs trained", "final validation accuracy"], rows)]
+    return "\n".join(parts)
+
+
+def _baseline(b: _Builder, c: RunContents) -> str:
+    return "\n".join([tables.classification(c.metrics.baseline),
+                      b.figure("01_baseline_confusion", "", lambda: fc.baseline_confusion(c.metrics)),
+                      b.figure("03_classwise_accuracy", "", lambda: fc.classwise_accuracy(c.metrics))])
+
+
+def _attacks(b: _Builder, c: RunContents) -> str:
+    main = c.main_attack()
+    if main is None:
+        return note("This run has no attack results.")
+    no_images = "no example images for this attack in samples/examples.npz."
+    return "\n".join([
+        tables.attacks(c.metrics.attacks),
+        b.figure("04_original_vs_attack", no_images, lambda: fi.original_vs_attack(c, main)),
+        b.figure("05_confusion_after_attack", "", lambda: fc.confusion_after_attack(main)),
+        b.figure("06_accuracy_drop_per_class", "", lambda: fc.accuracy_drop_per_class(c.metrics.attacks, c.classes)),
+        b.figure("13_perturbation_heatmaps", no_images, lambda: fi.perturbation_heatmaps(c, c.metrics.attacks)),
+        b.figure("14_gradcam", "no Grad-CAM heatmaps in samples/examples.npz.", lambda: fi.gradcam(c, main)),
+        "<h3>Attack parameters</h3>", tables.attack_params(c.metrics.attacks),
+    ])
+
+
+def _sweep(b: _Builder, c: RunContents) -> str:
+    if not any(c.metrics.eps_sweep.values()):
+        return note("This run has no epsilon sweep.")
+    return "\n".join([b.figure("15_accuracy_vs_epsilon", "", lambda: fr.accuracy_vs_epsilon(c.metrics.eps_sweep, c.metrics)),
+                      tables.sweeps(c.metrics.eps_sweep)])
+
+
+def _transfer(b: _Builder, c: RunContents) -> str:
+    transfer = c.metrics.transfer
+    if transfer is None:
+        return note("This run has no transfer matrix (no surrogate models).")
+    return b.figure("17_transfer_matrix", "the transfer matrix is empty.", lambda: fr.transfer_matrix(transfer))
+
+
+def _defenses(b: _Builder, c: RunContents) -> str:
+    defense, main = c.main_defense(), c.main_attack()
+    if defense is None:
+        return note("This run has no defenses.")
+    parts = [tables.defenses(c.metrics.defenses)]
+    if main is not None:
+        parts.append(b.figure("07_original_attack_defended", "no defended example images in samples/examples.npz.",
+                              lambda: fi.original_attack_defended(c, main, defense)))
+    parts += [b.figure("08_confusion_after_defense", "", lambda: fc.confusion_after_defense(defense, main)),
+              b.figure("09_classwise_after_defense", "", lambda: fc.classwise_after_defense(c.metrics, defense, main)),
+              b.figure("18_adaptive_defense", "", lambda: fr.adaptive_defense(c.metrics))]
+    return "\n".join(parts)
+
+
+def _detection(b: _Builder, c: RunContents) -> str:
+    detectors = c.metrics.detectors
+    if not detectors:
+        return note("This run has no detectors.")
+    parts = [tables.detectors(detectors),
+             b.figure("10_detection_accuracy", "", lambda: fd.detection_rates(detectors)),
+             b.figure("12_detection_summary", "", lambda: fd.detection_summary(detectors)),
+             b.figure("16_detector_roc", "no ROC curves recorded.", lambda: fd.detector_roc(detectors)),
+             b.figure("11_detection_samples", "no per-image log lines recorded.",
+                      lambda: fd.detection_samples(c, detectors, c.main_attack()))]
+    for d in detectors:
+        if d.log_lines:
+            parts += [f"<h3>Log lines of the {escape(d.name)} detector (a sample)</h3>",
+                      "<pre>" + escape("\n".join(d.log_lines)) + "</pre>"]
+    return "\n".join(parts)
+
+
+def _methods(c: RunContents) -> str:
+    try:
+        config = yaml.safe_dump(c.metrics.config, sort_keys=False, allow_unicode=True)
+    except yaml.YAMLError:
+        config = json.dumps(c.metrics.config, indent=2, default=str)
+    return "\n".join(["<h3>Configuration (as resolved for this run)</h3>", f"<pre>{escape(config)}</pre>",
+                      "<h3>Time</h3>", tables.timings(c.metrics.seconds_per_image, c.metrics.seconds_total)])
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``run_dir/figures/<id>.png`` for every figure the run allows and ``run_dir/report.html``;
+    returns the path of report.html. Raises ``FileNotFoundError`` without a metrics.json."""
+    run_dir = Path(run_dir)
+    contents = RunContents.read(run_dir)
+    metrics = contents.metrics
+    b = _Builder()
+    summary = build_summary(contents)
+    sections = [
+        ("summary", "Summary", summary.html),
+        ("data-model", "Data and model", _data_and_model(b, contents)),
+        ("baseline", "Baseline", _baseline(b, contents)),
+        ("attacks", "Attacks", _attacks(b, contents)),
+        ("eps-sweep", "Epsilon sweep", _sweep(b, contents)),
+        ("transfer", "Transfer", _transfer(b, contents)),
+        ("defenses", "Defenses", _defenses(b, contents)),
+        ("detection", "Detection", _detection(b, contents)),
+        ("methods", "Methods and settings", _methods(contents)),
+    ]
+    figures_dir = run_dir / FIGURES_DIR
+    for fig in b.figures:
+        atomic_write_bytes(figures_dir / fig.filename, fig.png)
+    produced = {fig.id for fig in b.figures}
+    for stale in set(REPORT_FIGURES) - produced:  # a rebuilt report never shows an older run's figure
+        (figures_dir / f"{stale}.png").unlink(missing_ok=True)
+    built = datetime.now(UTC).isoformat(timespec="seconds")
+    footer = (f"medrobust {escape(metrics.medrobust_version)} (run created {escape(metrics.created)}); "
+              f"report built by medrobust {escape(__version__)} at {built} from {escape(str(run_dir.name))}.")
+    html = document(f"Robustness report: {metrics.name}",
+                    f"{len(metrics.attacks)} attacks, {len(metrics.defenses)} defenses, {len(metrics.detectors)} "
+                    f"detectors; classes {', '.join(metrics.baseline.classes)}", sections, footer)
+    path = atomic_write_text(run_dir / REPORT_FILE, html)
+    log.info("wrote %s (%d figures)", path, len(b.figures))
+    return path

@@ -1,0 +1,185 @@
+"""The plain-language summary at the top of the report, for a reader who is not a machine
+learning specialist (a clinical-safety officer): what an attacker does to accuracy, which
+findings it hides, what the defenses win back, what the detectors catch — every number taken
+from ``metrics.json`` (:class:`~medrobust.evaluation.results.RunMetrics`) and listed with where
+it came from, so a test can check the text says exactly what the metrics say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html import escape
+
+from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
+from medrobust.report.run_contents import RunContents, format_eps, pct
+
+EMERGENCY_FINDINGS = frozenset({"pneumothorax"})
+"""Findings for which a missed diagnosis is an emergency (named so in the summary)."""
+
+PREFERRED_BENIGN = "jpeg90"
+"""The benign change quoted for false alarms when present (re-encoding: the most common one)."""
+
+
+@dataclass(frozen=True)
+class SummaryNumber:
+    """One number the summary states: ``value`` as in metrics.json, ``text`` as printed, and
+    ``source``, the path to the value in metrics.json."""
+
+    name: str
+    value: float
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    html: str
+    numbers: list[SummaryNumber]
+
+
+class _Writer:
+    """Collects sentences and the numbers they quote."""
+
+    def __init__(self) -> None:
+        self.sentences: list[str] = []
+        self.numbers: list[SummaryNumber] = []
+
+    def pct(self, name: str, value: float, source: str) -> str:
+        text = pct(value)
+        self.numbers.append(SummaryNumber(name, value, text, source))
+        return f"<b>{text}</b>"
+
+    def points(self, name: str, value: float, source: str) -> str:
+        text = f"{abs(value):.1f} points"
+        self.numbers.append(SummaryNumber(name, value, text, source))
+        return f"<b>{text}</b>"
+
+    def count(self, name: str, value: int, source: str) -> str:
+        self.numbers.append(SummaryNumber(name, float(value), str(value), source))
+        return f"<b>{value}</b>"
+
+
+def attack_label(attack: AttackOutcome) -> str:
+    """``SIA at 8/255`` (plus the source when the attack was transferred)."""
+    label = f"{attack.attack.upper()} at {format_eps(attack.eps)}"
+    return label if attack.source == "white-box" else f"{label} ({attack.source})"
+
+
+def _baseline(w: _Writer, metrics: RunMetrics) -> None:
+    b = metrics.baseline
+    w.sentences.append(f"Without any attack the model classifies {b.n} test images with accuracy "
+                       f"{w.pct('baseline_accuracy', b.accuracy, 'baseline.accuracy')}.")
+
+
+def _attack(w: _Writer, attack: AttackOutcome) -> None:
+    src = f"attacks[{attack.key}]"
+    who = ("an attacker who can compute the model's gradients" if attack.source == "white-box"
+           else f"an attacker without access to the model ({attack.source})")
+    w.sentences.append(
+        f"{escape(attack_label(attack))}, by {escape(who, quote=False)}, takes accuracy from "
+        f"{w.pct('attack_clean_accuracy', attack.clean.accuracy, src + '.clean.accuracy')} to "
+        f"{w.pct('attack_adversarial_accuracy', attack.adversarial.accuracy, src + '.adversarial.accuracy')} "
+        f"on {attack.adversarial.n} images; it changes the answer on "
+        f"{w.pct('attack_success_rate_correct', attack.success_rate_correct, src + '.success_rate_correct')} "
+        f"of the images the model had right. No pixel changes by more than {format_eps(attack.eps)} of the grey range.")
+    flips = [f for f in attack.dangerous_flips if f.count > 0]
+    if not flips:
+        w.sentences.append(f"No image with a finding was reported as Normal after {escape(attack.key)}.")
+    for flip in flips:
+        kind = "missed emergencies" if flip.true_class.lower() in EMERGENCY_FINDINGS else "missed findings"
+        n = w.count(f"dangerous_flips[{flip.true_class}]", flip.count,
+                    f"{src}.dangerous_flips[{flip.true_class}].count")
+        share = w.pct(f"dangerous_flips[{flip.true_class}].rate", flip.rate, f"{src}.dangerous_flips[{flip.true_class}].rate")
+        w.sentences.append(f"{n} {escape(flip.true_class.lower())} images were reported as "
+                           f"{escape(flip.predicted_class)} after the attack ({share} of the {escape(flip.true_class.lower())} "
+                           f"images the model had right) &mdash; <b>{kind}</b>.")
+
+
+def _strongest(w: _Writer, metrics: RunMetrics, main: AttackOutcome) -> None:
+    strongest = min(metrics.attacks, key=lambda a: a.adversarial.accuracy)
+    if strongest is main or strongest.adversarial.accuracy >= main.adversarial.accuracy:
+        return
+    missed = sum(f.count for f in strongest.dangerous_flips)
+    src = f"attacks[{strongest.key}]"
+    sentence = (f"The strongest attack in this run, {escape(attack_label(strongest))}, leaves accuracy at "
+                f"{w.pct('strongest_adversarial_accuracy', strongest.adversarial.accuracy, src + '.adversarial.accuracy')}")
+    if missed:
+        n = w.count("strongest_dangerous_flips", missed, src + ".dangerous_flips[*].count")
+        sentence += f" and makes the model call {n} images with a finding Normal"
+    w.sentences.append(sentence + ".")
+
+
+def _transfer(w: _Writer, metrics: RunMetrics, main: AttackOutcome) -> None:
+    transferred = [a for a in metrics.attacks if a.source != "white-box" and a is not main]
+    if not transferred:
+        return
+    worst = min(transferred, key=lambda a: a.adversarial.accuracy)
+    w.sentences.append(
+        f"Even crafted without access to the model, {escape(attack_label(worst))} takes accuracy to "
+        f"{w.pct('transfer_adversarial_accuracy', worst.adversarial.accuracy, f'attacks[{worst.key}].adversarial.accuracy')}.")
+
+
+def _defense(w: _Writer, defense: DefenseOutcome, main: AttackOutcome) -> None:
+    src = f"defenses[{defense.name}]"
+    parts = []
+    if main.key in defense.non_adaptive_recovery_pp:
+        r = defense.non_adaptive_recovery_pp[main.key]
+        verb = "wins back" if r >= 0 else "loses"
+        parts.append(f"{verb} {w.points('defense_non_adaptive_recovery_pp', r, f'{src}.non_adaptive_recovery_pp[{main.key}]')}"
+                     f" against an attacker who ignores it ({escape(main.key)})")
+    r = defense.adaptive_recovery_pp
+    verb = "wins back" if r >= 0 else "loses"
+    parts.append(f"{verb} {w.points('defense_adaptive_recovery_pp', r, f'{src}.adaptive_recovery_pp')} against one who "
+                 f"adapts to it ({escape(defense.adaptive_attack)}, accuracy "
+                 f"{w.pct('defense_adaptive_accuracy', defense.adaptive_accuracy, f'{src}.adaptive_accuracy')})")
+    cost = defense.clean_cost_pp
+    cost_text = (f"on clean images it costs {w.points('defense_clean_cost_pp', cost, f'{src}.clean_cost_pp')} of accuracy"
+                 if cost >= 0 else
+                 f"on clean images it even gains {w.points('defense_clean_cost_pp', cost, f'{src}.clean_cost_pp')}")
+    w.sentences.append(f"The defense {escape(defense.name)} " + " and ".join(parts) + f"; {cost_text}.")
+
+
+def _detector(w: _Writer, detector: DetectorOutcome, main: AttackOutcome | None) -> None:
+    src = f"detectors[{detector.name}]"
+    key = main.key if main is not None and main.key in detector.detection_rate else next(iter(detector.detection_rate), None)
+    if key is None:
+        return
+    rate = w.pct(f"detector[{detector.name}].detection_rate", detector.detection_rate[key], f"{src}.detection_rate[{key}]")
+    sentence = (f"The {escape(detector.name)} detector flags {rate}"
+                f" of attacked images ({escape(key)}) with "
+                f"{w.pct(f'detector[{detector.name}].fpr_clean', detector.fpr_clean, f'{src}.fpr_clean')} false alarms on "
+                "clean images")
+    if detector.fpr_benign:
+        benign = PREFERRED_BENIGN if PREFERRED_BENIGN in detector.fpr_benign else max(detector.fpr_benign,
+                                                                                       key=detector.fpr_benign.__getitem__)
+        what = "re-encoded images" if benign == PREFERRED_BENIGN else "images after a benign change"
+        value = detector.fpr_benign[benign]
+        sentence += (f" and {w.pct(f'detector[{detector.name}].fpr_benign', value, f'{src}.fpr_benign[{benign}]')} "
+                     f"on {what} ({escape(benign)})")
+    w.sentences.append(sentence + ".")
+
+
+def build_summary(contents: RunContents) -> Summary:
+    """The summary's HTML (a score line and a list of plain sentences) and the numbers it quotes."""
+    metrics = contents.metrics
+    w = _Writer()
+    _baseline(w, metrics)
+    main = contents.main_attack()
+    if main is not None:
+        _attack(w, main)
+        _strongest(w, metrics, main)
+        _transfer(w, metrics, main)
+        defense = contents.main_defense()
+        if defense is not None:
+            _defense(w, defense, main)
+    else:
+        w.sentences.append("This run contains no attack results.")
+    for detector in metrics.detectors:
+        _detector(w, detector, main)
+    score = metrics.robustness_score
+    w.numbers.append(SummaryNumber("robustness_score", score.value, f"{score.value:.1f}", "robustness_score.value"))
+    items = "\n".join(f"<li>{s}</li>" for s in w.sentences)
+    html = (f'<div class="score"><span class="score-value">{score.value:.1f}</span><span class="score-max">/ 100</span>'
+            f'<div class="score-text"><b>Robustness score.</b> {escape(score.definition)}</div></div>\n'
+            f'<ul class="summary">\n{items}\n</ul>')
+    return Summary(html=html, numbers=w.numbers)

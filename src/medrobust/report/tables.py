@@ -1,0 +1,119 @@
+"""HTML tables of the report: classification reports, attacks, defenses, detectors, settings.
+
+Every cell is escaped; numbers come straight from the result types, formatted once here
+(fractions as percentages with one decimal, drops and recoveries in points)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from html import escape
+from typing import Any
+
+from medrobust.evaluation.results import (
+    AttackOutcome,
+    ClassificationReport,
+    DefenseOutcome,
+    DetectorOutcome,
+    SweepPoint,
+)
+from medrobust.report.run_contents import format_eps, pct
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: str = "") -> str:
+    """An HTML table; cells are escaped unless they are :class:`Raw`."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "\n".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    cls = f' class="{css_class}"' if css_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>"
+
+
+class Raw(str):
+    """Cell content that is already HTML."""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, Raw):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return escape(json.dumps(value, default=str))
+    return escape(str(value))
+
+
+def key_values(values: dict[str, Any]) -> str:
+    if not values:
+        return '<p class="note">Not recorded.</p>'
+    return table(["field", "value"], [[k, v] for k, v in values.items()], "kv")
+
+
+def classification(report: ClassificationReport) -> str:
+    rows = [[c, pct(m.precision), pct(m.recall), pct(m.specificity), f"{m.f1:.3f}", m.support]
+            for c, m in report.per_class.items()]
+    rows.append([Raw("<b>all</b>"), "", Raw(f"<b>accuracy {pct(report.accuracy)}</b>"), "", "", report.n])
+    return table(["class", "precision", "sensitivity (recall)", "specificity", "F1", "images"], rows)
+
+
+def _flips(attack: AttackOutcome) -> str:
+    flips = [f for f in attack.dangerous_flips if f.count > 0]
+    if not flips:
+        return "none"
+    return "; ".join(f"{f.count} {f.true_class} -> {f.predicted_class} ({pct(f.rate)})" for f in flips)
+
+
+def attacks(outcomes: list[AttackOutcome]) -> str:
+    rows = []
+    for a in outcomes:
+        p = a.perturbation
+        rows.append([a.key, a.source, format_eps(a.eps), a.adversarial.n,
+                     Raw(f"{pct(a.clean.accuracy)} &rarr; <b>{pct(a.adversarial.accuracy)}</b>"),
+                     pct(a.success_rate_all), pct(a.success_rate_correct),
+                     f"{255 * p.linf_mean:.2f} / {255 * p.linf_max:.2f}", f"{p.l2_mean:.3f}", f"{p.ssim_mean:.3f}",
+                     f"{p.psnr_mean_db:.1f}", _flips(a), f"{a.seconds_per_image:.3g}"])
+    return table(["attack", "source", "eps", "images", "accuracy clean → attacked", "success (all)",
+                  "success (correct)", "L-inf mean / max (of 255)", "L2 mean", "SSIM mean", "PSNR (dB)",
+                  "dangerous flips (finding → Normal)", "s / image"], rows, "wide")
+
+
+def attack_params(outcomes: list[AttackOutcome]) -> str:
+    return table(["attack", "parameters"], [[a.key, a.params] for a in outcomes], "wide")
+
+
+def sweeps(values: dict[str, list[SweepPoint]]) -> str:
+    rows = [[name, Raw(", ".join(f"{format_eps(p.eps)}: <b>{pct(p.accuracy)}</b>" for p in sorted(points, key=lambda p: p.eps)))]
+            for name, points in values.items()]
+    return table(["attack", "accuracy at each eps"], rows, "wide")
+
+
+def defenses(outcomes: list[DefenseOutcome]) -> str:
+    rows = []
+    for d in outcomes:
+        non_adaptive = "; ".join(f"{k}: {pct(v)} ({d.non_adaptive_recovery_pp.get(k, float('nan')):+.1f} pp)"
+                                 for k, v in d.non_adaptive.items())
+        rows.append([d.name, pct(d.clean.accuracy), f"{d.clean_cost_pp:+.1f}", non_adaptive, d.adaptive_attack,
+                     pct(d.adaptive_accuracy), f"{d.adaptive_recovery_pp:+.1f}", d.gradient_mode,
+                     f"{d.seconds_per_image:.3g}"])
+    return table(["defense", "clean accuracy", "clean cost (pp)", "attacker ignores it: accuracy (recovery)",
+                  "adaptive attack", "adaptive accuracy", "adaptive recovery (pp)", "gradients", "s / image"], rows, "wide")
+
+
+def detectors(outcomes: list[DetectorOutcome]) -> str:
+    rows = []
+    for d in outcomes:
+        for key, rate in d.detection_rate.items():
+            reasons = d.reasons.get(key, {})
+            rows.append([d.name, key, pct(rate), f"{d.roc_auc[key]:.3f}" if key in d.roc_auc else "n/a",
+                         ", ".join(f"{r}: {n}" for r, n in reasons.items()) or "n/a"])
+    per_attack = table(["detector", "attack", "detection rate", "ROC-AUC", "reasons that fired (images)"], rows, "wide")
+    fpr_rows = [[d.name, pct(d.fpr_clean), "; ".join(f"{k}: {pct(v)}" for k, v in d.fpr_benign.items()) or "n/a",
+                 d.threshold, f"{d.latency_ms_per_image:.2f}"] for d in outcomes]
+    alarms = table(["detector", "false alarms (clean)", "false alarms (benign changes)", "threshold", "ms / image"],
+                   fpr_rows, "wide")
+    return per_attack + "\n" + alarms
+
+
+def timings(seconds_per_image: dict[str, float], seconds_total: float) -> str:
+    rows = [[stage, f"{s:.4g}"] for stage, s in seconds_per_image.items()]
+    rows.append([Raw("<b>whole run</b>"), Raw(f"<b>{seconds_total:.1f} s</b>")])
+    return table(["stage", "seconds per image"], rows)

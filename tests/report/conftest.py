@@ -1,0 +1,188 @@
+"""A complete synthetic run directory built from the result types (no model is trained): three
+classes, white-box and transferred attacks, an epsilon sweep, a transfer matrix, a defense, two
+detectors, example images with Grad-CAM heatmaps and a training history."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medrobust.evaluation.results import (
+    AttackOutcome,
+    ClassificationReport,
+    ClassMetrics,
+    DangerousFlip,
+    DefenseOutcome,
+    DetectorOutcome,
+    Perturbation,
+    RobustnessScore,
+    RunMetrics,
+    SweepPoint,
+    TransferMatrix,
+    write_metrics,
+)
+from medrobust.evaluation.samples import array_key, save_samples
+
+CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
+EPS = 8 / 255
+SIA = "sia@8/255"
+PGD = "pgd@8/255"
+MIFGSM = "mifgsm@8/255"
+SIA_TRANSFER = "sia@8/255 from resnet18"
+DEFENSE = "jpeg+tv"
+K = 4
+
+
+def report_from_confusion(cm: list[list[int]]) -> ClassificationReport:
+    """A ClassificationReport whose numbers follow from the confusion matrix."""
+    m = np.asarray(cm, dtype=float)
+    total = m.sum()
+    per_class = {}
+    for i, name in enumerate(CLASSES):
+        tp = m[i, i]
+        fn = m[i].sum() - tp
+        fp = m[:, i].sum() - tp
+        tn = total - tp - fn - fp
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        recall = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = ClassMetrics(precision=precision, recall=recall, specificity=tn / (tn + fp), f1=f1,
+                                       support=int(m[i].sum()))
+    return ClassificationReport(n=int(total), accuracy=float(np.trace(m) / total), classes=CLASSES,
+                                confusion_matrix=cm, per_class=per_class)
+
+
+CLEAN_CM = [[16, 3, 1], [3, 15, 2], [2, 2, 16]]
+
+
+def _attack(key: str, attack: str, source: str, adv_cm: list[list[int]], flips: list[tuple[str, int]]) -> AttackOutcome:
+    clean, adversarial = report_from_confusion(CLEAN_CM), report_from_confusion(adv_cm)
+    return AttackOutcome(
+        key=key, attack=attack, eps=EPS, params={"steps": 10, "alpha": EPS / 10}, source=source, clean=clean,
+        adversarial=adversarial,
+        success_rate_all=1 - adversarial.accuracy, success_rate_correct=0.75,
+        accuracy_drop_pp={c: 100 * (clean.per_class[c].recall - adversarial.per_class[c].recall) for c in CLASSES},
+        dangerous_flips=[DangerousFlip(true_class=c, predicted_class="Normal", count=n, rate=n / 16) for c, n in flips],
+        perturbation=Perturbation(linf_mean=EPS, linf_max=EPS, l2_mean=0.61, ssim_mean=0.93, psnr_mean_db=36.2),
+        seconds_per_image=0.12,
+    )
+
+
+def _detector(name: str, rates: dict[str, float], fpr: float, lines: list[str]) -> DetectorOutcome:
+    grid = np.linspace(0, 1, 11).tolist()
+    return DetectorOutcome(
+        name=name, threshold={"score": 1.0}, detection_rate=rates, fpr_clean=fpr,
+        fpr_benign={"jpeg90": fpr + 0.05, "rewindow": fpr + 0.1, "resize": fpr + 0.02, "noise": fpr},
+        roc_auc={k: 0.5 + v / 2 for k, v in rates.items()},
+        roc={k: {"fpr": grid, "tpr": [min(1.0, x ** (1 - v)) for x in grid]} for k, v in rates.items()},
+        reasons={k: {"ssim": 10, "label_change": 7} for k in rates}, latency_ms_per_image=3.5, log_lines=lines,
+    )
+
+
+def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: bool = True) -> RunMetrics:
+    attacks = [
+        _attack(SIA, "sia", "white-box", [[14, 4, 2], [9, 7, 4], [4, 5, 11]], [("Pneumonia", 2), ("Pneumothorax", 3)]),
+        _attack(PGD, "pgd", "white-box", [[4, 9, 7], [10, 5, 5], [9, 6, 5]], [("Pneumonia", 6), ("Pneumothorax", 7)]),
+        _attack(MIFGSM, "mifgsm", "white-box", [[8, 7, 5], [9, 8, 3], [6, 4, 10]], [("Pneumothorax", 0)]),
+    ]
+    if transfer:
+        attacks.append(_attack(SIA_TRANSFER, "sia", "transfer from resnet18", [[15, 3, 2], [5, 12, 3], [3, 3, 14]],
+                               [("Pneumothorax", 1)]))
+    keys = [a.key for a in attacks]
+    defense = DefenseOutcome(
+        name=DEFENSE, clean=report_from_confusion([[15, 4, 1], [3, 14, 3], [2, 3, 15]]), clean_cost_pp=3.3333,
+        non_adaptive={k: 0.6 + 0.02 * i for i, k in enumerate(keys)},
+        non_adaptive_recovery_pp={k: 100 * (0.6 + 0.02 * i) - 100 * a.adversarial.accuracy
+                                  for i, (k, a) in enumerate(zip(keys, attacks))},
+        adaptive_attack="pgd@8/255 BPDA", adaptive_accuracy=0.35, adaptive_recovery_pp=35 - 100 * attacks[1].adversarial.accuracy,
+        gradient_mode="bpda", seconds_per_image=0.02,
+    )
+    reference_lines = [
+        "img000: Attack Detected | SSIM: 0.81 | Orig: Normal -> Adv: Pneumothorax | Confidence Drop: 64.00%",
+        "img001: No Attack | SSIM: 0.97 | Orig: Pneumonia -> Adv: Pneumonia | Confidence Drop: 1.20%",
+        "img002: Attack Detected | SSIM: 0.88 | Orig: Pneumothorax -> Adv: Normal | Confidence Drop: 22.10%",
+        "unknown9: Attack Detected | SSIM: 0.80 | Orig: Normal -> Adv: Pneumonia | Confidence Drop: 30.00%",
+    ]
+    squeeze_lines = ["img000: Attack Detected | Score: 1.2000 > 0.4000 | Squeezers: bits:bits=5, median:size=2"]
+    return RunMetrics(
+        name="synthetic", medrobust_version="0.1.0", created="2025-01-01T00:00:00+00:00",
+        config={"data": {"source": "phantom", "size": 32}, "model": {"arch": "small-cnn"},
+                "attacks": [{"name": "sia", "eps": "8/255"}, {"name": "pgd", "eps": "8/255"}]},
+        data={"source": "phantom", "images": 300, "test": 60, "classes": CLASSES},
+        model={"arch": "small-cnn", "parameters": 12345, "input_size": 32},
+        baseline=report_from_confusion(CLEAN_CM),
+        attacks=attacks,
+        eps_sweep={name: [SweepPoint(eps=e / 255, accuracy=max(0.05, 0.78 - f * e / 255))
+                          for e in (0, 1, 2, 4, 8, 16)] for name, f in (("sia", 12.0), ("pgd", 20.0))},
+        transfer=TransferMatrix(attack="sia@8/255", sources=["resnet18", "small-cnn"], targets=["small-cnn"],
+                                success_rate=[[0.21], [0.55]], success_rate_correct=[[0.18], [0.62]]) if transfer else None,
+        defenses=[defense] if defenses else [],
+        detectors=[_detector("reference", {k: 0.9 - 0.1 * i for i, k in enumerate(keys)}, 0.05, reference_lines),
+                   _detector("squeeze", {k: 0.7 - 0.1 * i for i, k in enumerate(keys)}, 0.05, squeeze_lines)]
+        if detectors else [],
+        robustness_score=RobustnessScore(value=41.25, definition="100 x accuracy under the strongest attack / clean accuracy"),
+        seconds_per_image={"baseline": 0.001, "attacks": 0.1},
+        seconds_total=12.5,
+    )
+
+
+def make_samples(metrics: RunMetrics) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:32, 0:32] / 31.0
+    original = np.stack([np.clip(0.3 + 0.4 * np.sin(3 * xx + i) * yy + 0.05 * rng.standard_normal((32, 32)), 0, 1)
+                         for i in range(K)]).astype(np.float32)
+    arrays: dict[str, np.ndarray] = {
+        "ids": np.array([f"img{i:03d}" for i in range(K)]), "labels": np.array([0, 1, 2, 2]),
+        "classes": np.array(CLASSES), "original": original, "pred__original": np.array([0, 1, 2, 0]),
+        "cam__original": np.stack([np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 8)] * K).astype(np.float32),
+    }
+    for a in metrics.attacks:
+        adv = np.clip(original + a.eps * np.sign(rng.standard_normal(original.shape)), 0, 1).astype(np.float32)
+        arrays[f"adv__{array_key(a.key)}"] = adv
+        arrays[f"pred__adv__{array_key(a.key)}"] = np.array([2, 0, 0, 0])
+        cam = np.exp(-((xx - 0.2) ** 2 + (yy - 0.8) ** 2) * 8)
+        arrays[f"cam__adv__{array_key(a.key)}"] = np.stack([cam] * K).astype(np.float32)
+    for d in metrics.defenses:
+        for image_set in ["clean", *(a.key for a in metrics.attacks)]:
+            arrays[f"def__{array_key(d.name)}__{array_key(image_set)}"] = original
+            arrays[f"pred__def__{array_key(d.name)}__{array_key(image_set)}"] = np.array([0, 1, 2, 2])
+    return arrays
+
+
+HISTORY = [{"epoch": e, "phase": "head", "train_loss": 1.1 / e, "train_accuracy": 0.4 + 0.05 * e, "val_loss": 1.2 / e + 0.02 * e,
+            "val_accuracy": 0.38 + 0.045 * e, "lr": 1e-3, "seconds": 1.0} for e in range(1, 9)]
+
+
+def write_synthetic_run(run_dir: Path, *, transfer: bool = True, defenses: bool = True, detectors: bool = True,
+                        samples: bool = True, history: bool = True) -> RunMetrics:
+    """Write metrics.json (and optionally samples, model/model.json with history, a surrogate) into ``run_dir``."""
+    metrics = make_metrics(transfer=transfer, defenses=defenses, detectors=detectors)
+    write_metrics(metrics, run_dir)
+    if samples:
+        save_samples(run_dir, make_samples(metrics))
+    meta = {"format": "medrobust-checkpoint/1", "arch": "small-cnn"}
+    (run_dir / "model").mkdir(parents=True, exist_ok=True)
+    (run_dir / "model" / "model.json").write_text(json.dumps({**meta, **({"history": HISTORY} if history else {})}))
+    if transfer:
+        (run_dir / "surrogates" / "resnet18").mkdir(parents=True, exist_ok=True)
+        (run_dir / "surrogates" / "resnet18" / "model.json").write_text(json.dumps({**meta, "history": HISTORY[:5]}))
+    return metrics
+
+
+@pytest.fixture
+def write_run():
+    """:func:`write_synthetic_run`, for tests that build a run directory with some parts left out."""
+    return write_synthetic_run
+
+
+@pytest.fixture(scope="module")
+def complete_run(tmp_path_factory) -> tuple[Path, RunMetrics, Path]:
+    """A complete synthetic run directory, its metrics and its built report.html."""
+    from medrobust.report import build_report
+
+    run_dir = tmp_path_factory.mktemp("run")
+    metrics = write_synthetic_run(run_dir)
+    return run_dir, metrics, build_report(run_dir)
