@@ -4,6 +4,7 @@ them the same way: ``build_attack("sia", eps="8/255", n_copies=10)`` or
 
 from __future__ import annotations
 
+import collections.abc
 import fnmatch
 import inspect
 import typing
@@ -75,7 +76,7 @@ def _convert(name: str, key: str, value: Any, annotation: Any) -> Any:
             return parse_number(text)
         if target is int:
             return int(text)
-        if typing.get_origin(target) in (list, tuple) or target in (list, tuple):
+        if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
             return [t for t in (s.strip() for s in text.replace("|", ";").split(";")) if t]
     except ValueError:
         raise ValueError(f"attack {name}: parameter {key}={value!r} is not a valid {getattr(target, '__name__', target)}") from None
@@ -107,4 +108,7 @@ def build_attack(spec: str, **params: Any) -> Attack:
 
 
 def _ensure_builtin() -> None:
+    import medrobust.attacks.block_shuffle  # noqa: F401  (registers block-shuffle)
     import medrobust.attacks.gradient_attacks  # noqa: F401  (registers fgsm, pgd, mifgsm)
+    import medrobust.attacks.sia  # noqa: F401  (registers sia)
+    import medrobust.attacks.square  # noqa: F401  (registers square)

@@ -42,7 +42,7 @@ from medrobust.evaluation.stage_attacks import (
     eps_label,
     run_attack_stage,
     sweep_points,
-    transfer_matrix,
+    transfer_matrix_from_images,
 )
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class Runner:
             for run in transferred:
                 if run.name == first.name and run.eps == first.eps:
                     adversarial[run.source] = run.x_adv
-            transfer = transfer_matrix(first.key, adversarial, {"model": model, **surrogates}, x, y_np)
+            transfer = transfer_matrix_from_images(first.key, adversarial, {"model": model, **surrogates}, x, y_np)
         defenses, defended_images = self._defenses(model, x, y, clean_pred, white)
         detectors = self._detection(model, data, x, ids, white)
         self._samples(model, x, y_np, ids, white, defended_images)

@@ -101,9 +101,12 @@ def sweep_points(runs: list[AttackRun], y: np.ndarray) -> list[SweepPoint]:
     return sorted((SweepPoint(eps=r.eps, accuracy=float((r.pred == y).mean())) for r in runs), key=lambda p: p.eps)
 
 
-def transfer_matrix(attack_key: str, adversarial: dict[str, torch.Tensor], models: dict[str, nn.Module],
+def transfer_matrix_from_images(attack_key: str, adversarial: dict[str, torch.Tensor], models: dict[str, nn.Module],
                     x: torch.Tensor, y: np.ndarray) -> TransferMatrix:
     """Success of images crafted on each source (rows) against each model (columns).
+
+    Unlike :func:`medrobust.attacks.transfer.transfer_matrix`, which crafts as it goes, this
+    takes the images the runner's resumable attack stages already crafted and stored.
 
     ``adversarial``: source name -> images crafted on that source; ``models``: every model by
     name (targets). The diagonal is the white-box success.

@@ -1,0 +1,324 @@
+"""Square Attack (Andriushchenko, Croce, Flammarion & Hein, ECCV 2020), L-infinity, score-based.
+
+"Square Attack: a query-efficient black-box adversarial attack via random search",
+https://arxiv.org/abs/1912.00049. The attacker sees only the model's scores (probabilities),
+never a gradient, so it works on black boxes (an ONNX file, a vendor's API) and is not fooled
+by gradient masking. Random search over the vertices of the eps-ball::
+
+    x_best = Clip_[0,1](x + eps * s),  s ~ U{-1, +1}^(C x 1 x W)          (vertical stripes)
+    for i = 1 .. N-1, while the image is not yet adversarial:
+        h     = round(sqrt(p(i) * H * W)), clipped to [1, min(H, W) - 1]    (side of the square)
+        pick a random h x h window; set the perturbation inside it to eps * r_c with
+        r_c ~ U{-1, +1} per channel (resampled while it would change nothing)
+        x_new = Clip_{[0,1]}(x + delta_new)
+        if L(x_new) < L(x_best): x_best = x_new                              (greedy acceptance)
+
+with the untargeted margin loss ``L = log p_y - max_{k != y} log p_k`` (equal to the logit
+margin ``z_y - max_{k != y} z_k`` for a softmax model) and, for targeted attacks, the
+cross-entropy ``L = -log p_t`` as in the paper. ``p(i)`` is the paper's piecewise-constant
+schedule (:func:`square_p_schedule`): ``p_init`` halved at 10, 50, 200, 500, 1000, 2000, 4000,
+6000 and 8000 of 10,000 iterations, rescaled to the query budget as the authors' code does.
+
+Output kinds beyond softmax (documented choices; the paper treats only softmax):
+
+* ``binary`` (one logit z, decision ``sigmoid(z) > t``): the margin is the log-odds of the
+  true class against the decision threshold, ``(2y - 1) * (z - logit(t))`` — the softmax
+  margin of the two-class model ``[0, z]`` when t = 0.5. Targeted to class t is untargeted
+  away from 1 - t, so the same margin is used (towards the target).
+* ``multilabel`` (one logit per finding): per named finding k the signed margin
+  ``m_k = (2y_k - 1) * (z_k - logit(t))`` (> 0: decided correctly). Untargeted success is
+  "any named finding flipped", so the loss is ``min_k m_k`` — the finding closest to flipping.
+  Targeted (``y`` the wanted 0/1 findings): ``sum_k softplus(-m_k)``, the binary
+  cross-entropy towards the target decisions (the analogue of the paper's targeted CE); success
+  when every named finding has the wanted decision. ``findings`` (names) restrict both to
+  those findings; None means all.
+
+Queries are counted per image and include the first look at the clean image: an image the
+model already gets wrong (or already classifies as the target) costs exactly 1 query and is
+returned as it is. Then one query for the stripes initialisation and one per iteration, so
+every image uses at most ``queries``. An image stops being queried as soon as it is
+adversarial. After a call, :attr:`SquareAttack.last_queries` (B,) holds the queries each image
+used and :attr:`SquareAttack.last_success` (B,) whether the returned image fools the model.
+
+Storage format: with ``quantize_bits`` set, the clean start and every candidate are rounded
+to the grid inside the ball (:func:`~medrobust.attacks.budget.quantize_within`) *before* they
+are queried, so the returned image is exactly the last accepted query and ``last_success`` is
+the success of what reaches a PACS, with no extra query. For an image already on the 8-bit grid
+and eps a whole number of grey levels this changes nothing: the ball's vertices are grid
+points.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from medrobust.attacks.budget import Budget, quantize_within
+from medrobust.attacks.engine import Attack
+from medrobust.attacks.registry import register_attack
+from medrobust.models.output_kind import OutputKind
+
+log = logging.getLogger(__name__)
+
+# The paper's schedule: iteration thresholds (out of 10,000) after which p_init is halved again.
+_SCHEDULE_BOUNDS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000, 10000)
+# How often a window whose new signs would change nothing is redrawn (the paper: until it changes).
+_MAX_REDRAWS = 32
+
+
+def square_p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
+    """Fraction of pixels the square covers at ``iteration`` of ``n_iters`` (paper, Sec. 4).
+
+    The iteration is rescaled to the 10,000-query reference budget, ``i' = floor(i / N * 10000)``;
+    then ``p = p_init`` for ``i' <= 10``, ``p_init / 2`` for ``10 < i' <= 50``, ``/ 4`` up to 200,
+    ``/ 8`` up to 500, ``/ 16`` up to 1000, ``/ 32`` up to 2000, ``/ 64`` up to 4000, ``/ 128``
+    up to 6000, ``/ 256`` up to 8000 and ``/ 512`` up to 10000.
+    """
+    scaled = int(iteration / max(n_iters, 1) * 10000)
+    if scaled <= _SCHEDULE_BOUNDS[0]:
+        return p_init
+    for halvings, bound in enumerate(_SCHEDULE_BOUNDS[1:], start=1):
+        if scaled <= bound:
+            return p_init / 2**halvings
+    return p_init
+
+
+def _threshold_logit(model: nn.Module) -> float:
+    contract = getattr(model, "contract", None)
+    t = float(getattr(contract, "threshold", 0.5))
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"the model's decision threshold must lie in (0, 1), got {t}")
+    return math.log(t / (1.0 - t))
+
+
+class SquareObjective:
+    """The loss the random search minimises and the success test, for one output kind.
+
+    ``__call__(logits, y) -> (loss (B,), success (B,) bool)``; success uses the model's own
+    decision rule (argmax, or sigmoid above its threshold), so it is exactly "the prediction
+    changed" (untargeted) or "the prediction is the target" (targeted).
+    """
+
+    def __init__(self, kind: OutputKind, targeted: bool, threshold_logit: float = 0.0,
+                 finding_index: Sequence[int] | None = None) -> None:
+        self.kind = kind
+        self.targeted = targeted
+        self.shift = threshold_logit
+        self.finding_index = list(finding_index) if finding_index is not None else None
+
+    @classmethod
+    def for_model(cls, model: nn.Module, y: torch.Tensor, targeted: bool,
+                  findings: Sequence[str] | None) -> "SquareObjective":
+        kind = OutputKind.parse(getattr(model, "output_kind", OutputKind.SOFTMAX))
+        index = None
+        if kind is OutputKind.MULTILABEL:
+            if y.ndim != 2:
+                raise ValueError(f"a multilabel model needs 0/1 findings of shape (B, K) as labels, got {tuple(y.shape)}")
+            if findings:
+                classes = list(getattr(model, "classes", []))
+                unknown = [f for f in findings if f not in classes]
+                if unknown:
+                    raise ValueError(f"findings {unknown} are not among the model's classes {classes}")
+                index = [classes.index(f) for f in findings]
+        elif y.ndim != 1:
+            raise ValueError(f"a {kind.value} model needs class indices of shape (B,) as labels, got {tuple(y.shape)}")
+        shift = _threshold_logit(model) if kind is not OutputKind.SOFTMAX else 0.0
+        return cls(kind, targeted, shift, index)
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits.float()
+        if self.kind is OutputKind.SOFTMAX:
+            logp = F.log_softmax(logits, dim=1)
+            own = logp.gather(1, y.long()[:, None])[:, 0]
+            pred = logits.argmax(dim=1)
+            if self.targeted:
+                return -own, pred == y
+            others = logp.scatter(1, y.long()[:, None], float("-inf")).amax(dim=1)
+            return own - others, pred != y
+        z = logits - self.shift
+        if self.kind is OutputKind.BINARY:
+            margin = (2.0 * y.float() - 1.0) * z[:, 0]
+            decided = (z[:, 0] > 0).long()
+            if self.targeted:
+                return -margin, decided == y.long()
+            return margin, decided != y.long()
+        index = self.finding_index if self.finding_index is not None else list(range(z.shape[1]))
+        zf, yf = z[:, index], y[:, index].float()
+        margins = (2.0 * yf - 1.0) * zf
+        decided = (zf > 0).float()
+        if self.targeted:
+            return F.softplus(-margins).sum(dim=1), (decided == yf).all(dim=1)
+        return margins.amin(dim=1), (decided != yf).any(dim=1)
+
+
+@register_attack("square")
+class SquareAttack(Attack):
+    """Square Attack (Andriushchenko et al., ECCV 2020): score-based black-box L-inf attack.
+
+    Needs only the model's outputs, queried under ``torch.no_grad()``, so it runs on black
+    boxes (``OnnxClassifier``) as well as on torch models. See the module docstring for the
+    algorithm, the losses per output kind and how queries are counted.
+
+    Parameters: ``eps`` the L-inf budget (8/255: 8 grey levels); ``queries`` the most model
+    queries per image, the look at the clean image included; ``p_init`` the initial fraction of
+    pixels a square covers (0.8, AutoAttack's choice for L-inf; the paper used 0.05 on ImageNet
+    with 10,000 queries); ``targeted`` (then ``y`` holds the targets); ``findings`` (multilabel
+    models) the findings to attack; ``batch_size`` images per forward pass; ``seed`` for the
+    torch generator; ``quantize_bits`` the storage bit depth (None: keep floats).
+
+    After a call: ``last_queries`` (B,) int64, queries used per image; ``last_success`` (B,)
+    bool, whether the returned image is adversarial (quantised, as returned).
+
+    Example::
+
+        attack = SquareAttack(eps=8 / 255, queries=1000)
+        x_adv = attack(onnx_model, x, y)
+        print(attack.last_success.float().mean(), attack.last_queries.float().median())
+    """
+
+    needs_gradients = False
+
+    def __init__(self, eps: float = 8 / 255, queries: int = 1000, p_init: float = 0.8, targeted: bool = False,
+                 findings: list[str] | None = None, batch_size: int = 256, seed: int = 0,
+                 quantize_bits: int | None = 8) -> None:
+        super().__init__(seed=seed, quantize_bits=quantize_bits)
+        if not eps > 0:
+            raise ValueError(f"square: eps must be positive, got {eps}")
+        if queries < 1:
+            raise ValueError(f"square: queries must be at least 1 (the look at the clean image), got {queries}")
+        if not 0.0 < p_init <= 1.0:
+            raise ValueError(f"square: p_init must lie in (0, 1], got {p_init}")
+        if batch_size < 1:
+            raise ValueError(f"square: batch_size must be at least 1, got {batch_size}")
+        self.eps = float(eps)
+        self.queries = int(queries)
+        self.p_init = float(p_init)
+        self.targeted = bool(targeted)
+        if isinstance(findings, str):
+            findings = [f.strip() for f in findings.replace(";", ",").split(",") if f.strip()]
+        self.findings = list(findings) if findings else None
+        self.batch_size = int(batch_size)
+        self.budget = Budget(self.eps, "linf")
+        self._last_queries: torch.Tensor | None = None
+        self._last_success: torch.Tensor | None = None
+
+    @property
+    def last_queries(self) -> torch.Tensor | None:
+        """(B,) int64: model queries each image of the last call used (clean look included)."""
+        return self._last_queries
+
+    @property
+    def last_success(self) -> torch.Tensor | None:
+        """(B,) bool: whether each returned image of the last call fools the model."""
+        return self._last_success
+
+    # --- pieces ---------------------------------------------------------------------------------
+    def _query(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x``, in batches, without gradients (a black box is fine)."""
+        with torch.no_grad():
+            return torch.cat([model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+    def _quantiser(self, x: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Project a candidate onto [0, 1] and the ball, then (if enabled) onto the storage grid."""
+        bits = self.quantize_bits
+        if bits is not None and self.eps * (2**bits - 1) < 1.0 - 1e-6:
+            log.warning("square: eps %.4g is below one grey level at %d bits; leaving images unquantised",
+                        self.eps, bits)
+            bits = None
+
+        def project(candidate: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+            candidate = self.budget.project(candidate, clean)
+            return candidate if bits is None else quantize_within(candidate, clean, self.budget, bits)
+
+        return project
+
+    def _window_candidates(self, x: torch.Tensor, best: torch.Tensor, side: int, generator: torch.Generator,
+                           project: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """One square update per image: a random ``side`` x ``side`` window set to ``±eps`` per channel.
+
+        Windows whose new signs would leave the image unchanged are redrawn (signs only, as in the
+        authors' code), at most ``_MAX_REDRAWS`` times.
+        """
+        n, c, h, w = x.shape
+        dev = x.device
+        # any position where the window fits; the authors' code draws randint(0, h - s), whose
+        # exclusive bound never lets a window reach the last row and column
+        top = torch.randint(0, h - side + 1, (n,), generator=generator, device=dev)
+        left = torch.randint(0, w - side + 1, (n,), generator=generator, device=dev)
+        rows = torch.arange(h, device=dev)[None, :]
+        cols = torch.arange(w, device=dev)[None, :]
+        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
+        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
+        window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (n, 1, H, W)
+        delta = best - x
+        signs = torch.randint(0, 2, (n, c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
+        candidate = project(x + torch.where(window, signs * self.eps, delta), x)
+        for _ in range(_MAX_REDRAWS):
+            same = ((candidate - best).abs() < 1e-7).flatten(1).all(dim=1)
+            if not same.any():
+                break
+            redraw = torch.randint(0, 2, (int(same.sum()), c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
+            signs[same] = redraw
+            idx = same.nonzero()[:, 0]
+            candidate[idx] = project(x[idx] + torch.where(window[idx], signs[idx] * self.eps, delta[idx]), x[idx])
+        return candidate
+
+    # --- the search -----------------------------------------------------------------------------
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        with torch.no_grad():
+            return self._search(model, x, y, generator)
+
+    def _search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, c, h, w = x.shape
+        if min(h, w) < 2:
+            raise ValueError(f"square: images must be at least 2 x 2 pixels, got {h} x {w}")
+        if len(y) != b:
+            raise ValueError(f"square: {b} images but {len(y)} labels")
+        objective = SquareObjective.for_model(model, y, self.targeted, self.findings)
+        project = self._quantiser(x)
+        y = y.to(x.device)
+
+        # query 1: the (grid-rounded) clean image; images already fooled stop here
+        best = project(x.clone(), x)
+        loss_best, success = objective(self._query(model, best), y)
+        n_queries = torch.ones(b, dtype=torch.long, device=x.device)
+
+        # query 2: vertical stripes, x + eps * s with s in {-1, +1}^(C x 1 x W), taken unconditionally
+        active = (~success).nonzero()[:, 0]
+        if self.queries >= 2 and len(active):
+            xa = x[active]
+            stripes = torch.randint(0, 2, (len(active), c, 1, w), generator=generator, device=x.device).to(x.dtype)
+            candidate = project(xa + (stripes * 2 - 1) * self.eps, xa)
+            loss, succ = objective(self._query(model, candidate), y[active])
+            best[active], loss_best[active], success[active] = candidate, loss, succ
+            n_queries[active] += 1
+
+        n_iters = self.queries - 1  # the paper's N: its count starts at the stripes query
+        for i in range(self.queries - 2):
+            active = (~success).nonzero()[:, 0]
+            if not len(active):
+                break
+            p = square_p_schedule(self.p_init, i, n_iters)
+            side = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1)
+            xa, best_a = x[active], best[active]
+            candidate = self._window_candidates(xa, best_a, side, generator, project)
+            loss, succ = objective(self._query(model, candidate), y[active])
+            n_queries[active] += 1
+            # greedy acceptance (strict improvement, as the paper); a candidate that is already
+            # adversarial is always kept, since it ends this image's search
+            accept = (loss < loss_best[active]) | succ
+            best[active] = torch.where(accept[:, None, None, None], candidate, best_a)
+            loss_best[active] = torch.where(accept, loss, loss_best[active])
+            success[active] = success[active] | (accept & succ)
+
+        self._last_queries = n_queries.cpu()
+        self._last_success = success.cpu()
+        log.info("square: %d of %d images adversarial (eps %.4g); queries per image: mean %.1f, max %d of %d",
+                 int(success.sum()), b, self.eps, float(n_queries.float().mean()), int(n_queries.max()),
+                 self.queries)
+        return best
