@@ -48,7 +48,6 @@ def attack(
 ) -> None:
     """Attack a model on a dataset and write adversarial PNGs, attack.csv and summary.json."""
     import numpy as np
-    import torch
 
     from medrobust.attacks.registry import build_attack
     from medrobust.data.io import write_png
