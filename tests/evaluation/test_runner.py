@@ -1,0 +1,155 @@
+"""The experiment runner end to end through the CLI: metrics.json, report.html, resuming."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medrobust.cli import app
+from medrobust.evaluation.results import read_metrics
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "device": "cpu",
+    "batch_size": 8,
+    "attack_images": 24,
+    "sample_images": 3,
+    "data": {"source": "phantom", "size": 32, "per_class": 60, "phantom_seed": 11},
+    "model": {"train": {"arch": "small-cnn", "epochs": 8, "lr": 0.003}},
+    "surrogates": [{"name": "other-cnn", "train": {"arch": "small-cnn", "epochs": 4, "lr": 0.003}}],
+    "attacks": [
+        {"name": "sia", "params": {"eps": "8/255", "n_copies": 2, "steps": 3}, "eps_sweep": ["4/255", "8/255"]},
+        {"name": "pgd", "params": {"eps": "8/255", "steps": 5}, "eps_sweep": ["2/255", "8/255"]},
+        {"name": "mifgsm", "params": {"eps": "8/255", "steps": 3}, "transfer": False},
+    ],
+    "defenses": ["jpeg:quality=75+tv"],
+    "adaptive": {"attack": "pgd", "params": {"steps": 3}},
+    "detectors": {"squeeze": {"calibration_images": 30}},
+}
+
+
+def _write_config(tmp_path: Path, **changes) -> Path:
+    cfg = {**TINY, "output_dir": str(tmp_path / "runs"), **changes}
+    path = tmp_path / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(app, ["evaluate", str(_write_config(tmp))])
+    assert result.exit_code == 0, result.output
+    return tmp / "runs" / "tiny", result.stdout
+
+
+def test_metrics_hold_every_stage(finished_run) -> None:
+    run_dir, _ = finished_run
+    m = read_metrics(run_dir)
+    n = m.data["attack_images"]
+    assert n == 24
+    assert sum(map(sum, m.baseline.confusion_matrix)) == m.data["n"]["test"]
+    keys = [a.key for a in m.attacks]
+    assert keys == ["sia@8/255", "sia@8/255 from other-cnn", "pgd@8/255", "pgd@8/255 from other-cnn", "mifgsm@8/255"]
+    for a in m.attacks:
+        assert sum(map(sum, a.clean.confusion_matrix)) == n
+        assert sum(map(sum, a.adversarial.confusion_matrix)) == n
+        if a.source == "white-box":
+            assert a.adversarial.accuracy <= a.clean.accuracy
+        assert a.perturbation.linf_max <= 8 / 255 + 1e-6
+        assert {f.true_class for f in a.dangerous_flips} == {"Pneumonia", "Pneumothorax"}
+    assert [p.eps for p in m.eps_sweep["pgd"]] == pytest.approx([2 / 255, 8 / 255])
+    assert m.transfer is not None and m.transfer.sources == ["model", "other-cnn"]
+    (defense,) = m.defenses
+    assert defense.name == "jpeg:quality=75+tv" and defense.gradient_mode == "bpda"
+    assert set(defense.non_adaptive) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255"}
+    assert [d.name for d in m.detectors] == ["reference", "squeeze"]
+    for d in m.detectors:
+        assert set(d.fpr_benign) == {"jpeg90", "rewindow", "resize", "noise"}
+        assert set(d.detection_rate) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255"}
+    assert m.detectors[0].fpr_clean == 0.0  # an image compared with itself is never flagged
+    assert 0 <= m.robustness_score.value <= 100 and "Robustness score" in m.robustness_score.definition
+    for stage in ("baseline", "attack sia@8/255"):
+        assert stage in m.seconds_per_image
+
+
+def test_run_directory_layout(finished_run) -> None:
+    run_dir, _ = finished_run
+    for rel in ("config.yaml", "model/model.json", "model/model.safetensors", "surrogates/other-cnn/model.json",
+                "samples/examples.npz", "metrics.json", "report.html"):
+        assert (run_dir / rel).is_file(), rel
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["attacks"][0]["params"]["n_copies"] == 2  # given values kept
+    assert config["detectors"]["reference"]["ssim_threshold"] == 0.85  # defaults written out
+
+
+def test_report_has_every_figure_and_the_summary_numbers(finished_run) -> None:
+    from medrobust.report.html import REPORT_FIGURES
+
+    run_dir, stdout = finished_run
+    html = (run_dir / "report.html").read_text()
+    for figure in REPORT_FIGURES:
+        assert figure in html, figure
+    assert "http://" not in html and "https://" not in html
+    m = read_metrics(run_dir)
+    sia = m.attack("sia@8/255")
+    assert f"{100 * sia.clean.accuracy:.1f}%" in html and f"{100 * sia.adversarial.accuracy:.1f}%" in html
+    assert "report:" in stdout and "robustness score" in stdout
+
+
+def _strip_volatile(m) -> dict:
+    data = json.loads(m.model_dump_json())
+    for key in ("created", "seconds_per_image", "seconds_total", "name", "config"):
+        data.pop(key)
+    for a in data["attacks"]:
+        a.pop("seconds_per_image")
+    for d in data["defenses"]:
+        d.pop("seconds_per_image")
+    for d in data["detectors"]:
+        d.pop("latency_ms_per_image")
+    data["model"]["metrics"].pop("train_seconds", None)
+    return data
+
+
+def test_a_killed_run_resumes_without_recomputing_finished_work(tmp_path, finished_run) -> None:
+    config = _write_config(tmp_path, name="resumed")
+    run_dir = tmp_path / "runs" / "resumed"
+    first_batch = run_dir / "stages" / "attacks" / "sia_8_255" / "batch-0001.npz"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "medrobust", "evaluate", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 120
+    while not first_batch.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first_batch.is_file(), "the run did not get as far as the SIA batches"
+    assert not (run_dir / "metrics.json").exists()
+    kept = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").rglob("*.npz")}
+    kept[run_dir / "model" / "model.safetensors"] = (run_dir / "model" / "model.safetensors").stat().st_mtime_ns
+
+    result = CliRunner().invoke(app, ["evaluate", str(config)])
+    assert result.exit_code == 0, result.output
+    for path, mtime in kept.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    reference_dir, _ = finished_run
+    assert _strip_volatile(read_metrics(run_dir)) == _strip_volatile(read_metrics(reference_dir))
+
+
+def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, finished_run) -> None:
+    run_dir, _ = finished_run
+    config = dict(TINY, output_dir=str(run_dir.parent), attack_images=12)
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["evaluate", str(path)])
+    assert result.exit_code == 2 and "different configuration" in result.stdout
