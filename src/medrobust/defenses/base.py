@@ -1,0 +1,140 @@
+"""The defense contract: images in, images out, and a word on how to differentiate through it.
+
+A defense maps the one currency — float images in [0, 1] of shape (B, C, H, W), C = 1 for
+radiographs (3 allowed) — to images of the same shape, dtype and device, in [0, 1]. Each is a
+plain function (``jpeg``, ``tv_denoise``, ...) and an ``nn.Module`` twin subclassing
+:class:`Defense` (after kornia's function/module pairs and ART's preprocessors), so it can sit
+in front of a model, be composed by name (``"jpeg+tv"``) and be described in run records.
+
+Two class attributes tell an adaptive attacker (Athalye, Carlini & Wagner 2018) what to do:
+
+* ``differentiable``: autograd through ``forward`` gives the exact gradient. When False the
+  attacker uses BPDA (backward pass differentiable approximation: identity backward), see
+  :class:`~medrobust.defenses.defended.DefendedClassifier`.
+* ``randomized``: each call draws fresh randomness, and the attacker averages gradients over
+  draws (expectation over transformation, EOT). Randomness comes only from a
+  ``torch.Generator``: one passed to ``forward``, or the defense's own, built from ``seed`` on
+  first use per device, so the same seed gives the same outputs on the CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import zlib
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+RANGE_TOLERANCE = 1e-5
+"""How far outside [0, 1] an input may stray (float rounding) before it is refused."""
+
+
+def check_images(x: torch.Tensor, who: str) -> None:
+    """Raise a clear error unless ``x`` is a float (B, C, H, W) batch with values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{who}: expected images of shape (B, C, H, W), got shape {tuple(x.shape)}; "
+                         "add the batch/channel dimension with x[None] or x[:, None]")
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: expected float images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255")
+    if x.numel() == 0:
+        return
+    lo, hi = torch.aminmax(x.detach())
+    lo_value, hi_value = float(lo), float(hi)
+    if not (lo_value >= -RANGE_TOLERANCE and hi_value <= 1.0 + RANGE_TOLERANCE):
+        raise ValueError(f"{who}: images must lie in [0, 1] (medrobust's currency), got values in "
+                         f"[{lo_value:.4g}, {hi_value:.4g}]; scale them first (e.g. x / 255 for 8-bit images)")
+
+
+def working_dtype(x: torch.Tensor) -> torch.dtype:
+    """float64 for float64 inputs, float32 for everything else (half precision included)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def stream_seed(seed: int, name: str) -> int:
+    """The generator seed of defense ``name`` for the user's ``seed``: the seed mixed with a hash of
+    the name, so a defense seeded 0 does not replay the random numbers of an attack (or another
+    defense) also seeded 0; a TVM pixel mask equal to a PGD random start would correlate the two."""
+    return (int(seed) * 0x9E3779B1 + zlib.crc32(name.encode())) % (2**63)
+
+
+class Defense(nn.Module):
+    """Base of every defense: ``defense(x) -> x'`` with the contract of this module.
+
+    Subclasses implement :meth:`transform` (``x`` already checked; ``generator`` set when the
+    defense is ``randomized``). Constructor arguments are stored as attributes of the same name,
+    which :meth:`describe` reads back for run records.
+    """
+
+    name: str = "defense"
+    randomized: bool = False
+    differentiable: bool = False
+
+    def __init__(self, seed: int | None = None) -> None:
+        super().__init__()
+        self.seed = seed
+        self._generators: dict[str, torch.Generator] = {}
+
+    # --- randomness ---------------------------------------------------------------------------
+    def generator_for(self, device: torch.device | str) -> torch.Generator:
+        """This defense's generator on ``device``, built on first use from ``seed`` mixed with the
+        defense's name (:func:`stream_seed`; a random seed when ``seed`` is None). Successive calls
+        continue the same stream: each forward pass draws fresh randomness."""
+        device = torch.device(device)
+        key = str(device)
+        if key not in self._generators:
+            generator = torch.Generator(device=device)
+            if self.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(stream_seed(int(self.seed), self.name))
+            self._generators[key] = generator
+        return self._generators[key]
+
+    def manual_seed(self, seed: int | None) -> "Defense":
+        """Restart the random stream from ``seed`` (all devices). Returns ``self``."""
+        self.seed = seed
+        self._generators.clear()
+        return self
+
+    # --- the transform ------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Apply the defense to a batch; ``generator`` overrides the defense's own randomness."""
+        check_images(x, f"defense {self.name!r}")
+        if x.numel() == 0:
+            return x.clone()
+        if self.randomized and generator is None:
+            generator = self.generator_for(x.device)
+        return self.transform(x, generator)
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The defense proper, on a checked, non-empty batch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement transform(x, generator)")
+
+    # --- records ------------------------------------------------------------------------------
+    def parameters_dict(self) -> dict[str, object]:
+        """The constructor arguments, read back from the attributes of the same name."""
+        out: dict[str, object] = {}
+        for pname, p in inspect.signature(type(self).__init__).parameters.items():
+            if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if hasattr(self, pname):
+                out[pname] = getattr(self, pname)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        """Name, flags and settings, for run records and reports."""
+        return {"name": self.name, "randomized": self.randomized, "differentiable": self.differentiable,
+                **self.parameters_dict()}
+
+    def spec(self) -> str:
+        """The registry spec that rebuilds this defense, e.g. ``"jpeg:quality=50"``."""
+        params = ",".join(f"{k}={v}" for k, v in self.parameters_dict().items())
+        return f"{self.name}:{params}" if params else self.name
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.parameters_dict().items())

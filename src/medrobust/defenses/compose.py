@@ -1,0 +1,90 @@
+"""Defenses in sequence (``"jpeg+tv"``: JPEG first, then TV), and the identity (``"none"``).
+
+A composition is itself a :class:`~medrobust.defenses.base.Defense`: ``randomized`` if any member
+is, ``differentiable`` only if every member is. :class:`~medrobust.defenses.defended.DefendedClassifier`
+in ``gradient="auto"`` mode differentiates member by member (exact where a member is
+differentiable, BPDA where it is not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from medrobust.defenses.base import Defense, check_images
+from medrobust.defenses.registry import register_defense
+
+
+class Compose(Defense):
+    """Apply ``defenses`` in order. ``name`` is the members' names joined by ``+``.
+
+    A ``generator`` passed to ``forward`` is handed to every randomized member (one stream);
+    without it each member uses its own.
+    """
+
+    def __init__(self, defenses: Sequence[Defense]) -> None:
+        super().__init__()
+        for d in defenses:
+            if not isinstance(d, Defense):
+                raise TypeError(f"Compose takes Defense objects, got {type(d).__name__}; build them with build_defense")
+        self.members = nn.ModuleList(defenses)
+        self.name = "+".join(d.name for d in defenses) or "none"
+
+    @property
+    def randomized(self) -> bool:  # type: ignore[override]
+        return any(d.randomized for d in self.members)
+
+    @property
+    def differentiable(self) -> bool:  # type: ignore[override]
+        return all(d.differentiable for d in self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __iter__(self):  # type: ignore[override]
+        return iter(self.members)
+
+    def __getitem__(self, i: int) -> Defense:
+        return self.members[i]  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Apply the members in order; without ``generator`` each randomized member uses its own."""
+        check_images(x, f"defense {self.name!r}")
+        return x.clone() if x.numel() == 0 else self.transform(x, generator)
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        for d in self.members:
+            x = d.transform(x, (generator or d.generator_for(x.device)) if d.randomized else None)
+        return x
+
+    def manual_seed(self, seed: int | None) -> "Compose":
+        """Seed the randomized members: the i-th gets ``seed + i`` (None: fresh random seeds)."""
+        for i, d in enumerate(self.members):
+            if d.randomized:
+                d.manual_seed(None if seed is None else seed + i)
+        return self
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "randomized": self.randomized, "differentiable": self.differentiable,
+                "members": [d.describe() for d in self.members]}
+
+    def spec(self) -> str:
+        return "+".join(d.spec() for d in self.members) or "none"
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+@register_defense("none")
+class Identity(Defense):
+    """No defense: returns a copy of the input (the baseline in defense comparisons)."""
+
+    differentiable = True
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return x.clone()

@@ -1,0 +1,111 @@
+"""A classifier behind a preprocessing defense, ready for adaptive attacks.
+
+``DefendedClassifier(defense, classifier)(x) = classifier(defense(x))``. It is itself a
+:class:`~medrobust.models.classifier.Classifier` (same contract, classes and output kind), so
+every attack, metric and report works on it unchanged, and it tells attacks how to get
+gradients through the defense (Athalye, Carlini & Wagner, ICML 2018, "Obfuscated Gradients
+Give a False Sense of Security: Circumventing Defenses to Adversarial Examples"):
+
+* ``gradient="exact"``: autograd through the defense (it must be ``differentiable``, e.g.
+  ``median`` or ``tv:exact_gradients=true``).
+* ``gradient="bpda"``: backward pass differentiable approximation with the identity: the
+  forward pass is ``defense(x)``, the backward pass treats the defense as ``g(x) = x``, so the
+  input gradient is the classifier's gradient evaluated at ``defense(x)``. Implemented as the
+  straight-through ``defense(x).detach() + (x - x.detach())`` (forward value exactly
+  ``defense(x)``, Jacobian exactly the identity).
+* ``gradient="auto"`` (default): exact for differentiable defenses, BPDA otherwise; in a
+  composition member by member (``jpeg+median``: BPDA through JPEG, exact through the median).
+
+For a randomized defense (``tvm``) ``eot_samples`` (default 10; 1 for deterministic defenses)
+tells :class:`~medrobust.attacks.engine.IterativeAttack` to average the input gradient over that
+many forward/backward passes, each drawing fresh randomness from the defense's generator:
+expectation over transformation (EOT).
+
+Limitations: BPDA with the identity is a good approximation only for defenses that keep
+``defense(x) ~ x`` (JPEG, TV, squeezers do); EOT with few samples is a noisy estimate; and a
+defense that resists these adaptive attacks may still fall to a stronger, better-tuned one.
+Report robustness against the adaptive attacker, not only against one that ignores the
+defense (Athalye et al. 2018; Carlini et al. 2019, "On Evaluating Adversarial Robustness").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medrobust.defenses.base import Defense
+from medrobust.defenses.compose import Compose
+from medrobust.defenses.registry import build_defense
+from medrobust.models.classifier import Classifier
+
+GRADIENT_MODES = ("auto", "exact", "bpda")
+DEFAULT_EOT_SAMPLES = 10
+
+
+def straight_through(defended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``defended`` in the forward pass, the identity Jacobian with respect to ``x`` in the
+    backward pass (BPDA with g(x) = x)."""
+    return defended.detach() + (x - x.detach())
+
+
+def apply_defense(defense: Defense, x: torch.Tensor, gradient: str = "auto") -> torch.Tensor:
+    """``defense(x)`` with gradients per ``gradient`` ("auto", "exact" or "bpda")."""
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
+    if gradient == "auto" and isinstance(defense, Compose):
+        for member in defense:
+            x = apply_defense(member, x, "auto")
+        return x
+    if gradient == "exact" or (gradient == "auto" and defense.differentiable):
+        return defense(x)
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return defense(x)
+    with torch.no_grad():
+        defended = defense(x.detach())
+    return straight_through(defended, x)
+
+
+class DefendedClassifier(Classifier):
+    """``classifier(defense(x))`` as a Classifier, with exact, BPDA or automatic gradients and
+    EOT for randomized defenses (see the module docstring).
+
+    ``defense``: a :class:`Defense` or a spec such as ``"jpeg+tv"``. ``eot_samples``: gradient
+    draws averaged by the attack engine (default 10 for randomized defenses, else 1).
+    ``.network`` is the inner classifier's network; ``differentiable`` is the inner classifier's.
+    """
+
+    def __init__(self, defense: Defense | str, classifier: Classifier, gradient: str = "auto",
+                 eot_samples: int | None = None) -> None:
+        if not isinstance(classifier, Classifier):
+            raise TypeError(f"DefendedClassifier wraps a medrobust Classifier, got {type(classifier).__name__}")
+        defense = build_defense(defense)
+        if gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
+        if gradient == "exact" and not defense.differentiable:
+            raise ValueError(
+                f"defense {defense.name!r} has no exact gradients (differentiable=False); use gradient='bpda' or "
+                "'auto' (BPDA through it), or a differentiable variant such as tv:exact_gradients=true"
+            )
+        if eot_samples is not None and int(eot_samples) < 1:
+            raise ValueError(f"eot_samples must be at least 1, got {eot_samples}")
+        metadata = {**classifier.metadata, "defense": defense.spec()}
+        super().__init__(classifier.network, classifier.contract, arch=classifier.arch, metadata=metadata)
+        self.classifier = classifier
+        self.defense = defense
+        self.gradient = gradient
+        self.differentiable = classifier.differentiable
+        default = DEFAULT_EOT_SAMPLES if defense.randomized else 1
+        self.eot_samples = int(eot_samples) if eot_samples is not None else default
+
+    def defend(self, x: torch.Tensor) -> torch.Tensor:
+        """The defended images, with this model's gradient rule."""
+        return apply_defense(self.defense, x, self.gradient)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.prepare(self.defend(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.classifier.check_input(x)
+        return self.classifier(self.defend(x))
+
+    def describe(self) -> dict[str, object]:
+        return {"defense": self.defense.describe(), "gradient": self.gradient, "eot_samples": self.eot_samples}
