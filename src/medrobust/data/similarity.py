@@ -1,4 +1,7 @@
-"""How big and how visible a perturbation is: L-infinity, L2, SSIM and PSNR per image.
+"""How different two stacks of images are: L-infinity, L2, mean absolute difference, SSIM
+and PSNR per image — the size and visibility of a perturbation, and the study's detector's
+measures. It sits in the data room because it is a function of images alone, so attacks,
+detectors and evaluation can all use it without an upward import.
 
 Pure functions of numpy arrays of images in [0, 1], shape (N, H, W) or (N, 1, H, W).
 SSIM is scikit-image's (Wang et al. 2004; 7x7 window, data range 1) on the grey image.
