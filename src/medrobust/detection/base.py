@@ -1,0 +1,171 @@
+"""The detector contract and what a detection returns.
+
+A detector answers, per image, "was this image tampered with?". It has three calls
+(DESIGN.md, "Contracts"):
+
+* ``fit(model, clean)`` — calibrate on clean images (a no-op for uncalibrated detectors);
+* ``score(model, x, reference=None)`` — one suspicion score per image, higher = more
+  suspicious, usable for a ROC curve;
+* ``detect(model, x, reference=None)`` — a :class:`DetectionResult`: the flags, the scores,
+  and per image the reasons (named conditions or squeezers) that fired.
+
+Images are the package's one currency: float tensors in [0, 1] of shape (N, C, H, W).
+Scores and flags come back as CPU numpy arrays.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass
+class DetectionResult:
+    """What a detector found in N images.
+
+    ``flags`` (N,) bool — flagged as attacked; ``scores`` (N,) float — the suspicion score
+    the flag was decided from; ``reasons`` — per image the names of the conditions that fired
+    (empty for unflagged images); ``details`` — optional per-image columns (name -> list of
+    N values, e.g. SSIM, labels, the study's log line); ``names`` — optional per-image names
+    (file names); ``threshold`` — the score threshold, when the detector has one.
+    """
+
+    flags: np.ndarray
+    scores: np.ndarray
+    reasons: list[list[str]]
+    details: dict[str, list[Any]] = field(default_factory=dict)
+    names: list[str] | None = None
+    detector: str = ""
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        self.flags = np.asarray(self.flags, dtype=bool).reshape(-1)
+        self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
+        n = len(self.flags)
+        if len(self.scores) != n or len(self.reasons) != n:
+            raise ValueError(
+                f"a detection result needs one flag, score and reason list per image: "
+                f"got {n} flags, {len(self.scores)} scores, {len(self.reasons)} reason lists"
+            )
+        for key, column in self.details.items():
+            if len(column) != n:
+                raise ValueError(f"detail column {key!r} has {len(column)} values for {n} images")
+        if self.names is not None and len(self.names) != n:
+            raise ValueError(f"{len(self.names)} names for {n} images")
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    @property
+    def n_flagged(self) -> int:
+        return int(self.flags.sum())
+
+    def reason_counts(self) -> dict[str, int]:
+        """How many images each reason fired on (an image can count under several)."""
+        counts: Counter[str] = Counter(r for rs in self.reasons for r in rs)
+        return dict(sorted(counts.items()))
+
+    def image_record(self, index: int) -> dict[str, Any]:
+        """One image's result as a JSON-ready dict."""
+        record: dict[str, Any] = {"index": index}
+        if self.names is not None:
+            record["name"] = self.names[index]
+        record["flagged"] = bool(self.flags[index])
+        record["score"] = _json_number(self.scores[index])
+        record["reasons"] = list(self.reasons[index])
+        for key, column in self.details.items():
+            record[key] = _json_value(column[index])
+        return record
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only: images, flagged, the flagged fraction and the count per reason."""
+        n = len(self)
+        return {
+            "detector": self.detector,
+            "n_images": n,
+            "n_flagged": self.n_flagged,
+            "flagged_fraction": self.n_flagged / n if n else 0.0,
+            "threshold": _json_number(self.threshold) if self.threshold is not None else None,
+            "by_reason": self.reason_counts(),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary plus one record per image (``images``), all plain JSON types."""
+        return {**self.summary(), "images": [self.image_record(i) for i in range(len(self))]}
+
+
+class Detector(ABC):
+    """Base of every detector (see the module docstring for the contract).
+
+    ``requires_reference`` says whether ``score``/``detect`` need the original image
+    (the study's detector does; feature squeezing does not).
+    """
+
+    name: str = "detector"
+    requires_reference: bool = False
+
+    @abstractmethod
+    def fit(self, model: nn.Module, clean: torch.Tensor) -> "Detector":
+        """Calibrate on clean images of shape (N, C, H, W) in [0, 1]; returns self."""
+
+    @abstractmethod
+    def score(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> np.ndarray:
+        """(N,) suspicion scores, higher = more suspicious."""
+
+    @abstractmethod
+    def detect(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
+               names: Sequence[str] | None = None) -> DetectionResult:
+        """Flags, scores and the reasons that fired, per image."""
+
+    def describe(self) -> dict[str, Any]:
+        """The detector's name and settings (for run records)."""
+        return {"name": self.name}
+
+
+def check_images(x: torch.Tensor, what: str = "images") -> None:
+    """Raise a clear error unless ``x`` is a float tensor (N, C, H, W) with values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{what} must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{what} must be floating point in [0, 1], got dtype {x.dtype}")
+    if x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
+        raise ValueError(
+            f"{what} must lie in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]; "
+            "divide 8-bit images by 255"
+        )
+
+
+def check_names(names: Sequence[str] | None, n: int) -> list[str]:
+    """The given names, or ``image-0``, ``image-1``, ...; raises if the count is wrong."""
+    if names is None:
+        return [f"image-{i}" for i in range(n)]
+    names = [str(s) for s in names]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} names given for {n} images")
+    return names
+
+
+def _json_number(value: Any) -> float | None:
+    v = float(value)
+    return v if np.isfinite(v) else None
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        return _json_number(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value

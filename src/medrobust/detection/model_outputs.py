@@ -1,0 +1,74 @@
+"""What a detector reads from a model: probabilities, top-class confidence and the decision.
+
+Both detectors look at the model only through its outputs. For a
+:class:`~medrobust.models.classifier.Classifier` the output kind decides the maths
+(softmax rows; binary ``[1 - sigmoid, sigmoid]`` with the model's threshold; multilabel
+per-finding sigmoids). A plain ``nn.Module`` returning logits is read as softmax over its
+outputs, with classes named by index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from medrobust.models.output_kind import OutputKind
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """A model's answer on N images, on the CPU.
+
+    ``probabilities`` (N, K); ``confidence`` (N,) the probability of the predicted label (the
+    study's C: top-class confidence; multilabel: the least confident per-finding decision);
+    ``labels`` (N,) class indices or (N, K) 0/1 findings; ``label_names`` one readable name
+    per image.
+    """
+
+    probabilities: torch.Tensor
+    confidence: torch.Tensor
+    labels: torch.Tensor
+    label_names: list[str]
+
+
+def model_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> ModelOutputs:
+    """Run ``model`` on images ``x`` (N, C, H, W) in eval mode, in batches, without gradients."""
+    kind = getattr(model, "output_kind", OutputKind.SOFTMAX)
+    logits = _logits(model, x, batch_size)
+    classes = list(getattr(model, "classes", [str(k) for k in range(logits.shape[1])]))
+    contract = getattr(model, "contract", None)
+    threshold = float(getattr(contract, "threshold", 0.5))
+    probabilities = kind.probabilities(logits)
+    labels = kind.decide(logits, threshold)
+    confidence = kind.confidence(logits)
+    if kind is OutputKind.MULTILABEL:
+        names = ["+".join(c for c, on in zip(classes, row.tolist()) if on) or "none" for row in labels]
+    else:
+        names = [classes[int(k)] if int(k) < len(classes) else str(int(k)) for k in labels]
+    return ModelOutputs(probabilities, confidence, labels, names)
+
+
+def labels_differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) bool: the decisions differ (for multilabel, in any finding)."""
+    if a.shape != b.shape:
+        raise ValueError(f"decision shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    diff = a != b
+    return diff.reshape(len(diff), -1).any(dim=1)
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if hasattr(model, "logits") and callable(model.logits):
+        return model.logits(x, batch_size=batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    if not out:
+        raise ValueError("no images to run the model on")
+    return torch.cat(out)
