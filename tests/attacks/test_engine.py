@@ -8,8 +8,9 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medrobust.attacks.budget import Budget, parse_number, quantize_within
+from medrobust.attacks.budget import Budget, quantize_within
 from medrobust.attacks.registry import build_attack, list_attacks
+from medrobust.components import parse_number
 from medrobust.models.classifier import Classifier, InputContract, NotDifferentiableError
 
 EPS = 8 / 255

@@ -4,20 +4,8 @@ the valid image range [0, 1], plus quantisation to the storage bit depth inside 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import torch
-
-
-def parse_number(value: str | float | int) -> float:
-    """``"8/255"`` -> 0.03137..., ``"0.1"`` -> 0.1, numbers unchanged."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{value!r} is not a number; write e.g. 8/255 or 0.03") from None
 
 
 def _per_image(t: torch.Tensor) -> tuple[int, ...]:

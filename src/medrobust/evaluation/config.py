@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medrobust.attacks.budget import parse_number
+from medrobust.components import parse_number
 
 
 class _Section(BaseModel):

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medrobust.attacks.budget import parse_number
 from medrobust.attacks.registry import attack_parameters, build_attack
+from medrobust.components import parse_number
+from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 from medrobust.evaluation.attack_success import attack_success
 from medrobust.evaluation.batches import from_uint8, run_batched, to_uint8
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
-from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint, TransferMatrix
 from medrobust.evaluation.samples import array_key
 
