@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medrobust.detection.reference import REASONS, ReferenceDetector, ReferenceRequiredError, study_log_line
 from medrobust.data.similarity import mean_abs_difference, ssim
+from medrobust.detection.reference import REASONS, ReferenceDetector, ReferenceRequiredError, study_log_line
 
 SLOPE = 300.0  # MeanLogits: z = SLOPE * (mean - 0.5); class 0 (Normal) for z < 0, class 1 (Pneumonia) above
 

@@ -51,9 +51,9 @@ def attack(
 
     from medrobust.attacks.registry import build_attack
     from medrobust.data.io import write_png
+    from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
     from medrobust.data.sources import open_dataset
     from medrobust.evaluation.attack_success import attack_success
-    from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 
     target = _model_options(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
     crafter = _model_options(surrogate, None, None, None, None, None, False) if surrogate else target

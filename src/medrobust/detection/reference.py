@@ -52,9 +52,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from medrobust.data.similarity import mean_abs_difference, ssim
 from medrobust.detection.base import DetectionResult, Detector, check_images, check_names
 from medrobust.detection.model_outputs import labels_differ, model_outputs
-from medrobust.data.similarity import mean_abs_difference, ssim
 from medrobust.models.output_kind import OutputKind
 
 log = logging.getLogger(__name__)
