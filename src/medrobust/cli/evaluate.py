@@ -50,7 +50,7 @@ def print_summary(metrics, report_path: Path | None) -> None:
     for a in metrics.attacks:
         flips = sum(f.count for f in a.dangerous_flips)
         table.add_row(f"{a.key}", f"{_pct(a.clean.accuracy)} -> {_pct(a.adversarial.accuracy)}"
-                      + (f" ({flips} findings -> Normal)" if flips else ""))
+                      + (f" ({flips} finding{'s' if flips != 1 else ''} -> Normal)" if flips else ""))
     for d in metrics.defenses:
         table.add_row(f"defense {d.name}: clean cost", f"{d.clean_cost_pp:+.1f} pp")
         for key, acc in d.non_adaptive.items():
