@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import logging
 import zlib
+from abc import ABC, abstractmethod
 
 import torch
 import torch.nn as nn
@@ -62,7 +63,7 @@ def stream_seed(seed: int, name: str) -> int:
     return (int(seed) * 0x9E3779B1 + zlib.crc32(name.encode())) % (2**63)
 
 
-class Defense(nn.Module):
+class Defense(nn.Module, ABC):
     """Base of every defense: ``defense(x) -> x'`` with the contract of this module.
 
     Subclasses implement :meth:`transform` (``x`` already checked; ``generator`` set when the
@@ -111,9 +112,9 @@ class Defense(nn.Module):
             generator = self.generator_for(x.device)
         return self.transform(x, generator)
 
+    @abstractmethod
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The defense proper, on a checked, non-empty batch."""
-        raise NotImplementedError(f"{type(self).__name__} must implement transform(x, generator)")
+        """The defense proper, on a checked, non-empty batch (every defense implements it)."""
 
     # --- records ------------------------------------------------------------------------------
     def parameters_dict(self) -> dict[str, object]:
