@@ -167,3 +167,12 @@ def test_mifgsm_lowers_accuracy_substantially(trained_small_cnn, phantom32) -> N
     x_adv = build_attack("mifgsm", eps=EPS)(trained_small_cnn, x, y)
     adv = float((trained_small_cnn.predict(x_adv) == y).float().mean())
     assert adv < 0.5 * clean
+
+
+def test_sia_lowers_accuracy_substantially(trained_small_cnn, phantom32) -> None:
+    splits, _ = phantom32
+    x, y = splits["test"]
+    clean = float((trained_small_cnn.predict(x) == y).float().mean())
+    x_adv = build_attack("sia", eps=EPS, n_copies=5)(trained_small_cnn, x, y)
+    adv = float((trained_small_cnn.predict(x_adv) == y).float().mean())
+    assert adv < 0.5 * clean
