@@ -203,9 +203,12 @@ class SquareAttack(Attack):
             findings = [f.strip() for f in findings.replace(";", ",").split(",") if f.strip()]
         self.findings = list(findings) if findings else None
         self.batch_size = int(batch_size)
-        self.budget = Budget(self.eps, "linf")
         self._last_queries: torch.Tensor | None = None
         self._last_success: torch.Tensor | None = None
+
+    @property
+    def budget(self) -> Budget:
+        return Budget(self.eps, "linf")
 
     @property
     def last_queries(self) -> torch.Tensor | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Optional, ParamSpec, TypeVar
 
 import typer
@@ -89,3 +90,25 @@ def main(
         handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
         force=True,
     )
+
+
+# --- a foreign model's contract, the same options on every command that loads a model --------
+ClassesOption = Annotated[Optional[str], typer.Option(
+    "--classes", help="Comma-separated class names of a foreign model, in its output order.")]
+InputSizeOption = Annotated[Optional[int], typer.Option("--input-size", help="Input size the model expects.")]
+IntensityOption = Annotated[Optional[str], typer.Option("--intensity", help="unit | imagenet | symmetric | byte")]
+OutputKindOption = Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")]
+ArchOption = Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")]
+TrustPickleOption = Annotated[bool, typer.Option(
+    "--trust-pickle", help="Allow unpickling a whole module (runs code from the file).")]
+
+
+def load_cli_model(path: Path, classes: Optional[str] = None, input_size: Optional[int] = None,
+                   intensity: Optional[str] = None, output_kind: Optional[str] = None, arch: Optional[str] = None,
+                   trust_pickle: bool = False):
+    """:func:`medrobust.models.loading.load_classifier` with the command-line contract options."""
+    from medrobust.models.loading import load_classifier
+
+    return load_classifier(path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
+                           intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle)
+

@@ -12,15 +12,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from medrobust.cli.app import app, console, progress_bar, user_errors
-
-
-def _model_options(path: Path, classes: Optional[str], input_size: Optional[int], intensity: Optional[str],
-                   output_kind: Optional[str], arch: Optional[str], trust_pickle: bool):
-    from medrobust.models.loading import load_classifier
-
-    return load_classifier(path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
-                           intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle)
+from medrobust.cli.app import (
+    ArchOption,
+    ClassesOption,
+    InputSizeOption,
+    IntensityOption,
+    OutputKindOption,
+    TrustPickleOption,
+    app,
+    console,
+    load_cli_model,
+    progress_bar,
+    user_errors,
+)
 
 
 @app.command("attack")
@@ -39,12 +43,12 @@ def attack(
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 100,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 16,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    classes: Annotated[Optional[str], typer.Option("--classes", help="Class names of a foreign model.")] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size")] = None,
-    intensity: Annotated[Optional[str], typer.Option("--intensity")] = None,
-    output_kind: Annotated[Optional[str], typer.Option("--output-kind")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle")] = False,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    intensity: IntensityOption = None,
+    output_kind: OutputKindOption = None,
+    arch: ArchOption = None,
+    trust_pickle: TrustPickleOption = False,
 ) -> None:
     """Attack a model on a dataset and write adversarial PNGs, attack.csv and summary.json."""
     import numpy as np
@@ -55,8 +59,8 @@ def attack(
     from medrobust.data.sources import open_dataset
     from medrobust.evaluation.attack_success import attack_success
 
-    target = _model_options(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
-    crafter = _model_options(surrogate, None, None, None, None, None, False) if surrogate else target
+    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    crafter = load_cli_model(surrogate) if surrogate else target
     if crafter.classes != target.classes:
         raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
     params: dict[str, str] = {}

@@ -19,7 +19,19 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from medrobust.cli.app import app, console, progress_bar, user_errors
+from medrobust.cli.app import (
+    ArchOption,
+    ClassesOption,
+    InputSizeOption,
+    IntensityOption,
+    OutputKindOption,
+    TrustPickleOption,
+    app,
+    console,
+    load_cli_model,
+    progress_bar,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -177,16 +189,15 @@ def detect(
     size: Annotated[Optional[int], typer.Option("--size", min=8, help="Image size when the model does not fix "
                                                 "one (default: the first image's size).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
-    classes: Annotated[Optional[str], typer.Option("--classes", help="Class names of a foreign model.")] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size")] = None,
-    intensity: Annotated[Optional[str], typer.Option("--intensity")] = None,
-    output_kind: Annotated[Optional[str], typer.Option("--output-kind")] = None,
-    arch: Annotated[Optional[str], typer.Option("--arch")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle")] = False,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    intensity: IntensityOption = None,
+    output_kind: OutputKindOption = None,
+    arch: ArchOption = None,
+    trust_pickle: TrustPickleOption = False,
 ) -> None:
     """Flag attacked images: the study's detector against originals, or feature squeezing without them."""
     from medrobust.detection.registry import build_detector
-    from medrobust.models.loading import load_classifier
 
     detector = build_detector(detector_name)
     if detector.requires_reference and reference is None:
@@ -199,9 +210,7 @@ def detect(
         log.warning("the %s detector does not use --reference; ignoring %s", detector.name, reference)
         reference = None
 
-    model = load_classifier(model_path, arch=arch, classes=classes.split(",") if classes else None,
-                            input_size=input_size, intensity=intensity, output_kind=output_kind,
-                            trust_pickle=trust_pickle)
+    model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
     skipped: list[str] = []
     reader = _ImageReader(model, size)
     if calibrate is not None and detector.name == "squeeze":

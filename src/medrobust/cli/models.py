@@ -10,7 +10,19 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from medrobust.cli.app import app, console, progress_bar, user_errors
+from medrobust.cli.app import (
+    ArchOption,
+    ClassesOption,
+    InputSizeOption,
+    IntensityOption,
+    OutputKindOption,
+    TrustPickleOption,
+    app,
+    console,
+    load_cli_model,
+    progress_bar,
+    user_errors,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +144,12 @@ def predict(
     model_path: Annotated[Path, typer.Option("--model", help="Checkpoint folder, TorchScript, state dict, .keras or .onnx.")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
-    arch: Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")] = None,
-    classes: Annotated[Optional[str], typer.Option("--classes", help="Comma-separated class names.")] = None,
-    input_size: Annotated[Optional[int], typer.Option("--input-size")] = None,
-    intensity: Annotated[Optional[str], typer.Option("--intensity", help="unit | imagenet | symmetric | byte")] = None,
-    output_kind: Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")] = None,
-    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow unpickling a whole module (runs code).")] = False,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    intensity: IntensityOption = None,
+    output_kind: OutputKindOption = None,
+    arch: ArchOption = None,
+    trust_pickle: TrustPickleOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
 ) -> None:
     """Print each image's predicted class and confidence."""
@@ -146,12 +158,8 @@ def predict(
     from medrobust.data.errors import ImageReadError
     from medrobust.data.io import is_image_file, read_image
     from medrobust.data.resize import resize_image
-    from medrobust.models.loading import load_classifier
 
-    model = load_classifier(
-        model_path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
-        intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle,
-    )
+    model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
     files: list[Path] = []
     for p in inputs:
         files.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)) if p.is_dir() else [p])
