@@ -23,15 +23,6 @@ def test_weight_maps_to_half_the_scikit_image_weight() -> None:
     assert skimage_weight(0.1) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("weight", [0.05, 0.1])
-def test_matches_scikit_image_defaults_at_the_mapped_weight(phantoms, noisy_phantoms, weight) -> None:
-    images = torch.cat([phantoms, noisy_phantoms])
-    ours = tv_denoise(images, weight)
-    for i in range(len(images)):
-        reference = denoise_tv_chambolle(images[i, 0].numpy(), weight=skimage_weight(weight))
-        assert psnr(ours[i, 0], reference) >= 40.0
-
-
 @pytest.mark.parametrize("weight", [0.2, 0.5])
 def test_matches_converged_scikit_image_at_larger_weights(noisy_phantoms, weight) -> None:
     images = noisy_phantoms[:3]
@@ -150,14 +141,45 @@ def test_module_matches_function(phantoms) -> None:
     assert torch.equal(TotalVariation(weight=0.2)(phantoms), tv_denoise(phantoms, 0.2))
 
 
-def test_worker_threads_give_the_same_result_and_leave_the_thread_count(phantoms, monkeypatch) -> None:
+def test_thread_count_and_grouping_do_not_change_the_result(phantoms, monkeypatch) -> None:
     import medrobust.defenses.total_variation as module
     from medrobust.defenses.tvm import tvm
 
-    monkeypatch.setattr(module, "CPU_CHUNK_ELEMENTS", 64 * 64)  # one image per group: six groups
-    serial_tv = tv_denoise(phantoms, 0.2)
-    serial_tvm = tvm(phantoms, generator=torch.Generator().manual_seed(0))
-    torch.set_num_threads(2)  # the autouse fixture restores the caller's setting afterwards
-    assert torch.equal(tv_denoise(phantoms, 0.2), serial_tv)
-    assert torch.equal(tvm(phantoms, generator=torch.Generator().manual_seed(0)), serial_tvm)
-    assert torch.get_num_threads() == 2
+    whole_tv = tv_denoise(phantoms, 0.2)
+    whole_tvm = tvm(phantoms, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(module, "CPU_CHUNK_ELEMENTS", 64 * 64)  # one image per group and thread
+    for threads in (1, 2):
+        torch.set_num_threads(threads)  # the autouse fixture restores the caller's setting afterwards
+        assert torch.equal(tv_denoise(phantoms, 0.2), whole_tv)
+        assert torch.equal(tvm(phantoms, generator=torch.Generator().manual_seed(0)), whole_tvm)
+        assert torch.get_num_threads() == threads
+
+
+def test_no_image_stops_before_two_windows(phantoms) -> None:
+    eight = tv_denoise(phantoms, 0.1, tol=0.0, max_iter=8)
+    assert torch.equal(tv_denoise(phantoms, 0.1, tol=1.0), eight)
+    assert not torch.equal(tv_denoise(phantoms, 0.1, tol=0.0, max_iter=4), eight)
+
+
+@pytest.mark.parametrize("weight", [0.05, 0.1, 0.3])
+def test_defaults_match_scikit_image_and_are_at_least_as_accurate(phantoms, noisy_phantoms, weight) -> None:
+    """At the mapped weight: within 45 dB of scikit-image's converged minimiser (40 dB at the
+    larger weight), at least as close
+    to it as scikit-image's defaults (worst image and mean), and within 40 dB of its default output
+    on the phantoms at the study's weights. On the noisy phantoms, and at larger weights, its
+    default stop is itself only 35-40 dB from its minimiser, so the between-defaults figure there
+    measures scikit-image's error, not ours."""
+    images = torch.cat([phantoms, noisy_phantoms])
+    ours = tv_denoise(images, weight)
+    ours_db, theirs_db = [], []
+    for i in range(len(images)):
+        image = images[i, 0].numpy()
+        exact = denoise_tv_chambolle(image.astype(np.float64), weight=skimage_weight(weight), eps=1e-12,
+                                     max_num_iter=5000)
+        theirs = denoise_tv_chambolle(image, weight=skimage_weight(weight))
+        ours_db.append(psnr(ours[i, 0], exact))
+        theirs_db.append(psnr(theirs, exact))
+        if i < len(phantoms) and weight <= 0.1:
+            assert psnr(ours[i, 0], theirs) >= 40.0
+    assert min(ours_db) >= (45.0 if weight <= 0.1 else 40.0)
+    assert min(ours_db) >= min(theirs_db) and np.mean(ours_db) >= np.mean(theirs_db)

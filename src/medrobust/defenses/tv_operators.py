@@ -51,25 +51,61 @@ def total_variation(u: torch.Tensor) -> torch.Tensor:
 
 
 # --- in-place forms for the solvers' inner loops (no autograd, preallocated buffers) -----------
+# The buffers carry the views their passes use, made once per buffer rather than once per
+# iteration (a view costs about a microsecond of dispatch, a tenth of a pass on a 224 px image).
 
 def image_norms(t: torch.Tensor) -> torch.Tensor:
     """(B,) L2 norm of each image of a batch."""
     return torch.linalg.vector_norm(t.reshape(t.shape[0], -1), dim=1)
 
 
-def gradient_into(out: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``out[:, 0], out[:, 1] = grad u`` for ``u`` (B, C, H, W) and ``out`` (B, 2, C, H, W) whose
-    last row (component 0) and last column (component 1) are zero and stay so."""
-    torch.sub(u[..., 1:, :], u[..., :-1, :], out=out[:, 0, ..., :-1, :])
-    torch.sub(u[..., :, 1:], u[..., :, :-1], out=out[:, 1, ..., :, :-1])
+class ImageBuffer:
+    """Images (B, C, H, W) with their shifted views: ``below`` (rows 1..H-1), ``above`` (rows
+    0..H-2), ``right`` (columns 1..W-1), ``left`` (columns 0..W-2), and ``spread`` (B, 1, C, H, W),
+    which broadcasts over a dual field's two components."""
+
+    __slots__ = ("data", "below", "above", "right", "left", "spread")
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+        self.below, self.above = data[..., 1:, :], data[..., :-1, :]
+        self.right, self.left = data[..., :, 1:], data[..., :, :-1]
+        self.spread = data.unsqueeze(1)
+
+
+class DualBuffer:
+    """A dual field (B, 2, C, H, W), component 0 along H (``y``) and 1 along W (``x``), whose last
+    row of ``y`` and last column of ``x`` are zero (as for every field built by
+    :func:`gradient_into`), with the views of the parts that are not: ``y_inner`` and ``x_inner``."""
+
+    __slots__ = ("data", "y", "x", "y_inner", "x_inner")
+
+    def __init__(self, data: torch.Tensor) -> None:
+        self.data = data
+        self.y, self.x = data[:, 0], data[:, 1]
+        self.y_inner, self.x_inner = self.y[..., :-1, :], self.x[..., :, :-1]
+
+    @classmethod
+    def zeros(cls, like: torch.Tensor) -> DualBuffer:
+        """A zero field for images shaped like ``like`` (B, C, H, W)."""
+        return cls(torch.zeros((like.shape[0], 2, *like.shape[1:]), dtype=like.dtype, device=like.device))
+
+    def squared_magnitude_into(self, out: torch.Tensor) -> torch.Tensor:
+        """``out = y^2 + x^2`` per pixel."""
+        return torch.mul(self.y, self.y, out=out).addcmul_(self.x, self.x)
+
+
+def gradient_into(out: DualBuffer, u: ImageBuffer) -> DualBuffer:
+    """``out = grad u`` (forward differences; the zero last row/column of ``out`` stay zero)."""
+    torch.sub(u.below, u.above, out=out.y_inner)
+    torch.sub(u.right, u.left, out=out.x_inner)
     return out
 
 
-def add_divergence_into(out: torch.Tensor, base: torch.Tensor, p: torch.Tensor, scale: float) -> torch.Tensor:
-    """``out = base + scale * div p`` for a dual field ``p`` (B, 2, C, H, W) as built by
-    :func:`gradient_into`; ``out`` must not alias ``p``."""
-    torch.add(base, p[:, 0], alpha=scale, out=out)
-    out[..., 1:, :].sub_(p[:, 0, ..., :-1, :], alpha=scale)
-    out.add_(p[:, 1], alpha=scale)
-    out[..., :, 1:].sub_(p[:, 1, ..., :, :-1], alpha=scale)
+def add_divergence_into(out: ImageBuffer, base: torch.Tensor, p: DualBuffer, scale: float) -> ImageBuffer:
+    """``out = base + scale * div p``; ``out`` must not alias ``p``."""
+    torch.add(base, p.y, alpha=scale, out=out.data)
+    out.below.sub_(p.y_inner, alpha=scale)
+    out.data.add_(p.x, alpha=scale)
+    out.right.sub_(p.x_inner, alpha=scale)
     return out
