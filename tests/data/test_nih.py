@@ -68,7 +68,7 @@ def nih(tmp_path):
     csv_path = tmp_path / "Data_Entry_2017_v2020.csv"
     csv_path.write_text(_csv_text())
     root = tmp_path / "nih"
-    for i, (name, findings, _, _) in enumerate(_rows()):
+    for i, (name, _findings, _, _) in enumerate(_rows()):
         if name in MISSING:
             continue
         folder = root / ("images_001" if i % 2 == 0 else "images_002") / "images"

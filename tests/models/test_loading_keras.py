@@ -11,8 +11,8 @@ import torch
 
 keras = pytest.importorskip("keras")
 
-from medrobust.models.keras_model import KerasNetwork
-from medrobust.models.loading import load_classifier
+from medrobust.models.keras_model import KerasNetwork  # noqa: E402  (after the importorskip)
+from medrobust.models.loading import load_classifier  # noqa: E402
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import torch
@@ -210,7 +210,7 @@ class Runner:
         score = 100.0 * min(1.0, worst / clean_acc) if worst is not None and clean_acc > 0 else 100.0
         metrics = RunMetrics(
             name=cfg.name, medrobust_version=__version__,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
             config=cfg.model_dump(mode="json"),
             data={"source": cfg.data.source, "size": cfg.data.size, "classes": self.classes,
                   "n": {k: int(len(v[1])) for k, v in data.items()}, "attack_images": int(len(x)),

@@ -189,7 +189,8 @@ def _vessel_map(params: PhantomParams, g: _Geometry, size: int) -> np.ndarray:
     pixel = 2.0 / size / params.patient.scale
     spacing = min(0.004, 0.7 * pixel)
     out = np.zeros((size, size), dtype=np.float32)
-    pts = [vessel_tree(rng, g.hilum[side], SIDE_SIGN[side], 1.0 + 0.1 * params.patient.inspiration, spacing) for side in SIDE_SIGN]
+    reach = 1.0 + 0.1 * params.patient.inspiration
+    pts = [vessel_tree(rng, g.hilum[side], SIDE_SIGN[side], reach, spacing) for side in SIDE_SIGN]
     u = np.concatenate([q.u for q in pts])
     v = np.concatenate([q.v for q in pts])
     w = np.concatenate([q.weight for q in pts]) / (pixel * pixel)
