@@ -40,6 +40,7 @@ from medrobust.defenses.jpeg import jpeg
 from medrobust.defenses.registry import build_defense
 from medrobust.defenses.total_variation import DEFAULT_TOL, skimage_weight, tv_denoise
 from medrobust.defenses.tvm import tvm
+from medrobust.models.zoo import build_classifier
 
 STUDY_LAMBDA = 0.1
 
@@ -111,11 +112,19 @@ def tv_comparisons(x: torch.Tensor, repeats: int, iterations: int, reference: li
 
 
 def device_figures(x: torch.Tensor, device: torch.device, repeats: int) -> dict[str, float]:
-    """images/s of tv, tvm, jpeg and jpeg+tv at their defaults on ``device``."""
+    """images/s of tv, tvm, jpeg and jpeg+tv at their defaults on ``device``, and of a DenseNet121
+    forward pass (random weights, inference mode) on the same batch for scale."""
     x = x.to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     hybrid = build_defense("jpeg+tv")
+    model = build_classifier("densenet121", ["Normal", "Pneumonia", "Pneumothorax"], x.shape[-1]).eval().to(device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
     figures = {
+        "densenet121_forward": timed(forward, repeats, sync),
         "tv": timed(lambda: tv_denoise(x, STUDY_LAMBDA), repeats, sync),
         "tvm": timed(lambda: tvm(x, generator=torch.Generator(device=device).manual_seed(0)), repeats, sync),
         "jpeg_q75": timed(lambda: jpeg(x, 75), repeats, sync),
