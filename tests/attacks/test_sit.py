@@ -162,7 +162,7 @@ def test_intensity_operations_stay_in_range_and_follow_their_definitions() -> No
         ref = x.repeat(3, 1, 1, 1)
         if op == "add_noise":
             assert (out - ref).abs().max() <= NOISE_BOUND + 1e-6
-            assert torch.equal(out, (ref + plan.noise).clamp(0, 1))
+            assert torch.equal(out, (ref + plan.per_pixel("noise")).clamp(0, 1))
         if op == "dropout":  # each (block, channel): all zero, or x / 0.9 clipped
             for row in range(out.shape[0]):
                 for i, j, rs, cs in blocks_of(plan, row):
@@ -171,7 +171,27 @@ def test_intensity_operations_stay_in_range_and_follow_their_definitions() -> No
                         kept = bool(plan.keep_block[row, ch, i, j])
                         assert torch.allclose(blk, (src / 0.9).clamp(0, 1) if kept else torch.zeros_like(src))
         if op == "pixel_dropout":
-            assert torch.allclose(out, torch.where(plan.keep_pixel, (ref / 0.9).clamp(0, 1), 0.0))
+            assert torch.allclose(out, torch.where(plan.per_pixel("keep_pixel"), (ref / 0.9).clamp(0, 1), 0.0))
+
+
+def test_per_pixel_draws_are_made_only_for_the_blocks_that_use_them() -> None:
+    x = torch.rand(3, 2, 20, 22, generator=gen(8))
+    out, plan = planned(x, ["identity", "add_noise", "pixel_dropout"], n_copies=2)
+    noise, keep = plan.per_pixel("noise"), plan.per_pixel("keep_pixel")
+    ref = x.repeat(2, 1, 1, 1)
+    for row in range(out.shape[0]):
+        for i, j, rs, cs in blocks_of(plan, row):
+            op = ["identity", "add_noise", "pixel_dropout"][int(plan.choice[row, i, j])]
+            blk_noise, blk_keep = noise[row, :, rs, cs], keep[row, :, rs, cs]
+            assert (blk_noise != 0).any() == (op == "add_noise")
+            assert (~blk_keep).any() == (op == "pixel_dropout") or op == "pixel_dropout"
+            expected = {"identity": ref[row, :, rs, cs],
+                        "add_noise": (ref[row, :, rs, cs] + blk_noise).clamp(0, 1),
+                        "pixel_dropout": torch.where(blk_keep, (ref[row, :, rs, cs] / 0.9).clamp(0, 1), 0.0)}[op]
+            assert torch.allclose(out[row, :, rs, cs], expected, atol=1e-6)
+    assert plan.noise.numel() == int((noise != 0).sum()) and plan.noise.numel() == int(plan.noise_count.sum())
+    with pytest.raises(ValueError, match="no 'noise'"):
+        planned(x, ["identity"])[1].per_pixel("noise")
 
 
 def test_resize_and_dct_match_direct_computation_on_each_block() -> None:

@@ -43,36 +43,50 @@ Differences from the reference, on purpose:
   batch too); here every copy of every image draws its own cut points, operations and
   parameters, so an image's copies do not depend on its batch-mates.
 - All randomness comes from one ``torch.Generator`` (the reference uses global NumPy and
-  torch state), drawn in a fixed order with shapes that do not depend on earlier draws, so a
-  seed gives bit-identical copies on the CPU (see :class:`SITPlan`).
+  torch state), drawn in a fixed order before any copy is built, so a seed gives bit-identical
+  copies on the CPU, however the copies are micro-batched (see :class:`SITPlan`); per-pixel draws
+  (noise, pixel dropout) are made only for the blocks that use them.
 - ``dct`` on a block shorter than 3 pixels: ``int(0.4 len) = 0`` and the reference's slice
   ``[-0:]`` zeroes the *whole* spectrum (the block turns black); here nothing is removed.
 - ``dropout`` output is clipped to [0, 1] (the reference lets kept pixels reach 1/0.9).
 
-How it is vectorised (no Python loop over images, copies or blocks): the index-moving
-operations (shifts, flips, rotation; every other operation moves nothing) become one flat
-source index per pixel for the whole ``(n_copies * B)`` batch. A row's source depends on its
-own row block and on the column block, so it is computed per (row, column block) from the
-block's start, length, operation and roll amount, and spread over the columns by one gather;
-likewise for columns; the sum is the flat source and one ``index_select`` moves every pixel.
-Intensity operations are per-block multipliers and per-pixel noise/dropout, spread to pixels
-by block id. ``resize`` and ``dct`` act on blocks of varying sizes through a per-length map
-``M_L`` applied along each axis (see :mod:`medrobust.attacks._block_maps`): resize has at
-most 4 non-zeros per row (4 gathers per axis), the DCT low-pass is a dense block-diagonal
-product ``A_h @ x @ A_w^T``; both are looked up in a table of the distinct block lengths (a
-loop over lengths, each matrix computed once per process) and restricted to the images with
-at least one such block. Every step is differentiable w.r.t. ``x``.
+How it is built, for speed (no Python loop over images or copies anywhere, none over blocks
+for the index-moving operations):
+
+1. *Moves* (shifts, flips, rotation; every other operation moves nothing): one flat source index
+   per pixel for the whole ``(n_copies * B)`` batch, and one ``index_select`` moves every pixel.
+   A row's source depends on its own row block and on the column block, so it is computed per
+   (row, column block) from the block's start, length, operation and roll amount; likewise for
+   columns; the two small tables are spread over the pixels and summed by one batched product
+   with one-hot block indicators (float64, exact for integers below 2^53).
+2. *Per-block factors* (``scale``, ``dropout``): one multiplier per block and channel, spread to
+   the pixels by block id, one product, then clipping.
+3. *Block-local operations* (``add_noise``, ``pixel_dropout``, ``resize``, ``dct``): the pixels of
+   the blocks that chose them are enumerated once (a ragged index built by two
+   ``repeat_interleave``), gathered, replaced, and written back by one ``index_put``; noise and
+   pixel dropout act on the gathered pixels elementwise, with draws made only for those blocks.
+   ``resize`` and ``dct`` are separable linear maps ``M_{L_r} B M_{L_c}^T`` of each block ``B``
+   (``M_L`` per block side, cached per process, see :mod:`medrobust.attacks._block_maps`): two
+   small matrix products per block, in a loop over these blocks only (about a fifth of all
+   blocks with the paper's operations). They move nothing, and per block they cost the exact
+   flops, where a batched form would pad every block to the largest one. (Bilinear resampling
+   with ``F.interpolate`` per block, as the reference does, was slower here: its backward.)
+
+Every step is differentiable w.r.t. ``x``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
-from medrobust.attacks._block_maps import dct_lowpass_matrix, dense_along, resize_matrix, sparse_along
+from medrobust.attacks._block_maps import dct_lowpass_matrix, resize_matrix
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +137,15 @@ class SITPlan:
     ``row_bounds``/``col_bounds`` (n, s+1): ``0 = b_0 < b_1 < ... < b_s = size``; ``choice``
     (n, s, s): index into ``ops`` per block; ``row_shift``/``col_shift`` (n, s, s): roll
     amounts in ``[0, block length)``; the rest are present only when ``ops`` needs them.
+    Per-pixel draws (``noise``, ``keep_pixel``) are made only for the blocks that chose their
+    operation: flat, block by block in row-major order of (copy row, block row, block column),
+    each block's values in (channel, row, column) order, with the number of values per copy
+    row in ``noise_count``/``keep_pixel_count`` (:meth:`per_pixel` spreads them to images).
     """
 
     ops: tuple[str, ...]
     batch: int
+    channels: int
     row_bounds: torch.Tensor
     col_bounds: torch.Tensor
     choice: torch.Tensor
@@ -134,8 +153,10 @@ class SITPlan:
     col_shift: torch.Tensor
     scale: torch.Tensor | None = None  # (n, s, s) factors in [0, 1)
     keep_block: torch.Tensor | None = None  # (n, C, s, s) bool, dropout
-    keep_pixel: torch.Tensor | None = None  # (n, C, H, W) bool, pixel_dropout
-    noise: torch.Tensor | None = None  # (n, C, H, W) in [-16/255, 16/255]
+    keep_pixel: torch.Tensor | None = None  # flat bool, pixel_dropout blocks only
+    keep_pixel_count: torch.Tensor | None = None  # (n,)
+    noise: torch.Tensor | None = None  # flat, in [-16/255, 16/255], add_noise blocks only
+    noise_count: torch.Tensor | None = None  # (n,)
 
     @property
     def n_copies(self) -> int:
@@ -145,15 +166,19 @@ class SITPlan:
     def blocks(self) -> int:
         return self.choice.shape[1]
 
+    def codes(self, *names: str) -> list[int]:
+        """Indices into ``ops`` of the operations named (several where ``ops`` repeats a name)."""
+        return [i for i, name in enumerate(self.ops) if name in names]
+
     @classmethod
     def sample(cls, shape: Sequence[int], n_copies: int, blocks: int, ops: Sequence[str],
                generator: torch.Generator, device: torch.device | str | None = None) -> "SITPlan":
         """Draw the plan for ``n_copies`` copies of a batch of ``shape`` (B, C, H, W).
 
-        Draw order (fixed; shapes depend only on the arguments): row cut keys, column cut keys,
-        operation choices, row shifts, column shifts, then, when the operation is in ``ops``,
-        scale factors, block dropout, pixel dropout, noise. Drawn on the generator's device,
-        then moved to ``device``.
+        Draw order (fixed): row cut keys, column cut keys, operation choices, row shifts, column
+        shifts, then, when the operation is in ``ops``, scale factors, block dropout, pixel
+        dropout, noise (the last two sized by the blocks that chose them). Drawn on the
+        generator's device, then moved to ``device``.
         """
         b, c, h, w = (int(v) for v in shape)
         ops = resolve_ops(ops)
@@ -175,11 +200,22 @@ class SITPlan:
         col_len = (col_bounds[:, 1:] - col_bounds[:, :-1]).unsqueeze(1)  # (n, 1, s)
         row_shift = torch.minimum((uniform(n, s, s) * row_len).long(), row_len - 1)
         col_shift = torch.minimum((uniform(n, s, s) * col_len).long(), col_len - 1)
+
+        def values_per_row(name: str) -> torch.Tensor:  # (n,): pixels x channels of the blocks choosing name
+            chose = _isin(choice, [i for i, op in enumerate(ops) if op == name])
+            return (row_len * col_len * chose).sum(dim=(1, 2)) * c
+
         scale = uniform(n, s, s) if "scale" in ops else None
         keep_block = uniform(n, c, s, s) >= DROPOUT_P if "dropout" in ops else None
-        keep_pixel = uniform(n, c, h, w) >= DROPOUT_P if "pixel_dropout" in ops else None
-        noise = (uniform(n, c, h, w) * 2 - 1) * NOISE_BOUND if "add_noise" in ops else None
-        plan = cls(ops, b, row_bounds, col_bounds, choice, row_shift, col_shift, scale, keep_block, keep_pixel, noise)
+        keep_pixel = keep_pixel_count = noise = noise_count = None
+        if "pixel_dropout" in ops:
+            keep_pixel_count = values_per_row("pixel_dropout")
+            keep_pixel = uniform(int(keep_pixel_count.sum())) >= DROPOUT_P
+        if "add_noise" in ops:
+            noise_count = values_per_row("add_noise")
+            noise = (uniform(int(noise_count.sum())) * 2 - 1) * NOISE_BOUND
+        plan = cls(ops, b, c, row_bounds, col_bounds, choice, row_shift, col_shift, scale, keep_block,
+                   keep_pixel, keep_pixel_count, noise, noise_count)
         return plan.to(target) if target != gen_device else plan
 
     def to(self, device: torch.device | str) -> "SITPlan":
@@ -193,11 +229,31 @@ class SITPlan:
         """The plan of copies ``start .. stop - 1`` (all images of the batch)."""
         if not 0 <= start < stop <= self.n_copies:
             raise ValueError(f"copy range [{start}, {stop}) is outside 0..{self.n_copies}")
+        lo, hi = start * self.batch, stop * self.batch
         sliced = {f.name: getattr(self, f.name) for f in fields(self)}
         for key, value in sliced.items():
-            if isinstance(value, torch.Tensor):
-                sliced[key] = value[start * self.batch: stop * self.batch]
+            if isinstance(value, torch.Tensor) and key not in ("noise", "keep_pixel"):
+                sliced[key] = value[lo:hi]
+        for key in ("noise", "keep_pixel"):
+            count = getattr(self, f"{key}_count")
+            if count is not None:
+                first = int(count[:lo].sum())
+                sliced[key] = getattr(self, key)[first: first + int(count[lo:hi].sum())]
         return SITPlan(**sliced)
+
+    def per_pixel(self, name: str) -> torch.Tensor:
+        """The per-pixel draws as images (n, C, H, W): ``"noise"`` (0 outside add_noise blocks) or
+        ``"keep_pixel"`` (True outside pixel_dropout blocks)."""
+        if name not in ("noise", "keep_pixel") or getattr(self, name) is None:
+            raise ValueError(f"the plan has no {name!r} draws (ops: {', '.join(self.ops)})")
+        values = getattr(self, name)
+        h, w = int(self.row_bounds[0, -1]), int(self.col_bounds[0, -1])
+        n = self.choice.shape[0]
+        fill = torch.zeros if name == "noise" else torch.ones
+        image = fill(n * self.channels * h * w, dtype=values.dtype, device=values.device)
+        op = "add_noise" if name == "noise" else "pixel_dropout"
+        index, _ = _block_pixels(_select(self, _isin(self.choice, self.codes(op))), self.channels, h, w)
+        return image.index_put((index,), values).view(n, self.channels, h, w)
 
 
 def _cut_points(keys: torch.Tensor, blocks: int, size: int) -> torch.Tensor:
@@ -218,19 +274,20 @@ def _axis_layout(bounds: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.T
     return block, start, length
 
 
-def _resize_map(length: int) -> torch.Tensor:
-    return resize_matrix(length, RESIZE_FACTOR)
+@functools.lru_cache(maxsize=8192)
+def _block_map(kind: str, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``M_L`` of ``resize`` or ``dct`` for a block side of ``length``, and its transpose, both
+    contiguous on ``device`` in ``dtype``."""
+    m = resize_matrix(length, RESIZE_FACTOR) if kind == "resize" else dct_lowpass_matrix(length, DCT_CUT_RATIO)
+    return m.to(device=device, dtype=dtype), m.T.contiguous().to(device=device, dtype=dtype)
 
 
-def _dct_map(length: int) -> torch.Tensor:
-    return dct_lowpass_matrix(length, DCT_CUT_RATIO)
-
-
-def _per_pixel(values: torch.Tensor, block_id: torch.Tensor) -> torch.Tensor:
-    """values (n, K, s, s) per block -> (n, K, H, W) per pixel, via block_id (n, H, W)."""
-    n, h, w = block_id.shape
-    k = values.shape[1]
-    return values.flatten(2).gather(2, block_id.view(n, 1, h * w).expand(n, k, h * w)).view(n, k, h, w)
+@functools.lru_cache(maxsize=64)
+def _prepare_block_maps(kind: str, size: int, device: torch.device, dtype: torch.dtype) -> None:
+    """Build the maps of every block side up to ``size`` at once (a few milliseconds, once per
+    image size), so that no attack step waits for a new length's map."""
+    for length in range(1, size + 1):
+        _block_map(kind, length, device, dtype)
 
 
 def _source_along(axis_op: torch.Tensor, pos_start: torch.Tensor, pos_len: torch.Tensor, shift: torch.Tensor,
@@ -258,84 +315,180 @@ def _isin(values: torch.Tensor, codes: list[int]) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class _Blocks:
+    """Selected blocks, in row-major order of (copy row, block row, block column): their copy
+    row, first row and column, side lengths and operation code, each (K,)."""
+
+    row: torch.Tensor
+    r0: torch.Tensor
+    lr: torch.Tensor
+    c0: torch.Tensor
+    lc: torch.Tensor
+    code: torch.Tensor
+    block: torch.Tensor  # i * s + j
+
+
+def _select(plan: SITPlan, mask: torch.Tensor) -> _Blocks:
+    """The blocks where ``mask`` (n, s, s) is True."""
+    row, i, j = mask.nonzero().unbind(1)
+    r0, c0 = plan.row_bounds[row, i], plan.col_bounds[row, j]
+    return _Blocks(row, r0, plan.row_bounds[row, i + 1] - r0, c0, plan.col_bounds[row, j + 1] - c0,
+                   plan.choice[row, i, j], i * plan.blocks + j)
+
+
+def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int, batch: int | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices into (n, C, H, W) of every pixel of ``blocks``, block by block, each block in
+    (channel, row, column) order: its (channel, row) segments, then each segment's columns. With
+    ``batch``, the second tensor holds the same pixels' indices in the input batch (copy row
+    ``r`` reads image ``r % batch``); otherwise it is the first."""
+    dev = blocks.row.device
+    per_block = blocks.lr * channels  # segments of one block
+    seg_block = torch.repeat_interleave(torch.arange(len(per_block), device=dev), per_block)
+    local = torch.arange(len(seg_block), device=dev) - (torch.cumsum(per_block, 0) - per_block)[seg_block]
+    seg_lr = blocks.lr[seg_block]
+    channel, row = local // seg_lr, local % seg_lr
+    within = (channel * h + blocks.r0[seg_block] + row) * w + blocks.c0[seg_block]
+    seg_len = blocks.lc[seg_block]
+    total = int(seg_len.sum())
+    seg_first = torch.cumsum(seg_len, 0) - seg_len
+    copy_row = blocks.row[seg_block]
+    starts = [copy_row * (channels * h * w) + within - seg_first]
+    if batch is not None:
+        starts.append(copy_row.remainder(batch) * (channels * h * w) + within - seg_first)
+    itype = torch.int32 if int(blocks.row.max()) < 2**31 // (channels * h * w) else torch.int64
+    # the pixel-level work in 32-bit integers: one repeat_interleave for both index sets
+    out = torch.repeat_interleave(torch.stack(starts, 1).to(itype), seg_len, dim=0, output_size=total)
+    out += torch.arange(total, device=dev, dtype=itype).unsqueeze(1)
+    return out[:, 0], out[:, -1]
+
+
+LOCAL_OPS: tuple[str, ...] = ("scale", "dropout", "add_noise", "pixel_dropout", "resize", "dct")
+"""The operations that move nothing: computed on their own blocks' pixels only."""
+
+
+def _exact_float_matmul(limit: int) -> torch.dtype:
+    """A float dtype whose matrix products add integers below ``limit`` exactly: float32 when they
+    fit its 24-bit significand and float32 products run at full precision (no TF32/bfloat16),
+    float64 otherwise."""
+    return torch.float32 if limit < 2**24 and torch.get_float32_matmul_precision() == "highest" else torch.float64
+
+
+def _moved(x: torch.Tensor, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor,
+           cb: torch.Tensor, cs: torch.Tensor, cl: torch.Tensor) -> torch.Tensor:
+    """The copies with every block's shift, flip or rotation applied and every other block copied,
+    flat (n * C * H * W,)."""
+    b, c, h, w = x.shape
+    n, s = plan.choice.shape[:2]
+    rows = _source_along(plan.choice.gather(1, rb.unsqueeze(2).expand(n, h, s)), rs, rl,
+                         plan.row_shift.gather(1, rb.unsqueeze(2).expand(n, h, s)),
+                         plan.codes("vertical_shift"), plan.codes("vertical_flip", "rotate180"))  # (n, H, s_col)
+    cols = _source_along(plan.choice.transpose(1, 2).gather(1, cb.unsqueeze(2).expand(n, w, s)), cs, cl,
+                         plan.col_shift.transpose(1, 2).gather(1, cb.unsqueeze(2).expand(n, w, s)),
+                         plan.codes("horizontal_shift"), plan.codes("horizontal_flip", "rotate180"))  # (n, W, s_row)
+    # source[y, x] = image * C * H * W + rows[y, cb(x)] * W + cols[x, rb(y)], as one batched product
+    # of [rows * W, onehot(rb), 1] (n, H, 2s + 1) and [onehot(cb)^T; cols^T; image * C * H * W]
+    ft = _exact_float_matmul(x.numel())
+    image = torch.arange(n, device=x.device).remainder_(b).to(ft).mul_(c * h * w).view(n, 1, 1)
+    left = torch.cat([rows.to(ft) * w, F.one_hot(rb, s).to(ft), torch.ones(n, h, 1, dtype=ft, device=x.device)], 2)
+    right = torch.cat([F.one_hot(cb, s).to(ft).transpose(1, 2), cols.to(ft).transpose(1, 2),
+                       image.expand(n, 1, w)], 1)
+    itype = torch.int32 if x.numel() < 2**31 else torch.int64  # index_select takes int32: half the traffic
+    source = torch.bmm(left, right).to(itype).unsqueeze(1)  # (n, 1, H, W)
+    if c > 1:
+        source = source + torch.arange(0, c * h * w, h * w, dtype=itype, device=x.device).view(1, c, 1, 1)
+    # one flat index per value: its gradient is then one flat index_add (a per-slice loop otherwise)
+    return x.reshape(-1).index_select(0, source.view(-1))
+
+
+def _local_values(v: torch.Tensor, name: str, blocks: _Blocks, plan: SITPlan, channels: int,
+                  draws: torch.Tensor | None) -> torch.Tensor:
+    """The new values of the pixels ``v`` (flat, block by block) of ``blocks``, which all chose
+    operation ``name``; ``draws``: this operation's per-pixel draws of the plan, if any."""
+    if name in ("resize", "dct"):
+        lr, lc = blocks.lr.tolist(), blocks.lc.tolist()
+        mapped = torch.cat([_map_block(piece, name, channels, a, b)
+                            for piece, a, b in zip(v.split([channels * a * b for a, b in zip(lr, lc)]), lr, lc)])
+        return mapped.clamp(0.0, 1.0) if name == "resize" else mapped  # the reference clips resize only
+    if name == "add_noise":
+        assert draws is not None
+        return (v + draws.to(v.dtype)).clamp(0.0, 1.0)
+    if name == "pixel_dropout":
+        assert draws is not None
+        return (v * (draws.to(v.dtype) / (1 - DROPOUT_P))).clamp(0.0, 1.0)
+    area = blocks.lr * blocks.lc
+    i, j = blocks.block // plan.blocks, blocks.block % plan.blocks
+    if name == "scale":  # one factor in [0, 1) per block: stays in [0, 1]
+        assert plan.scale is not None
+        factor = torch.repeat_interleave(plan.scale[blocks.row, i, j].to(v.dtype), area * channels,
+                                         output_size=v.numel())
+        return v * factor
+    assert name == "dropout" and plan.keep_block is not None  # per block and channel: 0 or 1 / 0.9, clipped
+    keep = plan.keep_block[blocks.row, :, i, j].to(v.dtype) / (1 - DROPOUT_P)  # (K, C)
+    factor = torch.repeat_interleave(keep.flatten(), area.repeat_interleave(channels), output_size=v.numel())
+    return (v * factor).clamp(0.0, 1.0)
+
+
+def _map_block(piece: torch.Tensor, kind: str, channels: int, rows: int, cols: int) -> torch.Tensor:
+    """``M_rows @ block @ M_cols^T`` of one block's flat values (channel, row, column order)."""
+    m_r, _ = _block_map(kind, rows, piece.device, piece.dtype)
+    _, m_c_t = _block_map(kind, cols, piece.device, piece.dtype)
+    block = piece.view(rows, cols) if channels == 1 else piece.view(channels, rows, cols)
+    return (m_r @ block @ m_c_t).reshape(-1)
+
+
+def _replace_local(x: torch.Tensor, moved: torch.Tensor, plan: SITPlan) -> torch.Tensor:
+    """``moved`` (flat) with every block of an operation in :data:`LOCAL_OPS` replaced: the pixels
+    of all those blocks are enumerated once, grouped by operation, read from ``x`` (they move
+    nothing; the gradient of the read lands on the small input batch), transformed per group,
+    and written back by one ``index_put_``."""
+    _, c, h, w = x.shape
+    names = [name for name in LOCAL_OPS if plan.codes(name)]
+    if not names:
+        return moved
+    rank = torch.full((len(plan.ops),), len(LOCAL_OPS), dtype=torch.long, device=plan.choice.device)
+    for k, name in enumerate(names):
+        rank[plan.codes(name)] = k
+    chosen = rank[plan.choice]  # (n, s, s): the group of each block, len(LOCAL_OPS) for moves
+    blocks = _select(plan, chosen < len(LOCAL_OPS))
+    if blocks.row.numel() == 0:
+        return moved
+    group = rank[blocks.code]
+    order = torch.sort(group, stable=True).indices  # by operation, row-major within each
+    blocks = _Blocks(*(getattr(blocks, f.name)[order] for f in dataclasses.fields(_Blocks)))
+    group = group[order]
+    where, read = _block_pixels(blocks, c, h, w, plan.batch)
+    values = x.reshape(-1).index_select(0, read)
+    per_group = torch.zeros(len(names), dtype=torch.long, device=group.device).index_add_(
+        0, group, blocks.lr * blocks.lc * c).tolist()
+    counts = torch.bincount(group, minlength=len(names)).tolist()
+    start, parts = 0, []
+    for name, size, v in zip(names, counts, values.split(per_group)):
+        if size == 0:
+            continue
+        sub = _Blocks(*(getattr(blocks, f.name)[start:start + size] for f in dataclasses.fields(_Blocks)))
+        start += size
+        draws = plan.noise if name == "add_noise" else plan.keep_pixel if name == "pixel_dropout" else None
+        parts.append(_local_values(v, name, sub, plan, c, draws))
+    return moved.index_put_((where,), torch.cat(parts))
+
+
 def apply_structure_invariant_plan(x: torch.Tensor, plan: SITPlan) -> torch.Tensor:
     """The copies of ``x`` (B, C, H, W) described by ``plan``: (plan.n_copies * B, C, H, W),
     differentiable w.r.t. ``x``."""
     b, c, h, w = x.shape
-    if b != plan.batch:
-        raise ValueError(f"the SIT plan was drawn for batches of {plan.batch}, got {b} images")
+    if b != plan.batch or c != plan.channels:
+        raise ValueError(f"the SIT plan was drawn for batches of {plan.batch} images of {plan.channels} channel(s), "
+                         f"got {b} of {c}")
     plan = plan.to(x.device) if plan.choice.device != x.device else plan
-    n, s = plan.choice.shape[:2]
-    dev = x.device
+    for kind in ("resize", "dct"):
+        if plan.codes(kind):
+            _prepare_block_maps(kind, max(h, w), x.device, x.dtype)
     rb, rs, rl = _axis_layout(plan.row_bounds, h)  # (n, H)
     cb, cs, cl = _axis_layout(plan.col_bounds, w)  # (n, W)
-
-    def codes(*names: str) -> list[int]:
-        return [i for i, name in enumerate(plan.ops) if name in names]
-
-    # 1. Index moves. A row's source depends on its own row block and on the column block, so
-    # it is computed per (row, column block), (n, H, s), and spread over the columns by one
-    # gather; likewise for columns. Then one index_select moves the pixels of the whole batch.
-    itype = torch.int32 if b * h * w < 2**31 else torch.int64  # index_select takes int32: half the traffic
-    image = torch.arange(n, device=dev).remainder_(b).view(n, 1, 1)  # copy k of image i is row k*B + i
-    rows = _source_along(plan.choice.gather(1, rb.unsqueeze(2).expand(n, h, s)), rs, rl,
-                         plan.row_shift.gather(1, rb.unsqueeze(2).expand(n, h, s)),
-                         codes("vertical_shift"), codes("vertical_flip", "rotate180"))
-    rows = ((image * h + rows) * w).to(itype)  # (n, H, s): flat offset of the source row
-    by_col = plan.choice.transpose(1, 2)  # (n, s_col, s_row)
-    cols = _source_along(by_col.gather(1, cb.unsqueeze(2).expand(n, w, s)), cs, cl,
-                         plan.col_shift.transpose(1, 2).gather(1, cb.unsqueeze(2).expand(n, w, s)),
-                         codes("horizontal_shift"), codes("horizontal_flip", "rotate180"))  # (n, W, s)
-    cols = cols.to(itype).transpose(1, 2).contiguous()  # (n, s_row, W)
-    source = rows.gather(2, cb.unsqueeze(1).expand(n, h, w))  # (n, H, W), per pixel via its column block
-    source += cols.gather(1, rb.unsqueeze(2).expand(n, h, w))  # ... and its row block
-    flat = x.transpose(0, 1).reshape(c, b * h * w)
-    moved = flat.index_select(1, source.view(-1)).view(c, n, h, w).transpose(0, 1)
-    out = moved
-
-    # 2. Intensity operations: a per-block multiplier (scale, dropout), per-pixel dropout and
-    # noise, and clipping where the reference clips; all spread to pixels by block id.
-    block_id = rb.unsqueeze(2) * s + cb.unsqueeze(1)  # (n, H, W)
-    choice = plan.choice.unsqueeze(1)  # (n, 1, s, s)
-    mult = None
-    if code := codes("scale"):
-        assert plan.scale is not None
-        mult = torch.where(_isin(choice, code), plan.scale.to(x.dtype).unsqueeze(1), 1.0)
-    if code := codes("dropout"):
-        assert plan.keep_block is not None
-        keep = plan.keep_block.to(x.dtype) / (1 - DROPOUT_P)
-        mult = torch.where(_isin(choice, code), keep, 1.0 if mult is None else mult)
-    if mult is not None:
-        out = out * _per_pixel(mult, block_id)
-    if code := codes("pixel_dropout"):
-        assert plan.keep_pixel is not None
-        keep = plan.keep_pixel.to(x.dtype) / (1 - DROPOUT_P)
-        out = torch.where(_per_pixel(_isin(choice, code), block_id), out * keep, out)
-    if code := codes("add_noise"):
-        assert plan.noise is not None
-        out = out + plan.noise.to(x.dtype) * _per_pixel(_isin(choice, code).to(x.dtype), block_id)
-    if code := codes(*_CLIPPED):
-        out = torch.where(_per_pixel(_isin(choice, code), block_id), out.clamp(0.0, 1.0), out)
-
-    # 3. Block-local linear maps on the images that chose them: resize (4 taps per axis, then
-    # clipped as the reference does) and dct (block-diagonal products A_h @ x @ A_w^T).
-    for name in ("resize", "dct"):
-        if not (code := codes(name)):
-            continue
-        chose = _isin(plan.choice, code)  # (n, s, s)
-        sub = chose.flatten(1).any(dim=1).nonzero().squeeze(1)
-        if sub.numel() == 0:
-            continue
-        if name == "resize":
-            mapped = sparse_along(moved[sub], rs[sub], rl[sub], 2, _resize_map)
-            mapped = sparse_along(mapped, cs[sub], cl[sub], 3, _resize_map).clamp(0.0, 1.0)
-        else:
-            a_h = dense_along(rs[sub], rl[sub], h, _dct_map, x.dtype).unsqueeze(1)
-            a_w = dense_along(cs[sub], cl[sub], w, _dct_map, x.dtype).unsqueeze(1)
-            mapped = a_h @ moved[sub] @ a_w.transpose(-1, -2)
-        mask = _per_pixel(chose[sub].unsqueeze(1), block_id[sub])
-        out = out.index_copy(0, sub, torch.where(mask, mapped, out[sub]))
-    return out.contiguous()
+    moved = _moved(x, plan, rb, rs, rl, cb, cs, cl)
+    return _replace_local(x, moved, plan).view(plan.choice.shape[0], c, h, w)
 
 
 def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
