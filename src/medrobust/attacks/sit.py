@@ -359,9 +359,9 @@ def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int, batch: int | N
         starts.append(copy_row.remainder(batch) * (channels * h * w) + within - seg_first)
     itype = torch.int32 if int(blocks.row.max()) < 2**31 // (channels * h * w) else torch.int64
     # the pixel-level work in 32-bit integers: one repeat_interleave for both index sets
-    out = torch.repeat_interleave(torch.stack(starts, 1).to(itype), seg_len, dim=0, output_size=total)
-    out += torch.arange(total, device=dev, dtype=itype).unsqueeze(1)
-    return out[:, 0], out[:, -1]
+    out = torch.repeat_interleave(torch.stack(starts).to(itype), seg_len, dim=1, output_size=total)
+    out += torch.arange(total, device=dev, dtype=itype)
+    return out[0], out[-1]  # rows: contiguous
 
 
 LOCAL_OPS: tuple[str, ...] = ("scale", "dropout", "add_noise", "pixel_dropout", "resize", "dct")
