@@ -12,6 +12,7 @@ Measured per input size, on one ``densenet121`` Classifier (random init, eval mo
 
 - ``sit``: building the N SIT copies alone, ours (vectorised) vs the reference loop;
   ``sit_with_gradient``: the same plus the gradient back to the images (what an attack step pays);
+- ``step``: one gradient step of each (ours, reference, bound), median of interleaved rounds;
 - ``attack.ours``: :class:`medrobust.attacks.sia.SIA` (T steps, N copies);
 - ``attack.reference``: the reference algorithm as the authors' code runs it (REFERENCE
   RE-IMPLEMENTATION below: one draw of cut points per batch, a Python loop over blocks, each
@@ -147,6 +148,32 @@ def lower_bound(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
         torch.autograd.grad(loss, xv)
 
 
+def one_step_medians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: SIA, n_copies: int,
+                     repeats: int, device: torch.device) -> dict[str, float]:
+    """Median time of one gradient step (copies, forward, backward to the images) of ours, of the
+    reference and of the bound, timed in turn ``repeats`` times: a finer view than whole attacks,
+    whose run-to-run spread on a shared CPU exceeds the SIT's share of a step."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    sit = ReferenceSIT(3)
+
+    def reference_step() -> None:
+        delta = torch.zeros_like(x, requires_grad=True)
+        loss = F.cross_entropy(model(sit.copies(x + delta, n_copies)), y.repeat(n_copies))
+        torch.autograd.grad(loss, delta)
+
+    steps = {"ours": lambda: attack.gradient(model, x, y, gen), "reference": reference_step,
+             "bound": lambda: lower_bound(model, x, y, 1, n_copies)}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for fn in steps.values():
+        timed(fn, device)
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            times[name].append(timed(fn, device)[0])
+    med = {f"{name}_s": float(np.median(t)) for name, t in times.items()}
+    return {**med, "ours_over_reference": med["ours_s"] / med["reference_s"],
+            "ours_over_bound": med["ours_s"] / med["bound_s"]}
+
+
 class Autocast(nn.Module):
     """Runs the wrapped classifier under bfloat16 autocast and returns float32 logits."""
 
@@ -209,6 +236,8 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device) -> dic
     out["sit_with_gradient"] = {**fb_best, "ours_over_reference": fb_best["ours_s"] / fb_best["reference_s"]}
 
     attack = SIA(eps=EPS, steps=steps, n_copies=n, ops=args.ops, copies_per_batch=args.copies_per_batch)
+    if args.step_repeats:
+        out["step"] = one_step_medians(model, x, y, attack, n, args.step_repeats, device)
     configs: dict[str, Callable[[], object]] = {
         "ours": lambda: attack(model, x, y),
         "reference": lambda: reference_sia(model, x, y, steps, n),
@@ -277,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="*", default=["channels_last", "compile", "bf16"],
                         choices=["channels_last", "compile", "bf16"])
     parser.add_argument("--sit-repeats", type=int, default=5, help="repeats of the SIT-only timing (best kept)")
+    parser.add_argument("--step-repeats", type=int, default=10,
+                        help="interleaved rounds of the one-step timing (median kept; 0 skips it)")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of the attack timings (best kept)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 avoids OpenMP stalls on a shared, oversubscribed machine)")
