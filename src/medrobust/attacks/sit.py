@@ -328,6 +328,10 @@ class _Blocks:
     code: torch.Tensor
     block: torch.Tensor  # i * s + j
 
+    def take(self, index: torch.Tensor | slice) -> "_Blocks":
+        """The blocks at ``index`` (a permutation or a slice)."""
+        return _Blocks(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
+
 
 def _select(plan: SITPlan, mask: torch.Tensor) -> _Blocks:
     """The blocks where ``mask`` (n, s, s) is True."""
@@ -456,7 +460,7 @@ def _replace_local(x: torch.Tensor, moved: torch.Tensor, plan: SITPlan) -> torch
         return moved
     group = rank[blocks.code]
     order = torch.sort(group, stable=True).indices  # by operation, row-major within each
-    blocks = _Blocks(*(getattr(blocks, f.name)[order] for f in dataclasses.fields(_Blocks)))
+    blocks = blocks.take(order)
     group = group[order]
     where, read = _block_pixels(blocks, c, h, w, plan.batch)
     values = x.reshape(-1).index_select(0, read)
@@ -467,7 +471,7 @@ def _replace_local(x: torch.Tensor, moved: torch.Tensor, plan: SITPlan) -> torch
     for name, size, v in zip(names, counts, values.split(per_group)):
         if size == 0:
             continue
-        sub = _Blocks(*(getattr(blocks, f.name)[start:start + size] for f in dataclasses.fields(_Blocks)))
+        sub = blocks.take(slice(start, start + size))
         start += size
         draws = plan.noise if name == "add_noise" else plan.keep_pixel if name == "pixel_dropout" else None
         parts.append(_local_values(v, name, sub, plan, c, draws))
