@@ -168,7 +168,7 @@ class SITPlan:
 
     def codes(self, *names: str) -> list[int]:
         """Indices into ``ops`` of the operations named (several where ``ops`` repeats a name)."""
-        return [i for i, name in enumerate(self.ops) if name in names]
+        return _codes(self.ops, names)
 
     @classmethod
     def sample(cls, shape: Sequence[int], n_copies: int, blocks: int, ops: Sequence[str],
@@ -202,7 +202,7 @@ class SITPlan:
         col_shift = torch.minimum((uniform(n, s, s) * col_len).long(), col_len - 1)
 
         def values_per_row(name: str) -> torch.Tensor:  # (n,): pixels x channels of the blocks choosing name
-            chose = _isin(choice, [i for i, op in enumerate(ops) if op == name])
+            chose = _isin(choice, _codes(ops, (name,)))
             return (row_len * col_len * chose).sum(dim=(1, 2)) * c
 
         scale = uniform(n, s, s) if "scale" in ops else None
@@ -254,6 +254,10 @@ class SITPlan:
         op = "add_noise" if name == "noise" else "pixel_dropout"
         index, _ = _block_pixels(_select(self, _isin(self.choice, self.codes(op))), self.channels, h, w)
         return image.index_put((index,), values).view(n, self.channels, h, w)
+
+
+def _codes(ops: Sequence[str], names: Sequence[str]) -> list[int]:
+    return [i for i, name in enumerate(ops) if name in names]
 
 
 def _cut_points(keys: torch.Tensor, blocks: int, size: int) -> torch.Tensor:

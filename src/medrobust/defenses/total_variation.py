@@ -165,25 +165,35 @@ def _solve_inplace(out: torch.Tensor, f: torch.Tensor, w: float, max_iter: int, 
             u_ref, u_check, last_check = u_check, u_ref, k
             continue
         done = image_norms(torch.sub(u_check.data, u_ref.data, out=magnitude.data)) <= limit * (k - last_check)
-        if k == max_iter:
-            if tol > 0 and not bool(done.all()):
-                log.debug("TV: %d image(s) reached max_iter=%d before the tolerance %.3g",
-                          int((~done).sum()), max_iter, tol)
-            done[:] = True
-        if bool(done.all()):
-            if len(index) == len(out):  # no image left earlier: index is 0..B-1
-                out.copy_(u_check.data)
-            else:
-                out.index_copy_(0, index, u_check.data)
+        if store_converged(out, index, done, u_check.data, k == max_iter, tol, "TV"):
             return
         if bool(done.any()):
-            out.index_copy_(0, index[done], u_check.data[done])
             keep = ~done
             index, f, f_scaled = index[keep], f[keep], f_scaled[keep]
             p, step, u_check = DualBuffer(p.data[keep]), DualBuffer(step.data[keep]), ImageBuffer(u_check.data[keep])
             r = DualBuffer(r.data[keep]) if method == "fgp" else p
             v, u_ref, magnitude = (ImageBuffer(torch.empty_like(f)) for _ in range(3))
         u_ref, u_check, last_check = u_check, u_ref, k
+
+
+def store_converged(out: torch.Tensor, index: torch.Tensor, done: torch.Tensor, u: torch.Tensor, last: bool,
+                    tol: float, solver: str) -> bool:
+    """At a convergence check of an in-place solver: write the images that are ``done`` (all of
+    them at the ``last`` iteration) from ``u`` into their rows ``index`` of ``out``; True when
+    none is left."""
+    if last:
+        if tol > 0 and not bool(done.all()):
+            log.debug("%s: %d image(s) reached max_iter before the tolerance", solver, int((~done).sum()))
+        done[:] = True
+    if bool(done.all()):
+        if len(index) == len(out):  # no image left earlier: index is 0..B-1
+            out.copy_(u)
+        else:
+            out.index_copy_(0, index, u)
+        return True
+    if bool(done.any()):
+        out.index_copy_(0, index[done], u[done])
+    return False
 
 
 def _solve_autograd(f: torch.Tensor, w: float, max_iter: int, tol: float, method: str) -> torch.Tensor:

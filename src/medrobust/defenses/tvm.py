@@ -33,7 +33,6 @@ verified to equal this objective's, so treat 0.03 as a starting point.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import torch
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 
 from medrobust.defenses.base import Defense, working_dtype
 from medrobust.defenses.registry import register_defense
-from medrobust.defenses.total_variation import check_tv_parameters, skimage_weight, solve_in_chunks
+from medrobust.defenses.total_variation import check_tv_parameters, skimage_weight, solve_in_chunks, store_converged
 from medrobust.defenses.tv_operators import (
     GRADIENT_NORM_SQUARED,
     DualBuffer,
@@ -50,8 +49,6 @@ from medrobust.defenses.tv_operators import (
     gradient_into,
     image_norms,
 )
-
-log = logging.getLogger(__name__)
 
 CHECK_EVERY = 5
 DEFAULT_TOL = 5e-4
@@ -112,19 +109,9 @@ def _masked_tv(out: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, w: float,
         if k % CHECK_EVERY and k < max_iter:
             continue
         done = image_norms(torch.sub(u.data, u_ref, out=magnitude.data)) <= limit * (k - last_check)
-        if k == max_iter:
-            if tol > 0 and not bool(done.all()):
-                log.debug("TVM: %d image(s) reached max_iter=%d before the tolerance %.3g",
-                          int((~done).sum()), max_iter, tol)
-            done[:] = True
-        if bool(done.all()):
-            if len(index) == len(out):  # no image left earlier: index is 0..B-1
-                out.copy_(u.data)
-            else:
-                out.index_copy_(0, index, u.data)
+        if store_converged(out, index, done, u.data, k == max_iter, tol, "TVM"):
             return
         if bool(done.any()):
-            out.index_copy_(0, index[done], u.data[done])
             keep = ~done
             index, scale, offset = index[keep], scale[keep], offset[keep]
             u, u_bar, y = ImageBuffer(u.data[keep]), ImageBuffer(u_bar.data[keep]), DualBuffer(y.data[keep])
