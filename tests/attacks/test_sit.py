@@ -266,6 +266,119 @@ def test_gradients_flow_through_every_operation() -> None:
                                     atol=1e-5, fast_mode=True)
 
 
+def dct_matrix(length: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix, from scipy (rows: frequencies)."""
+    return torch.from_numpy(scipy.fft.dct(np.eye(length), norm="ortho", axis=0))
+
+
+def direct_block(op: str, blk: torch.Tensor, plan: SITPlan, row: int, i: int, j: int,
+                 noise: torch.Tensor | None, keep: torch.Tensor | None) -> torch.Tensor:
+    """One block's operation straight from its definition, with torch's own autograd."""
+    hh, ww = blk.shape[-2:]
+    if op in ("vertical_shift", "horizontal_shift", "vertical_flip", "horizontal_flip", "rotate180", "identity"):
+        return moved_block(op, blk, int(plan.row_shift[row, i, j]), int(plan.col_shift[row, i, j]))
+    if op == "scale":
+        return blk * plan.scale[row, i, j]
+    if op == "dropout":
+        return (blk * plan.keep_block[row, :, i, j].to(blk.dtype).view(-1, 1, 1) / 0.9).clamp(0, 1)
+    if op == "add_noise":
+        return (blk + noise).clamp(0, 1)
+    if op == "pixel_dropout":
+        return (blk * keep.to(blk.dtype) / 0.9).clamp(0, 1)
+    if op == "resize":
+        small = F.interpolate(blk[None], size=(int(hh * 0.8) + 1, int(ww * 0.8) + 1), mode="bilinear",
+                              align_corners=False)
+        return F.interpolate(small, size=(hh, ww), mode="bilinear", align_corners=False)[0].clamp(0, 1)
+    assert op == "dct"
+    d_h, d_w = dct_matrix(hh).to(blk.dtype), dct_matrix(ww).to(blk.dtype)
+    coef = d_h @ blk @ d_w.T
+    mask = torch.ones(hh, ww, dtype=blk.dtype)
+    mask[hh - int(hh * 0.4):, :] = 0
+    mask[:, ww - int(ww * 0.4):] = 0
+    return d_h.T @ (coef * mask) @ d_w
+
+
+def direct_copies(x: torch.Tensor, plan: SITPlan) -> torch.Tensor:
+    """The plan's copies built block by block and assembled with ``cat`` (an independent reference
+    for the values and, through autograd, for the gradient)."""
+    noise = plan.per_pixel("noise") if plan.noise is not None else None
+    keep = plan.per_pixel("keep_pixel") if plan.keep_pixel is not None else None
+    images = []
+    for row in range(plan.choice.shape[0]):
+        rb, cb = plan.row_bounds[row].tolist(), plan.col_bounds[row].tolist()
+        strips = []
+        for i in range(plan.blocks):
+            pieces = []
+            for j in range(plan.blocks):
+                rs, cs = slice(rb[i], rb[i + 1]), slice(cb[j], cb[j + 1])
+                pieces.append(direct_block(plan.ops[int(plan.choice[row, i, j])], x[row % plan.batch, :, rs, cs],
+                                           plan, row, i, j, None if noise is None else noise[row, :, rs, cs],
+                                           None if keep is None else keep[row, :, rs, cs]))
+            strips.append(torch.cat(pieces, dim=-1))
+        images.append(torch.cat(strips, dim=-2))
+    return torch.stack(images)
+
+
+def edgy_images(b: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
+    """float64 images in [0, 1] with exact 0s and 1s (where clipping decides the gradient)."""
+    x = torch.rand(b, c, h, w, dtype=torch.float64, generator=gen(seed))
+    x[..., ::5, :] = 1.0
+    x[..., 1::7, :] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("ops", [PAPER_OPS, ("identity", "pixel_dropout", "dropout", "resize"), ("dct",)])
+def test_values_and_gradient_equal_a_block_by_block_reference(c: int, ops: tuple[str, ...]) -> None:
+    x = edgy_images(2, c, 23, 26, seed=c)
+    plan = SITPlan.sample(x.shape, 4, 3, ops, gen(len(ops)))
+    upstream = torch.randn(8, c, 23, 26, dtype=torch.float64, generator=gen(1))
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours, ref = apply_structure_invariant_plan(ours_x, plan), direct_copies(ref_x, plan)
+    assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
+    (grad_ours,) = torch.autograd.grad(ours, ours_x, upstream)
+    (grad_ref,) = torch.autograd.grad(ref, ref_x, upstream)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-10, rtol=0)
+    assert grad_ours.abs().sum() > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(b=st.integers(1, 2), c=st.sampled_from([1, 2]), h=st.integers(3, 13), w=st.integers(3, 13),
+       blocks=st.integers(1, 3), n=st.integers(1, 2), seed=st.integers(0, 2**16),
+       ops=st.lists(st.sampled_from(ALL_OPS), min_size=1, max_size=5))
+def test_gradient_equals_the_reference_on_random_plans(b: int, c: int, h: int, w: int, blocks: int, n: int,
+                                                        seed: int, ops: list[str]) -> None:
+    x = edgy_images(b, c, h, w, seed)
+    plan = SITPlan.sample(x.shape, n, blocks, ops, gen(seed))
+    upstream = torch.randn(n * b, c, h, w, dtype=torch.float64, generator=gen(seed + 1))
+    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours, ref = apply_structure_invariant_plan(ours_x, plan), direct_copies(ref_x, plan)
+    assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
+    (grad_ours,) = torch.autograd.grad(ours, ours_x, upstream)
+    (grad_ref,) = torch.autograd.grad(ref, ref_x, upstream)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-10, rtol=0)
+
+
+def test_backward_twice_with_a_retained_graph_gives_the_same_gradient() -> None:
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=gen(3)).requires_grad_(True)
+    out = apply_structure_invariant_plan(x, SITPlan.sample(x.shape, 3, 3, PAPER_OPS, gen(4)))
+    loss = (out * out).sum()
+    (first,) = torch.autograd.grad(loss, x, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, x)
+    assert torch.equal(first, second)
+
+
+def test_operations_listed_but_chosen_by_no_block_change_nothing() -> None:
+    x = torch.rand(2, 1, 12, 12, dtype=torch.float64, generator=gen(2)).requires_grad_(True)
+    for ops in (["identity", "add_noise", "pixel_dropout"], ["identity", "resize", "dct", "scale", "dropout"]):
+        plan = SITPlan.sample(x.shape, 2, 3, ops, gen(1))
+        plan = SITPlan(**{**plan.__dict__, "choice": torch.zeros_like(plan.choice)})  # every block: identity
+        out = apply_structure_invariant_plan(x, plan)
+        assert torch.equal(out, x.repeat(2, 1, 1, 1))
+        (grad,) = torch.autograd.grad(out.sum(), x)
+        assert torch.equal(grad, torch.full_like(x, 2.0))
+
+
 def test_invalid_arguments_raise_clear_errors() -> None:
     x = torch.rand(1, 1, 4, 4)
     with pytest.raises(ValueError, match="blocks"):

@@ -51,40 +51,49 @@ Differences from the reference, on purpose:
 - ``dropout`` output is clipped to [0, 1] (the reference lets kept pixels reach 1/0.9).
 
 How it is built, for speed (no Python loop over images or copies anywhere, none over blocks
-for the index-moving operations):
+for the index-moving operations). Images are taken to be in [0, 1], as everywhere in medrobust:
 
 1. *Moves* (shifts, flips, rotation; every other operation moves nothing): one flat source index
    per pixel for the whole ``(n_copies * B)`` batch, and one ``index_select`` moves every pixel.
    A row's source depends on its own row block and on the column block, so it is computed per
    (row, column block) from the block's start, length, operation and roll amount; likewise for
    columns; the two small tables are spread over the pixels and summed by one batched product
-   with one-hot block indicators (float64, exact for integers below 2^53).
+   with one-hot block indicators (exact: float32 below 2^24 at full matmul precision, else float64).
 2. *Per-block factors* (``scale``, ``dropout``): one multiplier per block and channel, spread to
-   the pixels by block id, one product, then clipping.
-3. *Block-local operations* (``add_noise``, ``pixel_dropout``, ``resize``, ``dct``): the pixels of
-   the blocks that chose them are enumerated once (a ragged index built by two
-   ``repeat_interleave``), gathered, replaced, and written back by one ``index_put``; noise and
-   pixel dropout act on the gathered pixels elementwise, with draws made only for those blocks.
-   ``resize`` and ``dct`` are separable linear maps ``M_{L_r} B M_{L_c}^T`` of each block ``B``
-   (``M_L`` per block side, cached per process, see :mod:`medrobust.attacks._block_maps`): two
-   small matrix products per block, in a loop over these blocks only (about a fifth of all
-   blocks with the paper's operations). They move nothing, and per block they cost the exact
-   flops, where a batched form would pad every block to the largest one. (Bilinear resampling
-   with ``F.interpolate`` per block, as the reference does, was slower here: its backward.)
+   the pixels by the same kind of product, one in-place multiplication, then clipping at 1 (on
+   images in [0, 1] only kept ``dropout`` blocks can exceed it).
+3. *Linear maps* (``resize``, ``dct``): separable ``M_{L_r} B M_{L_c}^T`` of each block ``B``
+   (``M_L`` per block side, cached per process, see :mod:`medrobust.attacks._block_maps`), two small
+   matrix products per block read straight from the input batch and written into the copies, in a
+   loop over these blocks only (about a fifth of all blocks with the paper's operations): per
+   block they cost the exact flops, where one batched product would pad every block to the
+   largest. (Bilinear resampling with ``F.interpolate`` per block, as the reference does, was
+   slower here: its backward.)
+4. *Per-pixel draws* (``add_noise``, ``pixel_dropout``): the pixels of the blocks that chose them
+   are enumerated once (a ragged index built by ``repeat_interleave``), gathered, changed
+   elementwise and written back by one ``index_put``, with draws made only for those blocks.
+
+The gradient is written by hand (:class:`_CopiesFunction`): the upstream gradient times the
+factors and clipping masks, the per-pixel operations' derivatives written at their pixels, one
+``index_add`` along the source index, and the linear maps' adjoints ``M_{L_r}^T G M_{L_c}`` added
+per block. Autograd through the forward steps would keep a graph node per block and per
+intermediate and add an ``index_put`` and its gather to the backward. Tests compare values and
+gradients with a block-by-block reference built from torch ops.
 
 Every step is differentiable w.r.t. ``x``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from medrobust.attacks._block_maps import dct_lowpass_matrix, resize_matrix
 
@@ -252,7 +261,7 @@ class SITPlan:
         fill = torch.zeros if name == "noise" else torch.ones
         image = fill(n * self.channels * h * w, dtype=values.dtype, device=values.device)
         op = "add_noise" if name == "noise" else "pixel_dropout"
-        index, _ = _block_pixels(_select(self, _isin(self.choice, self.codes(op))), self.channels, h, w)
+        index = _block_pixels(_select(self, _isin(self.choice, self.codes(op))), self.channels, h, w)
         return image.index_put((index,), values).view(n, self.channels, h, w)
 
 
@@ -330,11 +339,6 @@ class _Blocks:
     c0: torch.Tensor
     lc: torch.Tensor
     code: torch.Tensor
-    block: torch.Tensor  # i * s + j
-
-    def take(self, index: torch.Tensor | slice) -> "_Blocks":
-        """The blocks at ``index`` (a permutation or a slice)."""
-        return _Blocks(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
 
 def _select(plan: SITPlan, mask: torch.Tensor) -> _Blocks:
@@ -342,53 +346,50 @@ def _select(plan: SITPlan, mask: torch.Tensor) -> _Blocks:
     row, i, j = mask.nonzero().unbind(1)
     r0, c0 = plan.row_bounds[row, i], plan.col_bounds[row, j]
     return _Blocks(row, r0, plan.row_bounds[row, i + 1] - r0, c0, plan.col_bounds[row, j + 1] - c0,
-                   plan.choice[row, i, j], i * plan.blocks + j)
+                   plan.choice[row, i, j])
 
 
-def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int, batch: int | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int) -> torch.Tensor:
     """Flat indices into (n, C, H, W) of every pixel of ``blocks``, block by block, each block in
-    (channel, row, column) order: its (channel, row) segments, then each segment's columns. With
-    ``batch``, the second tensor holds the same pixels' indices in the input batch (copy row
-    ``r`` reads image ``r % batch``); otherwise it is the first."""
+    (channel, row, column) order: its (channel, row) segments, then each segment's columns."""
     dev = blocks.row.device
     per_block = blocks.lr * channels  # segments of one block
     seg_block = torch.repeat_interleave(torch.arange(len(per_block), device=dev), per_block)
     local = torch.arange(len(seg_block), device=dev) - (torch.cumsum(per_block, 0) - per_block)[seg_block]
     seg_lr = blocks.lr[seg_block]
     channel, row = local // seg_lr, local % seg_lr
-    within = (channel * h + blocks.r0[seg_block] + row) * w + blocks.c0[seg_block]
     seg_len = blocks.lc[seg_block]
     total = int(seg_len.sum())
-    seg_first = torch.cumsum(seg_len, 0) - seg_len
-    copy_row = blocks.row[seg_block]
-    starts = [copy_row * (channels * h * w) + within - seg_first]
-    if batch is not None:
-        starts.append(copy_row.remainder(batch) * (channels * h * w) + within - seg_first)
+    start = ((blocks.row[seg_block] * channels + channel) * h + blocks.r0[seg_block] + row) * w + blocks.c0[seg_block]
     itype = torch.int32 if int(blocks.row.max()) < 2**31 // (channels * h * w) else torch.int64
-    # the pixel-level work in 32-bit integers: one repeat_interleave for both index sets
-    out = torch.repeat_interleave(torch.stack(starts).to(itype), seg_len, dim=1, output_size=total)
-    out += torch.arange(total, device=dev, dtype=itype)
-    return out[0], out[-1]  # rows: contiguous
+    # the pixel-level work in 32-bit integers (index_select and index_put take them)
+    start = (start - (torch.cumsum(seg_len, 0) - seg_len)).to(itype)
+    return torch.repeat_interleave(start, seg_len, output_size=total) + torch.arange(total, device=dev, dtype=itype)
 
 
-LOCAL_OPS: tuple[str, ...] = ("scale", "dropout", "add_noise", "pixel_dropout", "resize", "dct")
-"""The operations that move nothing: computed on their own blocks' pixels only."""
+FACTOR_OPS: tuple[str, ...] = ("scale", "dropout")
+"""The operations that multiply a whole block (and channel) by one factor."""
+MAPPED_OPS: tuple[str, ...] = ("resize", "dct")
+"""The operations that are a linear map of each block, ``M_rows @ block @ M_cols^T``."""
+PIXEL_OPS: tuple[str, ...] = ("add_noise", "pixel_dropout")
+"""The operations with a draw per pixel: computed on their own blocks' pixels only."""
 
 
 def _exact_float_matmul(limit: int) -> torch.dtype:
-    """A float dtype whose matrix products add integers below ``limit`` exactly: float32 when they
-    fit its 24-bit significand and float32 products run at full precision (no TF32/bfloat16),
-    float64 otherwise."""
+    """A float dtype whose matrix products add integers below ``limit`` exactly, and products with
+    one-hot matrices pick values exactly: float32 when integers fit its 24-bit significand and
+    float32 products run at full precision (no TF32/bfloat16), float64 otherwise."""
     return torch.float32 if limit < 2**24 and torch.get_float32_matmul_precision() == "highest" else torch.float64
 
 
-def _moved(x: torch.Tensor, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor,
-           cb: torch.Tensor, cs: torch.Tensor, cl: torch.Tensor) -> torch.Tensor:
-    """The copies with every block's shift, flip or rotation applied and every other block copied,
-    flat (n * C * H * W,)."""
-    b, c, h, w = x.shape
+def _source_index(shape: torch.Size, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor,
+                  cb: torch.Tensor, cs: torch.Tensor, cl: torch.Tensor) -> torch.Tensor:
+    """Flat index into the input batch (B * C * H * W) of the pixel each copy pixel reads:
+    shifted, flipped or rotated inside its block for the moves, itself for every other
+    operation; (n * C * H * W,), int32 where it fits."""
+    b, c, h, w = shape
     n, s = plan.choice.shape[:2]
+    dev = plan.choice.device
     rows = _source_along(plan.choice.gather(1, rb.unsqueeze(2).expand(n, h, s)), rs, rl,
                          plan.row_shift.gather(1, rb.unsqueeze(2).expand(n, h, s)),
                          plan.codes("vertical_shift"), plan.codes("vertical_flip", "rotate180"))  # (n, H, s_col)
@@ -397,93 +398,191 @@ def _moved(x: torch.Tensor, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, r
                          plan.codes("horizontal_shift"), plan.codes("horizontal_flip", "rotate180"))  # (n, W, s_row)
     # source[y, x] = image * C * H * W + rows[y, cb(x)] * W + cols[x, rb(y)], as one batched product
     # of [rows * W, onehot(rb), 1] (n, H, 2s + 1) and [onehot(cb)^T; cols^T; image * C * H * W]
-    ft = _exact_float_matmul(x.numel())
-    image = torch.arange(n, device=x.device).remainder_(b).to(ft).mul_(c * h * w).view(n, 1, 1)
-    left = torch.cat([rows.to(ft) * w, F.one_hot(rb, s).to(ft), torch.ones(n, h, 1, dtype=ft, device=x.device)], 2)
+    numel = b * c * h * w
+    ft = _exact_float_matmul(numel)
+    image = torch.arange(n, device=dev).remainder_(b).to(ft).mul_(c * h * w).view(n, 1, 1)
+    left = torch.cat([rows.to(ft) * w, F.one_hot(rb, s).to(ft), torch.ones(n, h, 1, dtype=ft, device=dev)], 2)
     right = torch.cat([F.one_hot(cb, s).to(ft).transpose(1, 2), cols.to(ft).transpose(1, 2),
                        image.expand(n, 1, w)], 1)
-    itype = torch.int32 if x.numel() < 2**31 else torch.int64  # index_select takes int32: half the traffic
-    source = torch.bmm(left, right).to(itype).unsqueeze(1)  # (n, 1, H, W)
+    itype = torch.int32 if numel < 2**31 else torch.int64  # index_select takes int32: half the traffic
+    product = torch.bmm(left, right)
+    if product.element_size() == itype.itemsize:  # cast in place (element by element): no second buffer
+        source = product.view(itype).copy_(product).unsqueeze(1)  # (n, 1, H, W)
+    else:
+        source = product.to(itype).unsqueeze(1)
     if c > 1:
-        source = source + torch.arange(0, c * h * w, h * w, dtype=itype, device=x.device).view(1, c, 1, 1)
-    # one flat index per value: its gradient is then one flat index_add (a per-slice loop otherwise)
-    return x.reshape(-1).index_select(0, source.view(-1))
+        source = source + torch.arange(0, c * h * w, h * w, dtype=itype, device=dev).view(1, c, 1, 1)
+    return source.view(-1)
 
 
-def _local_values(v: torch.Tensor, name: str, blocks: _Blocks, plan: SITPlan, channels: int,
-                  draws: torch.Tensor | None) -> torch.Tensor:
-    """The new values of the pixels ``v`` (flat, block by block) of ``blocks``, which all chose
-    operation ``name``; ``draws``: this operation's per-pixel draws of the plan, if any."""
-    if name in ("resize", "dct"):
-        lr, lc = blocks.lr.tolist(), blocks.lc.tolist()
-        mapped = torch.cat([_map_block(piece, name, channels, a, b)
-                            for piece, a, b in zip(v.split([channels * a * b for a, b in zip(lr, lc)]), lr, lc)])
-        return mapped.clamp(0.0, 1.0) if name == "resize" else mapped  # the reference clips resize only
-    if name == "add_noise":
-        assert draws is not None
-        return (v + draws.to(v.dtype)).clamp(0.0, 1.0)
-    if name == "pixel_dropout":
-        assert draws is not None
-        return (v * (draws.to(v.dtype) / (1 - DROPOUT_P))).clamp(0.0, 1.0)
-    area = blocks.lr * blocks.lc
-    i, j = blocks.block // plan.blocks, blocks.block % plan.blocks
-    if name == "scale":  # one factor in [0, 1) per block: stays in [0, 1]
+def _factor_map(plan: SITPlan, rb: torch.Tensor, cb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The factor of every copy pixel, (n * C * H * W,): ``scale``'s ``f`` and ``dropout``'s
+    ``keep / 0.9`` on their blocks, 0 on the blocks of :data:`MAPPED_OPS` (written afterwards),
+    1 elsewhere; None when ``ops`` has none of these. Spread from the (n, C, s, s) block factors
+    by two batched products with one-hot block indicators (exact)."""
+    if not any(plan.codes(name) for name in FACTOR_OPS + MAPPED_OPS):
+        return None
+    n, s = plan.choice.shape[:2]
+    c = plan.channels
+    ft = dtype if dtype == torch.float64 else _exact_float_matmul(0)
+    block = torch.ones(n, c, s, s, dtype=ft, device=plan.choice.device)
+    if plan.codes("scale"):
         assert plan.scale is not None
-        factor = torch.repeat_interleave(plan.scale[blocks.row, i, j].to(v.dtype), area * channels,
-                                         output_size=v.numel())
-        return v * factor
-    assert name == "dropout" and plan.keep_block is not None  # per block and channel: 0 or 1 / 0.9, clipped
-    keep = plan.keep_block[blocks.row, :, i, j].to(v.dtype) / (1 - DROPOUT_P)  # (K, C)
-    factor = torch.repeat_interleave(keep.flatten(), area.repeat_interleave(channels), output_size=v.numel())
-    return (v * factor).clamp(0.0, 1.0)
+        block = torch.where(_isin(plan.choice, plan.codes("scale")).unsqueeze(1), plan.scale.to(ft).unsqueeze(1), block)
+    if plan.codes("dropout"):
+        assert plan.keep_block is not None
+        kept = plan.keep_block.to(ft) / (1 - DROPOUT_P)
+        block = torch.where(_isin(plan.choice, plan.codes("dropout")).unsqueeze(1), kept, block)
+    mapped = plan.codes(*MAPPED_OPS)
+    if mapped:
+        block.masked_fill_(_isin(plan.choice, mapped).unsqueeze(1), 0.0)
+    rows = F.one_hot(rb, s).to(ft).repeat_interleave(c, 0)  # (n * C, H, s)
+    cols = F.one_hot(cb, s).to(ft).transpose(1, 2).repeat_interleave(c, 0)  # (n * C, s, W)
+    return torch.bmm(torch.bmm(rows, block.view(n * c, s, s)), cols).to(dtype).view(-1)
 
 
-def _map_block(piece: torch.Tensor, kind: str, channels: int, rows: int, cols: int) -> torch.Tensor:
-    """``M_rows @ block @ M_cols^T`` of one block's flat values (channel, row, column order)."""
-    m_r, _ = _block_map(kind, rows, piece.device, piece.dtype)
-    _, m_c_t = _block_map(kind, cols, piece.device, piece.dtype)
-    block = piece.view(rows, cols) if channels == 1 else piece.view(channels, rows, cols)
-    return (m_r @ block @ m_c_t).reshape(-1)
+def _in_unit_range(v: torch.Tensor) -> torch.Tensor:
+    """Where ``clamp(v, 0, 1)`` passes the gradient (as torch's clamp: bounds included)."""
+    return (v >= 0) & (v <= 1)
 
 
-def _replace_local(x: torch.Tensor, moved: torch.Tensor, plan: SITPlan) -> torch.Tensor:
-    """``moved`` (flat) with every block of an operation in :data:`LOCAL_OPS` replaced: the pixels
-    of all those blocks are enumerated once, grouped by operation, read from ``x`` (they move
-    nothing; the gradient of the read lands on the small input batch), transformed per group,
-    and written back by one ``index_put_``."""
-    _, c, h, w = x.shape
-    names = [name for name in LOCAL_OPS if plan.codes(name)]
-    if not names:
-        return moved
-    rank = torch.full((len(plan.ops),), len(LOCAL_OPS), dtype=torch.long, device=plan.choice.device)
-    for k, name in enumerate(names):
-        rank[plan.codes(name)] = k
-    chosen = rank[plan.choice]  # (n, s, s): the group of each block, len(LOCAL_OPS) for moves
-    blocks = _select(plan, chosen < len(LOCAL_OPS))
-    if blocks.row.numel() == 0:
-        return moved
-    group = rank[blocks.code]
-    order = torch.sort(group, stable=True).indices  # by operation, row-major within each
-    blocks = blocks.take(order)
-    group = group[order]
-    where, read = _block_pixels(blocks, c, h, w, plan.batch)
-    values = x.reshape(-1).index_select(0, read)
-    per_group = torch.zeros(len(names), dtype=torch.long, device=group.device).index_add_(
-        0, group, blocks.lr * blocks.lc * c).tolist()
-    counts = torch.bincount(group, minlength=len(names)).tolist()
-    start, parts = 0, []
-    for name, size, v in zip(names, counts, values.split(per_group)):
-        if size == 0:
-            continue
-        sub = blocks.take(slice(start, start + size))
-        start += size
-        draws = plan.noise if name == "add_noise" else plan.keep_pixel if name == "pixel_dropout" else None
-        parts.append(_local_values(v, name, sub, plan, c, draws))
-    return moved.index_put_((where,), torch.cat(parts))
+class _MappedBlocks:
+    """The blocks of :data:`MAPPED_OPS`, each computed on views of the input and the copies:
+    ``out[r, :, block] = M_rows @ x[r mod B, :, block] @ M_cols^T`` (clipped to [0, 1] for
+    ``resize``; the reference clips resize only), with the maps of :func:`_block_map`; the
+    adjoint adds ``M_rows^T @ g[r, :, block] @ M_cols`` to the input's gradient. A loop over
+    these blocks only (about a fifth of all blocks with the paper's operations): per block it
+    costs the exact flops, where one batched product would pad every block to the largest."""
+
+    def __init__(self, plan: SITPlan) -> None:
+        blocks = _select(plan, _isin(plan.choice, plan.codes(*MAPPED_OPS)))
+        kinds = [plan.ops[code] for code in blocks.code.tolist()]
+        table = torch.stack([blocks.row, blocks.row.remainder(plan.batch), blocks.r0, blocks.lr, blocks.c0,
+                             blocks.lc]).T.tolist()
+        self.blocks = [(kind, *(int(v) for v in row)) for kind, row in zip(kinds, table)]
+        self.inside: list[torch.Tensor] = []  # resize's clipping masks, in block order
+
+    def write(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the blocks' values into ``out`` (n, C, H, W) from ``x`` (B, C, H, W)."""
+        x, out = _channel_views(x), _channel_views(out)
+        for kind, r, image, r0, lr, c0, lc in self.blocks:
+            m_r, _ = _block_map(kind, lr, x.device, x.dtype)
+            _, m_c_t = _block_map(kind, lc, x.device, x.dtype)
+            value = m_r @ x[image, ..., r0:r0 + lr, c0:c0 + lc] @ m_c_t
+            if kind == "resize":
+                clipped = value.clamp(0.0, 1.0)
+                self.inside.append(clipped == value)
+                value = clipped
+            out[r, ..., r0:r0 + lr, c0:c0 + lc] = value
+
+    def add_adjoint(self, grad: torch.Tensor, grad_x: torch.Tensor) -> None:
+        """Add to ``grad_x`` (B, C, H, W) the gradient of the blocks' inputs, given the gradient
+        ``grad`` (n, C, H, W) of the copies."""
+        grad, grad_x = _channel_views(grad), _channel_views(grad_x)
+        inside = iter(self.inside)
+        for kind, r, image, r0, lr, c0, lc in self.blocks:
+            _, m_r_t = _block_map(kind, lr, grad.device, grad.dtype)
+            m_c, _ = _block_map(kind, lc, grad.device, grad.dtype)
+            g = grad[r, ..., r0:r0 + lr, c0:c0 + lc]
+            g = g * next(inside) if kind == "resize" else g
+            grad_x[image, ..., r0:r0 + lr, c0:c0 + lc] += m_r_t @ g @ m_c
+
+
+def _channel_views(images: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, H, W) for one channel (2-D blocks: plain matrix products), else as is."""
+    return images[:, 0] if images.shape[1] == 1 else images
+
+
+class _PixelBlocks:
+    """The pixels of the blocks of :data:`PIXEL_OPS`, enumerated once: flat indices into the copies,
+    grouped by operation (row-major within each group: the order of the plan's per-pixel draws)."""
+
+    def __init__(self, plan: SITPlan, h: int, w: int) -> None:
+        names = [name for name in PIXEL_OPS if plan.codes(name)]
+        chose = [_isin(plan.choice, plan.codes(name)) for name in names]
+        self.groups = [(name, _select(plan, mask)) for name, mask in zip(names, chose) if bool(mask.any())]
+        self.sizes = [int((blocks.lr * blocks.lc).sum()) * plan.channels for _, blocks in self.groups]
+        where = [_block_pixels(blocks, plan.channels, h, w) for _, blocks in self.groups]
+        self.where = torch.cat(where) if len(where) > 1 else where[0] if where else None
+        self.factors: list[torch.Tensor] = []  # per group: d new / d old, per pixel
+
+    def replace(self, out: torch.Tensor, plan: SITPlan) -> None:
+        """Replace these pixels of ``out`` (flat copies) by their operations' values, in place:
+        ``clip(v + u)`` for ``add_noise``, ``clip(v * keep / 0.9)`` for ``pixel_dropout``."""
+        values = out.index_select(0, self.where)
+        for (name, _), v in zip(self.groups, values.split(self.sizes)):
+            if name == "add_noise":
+                assert plan.noise is not None
+                v += plan.noise.to(v.dtype)
+                self.factors.append(_in_unit_range(v).to(v.dtype))
+            else:
+                assert plan.keep_pixel is not None
+                factor = plan.keep_pixel.to(v.dtype) / (1 - DROPOUT_P)
+                v *= factor
+                self.factors.append(factor.mul_(_in_unit_range(v)))
+        out.index_put_((self.where,), values.clamp_(0.0, 1.0))
+
+    def write_adjoint(self, grad: torch.Tensor, g: torch.Tensor) -> None:
+        """Write into ``g`` (flat) at these pixels the gradient of their inputs, given the gradient
+        ``grad`` (flat) of the copies."""
+        values = grad.index_select(0, self.where)
+        values.mul_(torch.cat(self.factors) if len(self.factors) > 1 else self.factors[0])
+        g.index_put_((self.where,), values)
+
+
+class _CopiesFunction(torch.autograd.Function):
+    """The copies of ``x`` described by ``plan``, with their gradient computed by hand.
+
+    Forward: ``out = x[source]`` (one flat gather), times the block factors (then clipped at 1,
+    which on images in [0, 1] only touches kept ``dropout`` blocks; the factor is 0 on the
+    mapped blocks), the mapped blocks written from ``x``, the per-pixel operations applied to
+    their pixels in place. Backward, with ``g`` the gradient of the copies:
+    ``g * factor * [pre-clip value <= 1]``, the per-pixel operations' derivatives at their pixels,
+    one ``index_add`` into ``x``'s gradient along ``source``, plus the mapped blocks' adjoints.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, plan: SITPlan) -> torch.Tensor:  # type: ignore[override]
+        b, c, h, w = x.shape
+        rb, rs, rl = _axis_layout(plan.row_bounds, h)  # (n, H)
+        cb, cs, cl = _axis_layout(plan.col_bounds, w)  # (n, W)
+        source = _source_index(x.shape, plan, rb, rs, rl, cb, cs, cl)
+        out = x.reshape(-1).index_select(0, source)
+        factor = _factor_map(plan, rb, cb, x.dtype)
+        if factor is not None:
+            out.mul_(factor)
+            if plan.codes("dropout"):
+                factor.mul_(out <= 1)
+                out.clamp_(max=1.0)
+        mapped = _MappedBlocks(plan) if plan.codes(*MAPPED_OPS) else None
+        if mapped is not None:
+            mapped.write(x, out.view(-1, c, h, w))
+        pixels = _PixelBlocks(plan, h, w) if plan.codes(*PIXEL_OPS) else None
+        if pixels is not None and pixels.where is None:
+            pixels = None  # no block chose them
+        if pixels is not None:
+            pixels.replace(out, plan)
+        ctx.source, ctx.factor, ctx.mapped, ctx.pixels, ctx.input_shape = source, factor, mapped, pixels, x.shape
+        return out.view(-1, c, h, w)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        grad = grad.reshape(-1)
+        g = grad * ctx.factor if ctx.factor is not None else grad
+        if ctx.pixels is not None:
+            g = g.clone() if g is grad else g
+            ctx.pixels.write_adjoint(grad, g)
+        shape = ctx.input_shape
+        grad_x = torch.zeros(math.prod(shape), dtype=grad.dtype, device=grad.device).index_add_(0, ctx.source, g)
+        grad_x = grad_x.view(shape)
+        if ctx.mapped is not None:
+            ctx.mapped.add_adjoint(grad.view(-1, *shape[1:]), grad_x)
+        return grad_x, None
 
 
 def apply_structure_invariant_plan(x: torch.Tensor, plan: SITPlan) -> torch.Tensor:
-    """The copies of ``x`` (B, C, H, W) described by ``plan``: (plan.n_copies * B, C, H, W),
+    """The copies of ``x`` (B, C, H, W) in [0, 1] described by ``plan``: (plan.n_copies * B, C, H, W),
     differentiable w.r.t. ``x``."""
     b, c, h, w = x.shape
     if b != plan.batch or c != plan.channels:
@@ -493,10 +592,7 @@ def apply_structure_invariant_plan(x: torch.Tensor, plan: SITPlan) -> torch.Tens
     for kind in ("resize", "dct"):
         if plan.codes(kind):
             _prepare_block_maps(kind, max(h, w), x.device, x.dtype)
-    rb, rs, rl = _axis_layout(plan.row_bounds, h)  # (n, H)
-    cb, cs, cl = _axis_layout(plan.col_bounds, w)  # (n, W)
-    moved = _moved(x, plan, rb, rs, rl, cb, cs, cl)
-    return _replace_local(x, moved, plan).view(plan.choice.shape[0], c, h, w)
+    return _CopiesFunction.apply(x, plan)
 
 
 def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
