@@ -1,6 +1,6 @@
 """``python -m medrobust``: the command line without the installed entry point."""
 
-from medrobust.cli import app
+from medrobust.launch import main
 
 if __name__ == "__main__":
-    app(prog_name="medrobust")
+    main()
