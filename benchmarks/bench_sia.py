@@ -12,7 +12,8 @@ Measured per input size, on one ``densenet121`` Classifier (random init, eval mo
 
 - ``sit``: building the N SIT copies alone, ours (vectorised) vs the reference loop;
   ``sit_with_gradient``: the same plus the gradient back to the images (what an attack step pays);
-- ``step``: one gradient step of each (ours, reference, bound), median of interleaved rounds;
+- ``step``: one gradient step of each (ours, reference, bound), median of interleaved rounds
+  (the order rotates from round to round: what runs just before a configuration changes its time);
 - ``attack.ours``: :class:`medrobust.attacks.sia.SIA` (T steps, N copies);
 - ``attack.reference``: the reference algorithm as the authors' code runs it (REFERENCE
   RE-IMPLEMENTATION below: one draw of cut points per batch, a Python loop over blocks, each
@@ -20,6 +21,11 @@ Measured per input size, on one ``densenet121`` Classifier (random init, eval mo
 - ``attack.bound``: T x (forward + backward of the eager model on N x B images), no SIT at all;
 - ``variants``: ours with a channels_last model, a ``torch.compile``-d model (failures recorded)
   and bfloat16 autocast (opt-in: it changes the numerics; the difference to float32 is reported).
+
+``--tuned-malloc`` re-runs the process with glibc's mmap threshold raised, as the ``medrobust``
+command does (:mod:`medrobust.launch`): on CPU at 224 px the default allocator's page faults
+take more than half of a step and vary from run to run. ``malloc_mmap_threshold`` in the JSON
+records the setting a run had; compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -40,6 +47,7 @@ import torch.nn.functional as F
 
 from medrobust.attacks.sia import SIA
 from medrobust.attacks.sit import structure_invariant_copies
+from medrobust.launch import MMAP_THRESHOLD_VARIABLE, reexec_with_tuned_malloc
 from medrobust.models.zoo import build_classifier
 
 EPS = 16 / 255
@@ -166,9 +174,10 @@ def one_step_medians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
     times: dict[str, list[float]] = {name: [] for name in steps}
     for fn in steps.values():
         timed(fn, device)
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            times[name].append(timed(fn, device)[0])
+    names = list(steps)
+    for k in range(repeats):  # each round starts with the next one: no configuration always follows another
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            times[name].append(timed(steps[name], device)[0])
     med = {f"{name}_s": float(np.median(t)) for name, t in times.items()}
     return {**med, "ours_over_reference": med["ours_s"] / med["reference_s"],
             "ours_over_bound": med["ours_s"] / med["bound_s"]}
@@ -265,8 +274,10 @@ def bench_size(size: int, args: argparse.Namespace, device: torch.device) -> dic
 
     best = {name: math.inf for name in configs}
     results: dict[str, object] = {}
-    for _ in range(args.repeats):  # interleaved rounds, so drifting machine load hits all alike
-        for name, fn in list(configs.items()):
+    for k in range(args.repeats):  # interleaved rounds, so drifting machine load hits all alike, each
+        names = list(configs)  # starting with the next configuration (none always runs after another)
+        for name in names[k % len(names):] + names[:k % len(names)]:
+            fn = configs[name]
             try:
                 t, result = timed(fn, device)
             except Exception as err:  # noqa: BLE001 - e.g. a compiled graph failing at run time
@@ -313,7 +324,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch CPU threads (1 avoids OpenMP stalls on a shared, oversubscribed machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--tuned-malloc", action="store_true",
+                        help="re-run with glibc's mmap threshold raised, as the medrobust command runs")
     args = parser.parse_args(argv)
+    if args.tuned_malloc:
+        reexec_with_tuned_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -322,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "sia", "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "arch": args.arch, "ops": args.ops,
+        "malloc_mmap_threshold": os.environ.get(MMAP_THRESHOLD_VARIABLE, "glibc default"),
         "sizes": [bench_size(size, args, device) for size in args.sizes],
     }
     text = json.dumps(result, indent=2)
