@@ -327,19 +327,25 @@ def edgy_images(b: int, c: int, h: int, w: int, seed: int) -> torch.Tensor:
     return x
 
 
-@pytest.mark.parametrize("c", [1, 3])
-@pytest.mark.parametrize("ops", [PAPER_OPS, ("identity", "pixel_dropout", "dropout", "resize"), ("dct",)])
-def test_values_and_gradient_equal_a_block_by_block_reference(c: int, ops: tuple[str, ...]) -> None:
-    x = edgy_images(2, c, 23, 26, seed=c)
-    plan = SITPlan.sample(x.shape, 4, 3, ops, gen(len(ops)))
-    upstream = torch.randn(8, c, 23, 26, dtype=torch.float64, generator=gen(1))
+def gradient_matching_the_reference(x: torch.Tensor, plan: SITPlan, upstream: torch.Tensor) -> torch.Tensor:
+    """Assert our copies and their gradient (for ``upstream``) equal the block-by-block
+    reference's; return our gradient."""
     ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     ours, ref = apply_structure_invariant_plan(ours_x, plan), direct_copies(ref_x, plan)
     assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
     (grad_ours,) = torch.autograd.grad(ours, ours_x, upstream)
     (grad_ref,) = torch.autograd.grad(ref, ref_x, upstream)
     assert torch.allclose(grad_ours, grad_ref, atol=1e-10, rtol=0)
-    assert grad_ours.abs().sum() > 0
+    return grad_ours
+
+
+@pytest.mark.parametrize("c", [1, 3])
+@pytest.mark.parametrize("ops", [PAPER_OPS, ("identity", "pixel_dropout", "dropout", "resize"), ("dct",)])
+def test_values_and_gradient_equal_a_block_by_block_reference(c: int, ops: tuple[str, ...]) -> None:
+    x = edgy_images(2, c, 23, 26, seed=c)
+    plan = SITPlan.sample(x.shape, 4, 3, ops, gen(len(ops)))
+    upstream = torch.randn(8, c, 23, 26, dtype=torch.float64, generator=gen(1))
+    assert gradient_matching_the_reference(x, plan, upstream).abs().sum() > 0
 
 
 @settings(max_examples=25, deadline=None)
@@ -351,12 +357,7 @@ def test_gradient_equals_the_reference_on_random_plans(b: int, c: int, h: int, w
     x = edgy_images(b, c, h, w, seed)
     plan = SITPlan.sample(x.shape, n, blocks, ops, gen(seed))
     upstream = torch.randn(n * b, c, h, w, dtype=torch.float64, generator=gen(seed + 1))
-    ours_x, ref_x = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    ours, ref = apply_structure_invariant_plan(ours_x, plan), direct_copies(ref_x, plan)
-    assert torch.allclose(ours, ref, atol=1e-12, rtol=0)
-    (grad_ours,) = torch.autograd.grad(ours, ours_x, upstream)
-    (grad_ref,) = torch.autograd.grad(ref, ref_x, upstream)
-    assert torch.allclose(grad_ours, grad_ref, atol=1e-10, rtol=0)
+    gradient_matching_the_reference(x, plan, upstream)
 
 
 def test_backward_twice_with_a_retained_graph_gives_the_same_gradient() -> None:
@@ -377,6 +378,9 @@ def test_operations_listed_but_chosen_by_no_block_change_nothing() -> None:
         assert torch.equal(out, x.repeat(2, 1, 1, 1))
         (grad,) = torch.autograd.grad(out.sum(), x)
         assert torch.equal(grad, torch.full_like(x, 2.0))
+    plan = SITPlan.sample(x.shape, 2, 3, ["identity", "add_noise"], gen(1))
+    plan = SITPlan(**{**plan.__dict__, "choice": torch.zeros_like(plan.choice), "noise": plan.noise[:0]})
+    assert torch.equal(plan.per_pixel("noise"), torch.zeros(4, 1, 12, 12, dtype=plan.noise.dtype))
 
 
 def test_invalid_arguments_raise_clear_errors() -> None:

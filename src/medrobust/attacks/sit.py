@@ -361,7 +361,8 @@ def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int) -> torch.Tenso
     seg_len = blocks.lc[seg_block]
     total = int(seg_len.sum())
     start = ((blocks.row[seg_block] * channels + channel) * h + blocks.r0[seg_block] + row) * w + blocks.c0[seg_block]
-    itype = torch.int32 if int(blocks.row.max()) < 2**31 // (channels * h * w) else torch.int64
+    last_row = int(blocks.row.max()) if len(blocks.row) else 0
+    itype = torch.int32 if last_row < 2**31 // (channels * h * w) else torch.int64
     # the pixel-level work in 32-bit integers (index_select and index_put take them)
     start = (start - (torch.cumsum(seg_len, 0) - seg_len)).to(itype)
     return torch.repeat_interleave(start, seg_len, output_size=total) + torch.arange(total, device=dev, dtype=itype)
