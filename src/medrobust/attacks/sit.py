@@ -471,9 +471,8 @@ class _MappedBlocks:
             _, m_c_t = _block_map(kind, lc, x.device, x.dtype)
             value = m_r @ x[image, ..., r0:r0 + lr, c0:c0 + lc] @ m_c_t
             if kind == "resize":
-                clipped = value.clamp(0.0, 1.0)
-                self.inside.append(clipped == value)
-                value = clipped
+                self.inside.append(_in_unit_range(value))
+                value.clamp_(0.0, 1.0)
             out[r, ..., r0:r0 + lr, c0:c0 + lc] = value
 
     def add_adjoint(self, grad: torch.Tensor, grad_x: torch.Tensor) -> None:
@@ -498,37 +497,41 @@ class _PixelBlocks:
     """The pixels of the blocks of :data:`PIXEL_OPS`, enumerated once: flat indices into the copies,
     grouped by operation (row-major within each group: the order of the plan's per-pixel draws)."""
 
-    def __init__(self, plan: SITPlan, h: int, w: int) -> None:
-        names = [name for name in PIXEL_OPS if plan.codes(name)]
-        chose = [_isin(plan.choice, plan.codes(name)) for name in names]
-        self.groups = [(name, _select(plan, mask)) for name, mask in zip(names, chose) if bool(mask.any())]
-        self.sizes = [int((blocks.lr * blocks.lc).sum()) * plan.channels for _, blocks in self.groups]
-        where = [_block_pixels(blocks, plan.channels, h, w) for _, blocks in self.groups]
-        self.where = torch.cat(where) if len(where) > 1 else where[0] if where else None
-        self.factors: list[torch.Tensor] = []  # per group: d new / d old, per pixel
+    def __init__(self, groups: list[tuple[str, _Blocks]], channels: int, h: int, w: int) -> None:
+        self.groups = groups
+        self.sizes = [int((blocks.lr * blocks.lc).sum()) * channels for _, blocks in groups]
+        where = [_block_pixels(blocks, channels, h, w) for _, blocks in groups]
+        self.where = torch.cat(where) if len(where) > 1 else where[0]
+        self.factor: torch.Tensor | None = None  # d new / d old per pixel, set by replace
+
+    @classmethod
+    def of(cls, plan: SITPlan, h: int, w: int) -> "_PixelBlocks | None":
+        """The pixel blocks of ``plan``; None when no block chose one of these operations."""
+        chose = [(name, _isin(plan.choice, plan.codes(name))) for name in PIXEL_OPS if plan.codes(name)]
+        groups = [(name, _select(plan, mask)) for name, mask in chose if bool(mask.any())]
+        return cls(groups, plan.channels, h, w) if groups else None
 
     def replace(self, out: torch.Tensor, plan: SITPlan) -> None:
         """Replace these pixels of ``out`` (flat copies) by their operations' values, in place:
         ``clip(v + u)`` for ``add_noise``, ``clip(v * keep / 0.9)`` for ``pixel_dropout``."""
         values = out.index_select(0, self.where)
-        for (name, _), v in zip(self.groups, values.split(self.sizes)):
+        self.factor = torch.empty_like(values)
+        for (name, _), v, factor in zip(self.groups, values.split(self.sizes), self.factor.split(self.sizes)):
             if name == "add_noise":
                 assert plan.noise is not None
                 v += plan.noise.to(v.dtype)
-                self.factors.append(_in_unit_range(v).to(v.dtype))
+                factor.copy_(_in_unit_range(v))
             else:
                 assert plan.keep_pixel is not None
-                factor = plan.keep_pixel.to(v.dtype) / (1 - DROPOUT_P)
+                torch.div(plan.keep_pixel.to(v.dtype), 1 - DROPOUT_P, out=factor)
                 v *= factor
-                self.factors.append(factor.mul_(_in_unit_range(v)))
+                factor.mul_(_in_unit_range(v))
         out.index_put_((self.where,), values.clamp_(0.0, 1.0))
 
     def write_adjoint(self, grad: torch.Tensor, g: torch.Tensor) -> None:
         """Write into ``g`` (flat) at these pixels the gradient of their inputs, given the gradient
         ``grad`` (flat) of the copies."""
-        values = grad.index_select(0, self.where)
-        values.mul_(torch.cat(self.factors) if len(self.factors) > 1 else self.factors[0])
-        g.index_put_((self.where,), values)
+        g.index_put_((self.where,), grad.index_select(0, self.where).mul_(self.factor))
 
 
 class _CopiesFunction(torch.autograd.Function):
@@ -558,9 +561,7 @@ class _CopiesFunction(torch.autograd.Function):
         mapped = _MappedBlocks(plan) if plan.codes(*MAPPED_OPS) else None
         if mapped is not None:
             mapped.write(x, out.view(-1, c, h, w))
-        pixels = _PixelBlocks(plan, h, w) if plan.codes(*PIXEL_OPS) else None
-        if pixels is not None and pixels.where is None:
-            pixels = None  # no block chose them
+        pixels = _PixelBlocks.of(plan, h, w)
         if pixels is not None:
             pixels.replace(out, plan)
         ctx.source, ctx.factor, ctx.mapped, ctx.pixels, ctx.input_shape = source, factor, mapped, pixels, x.shape
