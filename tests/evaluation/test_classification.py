@@ -43,6 +43,22 @@ def test_accuracy_drop_and_dangerous_flips() -> None:
     adv = np.array([1, 0, 1, 0, 0, 0])
     drop = accuracy_drop_pp(classification_report(y, clean, CLASSES), classification_report(y, adv, CLASSES))
     assert drop == pytest.approx({"Normal": 100.0, "Pneumonia": 50.0, "Pneumothorax": 200 / 3})
-    flips = {f.true_class: f for f in dangerous_flips(y, clean, adv, CLASSES)}
+    flips = {f.true_class: f for f in dangerous_flips(y, clean, adv, CLASSES, normal=0, emergency=[2])}
     assert flips["Pneumothorax"].count == 2 and flips["Pneumothorax"].rate == pytest.approx(1.0)
     assert flips["Pneumonia"].count == 1 and flips["Pneumonia"].rate == pytest.approx(0.5)
+    assert flips["Pneumothorax"].emergency and not flips["Pneumonia"].emergency
+
+
+def test_flips_without_a_normal_class_are_not_assessed_not_zero() -> None:
+    y = np.array([0, 1, 1])
+    assert dangerous_flips(y, y, np.array([0, 0, 0]), ["A", "B"], normal=None) is None
+
+
+def test_undefined_metrics_are_none_not_zero() -> None:
+    # class 2 has no images and is never predicted: its recall, precision and F1 are undefined
+    r = classification_report(np.array([0, 1, 1]), np.array([0, 1, 0]), CLASSES)
+    m = r.per_class["Pneumothorax"]
+    assert m.recall is None and m.precision is None and m.f1 is None and m.support == 0
+    assert m.specificity == pytest.approx(1.0)
+    before = classification_report(np.array([0, 1]), np.array([0, 1]), CLASSES)
+    assert accuracy_drop_pp(before, before)["Pneumothorax"] is None

@@ -10,10 +10,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import ClassificationReport, ClassMetrics, DangerousFlip
 
-NORMAL_NAMES = ("Normal", "No Finding", "normal", "No_Finding")
-
+__all__ = ["NOT_ASSESSED_NO_NORMAL", "accuracy_drop_pp", "classification_report", "confusion_matrix",
+           "dangerous_flips"]
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(K, K) counts, rows true class, columns predicted class."""
@@ -22,8 +23,9 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> 
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den else 0.0
+def _ratio(num: float, den: float) -> float | None:
+    """num / den, or None where it is undefined (never a made-up 0)."""
+    return float(num / den) if den else None
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> ClassificationReport:
@@ -31,7 +33,8 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
 
     For class k: TP = cm[k, k], FN = row k minus TP, FP = column k minus TP, TN = the rest;
     precision = TP / (TP + FP), recall (sensitivity) = TP / (TP + FN),
-    specificity = TN / (TN + FP), F1 = 2 PR / (P + R); 0 where undefined.
+    specificity = TN / (TN + FP), F1 = 2 PR / (P + R); None where undefined (a zero
+    denominator), accuracy 0 for no images.
     """
     k = len(classes)
     cm = confusion_matrix(y_true, y_pred, k)
@@ -44,33 +47,34 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
         tn = n - tp - fn - fp
         precision = _ratio(tp, tp + fp)
         recall = _ratio(tp, tp + fn)
-        per[name] = ClassMetrics(
-            precision=precision, recall=recall, specificity=_ratio(tn, tn + fp),
-            f1=_ratio(2 * precision * recall, precision + recall), support=int(tp + fn),
-        )
-    return ClassificationReport(n=n, accuracy=_ratio(np.trace(cm), n), classes=list(classes),
+        f1 = None if precision is None or recall is None else (_ratio(2 * precision * recall, precision + recall) or 0.0)
+        per[name] = ClassMetrics(precision=precision, recall=recall, specificity=_ratio(tn, tn + fp), f1=f1,
+                                 support=int(tp + fn))
+    return ClassificationReport(n=n, accuracy=_ratio(np.trace(cm), n) or 0.0, classes=list(classes),
                                 confusion_matrix=cm.tolist(), per_class=per)
 
 
-def accuracy_drop_pp(before: ClassificationReport, after: ClassificationReport) -> dict[str, float]:
-    """Per class: recall before minus recall after, in percentage points."""
-    return {c: 100.0 * (before.per_class[c].recall - after.per_class[c].recall) for c in before.classes}
+def accuracy_drop_pp(before: ClassificationReport, after: ClassificationReport) -> dict[str, float | None]:
+    """Per class: recall before minus recall after, in percentage points (None where undefined)."""
+    out: dict[str, float | None] = {}
+    for c in before.classes:
+        b, a = before.per_class[c].recall, after.per_class[c].recall
+        out[c] = None if a is None or b is None else 100.0 * (b - a)
+    return out
 
 
-def normal_class(classes: Sequence[str]) -> int | None:
-    for i, c in enumerate(classes):
-        if c in NORMAL_NAMES:
-            return i
-    return None
+def dangerous_flips(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray, classes: Sequence[str],
+                    normal: int | None, emergency: Sequence[int] = ()) -> list[DangerousFlip] | None:
+    """Findings the attack turned into normal: images of a finding class, correct before the
+    attack, predicted as the ``normal`` class after it (a missed pneumothorax is a missed
+    emergency: classes whose index is in ``emergency`` are marked so).
 
-
-def dangerous_flips(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray,
-                    classes: Sequence[str]) -> list[DangerousFlip]:
-    """Findings the attack turned into "Normal": images of a finding class, correct before the
-    attack, predicted Normal after it (a missed pneumothorax is a missed emergency)."""
-    normal = normal_class(classes)
+    ``normal`` is the index of the normal class (:func:`medrobust.data.class_names.find_normal_class`);
+    None means there is none, and the flips are not assessed: the result is None, never an
+    empty list that would read as "no flips".
+    """
     if normal is None:
-        return []
+        return None
     y_true, y_clean, y_adv = (np.asarray(a) for a in (y_true, y_clean, y_adv))
     out = []
     for k, name in enumerate(classes):
@@ -79,5 +83,5 @@ def dangerous_flips(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray,
         was_right = (y_true == k) & (y_clean == k)
         count = int((was_right & (y_adv == normal)).sum())
         out.append(DangerousFlip(true_class=name, predicted_class=classes[normal], count=count,
-                                 rate=_ratio(count, int(was_right.sum()))))
+                                 rate=_ratio(count, int(was_right.sum())), emergency=k in set(emergency)))
     return out

@@ -1,0 +1,145 @@
+"""Class names matched as a person reads them, never by position.
+
+A vendor's folders say ``NORMAL`` / ``PNEUMONIA``, their model says ``normal`` / ``pneumonia``,
+NIH says ``No Finding``; the order of classes in a folder listing and in a model's output
+need not agree. Every place that pairs two lists of class names (data and model, model and
+surrogate, the normal class, the emergency findings) goes through this module:
+
+* :func:`canonical_class_name`: case, spaces, ``_``, ``-``, ``.`` and other punctuation do not
+  count (``"No_Finding"``, ``"no finding"`` and ``"NO-FINDING"`` are one name);
+* :func:`match_classes`: data class index -> model class index, by canonical name, with an
+  explicit ``class_map`` for names that differ (or a model evaluated on a subset of its classes);
+* :func:`find_normal_class`: the class that means "nothing found", so that a finding reported
+  as it can be named a dangerous flip;
+* :func:`find_classes`: configured names (e.g. the emergency findings) among a model's classes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+NORMAL_CLASS_NAMES: tuple[str, ...] = (
+    "normal", "no finding", "no findings", "negative", "healthy", "no disease", "no abnormality",
+    "no dr",  # diabetic retinopathy grading (APTOS, EyePACS): "No_DR"
+    "no tumor", "notumor",  # brain MRI tumour sets
+    "benign",  # lesion sets where the miss is malignant -> benign (BUSI, ISIC)
+)
+"""Names, in order of preference, that identify the class meaning "nothing found" (compared
+canonically; the first that a model's classes contain wins)."""
+
+DEFAULT_EMERGENCY_FINDINGS: tuple[str, ...] = ("pneumothorax",)
+"""Findings whose miss is an emergency (a tension pneumothorax kills within minutes)."""
+
+
+class ClassMatchError(ValueError):
+    """Two lists of class names cannot be paired; the message names both lists and the fix."""
+
+
+def canonical_class_name(name: str) -> str:
+    """``"No_Finding"`` -> ``"nofinding"``: lower case, letters and digits only."""
+    return re.sub(r"[\W_]+", "", str(name).casefold())
+
+
+def _index(names: Sequence[str], what: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i, name in enumerate(names):
+        key = canonical_class_name(name)
+        if not key:
+            raise ClassMatchError(f"{what} class {name!r} has no letters or digits; give it a name")
+        if key in out:
+            raise ClassMatchError(
+                f"{what} classes {list(names)} hold {names[out[key]]!r} and {name!r}, which differ only in case or "
+                "punctuation; rename one"
+            )
+        out[key] = i
+    return out
+
+
+def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
+                  class_map: Mapping[str, str] | None = None, *, data_what: str = "data",
+                  model_what: str = "model") -> np.ndarray:
+    """For each data class, the index of the model class it is (an int64 array).
+
+    Names match canonically (:func:`canonical_class_name`). ``class_map`` ({data class: model
+    class}, also canonical) pairs names that differ. Without a map every data class must be a
+    model class and every model class must have data; with one, model classes without data
+    are allowed (a 3-class model on 2-class data: those classes' sensitivity is then not
+    assessed). Raises :class:`ClassMatchError` naming both lists and the fix.
+    """
+    model_index = _index(model_classes, model_what)
+    _index(data_classes, data_what)
+    mapping = {canonical_class_name(k): v for k, v in (class_map or {}).items()}
+    unknown_keys = [k for k in (class_map or {}) if canonical_class_name(k) not in
+                    {canonical_class_name(c) for c in data_classes}]
+    if unknown_keys:
+        raise ClassMatchError(
+            f"class_map names {unknown_keys}, which are not {data_what} classes ({', '.join(data_classes)}); "
+            "map each data class (folder name) to a model class"
+        )
+    out = np.empty(len(data_classes), dtype=np.int64)
+    missing: list[str] = []
+    for i, name in enumerate(data_classes):
+        target = mapping.get(canonical_class_name(name), name)
+        j = model_index.get(canonical_class_name(target))
+        if j is None:
+            if canonical_class_name(name) in mapping:
+                raise ClassMatchError(
+                    f"class_map maps {data_what} class {name!r} to {target!r}, which is not a {model_what} class "
+                    f"({', '.join(model_classes)}); use one of those names"
+                )
+            missing.append(name)
+            continue
+        out[i] = j
+    if missing:
+        raise ClassMatchError(
+            f"{data_what} classes {missing} are not {model_what} classes: {data_what} has {', '.join(data_classes)}; "
+            f"{model_what} has {', '.join(model_classes)}. Rename the folders, or map them with "
+            "data.class_map: {folder name: model class} (--class-map FOLDER=CLASS)"
+        )
+    if len(set(out.tolist())) != len(out):
+        raise ClassMatchError(
+            f"two {data_what} classes ({', '.join(data_classes)}) map to the same {model_what} class; "
+            "each data class needs its own model class"
+        )
+    unused = [c for j, c in enumerate(model_classes) if j not in set(out.tolist())]
+    if unused and not class_map:
+        raise ClassMatchError(
+            f"{model_what} classes {unused} have no {data_what}: {data_what} has {', '.join(data_classes)}; "
+            f"{model_what} has {', '.join(model_classes)}. Add their images, or confirm a subset evaluation with "
+            "data.class_map: {folder name: model class} (--class-map FOLDER=CLASS)"
+        )
+    return out
+
+
+def find_classes(wanted: Sequence[str], classes: Sequence[str]) -> list[int]:
+    """Indices of the ``classes`` that ``wanted`` names (canonically); names not present are skipped."""
+    keys = {canonical_class_name(w) for w in wanted}
+    return [i for i, c in enumerate(classes) if canonical_class_name(c) in keys]
+
+
+def find_normal_class(classes: Sequence[str], override: str | None = None) -> int | None:
+    """The index of the class meaning "nothing found", or None when none can be identified.
+
+    ``override`` (the user's ``data.normal_class``) must name one of ``classes``; otherwise the
+    first of :data:`NORMAL_CLASS_NAMES` that ``classes`` contain.
+    """
+    if override:
+        found = find_classes([override], classes)
+        if not found:
+            raise ClassMatchError(
+                f"normal class {override!r} is not among the classes ({', '.join(classes)}); "
+                "set data.normal_class (--normal-class) to one of them"
+            )
+        return found[0]
+    for name in NORMAL_CLASS_NAMES:
+        found = find_classes([name], classes)
+        if found:
+            return found[0]
+    return None
+
+
+NOT_ASSESSED_NO_NORMAL = ("dangerous flips not assessed: no class is named as normal (set data.normal_class)")
+"""What every face says when no class can be identified as normal."""
