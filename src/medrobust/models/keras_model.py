@@ -6,8 +6,11 @@ attack works on it unchanged. The backend is fixed when Keras is first imported,
 module sets ``KERAS_BACKEND=torch`` (unless the user set it) before importing Keras, and
 refuses a Keras that was already imported with another backend.
 
-Security: files are read with ``keras.saving.load_model(safe_mode=True)``, which refuses to
-deserialise Python code (``Lambda`` layers holding bytecode). Legacy HDF5 files are not read.
+Security: the archive is checked from its central directory first
+(:func:`~medrobust.models.archive_limits.check_model_archive`), so a zip bomb renamed
+``.keras`` is refused before Keras extracts anything; files are then read with
+``keras.saving.load_model(safe_mode=True)``, which refuses to deserialise Python code
+(``Lambda`` layers holding bytecode). Legacy HDF5 files are not read.
 
 Logits: Keras classifiers usually end in ``Dense(K, activation="softmax")`` (or a sigmoid).
 A Classifier must return logits (its output kind applies the softmax/sigmoid), so
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from medrobust.models.archive_limits import check_model_archive
 from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind
@@ -212,10 +216,11 @@ def load_keras_classifier(
     output as is) or ``"probabilities"`` (invert the output kind's softmax/sigmoid).
     Use :func:`medrobust.models.loading.load_classifier`, which also checks one forward pass.
     """
-    keras = import_keras()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Keras model file not found; check the path")
+    check_model_archive(path)
+    keras = import_keras()
     channels_last = True if channels_last is None else channels_last
     dev = str(device)
     try:

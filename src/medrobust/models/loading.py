@@ -11,7 +11,10 @@ other torch file + ``arch``            state dict of that zoo architecture, stri
 other torch file + ``trust_pickle``    a whole pickled ``nn.Module`` (runs its code!)
 =====================================  ===============================================
 
-Security: nothing is unpickled by default. A TorchScript archive is recognised from its zip
+Security: a zip-format file (``.keras``, TorchScript, ``torch.save``) is first checked from its
+central directory alone (:mod:`medrobust.models.archive_limits`: members, expanded size,
+compression ratio, member paths), so a zip bomb is refused in milliseconds with the limit
+named. Nothing is unpickled by default. A TorchScript archive is recognised from its zip
 member names before anything is read; a state dict is read with ``weights_only=True`` or from
 safetensors; a whole pickled module, which can execute arbitrary code while loading, is only
 read when the user passes ``trust_pickle=True``.
@@ -33,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medrobust.models.archive_limits import check_model_archive
 from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
 from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.device import resolve_device
@@ -110,6 +114,7 @@ def load_classifier(
         )
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found; check the path")
+    check_model_archive(path)
     names = _class_names(classes, path)
     kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
     suffix = path.suffix.lower()
