@@ -14,7 +14,10 @@ picture matches what a viewer shows:
 3. ``MONOCHROME1`` images are inverted (``1 - x``) so that bright always means dense.
 
 Colour images (3 samples per pixel, or PALETTE COLOR) are reduced to ITU-R 601-2 luma;
-multi-frame files give their first frame. Every failure raises
+multi-frame files give their first frame. A Rescale Slope/Intercept or Window Center/Width
+that is not a finite number (``inf``, ``nan``) is refused with its name: it would turn every
+pixel into NaN or one flat grey, which a model would classify as confidently as a radiograph.
+Every failure raises
 :class:`~medrobust.data.errors.ImageReadError` naming the file, the problem and the fix.
 
 Writing (:func:`write_dicom`) produces a minimal, valid Secondary Capture object, used by
@@ -24,6 +27,7 @@ the tests and to write adversarial images back in the format that reaches a PACS
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -60,7 +64,9 @@ def read_dicom(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     ds = _read_dataset(path)
     try:
-        image = _read_pixels(ds, path, limit)
+        # Overflow from extreme header values becomes inf/NaN, which read_image then refuses by count.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            image = _read_pixels(ds, path, limit)
     except ImageReadError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
@@ -240,26 +246,26 @@ def _luma(rgb: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     return (values - lo) / (hi - lo)
 
 
-def _modality_range(ds: Dataset, bits: int, signed: bool) -> tuple[float, float]:
+def _modality_range(ds: Dataset, bits: int, signed: bool, path: Path) -> tuple[float, float]:
     """The value range after the modality LUT implied by BitsStored/PixelRepresentation."""
     if ds.get("ModalityLUTSequence"):
         depth = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
         return 0.0, float((1 << depth) - 1)
     lo, hi = _stored_range(bits, signed)
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        slope, intercept = _rescale(ds, path)
         lo, hi = sorted((lo * slope + intercept, hi * slope + intercept))
     return lo, hi
 
 
 def _grayscale(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, path: Path) -> np.ndarray:
     """Modality LUT, then VOI LUT or window (or the modality range), giving [0, 1]."""
-    values = _apply_modality(ds, pixels, signed)
+    values = _apply_modality(ds, pixels, signed, path)
     if _has_voi_lut(ds):
         return _apply_voi_lut_sequence(ds, values, signed)
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         return _apply_window(ds, values, path)
-    lo, hi = _modality_range(ds, bits, signed)
+    lo, hi = _modality_range(ds, bits, signed, path)
     if values.size and (values.min() < lo or values.max() > hi):
         log.debug("%s: values exceed the range implied by BitsStored; scaling by the image min/max", path)
         lo, hi = float(values.min()), float(values.max())
@@ -276,7 +282,7 @@ def _has_voi_lut(ds: Dataset) -> bool:
     return item.get("LUTDescriptor") is not None and item.get("LUTData") is not None
 
 
-def _apply_modality(ds: Dataset, pixels: np.ndarray, signed: bool) -> np.ndarray:
+def _apply_modality(ds: Dataset, pixels: np.ndarray, signed: bool, path: Path) -> np.ndarray:
     """Stored values -> modality values: the first Modality LUT, else slope * v + intercept.
 
     Done by hand (not pydicom's ``apply_modality_lut``) so a LUT whose entries overflow its
@@ -286,8 +292,27 @@ def _apply_modality(ds: Dataset, pixels: np.ndarray, signed: bool) -> np.ndarray
     if ds.get("ModalityLUTSequence"):
         return _lookup(ds, ds.ModalityLUTSequence[0], values, signed)
     if "RescaleSlope" in ds and "RescaleIntercept" in ds:
-        return values * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        slope, intercept = _rescale(ds, path)
+        return values * slope + intercept
     return values
+
+
+def _rescale(ds: Dataset, path: Path) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) as finite floats."""
+    return _finite(ds.RescaleSlope, "Rescale Slope", path), _finite(ds.RescaleIntercept, "Rescale Intercept", path)
+
+
+def _finite(value: Any, name: str, path: Path) -> float:
+    """``value`` as a float, refusing ``inf`` and ``nan`` (a DS element can hold either)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ImageReadError(
+            path,
+            f"has a {name} of {value!s}, not a finite number, so every pixel computed from it would be NaN "
+            "or one flat grey",
+            f"correct the {name} in the header (or remove it) and re-export the image",
+        )
+    return number
 
 
 def _apply_voi_lut_sequence(ds: Dataset, values: np.ndarray, signed: bool) -> np.ndarray:
@@ -324,17 +349,18 @@ def _lookup(ds: Dataset, item: Dataset, values: np.ndarray, signed: bool) -> np.
     return lut[index]
 
 
-def _first(value: Any) -> float:
-    if isinstance(value, str | bytes) or not hasattr(value, "__len__"):
-        return float(value)
-    if len(value) > 1:
-        log.debug("several windows present; using the first")
-    return float(value[0])
+def _first(value: Any, name: str, path: Path) -> float:
+    """The first of a (possibly multi-valued) window attribute, as a finite float."""
+    if not isinstance(value, str | bytes) and hasattr(value, "__len__"):
+        if len(value) > 1:
+            log.debug("several windows present; using the first")
+        value = value[0]
+    return _finite(value, name, path)
 
 
 def _apply_window(ds: Dataset, values: np.ndarray, path: Path) -> np.ndarray:
     """Window Center/Width to [0, 1] (PS3.3 C.11.2.1.2 and C.11.2.1.3, normalised output range)."""
-    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    center, width = _first(ds.WindowCenter, "Window Center", path), _first(ds.WindowWidth, "Window Width", path)
     function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
     bad_width = ImageReadError(
         path,

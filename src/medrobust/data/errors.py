@@ -15,7 +15,9 @@ class ImageReadError(ValueError):
     """A file could not be read as an image. ``str(err)`` names the file, the problem and the fix."""
 
     def __init__(self, path: str | Path, problem: str, fix: str = "") -> None:
-        self.path = str(path)
+        from medrobust.data.record_ids import printable_path
+
+        self.path = printable_path(path)  # undecodable bytes of a name as \xNN: the message can always be written
         self.problem = problem
         self.fix = fix
         message = f"{self.path}: {problem}"

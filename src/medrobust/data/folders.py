@@ -9,7 +9,13 @@ The second is detected when every visible top-level folder is a split name (``tr
 ``val``, ``valid``, ``validation``, ``test``; any case). Suffixes match case-insensitively,
 hidden files and folders (and macOS ``__MACOSX`` archive debris) are skipped, other files
 are ignored, and files are listed in sorted order so a dataset is the same on every
-machine. Record ids are paths relative to ``root`` in posix form.
+machine. Record ids are paths relative to ``root`` in posix form, with any byte of a name
+that is not valid UTF-8 escaped as ``\\xNN`` (:mod:`medrobust.data.record_ids`), so ids
+always survive JSON; the record keeps the real path.
+
+An image-named entry that is not a readable file (a broken or looping symbolic link, a FIFO)
+is not dropped silently: it is listed in ``dataset.skipped`` from the start, like a file
+that later turns out unreadable.
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from medrobust.data.dataset import FileImageDataset, ImageRecord
-from medrobust.data.errors import DataSourceError
+from medrobust.data.errors import DataSourceError, SkippedFile
 from medrobust.data.io import IMAGE_SUFFIXES, is_image_file
+from medrobust.data.record_ids import printable_path
 from medrobust.data.splits import SPLIT_NAMES, stratified_split
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +82,41 @@ def folder_dataset(
 
     class_names = _resolve_classes(root, parts, classes)
     records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    taken: dict[str, Path] = {}
     for split_name, base in parts:
         present = set(_visible_subfolders(base))
         for label, name in enumerate(class_names):
             if name not in present:
                 log.warning("%s has no '%s' folder; that split has no %s images", base, name, name)
                 continue
-            files = _image_files(base / name)
+            files, not_files = _image_files(base / name)
+            skipped += not_files
             if not files:
+                also = f" ({len(not_files)} entries that are not readable files were skipped)" if not_files else ""
                 raise DataSourceError(
-                    f"{base / name}: class folder holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
-                    "add images or remove the folder"
+                    f"{printable_path(base / name)}: class folder holds no image files "
+                    f"({', '.join(IMAGE_SUFFIXES)}){also}; add images or remove the folder"
                 )
-            records += [
-                ImageRecord(label=label, id=f.relative_to(root).as_posix(), path=f, split=split_name) for f in files
-            ]
+            for f in files:
+                record_id = printable_path(f.relative_to(root).as_posix())
+                if record_id in taken:  # only an escaped name can read like another one
+                    skipped.append(SkippedFile(printable_path(f), (
+                        f"its name, with undecodable bytes shown as \\xNN, reads the same as "
+                        f"{printable_path(taken[record_id])}; rename one of them")))
+                    continue
+                taken[record_id] = f
+                records.append(ImageRecord(label=label, id=record_id, path=f, split=split_name))
 
     if split is not None and not split_layout:
         assigned = stratified_split([r.label for r in records], split, seed)
         records = [replace(r, split=str(s)) for r, s in zip(records, assigned)]
     log.info("%s: %d images in %d classes", root, len(records), len(class_names))
-    return FileImageDataset(records, class_names, size=size, max_pixels=max_pixels)
+    dataset = FileImageDataset(records, class_names, size=size, max_pixels=max_pixels)
+    for entry in skipped:
+        per_image_log.warning("skipping %s", entry)
+    dataset.skipped.extend(skipped)
+    return dataset
 
 
 def _visible_subfolders(folder: Path) -> list[str]:
@@ -133,11 +155,26 @@ def _resolve_classes(root: Path, parts: list[tuple[str | None, Path]], classes: 
     return wanted
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image files anywhere under ``folder``, skipping hidden entries, in sorted posix order."""
+def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """Image files anywhere under ``folder`` in sorted posix order, skipping hidden entries;
+    and the image-named entries that are not readable files, each with the reason."""
     files: list[Path] = []
+    not_files: list[SkippedFile] = []
     for current, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _IGNORED_FOLDERS)
         base = Path(current)
-        files += [base / n for n in names if not n.startswith(".") and is_image_file(n) and (base / n).is_file()]
-    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+        for name in names:
+            if name.startswith(".") or not is_image_file(name):
+                continue
+            path = base / name
+            if path.is_file():  # follows links; False for a broken or looping one
+                files.append(path)
+            else:
+                not_files.append(SkippedFile(printable_path(path), _not_a_file_reason(path)))
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix()), sorted(not_files, key=lambda s: s.path)
+
+
+def _not_a_file_reason(path: Path) -> str:
+    if path.is_symlink():
+        return "broken or looping symbolic link; remove it or point it at an image"
+    return "not a regular file (a FIFO, socket or device); remove it or replace it with an image file"

@@ -9,9 +9,9 @@ place that knows about file formats, bit depths and colour modes:
   grayscale-with-alpha (alpha dropped, colour reduced to ITU-R 601-2 luma).
 
 Every problem with a file (missing, empty, not an image, truncated, too large, a pixel
-format we cannot map to [0, 1]) raises :class:`~medrobust.data.errors.ImageReadError`
-with one sentence naming the file, the problem and the fix, so a dataset can skip the
-file and the run can go on.
+format we cannot map to [0, 1], pixels that decode to NaN or infinity) raises
+:class:`~medrobust.data.errors.ImageReadError` with one sentence naming the file, the
+problem and the fix, so a dataset can skip the file and the run can go on.
 
 Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never enabled here: a truncated file must
 be reported, not silently padded with black. Pillow's global ``MAX_IMAGE_PIXELS`` is left
@@ -69,7 +69,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     malicious file costs nothing. Multi-frame files give their first frame.
 
     Raises :class:`ImageReadError` for a missing, empty, unreadable, truncated or
-    oversized file, or a pixel format that has no faithful [0, 1] mapping.
+    oversized file, a pixel format that has no faithful [0, 1] mapping, or a decoded image
+    with any pixel that is not a finite number.
     """
     path = Path(path)
     limit = _check_limit(max_pixels)
@@ -77,8 +78,11 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     if path.suffix.lower() in _DICOM_SUFFIXES or head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC:
         from medrobust.data.dicom import read_dicom
 
-        return read_dicom(path, max_pixels=limit)
-    return _read_with_pillow(path, limit)
+        image = read_dicom(path, max_pixels=limit)
+    else:
+        image = _read_with_pillow(path, limit)
+    _check_finite(image, path)
+    return image
 
 
 def write_png(path: str | os.PathLike[str], image: Any, bits: int = 8) -> Path:
@@ -152,6 +156,27 @@ def _as_2d_float(image: Any) -> np.ndarray:
     return array
 
 
+def _check_finite(image: np.ndarray, path: Path) -> None:
+    """Refuse an image with NaN or infinite pixels, whatever decoder produced it.
+
+    Every decoder is meant to return [0, 1], but header arithmetic can still overflow (a
+    DICOM rescale slope of 1e308 times a stored 4095 is inf); a NaN image would otherwise reach the
+    model and come back as "Normal, confidence nan". Checked here because every file goes
+    through this function, so datasets skip such a file exactly like a truncated one.
+    """
+    finite = np.isfinite(image)
+    if finite.all():
+        return
+    bad = image.size - int(np.count_nonzero(finite))
+    raise ImageReadError(
+        path,
+        f"{bad:,} of {image.size:,} pixels are not finite numbers (NaN or infinite) after decoding, most likely "
+        "because of a header value of inf or nan or one too large to compute with (a DICOM Rescale "
+        "Slope/Intercept or Window Center/Width)",
+        "correct the header values or re-export the image as an 8- or 16-bit PNG",
+    )
+
+
 def _check_limit(max_pixels: int | None) -> int:
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     if limit < 1:
@@ -162,6 +187,8 @@ def _check_limit(max_pixels: int | None) -> int:
 def _read_head(path: Path) -> bytes:
     """The first 132 bytes of ``path`` (enough for the DICOM magic), after existence checks."""
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, "broken or looping symbolic link", "remove it or point it at an image")
         raise ImageReadError(path, "file does not exist", "check the path and that the file was copied completely")
     if path.is_dir():
         raise ImageReadError(path, "is a folder, not an image file", "point at an image file inside it")
