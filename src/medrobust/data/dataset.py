@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch
 
 from medrobust.data.errors import ImageReadError, SkippedFile
 from medrobust.data.resize import resize_image
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ class ImageDataset(torch.utils.data.Dataset):
         indices = [i for i, r in enumerate(self.records) if r.split == split]
         return _Subset(self, indices)
 
+    def all_in_split(self, split: str) -> "ImageDataset":
+        """A view in which every record belongs to ``split`` (``"test"``: evaluate a trained
+        model on all of its images); shares the reader, reports skips to itself."""
+        view = _Subset(self, range(len(self)))
+        view.records = [replace(r, split=split) for r in view.records]
+        return view
+
     def splits(self) -> dict[str, "ImageDataset"]:
         """``{"train": ..., "val": ..., "test": ...}`` for the splits present in the records."""
         names = [s for s in ("train", "val", "test") if any(r.split == s for r in self.records)]
@@ -103,7 +111,7 @@ class ImageDataset(torch.utils.data.Dataset):
         """Log and record an unreadable file once, however often the dataset is iterated."""
         if any(s.path == err.path for s in self.skipped):
             return
-        log.warning("skipping %s", err)
+        per_image_log.warning("skipping %s", err)
         self.skipped.append(SkippedFile(path=err.path, reason=err.problem))
 
     def iter_valid(self) -> Iterator[tuple[torch.Tensor, int, str]]:

@@ -56,6 +56,7 @@ from medrobust.data.similarity import mean_abs_difference, ssim
 from medrobust.detection.base import DetectionResult, Detector, check_images, check_names
 from medrobust.detection.model_outputs import labels_differ, model_outputs
 from medrobust.models.output_kind import OutputKind
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class ReferenceDetector(Detector):
         lines = [study_log_line(names[i], bool(flags[i]), float(m.ssim[i]), m.label_original[i],
                                 m.label_candidate[i], float(drop[i])) for i in range(len(x))]
         for line in lines:
-            log.info("%s", line)
+            per_image_log.info("%s", line)
         details: dict[str, list[Any]] = {
             "ssim": m.ssim.tolist(),
             "confidence_original": m.confidence_original.tolist(),

@@ -35,6 +35,7 @@ from torch import nn
 from medrobust.detection.base import DetectionResult, Detector, check_images, check_names
 from medrobust.detection.metrics import calibrated_threshold
 from medrobust.detection.model_outputs import model_outputs
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +135,9 @@ class SqueezeDetector(Detector):
         return self.calibrate(self.score(model, clean), target_fpr, held_out_guarantee)
 
     def calibrate(self, scores: np.ndarray, target_fpr: float | None = None,
-                  held_out_guarantee: bool = False) -> "SqueezeDetector":
-        """:meth:`fit` from clean scores already computed (e.g. batch by batch over a folder)."""
+                  held_out_guarantee: bool = False, quiet: bool = False) -> "SqueezeDetector":
+        """:meth:`fit` from clean scores already computed (e.g. batch by batch over a folder);
+        ``quiet`` logs the calibration at debug level (cross-fitting calibrates once per fold)."""
         target = self.target_fpr if target_fpr is None else float(target_fpr)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if scores.size == 0:
@@ -146,9 +148,10 @@ class SqueezeDetector(Detector):
         self.calibration = {"n_clean": int(len(scores)), "target_fpr": target, "realised_fpr": realised,
                             "threshold": self.threshold, "held_out_guarantee": held_out_guarantee}
         if len(scores) < 1.0 / max(target, 1e-12):
-            log.warning("squeeze detector: %d clean images are few for a %.1f%% target; the threshold is the largest "
-                        "clean score", len(scores), 100 * target)
-        log.info("squeeze detector calibrated on %d clean images: threshold %.4g, FPR %.2f%% (target %.2f%%)",
+            log.log(logging.DEBUG if quiet else logging.WARNING, "squeeze detector: %d clean images are few for a "
+                    "%.1f%% target; the threshold is the largest clean score", len(scores), 100 * target)
+        log.log(logging.DEBUG if quiet else logging.INFO,
+                "squeeze detector calibrated on %d clean images: threshold %.4g, FPR %.2f%% (target %.2f%%)",
                  len(scores), self.threshold, 100 * realised, 100 * target)
         return self
 
@@ -175,7 +178,7 @@ class SqueezeDetector(Detector):
         details["line"] = [squeeze_log_line(names[i], bool(flags[i]), float(scores[i]), self.threshold, reasons[i])
                            for i in range(len(x))]
         for line in details["line"]:
-            log.info("%s", line)
+            per_image_log.info("%s", line)
         return DetectionResult(flags=flags, scores=scores, reasons=reasons, details=details, names=names,
                                detector=self.name, threshold=self.threshold)
 
