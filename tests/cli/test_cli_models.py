@@ -41,7 +41,7 @@ def test_train_then_predict(tmp_path) -> None:
     for line in lines:
         assert line["class"] in ("Normal", "Pneumonia", "Pneumothorax")
         assert 1 / 3 <= line["confidence"] <= 1.0
-    assert "broken.png" in result.stdout
+    assert "broken.png" in result.stderr and "broken.png" not in result.stdout  # stdout: JSON lines only
 
 
 def test_predict_refuses_an_untrusted_pickle(tmp_path) -> None:
@@ -51,7 +51,7 @@ def test_predict_refuses_an_untrusted_pickle(tmp_path) -> None:
     torch.save({"not": np.array([1])}, path)  # a pickle that is not a state dict of tensors
     result = runner.invoke(app, ["predict", "--model", str(path), "--classes", "a,b,c", str(tmp_path)])
     assert result.exit_code == 2
-    assert "error:" in result.stdout and "--trust-pickle" in result.stdout
+    assert "error:" in result.stderr and "--trust-pickle" in result.stderr
 
 
 def test_train_with_adversarial_examples_records_the_attack(tmp_path) -> None:

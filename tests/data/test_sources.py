@@ -53,4 +53,4 @@ def test_data_info_prints_counts_and_lists_unreadable_files(tmp_path) -> None:
 def test_data_info_error_is_one_clear_line(tmp_path) -> None:
     result = CliRunner().invoke(app, ["data", "info", str(tmp_path / "missing")])
     assert result.exit_code == 2
-    assert "error:" in result.stdout and "Traceback" not in result.stdout
+    assert "error:" in result.stderr and "Traceback" not in result.output

@@ -96,13 +96,13 @@ def test_reference_detector_without_reference_points_at_squeeze(detect_app, fold
     result = runner.invoke(detect_app, ["detect", "--model", str(folders / "model"), "--input",
                                         str(folders / "attacked")])
     assert result.exit_code == 2
-    assert "--reference" in result.stdout and "--detector squeeze" in result.stdout
+    assert "--reference" in result.stderr and "--detector squeeze" in result.stderr
 
 
 def test_squeeze_needs_calibration_images(detect_app, folders) -> None:
     result = runner.invoke(detect_app, ["detect", "--model", str(folders / "model"), "--input",
                                         str(folders / "attacked"), "--detector", "squeeze"])
-    assert result.exit_code == 2 and "--calibrate" in result.stdout
+    assert result.exit_code == 2 and "--calibrate" in result.stderr
 
 
 def test_squeeze_detector_calibrated_on_clean_images(detect_app, folders) -> None:

@@ -1,5 +1,10 @@
-"""The ``medrobust`` application object and what its commands share: the console, progress
-bars, and turning user errors into one clear line."""
+"""The ``medrobust`` application object and what its commands share: the consoles, progress
+bars, and turning user errors into one clear line.
+
+Two consoles: :data:`console` (stdout) carries a command's results, :data:`err_console`
+(stderr) carries errors, warnings and summaries of skipped files, so that ``--json`` output on
+stdout can be piped into another program line by line.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Annotated, Optional, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,6 +40,9 @@ app = typer.Typer(
 )
 
 console = Console(soft_wrap=True)
+"""Results (stdout)."""
+err_console = Console(stderr=True, soft_wrap=True)
+"""Errors, log messages and skipped-file summaries (stderr)."""
 
 
 def progress_bar() -> Progress:
@@ -54,8 +63,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, R
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn an error meant for the user (a bad path, value or file) into one clear line and
-    exit status 2, instead of a traceback; ``--verbose`` still logs the traceback."""
+    """Turn an error meant for the user (a bad path, value or file) into one clear line on
+    stderr and exit status 2, instead of a traceback; ``--verbose`` still logs the traceback.
+
+    Operating-system errors (a file standing where an output folder should be, a read-only or
+    full disk, no permission) become a line naming the path and the fix
+    (:func:`medrobust.cli.os_errors.os_error_line`); they are a fact about the user's machine,
+    not a bug, so they get no traceback either.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -63,12 +78,26 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except OSError as err:
+            from medrobust.cli.os_errors import command_options, os_error_line
+
+            logging.getLogger("medrobust").debug("traceback", exc_info=True)
+            print_error(os_error_line(err, command_options(command, args, kwargs)))
+            raise typer.Exit(code=2) from None
         except USER_ERRORS as err:
             logging.getLogger("medrobust").debug("traceback", exc_info=True)
-            console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+            print_error(str(err))
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr; the message is printed literally (no rich markup), with
+    undecodable bytes of quoted file names escaped so printing cannot fail."""
+    from medrobust.data.record_ids import printable_text
+
+    err_console.print(f"[bold red]error:[/bold red] {escape(printable_text(message))}", highlight=False)
 
 
 def _version_callback(value: bool) -> None:
@@ -82,14 +111,16 @@ def main(
     version: Annotated[
         Optional[bool], typer.Option("--version", callback=_version_callback, is_eager=True, help="Show the version and exit.")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages.")] = False,
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Log debug messages and every per-image line (else only in RUN/log.txt).")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False, show_time=False)],
-        force=True,
-    )
+    from medrobust.per_image_log import PER_IMAGE_LOGGER
+
+    handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
+    if not verbose:  # per-image lines (detector verdicts, skipped files) would flood the terminal
+        handler.addFilter(lambda record: not record.name.startswith(PER_IMAGE_LOGGER))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler],
+                        force=True)
 
 
 # --- a foreign model's contract, the same options on every command that loads a model --------

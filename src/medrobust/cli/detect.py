@@ -227,7 +227,7 @@ def detect(
             results.append(result)
             for i in range(len(result)):
                 if as_json:
-                    typer.echo(json.dumps(result.image_record(i), default=str))
+                    typer.echo(json.dumps(result.image_record(i), default=str, allow_nan=False))
                 else:
                     console.print(result.details["line"][i], markup=False, highlight=False)
             bar.advance(task, len(names))
@@ -236,7 +236,7 @@ def detect(
                          + (f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""))
     summary = _summary(detector, results, skipped)
     if as_json:
-        typer.echo(json.dumps({"summary": summary}, default=str))
+        typer.echo(json.dumps({"summary": summary}, default=str, allow_nan=False))
     else:
         _print_summary(summary)
     if skipped:

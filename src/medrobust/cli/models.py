@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from medrobust.cli.app import (
@@ -19,6 +21,7 @@ from medrobust.cli.app import (
     TrustPickleOption,
     app,
     console,
+    err_console,
     load_cli_model,
     progress_bar,
     user_errors,
@@ -79,6 +82,7 @@ def train(
     """Train a zoo model with the study's recipe and save a checkpoint."""
     import torch
 
+    from medrobust.cli.os_errors import check_output_folder
     from medrobust.data.sources import open_dataset
     from medrobust.models.checkpoint import save_checkpoint
     from medrobust.models.classifier import count_parameters
@@ -86,6 +90,7 @@ def train(
     from medrobust.models.training import TrainConfig, evaluate_loss, train_classifier
     from medrobust.models.zoo import build_classifier
 
+    check_output_folder(out)  # before training, not after it: a run must not end by failing to save
     dev = resolve_device(device)
     dataset = open_dataset(data, size=size, per_class=per_class, seed=seed)
     parts = dataset.splits()
@@ -93,9 +98,10 @@ def train(
     if missing:
         raise ValueError(f"{data}: the data has no {', '.join(sorted(missing))} split; give it train/val/test images")
     loaded = {name: part.load() for name, part in parts.items()}
-    for part in parts.values():
+    # Files skipped while listing (broken links) are on the whole dataset; unreadable ones on each split.
+    for part in (dataset, *parts.values()):
         if part.skipped:
-            console.print(part.skipped_summary(), markup=False, highlight=False)
+            _print_skipped([str(s) for s in part.skipped])
     torch.manual_seed(seed)
     model = build_classifier(arch, dataset.classes, size, weights=weights, download=download)
     console.print(f"{arch}: {count_parameters(model):,} parameters; training on {len(loaded['train'][0])} images, "
@@ -157,12 +163,15 @@ def predict(
 
     from medrobust.data.errors import ImageReadError
     from medrobust.data.io import is_image_file, read_image
+    from medrobust.data.record_ids import printable_path, printable_text
     from medrobust.data.resize import resize_image
 
     model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
     files: list[Path] = []
     for p in inputs:
-        files.extend(sorted(f for f in p.rglob("*") if f.is_file() and is_image_file(f)) if p.is_dir() else [p])
+        # Image-named links that lead nowhere are kept, so reading them reports them as skipped.
+        files.extend(sorted(f for f in p.rglob("*") if (f.is_file() or f.is_symlink()) and is_image_file(f))
+                     if p.is_dir() else [p])
     size = model.input_size
     skipped: list[str] = []
     results: list[dict[str, object]] = []
@@ -175,11 +184,16 @@ def predict(
         proba = model.predict_proba(x)
         labels = model.predict(x)
         for (path, _), p, y in zip(batch, proba, labels):
+            name = printable_path(path)
+            if not torch.isfinite(p).all():
+                skipped.append(f"{name}: the model's output for this image is not a finite number (NaN or "
+                               "infinite); check the model with a known image")
+                continue
             if y.ndim == 0:
-                results.append({"file": str(path), "class": model.classes[int(y)], "confidence": round(float(p[int(y)]), 4)})
+                results.append({"file": name, "class": model.classes[int(y)], "confidence": round(float(p[int(y)]), 4)})
             else:
                 found = [c for c, flag in zip(model.classes, y.tolist()) if flag]
-                results.append({"file": str(path), "class": "|".join(found) or "none",
+                results.append({"file": name, "class": "|".join(found) or "none",
                                 "probabilities": {c: round(float(v), 4) for c, v in zip(model.classes, p)}})
         batch.clear()
 
@@ -187,7 +201,7 @@ def predict(
         try:
             image = read_image(path)
         except ImageReadError as err:
-            log.warning("skipping %s", err)
+            log.warning("skipping %s", printable_text(str(err)))
             skipped.append(str(err))
             continue
         if size is not None:
@@ -200,17 +214,27 @@ def predict(
             flush()
     flush()
     if as_json:
+        # Plain writes, not rich: a JSON line must never be wrapped or styled, and strict (no NaN).
         for r in results:
-            console.print(json.dumps(r), highlight=False, markup=False)
+            sys.stdout.write(json.dumps(r, allow_nan=False) + "\n")
+        sys.stdout.flush()
     else:
         table = Table()
-        for col in ("file", "class", "confidence"):
-            table.add_column(col)
+        table.add_column("file", overflow="fold")  # a long path wraps whole instead of being cut with "…"
+        table.add_column("class")
+        table.add_column("confidence")
         for r in results:
-            table.add_row(str(r["file"]), str(r["class"]), f"{r.get('confidence', '')}")
+            table.add_row(escape(str(r["file"])), escape(str(r["class"])), f"{r.get('confidence', '')}")
         console.print(table)
     if skipped:
-        console.print(f"{len(skipped)} file(s) skipped:", highlight=False)
-        for s in skipped:
-            console.print(f"  {s}", markup=False, highlight=False)
+        _print_skipped(skipped)
         raise typer.Exit(code=3)
+
+
+def _print_skipped(skipped: list[str]) -> None:
+    """The skipped files, one per line, on stderr: stdout holds only the results."""
+    from medrobust.data.record_ids import printable_text
+
+    err_console.print(f"{len(skipped)} file(s) skipped:", highlight=False)
+    for line in skipped:
+        err_console.print(f"  {printable_text(line)}", markup=False, highlight=False)
