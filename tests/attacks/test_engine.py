@@ -84,7 +84,7 @@ def test_targeted_pgd_reaches_the_target_on_a_linear_model() -> None:
     model = linear_classifier()
     x = interior_images()
     target = torch.full((4,), 2)
-    x_adv = build_attack("pgd", eps=0.3, steps=30, targeted=True, quantize_bits=None)(model, x, target)
+    x_adv = build_attack("pgd", allow_large_eps=True, eps=0.3, steps=30, targeted=True, quantize_bits=None)(model, x, target)
     assert (model.predict(x_adv) == target).all()
 
 

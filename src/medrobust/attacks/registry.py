@@ -35,7 +35,27 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, str]]:
     return parse_spec(spec, "attack")
 
 
-def build_attack(spec: str, **params: Any) -> Attack:
-    """Build an attack from a name or ``name:key=value,...`` plus keyword parameters (which win)."""
+MAX_EPS = 64 / 255
+"""The largest L-inf budget built without ``allow_large_eps``: beyond it the "attack" is a
+visibly different image (at 300/255 the SSIM to the original was 0.04), not a perturbation."""
+
+VISIBLE_EPS = 16 / 255
+"""L-inf budgets above this are marked "visible" in reports (a radiologist may see the noise)."""
+
+
+def build_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> Attack:
+    """Build an attack from a name or ``name:key=value,...`` plus keyword parameters (which win).
+
+    An L-inf budget above :data:`MAX_EPS` (64/255) is refused unless ``allow_large_eps``.
+    """
     name, from_spec = parse_attack_spec(spec)
-    return _ATTACKS.build(name, {**from_spec, **params})
+    attack = _ATTACKS.build(name, {**from_spec, **params})
+    eps = getattr(attack, "eps", None)
+    if (eps is not None and getattr(attack, "norm", "linf") == "linf" and eps > MAX_EPS + 1e-9
+            and not allow_large_eps):
+        raise ValueError(
+            f"attack {name}: eps {eps * 255:.4g}/255 is above the {round(MAX_EPS * 255)}/255 limit: such an image is "
+            "visibly another image, not an adversarial perturbation; use a smaller eps (e.g. 8/255), or set "
+            "allow_large_eps: true (--allow-large-eps) if that is really meant"
+        )
+    return attack
