@@ -64,4 +64,29 @@ def test_transfer_from_a_surrogate(tmp_path, checkpoints) -> None:
 def test_unknown_attack_parameter_is_one_clear_error(tmp_path, checkpoints) -> None:
     result = runner.invoke(app, ["attack", "--model", str(checkpoints / "target"), "--data", "phantom",
                                  "--attack", "pgd", "--param", "epsilon=3", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown parameter" in result.stdout
+    assert result.exit_code == 2 and "unknown parameter" in result.stderr
+
+
+def test_folders_in_capitals_match_by_name_and_flips_are_reported(tmp_path, checkpoints) -> None:
+    from medrobust.data.io import write_png
+    from medrobust.data.phantom import PhantomDataset
+
+    folders = {"Normal": "NORMAL", "Pneumonia": "PNEUMONIA", "Pneumothorax": "PNEUMOTHORAX"}
+    ds = PhantomDataset(per_class=3, size=32, seed=5, fractions=None)
+    for image, label, item_id in ds.iter_valid():
+        write_png(tmp_path / "data" / folders[ds.classes[label]] / f"{item_id}.png", image)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["attack", "--model", str(checkpoints / "target"), "--data", str(tmp_path / "data"),
+                                 "--split", "all", "--size", "32", "--attack", "pgd", "--eps", "8/255", "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    rows, summary = _read(out)
+    assert {r["true"] for r in rows} == {"Normal", "Pneumonia", "Pneumothorax"}  # the model's names, by name
+    assert summary["normal_class"] == "Normal"
+    assert {f["true_class"] for f in summary["dangerous_flips"]} == {"Pneumonia", "Pneumothorax"}
+
+
+def test_a_budget_above_64_grey_levels_is_refused(tmp_path, checkpoints) -> None:
+    result = runner.invoke(app, ["attack", "--model", str(checkpoints / "target"), "--data", "phantom",
+                                 "--attack", "pgd", "--eps", "300/255", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "64/255" in result.stderr and "--allow-large-eps" in result.stderr

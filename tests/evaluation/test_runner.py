@@ -152,4 +152,4 @@ def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, finished_ru
     path = tmp_path / "other.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["evaluate", str(path)])
-    assert result.exit_code == 2 and "different configuration" in result.stdout
+    assert result.exit_code == 2 and "different configuration" in result.output

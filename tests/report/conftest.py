@@ -65,7 +65,8 @@ def _attack(key: str, attack: str, source: str, adv_cm: list[list[int]], flips: 
         adversarial=adversarial,
         success_rate_all=1 - adversarial.accuracy, success_rate_correct=0.75,
         accuracy_drop_pp={c: 100 * (clean.per_class[c].recall - adversarial.per_class[c].recall) for c in CLASSES},
-        dangerous_flips=[DangerousFlip(true_class=c, predicted_class="Normal", count=n, rate=n / 16) for c, n in flips],
+        dangerous_flips=[DangerousFlip(true_class=c, predicted_class="Normal", count=n, rate=n / 16,
+                                     emergency=c == "Pneumothorax") for c, n in flips],
         perturbation=Perturbation(linf_mean=EPS, linf_max=EPS, l2_mean=0.61, ssim_mean=0.93, psnr_mean_db=36.2),
         seconds_per_image=0.12,
     )

@@ -21,6 +21,7 @@ from medrobust.cli.app import (
     TrustPickleOption,
     app,
     console,
+    err_console,
     load_cli_model,
     progress_bar,
     user_errors,
@@ -49,15 +50,25 @@ def attack(
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
+    normal_class: Annotated[Optional[str], typer.Option(
+        "--normal-class", help="The class meaning 'nothing found' (found by name when left out).")] = None,
+    class_map: Annotated[Optional[list[str]], typer.Option(
+        "--class-map", help="FOLDER=CLASS: a data class is this model class (repeatable).")] = None,
+    allow_large_eps: Annotated[bool, typer.Option(
+        "--allow-large-eps", help="Allow L-inf budgets above 64/255 (visibly another image).")] = False,
 ) -> None:
     """Attack a model on a dataset and write adversarial PNGs, attack.csv and summary.json."""
     import numpy as np
+    import torch
 
     from medrobust.attacks.registry import build_attack
+    from medrobust.cli.evaluate import parse_class_map
+    from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL, find_classes, find_normal_class, match_classes
     from medrobust.data.io import write_png
     from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
     from medrobust.data.sources import open_dataset
     from medrobust.evaluation.attack_success import attack_success
+    from medrobust.evaluation.classification import dangerous_flips
 
     target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
     crafter = load_cli_model(surrogate) if surrogate else target
@@ -72,13 +83,13 @@ def attack(
     if eps is not None:
         params["eps"] = eps
     params.setdefault("seed", str(seed))
-    atk = build_attack(attack_name, **params)
+    atk = build_attack(attack_name, allow_large_eps=allow_large_eps, **params)
 
     image_size = size or (target.input_size[0] if target.input_size else 64)
     dataset = open_dataset(data, size=image_size, per_class=per_class, seed=seed)
-    if dataset.classes != target.classes:
-        raise ValueError(f"{data}: data classes {dataset.classes} differ from the model's {target.classes}; "
-                         "pass --classes in the data's order or use matching data")
+    label_map = match_classes(dataset.classes, target.classes, parse_class_map(class_map or []))
+    normal = find_normal_class(target.classes, normal_class)
+    emergency = find_classes(["pneumothorax"], target.classes)
     part = dataset if split == "all" else dataset.splits().get(split)
     if part is None:
         raise ValueError(f"{data}: no {split!r} split; use --split all")
@@ -96,6 +107,7 @@ def attack(
             if done >= n_total:
                 break
             x, y, ids = x[: n_total - done], y[: n_total - done], ids[: n_total - done]
+            y = torch.from_numpy(label_map[y.numpy()])
             x_adv = atk(crafter, x, y, generator=atk.make_generator(x.device, generator_seed + done))
             p_clean = target.predict_proba(x)
             p_adv = target.predict_proba(x_adv)
@@ -124,18 +136,23 @@ def attack(
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    success = attack_success(np.concatenate(y_all), np.concatenate(clean_all), np.concatenate(adv_all))
+    y_cat, clean_cat, adv_cat = np.concatenate(y_all), np.concatenate(clean_all), np.concatenate(adv_all)
+    success = attack_success(y_cat, clean_cat, adv_cat)
+    flips = dangerous_flips(y_cat, clean_cat, adv_cat, target.classes, normal, emergency)
     summary = {
         "attack": atk.describe(),
         "target": str(model_path), "surrogate": str(surrogate) if surrogate else None, "data": data, "split": split,
         **success.to_json(),
         "mean_linf": float(np.mean([r["linf"] for r in rows])), "mean_l2": float(np.mean([r["l2"] for r in rows])),
         "mean_ssim": float(np.mean([r["ssim"] for r in rows])),
-        "mean_psnr_db": float(np.mean([r["psnr"] for r in rows if np.isfinite(r["psnr"])] or [float("inf")])),
+        "mean_psnr_db": (float(np.mean(finite_psnr)) if (finite_psnr := [r["psnr"] for r in rows
+                                                                         if np.isfinite(r["psnr"])]) else None),
         "seconds_per_image": seconds / len(rows),
-        "skipped": [str(s) for s in part.skipped],
+        "normal_class": target.classes[normal] if normal is not None else None,
+        "dangerous_flips": None if flips is None else [f.model_dump() for f in flips],
+        "skipped": list(dict.fromkeys(str(s) for s in [*dataset.skipped, *part.skipped])),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False) + "\n")
     table = Table(title=f"{attack_name} on {model_path.name}" + (f" (crafted on {surrogate.name})" if surrogate else ""))
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -143,15 +160,24 @@ def attack(
         ("images", f"{success.n_images}"),
         ("accuracy clean -> adversarial", f"{success.clean_accuracy:.1%} -> {success.adversarial_accuracy:.1%}"),
         ("success rate (all images)", f"{success.success_rate_all:.1%}"),
-        ("success rate (correct before)", f"{success.success_rate_correct:.1%}"),
+        ("success rate (correct before)", "not defined (0 correctly classified images)"
+         if success.success_rate_correct is None else f"{success.success_rate_correct:.1%}"),
+        ("dangerous flips (finding -> normal)", "not assessed (see below)" if flips is None else
+         "; ".join(f"{f.count} {f.true_class}" + (" EMERGENCY" if f.emergency and f.count else "") for f in flips)
+         or "none"),
         ("mean L-inf (grey levels)", f"{summary['mean_linf'] * 255:.1f}"),
         ("mean SSIM", f"{summary['mean_ssim']:.3f}"),
-        ("mean PSNR (dB)", f"{summary['mean_psnr_db']:.1f}"),
+        ("mean PSNR (dB)", "inf (unchanged)" if summary["mean_psnr_db"] is None else f"{summary['mean_psnr_db']:.1f}"),
         ("seconds per image", f"{summary['seconds_per_image']:.3f}"),
     ]:
         table.add_row(label, value)
     console.print(table)
+    if flips is None:
+        console.print(NOT_ASSESSED_NO_NORMAL.replace("data.normal_class", "--normal-class"), markup=False,
+                      highlight=False)
     console.print(f"wrote {len(rows)} adversarial images, {out / 'attack.csv'} and {out / 'summary.json'}")
-    if part.skipped:
-        console.print(part.skipped_summary(), markup=False, highlight=False)
+    if summary["skipped"]:
+        err_console.print(f"{len(summary['skipped'])} file(s) skipped:", markup=False, highlight=False)
+        for line in summary["skipped"]:
+            err_console.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(code=3)

@@ -80,3 +80,21 @@ def open_dataset(
         f"{spec!r} is not a data source: use 'phantom', a folder of <Class>/ subfolders, "
         "'nih:CSV,IMAGES_DIR' or 'medmnist:FILE.npz'"
     )
+
+
+def clean_image_folder(root: str | Path, size: int | None = None, max_pixels: int | None = None) -> ImageDataset:
+    """Every image under ``root`` (class sub-folders or none), one class ``clean``: images known to
+    be unattacked, e.g. to calibrate a detector. Hidden files are skipped; order is sorted."""
+    from medrobust.data.dataset import FileImageDataset, ImageRecord
+    from medrobust.data.io import is_image_file
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataSourceError(f"{root}: folder not found; point at a folder of clean images")
+    files = sorted(p for p in root.rglob("*")
+                   if is_image_file(p) and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise DataSourceError(f"{root}: holds no image files (.png, .jpg, .dcm); add clean images to calibrate on")
+    records = [ImageRecord(label=0, id=f.relative_to(root).as_posix(), path=f, split="test") for f in files]
+    return FileImageDataset(records, ["clean"], size=size, max_pixels=max_pixels)

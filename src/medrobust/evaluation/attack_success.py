@@ -3,7 +3,8 @@
 An untargeted attack succeeds on an image when the prediction after the attack differs from
 the true label. Counting over all images mixes in the model's clean errors (an image already
 misclassified "succeeds" for free); counting over the correctly classified ones isolates what
-the attack did. Both are reported.
+the attack did. Both are reported. A rate over no images is undefined and stays None (never
+NaN, which strict JSON cannot hold, and never 0, which would read as "the attack failed").
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import numpy as np
 class AttackSuccess:
     n_images: int
     n_correct_before: int
-    clean_accuracy: float
-    adversarial_accuracy: float
-    success_rate_all: float  # fraction of all images misclassified after the attack
-    success_rate_correct: float  # fraction of the correctly classified images flipped by the attack
+    clean_accuracy: float | None
+    adversarial_accuracy: float | None
+    success_rate_all: float | None  # fraction of all images misclassified after the attack
+    success_rate_correct: float | None  # fraction of the correctly classified images flipped by the attack
 
     def to_json(self) -> dict[str, float | int]:
         return asdict(self)
@@ -43,8 +44,8 @@ def attack_success(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray) -
     return AttackSuccess(
         n_images=n,
         n_correct_before=n_ok,
-        clean_accuracy=float(ok_clean.mean()) if n else float("nan"),
-        adversarial_accuracy=float(ok_adv.mean()) if n else float("nan"),
-        success_rate_all=float((~ok_adv).mean()) if n else float("nan"),
-        success_rate_correct=float((ok_clean & ~ok_adv).sum() / n_ok) if n_ok else float("nan"),
+        clean_accuracy=float(ok_clean.mean()) if n else None,
+        adversarial_accuracy=float(ok_adv.mean()) if n else None,
+        success_rate_all=float((~ok_adv).mean()) if n else None,
+        success_rate_correct=float((ok_clean & ~ok_adv).sum() / n_ok) if n_ok else None,
     )

@@ -12,17 +12,34 @@ Example (``examples/demo.yaml`` is the demo's)::
       - {name: pgd, params: {eps: 8/255}}
     defenses: ["jpeg:quality=75+tv"]
     detectors: {reference: {}, squeeze: {target_fpr: 0.05}}
+
+A vendor's evaluation of their own trained model on all of their images::
+
+    name: vendor
+    data: {source: my_images/, normal_class: NORMAL}    # split: test is then the default
+    model: {load: {path: model.keras, classes: [NORMAL, PNEUMONIA]}}
+
+Everything is checked before any work is done or any file written: the fields (pydantic),
+the run name, every attack, defense and detector spec (:meth:`ExperimentConfig.check_components`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medrobust.components import parse_number
+from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
+
+DEFAULT_SPLIT = (0.6, 0.2, 0.2)
+RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"))
+"""Settings that change only how finished results are read, not what is computed: a run may be
+resumed with them changed (its metrics and report are rebuilt from the stored stages)."""
 
 
 class _Section(BaseModel):
@@ -30,13 +47,38 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
+    """Where the images come from and how their classes are read.
+
+    ``split``: ``test`` makes every image a test image (the default when the model is loaded
+    and nothing needs training); (train, val, test) fractions otherwise. ``class_map``:
+    {data class (folder name): model class} for names that differ, or to evaluate a model on
+    a subset of its classes. ``normal_class``: the class meaning "nothing found" (found by name
+    when left out: normal, no finding, negative, healthy, ...). ``emergency_findings``: the
+    findings whose miss is an emergency. All class names match case- and punctuation-blind.
+    """
+
     source: str = "phantom"  # phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz
     size: int = Field(64, ge=16, le=1024)
     per_class: int = Field(300, ge=2)  # phantom only
     phantom_seed: int = 0
-    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    split: Literal["test"] | tuple[float, float, float] | None = None  # None: resolved (see ExperimentConfig)
     split_seed: int = 42
     classes: list[str] | None = None
+    class_map: dict[str, str] = Field(default_factory=dict)
+    normal_class: str | None = None
+    emergency_findings: list[str] = Field(default_factory=lambda: list(DEFAULT_EMERGENCY_FINDINGS))
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() != "test":
+            raise ValueError(f"split {value!r}: write 'test' (every image is a test image) or three fractions "
+                             "[train, val, test] such as [0.6, 0.2, 0.2]")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def evaluate_only(self) -> bool:
+        return self.split == "test"
 
 
 class TrainSection(_Section):
@@ -49,6 +91,7 @@ class TrainSection(_Section):
     lr: float | None = None
     max_minutes: float | None = None
     adversarial: str | None = None
+    data: str | None = None  # a separate training source (its train/val splits); needed with data.split: test
 
 
 class LoadSection(_Section):
@@ -86,6 +129,7 @@ class AttackConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     eps_sweep: list[float] = Field(default_factory=list)
     transfer: bool = True  # also craft on every surrogate and transfer to the model
+    allow_large_eps: bool = False  # L-inf budgets above 64/255 are refused unless this is true
 
     @field_validator("eps_sweep", mode="before")
     @classmethod
@@ -115,6 +159,8 @@ class SqueezeDetectorConfig(_Section):
     squeezers: list[str] = Field(default_factory=lambda: ["bits:bits=5", "median:size=2", "jpeg", "tv"])
     target_fpr: float = Field(0.05, gt=0, lt=1)
     calibration_images: int = Field(200, ge=10)
+    calibration: str | None = None  # a folder of clean images to calibrate on (else validation split or cross-fitting)
+    folds: int = Field(5, ge=2, le=50)  # k of the k-fold cross-fitting used when the test set is all there is
 
 
 class DetectorsConfig(_Section):
@@ -138,6 +184,31 @@ class ExperimentConfig(_Section):
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _run_name(cls, value: str) -> str:
+        if not RUN_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(f"run name {value!r} must be one folder name of letters, digits, '.', '_' and '-' "
+                             "(no '/', no '..'); choose e.g. 'vendor-model-v2'")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve_split(self) -> "ExperimentConfig":
+        """``data.split`` left out: ``test`` when the model is loaded and nothing is trained on
+        the run's data, else the study's 60/20/20. With ``test``, a model or surrogate to train
+        needs its own ``train.data``."""
+        trained = [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]
+        needs_split = [who for who, m in trained if m.train is not None and m.train.data is None]
+        if self.data.split is None:
+            self.data.split = DEFAULT_SPLIT if needs_split else "test"
+        elif self.data.split == "test" and needs_split:
+            raise ValueError(
+                f"data.split is 'test' (every image is a test image), so {', '.join(needs_split)} cannot be trained "
+                "on the run's data; give each a separate training folder (train.data: DIR), load a trained model "
+                "(load.path), or use a split such as [0.6, 0.2, 0.2]"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -145,20 +216,67 @@ class ExperimentConfig(_Section):
     def resolved_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def without_report_only(self) -> dict[str, Any]:
+        """The configuration minus :data:`REPORT_ONLY_FIELDS` (what decides the computed stages)."""
+        data = self.model_dump(mode="json")
+        for section, key in REPORT_ONLY_FIELDS:
+            data.get(section, {}).pop(key, None)
+        return data
+
+    def check_components(self) -> None:
+        """Build every attack, defense and detector spec once, so a bad name or parameter is an
+        error before any data is read or any file written (ValueError naming the field)."""
+        from medrobust.attacks.registry import build_attack
+        from medrobust.defenses.registry import build_defense
+
+        def check(where: str, build) -> None:
+            try:
+                build()
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: {err}") from None
+
+        for i, a in enumerate(self.attacks):
+            check(f"attacks[{i}] ({a.name})", lambda a=a: build_attack(a.name, allow_large_eps=a.allow_large_eps,
+                                                                        **a.params))
+            for e in a.eps_sweep:
+                check(f"attacks[{i}].eps_sweep ({e:.4g})",
+                      lambda a=a, e=e: build_attack(a.name, allow_large_eps=a.allow_large_eps, **{**a.params, "eps": e}))
+        for i, spec in enumerate(self.defenses):
+            check(f"defenses[{i}]", lambda spec=spec: build_defense(spec))
+        if self.defenses and self.adaptive.enabled:
+            check("adaptive", lambda: build_attack(self.adaptive.attack, **self.adaptive.params))
+        if self.detectors.squeeze.enabled:
+            from medrobust.detection.squeeze import SqueezeDetector
+
+            check("detectors.squeeze", lambda: SqueezeDetector(self.detectors.squeeze.squeezers,
+                                                               target_fpr=self.detectors.squeeze.target_fpr))
+        for who, m in [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]:
+            if m.train is not None and m.train.adversarial:
+                check(f"{who}.train.adversarial", lambda m=m: build_attack(m.train.adversarial))
+
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML experiment file; errors name the file and the field."""
+    """Read and validate a YAML experiment file; errors name the file and the field.
+
+    The file is untrusted: over 1 MB, or with YAML anchors or aliases (an alias bomb expands
+    a few lines into gigabytes), it is refused (:func:`medrobust.safe_yaml.load_yaml_mapping`).
+    """
+    from medrobust.safe_yaml import load_yaml_mapping
+
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: configuration file not found") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the configuration must be a mapping of sections (data, model, attacks, ...)")
-    raw.update(overrides or {})
+    raw = load_yaml_mapping(path)
+    _merge(raw, overrides or {})
     try:
         return ExperimentConfig.model_validate(raw)
     except Exception as err:  # pydantic.ValidationError: list every bad field
         raise ValueError(f"{path}: invalid configuration:\n{err}") from None
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overrides into ``base``, section by section (``{"data": {"normal_class": "NORMAL"}}``
+    changes one field of the data section and keeps the rest)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

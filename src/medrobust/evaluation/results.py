@@ -22,10 +22,13 @@ class _Model(BaseModel):
 
 
 class ClassMetrics(_Model):
-    precision: float
-    recall: float  # sensitivity
-    specificity: float
-    f1: float
+    """One class's metrics; ``None`` where undefined (e.g. recall of a class with no images),
+    never a made-up 0."""
+
+    precision: float | None
+    recall: float | None  # sensitivity
+    specificity: float | None
+    f1: float | None
     support: int
 
 
@@ -40,12 +43,13 @@ class ClassificationReport(_Model):
 
 
 class DangerousFlip(_Model):
-    """Images with a finding that the attack made the model call Normal (a missed finding)."""
+    """Images with a finding that the attack made the model call normal (a missed finding)."""
 
     true_class: str
-    predicted_class: str
+    predicted_class: str  # the normal class
     count: int
-    rate: float  # among images of ``true_class`` that were correct before the attack
+    rate: float | None  # among images of ``true_class`` that were correct before the attack (None: none were)
+    emergency: bool = False  # true_class is one of the configured emergency findings
 
 
 class Perturbation(_Model):
@@ -53,7 +57,7 @@ class Perturbation(_Model):
     linf_max: float
     l2_mean: float
     ssim_mean: float
-    psnr_mean_db: float
+    psnr_mean_db: float | None  # None: every image unchanged (infinite PSNR)
 
 
 class AttackOutcome(_Model):
@@ -67,9 +71,10 @@ class AttackOutcome(_Model):
     clean: ClassificationReport
     adversarial: ClassificationReport
     success_rate_all: float
-    success_rate_correct: float
-    accuracy_drop_pp: dict[str, float]  # per class, clean minus adversarial recall, in points
-    dangerous_flips: list[DangerousFlip]
+    success_rate_correct: float | None  # None: no image was classified correctly before the attack
+    n_correct_before: int = 0
+    accuracy_drop_pp: dict[str, float | None]  # per class, clean minus adversarial recall, in points
+    dangerous_flips: list[DangerousFlip] | None  # None: not assessed (no class identified as normal)
     perturbation: Perturbation
     seconds_per_image: float
 
@@ -84,7 +89,7 @@ class TransferMatrix(_Model):
     sources: list[str]  # surrogate names (rows)
     targets: list[str]  # model names (columns)
     success_rate: list[list[float]]
-    success_rate_correct: list[list[float]]
+    success_rate_correct: list[list[float | None]]  # None: the target had no image right
 
 
 class DefenseOutcome(_Model):
@@ -116,6 +121,7 @@ class DetectorOutcome(_Model):
     reasons: dict[str, dict[str, int]]  # attack key -> reason -> count
     latency_ms_per_image: float
     log_lines: list[str] = Field(default_factory=list)  # study-style per-image lines (a sample)
+    calibration: str = ""  # how the threshold was set, e.g. "5-fold cross-fitting over 90 clean test images"
 
 
 class RobustnessScore(_Model):
@@ -150,10 +156,15 @@ class RunMetrics(_Model):
 
 
 def write_metrics(metrics: RunMetrics, run_dir: str | Path) -> Path:
-    from medrobust.evaluation.run_dir import atomic_write_text
+    """Write ``metrics.json`` as strict JSON (no NaN or infinity: undefined values are null in
+    fields that allow it) after checking that it reads back; a value that would not is a bug
+    reported here, not a report that fails later."""
+    from medrobust.evaluation.run_dir import atomic_write_text, strict_json
 
     path = Path(run_dir) / METRICS_FILE
-    atomic_write_text(path, metrics.model_dump_json(indent=2) + "\n")
+    text = strict_json(metrics.model_dump(mode="json"), what=str(path))
+    RunMetrics.model_validate(json.loads(text))
+    atomic_write_text(path, text)
     return path
 
 

@@ -58,8 +58,37 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def strict_json(obj: Any, what: str = "value") -> str:
+    """``obj`` as indented strict JSON (RFC 8259: no NaN or infinity), ending in a newline.
+
+    A non-finite number raises ValueError naming where it sits (``what`` and the key path),
+    so an undefined value is stored as null by its producer, never written as a bare NaN.
+    """
+    try:
+        return json.dumps(obj, indent=2, default=_json_default, allow_nan=False) + "\n"
+    except ValueError:
+        raise ValueError(f"{what}: a non-finite number at {_first_non_finite(obj) or '?'} cannot be stored "
+                         "in JSON; it must be recorded as undefined (null)") from None
+
+
+def _first_non_finite(obj: Any, where: str = "") -> str | None:
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return where or "(top)"
+    if isinstance(obj, dict):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for key, value in items:
+        found = _first_non_finite(value, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
 def save_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return atomic_write_text(path, strict_json(obj, str(path)))
 
 
 def load_json(path: str | Path) -> Any:

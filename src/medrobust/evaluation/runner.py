@@ -7,23 +7,39 @@ defense on clean images (its cost), on the attacks' images (non-adaptive) and ag
 adaptive attacker (BPDA/EOT) -> detection (reference and squeeze) on clean, benign-changed
 and attacked images -> samples (pictures, Grad-CAM) -> ``metrics.json``.
 
+Before anything is computed or written: every component spec is built once, the model is
+loaded, the data listed, and the data's classes matched to the model's by name
+(:func:`medrobust.data.class_names.match_classes`) — labels are then the model's indices, so a
+folder listing in another order never scores a model against the wrong answers.
+
 Resuming: the same configuration run again finds its finished stages (checkpoints, batch
 files, stage JSON) and computes only what is missing. A different configuration in the same
-run directory is refused rather than mixed in.
+run directory is refused rather than mixed in, unless no stage has finished yet (then the new
+configuration takes the folder over, and says so) or only report settings changed (the normal
+class, the emergency findings); ``restart=True`` empties the folder first.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from medrobust import __version__
-from medrobust.evaluation.config import ExperimentConfig, ModelConfig
+from medrobust.data.class_names import (
+    NOT_ASSESSED_NO_NORMAL,
+    canonical_class_name,
+    find_classes,
+    find_normal_class,
+    match_classes,
+)
+from medrobust.evaluation.config import DEFAULT_SPLIT, ExperimentConfig, ModelConfig
 from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import (
     AttackOutcome,
@@ -34,6 +50,7 @@ from medrobust.evaluation.results import (
     write_metrics,
 )
 from medrobust.evaluation.run_dir import atomic_write_text, load_json, save_json
+from medrobust.evaluation.run_log import run_log
 from medrobust.evaluation.samples import array_key, save_samples
 from medrobust.evaluation.stage_attacks import (
     AttackRun,
@@ -58,6 +75,13 @@ class ConfigMismatchError(ValueError):
     """The run directory holds a run with another configuration."""
 
 
+SKIPPED_FILE = "skipped.txt"
+TRAIN_DATA_SPLIT = (0.8, 0.2, 0.0)
+"""How a model's own training folder (``train.data``) is split: train and validation only."""
+
+Split = tuple[torch.Tensor, torch.Tensor, list[str]]
+
+
 def _quantise(x: torch.Tensor) -> torch.Tensor:
     """What a PNG stores: 8-bit grey levels."""
     return torch.round(x * 255.0) / 255.0
@@ -77,10 +101,13 @@ def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
 class Runner:
     """Run the experiment described by ``config``; ``run()`` returns the metrics."""
 
-    def __init__(self, config: ExperimentConfig, progress: Progress | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, progress: Progress | None = None, restart: bool = False) -> None:
         from medrobust.models.device import resolve_device
 
         self.config = config
+        self.restart = restart
+        self.skipped: list[str] = []
+        self.notes: list[str] = []
         self.dir = config.run_dir
         self.stages = self.dir / "stages"
         self.progress = progress or SilentProgress()
@@ -88,15 +115,50 @@ class Runner:
         self.timings: dict[str, float] = {}
 
     # --- run directory ----------------------------------------------------------------------
+    def has_finished_stage(self) -> bool:
+        """Whether the run folder holds any result worth keeping (a stage file, a trained model, metrics)."""
+        finished = [self.dir / "metrics.json", self.dir / "model" / "model.json"]
+        if any(p.is_file() for p in finished):
+            return True
+        return any(p.is_file() for folder in (self.stages, self.dir / "surrogates")
+                   if folder.is_dir() for p in folder.rglob("*"))
+
     def prepare(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Claim the run folder: write config.yaml, or check the one there (see the module docstring)."""
+        import yaml
+
         path = self.dir / "config.yaml"
+        if self.restart and self.dir.exists():
+            if self.dir.is_dir() and not path.is_file() and any(self.dir.iterdir()):
+                raise ValueError(f"{self.dir}: --restart empties a run folder, and this one holds no config.yaml; "
+                                 "it may not be a medrobust run: choose another name or output_dir")
+            if self.dir.is_dir():
+                log.warning("%s: starting the run afresh (--restart): its previous results are deleted", self.dir)
+                shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
         text = self.config.resolved_yaml()
         if path.is_file() and path.read_text() != text:
-            raise ConfigMismatchError(
-                f"{path}: this run directory holds a run with a different configuration; "
-                "use another name (or output_dir), or delete the folder to start over"
-            )
+            try:
+                old = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
+                same_work = old.without_report_only() == self.config.without_report_only()
+            except Exception:  # noqa: BLE001 — an old or hand-edited config.yaml is just "different"
+                same_work = False
+            if same_work:
+                self.notes.append("report settings changed since the last run (normal class, emergency findings); "
+                                  "the results were re-read with the new ones")
+                log.info("%s: only report settings changed; re-reading the finished stages with them", path)
+            elif not self.has_finished_stage():
+                self.notes.append("the run folder held an unfinished run with another configuration; "
+                                  "this configuration took it over")
+                log.warning("%s: no stage of the earlier configuration had finished; this configuration takes "
+                            "the folder over", self.dir)
+                for leftover in (self.stages, self.dir / "samples"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                raise ConfigMismatchError(
+                    f"{path}: this run directory holds finished results of a different configuration; use another "
+                    "name (or output_dir), or --restart to delete them and start over"
+                )
         atomic_write_text(path, text)
 
     def _stage_json(self, name: str, compute):
@@ -108,43 +170,118 @@ class Runner:
         return value
 
     # --- data and models --------------------------------------------------------------------
-    def load_data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]:
+    def open_data(self):
+        """The dataset, listed but not read (no pixels yet); ``split: test`` puts every image in the test split."""
         from medrobust.data.sources import open_dataset
 
         d = self.config.data
-        dataset = open_dataset(d.source, size=d.size, fractions=d.split, split_seed=d.split_seed,
+        # with split: test every record is relabelled below; NIH still needs fractions to build its table
+        fractions = d.split if isinstance(d.split, tuple) else (DEFAULT_SPLIT if d.source.startswith("nih:") else None)
+        dataset = open_dataset(d.source, size=d.size, fractions=fractions, split_seed=d.split_seed,
                                per_class=d.per_class, seed=d.phantom_seed, classes=d.classes)
-        self.classes = list(dataset.classes)
+        self.skipped += [str(s) for s in getattr(dataset, "skipped", [])]
+        if d.evaluate_only:
+            _warn_split_folders(d.source)
+            return dataset.all_in_split("test")
+        return dataset
+
+    def load_model(self, cfg: ModelConfig, name: str) -> nn.Module:
+        """A user's model (``cfg.load``), on the run's device."""
+        from medrobust.models.loading import load_classifier
+
+        lc = cfg.load
+        assert lc is not None
+        try:
+            return load_classifier(lc.path, arch=lc.arch, classes=lc.classes, input_size=lc.input_size,
+                                   intensity=lc.intensity, output_kind=lc.output_kind, trust_pickle=lc.trust_pickle,
+                                   device=self.device)
+        except (ValueError, FileNotFoundError) as err:
+            raise type(err)(f"{name}: {err}") from None
+
+    def resolve_classes(self, dataset, model: nn.Module | None) -> None:
+        """The run's classes (the model's, in its output order) and the data -> model label map."""
+        d = self.config.data
+        self.data_classes = list(dataset.classes)
+        if model is not None:
+            self.classes = list(model.classes)
+            self.label_map = match_classes(self.data_classes, self.classes, d.class_map)
+        else:
+            if d.class_map:
+                raise ValueError("data.class_map pairs the data's classes with a loaded model's classes; a model "
+                                 "trained here takes the data's classes: remove class_map")
+            self.classes = list(self.data_classes)
+            self.label_map = np.arange(len(self.classes))
+        override = d.class_map.get(d.normal_class, d.normal_class) if d.normal_class else None
+        self.normal = find_normal_class(self.classes, override)
+        self.emergency = find_classes(d.emergency_findings, self.classes)
+        self.untested_classes = [c for j, c in enumerate(self.classes) if j not in set(self.label_map.tolist())]
+        if self.untested_classes:
+            log.warning("model classes %s have no images in %s: their sensitivity is not assessed",
+                        self.untested_classes, d.source)
+
+    def check_surrogate(self, name: str, surrogate: nn.Module) -> None:
+        """A loaded surrogate must answer in the model's classes, in the model's order."""
+        theirs = [canonical_class_name(c) for c in surrogate.classes]
+        if theirs != [canonical_class_name(c) for c in self.classes]:
+            raise ValueError(f"surrogate {name}: its classes {list(surrogate.classes)} are not the model's "
+                             f"{self.classes} in the same order; use a surrogate with the model's classes")
+
+    def _read(self, part, what: str) -> Split:
+        x, y, ids = part.load(self.config.batch_size)
+        self.skipped += [str(s) for s in part.skipped]
+        return _quantise(x), torch.from_numpy(self.label_map[y.numpy()]), ids
+
+    def load_data(self, dataset) -> dict[str, Split]:
+        """Read the splits the run needs, labels as the model's class indices."""
         parts = dataset.splits()
-        missing = {"train", "val", "test"} - set(parts)
+        trains_here = any(m.train is not None and m.train.data is None
+                          for m in [self.config.model, *self.config.surrogates])
+        needed = {"test"} | ({"train", "val"} if trains_here else set())
+        missing = needed - set(parts)
         if missing:
-            raise ValueError(f"{d.source}: no {', '.join(sorted(missing))} split in the data")
+            raise ValueError(f"{self.config.data.source}: no {', '.join(sorted(missing))} split in the data "
+                             f"(it has {', '.join(parts) or 'none'}); add images or change data.split")
         out = {}
-        with self.progress.stage("data", len(dataset)) as bar:
-            for name, part in parts.items():
-                x, y, ids = part.load(self.config.batch_size)
-                out[name] = (_quantise(x), y, ids)
-                bar.advance(len(part))
-                self.skipped = getattr(self, "skipped", []) + [str(s) for s in part.skipped]
+        with self.progress.stage("data", sum(len(parts[k]) for k in needed | (set(parts) & {"val"}))) as bar:
+            for name in sorted(needed | (set(parts) & {"val"})):
+                out[name] = self._read(parts[name], name)
+                bar.advance(len(parts[name]))
         return out
+
+    def training_data(self, t, data: dict[str, Split], who: str) -> tuple[Split, Split]:
+        """(train, val) for a model to train: the run's splits, or ``train.data``'s own."""
+        if t.data is None:
+            return data["train"], data["val"]
+        from medrobust.data.sources import open_dataset
+
+        own = open_dataset(t.data, size=self.config.data.size, fractions=TRAIN_DATA_SPLIT,
+                           split_seed=self.config.data.split_seed, per_class=self.config.data.per_class,
+                           seed=self.config.data.phantom_seed + 1)
+        label_map = match_classes(own.classes, self.classes, self.config.data.class_map, data_what=f"{who} train.data")
+        parts = own.splits()
+        if not {"train", "val"} <= set(parts):
+            raise ValueError(f"{t.data}: too few images to split into training and validation for {who}")
+        out = []
+        for name in ("train", "val"):
+            x, y, ids = parts[name].load(self.config.batch_size)
+            self.skipped += [str(s) for s in parts[name].skipped]
+            out.append((_quantise(x), torch.from_numpy(label_map[y.numpy()]), ids))
+        return out[0], out[1]
 
     def model(self, folder: str, cfg: ModelConfig, data, name: str) -> nn.Module:
         from medrobust.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
-        from medrobust.models.loading import load_classifier
         from medrobust.models.training import TrainConfig, train_classifier
         from medrobust.models.zoo import build_classifier
 
         target = self.dir / folder
         if cfg.load is not None:
-            lc = cfg.load
-            return load_classifier(lc.path, arch=lc.arch, classes=lc.classes, input_size=lc.input_size,
-                                   intensity=lc.intensity, output_kind=lc.output_kind, trust_pickle=lc.trust_pickle,
-                                   device=self.device)
+            return self.load_model(cfg, name)
         if is_checkpoint(target):
             log.info("%s: reusing the trained model in %s", name, target)
             return load_checkpoint(target, self.device)
         t = cfg.train
         assert t is not None
+        train, val = self.training_data(t, data, name)
         torch.manual_seed(self.config.seed)
         model = build_classifier(t.arch, self.classes, self.config.data.size, weights=t.weights)
         adversary = None
@@ -156,12 +293,13 @@ class Runner:
                                 two_phase=t.two_phase, seed=self.config.seed, max_minutes=t.max_minutes)
         start = time.perf_counter()
         with self.progress.stage(f"train {name}", t.epochs) as bar:
-            result = train_classifier(model, data["train"][:2], data["val"][:2], train_cfg, device=self.device,
+            result = train_classifier(model, train[:2], val[:2], train_cfg, device=self.device,
                                       pretrained=t.weights not in ("none", ""), adversary=adversary,
                                       on_epoch=lambda _: bar.advance(1))
-        self.timings[f"train {name}"] = (time.perf_counter() - start) / max(1, len(data["train"][0]))
+        self.timings[f"train {name}"] = (time.perf_counter() - start) / max(1, len(train[0]))
         save_checkpoint(model.cpu(), target, extra={
-            "training": {**train_cfg.to_json(), "lr": result.lr, "weights": t.weights, "adversarial": t.adversarial},
+            "training": {**train_cfg.to_json(), "lr": result.lr, "weights": t.weights, "adversarial": t.adversarial,
+                         "data": t.data or self.config.data.source},
             "history": result.history,
             "metrics": {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                         "train_seconds": result.seconds, "epochs_run": len(result.history)},
@@ -170,14 +308,29 @@ class Runner:
 
     # --- the run ----------------------------------------------------------------------------
     def run(self) -> RunMetrics:
-        from medrobust.evaluation.classification import classification_report
-
         start = time.perf_counter()
         cfg = self.config
+        cfg.check_components()
+        dataset = self.open_data()
+        loaded = self.load_model(cfg.model, "model") if cfg.model.load is not None else None
+        self.resolve_classes(dataset, loaded)
+        loaded_surrogates = {s.name: self.load_model(s, f"surrogate {s.name}") for s in cfg.surrogates
+                             if s.load is not None}
+        for name, sur in loaded_surrogates.items():
+            self.check_surrogate(name, sur)
         self.prepare()
-        data = self.load_data()
-        model = self.model("model", cfg.model, data, "model")
-        surrogates = {s.name: self.model(f"surrogates/{s.name}", s, data, s.name) for s in cfg.surrogates}
+        with run_log(self.dir):
+            metrics = self._run(start, dataset, loaded, loaded_surrogates)
+        return metrics
+
+    def _run(self, start: float, dataset, loaded, loaded_surrogates) -> RunMetrics:
+        from medrobust.evaluation.classification import classification_report
+
+        cfg = self.config
+        data = self.load_data(dataset)
+        model = loaded if loaded is not None else self.model("model", cfg.model, data, "model")
+        surrogates = {s.name: loaded_surrogates.get(s.name) or self.model(f"surrogates/{s.name}", s, data, s.name)
+                      for s in cfg.surrogates}
 
         x_test, y_test, _ = data["test"]
         t0 = time.perf_counter()
@@ -208,13 +361,23 @@ class Runner:
         worst = min((o.adversarial.accuracy for o in outcomes if o.source == "white-box"), default=None)
         clean_acc = float((clean_pred == y_np).mean())
         score = 100.0 * min(1.0, worst / clean_acc) if worst is not None and clean_acc > 0 else 100.0
+        skipped = sorted(set(self.skipped))
+        atomic_write_text(self.dir / SKIPPED_FILE, "".join(f"{line}\n" for line in skipped))
+        d = cfg.data
         metrics = RunMetrics(
             name=cfg.name, medrobust_version=__version__,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
             config=cfg.model_dump(mode="json"),
-            data={"source": cfg.data.source, "size": cfg.data.size, "classes": self.classes,
-                  "n": {k: int(len(v[1])) for k, v in data.items()}, "attack_images": int(len(x)),
-                  "skipped": getattr(self, "skipped", [])},
+            data={"source": d.source, "size": d.size, "classes": self.classes, "data_classes": self.data_classes,
+                  "class_map": {dc: self.classes[j] for dc, j in zip(self.data_classes, self.label_map.tolist())},
+                  "classes_without_images": self.untested_classes,
+                  "split": "test" if d.evaluate_only else list(d.split),
+                  "n": {k: int(len(v[1])) for k, v in data.items()}, "tested": int(len(y_test)),
+                  "attack_images": int(len(x)),
+                  "normal_class": self.classes[self.normal] if self.normal is not None else None,
+                  "dangerous_flips": ("assessed" if self.normal is not None else NOT_ASSESSED_NO_NORMAL),
+                  "emergency_findings": [self.classes[i] for i in self.emergency],
+                  "skipped": skipped, "notes": self.notes},
             model=self._model_summary(model),
             baseline=baseline_report, attacks=outcomes, eps_sweep=sweeps, transfer=transfer,
             defenses=defenses, detectors=detectors,
@@ -249,18 +412,19 @@ class Runner:
             t0 = time.perf_counter()
             with self.progress.stage(f"{key} white-box", len(x)) as bar:
                 run = run_attack_stage(root, key, acfg.name, params, model, model, x, y, cfg.batch_size, cfg.seed,
-                                       self.device, bar.advance)
+                                       self.device, bar.advance, acfg.allow_large_eps)
             self.timings[f"attack {key}"] = (time.perf_counter() - t0) / len(x)
             white.append(run)
-            outcomes.append(attack_outcome(run, x, y_np, clean_pred, self.classes))
+            outcomes.append(attack_outcome(run, x, y_np, clean_pred, self.classes, self.normal, self.emergency))
             if acfg.transfer:
                 for name, sur in surrogates.items():
                     tkey = f"{key} from {name}"
                     with self.progress.stage(tkey, len(x)) as bar:
                         trun = run_attack_stage(root, tkey, acfg.name, params, sur, model, x, y, cfg.batch_size,
-                                                cfg.seed, self.device, bar.advance)
+                                                cfg.seed, self.device, bar.advance, acfg.allow_large_eps)
                     transferred.append(trun)
-                    outcomes.append(attack_outcome(trun, x, y_np, clean_pred, self.classes))
+                    outcomes.append(attack_outcome(trun, x, y_np, clean_pred, self.classes, self.normal,
+                                                   self.emergency))
             if acfg.eps_sweep:
                 runs = []
                 for e in acfg.eps_sweep:
@@ -270,7 +434,8 @@ class Runner:
                         continue
                     with self.progress.stage(f"{skey} sweep", len(x)) as bar:
                         runs.append(run_attack_stage(root, skey, acfg.name, {**params, "eps": e}, model, model, x, y,
-                                                     cfg.batch_size, cfg.seed, self.device, bar.advance))
+                                                     cfg.batch_size, cfg.seed, self.device, bar.advance,
+                                                     acfg.allow_large_eps))
                 sweeps[acfg.name] = sweep_points(runs, y_np)
         return white, transferred, outcomes, sweeps
 
@@ -289,7 +454,7 @@ class Runner:
             with self.progress.stage(f"{adaptive_key} (undefended reference)", len(x)) as bar:
                 plain = run_attack_stage(self.stages / "attacks", adaptive_key, cfg.adaptive.attack,
                                          {**params, "eps": eps}, model, model, x, y, cfg.batch_size, cfg.seed,
-                                         self.device, bar.advance)
+                                         self.device, bar.advance, allow_large_eps=True)
         outcomes: list[DefenseOutcome] = []
         images: dict[str, dict[str, np.ndarray]] = {}
         for spec in cfg.defenses:
@@ -326,15 +491,51 @@ class Runner:
         if cfg.squeeze.enabled:
             def compute_squeeze():
                 from medrobust.detection.squeeze import SqueezeDetector
+                from medrobust.evaluation.stage_detection import CrossFit, cross_fit_folds
 
                 det = SqueezeDetector(cfg.squeeze.squeezers, target_fpr=cfg.squeeze.target_fpr)
-                det.fit(model, data["val"][0][: cfg.squeeze.calibration_images])
-                return detector_outcome("squeeze", det, model, x, benign, white, ids, False).model_dump()
+                cross_fit = None
+                n = cfg.squeeze.calibration_images
+                if cfg.squeeze.calibration:
+                    clean = self._calibration_images(cfg.squeeze.calibration, n)
+                    det.fit(model, clean)
+                    note = f"{len(clean)} clean images in {cfg.squeeze.calibration} (none of them tested)"
+                elif "val" in data:
+                    clean = data["val"][0][:n]
+                    det.fit(model, clean)
+                    note = f"{len(clean)} clean validation images (none of them tested)"
+                else:
+                    scores = det.score(model, x)
+                    folds = cross_fit_folds(len(x), cfg.squeeze.folds, self.config.seed)
+
+                    def calibrate(indices: np.ndarray) -> float:
+                        return float(det.calibrate(scores[indices], quiet=True).threshold)
+
+                    cross_fit = CrossFit(folds, calibrate)
+                    note = (f"{len(folds)}-fold cross-fitting over the {len(x)} clean test images: each image is judged "
+                            "with a threshold calibrated on the other folds, never on itself")
+                    log.info("squeeze detector: no images besides the test set, so %s", note)
+                    if len(x) - max(map(len, folds)) < 1.0 / cfg.squeeze.target_fpr:
+                        log.warning("squeeze detector: about %d clean images per calibration are few for a %.1f%% "
+                                    "false-alarm target; each threshold is the largest clean score of its folds",
+                                    len(x) - max(map(len, folds)), 100 * cfg.squeeze.target_fpr)
+                return detector_outcome("squeeze", det, model, x, benign, white, ids, False, cross_fit,
+                                        note).model_dump()
 
             with self.progress.stage("detector squeeze", 1) as bar:
                 out.append(DetectorOutcome.model_validate(self._stage_json("detection-squeeze", compute_squeeze)))
                 bar.advance(1)
         return out
+
+    def _calibration_images(self, source: str, limit: int) -> torch.Tensor:
+        """Up to ``limit`` clean images from ``detectors.squeeze.calibration`` (a folder, with or
+        without class sub-folders), at the run's image size."""
+        from medrobust.data.sources import clean_image_folder
+
+        dataset = clean_image_folder(source, size=self.config.data.size)
+        x, _, _ = dataset.load(self.config.batch_size)
+        self.skipped += [str(s) for s in dataset.skipped]
+        return _quantise(x[:limit])
 
     def _samples(self, model, x, y, ids, white, defended) -> None:
         from medrobust.evaluation.gradcam import gradcam
@@ -366,3 +567,14 @@ class Runner:
         save_samples(self.dir, arrays)
 
 
+
+
+def _warn_split_folders(source: str) -> None:
+    """With ``split: test`` every image is tested: say so when a folder also has train/ or val/ folders."""
+    root = Path(source)
+    if not root.is_dir():
+        return
+    names = {p.name.lower() for p in root.iterdir() if p.is_dir()}
+    if names & {"train", "val", "valid", "validation"}:
+        log.warning("%s has train/val folders, and with data.split: test every image in them is tested too; "
+                    "point data.source at %s to test only the test folder", root, root / "test")

@@ -5,6 +5,7 @@ resumable batched stage whose adversarial images are kept (8-bit, exact)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -56,9 +57,9 @@ def attack_eps(name: str, params: dict[str, Any]) -> float:
 
 def run_attack_stage(stage_root: Path, key: str, name: str, params: dict[str, Any], crafter: nn.Module,
                      target: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                     device: torch.device, advance=None) -> AttackRun:
+                     device: torch.device, advance=None, allow_large_eps: bool = False) -> AttackRun:
     """Craft on ``crafter``, predict with ``target``; resumable per batch."""
-    attack = build_attack(name, **params)
+    attack = build_attack(name, allow_large_eps=allow_large_eps, **params)
 
     def one_batch(_: int, sl: slice) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
@@ -75,8 +76,9 @@ def run_attack_stage(stage_root: Path, key: str, name: str, params: dict[str, An
 
 
 def attack_outcome(run: AttackRun, x: torch.Tensor, y: np.ndarray, clean_pred: np.ndarray,
-                   classes: list[str]) -> AttackOutcome:
-    """Everything the report says about one attack run."""
+                   classes: list[str], normal: int | None, emergency: Sequence[int] = ()) -> AttackOutcome:
+    """Everything the report says about one attack run. ``normal``: the normal class's index
+    (None: dangerous flips not assessed); ``emergency``: the emergency findings' indices."""
     clean = classification_report(y, clean_pred, classes)
     adv = classification_report(y, run.pred, classes)
     success = attack_success(y, clean_pred, run.pred)
@@ -86,12 +88,13 @@ def attack_outcome(run: AttackRun, x: torch.Tensor, y: np.ndarray, clean_pred: n
     return AttackOutcome(
         key=run.key, attack=run.name, eps=run.eps, params={k: str(v) for k, v in run.params.items()},
         source=run.source, clean=clean, adversarial=adv, success_rate_all=success.success_rate_all,
-        success_rate_correct=success.success_rate_correct, accuracy_drop_pp=accuracy_drop_pp(clean, adv),
-        dangerous_flips=dangerous_flips(y, clean_pred, run.pred, classes),
+        success_rate_correct=success.success_rate_correct, n_correct_before=success.n_correct_before,
+        accuracy_drop_pp=accuracy_drop_pp(clean, adv),
+        dangerous_flips=dangerous_flips(y, clean_pred, run.pred, classes, normal, emergency),
         perturbation=Perturbation(
             linf_mean=float(linf_distance(xn, an).mean()), linf_max=float(linf_distance(xn, an).max()),
             l2_mean=float(l2_distance(xn, an).mean()), ssim_mean=float(ssim(xn, an).mean()),
-            psnr_mean_db=float(finite.mean()) if len(finite) else float("inf"),
+            psnr_mean_db=float(finite.mean()) if len(finite) else None,
         ),
         seconds_per_image=run.seconds / max(1, len(x)),
     )

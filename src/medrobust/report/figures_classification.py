@@ -8,7 +8,7 @@ from matplotlib.axes import Axes
 
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DefenseOutcome, RunMetrics
 from medrobust.report.figure import COLORS, ReportFigure, finish, grouped_bars, new_figure, percent_axis
-from medrobust.report.run_contents import format_eps, pct
+from medrobust.report.run_contents import format_eps, pct, percent_or_nan
 
 
 def draw_confusion(ax: Axes, report: ClassificationReport, title: str) -> None:
@@ -79,8 +79,8 @@ def classwise_accuracy(metrics: RunMetrics) -> ReportFigure:
     fig = new_figure(6.0, 3.4)
     ax = fig.add_subplot()
     grouped_bars(ax, report.classes, {
-        "accuracy within class (sensitivity)": [100 * report.per_class[c].recall for c in report.classes],
-        "specificity": [100 * report.per_class[c].specificity for c in report.classes],
+        "accuracy within class (sensitivity)": [percent_or_nan(report.per_class[c].recall) for c in report.classes],
+        "specificity": [percent_or_nan(report.per_class[c].specificity) for c in report.classes],
     })
     percent_axis(ax, top=110)
     ax.set_ylabel("%")
@@ -154,17 +154,17 @@ def confusion_after_defense(defense: DefenseOutcome, attack: AttackOutcome | Non
 
 def classwise_after_defense(metrics: RunMetrics, defense: DefenseOutcome, attack: AttackOutcome | None) -> ReportFigure:
     classes = metrics.baseline.classes
-    series = {"clean, undefended": [100 * metrics.baseline.per_class[c].recall for c in classes],
-              "clean, defended": [100 * defense.clean.per_class[c].recall for c in classes]}
+    series = {"clean, undefended": [percent_or_nan(metrics.baseline.per_class[c].recall) for c in classes],
+              "clean, defended": [percent_or_nan(defense.clean.per_class[c].recall) for c in classes]}
     attacked = defended_attack_report(defense, attack)
     caption = (f"Share of each class classified correctly with and without the defense {defense.name}: on clean test "
                f"images (n = {defense.clean.n})")
     overall = None
     if attack is not None:
-        series[f"{attack.key}, undefended"] = [100 * attack.adversarial.per_class[c].recall for c in classes]
+        series[f"{attack.key}, undefended"] = [percent_or_nan(attack.adversarial.per_class[c].recall) for c in classes]
         caption += f" and on the images of {attack.key} (n = {attack.adversarial.n})"
         if attacked is not None:
-            series[f"{attack.key}, defended"] = [100 * attacked.per_class[c].recall for c in classes]
+            series[f"{attack.key}, defended"] = [percent_or_nan(attacked.per_class[c].recall) for c in classes]
         else:
             overall = defense.non_adaptive.get(attack.key)
             caption += ". Per-class accuracy of the defended model on attacked images is not recorded by this run"

@@ -33,9 +33,20 @@ def format_eps(eps: float) -> str:
     return f"{eps:.4g}"
 
 
-def pct(fraction: float) -> str:
-    """A fraction in [0, 1] as a percentage with one decimal (``0.8125`` -> ``81.2%``)."""
-    return f"{100 * fraction:.1f}%"
+def pct(fraction: float | None) -> str:
+    """A fraction in [0, 1] as a percentage with one decimal (``0.8125`` -> ``81.2%``); an
+    undefined value (None) as ``n/a``, never as a number."""
+    return "n/a" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def percent_or_nan(fraction: float | None) -> float:
+    """A fraction as a percentage for a figure; undefined values become NaN (matplotlib leaves a gap)."""
+    return float("nan") if fraction is None else 100.0 * fraction
+
+
+def visible_budget(eps: float) -> bool:
+    """Whether an L-inf budget is above 16/255, where a reader may see the perturbation."""
+    return eps > 16 / 255 + 1e-9
 
 
 def read_history(model_json: Path) -> list[dict[str, float]]:

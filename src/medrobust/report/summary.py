@@ -10,11 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
-from medrobust.report.run_contents import RunContents, format_eps, pct
-
-EMERGENCY_FINDINGS = frozenset({"pneumothorax"})
-"""Findings for which a missed diagnosis is an emergency (named so in the summary)."""
+from medrobust.report.run_contents import RunContents, format_eps, pct, visible_budget
 
 PREFERRED_BENIGN = "jpeg90"
 """The benign change quoted for false alarms when present (re-encoding: the most common one)."""
@@ -69,24 +67,38 @@ def _baseline(w: _Writer, metrics: RunMetrics) -> None:
     b = metrics.baseline
     w.sentences.append(f"Without any attack the model classifies {b.n} test images with accuracy "
                        f"{w.pct('baseline_accuracy', b.accuracy, 'baseline.accuracy')}.")
+    untested = metrics.data.get("classes_without_images") or []
+    if untested:
+        w.sentences.append(f"The data holds no image of {escape(', '.join(untested))}: the model's sensitivity for "
+                           f"{'that class' if len(untested) == 1 else 'those classes'} is not assessed.")
 
 
 def _attack(w: _Writer, attack: AttackOutcome) -> None:
     src = f"attacks[{attack.key}]"
     who = ("an attacker who can compute the model's gradients" if attack.source == "white-box"
            else f"an attacker without access to the model ({attack.source})")
+    if attack.success_rate_correct is None:
+        changed = ("the rate at which it changes correct answers is not defined (0 correctly classified images)")
+    else:
+        changed = (f"it changes the answer on "
+                   f"{w.pct('attack_success_rate_correct', attack.success_rate_correct, src + '.success_rate_correct')} "
+                   "of the images the model had right")
+    visible = " (a budget large enough to be visible)" if visible_budget(attack.eps) else ""
     w.sentences.append(
         f"{escape(attack_label(attack))}, by {escape(who, quote=False)}, takes accuracy from "
         f"{w.pct('attack_clean_accuracy', attack.clean.accuracy, src + '.clean.accuracy')} to "
         f"{w.pct('attack_adversarial_accuracy', attack.adversarial.accuracy, src + '.adversarial.accuracy')} "
-        f"on {attack.adversarial.n} images; it changes the answer on "
-        f"{w.pct('attack_success_rate_correct', attack.success_rate_correct, src + '.success_rate_correct')} "
-        f"of the images the model had right. No pixel changes by more than {format_eps(attack.eps)} of the grey range.")
+        f"on {attack.adversarial.n} images; {changed}. No pixel changes by more than {format_eps(attack.eps)} of the "
+        f"grey range{visible}.")
+    if attack.dangerous_flips is None:
+        w.sentences.append(f"After {escape(attack.key)}: {escape(NOT_ASSESSED_NO_NORMAL)}.")
+        return
     flips = [f for f in attack.dangerous_flips if f.count > 0]
     if not flips:
-        w.sentences.append(f"No image with a finding was reported as Normal after {escape(attack.key)}.")
+        normal = attack.dangerous_flips[0].predicted_class if attack.dangerous_flips else "normal"
+        w.sentences.append(f"No image with a finding was reported as {escape(normal)} after {escape(attack.key)}.")
     for flip in flips:
-        kind = "missed emergencies" if flip.true_class.lower() in EMERGENCY_FINDINGS else "missed findings"
+        kind = "missed emergencies" if flip.emergency else "missed findings"
         n = w.count(f"dangerous_flips[{flip.true_class}]", flip.count,
                     f"{src}.dangerous_flips[{flip.true_class}].count")
         share = w.pct(f"dangerous_flips[{flip.true_class}].rate", flip.rate, f"{src}.dangerous_flips[{flip.true_class}].rate")
@@ -99,13 +111,14 @@ def _strongest(w: _Writer, metrics: RunMetrics, main: AttackOutcome) -> None:
     strongest = min(metrics.attacks, key=lambda a: a.adversarial.accuracy)
     if strongest is main or strongest.adversarial.accuracy >= main.adversarial.accuracy:
         return
-    missed = sum(f.count for f in strongest.dangerous_flips)
+    missed = sum(f.count for f in strongest.dangerous_flips or [])
     src = f"attacks[{strongest.key}]"
     sentence = (f"The strongest attack in this run, {escape(attack_label(strongest))}, leaves accuracy at "
                 f"{w.pct('strongest_adversarial_accuracy', strongest.adversarial.accuracy, src + '.adversarial.accuracy')}")
     if missed:
         n = w.count("strongest_dangerous_flips", missed, src + ".dangerous_flips[*].count")
-        sentence += f" and makes the model call {n} images with a finding Normal"
+        normal = escape(strongest.dangerous_flips[0].predicted_class)
+        sentence += f" and makes the model call {n} images with a finding {normal}"
     w.sentences.append(sentence + ".")
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import (
     AttackOutcome,
     ClassificationReport,
@@ -17,7 +18,7 @@ from medrobust.evaluation.results import (
     DetectorOutcome,
     SweepPoint,
 )
-from medrobust.report.run_contents import format_eps, pct
+from medrobust.report.run_contents import format_eps, pct, visible_budget
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: str = "") -> str:
@@ -49,31 +50,49 @@ def key_values(values: dict[str, Any]) -> str:
 
 
 def classification(report: ClassificationReport) -> str:
-    rows = [[c, pct(m.precision), pct(m.recall), pct(m.specificity), f"{m.f1:.3f}", m.support]
-            for c, m in report.per_class.items()]
+    rows = [[c, pct(m.precision), pct(m.recall), pct(m.specificity), "n/a" if m.f1 is None else f"{m.f1:.3f}",
+             m.support] for c, m in report.per_class.items()]
     rows.append([Raw("<b>all</b>"), "", Raw(f"<b>accuracy {pct(report.accuracy)}</b>"), "", "", report.n])
     return table(["class", "precision", "sensitivity (recall)", "specificity", "F1", "images"], rows)
 
 
-def _flips(attack: AttackOutcome) -> str:
+def flips_text(attack: AttackOutcome) -> str:
+    """The dangerous flips of one attack in a few words: "not assessed: ..." when no class is
+    normal, "none" only when they were assessed and none happened."""
+    if attack.dangerous_flips is None:
+        return NOT_ASSESSED_NO_NORMAL
     flips = [f for f in attack.dangerous_flips if f.count > 0]
     if not flips:
         return "none"
-    return "; ".join(f"{f.count} {f.true_class} -> {f.predicted_class} ({pct(f.rate)})" for f in flips)
+    return "; ".join(f"{f.count} {f.true_class} -> {f.predicted_class} ({pct(f.rate)})"
+                     + (" EMERGENCY" if f.emergency else "") for f in flips)
+
+
+def success_correct_text(attack: AttackOutcome) -> str:
+    """The success rate over correctly classified images, or why it is not defined."""
+    if attack.success_rate_correct is None:
+        return "not defined (0 correctly classified images)"
+    return pct(attack.success_rate_correct)
+
+
+def eps_text(eps: float) -> str:
+    """A budget, marked "visible" above 16/255."""
+    return format_eps(eps) + (" (visible)" if visible_budget(eps) else "")
 
 
 def attacks(outcomes: list[AttackOutcome]) -> str:
     rows = []
     for a in outcomes:
         p = a.perturbation
-        rows.append([a.key, a.source, format_eps(a.eps), a.adversarial.n,
+        rows.append([a.key, a.source, eps_text(a.eps), a.adversarial.n,
                      Raw(f"{pct(a.clean.accuracy)} &rarr; <b>{pct(a.adversarial.accuracy)}</b>"),
-                     pct(a.success_rate_all), pct(a.success_rate_correct),
+                     pct(a.success_rate_all), success_correct_text(a),
                      f"{255 * p.linf_mean:.2f} / {255 * p.linf_max:.2f}", f"{p.l2_mean:.3f}", f"{p.ssim_mean:.3f}",
-                     f"{p.psnr_mean_db:.1f}", _flips(a), f"{a.seconds_per_image:.3g}"])
+                     "∞ (unchanged)" if p.psnr_mean_db is None else f"{p.psnr_mean_db:.1f}", flips_text(a),
+                     f"{a.seconds_per_image:.3g}"])
     return table(["attack", "source", "eps", "images", "accuracy clean → attacked", "success (all)",
                   "success (correct)", "L-inf mean / max (of 255)", "L2 mean", "SSIM mean", "PSNR (dB)",
-                  "dangerous flips (finding → Normal)", "s / image"], rows, "wide")
+                  "dangerous flips (finding → normal)", "s / image"], rows, "wide")
 
 
 def attack_params(outcomes: list[AttackOutcome]) -> str:
@@ -81,7 +100,8 @@ def attack_params(outcomes: list[AttackOutcome]) -> str:
 
 
 def sweeps(values: dict[str, list[SweepPoint]]) -> str:
-    rows = [[name, Raw(", ".join(f"{format_eps(p.eps)}: <b>{pct(p.accuracy)}</b>" for p in sorted(points, key=lambda p: p.eps)))]
+    rows = [[name, Raw(", ".join(f"{escape(eps_text(p.eps))}: <b>{pct(p.accuracy)}</b>"
+                                 for p in sorted(points, key=lambda p: p.eps)))]
             for name, points in values.items()]
     return table(["attack", "accuracy at each eps"], rows, "wide")
 
@@ -107,9 +127,10 @@ def detectors(outcomes: list[DetectorOutcome]) -> str:
                          ", ".join(f"{r}: {n}" for r, n in reasons.items()) or "n/a"])
     per_attack = table(["detector", "attack", "detection rate", "ROC-AUC", "reasons that fired (images)"], rows, "wide")
     fpr_rows = [[d.name, pct(d.fpr_clean), "; ".join(f"{k}: {pct(v)}" for k, v in d.fpr_benign.items()) or "n/a",
-                 d.threshold, f"{d.latency_ms_per_image:.2f}"] for d in outcomes]
-    alarms = table(["detector", "false alarms (clean)", "false alarms (benign changes)", "threshold", "ms / image"],
-                   fpr_rows, "wide")
+                 d.threshold, d.calibration or "fixed thresholds (no calibration)", f"{d.latency_ms_per_image:.2f}"]
+                for d in outcomes]
+    alarms = table(["detector", "false alarms (clean)", "false alarms (benign changes)", "threshold", "calibrated on",
+                    "ms / image"], fpr_rows, "wide")
     return per_attack + "\n" + alarms
 
 
