@@ -298,3 +298,49 @@ def test_metrics_with_undefined_rates_read_back_and_report(tmp_path) -> None:
     assert "not defined (0 correctly classified images)" in html
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
+
+
+def test_odd_files_are_skipped_listed_and_the_run_is_partial(vendor_model, tmp_path) -> None:
+    """A non-UTF-8 file name among the tested images, an unreadable file and a self-referencing
+    link: the run finishes, ids round-trip through JSON, the summary says the result is partial
+    (exit 3), skipped.txt lists both bad entries, no per-image line floods the terminal."""
+    import os
+
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    pneumonia = source / "PNEUMONIA"
+    good = sorted(pneumonia.iterdir())[0].read_bytes()
+    with open(os.path.join(os.fsencode(pneumonia), b"bad\xff.png"), "wb") as fh:
+        fh.write(good)
+    (pneumonia / "truncated.png").write_bytes(good[:40])
+    (pneumonia / "loop.png").symlink_to("loop.png")
+    cfg = _config(tmp_path, source, vendor_model)
+    result = _run(tmp_path, cfg)
+    assert result.exit_code == 3, result.output
+    run_dir = tmp_path / "runs" / "vendor"
+    skipped = (run_dir / "skipped.txt").read_text().splitlines()
+    assert len(skipped) == 2 and any("truncated.png" in s for s in skipped) and any("loop.png" in s for s in skipped)
+    assert "2 files skipped" in result.output and "partial" in result.output
+    assert "skipping" not in result.output  # per-image lines only in log.txt
+    assert "loop.png" in (run_dir / "log.txt").read_text()
+    m = read_metrics(run_dir)
+    assert m.data["tested"] == 7  # 6 phantoms + the file with the undecodable name
+    ids = json.loads((run_dir / "metrics.json").read_text())["data"]["skipped"]
+    assert ids == m.data["skipped"]
+
+
+def test_squeeze_calibrated_on_a_separate_clean_folder(vendor_model, tmp_path) -> None:
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    clean = _folder(tmp_path / "clean", CAPITALS, per_class=4, seed=77)
+    cfg = ExperimentConfig.model_validate(_config(tmp_path, source, vendor_model))
+    cfg.detectors.squeeze.calibration = str(clean)
+    cfg.detectors.reference.enabled = False
+    m = Runner(cfg).run()
+    (squeeze,) = m.detectors
+    assert squeeze.calibration.startswith(f"12 clean images in {clean}")
+    assert "folds" not in squeeze.threshold
+
+
+def test_budgets_above_16_grey_levels_are_marked_visible() -> None:
+    from medrobust.report.tables import eps_text
+
+    assert eps_text(8 / 255) == "8/255" and eps_text(32 / 255) == "32/255 (visible)"

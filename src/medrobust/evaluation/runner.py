@@ -51,6 +51,7 @@ from medrobust.evaluation.results import (
 )
 from medrobust.evaluation.run_dir import atomic_write_text, load_json, save_json
 from medrobust.evaluation.run_log import run_log
+from medrobust.per_image_log import per_image_log
 from medrobust.evaluation.samples import array_key, save_samples
 from medrobust.evaluation.stage_attacks import (
     AttackRun,
@@ -320,6 +321,8 @@ class Runner:
             self.check_surrogate(name, sur)
         self.prepare()
         with run_log(self.dir):
+            for line in self.skipped:  # found while listing, before the log was open
+                per_image_log.warning("skipping %s", line)
             metrics = self._run(start, dataset, loaded, loaded_surrogates)
         return metrics
 
