@@ -51,7 +51,6 @@ from medrobust.evaluation.results import (
 )
 from medrobust.evaluation.run_dir import atomic_write_text, load_json, save_json
 from medrobust.evaluation.run_log import run_log
-from medrobust.per_image_log import per_image_log
 from medrobust.evaluation.samples import array_key, save_samples
 from medrobust.evaluation.stage_attacks import (
     AttackRun,
@@ -62,6 +61,7 @@ from medrobust.evaluation.stage_attacks import (
     sweep_points,
     transfer_matrix_from_images,
 )
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
