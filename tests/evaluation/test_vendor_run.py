@@ -344,3 +344,18 @@ def test_budgets_above_16_grey_levels_are_marked_visible() -> None:
     from medrobust.report.tables import eps_text
 
     assert eps_text(8 / 255) == "8/255" and eps_text(32 / 255) == "32/255 (visible)"
+
+
+def test_a_surrogate_trains_on_its_own_folder_when_every_image_is_tested(vendor_model, tmp_path) -> None:
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    training = _folder(tmp_path / "train", {"Normal": "normal", "Pneumonia": "pneumonia",
+                                            "Pneumothorax": "pneumothorax"}, per_class=5, seed=31)
+    raw = _config(tmp_path, source, vendor_model)
+    raw["surrogates"] = [{"name": "sur", "train": {"arch": "small-cnn", "epochs": 1, "data": str(training)}}]
+    raw["detectors"] = {"squeeze": {"enabled": False}, "reference": {"enabled": False}}
+    cfg = ExperimentConfig.model_validate(raw)
+    assert cfg.data.split == "test"
+    m = Runner(cfg).run()
+    assert m.data["tested"] == 6 and [a.key for a in m.attacks] == ["pgd@8/255", "pgd@8/255 from sur"]
+    meta = json.loads((cfg.run_dir / "surrogates" / "sur" / "model.json").read_text())
+    assert meta["training"]["data"] == str(training)

@@ -228,6 +228,7 @@ class Runner:
                              f"{self.classes} in the same order; use a surrogate with the model's classes")
 
     def _read(self, part, what: str) -> Split:
+        """One split's images (8-bit grid) and labels as the model's class indices."""
         x, y, ids = part.load(self.config.batch_size)
         self.skipped += [str(s) for s in part.skipped]
         return _quantise(x), torch.from_numpy(self.label_map[y.numpy()]), ids
@@ -242,9 +243,10 @@ class Runner:
         if missing:
             raise ValueError(f"{self.config.data.source}: no {', '.join(sorted(missing))} split in the data "
                              f"(it has {', '.join(parts) or 'none'}); add images or change data.split")
+        wanted = sorted(needed | (set(parts) & {"val"}))  # val also calibrates the squeeze detector
         out = {}
-        with self.progress.stage("data", sum(len(parts[k]) for k in needed | (set(parts) & {"val"}))) as bar:
-            for name in sorted(needed | (set(parts) & {"val"})):
+        with self.progress.stage("data", sum(len(parts[k]) for k in wanted)) as bar:
+            for name in wanted:
                 out[name] = self._read(parts[name], name)
                 bar.advance(len(parts[name]))
         return out
