@@ -55,24 +55,25 @@ def os_error_line(err: OSError, options: Mapping[str, object] | None = None) -> 
             return f"{shown}: already exists; remove it or choose another {where}"
     if code == errno.EISDIR:
         return f"{shown}: is a folder where a file is needed; remove or rename it, or choose another {where}"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"{shown}: permission denied; choose a writable {where} or fix its permissions"
-    if code == errno.EROFS:
-        return f"{shown}: on a read-only file system; choose a writable {where}"
-    if code == errno.ENOSPC:
-        return f"{shown}: no space left on device; free space or choose another {where}"
-    if code == errno.EDQUOT:
-        return f"{shown}: disk quota exceeded; free space or choose another {where}"
-    if code == errno.EFBIG:
-        return f"{shown}: file too large for its file system; choose another {where}"
-    if code == errno.ENAMETOOLONG:
-        return f"{shown}: file name too long; choose a shorter {where}"
-    if code == errno.ENOENT:
-        return f"{shown}: no such file or folder; check the path"
-    if code == errno.ELOOP:
-        return f"{shown}: too many levels of symbolic links (a link loop); fix or remove the link"
+    if code in _PROBLEM_AND_FIX:
+        problem, fix = _PROBLEM_AND_FIX[code]
+        return f"{shown}: {problem}; {fix.format(where=where)}"
     reason = err.strerror or os.strerror(code)
     return f"{shown}: {reason[:1].lower()}{reason[1:]}; check the path or choose another {where}"
+
+
+_PROBLEM_AND_FIX: dict[int, tuple[str, str]] = {
+    errno.EACCES: ("permission denied", "choose a writable {where} or fix its permissions"),
+    errno.EPERM: ("permission denied", "choose a writable {where} or fix its permissions"),
+    errno.EROFS: ("on a read-only file system", "choose a writable {where}"),
+    errno.ENOSPC: ("no space left on device", "free space or choose another {where}"),
+    errno.EDQUOT: ("disk quota exceeded", "free space or choose another {where}"),
+    errno.EFBIG: ("file too large for its file system", "choose another {where}"),
+    errno.ENAMETOOLONG: ("file name too long", "choose a shorter {where}"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ELOOP: ("too many levels of symbolic links (a link loop)", "fix or remove the link"),
+}
+"""errno -> (what went wrong, the fix); ``{where}`` is the option that named the path."""
 
 
 def _file_in_the_way(path: Path) -> Path | None:
