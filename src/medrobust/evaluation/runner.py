@@ -227,11 +227,11 @@ class Runner:
             raise ValueError(f"surrogate {name}: its classes {list(surrogate.classes)} are not the model's "
                              f"{self.classes} in the same order; use a surrogate with the model's classes")
 
-    def _read(self, part, what: str) -> Split:
-        """One split's images (8-bit grid) and labels as the model's class indices."""
+    def _read(self, part, label_map: np.ndarray) -> Split:
+        """One split's images (8-bit grid) and labels as the model's class indices (via ``label_map``)."""
         x, y, ids = part.load(self.config.batch_size)
         self.skipped += [str(s) for s in part.skipped]
-        return _quantise(x), torch.from_numpy(self.label_map[y.numpy()]), ids
+        return _quantise(x), torch.from_numpy(label_map[y.numpy()]), ids
 
     def load_data(self, dataset) -> dict[str, Split]:
         """Read the splits the run needs, labels as the model's class indices."""
@@ -247,7 +247,7 @@ class Runner:
         out = {}
         with self.progress.stage("data", sum(len(parts[k]) for k in wanted)) as bar:
             for name in wanted:
-                out[name] = self._read(parts[name], name)
+                out[name] = self._read(parts[name], self.label_map)
                 bar.advance(len(parts[name]))
         return out
 
@@ -264,12 +264,7 @@ class Runner:
         parts = own.splits()
         if not {"train", "val"} <= set(parts):
             raise ValueError(f"{t.data}: too few images to split into training and validation for {who}")
-        out = []
-        for name in ("train", "val"):
-            x, y, ids = parts[name].load(self.config.batch_size)
-            self.skipped += [str(s) for s in parts[name].skipped]
-            out.append((_quantise(x), torch.from_numpy(label_map[y.numpy()]), ids))
-        return out[0], out[1]
+        return self._read(parts["train"], label_map), self._read(parts["val"], label_map)
 
     def model(self, folder: str, cfg: ModelConfig, data, name: str) -> nn.Module:
         from medrobust.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
