@@ -1,11 +1,25 @@
 """Named components with typed parameters, built from one-line specs.
 
-Attacks, defenses and detectors are all built the same way from the CLI, config files and
-(later) the service: a name plus ``key=value`` parameters, e.g. ``"pgd:eps=8/255,steps=20"``.
-A :class:`ComponentRegistry` holds the classes of one kind; each class's constructor
-signature (its type hints and defaults) says which parameters exist and how a string from
-the command line converts: numbers accept fractions (``8/255``), booleans ``true/false/1/0``,
-lists are ``;``-separated, ``none`` gives None where the type allows it.
+Models, attacks, defenses and detectors are all registered the same way, and all but models
+are built the same way from the CLI, config files and the service: a name plus ``key=value``
+parameters, e.g. ``"pgd:eps=8/255,steps=20"``.
+
+A :class:`ComponentRegistry` holds the components of one kind, after timm's ``_registry``: a
+``register(name, **metadata)`` decorator over a class (or a builder function) and
+``names(pattern)`` to list them. A registry imports nothing: the package of each kind imports
+its implementation modules in its ``__init__``, and their decorators fill its registry. So a
+registry is complete as soon as anything of its package is imported (Python runs the
+package's ``__init__`` first), and there is no import cycle (the registry module never imports
+the modules it lists)::
+
+    attacks/registry.py      _ATTACKS = ComponentRegistry("attack"); register_attack = _ATTACKS.register
+    attacks/sia.py           @register_attack("sia") class SIA(...)
+    attacks/__init__.py      from medrobust.attacks.sia import SIA   # registers "sia"
+
+Each class's constructor signature (its type hints and defaults) says which parameters exist
+and how a string from the command line converts: numbers accept fractions (``8/255``),
+booleans ``true/false/1/0``, lists are ``;``-separated, ``none`` gives None where the type
+allows it. This module imports nothing heavy (no torch), so ``import medrobust`` stays cheap.
 """
 
 from __future__ import annotations
@@ -14,11 +28,14 @@ import collections.abc
 import fnmatch
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from fractions import Fraction
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_number(value: str | float | int) -> float:
@@ -73,53 +90,84 @@ def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any
     return text
 
 
-class ComponentRegistry(Generic[T]):
-    """The classes of one kind of component (``kind``: "attack", "defense", ...), by name.
+@dataclass(frozen=True)
+class RegistryEntry(Generic[T]):
+    """One registered component: its ``name``, the ``factory`` that builds it (a class or a
+    function) and the ``metadata`` given to ``register`` (read-only)."""
 
-    ``load_builtin`` imports the modules whose decorators register the built-in classes; it
-    runs on first use, so importing the registry stays cheap.
+    name: str
+    factory: Callable[..., T]
+    metadata: Mapping[str, Any]
+
+
+class ComponentRegistry(Generic[T]):
+    """The components of one ``kind`` ("attack", "defense", "detector", "architecture"), by name.
+
+    ``register(name, **metadata)`` is a decorator over a class or a builder function (a class
+    also gets ``name`` as its ``name`` attribute); the keyword ``metadata`` is kept with the
+    entry (e.g. an architecture's description and input channels). See the module docstring
+    for how a package fills its registry.
+
+    Example:
+
+    >>> shapes = ComponentRegistry("shape")
+    >>> @shapes.register("square", corners=4)
+    ... class Square:
+    ...     def __init__(self, side: float = 1.0) -> None:
+    ...         self.side = side
+    >>> shapes.names(), shapes.metadata("square")["corners"], Square.name
+    (['square'], 4, 'square')
+    >>> shapes.build("square", {"side": "3/4"}).side
+    0.75
     """
 
-    def __init__(self, kind: str, load_builtin: Callable[[], None]) -> None:
+    def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._classes: dict[str, type[T]] = {}
-        self._load_builtin = load_builtin
-        self._loaded = False
+        self._entries: dict[str, RegistryEntry[T]] = {}
 
-    def register(self, name: str) -> Callable[[type[T]], type[T]]:
-        """Class decorator: make a class buildable by ``name`` (and set its ``name`` attribute)."""
+    def register(self, name: str, **metadata: Any) -> Callable[[F], F]:
+        """Decorator: make a class or builder function buildable by ``name``, with ``metadata``."""
 
-        def wrap(cls: type[T]) -> type[T]:
-            if name in self._classes and self._classes[name] is not cls:
-                raise ValueError(f"{self.kind} {name!r} is already registered (by {self._classes[name].__name__})")
-            cls.name = name  # type: ignore[attr-defined]
-            self._classes[name] = cls
-            return cls
+        def wrap(factory: F) -> F:
+            existing = self._entries.get(name)
+            if existing is not None and existing.factory is not factory:
+                raise ValueError(f"{self.kind} {name!r} is already registered (by {existing.factory.__name__})")
+            if isinstance(factory, type):
+                factory.name = name  # type: ignore[attr-defined]
+            self._entries[name] = RegistryEntry(name, factory, MappingProxyType(dict(metadata)))
+            return factory
 
         return wrap
 
-    def _ensure(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            self._load_builtin()
-
     def names(self, pattern: str = "*") -> list[str]:
-        self._ensure()
-        return sorted(n for n in self._classes if fnmatch.fnmatch(n, pattern))
+        """Registered names matching a shell-style ``pattern`` (``"t*"``), sorted."""
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
-    def get(self, name: str) -> type[T]:
-        self._ensure()
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def entry(self, name: str) -> RegistryEntry[T]:
+        """The entry of ``name``; a clear error naming the known ones if there is none."""
         try:
-            return self._classes[name]
+            return self._entries[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._classes))}") from None
+            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}") from None
+
+    def get(self, name: str) -> Callable[..., T]:
+        """The class (or builder function) registered as ``name``."""
+        return self.entry(name).factory
+
+    def metadata(self, name: str) -> Mapping[str, Any]:
+        """The keyword metadata ``name`` was registered with (read-only)."""
+        return self.entry(name).metadata
 
     def parameters(self, name: str) -> dict[str, tuple[Any, Any]]:
-        """``{parameter: (type, default)}`` of ``name``'s constructor."""
-        cls = self.get(name)
-        hints = typing.get_type_hints(cls.__init__)
+        """``{parameter: (type, default)}`` of ``name``'s constructor (or builder function)."""
+        factory = self.get(name)
+        function = factory.__init__ if isinstance(factory, type) else factory
+        hints = typing.get_type_hints(function)
         out: dict[str, tuple[Any, Any]] = {}
-        for pname, p in inspect.signature(cls.__init__).parameters.items():
+        for pname, p in inspect.signature(function).parameters.items():
             if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             out[pname] = (hints.get(pname, Any), p.default)

@@ -1,7 +1,7 @@
 """Block-local linear maps of SIT's ``resize`` and ``dct`` operations, per block length.
 
 Both act on a block separably: ``M_L @ block`` along its rows and ``block @ M_L^T`` along its
-columns, with ``M_L`` depending only on the side length ``L`` (:mod:`medrobust.attacks.sit`
+columns, with ``M_L`` depending only on the side length ``L`` (:mod:`medrobust.attacks.sit_kernel`
 caches each on the device it needs).
 """
 

@@ -12,8 +12,8 @@ no model query: the change is a large, plainly visible rearrangement of the anat
 radiologist would notice. It measures whether a model still answers confidently on a
 scrambled radiograph (it should not), and it is reported with its visibility: after each call
 :attr:`BlockShuffle.last_ssim` holds the SSIM (Wang et al. 2004) of every output to its
-original, computed with scikit-image (``data_range=1``), which is what the study's
-detector (``SSIM < 0.85``) looks at.
+original, computed by :func:`medrobust.data.similarity.ssim` (scikit-image's, ``data_range=1``),
+the measure the study's detector (``SSIM < 0.85``) looks at.
 
 Per image, independently and from one ``torch.Generator``:
 
@@ -34,41 +34,26 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from medrobust.attacks.engine import Attack
 from medrobust.attacks.registry import register_attack
+from medrobust.data.similarity import ssim
 
 log = logging.getLogger(__name__)
 
 
 def structural_similarity_batch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B,) SSIM of each image pair, by ``skimage.metrics.structural_similarity(data_range=1)``.
-
-    Grayscale images (C = 1) are compared as 2-D arrays; colour ones with ``channel_axis``.
-    scikit-image's default 7 x 7 uniform window is used, shrunk to the largest odd size that
-    fits images smaller than 7 pixels.
-    """
-    from skimage.metrics import structural_similarity
-
+    """(B,) float32 SSIM of each image pair of two batches (B, C, H, W):
+    :func:`medrobust.data.similarity.ssim` with ``colour="channels"`` (grayscale images compared
+    as 2-D arrays, colour ones channel by channel, as scikit-image's ``channel_axis``)."""
     if x.shape != y.shape or x.ndim != 4:
         raise ValueError(f"SSIM needs two batches of the same shape (B, C, H, W), got {tuple(x.shape)} and {tuple(y.shape)}")
-    side = min(x.shape[-2:])
-    win = min(7, side if side % 2 else side - 1)
-    if win < 3:
-        raise ValueError(f"SSIM needs images of at least 3 x 3 pixels, got {tuple(x.shape[-2:])}")
     a = x.detach().to("cpu", torch.float64).numpy()
     b = y.detach().to("cpu", torch.float64).numpy()
-    values = []
-    for ai, bi in zip(a, b):
-        if ai.shape[0] == 1:
-            values.append(structural_similarity(ai[0], bi[0], data_range=1.0, win_size=win))
-        else:
-            values.append(structural_similarity(ai, bi, data_range=1.0, win_size=win, channel_axis=0))
-    return torch.tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32)
+    return torch.from_numpy(ssim(a, b, colour="channels")).to(torch.float32)
 
 
 def _rotate_blocks(tiles: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
@@ -102,9 +87,37 @@ class BlockShuffle(Attack):
     ``rotate_prob`` / ``distort_prob`` per block; ``distort_strength`` the largest affine
     coefficient of a warp; ``seed``; ``quantize_bits`` (None: keep floats).
 
+    Source: the study ("Assessing CNN Robustness in Medical Imaging Systems: Adversarial
+    Threats and Defensive Measures", 2025), which describes this block rearrangement beside
+    SIA (Wang et al., ICCV 2023). With ``b = blocks`` and the image cut into b x b equal tiles
+    ``T_1..T_{b^2}``, output tile ``j`` is ``W_j(R_j(T_{pi(j)}))``: ``pi`` a random permutation
+    (``shuffle``), ``R_j`` a random rotation with probability ``rotate_prob``, ``W_j`` a small
+    random affine warp with probability ``distort_prob``.
+
+    Defaults: ``blocks = 3`` (SIA's s = 3 of the paper and the study), ``shuffle = True``,
+    ``rotate_prob = 0.5``, ``distort_prob = 0.0``, ``distort_strength = 0.1`` (medrobust's
+    choices: the study gives no numbers), ``seed = 0``, ``quantize_bits = 8``.
+
+    Shapes: ``x`` (B, C, H, W) float in [0, 1] with H, W >= ``blocks``; ``model`` and ``y`` are
+    accepted for the common calling convention and not used. Returns the same shape and dtype.
     After a call: ``last_ssim`` (B,) SSIM to the original; ``last_permutation`` (B, N) the
     source block of each output block (row-major); ``last_rotation`` (B, N) quarter turns
     applied to each output block; ``last_distorted`` (B, N) bool.
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 2])
+    >>> attack = BlockShuffle(blocks=4)
+    >>> x_adv = attack(model, x, y)
+    >>> x_adv.shape, attack.last_ssim.shape, sorted(attack.last_permutation[0].tolist()) == list(range(16))
+    (torch.Size([2, 1, 32, 32]), torch.Size([2]), True)
+    >>> on_grid = (x * 255).round() / 255  # the same grey values, in other places:
+    >>> torch.equal(x_adv.flatten(1).sort(dim=1).values, on_grid.flatten(1).sort(dim=1).values)
+    True
     """
 
     needs_gradients = False

@@ -15,7 +15,20 @@ def _per_image(t: torch.Tensor) -> tuple[int, ...]:
 @dataclass(frozen=True)
 class Budget:
     """An ``eps``-ball in the ``norm`` ("linf" or "l2") around the clean image, in units of the
-    stored image ([0, 1]; eps = 8/255 is 8 grey levels of an 8-bit image)."""
+    stored image ([0, 1]; eps = 8/255 is 8 grey levels of an 8-bit image).
+
+    ``project`` is ``Clip_{[0,1] and eps-ball around x}``: for L-inf ``min(max(x', x - eps),
+    x + eps)`` per pixel, for L2 ``x + delta * min(1, eps / ||delta||_2)`` per image; then [0, 1].
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.full((1, 1, 4, 4), 0.5)
+    >>> budget = Budget(8 / 255)
+    >>> far = budget.project(x + 0.2, x)
+    >>> round(float(budget.distance(far, x)[0]) * 255, 4), budget.contains(far, x)
+    (8.0, True)
+    """
 
     eps: float
     norm: str = "linf"

@@ -29,6 +29,9 @@ import torch
 import torch.nn as nn
 
 from medrobust.attacks.budget import Budget, quantize_within
+from medrobust.data.class_names import class_indices
+from medrobust.data.image_batch import check_image_batch
+from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.classifier import require_gradients
 from medrobust.models.output_kind import OutputKind
 
@@ -38,8 +41,30 @@ log = logging.getLogger(__name__)
 class Attack(ABC):
     """Base of every attack: ``attack(model, x, y) -> x_adv`` (same shape and dtype, in [0, 1]).
 
+    torchattacks' calling convention (Kim, "Torchattacks: A PyTorch Repository for Adversarial
+    Attacks", arXiv 2020): hyper-parameters in the constructor, ``model, x, y`` in the call. The
+    call checks ``x`` (float, (B, C, H, W), in [0, 1]), refuses a black-box model when the
+    attack ``needs_gradients``, runs :meth:`perturb` with the model in eval mode (its mode is
+    restored afterwards) and gradients enabled, and returns a detached tensor of ``x``'s dtype.
+
     ``y`` holds the true labels for an untargeted attack, the target labels for a targeted
-    one: (B,) class indices, or (B, K) 0/1 findings for a multi-label model.
+    one: (B,) class indices, or (B, K) 0/1 findings for a multi-label model. Randomness comes
+    only from a ``torch.Generator``: the one passed to the call, or one seeded with ``seed``
+    (default 0), so the same seed gives the same result. ``quantize_bits`` (default 8): round the
+    result to the storage grid (None: keep floats). Subclasses implement :meth:`perturb`.
+
+    Example (an attack that changes nothing):
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> class Nothing(Attack):
+    ...     needs_gradients = False
+    ...     def perturb(self, model, x, y, generator):
+    ...         return x.clone()
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> torch.equal(Nothing()(model, x, torch.tensor([0, 2])), x), model.training  # train mode restored
+    (True, True)
     """
 
     name: str = "attack"
@@ -56,18 +81,10 @@ class Attack(ABC):
                  generator: torch.Generator | None = None) -> torch.Tensor:
         if self.needs_gradients:
             require_gradients(model, f"the {self.name} attack")
-        if x.ndim != 4:
-            raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}")
-        if x.min() < 0 or x.max() > 1:
-            raise ValueError("images must lie in [0, 1] (medrobust's currency); scale them before attacking")
-        was_training = model.training
-        model.eval()
-        try:
-            generator = generator or self.make_generator(x.device)
-            with torch.enable_grad():
-                x_adv = self.perturb(model, x.detach(), y.detach(), generator)
-        finally:
-            model.train(was_training)
+        check_image_batch(x, f"the {self.name} attack", unit_range=True, tolerance=0.0)
+        generator = generator or self.make_generator(x.device)
+        with eval_mode(model), torch.enable_grad():
+            x_adv = self.perturb(model, x.detach(), y.detach(), generator)
         return x_adv.to(dtype=x.dtype).detach()
 
     @abstractmethod
@@ -86,6 +103,28 @@ class IterativeAttack(Attack):
 
     ``findings`` (multi-label models): names of the findings to flip; untargeted then means
     "push each named finding away from its true value", and the others are left alone.
+
+    The loop is the module docstring's (after TransferAttack's structure, Wang et al.): MI-FGSM
+    (Dong et al., CVPR 2018) when ``mu > 0``, I-FGSM / PGD (Kurakin et al., ICLR 2017 workshop;
+    Madry et al., ICLR 2018) when ``mu = 0``. Defaults: ``eps = 8/255``, ``steps = 10``,
+    ``alpha = eps / steps``, ``norm = "linf"``, ``mu = 0``, no random start, untargeted,
+    ``seed = 0``, ``quantize_bits = 8``. Attacks subclass it and override the hooks (``init``,
+    ``transformed_batches``, ``loss``, ``gradient``, ``accumulate``); :class:`SIA` overrides
+    only ``transformed_batches`` (:class:`~medrobust.attacks.sia.SIA`).
+
+    Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels or (B, K) 0/1
+    findings. Returns ``x_adv`` of the same shape and dtype, in [0, 1], within ``eps`` of ``x``.
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> attack = IterativeAttack(eps=4 / 255, steps=3, mu=1.0)
+    >>> x_adv = attack(model, x, torch.tensor([0, 2]))
+    >>> x_adv.shape, bool(attack.budget.contains(x_adv, x)), round(attack.alpha * 255, 3)
+    (torch.Size([2, 1, 32, 32]), True, 1.333)
     """
 
     def __init__(
@@ -136,12 +175,8 @@ class IterativeAttack(Attack):
         """Per-image loss to *ascend*: J for untargeted, -J towards the target for targeted."""
         kind: OutputKind = getattr(model, "output_kind", OutputKind.SOFTMAX)
         if kind is OutputKind.MULTILABEL and self.findings is not None:
-            classes = list(getattr(model, "classes", []))
-            unknown = [f for f in self.findings if f not in classes]
-            if unknown:
-                raise ValueError(f"findings {unknown} are not among the model's classes {classes}")
             mask = torch.zeros(logits.shape[1], device=logits.device, dtype=logits.dtype)
-            mask[[classes.index(f) for f in self.findings]] = 1.0
+            mask[class_indices(self.findings, list(getattr(model, "classes", [])))] = 1.0
             per = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
             value = (per * mask).sum(1)
         else:

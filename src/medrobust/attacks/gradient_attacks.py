@@ -10,8 +10,44 @@ from medrobust.attacks.registry import register_attack
 
 @register_attack("fgsm")
 class FGSM(IterativeAttack):
-    """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of size eps,
-    ``x_adv = Clip_[0,1](x + eps * sign(grad_x J(f(x), y)))``. L-infinity by default."""
+    """Fast Gradient Sign Method: one signed-gradient step of size ``eps``.
+
+    Paper: Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples",
+    ICLR 2015. L-infinity by default::
+
+        x_adv = Clip_[0,1](x + eps * sign(grad_x J(f(x), y)))        (untargeted)
+        x_adv = Clip_[0,1](x - eps * sign(grad_x J(f(x), t)))        (targeted, towards t = y)
+
+    with ``norm="l2"`` the step is ``eps * grad / ||grad||_2``. ``J`` is the model's own loss
+    (cross-entropy for softmax, binary cross-entropy for binary/multilabel outputs).
+
+    Defaults: ``eps = 8/255`` (8 grey levels of the stored image; the common L-inf benchmark
+    budget, as in torchattacks and RobustBench), ``norm = "linf"``, untargeted, ``seed = 0``
+    (FGSM draws no random numbers), ``quantize_bits = 8`` (medrobust: the result is what an
+    8-bit PNG or PACS stores). ``findings``: for a multilabel model, the findings to flip.
+
+    Shapes: ``model`` a differentiable classifier (a
+    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
+    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
+    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
+    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
+    the ball (None: keep floats).
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 2])
+    >>> x_adv = FGSM(eps=8 / 255)(model, x, y)
+    >>> x_adv.shape, x_adv.dtype
+    (torch.Size([2, 1, 32, 32]), torch.float32)
+    >>> bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6), bool(x_adv.min() >= 0), bool(x_adv.max() <= 1)
+    (True, True, True)
+    >>> torch.equal(x_adv, (x_adv * 255).round() / 255)  # on the 8-bit grid
+    True
+    """
 
     def __init__(self, eps: float = 8 / 255, norm: str = "linf", targeted: bool = False,
                  findings: Sequence[str] | None = None, seed: int = 0, quantize_bits: int | None = 8) -> None:
@@ -21,9 +57,42 @@ class FGSM(IterativeAttack):
 
 @register_attack("pgd")
 class PGD(IterativeAttack):
-    """Projected Gradient Descent (Madry et al. 2018): a random start in the ball, then
-    ``steps`` signed-gradient steps of size ``alpha`` (default eps/4, i.e. 2/255 at 8/255),
-    each projected back onto the ball and [0, 1]."""
+    """Projected Gradient Descent: iterated FGSM from a random start, projected onto the ball.
+
+    Paper: Madry, Makelov, Schmidt, Tsipras & Vladu, "Towards Deep Learning Models Resistant to
+    Adversarial Attacks", ICLR 2018. L-infinity by default::
+
+        x_0     = Clip_[0,1](x + U(-eps, eps))                                (random start)
+        x_{t+1} = Clip_{[0,1] and eps-ball around x}(x_t + alpha * sign(grad_x J(f(x_t), y)))
+
+    for t = 0..steps-1 (targeted: descend ``J`` towards ``y``; ``norm="l2"``: normalised
+    gradient steps and a uniform start in the L2 ball).
+
+    Defaults: ``eps = 8/255`` (the common L-inf benchmark budget), ``steps = 10``, ``alpha =
+    eps / 4`` (2/255 at 8/255, torchattacks' default), ``random_start = True`` (the paper's),
+    ``seed = 0`` (the random start comes from a ``torch.Generator`` seeded with it, so the
+    same seed gives the same result), ``quantize_bits = 8``.
+
+    Shapes: ``model`` a differentiable classifier (a
+    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
+    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
+    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
+    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
+    the ball (None: keep floats).
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 2])
+    >>> x_adv = PGD(eps=8 / 255, steps=5)(model, x, y)
+    >>> x_adv.shape, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([2, 1, 32, 32]), True)
+    >>> torch.equal(x_adv, PGD(eps=8 / 255, steps=5)(model, x, y))  # same seed, same result
+    True
+    """
 
     def __init__(self, eps: float = 8 / 255, steps: int = 10, alpha: float | None = None, norm: str = "linf",
                  random_start: bool = True, targeted: bool = False, findings: Sequence[str] | None = None,
@@ -35,9 +104,36 @@ class PGD(IterativeAttack):
 
 @register_attack("mifgsm")
 class MIFGSM(IterativeAttack):
-    """Momentum Iterative FGSM (Dong et al. 2018): ``alpha = eps / T``,
-    ``g_{t+1} = mu * g_t + grad / ||grad||_1``, ``x_{t+1} = Clip(x_t + alpha * sign(g_{t+1}))``;
-    defaults T = 10, mu = 1.0."""
+    """Momentum Iterative FGSM: iterated FGSM whose direction accumulates normalised gradients.
+
+    Paper: Dong, Liao, Pang, Su, Zhu, Hu & Li, "Boosting Adversarial Attacks with Momentum",
+    CVPR 2018. With ``T = steps``::
+
+        alpha = eps / T,  g_0 = 0,  x_0 = x
+        g_{t+1} = mu * g_t + grad_x J(f(x_t), y) / ||grad_x J(f(x_t), y)||_1
+        x_{t+1} = Clip_{[0,1] and eps-ball around x}(x_t + alpha * sign(g_{t+1}))
+
+    Defaults: ``steps = 10`` and ``mu = 1.0`` (the paper's); ``eps = 8/255`` (the common L-inf
+    benchmark budget; the paper used 16/255 on ImageNet); ``quantize_bits = 8``. No randomness.
+
+    Shapes: ``model`` a differentiable classifier (a
+    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
+    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
+    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
+    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
+    the ball (None: keep floats).
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 2])
+    >>> x_adv = MIFGSM(eps=8 / 255)(model, x, y)
+    >>> x_adv.shape, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([2, 1, 32, 32]), True)
+    """
 
     def __init__(self, eps: float = 8 / 255, steps: int = 10, mu: float = 1.0, norm: str = "linf",
                  targeted: bool = False, findings: Sequence[str] | None = None, seed: int = 0,

@@ -32,6 +32,24 @@ log = logging.getLogger(__name__)
 class SIA(IterativeAttack):
     """Structure Invariant Attack: MI-FGSM with the gradient averaged over ``n_copies`` SIT copies.
 
+    Paper: Wang, Zhang & Zhang, "Structure Invariant Transformation for better Adversarial
+    Transferability", ICCV 2023; the attack of the study ("Assessing CNN Robustness in Medical
+    Imaging Systems", 2025). With ``T = steps``, ``N = n_copies``, ``s = blocks``::
+
+        alpha = eps / T,  g_0 = 0,  x_0 = x
+        gbar    = (1/N) sum_{n=1..N} grad_{x_t} J(f(SIT_n(x_t)), y)
+        g_{t+1} = mu * g_t + gbar / ||gbar||_1
+        x_{t+1} = Clip_{[0,1] and eps-ball around x}(x_t + alpha * sign(g_{t+1}))
+
+    where ``SIT_n`` cuts the image into an s x s grid at random cut points and applies an
+    independently drawn transform to each block (:mod:`medrobust.attacks.sit`). The result is a
+    bounded additive perturbation; the block transforms only shape the gradient.
+
+    Defaults (the paper's official ones, which the study used): ``eps = 16/255``, ``steps =
+    10`` (``alpha = 1.6/255``), ``mu = 1.0``, ``blocks = 3``, ``n_copies = 20``, ``ops =
+    "paper"``; medrobust's own: ``seed = 0`` (every random draw comes from a
+    ``torch.Generator`` seeded with it), ``quantize_bits = 8`` (the storage grid).
+
     ``blocks``: s (an s x s grid of blocks per copy); ``ops``: the SIT operations, a preset
     (``"paper"``: the authors' 10; ``"transferattack"``: TransferAttack's 7) or a ``;``-separated
     list of names (e.g. ``"vertical_flip;scale"``); ``copies_per_batch``: how many copies go
@@ -39,8 +57,26 @@ class SIA(IterativeAttack):
     is drawn for all ``n_copies`` before any is built, so micro-batching changes only the
     floating-point summation order of the gradient, not the copies. Each copy of each image
     draws its own cut points and operations (the reference code draws them once per batch).
+    By name: ``build_attack("sia:eps=8/255,n_copies=20,ops=transferattack")``.
 
-    Example: ``build_attack("sia:eps=8/255,n_copies=20,ops=transferattack")(model, x, y)``.
+    Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels (targets when
+    ``targeted``; (B, K) 0/1 findings for a multilabel model); ``model`` differentiable. Returns
+    ``x_adv`` of the same shape and dtype, in [0, 1], within ``eps`` of ``x``. Each step runs the
+    model on ``n_copies * B`` images (in micro-batches of ``copies_per_batch * B``).
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = torch.tensor([0, 2])
+    >>> x_adv = SIA(eps=8 / 255)(model, x, y)
+    >>> x_adv.shape, x_adv.dtype, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([2, 1, 32, 32]), torch.float32, True)
+    >>> sia = SIA()  # the paper's defaults
+    >>> round(sia.eps * 255), sia.steps, sia.mu, sia.blocks, sia.n_copies
+    (16, 10, 1.0, 3, 20)
     """
 
     # A plain attribute here shadows the engine's read-only ``n_copies`` property, so the

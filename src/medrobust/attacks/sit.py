@@ -1,609 +1,69 @@
-"""The Structure Invariant Transformation (SIT), vectorised over images and copies.
+"""The Structure Invariant Transformation (SIT): ``n`` random block-wise copies of each image.
 
 Wang, Zhang & Zhang, "Structure Invariant Transformation for better Adversarial
-Transferability", ICCV 2023. SIT cuts an image into ``s x s`` blocks at random cut points
-and applies to each block one independently chosen random operation; the block structure
-(where things are) survives, the local content is diversified. SIA averages the input
-gradient over ``N`` such copies (see :mod:`medrobust.attacks.sia`).
+Transferability", ICCV 2023. With random cut points ``0 = r_0 < ... < r_s = H`` and
+``0 = c_0 < ... < c_s = W`` and an operation ``op_ij`` drawn uniformly from ``ops`` per block,
 
-For one image ``x`` (C, H, W) with row cuts ``0 = r_0 < r_1 < ... < r_s = H`` and column
-cuts ``0 = c_0 < ... < c_s = W``, block ``(i, j)`` is ``x[:, r_i:r_{i+1}, c_j:c_{j+1}]`` and
+    SIT(x)[:, r_i:r_{i+1}, c_j:c_{j+1}] = op_ij(x[:, r_i:r_{i+1}, c_j:c_{j+1}])
 
-    SIT(x)[:, r_i:r_{i+1}, c_j:c_{j+1}] = op_ij(x[:, r_i:r_{i+1}, c_j:c_{j+1}]),   op_ij ~ U(ops)
+SIA averages the input gradient over ``N`` such copies (:mod:`medrobust.attacks.sia`).
 
-The operations (names as in the authors' code, parameters as there):
-
-- ``vertical_shift`` / ``horizontal_shift``: roll the block's rows / columns by
-  ``k ~ U{0, ..., len - 1}``, wrapping inside the block: ``out[a] = in[(a - k) mod len]``;
-- ``vertical_flip`` / ``horizontal_flip``: mirror the rows / columns of the block;
-- ``rotate180``: both mirrors;
-- ``scale``: ``f * block``, ``f ~ U[0, 1)``;
-- ``add_noise``: ``clip(block + u, 0, 1)``, ``u ~ U[-16/255, 16/255]`` per pixel and channel;
-- ``resize``: bilinear (``align_corners=False``) down to ``int(0.8 len) + 1`` pixels per axis
-  and back, clipped to [0, 1]. The reference uses this *fixed* factor 0.8, not a random one;
-- ``dct``: orthonormal 2-D DCT-II of the block, the highest ``int(0.4 len)`` frequencies of
-  each axis set to zero, inverse DCT (a low-pass keeping the top-left
-  ``len - int(0.4 len)`` coefficients per axis); not clipped, as in the reference;
-- ``dropout``: as the reference's ``F.dropout2d(p=0.1, training=True)``: each channel of
-  the block is zeroed with probability 0.1, the kept ones scaled by ``1 / 0.9`` (for a
-  one-channel radiograph the whole block is dropped or brightened); we then clip to [0, 1];
-- ``pixel_dropout`` (extra, not in any preset): each pixel and channel zeroed with
-  probability 0.1, kept ones scaled by ``1 / 0.9``, clipped;
-- ``identity`` (extra, for tests and ablations).
-
-Presets: ``PAPER_OPS`` is the 10-operation list of the authors' code (github.com/xiaosen-wang/SIT,
-``attack.py``); ``TRANSFERATTACK_OPS`` the 7 operations of TransferAttack's
-``input_transformation/sia.py`` (no resize, DCT or dropout; its ``blur`` is defined there but
-not in the list).
-
-Differences from the reference, on purpose:
-
-- The reference draws one set of cut points and one operation per block *per batch* (every
-  image in the batch shares them, and a shift amount or scale factor is shared across the
-  batch too); here every copy of every image draws its own cut points, operations and
-  parameters, so an image's copies do not depend on its batch-mates.
-- All randomness comes from one ``torch.Generator`` (the reference uses global NumPy and
-  torch state), drawn in a fixed order before any copy is built, so a seed gives bit-identical
-  copies on the CPU, however the copies are micro-batched (see :class:`SITPlan`); per-pixel draws
-  (noise, pixel dropout) are made only for the blocks that use them.
-- ``dct`` on a block shorter than 3 pixels: ``int(0.4 len) = 0`` and the reference's slice
-  ``[-0:]`` zeroes the *whole* spectrum (the block turns black); here nothing is removed.
-- ``dropout`` output is clipped to [0, 1] (the reference lets kept pixels reach 1/0.9).
-
-How it is built, for speed (no Python loop over images or copies anywhere, none over blocks
-for the index-moving operations). Images are taken to be in [0, 1], as everywhere in medrobust:
-
-1. *Moves* (shifts, flips, rotation; every other operation moves nothing): one flat source index
-   per pixel for the whole ``(n_copies * B)`` batch, and one ``index_select`` moves every pixel.
-   A row's source depends on its own row block and on the column block, so it is computed per
-   (row, column block) from the block's start, length, operation and roll amount; likewise for
-   columns; the two small tables are spread over the pixels and summed by one batched product
-   with one-hot block indicators (exact: float32 below 2^24 at full matmul precision, else float64).
-2. *Per-block factors* (``scale``, ``dropout``): one multiplier per block and channel, spread to
-   the pixels by the same kind of product, one in-place multiplication, then clipping at 1 (on
-   images in [0, 1] only kept ``dropout`` blocks can exceed it).
-3. *Linear maps* (``resize``, ``dct``): separable ``M_{L_r} B M_{L_c}^T`` of each block ``B``
-   (``M_L`` per block side, cached per process, see :mod:`medrobust.attacks._block_maps`), two small
-   matrix products per block read straight from the input batch and written into the copies, in a
-   loop over these blocks only (about a fifth of all blocks with the paper's operations): per
-   block they cost the exact flops, where one batched product would pad every block to the
-   largest. (Bilinear resampling with ``F.interpolate`` per block, as the reference does, was
-   slower here: its backward.)
-4. *Per-pixel draws* (``add_noise``, ``pixel_dropout``): the pixels of the blocks that chose them
-   are enumerated once (a ragged index built by ``repeat_interleave``), gathered, changed
-   elementwise and written back by one ``index_put``, with draws made only for those blocks.
-
-The gradient is written by hand (:class:`_CopiesFunction`): the upstream gradient times the
-factors and clipping masks, the per-pixel operations' derivatives written at their pixels, one
-``index_add`` along the source index, and the linear maps' adjoints ``M_{L_r}^T G M_{L_c}`` added
-per block. Autograd through the forward steps would keep a graph node per block and per
-intermediate and add an ``index_put`` and its gather to the backward. Tests compare values and
-gradients with a block-by-block reference built from torch ops.
-
-Every step is differentiable w.r.t. ``x``.
+Two parts, one file each: :mod:`medrobust.attacks.sit_plan` draws every random choice
+(:class:`SITPlan`: cut points, operations, parameters; the operations and presets are defined
+there) and :mod:`medrobust.attacks.sit_kernel` builds the copies a plan describes with a
+hand-written gradient (:func:`apply_structure_invariant_plan`). This module holds the entry
+points, :func:`structure_invariant_copies` and :func:`structure_invariant_transform`, and
+re-exports the names of both parts.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
-from medrobust.attacks._block_maps import dct_lowpass_matrix, resize_matrix
+from medrobust.attacks.sit_kernel import FACTOR_OPS, MAPPED_OPS, PIXEL_OPS, apply_structure_invariant_plan
+from medrobust.attacks.sit_plan import (
+    ALL_OPS,
+    DCT_CUT_RATIO,
+    DROPOUT_P,
+    EXTRA_OPS,
+    NOISE_BOUND,
+    PAPER_OPS,
+    RESIZE_FACTOR,
+    SIT_PRESETS,
+    TRANSFERATTACK_OPS,
+    SITPlan,
+    resolve_ops,
+)
+from medrobust.data.image_batch import check_image_batch
+
+__all__ = [
+    "ALL_OPS",
+    "DCT_CUT_RATIO",
+    "DROPOUT_P",
+    "EXTRA_OPS",
+    "FACTOR_OPS",
+    "MAPPED_OPS",
+    "NOISE_BOUND",
+    "PAPER_OPS",
+    "PIXEL_OPS",
+    "RESIZE_FACTOR",
+    "SIT_PRESETS",
+    "TRANSFERATTACK_OPS",
+    "SITPlan",
+    "apply_structure_invariant_plan",
+    "resolve_ops",
+    "structure_invariant_copies",
+    "structure_invariant_transform",
+]
 
 log = logging.getLogger(__name__)
-
-PAPER_OPS: tuple[str, ...] = ("resize", "vertical_shift", "horizontal_shift", "vertical_flip", "horizontal_flip",
-                              "rotate180", "scale", "add_noise", "dct", "dropout")
-TRANSFERATTACK_OPS: tuple[str, ...] = ("vertical_shift", "horizontal_shift", "vertical_flip", "horizontal_flip",
-                                       "rotate180", "scale", "add_noise")
-EXTRA_OPS: tuple[str, ...] = ("identity", "pixel_dropout")
-ALL_OPS: tuple[str, ...] = PAPER_OPS + EXTRA_OPS
-SIT_PRESETS: dict[str, tuple[str, ...]] = {"paper": PAPER_OPS, "transferattack": TRANSFERATTACK_OPS}
-
-NOISE_BOUND = 16 / 255
-DROPOUT_P = 0.1
-RESIZE_FACTOR = 0.8
-DCT_CUT_RATIO = 0.4
-
-_CLIPPED = ("add_noise", "dropout", "pixel_dropout")
-
-
-def resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
-    """A preset name (``"paper"``, ``"transferattack"``), a ``;``-separated list of operation
-    names, or a sequence of names -> a tuple of known operation names (duplicates kept: they
-    weight the draw)."""
-    if isinstance(ops, str):
-        text = ops.strip()
-        if text.lower() in SIT_PRESETS:
-            return SIT_PRESETS[text.lower()]
-        names = [t.strip() for t in text.replace("|", ";").replace("+", ";").split(";") if t.strip()]
-    else:
-        names = [str(t).strip() for t in ops]
-    if not names:
-        raise ValueError(f"no SIT operations in {ops!r}; use a preset ({', '.join(SIT_PRESETS)}) or names from "
-                         f"{', '.join(ALL_OPS)}")
-    unknown = [n for n in names if n not in ALL_OPS]
-    if unknown:
-        raise ValueError(f"unknown SIT operation(s) {unknown}; known: {', '.join(ALL_OPS)} "
-                         f"(or a preset: {', '.join(SIT_PRESETS)})")
-    return tuple(names)
-
-
-@dataclass(frozen=True, eq=False)
-class SITPlan:
-    """Every random choice of ``n_copies`` SIT copies of a batch of ``batch`` images, drawn up
-    front; row ``k * batch + i`` belongs to copy ``k`` of image ``i`` (copy-major).
-
-    Drawing the plan once and applying slices of it (:meth:`copies`) lets an attack build the
-    copies in micro-batches with exactly the randomness of building them all at once.
-    ``row_bounds``/``col_bounds`` (n, s+1): ``0 = b_0 < b_1 < ... < b_s = size``; ``choice``
-    (n, s, s): index into ``ops`` per block; ``row_shift``/``col_shift`` (n, s, s): roll
-    amounts in ``[0, block length)``; the rest are present only when ``ops`` needs them.
-    Per-pixel draws (``noise``, ``keep_pixel``) are made only for the blocks that chose their
-    operation: flat, block by block in row-major order of (copy row, block row, block column),
-    each block's values in (channel, row, column) order, with the number of values per copy
-    row in ``noise_count``/``keep_pixel_count`` (:meth:`per_pixel` spreads them to images).
-    """
-
-    ops: tuple[str, ...]
-    batch: int
-    channels: int
-    row_bounds: torch.Tensor
-    col_bounds: torch.Tensor
-    choice: torch.Tensor
-    row_shift: torch.Tensor
-    col_shift: torch.Tensor
-    scale: torch.Tensor | None = None  # (n, s, s) factors in [0, 1)
-    keep_block: torch.Tensor | None = None  # (n, C, s, s) bool, dropout
-    keep_pixel: torch.Tensor | None = None  # flat bool, pixel_dropout blocks only
-    keep_pixel_count: torch.Tensor | None = None  # (n,)
-    noise: torch.Tensor | None = None  # flat, in [-16/255, 16/255], add_noise blocks only
-    noise_count: torch.Tensor | None = None  # (n,)
-
-    @property
-    def n_copies(self) -> int:
-        return self.choice.shape[0] // self.batch
-
-    @property
-    def blocks(self) -> int:
-        return self.choice.shape[1]
-
-    def codes(self, *names: str) -> list[int]:
-        """Indices into ``ops`` of the operations named (several where ``ops`` repeats a name)."""
-        return _codes(self.ops, names)
-
-    @classmethod
-    def sample(cls, shape: Sequence[int], n_copies: int, blocks: int, ops: Sequence[str],
-               generator: torch.Generator, device: torch.device | str | None = None) -> "SITPlan":
-        """Draw the plan for ``n_copies`` copies of a batch of ``shape`` (B, C, H, W).
-
-        Draw order (fixed): row cut keys, column cut keys, operation choices, row shifts, column
-        shifts, then, when the operation is in ``ops``, scale factors, block dropout, pixel
-        dropout, noise (the last two sized by the blocks that chose them). Drawn on the
-        generator's device, then moved to ``device``.
-        """
-        b, c, h, w = (int(v) for v in shape)
-        ops = resolve_ops(ops)
-        if n_copies < 1:
-            raise ValueError(f"n_copies must be at least 1, got {n_copies}")
-        if blocks < 1 or blocks > min(h, w):
-            raise ValueError(f"blocks must be between 1 and the image side ({min(h, w)}), got {blocks}")
-        n, s = n_copies * b, blocks
-        gen_device = generator.device
-        target = torch.device(device) if device is not None else gen_device
-
-        def uniform(*size: int) -> torch.Tensor:
-            return torch.rand(size, generator=generator, device=gen_device)
-
-        row_bounds = _cut_points(uniform(n, h - 1), s, h)
-        col_bounds = _cut_points(uniform(n, w - 1), s, w)
-        choice = torch.randint(len(ops), (n, s, s), generator=generator, device=gen_device)
-        row_len = (row_bounds[:, 1:] - row_bounds[:, :-1]).unsqueeze(2)  # (n, s, 1): block (i, j) has row_len[i]
-        col_len = (col_bounds[:, 1:] - col_bounds[:, :-1]).unsqueeze(1)  # (n, 1, s)
-        row_shift = torch.minimum((uniform(n, s, s) * row_len).long(), row_len - 1)
-        col_shift = torch.minimum((uniform(n, s, s) * col_len).long(), col_len - 1)
-
-        def values_per_row(name: str) -> torch.Tensor:  # (n,): pixels x channels of the blocks choosing name
-            chose = _isin(choice, _codes(ops, (name,)))
-            return (row_len * col_len * chose).sum(dim=(1, 2)) * c
-
-        scale = uniform(n, s, s) if "scale" in ops else None
-        keep_block = uniform(n, c, s, s) >= DROPOUT_P if "dropout" in ops else None
-        keep_pixel = keep_pixel_count = noise = noise_count = None
-        if "pixel_dropout" in ops:
-            keep_pixel_count = values_per_row("pixel_dropout")
-            keep_pixel = uniform(int(keep_pixel_count.sum())) >= DROPOUT_P
-        if "add_noise" in ops:
-            noise_count = values_per_row("add_noise")
-            noise = (uniform(int(noise_count.sum())) * 2 - 1) * NOISE_BOUND
-        plan = cls(ops, b, c, row_bounds, col_bounds, choice, row_shift, col_shift, scale, keep_block,
-                   keep_pixel, keep_pixel_count, noise, noise_count)
-        return plan.to(target) if target != gen_device else plan
-
-    def to(self, device: torch.device | str) -> "SITPlan":
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in moved.items():
-            if isinstance(value, torch.Tensor):
-                moved[key] = value.to(device)
-        return SITPlan(**moved)
-
-    def copies(self, start: int, stop: int) -> "SITPlan":
-        """The plan of copies ``start .. stop - 1`` (all images of the batch)."""
-        if not 0 <= start < stop <= self.n_copies:
-            raise ValueError(f"copy range [{start}, {stop}) is outside 0..{self.n_copies}")
-        lo, hi = start * self.batch, stop * self.batch
-        sliced = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in sliced.items():
-            if isinstance(value, torch.Tensor) and key not in ("noise", "keep_pixel"):
-                sliced[key] = value[lo:hi]
-        for key in ("noise", "keep_pixel"):
-            count = getattr(self, f"{key}_count")
-            if count is not None:
-                first = int(count[:lo].sum())
-                sliced[key] = getattr(self, key)[first: first + int(count[lo:hi].sum())]
-        return SITPlan(**sliced)
-
-    def per_pixel(self, name: str) -> torch.Tensor:
-        """The per-pixel draws as images (n, C, H, W): ``"noise"`` (0 outside add_noise blocks) or
-        ``"keep_pixel"`` (True outside pixel_dropout blocks)."""
-        if name not in ("noise", "keep_pixel") or getattr(self, name) is None:
-            raise ValueError(f"the plan has no {name!r} draws (ops: {', '.join(self.ops)})")
-        values = getattr(self, name)
-        h, w = int(self.row_bounds[0, -1]), int(self.col_bounds[0, -1])
-        n = self.choice.shape[0]
-        fill = torch.zeros if name == "noise" else torch.ones
-        image = fill(n * self.channels * h * w, dtype=values.dtype, device=values.device)
-        op = "add_noise" if name == "noise" else "pixel_dropout"
-        index = _block_pixels(_select(self, _isin(self.choice, self.codes(op))), self.channels, h, w)
-        return image.index_put((index,), values).view(n, self.channels, h, w)
-
-
-def _codes(ops: Sequence[str], names: Sequence[str]) -> list[int]:
-    return [i for i, name in enumerate(ops) if name in names]
-
-
-def _cut_points(keys: torch.Tensor, blocks: int, size: int) -> torch.Tensor:
-    """(n, size-1) uniform keys -> (n, blocks+1) bounds: ``blocks - 1`` distinct sorted cuts
-    drawn uniformly from 1..size-1 (the smallest keys pick a uniform random subset)."""
-    n = keys.shape[0]
-    cuts = keys.topk(blocks - 1, dim=1, largest=False).indices.add_(1).sort(dim=1).values
-    first = torch.zeros(n, 1, dtype=torch.long, device=keys.device)
-    return torch.cat([first, cuts, torch.full_like(first, size)], dim=1)
-
-
-def _axis_layout(bounds: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per position along an axis: (block index, block start, block length), each (n, size)."""
-    pos = torch.arange(size, device=bounds.device)
-    block = (pos.view(1, -1, 1) >= bounds[:, None, 1:-1]).sum(dim=2)  # number of inner cuts <= pos
-    start = bounds.gather(1, block)
-    length = bounds.gather(1, block + 1) - start
-    return block, start, length
-
-
-@functools.lru_cache(maxsize=8192)
-def _block_map(kind: str, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``M_L`` of ``resize`` or ``dct`` for a block side of ``length``, and its transpose, both
-    contiguous on ``device`` in ``dtype``."""
-    m = resize_matrix(length, RESIZE_FACTOR) if kind == "resize" else dct_lowpass_matrix(length, DCT_CUT_RATIO)
-    return m.to(device=device, dtype=dtype), m.T.contiguous().to(device=device, dtype=dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _prepare_block_maps(kind: str, size: int, device: torch.device, dtype: torch.dtype) -> None:
-    """Build the maps of every block side up to ``size`` at once (a few milliseconds, once per
-    image size), so that no attack step waits for a new length's map."""
-    for length in range(1, size + 1):
-        _block_map(kind, length, device, dtype)
-
-
-def _source_along(axis_op: torch.Tensor, pos_start: torch.Tensor, pos_len: torch.Tensor, shift: torch.Tensor,
-                  codes_shift: list[int], codes_flip: list[int]) -> torch.Tensor:
-    """Source position along one axis for every (position, block of the other axis), (n, size, s).
-
-    ``axis_op``/``shift`` (n, size, s): the operation and roll amount of the block that holds the
-    position (row blocks fixed by the position, column blocks by the last index); shift:
-    ``start + (pos - start - k) mod len``; flip: ``2 start + len - 1 - pos``; otherwise ``pos``."""
-    size = axis_op.shape[1]
-    pos = torch.arange(size, device=axis_op.device).view(1, size, 1)
-    start, length = pos_start.unsqueeze(2), pos_len.unsqueeze(2)
-    src = pos.expand_as(axis_op)
-    if codes_shift:
-        src = torch.where(_isin(axis_op, codes_shift), start + torch.remainder(pos - start - shift, length), src)
-    if codes_flip:
-        src = torch.where(_isin(axis_op, codes_flip), 2 * start + length - 1 - pos, src)
-    return src
-
-
-def _isin(values: torch.Tensor, codes: list[int]) -> torch.Tensor:
-    out = values == codes[0]
-    for code in codes[1:]:
-        out = out | (values == code)
-    return out
-
-
-@dataclass(frozen=True)
-class _Blocks:
-    """Selected blocks, in row-major order of (copy row, block row, block column): their copy
-    row, first row and column, side lengths and operation code, each (K,)."""
-
-    row: torch.Tensor
-    r0: torch.Tensor
-    lr: torch.Tensor
-    c0: torch.Tensor
-    lc: torch.Tensor
-    code: torch.Tensor
-
-
-def _select(plan: SITPlan, mask: torch.Tensor) -> _Blocks:
-    """The blocks where ``mask`` (n, s, s) is True."""
-    row, i, j = mask.nonzero().unbind(1)
-    r0, c0 = plan.row_bounds[row, i], plan.col_bounds[row, j]
-    return _Blocks(row, r0, plan.row_bounds[row, i + 1] - r0, c0, plan.col_bounds[row, j + 1] - c0,
-                   plan.choice[row, i, j])
-
-
-def _block_pixels(blocks: _Blocks, channels: int, h: int, w: int) -> torch.Tensor:
-    """Flat indices into (n, C, H, W) of every pixel of ``blocks``, block by block, each block in
-    (channel, row, column) order: its (channel, row) segments, then each segment's columns."""
-    dev = blocks.row.device
-    per_block = blocks.lr * channels  # segments of one block
-    seg_block = torch.repeat_interleave(torch.arange(len(per_block), device=dev), per_block)
-    local = torch.arange(len(seg_block), device=dev) - (torch.cumsum(per_block, 0) - per_block)[seg_block]
-    seg_lr = blocks.lr[seg_block]
-    channel, row = local // seg_lr, local % seg_lr
-    seg_len = blocks.lc[seg_block]
-    total = int(seg_len.sum())
-    start = ((blocks.row[seg_block] * channels + channel) * h + blocks.r0[seg_block] + row) * w + blocks.c0[seg_block]
-    last_row = int(blocks.row.max()) if len(blocks.row) else 0
-    itype = torch.int32 if last_row < 2**31 // (channels * h * w) else torch.int64
-    # the pixel-level work in 32-bit integers (index_select and index_put take them)
-    start = (start - (torch.cumsum(seg_len, 0) - seg_len)).to(itype)
-    return torch.repeat_interleave(start, seg_len, output_size=total) + torch.arange(total, device=dev, dtype=itype)
-
-
-FACTOR_OPS: tuple[str, ...] = ("scale", "dropout")
-"""The operations that multiply a whole block (and channel) by one factor."""
-MAPPED_OPS: tuple[str, ...] = ("resize", "dct")
-"""The operations that are a linear map of each block, ``M_rows @ block @ M_cols^T``."""
-PIXEL_OPS: tuple[str, ...] = ("add_noise", "pixel_dropout")
-"""The operations with a draw per pixel: computed on their own blocks' pixels only."""
-
-
-def _exact_float_matmul(limit: int) -> torch.dtype:
-    """A float dtype whose matrix products add integers below ``limit`` exactly, and products with
-    one-hot matrices pick values exactly: float32 when integers fit its 24-bit significand and
-    float32 products run at full precision (no TF32/bfloat16), float64 otherwise."""
-    return torch.float32 if limit < 2**24 and torch.get_float32_matmul_precision() == "highest" else torch.float64
-
-
-def _source_index(shape: torch.Size, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor,
-                  cb: torch.Tensor, cs: torch.Tensor, cl: torch.Tensor) -> torch.Tensor:
-    """Flat index into the input batch (B * C * H * W) of the pixel each copy pixel reads:
-    shifted, flipped or rotated inside its block for the moves, itself for every other
-    operation; (n * C * H * W,), int32 where it fits."""
-    b, c, h, w = shape
-    n, s = plan.choice.shape[:2]
-    dev = plan.choice.device
-    rows = _source_along(plan.choice.gather(1, rb.unsqueeze(2).expand(n, h, s)), rs, rl,
-                         plan.row_shift.gather(1, rb.unsqueeze(2).expand(n, h, s)),
-                         plan.codes("vertical_shift"), plan.codes("vertical_flip", "rotate180"))  # (n, H, s_col)
-    cols = _source_along(plan.choice.transpose(1, 2).gather(1, cb.unsqueeze(2).expand(n, w, s)), cs, cl,
-                         plan.col_shift.transpose(1, 2).gather(1, cb.unsqueeze(2).expand(n, w, s)),
-                         plan.codes("horizontal_shift"), plan.codes("horizontal_flip", "rotate180"))  # (n, W, s_row)
-    # source[y, x] = image * C * H * W + rows[y, cb(x)] * W + cols[x, rb(y)], as one batched product
-    # of [rows * W, onehot(rb), 1] (n, H, 2s + 1) and [onehot(cb)^T; cols^T; image * C * H * W]
-    numel = b * c * h * w
-    ft = _exact_float_matmul(numel)
-    image = torch.arange(n, device=dev).remainder_(b).to(ft).mul_(c * h * w).view(n, 1, 1)
-    left = torch.cat([rows.to(ft) * w, F.one_hot(rb, s).to(ft), torch.ones(n, h, 1, dtype=ft, device=dev)], 2)
-    right = torch.cat([F.one_hot(cb, s).to(ft).transpose(1, 2), cols.to(ft).transpose(1, 2),
-                       image.expand(n, 1, w)], 1)
-    itype = torch.int32 if numel < 2**31 else torch.int64  # index_select takes int32: half the traffic
-    product = torch.bmm(left, right)
-    if product.element_size() == itype.itemsize:  # cast in place (element by element): no second buffer
-        source = product.view(itype).copy_(product).unsqueeze(1)  # (n, 1, H, W)
-    else:
-        source = product.to(itype).unsqueeze(1)
-    if c > 1:
-        source = source + torch.arange(0, c * h * w, h * w, dtype=itype, device=dev).view(1, c, 1, 1)
-    return source.view(-1)
-
-
-def _factor_map(plan: SITPlan, rb: torch.Tensor, cb: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """The factor of every copy pixel, (n * C * H * W,): ``scale``'s ``f`` and ``dropout``'s
-    ``keep / 0.9`` on their blocks, 0 on the blocks of :data:`MAPPED_OPS` (written afterwards),
-    1 elsewhere; None when ``ops`` has none of these. Spread from the (n, C, s, s) block factors
-    by two batched products with one-hot block indicators (exact)."""
-    if not any(plan.codes(name) for name in FACTOR_OPS + MAPPED_OPS):
-        return None
-    n, s = plan.choice.shape[:2]
-    c = plan.channels
-    ft = dtype if dtype == torch.float64 else _exact_float_matmul(0)
-    block = torch.ones(n, c, s, s, dtype=ft, device=plan.choice.device)
-    if plan.codes("scale"):
-        assert plan.scale is not None
-        block = torch.where(_isin(plan.choice, plan.codes("scale")).unsqueeze(1), plan.scale.to(ft).unsqueeze(1), block)
-    if plan.codes("dropout"):
-        assert plan.keep_block is not None
-        kept = plan.keep_block.to(ft) / (1 - DROPOUT_P)
-        block = torch.where(_isin(plan.choice, plan.codes("dropout")).unsqueeze(1), kept, block)
-    mapped = plan.codes(*MAPPED_OPS)
-    if mapped:
-        block.masked_fill_(_isin(plan.choice, mapped).unsqueeze(1), 0.0)
-    rows = F.one_hot(rb, s).to(ft).repeat_interleave(c, 0)  # (n * C, H, s)
-    cols = F.one_hot(cb, s).to(ft).transpose(1, 2).repeat_interleave(c, 0)  # (n * C, s, W)
-    return torch.bmm(torch.bmm(rows, block.view(n * c, s, s)), cols).to(dtype).view(-1)
-
-
-def _in_unit_range(v: torch.Tensor) -> torch.Tensor:
-    """Where ``clamp(v, 0, 1)`` passes the gradient (as torch's clamp: bounds included)."""
-    return (v >= 0) & (v <= 1)
-
-
-class _MappedBlocks:
-    """The blocks of :data:`MAPPED_OPS`, each computed on views of the input and the copies:
-    ``out[r, :, block] = M_rows @ x[r mod B, :, block] @ M_cols^T`` (clipped to [0, 1] for
-    ``resize``; the reference clips resize only), with the maps of :func:`_block_map`; the
-    adjoint adds ``M_rows^T @ g[r, :, block] @ M_cols`` to the input's gradient. A loop over
-    these blocks only (about a fifth of all blocks with the paper's operations): per block it
-    costs the exact flops, where one batched product would pad every block to the largest."""
-
-    def __init__(self, plan: SITPlan) -> None:
-        blocks = _select(plan, _isin(plan.choice, plan.codes(*MAPPED_OPS)))
-        kinds = [plan.ops[code] for code in blocks.code.tolist()]
-        table = torch.stack([blocks.row, blocks.row.remainder(plan.batch), blocks.r0, blocks.lr, blocks.c0,
-                             blocks.lc]).T.tolist()
-        self.blocks = [(kind, *(int(v) for v in row)) for kind, row in zip(kinds, table)]
-        self.inside: list[torch.Tensor] = []  # resize's clipping masks, in block order
-
-    def write(self, x: torch.Tensor, out: torch.Tensor) -> None:
-        """Write the blocks' values into ``out`` (n, C, H, W) from ``x`` (B, C, H, W)."""
-        x, out = _channel_views(x), _channel_views(out)
-        for kind, r, image, r0, lr, c0, lc in self.blocks:
-            m_r, _ = _block_map(kind, lr, x.device, x.dtype)
-            _, m_c_t = _block_map(kind, lc, x.device, x.dtype)
-            value = m_r @ x[image, ..., r0:r0 + lr, c0:c0 + lc] @ m_c_t
-            if kind == "resize":
-                self.inside.append(_in_unit_range(value))
-                value.clamp_(0.0, 1.0)
-            out[r, ..., r0:r0 + lr, c0:c0 + lc] = value
-
-    def add_adjoint(self, grad: torch.Tensor, grad_x: torch.Tensor) -> None:
-        """Add to ``grad_x`` (B, C, H, W) the gradient of the blocks' inputs, given the gradient
-        ``grad`` (n, C, H, W) of the copies."""
-        grad, grad_x = _channel_views(grad), _channel_views(grad_x)
-        inside = iter(self.inside)
-        for kind, r, image, r0, lr, c0, lc in self.blocks:
-            _, m_r_t = _block_map(kind, lr, grad.device, grad.dtype)
-            m_c, _ = _block_map(kind, lc, grad.device, grad.dtype)
-            g = grad[r, ..., r0:r0 + lr, c0:c0 + lc]
-            g = g * next(inside) if kind == "resize" else g
-            grad_x[image, ..., r0:r0 + lr, c0:c0 + lc] += m_r_t @ g @ m_c
-
-
-def _channel_views(images: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, H, W) for one channel (2-D blocks: plain matrix products), else as is."""
-    return images[:, 0] if images.shape[1] == 1 else images
-
-
-class _PixelBlocks:
-    """The pixels of the blocks of :data:`PIXEL_OPS`, enumerated once: flat indices into the copies,
-    grouped by operation (row-major within each group: the order of the plan's per-pixel draws)."""
-
-    def __init__(self, groups: list[tuple[str, _Blocks]], channels: int, h: int, w: int) -> None:
-        self.groups = groups
-        self.sizes = [int((blocks.lr * blocks.lc).sum()) * channels for _, blocks in groups]
-        where = [_block_pixels(blocks, channels, h, w) for _, blocks in groups]
-        self.where = torch.cat(where) if len(where) > 1 else where[0]
-        self.factor: torch.Tensor | None = None  # d new / d old per pixel, set by replace
-
-    @classmethod
-    def of(cls, plan: SITPlan, h: int, w: int) -> "_PixelBlocks | None":
-        """The pixel blocks of ``plan``; None when no block chose one of these operations."""
-        chose = [(name, _isin(plan.choice, plan.codes(name))) for name in PIXEL_OPS if plan.codes(name)]
-        groups = [(name, _select(plan, mask)) for name, mask in chose if bool(mask.any())]
-        return cls(groups, plan.channels, h, w) if groups else None
-
-    def replace(self, out: torch.Tensor, plan: SITPlan) -> None:
-        """Replace these pixels of ``out`` (flat copies) by their operations' values, in place:
-        ``clip(v + u)`` for ``add_noise``, ``clip(v * keep / 0.9)`` for ``pixel_dropout``."""
-        values = out.index_select(0, self.where)
-        self.factor = torch.empty_like(values)
-        for (name, _), v, factor in zip(self.groups, values.split(self.sizes), self.factor.split(self.sizes)):
-            if name == "add_noise":
-                assert plan.noise is not None
-                v += plan.noise.to(v.dtype)
-                factor.copy_(_in_unit_range(v))
-            else:
-                assert plan.keep_pixel is not None
-                torch.div(plan.keep_pixel.to(v.dtype), 1 - DROPOUT_P, out=factor)
-                v *= factor
-                factor.mul_(_in_unit_range(v))
-        out.index_put_((self.where,), values.clamp_(0.0, 1.0))
-
-    def write_adjoint(self, grad: torch.Tensor, g: torch.Tensor) -> None:
-        """Write into ``g`` (flat) at these pixels the gradient of their inputs, given the gradient
-        ``grad`` (flat) of the copies."""
-        g.index_put_((self.where,), grad.index_select(0, self.where).mul_(self.factor))
-
-
-class _CopiesFunction(torch.autograd.Function):
-    """The copies of ``x`` described by ``plan``, with their gradient computed by hand.
-
-    Forward: ``out = x[source]`` (one flat gather), times the block factors (then clipped at 1,
-    which on images in [0, 1] only touches kept ``dropout`` blocks; the factor is 0 on the
-    mapped blocks), the mapped blocks written from ``x``, the per-pixel operations applied to
-    their pixels in place. Backward, with ``g`` the gradient of the copies:
-    ``g * factor * [pre-clip value <= 1]``, the per-pixel operations' derivatives at their pixels,
-    one ``index_add`` into ``x``'s gradient along ``source``, plus the mapped blocks' adjoints.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, plan: SITPlan) -> torch.Tensor:  # type: ignore[override]
-        b, c, h, w = x.shape
-        rb, rs, rl = _axis_layout(plan.row_bounds, h)  # (n, H)
-        cb, cs, cl = _axis_layout(plan.col_bounds, w)  # (n, W)
-        source = _source_index(x.shape, plan, rb, rs, rl, cb, cs, cl)
-        out = x.reshape(-1).index_select(0, source)
-        factor = _factor_map(plan, rb, cb, x.dtype)
-        if factor is not None:
-            out.mul_(factor)
-            if plan.codes("dropout"):
-                factor.mul_(out <= 1)
-                out.clamp_(max=1.0)
-        mapped = _MappedBlocks(plan) if plan.codes(*MAPPED_OPS) else None
-        if mapped is not None:
-            mapped.write(x, out.view(-1, c, h, w))
-        pixels = _PixelBlocks.of(plan, h, w)
-        if pixels is not None:
-            pixels.replace(out, plan)
-        ctx.source, ctx.factor, ctx.mapped, ctx.pixels, ctx.input_shape = source, factor, mapped, pixels, x.shape
-        return out.view(-1, c, h, w)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
-        grad = grad.reshape(-1)
-        g = grad * ctx.factor if ctx.factor is not None else grad
-        if ctx.pixels is not None:
-            g = g.clone() if g is grad else g
-            ctx.pixels.write_adjoint(grad, g)
-        shape = ctx.input_shape
-        grad_x = torch.zeros(math.prod(shape), dtype=grad.dtype, device=grad.device).index_add_(0, ctx.source, g)
-        grad_x = grad_x.view(shape)
-        if ctx.mapped is not None:
-            ctx.mapped.add_adjoint(grad.view(-1, *shape[1:]), grad_x)
-        return grad_x, None
-
-
-def apply_structure_invariant_plan(x: torch.Tensor, plan: SITPlan) -> torch.Tensor:
-    """The copies of ``x`` (B, C, H, W) in [0, 1] described by ``plan``: (plan.n_copies * B, C, H, W),
-    differentiable w.r.t. ``x``."""
-    b, c, h, w = x.shape
-    if b != plan.batch or c != plan.channels:
-        raise ValueError(f"the SIT plan was drawn for batches of {plan.batch} images of {plan.channels} channel(s), "
-                         f"got {b} of {c}")
-    plan = plan.to(x.device) if plan.choice.device != x.device else plan
-    for kind in ("resize", "dct"):
-        if plan.codes(kind):
-            _prepare_block_maps(kind, max(h, w), x.device, x.dtype)
-    return _CopiesFunction.apply(x, plan)
 
 
 def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
-
-
-def _check_images(x: torch.Tensor) -> None:
-    if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(f"SIT expects float images of shape (B, C, H, W), got {tuple(x.shape)} {x.dtype}")
 
 
 def structure_invariant_copies(x: torch.Tensor, n_copies: int = 20, blocks: int = 3,
@@ -618,7 +78,7 @@ def structure_invariant_copies(x: torch.Tensor, n_copies: int = 20, blocks: int 
     comes from ``generator`` (None: a fresh one seeded 0 on ``x``'s device); the same seed gives
     bit-identical copies on the CPU.
     """
-    _check_images(x)
+    check_image_batch(x, "SIT (structure-invariant transformation)")
     generator = _default_generator(x, generator)
     plan = SITPlan.sample(x.shape, n_copies, blocks, ops, generator, device=x.device)
     log.debug("SIT: %d copies of %d images %s, %dx%d blocks, ops %s", n_copies, x.shape[0],

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from medrobust.attacks.budget import Budget, quantize_within
 from medrobust.attacks.engine import Attack
 from medrobust.attacks.registry import register_attack
+from medrobust.data.class_names import class_indices
 from medrobust.models.output_kind import OutputKind
 
 log = logging.getLogger(__name__)
@@ -120,11 +121,7 @@ class SquareObjective:
             if y.ndim != 2:
                 raise ValueError(f"a multilabel model needs 0/1 findings of shape (B, K) as labels, got {tuple(y.shape)}")
             if findings:
-                classes = list(getattr(model, "classes", []))
-                unknown = [f for f in findings if f not in classes]
-                if unknown:
-                    raise ValueError(f"findings {unknown} are not among the model's classes {classes}")
-                index = [classes.index(f) for f in findings]
+                index = class_indices(findings, list(getattr(model, "classes", [])))
         elif y.ndim != 1:
             raise ValueError(f"a {kind.value} model needs class indices of shape (B,) as labels, got {tuple(y.shape)}")
         shift = _threshold_logit(model) if kind is not OutputKind.SOFTMAX else 0.0
@@ -160,25 +157,46 @@ class SquareObjective:
 class SquareAttack(Attack):
     """Square Attack (Andriushchenko et al., ECCV 2020): score-based black-box L-inf attack.
 
+    Paper: Andriushchenko, Croce, Flammarion & Hein, "Square Attack: a query-efficient
+    black-box adversarial attack via random search", ECCV 2020. Random search over the
+    vertices of the eps-ball: start from vertical stripes ``x + eps * s``, then repeatedly set
+    a random h x h square of the perturbation to ``±eps`` per channel and keep the candidate
+    when the margin loss ``L = log p_y - max_{k != y} log p_k`` decreases; the square's side
+    follows the paper's schedule ``h = round(sqrt(p(i) H W))`` (module docstring).
+
     Needs only the model's outputs, queried under ``torch.no_grad()``, so it runs on black
     boxes (``OnnxClassifier``) as well as on torch models. See the module docstring for the
     algorithm, the losses per output kind and how queries are counted.
 
-    Parameters: ``eps`` the L-inf budget (8/255: 8 grey levels); ``queries`` the most model
-    queries per image, the look at the clean image included; ``p_init`` the initial fraction of
-    pixels a square covers (0.8, AutoAttack's choice for L-inf; the paper used 0.05 on ImageNet
-    with 10,000 queries); ``targeted`` (then ``y`` holds the targets); ``findings`` (multilabel
-    models) the findings to attack; ``batch_size`` images per forward pass; ``seed`` for the
-    torch generator; ``quantize_bits`` the storage bit depth (None: keep floats).
+    Parameters: ``eps`` the L-inf budget (8/255: 8 grey levels, the common benchmark budget);
+    ``queries`` the most model queries per image, the look at the clean image included (1000,
+    medrobust's default; the paper used 10,000); ``p_init`` the initial fraction of pixels a
+    square covers (0.8, AutoAttack's choice for L-inf; the paper used 0.05 on ImageNet with
+    10,000 queries); ``targeted`` (then ``y`` holds the targets); ``findings`` (multilabel
+    models) the findings to attack; ``batch_size`` images per forward pass (256); ``seed`` (0)
+    for the torch generator; ``quantize_bits`` the storage bit depth (8; None: keep floats).
 
-    After a call: ``last_queries`` (B,) int64, queries used per image; ``last_success`` (B,)
-    bool, whether the returned image is adversarial (quantised, as returned).
+    Shapes: ``x`` (B, C, H, W) float in [0, 1], H and W at least 2; ``y`` (B,) int64 labels
+    ((B, K) 0/1 findings for a multilabel model). Returns ``x_adv`` of the same shape and dtype,
+    in [0, 1], within ``eps`` of ``x``. After a call: ``last_queries`` (B,) int64, queries used
+    per image; ``last_success`` (B,) bool, whether the returned image is adversarial
+    (quantised, as returned).
 
-    Example::
+    Example:
 
-        attack = SquareAttack(eps=8 / 255, queries=1000)
-        x_adv = attack(onnx_model, x, y)
-        print(attack.last_success.float().mean(), attack.last_queries.float().median())
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> y = model(x).argmax(dim=1)  # the model's own answers: the attack must change them
+    >>> attack = SquareAttack(eps=8 / 255, queries=50)
+    >>> x_adv = attack(model, x, y)
+    >>> x_adv.shape, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([2, 1, 32, 32]), True)
+    >>> attack.last_queries.shape, bool(attack.last_queries.max() <= 50), attack.last_success.dtype
+    (torch.Size([2]), True, torch.bool)
+    >>> torch.equal(attack.last_success, model(x_adv).argmax(dim=1) != y)
+    True
     """
 
     needs_gradients = False

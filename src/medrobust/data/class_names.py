@@ -11,7 +11,8 @@ surrogate, the normal class, the emergency findings) goes through this module:
   explicit ``class_map`` for names that differ (or a model evaluated on a subset of its classes);
 * :func:`find_normal_class`: the class that means "nothing found", so that a finding reported
   as it can be named a dangerous flip;
-* :func:`find_classes`: configured names (e.g. the emergency findings) among a model's classes.
+* :func:`find_classes`: configured names (e.g. the emergency findings) among a model's classes;
+  :func:`class_indices` the same for names that must all be there (an attack's findings).
 """
 
 from __future__ import annotations
@@ -114,10 +115,38 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
     return out
 
 
+def class_positions(wanted: Sequence[str], classes: Sequence[str]) -> list[int | None]:
+    """For each name of ``wanted``, in its order, the index of the class of ``classes`` it names
+    (canonically, :func:`canonical_class_name`), or None when ``classes`` has no such class.
+
+    The one name lookup: :func:`find_classes`, :func:`class_indices` and the NIH finding of a
+    class (:func:`medrobust.data.nih.finding_for_class`) are all read from it.
+    """
+    index: dict[str, int] = {}
+    for i, c in enumerate(classes):
+        index.setdefault(canonical_class_name(c), i)
+    return [index.get(canonical_class_name(w)) for w in wanted]
+
+
 def find_classes(wanted: Sequence[str], classes: Sequence[str]) -> list[int]:
-    """Indices of the ``classes`` that ``wanted`` names (canonically); names not present are skipped."""
-    keys = {canonical_class_name(w) for w in wanted}
-    return [i for i, c in enumerate(classes) if canonical_class_name(c) in keys]
+    """Indices of the ``classes`` that ``wanted`` names (canonically), in the order of ``classes``;
+    names not present are skipped."""
+    return sorted({i for i in class_positions(wanted, classes) if i is not None})
+
+
+def class_indices(wanted: Sequence[str], classes: Sequence[str], what: str = "findings",
+                  among: str = "the model's classes") -> list[int]:
+    """The index in ``classes`` of each name of ``wanted`` (canonically), in ``wanted``'s order.
+
+    Raises :class:`ClassMatchError` ("``what`` [unknown names] are not among ``among`` [classes]")
+    when a name is not one of ``classes``: a multi-label attack told to flip a finding the model
+    does not have must not silently flip nothing.
+    """
+    positions = class_positions(wanted, classes)
+    unknown = [w for w, i in zip(wanted, positions) if i is None]
+    if unknown:
+        raise ClassMatchError(f"{what} {list(unknown)} are not among {among} {list(classes)}")
+    return [int(i) for i in positions if i is not None]
 
 
 def find_normal_class(classes: Sequence[str], override: str | None = None) -> int | None:

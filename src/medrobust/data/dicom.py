@@ -45,8 +45,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from medrobust.atomic_files import open_atomic
 from medrobust.data.errors import ImageReadError
-from medrobust.data.io import DEFAULT_MAX_PIXELS, open_atomic, quantize
+from medrobust.data.io import DEFAULT_MAX_PIXELS, quantize
 
 log = logging.getLogger(__name__)
 

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from medrobust.atomic_files import open_atomic
 from medrobust.data.errors import ImageReadError
 
 log = logging.getLogger(__name__)
@@ -102,27 +100,6 @@ def write_png(path: str | os.PathLike[str], image: Any, bits: int = 8) -> Path:
     with open_atomic(path) as handle:
         pil_image.save(handle, format="PNG")
     return path
-
-
-@contextmanager
-def open_atomic(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Open a binary handle whose content appears at ``path`` only once it is complete.
-
-    Writes go to a hidden temporary file in the same folder (so the final rename stays on
-    one filesystem and is atomic), which replaces ``path`` when the block ends without an
-    exception and is deleted otherwise. Parent folders are created.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name opened with "x" (not mkstemp) so the file gets the usual umask permissions.
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with tmp_path.open("xb") as handle:
-            yield handle
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
 
 
 def quantize(image: Any, bits: int) -> np.ndarray:

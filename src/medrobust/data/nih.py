@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from medrobust.data.balance import downsample_to_smallest
+from medrobust.data.class_names import canonical_class_name, class_positions
 from medrobust.data.dataset import FileImageDataset, ImageRecord
 from medrobust.data.errors import DataSourceError, SkippedFile
 from medrobust.data.splits import dataset_split_summary, patient_grouped_split
@@ -50,7 +51,7 @@ NIH_FINDINGS = (
 )
 """Every value that appears in the ``Finding Labels`` column (joined by ``|``)."""
 
-_CLASS_TO_FINDING = {"Normal": "No Finding"}
+_CLASS_TO_FINDING = {"normal": "No Finding"}  # keyed by canonical class name
 _REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 _SUBFOLDER = re.compile(r"images_\d+")
 _SHOW_MISSING = 5
@@ -66,13 +67,15 @@ class NihRow:
 
 
 def finding_for_class(name: str) -> str:
-    """The ``Finding Labels`` value behind a class name (``"Normal"`` -> ``"No Finding"``)."""
-    finding = _CLASS_TO_FINDING.get(name, name)
-    if finding not in NIH_FINDINGS:
+    """The ``Finding Labels`` value behind a class name, compared canonically
+    (:func:`~medrobust.data.class_names.class_positions`): ``"Normal"`` -> ``"No Finding"``,
+    ``"pleural thickening"`` -> ``"Pleural_Thickening"``."""
+    (position,) = class_positions([_CLASS_TO_FINDING.get(canonical_class_name(name), name)], NIH_FINDINGS)
+    if position is None:
         raise DataSourceError(
             f"'{name}' is not an NIH ChestX-ray14 finding; use 'Normal' or one of {', '.join(NIH_FINDINGS)}"
         )
-    return finding
+    return NIH_FINDINGS[position]
 
 
 def read_nih_table(csv_path: str | os.PathLike[str]) -> list[NihRow]:

@@ -3,8 +3,19 @@ and PSNR per image — the size and visibility of a perturbation, and the study'
 measures. It sits in the data room because it is a function of images alone, so attacks,
 detectors and evaluation can all use it without an upward import.
 
-Pure functions of numpy arrays of images in [0, 1], shape (N, H, W) or (N, 1, H, W).
-SSIM is scikit-image's (Wang et al. 2004; 7x7 window, data range 1) on the grey image.
+Pure functions of numpy arrays of images in [0, 1], shape (N, H, W) or (N, C, H, W); colour
+images are compared as their channel mean (a grey image).
+
+SSIM (Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004) is the study's detector measure, on the
+grey image, as scikit-image computes it (``structural_similarity``: 7 x 7 uniform window,
+``data_range = 1``, K1 = 0.01, K2 = 0.03, sample covariances)::
+
+    SSIM(x, y) = mean over windows of  (2 mu_x mu_y + C1)(2 sigma_xy + C2)
+                                       / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2)),
+    C1 = (0.01 L)^2, C2 = (0.03 L)^2, L = 1.
+
+:func:`ssim` is the one SSIM of medrobust: the reference detector, the attack metrics and the
+block-shuffle attack's report all call it.
 """
 
 from __future__ import annotations
@@ -45,14 +56,33 @@ def mean_abs_difference(original: np.ndarray, perturbed: np.ndarray, scale: floa
     return np.abs(d).reshape(len(d), -1).mean(axis=1) * scale
 
 
-def ssim(original: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
-    """(N,) structural similarity per image (1 = identical)."""
-    a, b = _as_stack(original), _as_stack(perturbed)
+def ssim(original: np.ndarray, perturbed: np.ndarray, colour: str = "grey") -> np.ndarray:
+    """(N,) structural similarity per image (1 = identical), float64.
+
+    ``colour="grey"`` (the study's): colour images are compared as their channel mean.
+    ``colour="channels"``: images (N, C, H, W) are compared channel by channel and the
+    per-channel SSIMs averaged (scikit-image's ``channel_axis``). The 7 x 7 window shrinks to
+    the largest odd size that fits images smaller than 7 pixels; images under 3 x 3 are refused.
+    """
+    if colour not in ("grey", "channels"):
+        raise ValueError(f"colour must be 'grey' or 'channels', got {colour!r}")
+    if colour == "grey":
+        a, b = _as_stack(original), _as_stack(perturbed)
+    else:
+        a, b = np.asarray(original, dtype=np.float64), np.asarray(perturbed, dtype=np.float64)
+        if a.ndim != 4:
+            raise ValueError(f"SSIM per channel needs images (N, C, H, W), got shape {a.shape}")
     if a.shape != b.shape:
         raise ValueError(f"image stacks differ in shape: {a.shape} vs {b.shape}")
-    win = min(7, a.shape[1], a.shape[2])
-    win = win if win % 2 == 1 else win - 1
-    return np.array([structural_similarity(x, y, data_range=1.0, win_size=win) for x, y in zip(a, b)])
+    side = min(a.shape[-2:])
+    win = min(7, side if side % 2 else side - 1)
+    if win < 3:
+        raise ValueError(f"SSIM needs images of at least 3 x 3 pixels, got {a.shape[-2:]}")
+    if colour == "grey" or a.shape[1] == 1:
+        pairs = zip(a.reshape(-1, *a.shape[-2:]), b.reshape(-1, *b.shape[-2:]))
+        return np.array([structural_similarity(x, y, data_range=1.0, win_size=win) for x, y in pairs], dtype=np.float64)
+    return np.array([structural_similarity(x, y, data_range=1.0, win_size=win, channel_axis=0) for x, y in zip(a, b)],
+                    dtype=np.float64)
 
 
 def psnr(original: np.ndarray, perturbed: np.ndarray) -> np.ndarray:

@@ -27,28 +27,9 @@ from abc import ABC, abstractmethod
 import torch
 import torch.nn as nn
 
+from medrobust.data.image_batch import check_image_batch
+
 log = logging.getLogger(__name__)
-
-RANGE_TOLERANCE = 1e-5
-"""How far outside [0, 1] an input may stray (float rounding) before it is refused."""
-
-
-def check_images(x: torch.Tensor, who: str) -> None:
-    """Raise a clear error unless ``x`` is a float (B, C, H, W) batch with values in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who}: expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{who}: expected images of shape (B, C, H, W), got shape {tuple(x.shape)}; "
-                         "add the batch/channel dimension with x[None] or x[:, None]")
-    if not x.is_floating_point():
-        raise TypeError(f"{who}: expected float images in [0, 1], got dtype {x.dtype}; convert with x.float() / 255")
-    if x.numel() == 0:
-        return
-    lo, hi = torch.aminmax(x.detach())
-    lo_value, hi_value = float(lo), float(hi)
-    if not (lo_value >= -RANGE_TOLERANCE and hi_value <= 1.0 + RANGE_TOLERANCE):
-        raise ValueError(f"{who}: images must lie in [0, 1] (medrobust's currency), got values in "
-                         f"[{lo_value:.4g}, {hi_value:.4g}]; scale them first (e.g. x / 255 for 8-bit images)")
 
 
 def working_dtype(x: torch.Tensor) -> torch.dtype:
@@ -69,6 +50,29 @@ class Defense(nn.Module, ABC):
     Subclasses implement :meth:`transform` (``x`` already checked; ``generator`` set when the
     defense is ``randomized``). Constructor arguments are stored as attributes of the same name,
     which :meth:`describe` reads back for run records.
+
+    The contract follows ART's preprocessors (Nicolae et al., "Adversarial Robustness Toolbox
+    v1.0.0", arXiv 2018) and kornia's function/module pairs: ``D: [0, 1]^(B, C, H, W) -> [0,
+    1]^(B, C, H, W)``, with ``differentiable`` (autograd through ``D`` is exact; otherwise BPDA,
+    Athalye, Carlini & Wagner, ICML 2018) and ``randomized`` (EOT over draws). Defaults:
+    ``seed = None`` (a random seed; the registered randomized defenses default to 0).
+
+    Shapes: ``forward(x)`` takes (B, C, H, W) float in [0, 1] and returns the same shape, dtype
+    and device, in [0, 1].
+
+    Example (a defense of one's own, buildable into compositions like the built-in ones):
+
+    >>> import torch
+    >>> class Darken(Defense):
+    ...     differentiable = True
+    ...     def __init__(self, factor: float = 0.5) -> None:
+    ...         super().__init__()
+    ...         self.factor = factor
+    ...     def transform(self, x, generator):
+    ...         return x * self.factor
+    >>> darken = Darken(0.25)
+    >>> darken(torch.ones(2, 1, 4, 4)).unique().tolist(), darken.spec()
+    ([0.25], 'defense:factor=0.25')
     """
 
     name: str = "defense"
@@ -105,7 +109,7 @@ class Defense(nn.Module, ABC):
     # --- the transform ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Apply the defense to a batch; ``generator`` overrides the defense's own randomness."""
-        check_images(x, f"defense {self.name!r}")
+        check_image_batch(x, f"defense {self.name!r}", unit_range=True)
         if x.numel() == 0:
             return x.clone()
         if self.randomized and generator is None:

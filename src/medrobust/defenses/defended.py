@@ -71,6 +71,36 @@ class DefendedClassifier(Classifier):
     ``defense``: a :class:`Defense` or a spec such as ``"jpeg+tv"``. ``eot_samples``: gradient
     draws averaged by the attack engine (default 10 for randomized defenses, else 1).
     ``.network`` is the inner classifier's network; ``differentiable`` is the inner classifier's.
+
+    Paper: Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense of Security:
+    Circumventing Defenses to Adversarial Examples", ICML 2018. With ``D`` the defense and
+    ``f`` the classifier::
+
+        f_D(x) = f(D(x))
+        BPDA:  grad_x J(f(D(x)), y)  ~  grad_z J(f(z), y) at z = D(x)         (D treated as identity)
+        EOT:   grad_x E_r[J(f(D_r(x)), y)]  ~  (1/n) sum_{k=1..n} grad_x J(f(D_{r_k}(x)), y)
+
+    Defaults: ``gradient = "auto"`` (exact where the defense is differentiable, BPDA where it is
+    not, member by member); ``eot_samples = 10`` for randomized defenses (medrobust's choice: a
+    start, raise it for a tighter estimate), 1 otherwise.
+
+    Shapes: the inner classifier's: (B, C_stored, H, W) float in [0, 1] in, logits (B, K) out.
+
+    Example (an adaptive attack through the study's hybrid defense):
+
+    >>> import torch
+    >>> from medrobust.attacks import PGD
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> defended = DefendedClassifier("jpeg+tv", model)
+    >>> defended(x).shape, defended.classes == model.classes, defended.eot_samples
+    (torch.Size([2, 3]), True, 1)
+    >>> x_adv = PGD(eps=8 / 255, steps=3)(defended, x, torch.tensor([0, 2]))  # BPDA through JPEG and TV
+    >>> x_adv.shape, bool((x_adv - x).abs().max() <= 8 / 255 + 1e-6)
+    (torch.Size([2, 1, 32, 32]), True)
+    >>> DefendedClassifier("tvm", model).eot_samples  # randomized: EOT
+    10
     """
 
     def __init__(self, defense: Defense | str, classifier: Classifier, gradient: str = "auto",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense
 from medrobust.defenses.registry import register_defense
 
@@ -48,7 +49,8 @@ def jpeg(x: torch.Tensor, quality: int = 75, workers: int = 1) -> torch.Tensor:
     """JPEG round trip of a batch (B, C, H, W) in [0, 1], C = 1 (grayscale) or 3 (RGB), at
     ``quality`` 1..95. Returns the same shape, dtype and device; values on the 8-bit grid k / 255."""
     check_quality(quality)
-    if x.ndim != 4 or x.shape[1] not in (1, 3):
+    check_image_batch(x, "jpeg")
+    if x.shape[1] not in (1, 3):
         raise ValueError(f"jpeg expects images of shape (B, 1, H, W) or (B, 3, H, W), got {tuple(x.shape)}; "
                          "JPEG stores one (grayscale) or three (RGB) channels")
     if x.numel() == 0:
@@ -77,8 +79,30 @@ def jpeg(x: torch.Tensor, quality: int = 75, workers: int = 1) -> torch.Tensor:
 class JPEG(Defense):
     """JPEG compression as a defense (registered as ``"jpeg"``); see :func:`jpeg`.
 
+    Papers: Dziugaite, Ghahramani & Roy, "A study of the effect of JPG compression on
+    adversarial images", arXiv 2016; Das et al., "Keeping the Bad Guys Out: Protecting and
+    Vaccinating Deep Learning with JPEG Compression", arXiv 2017; Guo, Rana, Cisse & van der
+    Maaten, "Countering Adversarial Images using Input Transformations", ICLR 2018; the first
+    stage of the study's hybrid defense::
+
+        I_jpeg = Decode(Encode(round(255 x), quality)) / 255
+
     Default ``quality = 75`` (Pillow's default; the study used 50-80, e.g. 50). ``workers``
-    threads share the batch (does not change the result).
+    threads share the batch (does not change the result). Not differentiable: adaptive attacks
+    use BPDA through it.
+
+    Shapes: (B, 1, H, W) (grayscale JPEG) or (B, 3, H, W) (RGB) float in [0, 1] in; the same
+    shape, dtype and device out, on the 8-bit grid k / 255.
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> out = JPEG(quality=50)(x)
+    >>> out.shape, out.dtype, torch.equal(out, (out * 255).round() / 255)
+    (torch.Size([2, 1, 32, 32]), torch.float32, True)
+    >>> torch.equal(out, jpeg(x, quality=50))  # the module and its function agree
+    True
     """
 
     name = "jpeg"

@@ -21,16 +21,10 @@ from medrobust.defenses.base import Defense
 _MEMBER_SPLIT = re.compile(r"\+(?!\d)")  # "+" joins members; in "1e+3" it is part of a number
 
 
-def _ensure_builtin() -> None:
-    import medrobust.defenses.compose  # noqa: F401  (registers none)
-    import medrobust.defenses.jpeg  # noqa: F401  (registers jpeg)
-    import medrobust.defenses.squeezers  # noqa: F401  (registers bits, median)
-    import medrobust.defenses.total_variation  # noqa: F401  (registers tv)
-    import medrobust.defenses.tvm  # noqa: F401  (registers tvm)
-
-
-_DEFENSES: ComponentRegistry[Defense] = ComponentRegistry("defense", _ensure_builtin)
+_DEFENSES: ComponentRegistry[Defense] = ComponentRegistry("defense")
 register_defense = _DEFENSES.register
+"""Class decorator: ``@register_defense("jpeg")`` makes a defense buildable by name. The built-in
+defenses register when :mod:`medrobust.defenses` (whose ``__init__`` imports them) is imported."""
 
 
 def list_defenses(pattern: str = "*") -> list[str]:
@@ -59,6 +53,16 @@ def build_defense(spec: str | Defense, **params: Any) -> Defense:
 
     Keyword ``params`` (which win over the spec's) are allowed for a single member only. A
     :class:`Defense` passes through unchanged.
+
+    Example:
+
+    >>> list_defenses()
+    ['bits', 'jpeg', 'median', 'none', 'tv', 'tvm']
+    >>> hybrid = build_defense("jpeg:quality=50+tv:weight=1/10")  # the study's hybrid defense
+    >>> type(hybrid).__name__, hybrid[0].quality, hybrid[1].weight
+    ('Compose', 50, 0.1)
+    >>> build_defense("median", size=3).size
+    3
     """
     if isinstance(spec, Defense):
         if params:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense
 from medrobust.defenses.registry import register_defense
 
@@ -63,8 +64,7 @@ def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
     """``size x size`` median filter of a batch (B, C, H, W), channel by channel, with scipy's
     window placement, rank and "reflect" border (see the module docstring)."""
     check_median_size(size)
-    if x.ndim != 4:
-        raise ValueError(f"median_filter expects images of shape (B, C, H, W), got {tuple(x.shape)}")
+    check_image_batch(x, "median_filter")
     size = int(size)
     if size == 1:
         return x.clone()
@@ -77,7 +77,27 @@ def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
 
 @register_defense("bits")
 class BitDepth(Defense):
-    """Bit-depth reduction (Xu et al. 2018) as a defense (registered as ``"bits"``); default 5 bits."""
+    """Bit-depth reduction (Xu et al. 2018) as a defense (registered as ``"bits"``).
+
+    Paper: Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep Neural
+    Networks", NDSS 2018::
+
+        x' = round(x * (2^bits - 1)) / (2^bits - 1)
+
+    Default ``bits = 5`` (the paper's choice for CIFAR-10 and ImageNet). Not differentiable
+    (zero gradient almost everywhere): adaptive attacks use BPDA.
+
+    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out.
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> BitDepth(bits=1)(x).unique().tolist()
+    [0.0, 1.0]
+    >>> len(BitDepth()(x).unique()) <= 2 ** 5
+    True
+    """
 
     name = "bits"
     differentiable = False
@@ -93,7 +113,27 @@ class BitDepth(Defense):
 
 @register_defense("median")
 class MedianFilter(Defense):
-    """Median smoothing (Xu et al. 2018) as a defense (registered as ``"median"``); default 2 x 2."""
+    """Median smoothing (Xu et al. 2018) as a defense (registered as ``"median"``).
+
+    Paper: Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep Neural
+    Networks", NDSS 2018: each pixel replaced by the median of its ``size x size`` window (per
+    channel; window placement, rank and "reflect" border as ``scipy.ndimage.median_filter``).
+
+    Default ``size = 2`` (the paper's 2 x 2 for CIFAR-10 and ImageNet). Differentiable (autograd
+    routes the gradient to the selected pixel).
+
+    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out.
+
+    Example (an isolated bright pixel is removed):
+
+    >>> import torch
+    >>> spot = torch.zeros(1, 1, 8, 8)
+    >>> spot[0, 0, 4, 4] = 1.0
+    >>> MedianFilter(size=3)(spot).max().item()
+    0.0
+    >>> torch.equal(MedianFilter(size=3)(spot), median_filter(spot, size=3))
+    True
+    """
 
     name = "median"
     differentiable = True

@@ -38,6 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense, working_dtype
 from medrobust.defenses.registry import register_defense
 from medrobust.defenses.total_variation import check_tv_parameters, skimage_weight, solve_in_chunks, store_converged
@@ -135,8 +136,7 @@ def tvm(
     ``argmin_u sum_kept (u - x)^2 + weight * TV(u)``. Same shape, dtype and device, in [0, 1]."""
     check_drop_prob(drop_prob)
     check_tv_parameters(weight, max_iter, tol)
-    if x.ndim != 4:
-        raise ValueError(f"tvm expects images of shape (B, C, H, W), got {tuple(x.shape)}")
+    check_image_batch(x, "tvm")
     if x.numel() == 0:
         return x.clone()
     with torch.no_grad():
@@ -155,9 +155,34 @@ def tvm(
 class RandomizedTVM(Defense):
     """Guo et al. (2018) randomized TVM as a defense (registered as ``"tvm"``); see :func:`tvm`.
 
+    Paper: Guo, Rana, Cisse & van der Maaten, "Countering Adversarial Images using Input
+    Transformations", ICLR 2018. With a Bernoulli mask ``m`` (a pixel kept with probability
+    ``1 - drop_prob``)::
+
+        u = argmin_u  sum_ij m_ij (u_ij - x_ij)^2 + weight * TV(u)
+
+    (the study's isotropic TV and weight scaling, :class:`TotalVariation`).
+
+    Defaults: ``drop_prob = 0.5`` and ``weight = 0.03`` (Guo et al.'s released code);
+    ``max_iter = 100`` and ``tol = 5e-4`` (medrobust's solver settings, module docstring);
+    ``seed = 0``.
+
     ``randomized = True``: each call draws a fresh pixel mask from the defense's generator
     (built from ``seed``), or from a generator passed to ``forward``. Not differentiable (BPDA,
     with EOT over masks).
+
+    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out, in [0, 1].
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> defense = RandomizedTVM(seed=0)
+    >>> first, second = defense(x), defense(x)
+    >>> first.shape, torch.equal(first, second)  # a fresh mask on every call
+    (torch.Size([2, 1, 32, 32]), False)
+    >>> torch.equal(defense.manual_seed(0)(x), first)  # the same seed replays the stream
+    True
     """
 
     name = "tvm"

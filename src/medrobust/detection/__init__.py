@@ -7,11 +7,23 @@
 * :mod:`~medrobust.detection.benign` — the benign changes (JPEG, re-windowing, resizing,
   noise) on which false positive rates are measured honestly.
 * :mod:`~medrobust.detection.metrics` — detection rate, FPR, ROC, calibration, latency.
+
+``build_detector("squeeze:target_fpr=0.01")`` builds any detector by name. Importing this
+package registers the built-in detectors (its imports run the ``@register_detector``
+decorators of :mod:`~medrobust.detection.reference` and :mod:`~medrobust.detection.squeeze`).
 """
 
 from medrobust.detection.base import DetectionResult, Detector
 from medrobust.detection.reference import ReferenceDetector
-from medrobust.detection.registry import build_detector, list_detectors
+from medrobust.detection.registry import build_detector, list_detectors, register_detector
 from medrobust.detection.squeeze import SqueezeDetector
 
-__all__ = ["DetectionResult", "Detector", "ReferenceDetector", "SqueezeDetector", "build_detector", "list_detectors"]
+__all__ = [
+    "DetectionResult",
+    "Detector",
+    "ReferenceDetector",
+    "SqueezeDetector",
+    "build_detector",
+    "list_detectors",
+    "register_detector",
+]

@@ -35,6 +35,14 @@ class DetectionResult:
     (empty for unflagged images); ``details`` — optional per-image columns (name -> list of
     N values, e.g. SSIM, labels, the study's log line); ``names`` — optional per-image names
     (file names); ``threshold`` — the score threshold, when the detector has one.
+
+    Example:
+
+    >>> result = DetectionResult(flags=[True, False], scores=[2.5, 0.1], reasons=[["ssim"], []])
+    >>> result.flags.dtype, result.scores.shape, result.n_flagged
+    (dtype('bool'), (2,), 1)
+    >>> result.summary()
+    {'detector': '', 'n_images': 2, 'n_flagged': 1, 'flagged_fraction': 0.5, 'threshold': None, 'by_reason': {'ssim': 1}}
     """
 
     flags: np.ndarray
@@ -105,11 +113,33 @@ class Detector(ABC):
     """Base of every detector (see the module docstring for the contract).
 
     ``requires_reference`` says whether ``score``/``detect`` need the original image
-    (the study's detector does; feature squeezing does not).
+    (the study's detector does; feature squeezing does not); ``requires_calibration`` whether
+    :meth:`fit` needs clean images to set a threshold (feature squeezing does).
+
+    The contract follows ART's evasion detectors (Nicolae et al., "Adversarial Robustness
+    Toolbox v1.0.0", arXiv 2018): a report per image plus a mask of flags. Shapes: ``x`` and
+    ``reference`` (N, C, H, W) float in [0, 1]; ``score`` returns (N,) float64 numpy, ``detect``
+    a :class:`DetectionResult` with (N,) ``flags`` and ``scores``.
+
+    Example (a detector of one's own):
+
+    >>> import torch
+    >>> class Bright(Detector):
+    ...     def fit(self, model, clean):
+    ...         return self
+    ...     def score(self, model, x, reference=None):
+    ...         return x.mean(dim=(1, 2, 3)).double().numpy()
+    ...     def detect(self, model, x, reference=None, names=None):
+    ...         s = self.score(model, x)
+    ...         return DetectionResult(s > 0.9, s, [["bright"] if v > 0.9 else [] for v in s], detector="bright")
+    >>> x = torch.stack([torch.ones(1, 4, 4), torch.zeros(1, 4, 4)])
+    >>> Bright().detect(None, x).summary()["by_reason"]
+    {'bright': 1}
     """
 
     name: str = "detector"
     requires_reference: bool = False
+    requires_calibration: bool = False  # fit() needs clean images (a threshold set on them)
 
     @abstractmethod
     def fit(self, model: nn.Module, clean: torch.Tensor) -> "Detector":
@@ -127,21 +157,6 @@ class Detector(ABC):
     def describe(self) -> dict[str, Any]:
         """The detector's name and settings (for run records)."""
         return {"name": self.name}
-
-
-def check_images(x: torch.Tensor, what: str = "images") -> None:
-    """Raise a clear error unless ``x`` is a float tensor (N, C, H, W) with values in [0, 1]."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{what} must have shape (N, C, H, W), got {tuple(x.shape)}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"{what} must be floating point in [0, 1], got dtype {x.dtype}")
-    if x.numel() and (float(x.min()) < -1e-6 or float(x.max()) > 1 + 1e-6):
-        raise ValueError(
-            f"{what} must lie in [0, 1], got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]; "
-            "divide 8-bit images by 255"
-        )
 
 
 def check_names(names: Sequence[str] | None, n: int) -> list[str]:

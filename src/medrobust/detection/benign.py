@@ -39,6 +39,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from medrobust.data.image_batch import check_image_batch
+
 log = logging.getLogger(__name__)
 
 BENIGN_CHANGES = ("jpeg90", "rewindow", "resize", "noise")
@@ -48,17 +50,11 @@ WINDOW_LEVEL = 0.5
 WINDOW_WIDTH = 1.0
 
 
-def _check(x: torch.Tensor) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4 or not torch.is_floating_point(x):
-        raise ValueError(f"benign changes take float images (N, C, H, W) in [0, 1], got "
-                         f"{getattr(x, 'shape', type(x).__name__)}")
-
-
 def jpeg_reencode(x: torch.Tensor, quality: int = 90) -> torch.Tensor:
     """Re-encode each image as JPEG at ``quality`` with the defenses room's ``jpeg`` defense."""
     from medrobust.defenses.registry import build_defense
 
-    _check(x)
+    check_image_batch(x, "benign change jpeg_reencode")
     if not 1 <= quality <= 100:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     with torch.no_grad():
@@ -76,7 +72,7 @@ def rewindow_parameters(n: int, generator: torch.Generator,
 
 def rewindow(x: torch.Tensor, generator: torch.Generator, max_change: float = 0.05) -> torch.Tensor:
     """``clip((x - L') / W' * W + L, 0, 1)`` with a per-image window drawn up to ``max_change``."""
-    _check(x)
+    check_image_batch(x, "benign change rewindow")
     level, width = rewindow_parameters(len(x), generator, max_change)
     level = level.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
     width = width.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
@@ -85,7 +81,7 @@ def rewindow(x: torch.Tensor, generator: torch.Generator, max_change: float = 0.
 
 def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
     """Down to ``round(factor * size)`` (bilinear, anti-aliased) and back up (bilinear)."""
-    _check(x)
+    check_image_batch(x, "benign change resize_round_trip")
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"resize factor must be in (0, 1], got {factor}")
     h, w = x.shape[-2:]
@@ -96,7 +92,7 @@ def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
 
 def gaussian_noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 1.0 / 255.0) -> torch.Tensor:
     """``clip(x + N(0, sigma^2), 0, 1)`` per pixel (default one grey level)."""
-    _check(x)
+    check_image_batch(x, "benign change gaussian_noise")
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
     noise = torch.randn(x.shape, generator=generator, device=generator.device, dtype=torch.float32)
@@ -109,7 +105,7 @@ def benign_changes(x: torch.Tensor, generator: torch.Generator | int = 0) -> dic
 
     ``generator`` is a ``torch.Generator`` (any device) or a seed (a CPU generator); rewindow draws first, then noise.
     """
-    _check(x)
+    check_image_batch(x, "benign_changes")
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
     x = x.detach()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from medrobust.models.batched_prediction import batched_logits
 from medrobust.models.output_kind import OutputKind
 
 
@@ -36,7 +37,8 @@ class ModelOutputs:
 def model_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> ModelOutputs:
     """Run ``model`` on images ``x`` (N, C, H, W) in eval mode, in batches, without gradients."""
     kind = getattr(model, "output_kind", OutputKind.SOFTMAX)
-    logits = _logits(model, x, batch_size)
+    own_logits = getattr(model, "logits", None)  # a Classifier's (batched_logits, plus an empty answer's width)
+    logits = own_logits(x, batch_size=batch_size) if callable(own_logits) else batched_logits(model, x, batch_size)
     classes = list(getattr(model, "classes", [str(k) for k in range(logits.shape[1])]))
     contract = getattr(model, "contract", None)
     threshold = float(getattr(contract, "threshold", 0.5))
@@ -56,19 +58,3 @@ def labels_differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"decision shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
     diff = a != b
     return diff.reshape(len(diff), -1).any(dim=1)
-
-
-@torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    if hasattr(model, "logits") and callable(model.logits):
-        return model.logits(x, batch_size=batch_size)
-    was_training = model.training
-    model.eval()
-    try:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        out = [model(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    if not out:
-        raise ValueError("no images to run the model on")
-    return torch.cat(out)

@@ -52,9 +52,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medrobust.data.image_batch import check_image_batch
 from medrobust.data.similarity import mean_abs_difference, ssim
-from medrobust.detection.base import DetectionResult, Detector, check_images, check_names
+from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.model_outputs import labels_differ, model_outputs
+from medrobust.detection.registry import register_detector
 from medrobust.models.output_kind import OutputKind
 from medrobust.per_image_log import per_image_log
 
@@ -95,12 +97,43 @@ class ReferenceMeasures:
         return self.confidence_original - self.confidence_candidate
 
 
+@register_detector("reference")
 class ReferenceDetector(Detector):
     """The study's detector (see the module docstring for conditions, score and log line).
 
     ``ssim_threshold`` (0.85), ``confidence_drop`` (0.15, a fraction of probability) and
     ``mean_abs_threshold`` (20.0 grey levels of 255) are the study's values. ``batch_size``
-    bounds the images per forward pass.
+    bounds the images per forward pass (64, medrobust's).
+
+    Source: the study ("Assessing CNN Robustness in Medical Imaging Systems: Adversarial
+    Threats and Defensive Measures", 2025, Appendix E); SSIM: Wang, Bovik, Sheikh & Simoncelli,
+    "Image Quality Assessment: From Error Visibility to Structural Similarity", IEEE Trans.
+    Image Processing 2004. With O the original, A the candidate, C the top-class confidence and
+    Y the predicted label, an image is flagged when::
+
+        SSIM(O, A) < 0.85  or  C_O - C_A > 0.15  or  mean|O - A| > 20 (of 255)  or  Y_O != Y_A
+
+    and its score is the largest of the four ratios that exceed 1 exactly when a condition
+    fires (module docstring), so ``score > 1`` if and only if flagged.
+
+    Shapes: ``x`` and ``reference`` (N, C, H, W) float in [0, 1], the same shape (the
+    reference is required). ``score`` -> (N,) float64; ``detect`` -> :class:`DetectionResult`
+    with (N,) flags and scores, the reasons that fired and the study's log line per image.
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.attacks import BlockShuffle
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> detector = ReferenceDetector()
+    >>> detector.score(model, x, reference=x).tolist()  # identical images
+    [0.0, 0.0]
+    >>> scrambled = BlockShuffle(blocks=4)(model, x, torch.tensor([0, 2]))
+    >>> result = detector.detect(model, scrambled, reference=x)
+    >>> result.flags.tolist(), [r[:1] for r in result.reasons]
+    ([True, True], [['ssim'], ['ssim']])
     """
 
     name = "reference"
@@ -141,8 +174,8 @@ class ReferenceDetector(Detector):
                 "(--reference DIR on the command line); without originals use the reference-free squeeze "
                 "detector (SqueezeDetector, --detector squeeze)"
             )
-        check_images(x, "candidate images")
-        check_images(reference, "reference images")
+        check_image_batch(x, "the reference detector's candidate images", unit_range=True)
+        check_image_batch(reference, "the reference detector's reference images", unit_range=True)
         if x.shape != reference.shape:
             raise ValueError(f"candidate and reference images differ in shape: {tuple(x.shape)} vs "
                              f"{tuple(reference.shape)}; pair each image with its own original")

@@ -15,16 +15,17 @@ from typing import Any
 
 from medrobust.components import ComponentRegistry, parse_spec
 from medrobust.detection.base import Detector
-from medrobust.detection.reference import ReferenceDetector
-from medrobust.detection.squeeze import SqueezeDetector
 
-_DETECTORS: ComponentRegistry[Detector] = ComponentRegistry("detector", lambda: None)
-_DETECTORS.register("reference")(ReferenceDetector)
-_DETECTORS.register("squeeze")(SqueezeDetector)
+_DETECTORS: ComponentRegistry[Detector] = ComponentRegistry("detector")
+register_detector = _DETECTORS.register
+"""Class decorator: ``@register_detector("squeeze")`` makes a detector buildable by name. The
+built-in detectors register when :mod:`medrobust.detection` (whose ``__init__`` imports them) is
+imported."""
 
 
-def list_detectors() -> list[str]:
-    return _DETECTORS.names()
+def list_detectors(pattern: str = "*") -> list[str]:
+    """Registered detector names matching a shell-style ``pattern``, sorted."""
+    return _DETECTORS.names(pattern)
 
 
 def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -41,6 +42,16 @@ def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def build_detector(spec: str, **params: Any) -> Detector:
-    """Build a detector from ``name`` or ``name:key=value,...`` plus keyword parameters (which win)."""
+    """Build a detector from ``name`` or ``name:key=value,...`` plus keyword parameters (which win).
+
+    Example:
+
+    >>> list_detectors()
+    ['reference', 'squeeze']
+    >>> build_detector("reference:ssim_threshold=0.9").ssim_threshold
+    0.9
+    >>> build_detector("squeeze:target_fpr=0.01,squeezers=bits:bits=4;median:size=3").squeezer_names
+    ['bits:bits=4', 'median:size=3']
+    """
     name, from_spec = parse_detector_spec(spec)
     return _DETECTORS.build(name, {**from_spec, **params})

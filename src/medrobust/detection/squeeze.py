@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from medrobust.detection.base import DetectionResult, Detector, check_images, check_names
+from medrobust.data.image_batch import check_image_batch
+from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.metrics import calibrated_threshold
 from medrobust.detection.model_outputs import model_outputs
+from medrobust.detection.registry import register_detector
 from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -58,16 +60,45 @@ class NotCalibratedError(RuntimeError):
     """``detect`` was called before ``fit`` gave the squeeze detector a threshold."""
 
 
+@register_detector("squeeze")
 class SqueezeDetector(Detector):
     """Reference-free feature-squeezing detector (module docstring).
 
     ``squeezers``: defense spec strings (or ``(name, module)`` pairs); ``threshold``: a
     known threshold (otherwise :meth:`fit` calibrates one); ``target_fpr``: the default
     target of :meth:`fit`; ``batch_size``: images per forward pass.
+
+    Paper: Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep Neural
+    Networks", NDSS 2018. With ``p`` the model's probabilities and squeezers ``s_1..s_m``::
+
+        score(x) = max_j || p(x) - p(s_j(x)) ||_1,     flagged when score(x) > threshold
+
+    Defaults: ``squeezers`` 5-bit depth and a 2x2 median (the paper's pair for natural images)
+    plus the study's JPEG (quality 75) and TV (lambda 0.1); ``target_fpr = 0.05`` (the paper's
+    5% on legitimate images); ``threshold = None`` (set by :meth:`fit`); ``batch_size = 64``.
+
+    Shapes: ``x`` (N, C, H, W) float in [0, 1] (no reference needed); ``score`` -> (N,)
+    float64; ``distances`` -> (N, m); ``detect`` -> :class:`DetectionResult` whose reasons
+    name the squeezers whose distance exceeds the threshold.
+
+    Example:
+
+    >>> import torch
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> clean = torch.rand(20, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    >>> detector = SqueezeDetector().fit(model, clean)
+    >>> detector.calibration["n_clean"], detector.calibration["realised_fpr"] <= 0.05
+    (20, True)
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> result = detector.detect(model, x)
+    >>> result.flags.shape, detector.distances(model, x).shape, result.threshold == detector.threshold
+    ((2,), (2, 4), True)
     """
 
     name = "squeeze"
     requires_reference = False
+    requires_calibration = True
 
     def __init__(self, squeezers: Sequence[str | tuple[str, nn.Module]] = DEFAULT_SQUEEZERS,
                  threshold: float | None = None, target_fpr: float = 0.05, batch_size: int = 64) -> None:
@@ -101,7 +132,7 @@ class SqueezeDetector(Detector):
     @torch.no_grad()
     def distances(self, model: nn.Module, x: torch.Tensor) -> np.ndarray:
         """(N, m) L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer."""
-        check_images(x, "images")
+        check_image_batch(x, "the squeeze detector", unit_range=True)
         device = getattr(model, "device", None) or torch.device("cpu")
         out = []
         for start in range(0, len(x), self.batch_size):

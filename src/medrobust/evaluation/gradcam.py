@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medrobust.models.batched_prediction import eval_mode
+
 log = logging.getLogger(__name__)
 
 
@@ -31,12 +33,9 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     try:
         from monai.visualize import GradCAM
 
-        was_training = model.training
-        model.eval()
-        cam = GradCAM(nn_module=model, target_layers=layer)
-        with torch.enable_grad():
+        with eval_mode(model), torch.enable_grad():
+            cam = GradCAM(nn_module=model, target_layers=layer)
             maps = cam(x=x.detach().clone().requires_grad_(True))
-        model.train(was_training)
     except Exception as err:  # MONAI raises various errors for unusual architectures
         log.warning("Grad-CAM skipped: %s", err)
         return None

@@ -5,26 +5,17 @@ Classifier; nothing is unpickled."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from medrobust import __version__
+from medrobust.atomic_files import atomic_write_bytes
 from medrobust.models.classifier import Classifier, InputContract
 
 FORMAT = "medrobust-checkpoint/1"
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(model: Classifier, directory: str | Path, extra: dict[str, object] | None = None) -> Path:
@@ -35,7 +26,7 @@ def save_checkpoint(model: Classifier, directory: str | Path, extra: dict[str, o
         raise ValueError("only zoo models (with an arch) can be saved as a medrobust checkpoint")
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
+    atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
     meta = {
         "format": FORMAT,
         "medrobust_version": __version__,
@@ -44,7 +35,7 @@ def save_checkpoint(model: Classifier, directory: str | Path, extra: dict[str, o
         **model.metadata,
         **(extra or {}),
     }
-    _atomic_write_bytes(directory / META_FILE, (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(directory / META_FILE, (json.dumps(meta, indent=2, default=str) + "\n").encode())
     return directory
 
 

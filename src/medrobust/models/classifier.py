@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medrobust.data.image_batch import check_image_batch
+from medrobust.models.batched_prediction import batched_logits
 from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind
 
@@ -33,6 +35,22 @@ class InputContract:
     ``stored_channels`` the channels of the images medrobust feeds (1 for radiographs);
     ``network_channels`` what the network's first layer takes (1 -> 3 is a repeat, 3 -> 1 a
     luminance average); ``channels_last`` for networks that take (B, H, W, C) (Keras).
+    ``intensity``: how [0, 1] images are scaled for the network (``"imagenet"`` mean/std,
+    ``"unit"`` unchanged, ...); ``output_kind``: ``"softmax"`` (K logits), ``"binary"`` (one
+    logit, two class names) or ``"multilabel"`` (K independent findings); ``threshold``: the
+    sigmoid decision threshold of binary and multilabel models.
+
+    Defaults: any input size, 1 stored channel (a radiograph), 3 network channels with ImageNet
+    intensity (what ImageNet-pretrained networks such as the study's DenseNet121 expect),
+    softmax outputs, channels first, threshold 0.5.
+
+    Example:
+
+    >>> contract = InputContract(["Normal", "Pneumonia", "Pneumothorax"], input_size=224)
+    >>> contract.input_size, contract.stored_channels, contract.network_channels, contract.output_kind.value
+    ((224, 224), 1, 3, 'softmax')
+    >>> InputContract.from_json(contract.to_json()) == contract  # as stored in model.json
+    True
     """
 
     classes: tuple[str, ...]
@@ -83,6 +101,33 @@ class Classifier(nn.Module):
     ``differentiable`` is True: gradients flow to the input. Black-box wrappers (ONNX) set
     it to False, and white-box attacks refuse them with a message pointing at transfer and
     query attacks.
+
+    The forward pass applies the :class:`InputContract` inside the model, differentiably, so an
+    attack's budget is in units of the stored image whatever the network::
+
+        logits = network(layout(intensity(channels(resize(x)))))
+
+    ``resize``: bilinear (antialiased) to ``input_size`` if set; ``channels``: a grey channel
+    repeated to three (or three averaged to one); ``intensity``: e.g. ImageNet mean/std;
+    ``layout``: channels-last for Keras. ``arch`` names the zoo architecture (None for foreign
+    models); ``metadata`` is kept with checkpoints.
+
+    Shapes: ``x`` (B, C_stored, H, W) float in [0, 1]; ``forward`` -> logits (B, K) (binary:
+    (B, 1)); ``predict_proba`` -> (B, K) (binary: (B, 2)), on the CPU; ``predict`` -> (B,)
+    labels ((B, K) 0/1 for multilabel).
+
+    Example (any network behind a contract: 32 px grey images in, an 8 px one-channel net):
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 2))
+    >>> contract = InputContract(("Normal", "Pneumonia"), input_size=8, network_channels=1, intensity="unit")
+    >>> model = Classifier(net, contract).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> model(x).shape, model.classes, model.input_channels, model.input_size
+    (torch.Size([2, 2]), ['Normal', 'Pneumonia'], 1, (8, 8))
+    >>> p = model.predict_proba(x)
+    >>> p.shape, bool(torch.allclose(p.sum(dim=1), torch.ones(2))), model.predict(x).shape
+    (torch.Size([2, 2]), True, torch.Size([2]))
     """
 
     differentiable: bool = True
@@ -122,10 +167,8 @@ class Classifier(nn.Module):
 
     # --- forward
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.contract.stored_channels:
-            raise ValueError(
-                f"expected images of shape (B, {self.contract.stored_channels}, H, W) in [0, 1], got {tuple(x.shape)}"
-            )
+        """Refuse anything but float images (B, C_stored, H, W) (no range check: this runs every forward)."""
+        check_image_batch(x, f"model {self.arch!r}" if self.arch else "the classifier", channels=self.contract.stored_channels)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Map stored images in [0, 1] to what the network takes (differentiable)."""
@@ -150,17 +193,11 @@ class Classifier(nn.Module):
         """The loss of this output kind (cross-entropy, or binary cross-entropy with logits)."""
         return self.output_kind.loss(logits, target, reduction=reduction)
 
-    @torch.no_grad()
     def logits(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """Logits for any number of images, in eval mode and batches; returned on the CPU."""
-        was_training = self.training
-        self.eval()
-        try:
-            device = self.device
-            out = [self(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)]
-        finally:
-            self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, 1 if self.output_kind is OutputKind.BINARY else len(self.classes))
+        if len(x) == 0:
+            return torch.empty(0, 1 if self.output_kind is OutputKind.BINARY else len(self.classes))
+        return batched_logits(self, x, batch_size)
 
     def predict_proba(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """(N, K) probabilities (binary: (N, 2))."""

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from medrobust.models.archive_limits import check_model_archive
+from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
 from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.device import resolve_device
@@ -97,6 +98,21 @@ def load_classifier(
     ``network_channels`` the zoo spec's when ``arch`` is given, else ``"unit"`` and 3
     (Keras and ONNX read channels and size from the file). ``outputs`` (Keras/ONNX only):
     ``"logits"`` or ``"probabilities"`` to override the detection of a final softmax/sigmoid.
+
+    Shapes: the returned Classifier takes (B, stored_channels, H, W) float in [0, 1] and
+    returns logits (B, K) ((B, 1) binary); probabilities from a Keras/ONNX file are turned back
+    into logits.
+
+    Example (a medrobust checkpoint round trip):
+
+    >>> import tempfile, torch
+    >>> from medrobust.models import build_classifier, save_checkpoint
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     again = load_classifier(save_checkpoint(model, tmp))
+    >>> again.classes == model.classes, again.training, torch.equal(again(x), model(x))
+    (True, False, True)
     """
     path = Path(path)
     device = resolve_device(device)
@@ -282,10 +298,8 @@ def check_forward(model: Classifier, path: str | Path) -> None:
     """Run one blank image through ``model`` and check the logits' shape against its contract."""
     h, w = model.input_size or (DRY_RUN_SIZE, DRY_RUN_SIZE)
     x = torch.zeros(1, model.input_channels, h, w, device=model.device)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             logits = model(x)
     except Exception as err:  # noqa: BLE001 — a foreign model may raise anything
         raise ValueError(
@@ -293,8 +307,6 @@ def check_forward(model: Classifier, path: str | Path) -> None:
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check that input_size, "
             "network_channels and channels_last match how it was trained"
         ) from None
-    finally:
-        model.train(was_training)
     if not isinstance(logits, torch.Tensor):
         raise ValueError(  # noqa: TRY004 — a bad model file, reported like the other load errors
             f"{path}: the model returned a {type(logits).__name__}, not a tensor of logits; "

@@ -1,13 +1,20 @@
-"""A registry of network architectures: a ``register`` decorator and ``list_models(pattern)``."""
+"""The registry of network architectures: a ``register`` decorator and ``list_models(pattern)``.
+
+One :class:`~medrobust.components.ComponentRegistry` (kind "architecture"), the same mechanism
+as attacks, defenses and detectors; each entry is a builder ``(num_outputs, in_channels) ->
+nn.Module`` with its description and default input convention as metadata. The built-in
+architectures (:mod:`medrobust.models.zoo`) register when :mod:`medrobust.models` is imported
+(its ``__init__`` imports the zoo); this module imports none of them.
+"""
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch.nn as nn
 
+from medrobust.components import ComponentRegistry
 from medrobust.models.intensity import Intensity
 
 NetworkBuilder = Callable[[int, int], nn.Module]  # (num_outputs, in_channels) -> network
@@ -25,35 +32,33 @@ class ModelSpec:
     imagenet: bool = False  # ImageNet weights can be loaded
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+_ARCHITECTURES: ComponentRegistry[nn.Module] = ComponentRegistry("architecture")
 
 
 def register(name: str, description: str, channels: int = 3, intensity: Intensity = Intensity.IMAGENET,
              imagenet: bool = False) -> Callable[[NetworkBuilder], NetworkBuilder]:
     """Decorator: ``@register("resnet18", "...")`` over a ``(num_outputs, in_channels) -> nn.Module``."""
-
-    def wrap(builder: NetworkBuilder) -> NetworkBuilder:
-        if name in _REGISTRY:
-            raise ValueError(f"architecture {name!r} is already registered")
-        _REGISTRY[name] = ModelSpec(name, builder, description, channels, intensity, imagenet)
-        return builder
-
-    return wrap
+    return _ARCHITECTURES.register(name, description=description, channels=channels,
+                                   intensity=Intensity.parse(intensity), imagenet=imagenet)
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Registered architecture names matching a shell-style ``pattern``, sorted."""
-    _ensure_zoo()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    """Registered architecture names matching a shell-style ``pattern``, sorted.
+
+    Example:
+
+    >>> list_models()
+    ['densenet121', 'efficientnet-b0', 'resnet18', 'resnet50', 'small-cnn']
+    >>> list_models("resnet*")
+    ['resnet18', 'resnet50']
+    >>> spec = get_spec("small-cnn")
+    >>> spec.channels, spec.intensity.value, spec.imagenet
+    (1, 'unit', False)
+    """
+    return _ARCHITECTURES.names(pattern)
 
 
 def get_spec(name: str) -> ModelSpec:
-    _ensure_zoo()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def _ensure_zoo() -> None:
-    import medrobust.models.zoo  # noqa: F401  (registers the built-in architectures)
+    """How to build architecture ``name`` (a clear error naming the known ones if unknown)."""
+    entry = _ARCHITECTURES.entry(name)
+    return ModelSpec(entry.name, entry.factory, **entry.metadata)

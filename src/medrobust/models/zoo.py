@@ -62,6 +62,35 @@ def build_classifier(
 
     ``weights``: None or "none" (from scratch), "imagenet" (local torch hub cache; downloaded
     only with ``download=True``), or a path to a weights file in torchvision or MONAI layout.
+
+    The zoo (``list_models()``): ``densenet121``, the study's model — DenseNet121 (Huang, Liu,
+    van der Maaten & Weinberger, "Densely Connected Convolutional Networks", CVPR 2017) with the
+    study's head, global average pooling -> dense 256 ReLU (L2 1e-4) -> dropout 0.5 -> dense K;
+    ``resnet18`` / ``resnet50`` (He, Zhang, Ren & Sun, CVPR 2016) and ``efficientnet-b0`` (Tan &
+    Le, ICML 2019) from MONAI with a linear head, as transfer surrogates and targets; and
+    ``small-cnn``, four conv-BN-ReLU-pool stages (~100 k parameters) on one grey channel, for
+    tests and quick experiments. The network computes ``logits = head(features(prepare(x)))``
+    with ``prepare`` the :class:`~medrobust.models.classifier.InputContract`'s mapping.
+
+    Defaults: ``input_size`` None (the images' own size; the study used 224), softmax outputs
+    (``"binary"``: one logit for two classes; ``"multilabel"``: one per finding), from scratch,
+    one stored channel; the network's channels and intensity convention come from the
+    architecture (3 channels and ImageNet statistics, except ``small-cnn``: 1 channel, [0, 1]).
+
+    Shapes: the Classifier takes (B, stored_channels, H, W) float in [0, 1] and returns
+    logits (B, K) ((B, 1) for binary). It is returned in training mode, as any new
+    ``nn.Module``; call ``.eval()`` before predicting (attacks do it themselves).
+
+    Example:
+
+    >>> import torch
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> model(x).shape, model.arch, model.classes
+    (torch.Size([2, 3]), 'small-cnn', ['Normal', 'Pneumonia', 'Pneumothorax'])
+    >>> binary = build_classifier("small-cnn", ["Normal", "Pneumothorax"], 32, output_kind="binary").eval()
+    >>> binary(x).shape, binary.predict_proba(x).shape
+    (torch.Size([2, 1]), torch.Size([2, 2]))
     """
     spec = get_spec(arch)
     kind = OutputKind.parse(output_kind)

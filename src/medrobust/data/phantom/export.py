@@ -4,14 +4,14 @@ and a gallery grid for looking at the signs."""
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from medrobust.atomic_files import atomic_write_text
 from medrobust.data.io import write_png
 from medrobust.data.phantom.dataset import PhantomDataset
 from medrobust.data.phantom.params import PHANTOM_CLASSES, sample_params
@@ -47,14 +47,11 @@ def write_phantom_dataset(
     columns = list(MANIFEST_FIRST_COLUMNS)
     for row in rows:
         columns += [k for k in row if k not in columns]
-    manifest = out / "manifest.csv"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, manifest)
-    return manifest
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(out / "manifest.csv", text.getvalue())
 
 
 def phantom_gallery(per_class: int = 6, size: int = 192, seed: int = 0) -> Image.Image:
