@@ -1,12 +1,79 @@
 """medrobust: how far can a medical image classifier be fooled, what do defenses win back,
 and can attacks be detected.
 
-The currency everywhere is a float32 tensor of images in [0, 1], shape (B, C, H, W),
-with C = 1 for radiographs. See DESIGN.md in the project root for the rooms and contracts.
+The public layer, one function per job, each returning a typed result and printing nothing::
+
+    import medrobust as mr
+
+    model = mr.load_model("model.onnx", classes=["Normal", "Pneumonia", "Pneumothorax"])
+    images = mr.open_images("my_images/")               # <Class>/<image>.png
+    mr.predict(model, images)                            # Predictions
+    mr.attack(model, images, "sia:eps=8/255")            # AttackResult
+    mr.defend(x, "jpeg+tv")                              # defended tensor
+    mr.detect(model, x_adv, reference=x)                 # Detection
+    mr.train("phantom", "small-cnn", epochs=5)           # Trained
+    mr.evaluate(model, "my_images/", preset="quick")     # RunMetrics (and a run folder)
+
+``model`` may be a path or an in-memory module; ``images`` a path, a dataset or tensors with
+labels. Progress goes through one protocol (:class:`Progress`: ``stage(name, total)`` then
+``advance(n)``); the command line draws it as bars. The classes are re-exported by their
+packages (``from medrobust.attacks import SIA``).
+
+The currency everywhere is a float32 tensor of images in [0, 1], shape (B, C, H, W), with
+C = 1 for radiographs. Importing this package is cheap: each function loads its room (and
+torch) on first use.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+_LAYER = {
+    "load_model": "medrobust.layer.models", "list_models": "medrobust.layer.models",
+    "open_images": "medrobust.layer.images", "Images": "medrobust.layer.images",
+    "predict": "medrobust.layer.predict", "Predictions": "medrobust.layer.predict",
+    "attack": "medrobust.layer.attack", "AttackResult": "medrobust.layer.attack",
+    "defend": "medrobust.layer.defend", "Defended": "medrobust.layer.defend",
+    "detect": "medrobust.layer.detect", "Detection": "medrobust.layer.detect",
+    "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
+    "evaluate": "medrobust.layer.evaluate",
+    "PRESETS": "medrobust.layer.presets",
+    "write_phantoms": "medrobust.layer.phantoms", "phantom_gallery": "medrobust.layer.phantoms",
+    "ExperimentConfig": "medrobust.evaluation.config", "load_config": "medrobust.evaluation.config",
+    "RunMetrics": "medrobust.evaluation.results",
+    "Progress": "medrobust.evaluation.progress",
+}
+
+__all__ = ["__version__", *_LAYER]
+
+if TYPE_CHECKING:
+    from medrobust.evaluation.config import ExperimentConfig, load_config
+    from medrobust.evaluation.progress import Progress
+    from medrobust.evaluation.results import RunMetrics
+    from medrobust.layer.attack import AttackResult, attack
+    from medrobust.layer.defend import Defended, defend
+    from medrobust.layer.detect import Detection, detect
+    from medrobust.layer.evaluate import evaluate
+    from medrobust.layer.images import Images, open_images
+    from medrobust.layer.models import list_models, load_model
+    from medrobust.layer.phantoms import phantom_gallery, write_phantoms
+    from medrobust.layer.predict import Predictions, predict
+    from medrobust.layer.presets import PRESETS
+    from medrobust.layer.train import Trained, train
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public-layer name from its module on first use (PEP 562)."""
+    module = _LAYER.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medrobust' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

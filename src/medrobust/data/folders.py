@@ -178,3 +178,52 @@ def _not_a_file_reason(path: Path) -> str:
     if path.is_symlink():
         return "broken or looping symbolic link; remove it or point it at an image"
     return "not a regular file (a FIFO, socket or device); remove it or replace it with an image file"
+
+
+UNLABELLED = "(unlabelled)"
+"""The one class name of an :func:`unlabelled_images` dataset."""
+
+
+def unlabelled_images(
+    sources: Sequence[str | os.PathLike[str]],
+    size: int | tuple[int, int] | None = None,
+    max_pixels: int | None = None,
+) -> FileImageDataset:
+    """Every image in ``sources`` (files, and folders searched recursively), without labels.
+
+    Record ids are paths relative to their folder (a file given by itself: its name), so two
+    folders of the same images (originals, and attacked or defended copies) have the same ids
+    and pair up. Hidden entries are skipped; image-named entries that are not readable files
+    (broken links, FIFOs), and files given by themselves that do not exist, are listed in
+    ``dataset.skipped``. Every record has label 0 of one class, :data:`UNLABELLED`, split test.
+    """
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    taken: set[str] = set()
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            files, not_files = _image_files(path)
+            skipped += not_files
+            named = [(f, printable_path(f.relative_to(path).as_posix())) for f in files]
+        elif path.is_file() or path.is_symlink() or is_image_file(path):
+            if not path.is_file():
+                skipped.append(SkippedFile(printable_path(path), "file not found; check the path"
+                                           if not path.is_symlink() else _not_a_file_reason(path)))
+                continue
+            named = [(path, printable_path(path.name))]
+        else:
+            raise DataSourceError(f"{printable_path(path)}: not found; pass image files or folders of images")
+        for f, record_id in named:
+            if record_id in taken:  # the same name in two sources: keep both, tell them apart
+                record_id = printable_path(f.as_posix())
+            taken.add(record_id)
+            records.append(ImageRecord(label=0, id=record_id, path=f, split="test"))
+    if not records and not skipped:
+        where = ", ".join(printable_path(s) for s in sources)
+        raise DataSourceError(f"{where}: holds no image files ({', '.join(IMAGE_SUFFIXES)}); check the folder")
+    dataset = FileImageDataset(records, [UNLABELLED], size=size, max_pixels=max_pixels)
+    for entry in skipped:
+        per_image_log.warning("skipping %s", entry)
+    dataset.skipped.extend(skipped)
+    return dataset

@@ -83,18 +83,14 @@ def open_dataset(
 
 
 def clean_image_folder(root: str | Path, size: int | None = None, max_pixels: int | None = None) -> ImageDataset:
-    """Every image under ``root`` (class sub-folders or none), one class ``clean``: images known to
-    be unattacked, e.g. to calibrate a detector. Hidden files are skipped; order is sorted."""
-    from medrobust.data.dataset import FileImageDataset, ImageRecord
-    from medrobust.data.io import is_image_file
+    """Every image under ``root`` (class sub-folders or none), unlabelled: images known to be
+    unattacked, e.g. to calibrate a detector (:func:`~medrobust.data.folders.unlabelled_images`)."""
+    from medrobust.data.folders import unlabelled_images
 
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"{root}: folder not found; point at a folder of clean images")
-    files = sorted(p for p in root.rglob("*")
-                   if is_image_file(p) and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    if not files:
+    dataset = unlabelled_images([root], size=size, max_pixels=max_pixels)
+    if not dataset.records:
         raise DataSourceError(f"{root}: holds no image files (.png, .jpg, .dcm); add clean images to calibrate on")
-    records = [ImageRecord(label=0, id=f.relative_to(root).as_posix(), path=f, split="test") for f in files]
-    return FileImageDataset(records, ["clean"], size=size, max_pixels=max_pixels)
+    return dataset

@@ -40,6 +40,12 @@ def run_batched(stage_dir: Path, n: int, batch_size: int, fn: BatchFn,
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] rounded to the 8-bit grey-level grid: what a PNG stores, so what is
+    scored is what a file written from it holds."""
+    return torch.round(x * 255.0) / 255.0
+
+
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(B, 1, H, W) images in [0, 1] on the 8-bit grid -> (B, H, W) uint8 (exact for 8-bit quantised images)."""
     return np.rint(x[:, 0].detach().cpu().numpy() * 255.0).astype(np.uint8)

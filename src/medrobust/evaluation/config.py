@@ -129,6 +129,7 @@ class AttackConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     eps_sweep: list[float] = Field(default_factory=list)
     transfer: bool = True  # also craft on every surrogate and transfer to the model
+    white_box: bool = True  # also attack the model itself (false: transfer only, e.g. a black-box model)
     allow_large_eps: bool = False  # L-inf budgets above 64/255 are refused unless this is true
 
     @field_validator("eps_sweep", mode="before")

@@ -18,32 +18,17 @@ killed at any moment leaves only complete files; a restarted run skips what is t
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+# The runner, results and the report import the atomic writers from here too.
+from medrobust.atomic_files import atomic_write_bytes, atomic_write_text
 
 
 def save_arrays(path: str | Path, **arrays: Any) -> Path:
@@ -103,3 +88,30 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot store {type(value).__name__} in JSON")
+
+
+def check_output_folder(folder: str | os.PathLike[str]) -> None:
+    """Raise the :class:`OSError` that writing into ``folder`` would meet, before any work.
+
+    Nothing is created: the nearest existing ancestor must be a folder we may write into, so a
+    long training run does not end by failing to save. Read-only file systems and missing
+    permissions are found with :func:`os.access`, which a root user passes except on a
+    read-only file system; a full disk can only show when writing.
+    """
+    target = Path(folder)
+    for candidate in (target, *target.parents):
+        if not candidate.exists() and not candidate.is_symlink():
+            continue
+        if not candidate.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
+        if not os.access(candidate, os.W_OK | os.X_OK):
+            code = errno.EROFS if _read_only_file_system(candidate) else errno.EACCES
+            raise OSError(code, os.strerror(code), str(candidate))
+        return
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False

@@ -39,6 +39,7 @@ from medrobust.data.class_names import (
     find_normal_class,
     match_classes,
 )
+from medrobust.evaluation.batches import quantise_8bit
 from medrobust.evaluation.config import DEFAULT_SPLIT, ExperimentConfig, ModelConfig
 from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import (
@@ -83,11 +84,6 @@ TRAIN_DATA_SPLIT = (0.8, 0.2, 0.0)
 Split = tuple[torch.Tensor, torch.Tensor, list[str]]
 
 
-def _quantise(x: torch.Tensor) -> torch.Tensor:
-    """What a PNG stores: 8-bit grey levels."""
-    return torch.round(x * 255.0) / 255.0
-
-
 def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
     """Indices of up to ``n`` items taking classes in turn (in their original order)."""
     per_class = [list(np.flatnonzero(y == k)) for k in np.unique(y)]
@@ -102,9 +98,14 @@ def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
 class Runner:
     """Run the experiment described by ``config``; ``run()`` returns the metrics."""
 
-    def __init__(self, config: ExperimentConfig, progress: Progress | None = None, restart: bool = False) -> None:
+    def __init__(self, config: ExperimentConfig, progress: Progress | None = None, restart: bool = False,
+                 model: nn.Module | None = None, dataset=None) -> None:
+        """``model``/``dataset``: a model and an ImageDataset already in memory, used instead of
+        ``config.model.load`` and ``config.data.source`` (which then only name them)."""
         from medrobust.models.device import resolve_device
 
+        self.given_model = model
+        self.given_dataset = dataset
         self.config = config
         self.restart = restart
         self.skipped: list[str] = []
@@ -176,6 +177,9 @@ class Runner:
         from medrobust.data.sources import open_dataset
 
         d = self.config.data
+        if self.given_dataset is not None:
+            self.skipped += [str(s) for s in getattr(self.given_dataset, "skipped", [])]
+            return self.given_dataset.all_in_split("test") if d.evaluate_only else self.given_dataset
         # with split: test every record is relabelled below; NIH still needs fractions to build its table
         fractions = d.split if isinstance(d.split, tuple) else (DEFAULT_SPLIT if d.source.startswith("nih:") else None)
         dataset = open_dataset(d.source, size=d.size, fractions=fractions, split_seed=d.split_seed,
@@ -231,7 +235,7 @@ class Runner:
         """One split's images (8-bit grid) and labels as the model's class indices (via ``label_map``)."""
         x, y, ids = part.load(self.config.batch_size)
         self.skipped += [str(s) for s in part.skipped]
-        return _quantise(x), torch.from_numpy(label_map[y.numpy()]), ids
+        return quantise_8bit(x), torch.from_numpy(label_map[y.numpy()]), ids
 
     def load_data(self, dataset) -> dict[str, Split]:
         """Read the splits the run needs, labels as the model's class indices."""
@@ -267,9 +271,9 @@ class Runner:
         return self._read(parts["train"], label_map), self._read(parts["val"], label_map)
 
     def model(self, folder: str, cfg: ModelConfig, data, name: str) -> nn.Module:
-        from medrobust.models.checkpoint import is_checkpoint, load_checkpoint, save_checkpoint
-        from medrobust.models.training import TrainConfig, train_classifier
-        from medrobust.models.zoo import build_classifier
+        from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
+        from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
+        from medrobust.models.training import TrainConfig
 
         target = self.dir / folder
         if cfg.load is not None:
@@ -280,28 +284,15 @@ class Runner:
         t = cfg.train
         assert t is not None
         train, val = self.training_data(t, data, name)
-        torch.manual_seed(self.config.seed)
-        model = build_classifier(t.arch, self.classes, self.config.data.size, weights=t.weights)
-        adversary = None
-        if t.adversarial:
-            from medrobust.attacks.registry import build_attack
-
-            adversary = build_attack(t.adversarial)
         train_cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, trainable=t.trainable,
                                 two_phase=t.two_phase, seed=self.config.seed, max_minutes=t.max_minutes)
         start = time.perf_counter()
-        with self.progress.stage(f"train {name}", t.epochs) as bar:
-            result = train_classifier(model, train[:2], val[:2], train_cfg, device=self.device,
-                                      pretrained=t.weights not in ("none", ""), adversary=adversary,
-                                      on_epoch=lambda _: bar.advance(1))
+        model, result = train_zoo_model(t.arch, self.classes, self.config.data.size, train[:2], val[:2], train_cfg,
+                                        weights=t.weights, adversarial=t.adversarial, device=self.device,
+                                        progress=self.progress, name=name)
         self.timings[f"train {name}"] = (time.perf_counter() - start) / max(1, len(train[0]))
-        save_checkpoint(model.cpu(), target, extra={
-            "training": {**train_cfg.to_json(), "lr": result.lr, "weights": t.weights, "adversarial": t.adversarial,
-                         "data": t.data or self.config.data.source},
-            "history": result.history,
-            "metrics": {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
-                        "train_seconds": result.seconds, "epochs_run": len(result.history)},
-        })
+        save_trained_model(model, target, train_cfg, result, weights=t.weights, adversarial=t.adversarial,
+                           data=t.data or self.config.data.source)
         return model.to(self.device).eval()
 
     # --- the run ----------------------------------------------------------------------------
@@ -310,7 +301,8 @@ class Runner:
         cfg = self.config
         cfg.check_components()
         dataset = self.open_data()
-        loaded = self.load_model(cfg.model, "model") if cfg.model.load is not None else None
+        loaded = self.given_model.to(self.device).eval() if self.given_model is not None else (
+            self.load_model(cfg.model, "model") if cfg.model.load is not None else None)
         self.resolve_classes(dataset, loaded)
         loaded_surrogates = {s.name: self.load_model(s, f"surrogate {s.name}") for s in cfg.surrogates
                              if s.load is not None}
@@ -409,13 +401,15 @@ class Runner:
             params = {**acfg.params, "seed": acfg.params.get("seed", cfg.seed)}
             eps = attack_eps(acfg.name, params)
             key = f"{acfg.name}@{eps_label(eps)}" if eps else acfg.name
-            t0 = time.perf_counter()
-            with self.progress.stage(f"{key} white-box", len(x)) as bar:
-                run = run_attack_stage(root, key, acfg.name, params, model, model, x, y, cfg.batch_size, cfg.seed,
-                                       self.device, bar.advance, acfg.allow_large_eps)
-            self.timings[f"attack {key}"] = (time.perf_counter() - t0) / len(x)
-            white.append(run)
-            outcomes.append(attack_outcome(run, x, y_np, clean_pred, self.classes, self.normal, self.emergency))
+            run = None
+            if acfg.white_box:
+                t0 = time.perf_counter()
+                with self.progress.stage(f"{key} white-box", len(x)) as bar:
+                    run = run_attack_stage(root, key, acfg.name, params, model, model, x, y, cfg.batch_size, cfg.seed,
+                                           self.device, bar.advance, acfg.allow_large_eps)
+                self.timings[f"attack {key}"] = (time.perf_counter() - t0) / len(x)
+                white.append(run)
+                outcomes.append(attack_outcome(run, x, y_np, clean_pred, self.classes, self.normal, self.emergency))
             if acfg.transfer:
                 for name, sur in surrogates.items():
                     tkey = f"{key} from {name}"
@@ -425,7 +419,7 @@ class Runner:
                     transferred.append(trun)
                     outcomes.append(attack_outcome(trun, x, y_np, clean_pred, self.classes, self.normal,
                                                    self.emergency))
-            if acfg.eps_sweep:
+            if acfg.eps_sweep and run is not None:
                 runs = []
                 for e in acfg.eps_sweep:
                     skey = f"{acfg.name}@{eps_label(e)}"
@@ -535,7 +529,7 @@ class Runner:
         dataset = clean_image_folder(source, size=self.config.data.size)
         x, _, _ = dataset.load(self.config.batch_size)
         self.skipped += [str(s) for s in dataset.skipped]
-        return _quantise(x[:limit])
+        return quantise_8bit(x[:limit])
 
     def _samples(self, model, x, y, ids, white, defended) -> None:
         from medrobust.evaluation.gradcam import gradcam

@@ -21,6 +21,7 @@ from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 from medrobust.evaluation.attack_success import attack_success
 from medrobust.evaluation.batches import from_uint8, run_batched, to_uint8
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
+from medrobust.evaluation.crafting import craft_batch
 from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint, TransferMatrix
 from medrobust.evaluation.samples import array_key
 
@@ -64,10 +65,8 @@ def run_attack_stage(stage_root: Path, key: str, name: str, params: dict[str, An
     def one_batch(_: int, sl: slice) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         xb, yb = x[sl].to(device), y[sl].to(device)
-        generator = attack.make_generator(xb.device, seed + sl.start)
-        x_adv = attack(crafter, xb, yb, generator=generator).cpu()
-        pred = target.predict(x_adv).numpy()
-        return {"x_adv": to_uint8(x_adv), "pred": pred, "seconds": np.array([time.perf_counter() - t0])}
+        x_adv, pred = craft_batch(attack, crafter, target, xb, yb, seed, sl.start)
+        return {"x_adv": to_uint8(x_adv), "pred": pred.numpy(), "seconds": np.array([time.perf_counter() - t0])}
 
     out = run_batched(stage_root / array_key(key), len(x), batch_size, one_batch, advance)
     source = "white-box" if crafter is target else key.split(" from ", 1)[-1]
@@ -108,11 +107,15 @@ def transfer_matrix_from_images(attack_key: str, adversarial: dict[str, torch.Te
                     x: torch.Tensor, y: np.ndarray) -> TransferMatrix:
     """Success of images crafted on each source (rows) against each model (columns).
 
-    Unlike :func:`medrobust.attacks.transfer.transfer_matrix`, which crafts as it goes, this
-    takes the images the runner's resumable attack stages already crafted and stored.
+    It crafts nothing: it takes the images the runner's resumable attack stages already crafted
+    and stored (:func:`run_attack_stage`), so each source's images are crafted once and scored
+    on every target. Each cell is :func:`~medrobust.evaluation.attack_success.attack_success`
+    of the target's clean and adversarial predictions: over all images, and over the images the
+    target classified correctly before the attack (None when it got none right).
 
-    ``adversarial``: source name -> images crafted on that source; ``models``: every model by
-    name (targets). The diagonal is the white-box success.
+    ``adversarial``: source name -> images crafted on that source (a surrogate, or an
+    :class:`~medrobust.models.ensemble.EnsembleClassifier` of several); ``models``: every model
+    by name (targets). The diagonal is the white-box success.
     """
     sources = list(adversarial)
     targets = list(models)

@@ -1,0 +1,207 @@
+"""``mr.attack``: adversarial images for a model, white-box or transferred from a surrogate,
+with the success rates, the dangerous flips and the size of each perturbation.
+
+Each batch goes through :func:`medrobust.evaluation.crafting.craft_batch`, the function the
+runner's attack stages use: the same images, model, attack, seed and batch size give the same
+adversarial images, predictions and success in ``mr.attack`` (``medrobust attack``) and in
+``mr.evaluate`` (``medrobust evaluate``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS, find_classes, find_normal_class, match_classes
+from medrobust.evaluation.attack_success import AttackSuccess, attack_success
+from medrobust.evaluation.classification import dangerous_flips
+from medrobust.evaluation.crafting import craft_batch
+from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.evaluation.results import DangerousFlip
+from medrobust.layer.images import open_images
+from medrobust.layer.models import load_model
+from medrobust.layer.outputs import OutputNames, write_images
+
+PERTURBATION_MEASURES = ("linf", "l2", "ssim", "psnr")
+
+
+@dataclass
+class AttackResult:
+    """What an attack did to each image and overall.
+
+    Per image (arrays of length N, in the order of ``ids``): ``labels`` (true, model indices),
+    ``pred_clean``/``pred_adv`` (the model's decisions), ``confidence_clean``/``confidence_adv``
+    (probability of the decided class), ``perturbation[measure]`` (L-inf, L2, SSIM, PSNR in dB;
+    inf for an unchanged image). ``adversarial``: the images (N, C, H, W) on the 8-bit grid, or
+    None when they were written to ``files`` (paths relative to the output folder) instead.
+    ``dangerous_flips``: None when no class is named as normal (not assessed).
+    """
+
+    attack: dict[str, Any]
+    classes: list[str]
+    ids: list[str]
+    labels: np.ndarray
+    pred_clean: np.ndarray
+    pred_adv: np.ndarray
+    confidence_clean: np.ndarray
+    confidence_adv: np.ndarray
+    perturbation: dict[str, np.ndarray]
+    success: AttackSuccess
+    dangerous_flips: list[DangerousFlip] | None
+    normal_class: str | None
+    seconds: float
+    adversarial: torch.Tensor | None = None
+    files: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per image, as ``attack.csv`` holds them."""
+        out = []
+        for i, item_id in enumerate(self.ids):
+            row: dict[str, Any] = {"id": item_id}
+            if self.files is not None:
+                row["file"] = self.files[i]
+            row.update({
+                "true": self.classes[int(self.labels[i])],
+                "pred_clean": self.classes[int(self.pred_clean[i])], "conf_clean": round(float(self.confidence_clean[i]), 4),
+                "pred_adv": self.classes[int(self.pred_adv[i])], "conf_adv": round(float(self.confidence_adv[i]), 4),
+                "flipped": int(self.pred_clean[i] != self.pred_adv[i]),
+                **{k: round(float(v[i]), 6) for k, v in self.perturbation.items()},
+            })
+            out.append(row)
+        return out
+
+    def mean(self, measure: str) -> float | None:
+        """The mean of a perturbation measure over the images (PSNR: over the changed ones; None if none)."""
+        values = self.perturbation[measure]
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if len(values) else None
+
+    def summary(self) -> dict[str, Any]:
+        """Strict-JSON summary (``summary.json``)."""
+        return {
+            "attack": self.attack, **self.success.to_json(),
+            "mean_linf": self.mean("linf"), "mean_l2": self.mean("l2"), "mean_ssim": self.mean("ssim"),
+            "mean_psnr_db": self.mean("psnr"), "seconds_per_image": self.seconds / max(1, len(self.ids)),
+            "normal_class": self.normal_class,
+            "dangerous_flips": None if self.dangerous_flips is None else [f.model_dump() for f in self.dangerous_flips],
+            "skipped": self.skipped,
+        }
+
+
+def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: Any = None, *, seed: int = 0,
+           batch_size: int = 16, limit: int | None = None, split: str | None = None, size: int | None = None,
+           class_map: Mapping[str, str] | None = None, normal_class: str | None = None,
+           emergency_findings: Sequence[str] = DEFAULT_EMERGENCY_FINDINGS, allow_large_eps: bool = False,
+           out: str | Path | None = None, progress: Progress | None = None, **params: Any) -> AttackResult:
+    """Attack ``model`` on labelled ``images``; craft on ``surrogate`` when given (a transfer attack).
+
+    ``attack``: a spec (``"pgd:eps=8/255,steps=20"``) or an Attack; ``params`` override the
+    spec's. The data's classes are matched to the model's by name (``class_map`` for names
+    that differ). ``out``: write each adversarial image as a PNG at its relative path under
+    ``out`` (plus ``attack.csv`` and ``summary.json``) instead of keeping them in memory.
+
+    >>> import torch, medrobust as mr
+    >>> torch.manual_seed(0) and None
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 2))
+    >>> model = mr.load_model(net, classes=["Normal", "Pneumonia"], network_channels=1)
+    >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+    >>> result = mr.attack(model, mr.open_images(x, labels=y, classes=model.classes), "pgd:eps=8/255,steps=5")
+    >>> tuple(result.adversarial.shape), bool((result.adversarial - x).abs().max() <= 8 / 255 + 1 / 510)
+    ((4, 1, 8, 8), True)
+    """
+    from medrobust.attacks.registry import build_attack
+    from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
+
+    target = load_model(model)
+    crafter = load_model(surrogate) if surrogate is not None else target
+    if list(crafter.classes) != list(target.classes):
+        raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
+    if isinstance(attack, str):
+        params = {k: str(v) if not isinstance(v, (int, float)) else v for k, v in params.items()}
+        params.setdefault("seed", seed)
+        atk = build_attack(attack, allow_large_eps=allow_large_eps, **params)
+    else:
+        atk = attack
+    fixed = target.input_size[0] if target.input_size and target.input_size[0] == target.input_size[1] else None
+    data = open_images(images, size=size or fixed or 64, split=split, seed=seed)
+    if not data.labelled:
+        raise ValueError(f"{data.source}: an attack needs each image's true class: lay the images out as "
+                         "<Class>/<image>.png, or pass labels")
+    label_map = match_classes(data.classes, target.classes, dict(class_map or {}))
+    normal = find_normal_class(target.classes, normal_class)
+    emergency = find_classes(list(emergency_findings), target.classes)
+    names = OutputNames(Path(out)) if out is not None else None
+
+    ids: list[str] = []
+    files: list[str] = []
+    y_all, clean_all, adv_all, conf_clean, conf_adv, kept = [], [], [], [], [], []
+    measures: dict[str, list[np.ndarray]] = {k: [] for k in PERTURBATION_MEASURES}
+    n_total = min(len(data), limit) if limit else len(data)
+    start = time.perf_counter()
+    done = 0
+    device = target.device
+    with (progress or SilentProgress()).stage(str(atk.name), n_total) as bar:
+        for x, y, batch_ids in data.batches(batch_size, limit):
+            y = torch.from_numpy(label_map[y.numpy()])
+            x_adv, pred_adv = craft_batch(atk, crafter, target, x.to(device), y.to(device), seed, done)
+            pred_clean = target.predict(x)
+            p_clean, p_adv = target.predict_proba(x), target.predict_proba(x_adv)
+            conf_clean.append(_decided_probability(p_clean, pred_clean))
+            conf_adv.append(_decided_probability(p_adv, pred_adv))
+            xn, an = x.numpy(), x_adv.numpy()
+            for key, fn in zip(PERTURBATION_MEASURES, (linf_distance, l2_distance, ssim, psnr)):
+                measures[key].append(np.asarray(fn(xn, an), dtype=np.float64))
+            if names is not None:
+                files += write_images(names, batch_ids, x_adv)
+            else:
+                kept.append(x_adv)
+            ids += batch_ids
+            y_all.append(y.numpy())
+            clean_all.append(pred_clean.numpy())
+            adv_all.append(pred_adv.numpy())
+            done += len(batch_ids)
+            bar.advance(len(batch_ids))
+    if not ids:
+        raise ValueError(f"{data.source}: no readable images to attack" +
+                         (f" ({len(data.skipped)} skipped: {data.skipped[0]})" if data.skipped else ""))
+    y_cat, clean_cat, adv_cat = np.concatenate(y_all), np.concatenate(clean_all), np.concatenate(adv_all)
+    result = AttackResult(
+        attack=atk.describe(), classes=list(target.classes), ids=ids, labels=y_cat, pred_clean=clean_cat,
+        pred_adv=adv_cat, confidence_clean=np.concatenate(conf_clean), confidence_adv=np.concatenate(conf_adv),
+        perturbation={k: np.concatenate(v) for k, v in measures.items()},
+        success=attack_success(y_cat, clean_cat, adv_cat),
+        dangerous_flips=dangerous_flips(y_cat, clean_cat, adv_cat, target.classes, normal, emergency),
+        normal_class=target.classes[normal] if normal is not None else None,
+        seconds=time.perf_counter() - start, adversarial=torch.cat(kept) if kept else None,
+        files=files if names is not None else None, skipped=data.skipped)
+    if out is not None:
+        _write_tables(Path(out), result)
+    return result
+
+
+def _decided_probability(proba: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
+    """The probability of the decided class per image (multi-label: of the most probable finding)."""
+    if decided.ndim == 1:
+        return proba.gather(1, decided.long().view(-1, 1)).squeeze(1).numpy()
+    return proba.max(1).values.numpy()
+
+
+def _write_tables(out: Path, result: AttackResult) -> None:
+    from medrobust.evaluation.run_dir import atomic_write_text
+
+    rows = result.rows()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "attack.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write_text(out / "summary.json", json.dumps(result.summary(), indent=2, default=str, allow_nan=False) + "\n")

@@ -1,0 +1,90 @@
+"""``mr.defend``: a preprocessing defense applied to images (tensors in, tensors out), or to
+a folder of images written as PNGs at the same relative paths under an output folder."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.layer.images import open_images
+from medrobust.layer.outputs import OutputNames, write_images
+
+
+@dataclass
+class Defended:
+    """``images``: the defended images (N, C, H, W) when kept in memory (None when written);
+    ``files``: paths written, relative to the output folder; ``defense``: the full spec with
+    every parameter; ``skipped``: unreadable files."""
+
+    defense: str
+    ids: list[str]
+    device: str
+    seconds: float
+    images: torch.Tensor | None = None
+    files: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.ids) / max(self.seconds, 1e-9)
+
+
+def defend(images: Any, defense: Any = "jpeg+tv", *, out: str | Path | None = None, seed: int | None = None,
+           device: str = "auto", batch_size: int = 32, progress: Progress | None = None) -> Defended | torch.Tensor:
+    """Apply ``defense`` (a spec such as ``"jpeg+tv"``, ``"jpeg:quality=50+tv:weight=0.1"``,
+    ``"tvm"``, or a Defense) to ``images``.
+
+    A tensor (B, C, H, W) in [0, 1] comes back as the defended tensor, same shape. Anything
+    else (a folder, files, a dataset) gives a :class:`Defended`; with ``out`` each image is
+    written there as an 8-bit PNG at its path relative to the source folder. ``seed`` fixes
+    a randomised defense's draws (TVM).
+
+    >>> import torch, medrobust as mr
+    >>> x = torch.rand(2, 1, 32, 32)
+    >>> y = mr.defend(x, "jpeg+tv")
+    >>> tuple(y.shape), bool(y.min() >= 0 and y.max() <= 1)
+    ((2, 1, 32, 32), True)
+    """
+    from medrobust.defenses.registry import build_defense
+    from medrobust.models.device import resolve_device
+
+    built = build_defense(defense)
+    if seed is not None:
+        built.manual_seed(seed)
+    torch_device = resolve_device(device)
+    if isinstance(images, torch.Tensor):
+        with torch.no_grad():
+            return torch.cat([built(images[i:i + batch_size].to(torch_device)).cpu()
+                              for i in range(0, len(images), batch_size)]) if len(images) else images.clone()
+    if out is not None:
+        source_root = Path(images).resolve() if isinstance(images, (str, Path)) else None
+        if source_root is not None and Path(out).resolve() == source_root:
+            raise ValueError(f"--out {out} is the input folder; choose another folder so the originals are kept")
+    data = open_images(images, labelled=False if isinstance(images, (str, Path, list)) else None, quantise=False)
+    if out is not None and data.dataset is not None:  # an output folder inside the input: never defend its files
+        out_root = Path(out).resolve()
+        data.dataset.records = [r for r in data.dataset.records
+                                if r.path is None or not r.path.resolve().is_relative_to(out_root)]
+    names = OutputNames(Path(out)) if out is not None else None
+    ids: list[str] = []
+    files: list[str] = []
+    kept: list[torch.Tensor] = []
+    start = time.perf_counter()
+    with (progress or SilentProgress()).stage(f"defend ({built.name})", len(data)) as bar:
+        for x, _, batch_ids in data.batches(batch_size):
+            with torch.no_grad():
+                y = built(x.to(torch_device)).cpu()
+            if names is not None:
+                files += write_images(names, batch_ids, y)
+            else:
+                kept.append(y)
+            ids += batch_ids
+            bar.advance(len(batch_ids))
+    return Defended(defense=built.spec(), ids=ids, device=str(torch_device), seconds=time.perf_counter() - start,
+                    images=torch.cat(kept) if kept and len({k.shape[1:] for k in kept}) == 1 else None,
+                    files=files if names is not None else None, skipped=data.skipped)

@@ -1,0 +1,197 @@
+"""``mr.detect``: is an image attacked? The study's detector compares each image with its
+original; the squeeze detector needs none but a threshold calibrated on clean images.
+
+Pairing (reference detectors): each image is paired with the original that has the same id
+(path relative to its folder); failing that, with the one original whose id differs only in
+its suffix (``a/b.png`` pairs with ``a/b.jpeg``). Images are compared at the model's input
+size when it has one, else at ``size``, else at the first image's size. Unreadable and
+unpaired files are listed in ``skipped`` and the rest goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from medrobust.data.errors import ImageReadError
+from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.layer.images import Images, open_images
+from medrobust.layer.models import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Detection:
+    """The verdicts: ``result`` (a :class:`~medrobust.detection.base.DetectionResult` over all
+    images: flags, scores, reasons, per-image lines), the detector's settings (with its
+    calibration), and the files skipped."""
+
+    detector: dict[str, Any]
+    result: Any
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        n = len(self.result)
+        by_reason: Counter[str] = Counter(self.result.reason_counts())
+        return {"detector": self.detector, "n_images": n, "n_flagged": self.result.n_flagged,
+                "flagged_fraction": self.result.n_flagged / n if n else 0.0,
+                "by_reason": dict(sorted(by_reason.items())), "skipped": self.skipped}
+
+
+def detect(model: Any, images: Any, reference: Any = None, detector: Any = "reference", *, calibration: Any = None,
+           fpr: float = 0.05, size: int | None = None, batch_size: int = 32, progress: Progress | None = None,
+           on_batch=None) -> Detection:
+    """Run ``detector`` (a spec such as ``"reference"``, ``"squeeze:target_fpr=0.01"``, or a
+    Detector) on ``images``; ``reference``: the originals (reference detectors);
+    ``calibration``: clean images to set a calibrated detector's threshold at false-positive
+    rate ``fpr``. ``on_batch(result)`` sees each batch's verdicts as they come.
+
+    >>> import torch, medrobust as mr
+    >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 3))
+    >>> model = mr.load_model(net, classes=["Normal", "Pneumonia", "Pneumothorax"], network_channels=1)
+    >>> x = torch.rand(3, 1, 32, 32)
+    >>> mr.detect(model, x, reference=x).result.n_flagged  # an image identical to its original
+    0
+    """
+    from medrobust.detection.registry import build_detector
+
+    det = build_detector(detector) if isinstance(detector, str) else detector
+    if det.requires_reference and reference is None:
+        raise ValueError(f"the {det.name} detector compares each image with its original: pass --reference DIR "
+                         "(originals at the same relative paths), or use --detector squeeze, which needs none")
+    if det.requires_calibration and calibration is None and getattr(det, "threshold", None) is None:
+        raise ValueError(f"the {det.name} detector needs clean images to set its threshold: pass --calibrate DIR "
+                         "(clean images like the ones checked; --fpr sets the target false positive rate)")
+    if not det.requires_reference and reference is not None:
+        log.warning("the %s detector does not use the originals; ignoring them", det.name)
+        reference = None
+    model = load_model(model)
+    fixed = model.input_size
+    skipped: list[str] = []
+    inputs = _open(images, None)
+    shape = fixed or ((size, size) if size else _first_shape(inputs))
+    if inputs.dataset is not None:
+        inputs.dataset.size = shape
+    originals = _open(reference, shape) if reference is not None else None
+    bar_progress = progress or SilentProgress()
+    if det.requires_calibration and calibration is not None:
+        clean = _open(calibration, shape)
+        scores = []
+        with bar_progress.stage("calibrating", len(clean)) as bar:
+            for x, _, ids in clean.batches(batch_size):
+                scores.append(det.score(model, _channels(x, model)))
+                bar.advance(len(ids))
+        skipped += clean.skipped
+        if not scores:
+            raise ValueError(f"{clean.source}: no readable clean images to calibrate the {det.name} detector on")
+        det.calibrate(np.concatenate(scores), fpr)
+    else:
+        det.fit(model, None)  # type: ignore[arg-type]  (a detector without calibration sets nothing)
+
+    results = []
+    with bar_progress.stage(f"{det.name} detector", len(inputs)) as bar:
+        for names, x, ref in _paired_batches(inputs, originals, batch_size, skipped):
+            result = det.detect(model, _channels(x, model), None if ref is None else _channels(ref, model), names=names)
+            results.append(result)
+            if on_batch is not None:
+                on_batch(result)
+            bar.advance(len(names))
+    if not results:
+        raise ValueError(f"{inputs.source}: no readable images" + (" with readable originals" if originals else "")
+                         + (f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""))
+    return Detection(detector=det.describe(), result=_merge(results), skipped=list(dict.fromkeys(skipped)))
+
+
+def _open(source: Any, shape: tuple[int, int] | None) -> Images:
+    if isinstance(source, (torch.Tensor, Images)) or (isinstance(source, tuple) and source
+                                                       and isinstance(source[0], torch.Tensor)):
+        return open_images(source)
+    images = open_images(source, labelled=False if not hasattr(source, "records") else None)
+    if images.dataset is not None and shape:
+        images.dataset.size = shape
+    return images
+
+
+def _first_shape(images: Images) -> tuple[int, int] | None:
+    for x, _, _ in images.batches(1):
+        shape = (int(x.shape[-2]), int(x.shape[-1]))
+        log.info("images are compared at %dx%d (the first image's size; --size to choose)", *shape)
+        return shape
+    return None
+
+
+def _channels(x: torch.Tensor, model) -> torch.Tensor:
+    channels = int(getattr(model, "input_channels", 1))
+    return x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] == 1 and channels != 1 else x
+
+
+def _paired_batches(inputs: Images, originals: Images | None, batch_size: int,
+                    skipped: list[str]) -> Iterator[tuple[list[str], torch.Tensor, torch.Tensor | None]]:
+    """``(ids, images, originals or None)`` over the readable pairs."""
+    if originals is None:
+        for x, _, ids in inputs.batches(batch_size):
+            yield ids, x, None
+        skipped += inputs.skipped
+        return
+    if inputs.dataset is None or originals.dataset is None:  # tensors: paired by position
+        for (x, _, ids), (r, _, _) in zip(inputs.batches(batch_size), originals.batches(batch_size)):
+            yield ids, x, r
+        return
+    ref_index = {r.id: i for i, r in enumerate(originals.dataset.records)}
+    by_stem: dict[str, list[int]] = {}
+    for rid, i in ref_index.items():
+        by_stem.setdefault(rid.rsplit(".", 1)[0], []).append(i)
+    names: list[str] = []
+    xs: list[torch.Tensor] = []
+    refs: list[torch.Tensor] = []
+    for i, record in enumerate(inputs.dataset.records):
+        j = ref_index.get(record.id)
+        if j is None:
+            candidates = by_stem.get(record.id.rsplit(".", 1)[0], [])
+            if len(candidates) != 1:
+                why = "several originals differ only in suffix" if candidates else "no original at the same relative path"
+                skipped.append(f"{record.path}: unpaired ({why} under {originals.source})")
+                continue
+            j = candidates[0]
+        try:
+            x, _, _ = inputs.dataset[i]
+            r, _, _ = originals.dataset[j]
+        except ImageReadError as err:
+            skipped.append(str(err))
+            continue
+        names.append(record.id)
+        xs.append(x)
+        refs.append(r)
+        if len(xs) == batch_size:
+            yield names, _grid(torch.stack(xs), inputs), _grid(torch.stack(refs), originals)
+            names, xs, refs = [], [], []
+    if xs:
+        yield names, _grid(torch.stack(xs), inputs), _grid(torch.stack(refs), originals)
+    skipped += [*inputs.skipped, *originals.skipped]
+
+
+def _grid(x: torch.Tensor, images: Images) -> torch.Tensor:
+    from medrobust.evaluation.batches import quantise_8bit
+
+    return quantise_8bit(x) if images.quantise else x
+
+
+def _merge(results: list) -> Any:
+    """One DetectionResult from the batches' results."""
+    from medrobust.detection.base import DetectionResult
+
+    first = results[0]
+    names = [n for r in results for n in (r.names or [])] if all(r.names is not None for r in results) else None
+    details = {k: [v for r in results for v in r.details.get(k, [])] for k in first.details
+               if all(k in r.details for r in results)}
+    return DetectionResult(flags=np.concatenate([r.flags for r in results]),
+                           scores=np.concatenate([r.scores for r in results]),
+                           reasons=[rs for r in results for rs in r.reasons], details=details, names=names,
+                           detector=first.detector, threshold=first.threshold)

@@ -1,0 +1,139 @@
+"""``mr.evaluate``: the whole study on a model and images, resumable, into a run folder:
+baseline -> attacks -> defenses (non-adaptive and adaptive) -> detectors -> ``metrics.json``.
+
+Give a preset (``quick``, ``standard``, ``thorough``: :mod:`medrobust.layer.presets`) with a
+model and images, or a full experiment configuration (an :class:`ExperimentConfig`, a dict,
+or a YAML path). The configuration it resolved to is written to ``RUN/config.yaml``, so
+``medrobust evaluate RUN/config.yaml`` repeats the run (for a model and images given from
+files; ones held in memory are named there but cannot be re-read).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from medrobust.evaluation.config import ExperimentConfig, load_config
+from medrobust.evaluation.progress import Progress
+from medrobust.evaluation.results import RunMetrics
+from medrobust.layer.presets import preset_settings
+
+IN_MEMORY = "(in memory)"
+
+
+def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConfig | Mapping[str, Any] | os.PathLike
+             = "standard", run_dir: str | Path | None = None, progress: Progress | None = None, *,
+             classes: Sequence[str] | str | None = None, input_size: int | None = None, intensity: str | None = None,
+             output_kind: str | None = None, arch: str | None = None, trust_pickle: bool = False,
+             size: int | None = None, normal_class: str | None = None, class_map: Mapping[str, str] | None = None,
+             split: str | Sequence[float] | None = None, train_data: str | None = None, device: str | None = None,
+             seed: int | None = None, attack_images: int | None = None, restart: bool = False) -> RunMetrics:
+    """Evaluate ``model`` (a path or module) on ``images`` (a data source, a dataset or tensors
+    with labels) with a ``preset`` or a configuration; returns the run's metrics.
+
+    ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
+    same run is reused. The contract options (``classes``, ``input_size``, ``intensity``,
+    ``output_kind``, ``arch``) describe a foreign model file; ``normal_class``/``class_map``
+    how the data's classes read; ``split``: ``"test"`` (every image tested, the default for a
+    loaded model) or fractions; ``train_data``: a folder of other images of the same classes
+    to train a transfer surrogate on (the standard and thorough presets).
+    """
+    from medrobust.evaluation.runner import Runner
+    from medrobust.layer.models import load_model
+
+    contract = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
+                "arch": arch, "trust_pickle": trust_pickle}
+    if isinstance(preset, str) and preset not in ("quick", "standard", "thorough") and Path(preset).suffix in (".yaml",
+                                                                                                                ".yml"):
+        preset = Path(preset)
+    loaded = load_model(model, device=device or "cpu", **{k: v for k, v in contract.items() if v}) \
+        if model is not None else None
+    if isinstance(preset, str):
+        if model is None or images is None:
+            raise ValueError("mr.evaluate with a preset needs a model and images (or pass a configuration)")
+        raw = _preset_config(preset, model, loaded, images, contract, size, train_data)
+    else:
+        raw = _given_config(preset)
+        if model is not None:
+            raw["model"] = {"load": _load_section(model, loaded, contract)}
+        if images is not None:
+            raw.setdefault("data", {})["source"] = _source_name(images)
+    data = raw.setdefault("data", {})
+    for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None}.items():
+        if value is not None:
+            data[key] = value
+    if split is not None:
+        data["split"] = "test" if isinstance(split, str) and split.strip().lower() == "test" else [float(s) for s in split]
+    for key, value in {"device": device, "seed": seed, "attack_images": attack_images}.items():
+        if value is not None:
+            raw[key] = value
+    if run_dir is not None:
+        raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except Exception as err:  # pydantic's ValidationError lists every bad field
+        raise ValueError(f"invalid configuration:\n{err}") from None
+    dataset = _in_memory_dataset(images) if images is not None and _source_name(images) == IN_MEMORY else None
+    given_model = loaded if loaded is not None and not isinstance(model, (str, os.PathLike)) else None
+    return Runner(config, progress=progress, restart=restart, model=given_model, dataset=dataset).run()
+
+
+def _preset_config(preset: str, model: Any, loaded, images: Any, contract: dict[str, Any], size: int | None,
+                   train_data: str | None) -> dict[str, Any]:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).stem if isinstance(model, (str, os.PathLike))
+                  else type(model).__name__).strip("-.") or "model"
+    fixed = loaded.input_size[0] if loaded is not None and loaded.input_size else None
+    return {
+        "name": f"{name}-{preset}",
+        "data": {"source": _source_name(images), "size": size or fixed or 224},
+        "model": {"load": _load_section(model, loaded, contract)},
+        **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data),
+    }
+
+
+def _given_config(preset: Any) -> dict[str, Any]:
+    if isinstance(preset, ExperimentConfig):
+        return preset.model_dump(mode="json")
+    if isinstance(preset, Mapping):
+        return dict(preset)
+    return load_config(Path(preset)).model_dump(mode="json")
+
+
+def _load_section(model: Any, loaded, contract: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(model, (str, os.PathLike)):
+        section = {"path": str(model), **{k: v for k, v in contract.items() if v}}
+        if isinstance(section.get("classes"), str):
+            section["classes"] = [c.strip() for c in section["classes"].split(",")]
+        return section
+    return {"path": f"{IN_MEMORY} {type(model).__name__}", "classes": list(loaded.classes)}
+
+
+def _source_name(images: Any) -> str:
+    if isinstance(images, (str, os.PathLike)):
+        return str(images)
+    return IN_MEMORY
+
+
+def _in_memory_dataset(images: Any):
+    """An ImageDataset over images given as tensors, ``(x, y)``, a dataset or Images."""
+    import numpy as np
+
+    from medrobust.data.dataset import ArrayImageDataset, ImageDataset, ImageRecord
+    from medrobust.layer.images import open_images
+
+    if isinstance(images, ImageDataset):
+        return images
+    opened = open_images(images)
+    if opened.dataset is not None:
+        return opened.dataset
+    if not opened.labelled:
+        raise ValueError("mr.evaluate needs each image's true class: pass labels= and classes= with the tensors")
+    x, y, ids = opened.load()
+    if x.shape[1] != 1:
+        raise ValueError(f"mr.evaluate reads grey radiographs (B, 1, H, W); got {x.shape[1]} channels")
+    assert y is not None
+    records = [ImageRecord(label=int(label), id=i, split="test") for label, i in zip(y.tolist(), ids)]
+    return ArrayImageDataset(x[:, 0].numpy().astype(np.float32), records, opened.classes or [])

@@ -1,0 +1,75 @@
+"""``mr.train``: train a zoo architecture on a data source with the study's recipe, test it
+on the held-out split, and save a checkpoint (:mod:`medrobust.evaluation.zoo_training`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.layer.images import open_images
+
+
+@dataclass
+class Trained:
+    """The trained model (best validation epoch), its history, and test-split loss and accuracy."""
+
+    model: Any
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+    n_train: int
+    n_val: int
+    n_test: int
+    skipped: list[str]
+    saved: Path | None = None
+
+
+def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, epochs: int = 30, batch_size: int = 32,
+          lr: float | None = None, weights: str = "none", trainable: str = "all", two_phase: bool = False,
+          class_weighted: bool = False, max_minutes: float | None = None, per_class: int = 600, seed: int = 0,
+          device: str = "auto", download: bool = False, adversarial: str | None = None,
+          out: str | Path | None = None, progress: Progress | None = None) -> Trained:
+    """Train ``arch`` on the train split of ``data`` (validated on val, tested on test; a
+    folder is split 60/20/20 unless it has train/val/test folders). ``adversarial``: an attack
+    spec for adversarial training (Madry et al. 2018), e.g. ``"pgd:eps=4/255"``. ``out``: a
+    checkpoint folder to save to (checked before training starts)."""
+    from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
+    from medrobust.models.device import resolve_device
+    from medrobust.models.training import TrainConfig, evaluate_loss
+
+    if out is not None:
+        from medrobust.evaluation.run_dir import check_output_folder
+
+        check_output_folder(Path(out))  # before training, not after it: a run must not end by failing to save
+    dev = resolve_device(device)
+    images = open_images(data, size=size, per_class=per_class, seed=seed)
+    if images.dataset is None or not images.labelled:
+        raise ValueError(f"{images.source}: training needs labelled images with train/val/test splits")
+    parts = images.dataset.splits()
+    missing = {"train", "val", "test"} - set(parts)
+    if missing:
+        raise ValueError(f"{data}: the data has no {', '.join(sorted(missing))} split; give it train/val/test images")
+    with (progress or SilentProgress()).stage("reading", len(images)) as bar:
+        loaded = {}
+        for name, part in parts.items():
+            loaded[name] = open_images(part).load()
+            bar.advance(len(part))
+    skipped = list(dict.fromkeys([*images.skipped, *(str(s) for p in parts.values() for s in p.skipped)]))
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
+                         class_weighted=class_weighted, seed=seed, max_minutes=max_minutes)
+    model, result = train_zoo_model(arch, images.classes or [], size, loaded["train"][:2], loaded["val"][:2], config,
+                                    weights=weights, adversarial=adversarial, device=dev, download=download,
+                                    progress=progress)
+    test_loss, test_acc = evaluate_loss(model, *loaded["test"][:2])
+    saved = None
+    if out is not None:
+        saved = save_trained_model(model, out, config, result, weights=weights, adversarial=adversarial, data=str(data),
+                                   size=size, metrics={"test_loss": test_loss, "test_accuracy": test_acc})
+    return Trained(model=model, history=result.history, best_epoch=result.best_epoch, best_val_loss=result.best_val_loss,
+                   test_loss=test_loss, test_accuracy=test_acc, seconds=result.seconds, n_train=len(loaded["train"][0]),
+                   n_val=len(loaded["val"][0]), n_test=len(loaded["test"][0]), skipped=skipped, saved=saved)
