@@ -13,7 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medrobust.cli import app
-from medrobust.cli.os_errors import check_output_folder, command_options, os_error_line
+from medrobust.cli.os_errors import command_options, os_error_line
+from medrobust.evaluation.run_dir import check_output_folder
 
 runner = CliRunner()
 GALLERY = ["data", "gallery", "--per-class", "1", "--size", "32"]

@@ -47,7 +47,7 @@ def test_data_info_prints_counts_and_lists_unreadable_files(tmp_path) -> None:
     result = runner.invoke(app, ["data", "info", str(tmp_path), "--check"])
     assert result.exit_code == 3, result.output  # partial: some files unreadable
     assert "Normal" in result.stdout and "total" in result.stdout
-    assert "broken.png" in result.stdout and "1 file(s) skipped" in result.stdout
+    assert "broken.png" in result.stderr and "1 file(s) skipped" in result.stderr  # stdout holds the results
 
 
 def test_data_info_error_is_one_clear_line(tmp_path) -> None:

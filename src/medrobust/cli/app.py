@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional, ParamSpec, TypeVar
 
@@ -59,6 +60,45 @@ def progress_bar() -> Progress:
     )
 
 
+class RichProgress:
+    """The public layer's progress protocol (:class:`medrobust.Progress`) drawn as rich bars:
+    one bar per stage, with count, elapsed time and ETA. ``enabled=False`` draws nothing (when
+    stdout carries JSON lines). Use as a context manager around the layer call."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar = progress_bar() if enabled else None
+        self._started = False
+
+    def __enter__(self) -> "RichProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None and self._started:
+            self.bar.__exit__(*exc)
+
+    @contextmanager
+    def stage(self, name: str, total: int) -> Iterator["_Stage"]:
+        if self.bar is None:
+            yield _Stage(None, None)
+            return
+        if not self._started:  # drawn from the first stage on: an early error leaves stdout empty
+            self.bar.__enter__()
+            self._started = True
+        task = self.bar.add_task(name, total=total)
+        yield _Stage(self.bar, task)
+        self.bar.update(task, completed=total)
+
+
+class _Stage:
+    def __init__(self, bar, task) -> None:
+        self.bar, self.task = bar, task
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
 
 
@@ -95,7 +135,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
 def print_error(message: str) -> None:
     """``error: message`` on stderr; the message is printed literally (no rich markup), with
     undecodable bytes of quoted file names escaped so printing cannot fail."""
-    from medrobust.data.record_ids import printable_text
+    from medrobust.printable import printable_text
 
     err_console.print(f"[bold red]error:[/bold red] {escape(printable_text(message))}", highlight=False)
 
@@ -137,9 +177,17 @@ TrustPickleOption = Annotated[bool, typer.Option(
 def load_cli_model(path: Path, classes: Optional[str] = None, input_size: Optional[int] = None,
                    intensity: Optional[str] = None, output_kind: Optional[str] = None, arch: Optional[str] = None,
                    trust_pickle: bool = False):
-    """:func:`medrobust.models.loading.load_classifier` with the command-line contract options."""
-    from medrobust.models.loading import load_classifier
+    """:func:`medrobust.load_model` with the command-line contract options."""
+    import medrobust as mr
 
-    return load_classifier(path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
-                           intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle)
+    return mr.load_model(path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
+                         intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle)
 
+
+def print_skipped(skipped: list[str]) -> None:
+    """The skipped files, one per line, on stderr: stdout holds only the results."""
+    from medrobust.printable import printable_text
+
+    err_console.print(f"{len(skipped)} file(s) skipped:", highlight=False)
+    for line in skipped:
+        err_console.print(f"  {printable_text(line)}", markup=False, highlight=False)

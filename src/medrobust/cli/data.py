@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from medrobust.cli.app import app, console, progress_bar, user_errors
+from medrobust.cli.app import RichProgress, app, console, print_skipped, user_errors
 
 data_app = typer.Typer(help="Datasets: the synthetic chest radiographs (phantoms) and real data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -24,13 +24,12 @@ def data_phantom(
     seed: Annotated[int, typer.Option("--seed", help="Generator seed: the same seed gives byte-identical images.")] = 0,
 ) -> None:
     """Write the synthetic chest radiograph dataset as 8-bit grayscale PNGs plus manifest.csv."""
-    from medrobust.data.phantom.export import write_phantom_dataset
+    import medrobust as mr
 
     total = 3 * per_class
     start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task("phantoms", total=total)
-        manifest = write_phantom_dataset(out, per_class, size, seed, progress=lambda n: bar.update(task, completed=n))
+    with RichProgress() as progress:
+        manifest = mr.write_phantoms(out, per_class, size, seed, progress=progress)
     elapsed = time.perf_counter() - start
     _print_manifest_counts(manifest)
     console.print(f"wrote {total} images ({total / elapsed:.0f} images/s) and {manifest}")
@@ -45,10 +44,10 @@ def data_gallery(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Write a PNG grid of example phantoms, one row per class."""
-    from medrobust.data.phantom.export import phantom_gallery
+    import medrobust as mr
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    phantom_gallery(per_class, size, seed).save(out)
+    mr.phantom_gallery(per_class, size, seed).save(out)
     console.print(f"wrote {out}")
 
 
@@ -60,19 +59,16 @@ def data_info(
     check: Annotated[bool, typer.Option("--check", help="Read every image and list the unreadable ones.")] = False,
 ) -> None:
     """Open a data source and print its classes and images per class and split."""
-    from medrobust.data.sources import open_dataset
-    from medrobust.data.splits import dataset_split_summary
+    import medrobust as mr
 
-    dataset = open_dataset(spec, size=size)
-    console.print(f"{spec}: {len(dataset)} images, classes {', '.join(dataset.classes)}")
-    console.print(dataset_split_summary(dataset), markup=False, highlight=False)
+    images = mr.open_images(spec, size=size)
+    console.print(f"{spec}: {len(images)} images, classes {', '.join(images.classes or ['(unlabelled)'])}")
+    console.print(images.split_summary(), markup=False, highlight=False)
     if check:
-        with progress_bar() as bar:
-            task = bar.add_task("reading", total=len(dataset))
-            for _ in dataset.iter_valid():
-                bar.advance(task)
-    if dataset.skipped:
-        console.print(dataset.skipped_summary(), markup=False, highlight=False)
+        with RichProgress() as progress, progress.stage("reading", len(images)) as bar:
+            images.check(bar.advance)
+    if images.skipped:
+        print_skipped(images.skipped)
         raise typer.Exit(code=3)
 
 

@@ -4,38 +4,26 @@ print the summary."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from medrobust.cli.app import app, console, progress_bar, user_errors
-from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
+from medrobust.cli.app import (
+    ArchOption,
+    ClassesOption,
+    InputSizeOption,
+    IntensityOption,
+    OutputKindOption,
+    RichProgress,
+    TrustPickleOption,
+    app,
+    console,
+    user_errors,
+)
 
 log = logging.getLogger(__name__)
-
-
-class RichProgress:
-    """The runner's progress protocol as rich progress bars: one bar per stage, with ETA."""
-
-    def __init__(self) -> None:
-        self.bar = progress_bar()
-
-    @contextmanager
-    def stage(self, name: str, total: int) -> Iterator["RichProgress._Stage"]:
-        task = self.bar.add_task(name, total=total)
-        yield RichProgress._Stage(self.bar, task)
-        self.bar.update(task, completed=total)
-
-    class _Stage:
-        def __init__(self, bar, task) -> None:
-            self.bar, self.task = bar, task
-
-        def advance(self, n: int = 1) -> None:
-            self.bar.advance(self.task, n)
 
 
 def _pct(v: float) -> str:
@@ -93,7 +81,7 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
     table.add_row("run time", f"{metrics.seconds_total / 60:.1f} min")
     console.print(table)
     if data.get("normal_class") is None:
-        console.print(NOT_ASSESSED_NO_NORMAL, style="bold yellow", highlight=False, markup=False)
+        console.print(metrics.data.get("dangerous_flips"), style="bold yellow", highlight=False, markup=False)
     console.print(metrics.robustness_score.definition, style="dim")
     if run_dir is not None:
         console.print(f"per-image lines: {run_dir / 'log.txt'}", style="dim", highlight=False)
@@ -101,21 +89,24 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         console.print(f"report: {report_path}")
 
 
-def run_experiment(config, restart: bool = False) -> None:
-    """Run, report, print the summary; exit status 3 (partial) when files were skipped."""
-    from medrobust.evaluation.runner import Runner
+def run_experiment(config, restart: bool = False, **evaluate_options) -> None:
+    """Run (``config``: a configuration, or a preset name with ``evaluate_options`` naming the
+    model and images), write the report, print the summary; exit status 3 (partial) when files
+    were skipped."""
+    import medrobust as mr
 
-    progress = RichProgress()
-    with progress.bar:
-        metrics = Runner(config, progress=progress, restart=restart).run()
+    with RichProgress() as progress:
+        metrics = mr.evaluate(preset=config, progress=progress, restart=restart, **evaluate_options)
+    run_dir = Path(metrics.config["output_dir"]) / metrics.name
     report_path = None
     try:
         from medrobust.report import build_report
     except ImportError:  # the report room is optional for a bare library install
         log.warning("medrobust.report is not available: metrics.json written, no report.html")
     else:
-        report_path = build_report(config.run_dir)
-    print_summary(metrics, report_path, config.run_dir)
+        report_path = build_report(run_dir)
+    print_summary(metrics, report_path, run_dir)
+    console.print(f"to repeat this run: medrobust evaluate {run_dir / 'config.yaml'}", style="dim", highlight=False)
     if metrics.data.get("skipped"):
         raise typer.Exit(code=3)
 
@@ -123,7 +114,24 @@ def run_experiment(config, restart: bool = False) -> None:
 @app.command("evaluate")
 @user_errors
 def evaluate(
-    config_path: Annotated[Path, typer.Argument(help="Experiment YAML (see examples/).")],
+    config_path: Annotated[Optional[Path], typer.Argument(
+        help="Experiment YAML (see examples/), or leave out and give --model and --data.")] = None,
+    model_path: Annotated[Optional[Path], typer.Option(
+        "--model", help="The model to evaluate (checkpoint, TorchScript, state dict, .keras, .onnx).")] = None,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="Labelled images: DIR of <Class>/ folders | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")] = None,
+    preset: Annotated[str, typer.Option("--preset", help="quick | standard | thorough (see the README).")] = "standard",
+    train_data: Annotated[Optional[str], typer.Option(
+        "--train-data", help="Other images of the same classes to train a transfer surrogate on (standard, thorough).")]
+    = None,
+    classes: ClassesOption = None,
+    input_size: InputSizeOption = None,
+    intensity: IntensityOption = None,
+    output_kind: OutputKindOption = None,
+    arch: ArchOption = None,
+    trust_pickle: TrustPickleOption = False,
+    size: Annotated[Optional[int], typer.Option(
+        "--size", help="Image size for a model that takes any size (default 224).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Override the run name.")] = None,
     output_dir: Annotated[Optional[str], typer.Option("--output-dir", help="Override the output folder.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda")] = None,
@@ -135,20 +143,46 @@ def evaluate(
         "--split", help="'test' (every image is tested) or train,val,test fractions such as 0.6,0.2,0.2.")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the run folder's results and start afresh.")] = False,
 ) -> None:
-    """Run the experiment in CONFIG.yaml (resumes an interrupted run of the same config)."""
+    """Evaluate a model: `medrobust evaluate --model FILE --data DIR [--preset quick|standard|thorough]`,
+    or run the experiment in CONFIG.yaml. Writes RUN/config.yaml (to repeat the run), metrics.json
+    and report.html; an interrupted run of the same configuration resumes."""
     from medrobust.evaluation.config import load_config
 
-    overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device}.items() if v}
-    data: dict = {}
-    if normal_class:
-        data["normal_class"] = normal_class
-    if class_map:
-        data["class_map"] = parse_class_map(class_map)
+    split_value = None
     if split:
-        data["split"] = "test" if split.strip().lower() == "test" else [s.strip() for s in split.split(",")]
-    if data:
-        overrides["data"] = data
-    run_experiment(load_config(config_path, overrides), restart=restart)
+        split_value = "test" if split.strip().lower() == "test" else [s.strip() for s in split.split(",")]
+    if config_path is not None:
+        if model_path is not None or data is not None:
+            raise ValueError(f"give either {config_path} or --model/--data, not both (the file names the model and "
+                             "data; edit it, or leave it out)")
+        overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device}.items() if v}
+        section: dict = {}
+        if normal_class:
+            section["normal_class"] = normal_class
+        if class_map:
+            section["class_map"] = parse_class_map(class_map)
+        if split_value is not None:
+            section["split"] = split_value
+        if section:
+            overrides["data"] = section
+        run_experiment(load_config(config_path, overrides), restart=restart)
+        return
+    if model_path is None or data is None:
+        raise ValueError("give a CONFIG.yaml, or --model FILE and --data DIR (a folder with one sub-folder of images "
+                         "per class)")
+    run_dir = Path(output_dir or "runs") / name if name else (Path(output_dir) / _default_name(model_path, preset)
+                                                              if output_dir else None)
+    run_experiment(preset, restart=restart, model=model_path, images=data, run_dir=run_dir, classes=classes,
+                   input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
+                   trust_pickle=trust_pickle, size=size, normal_class=normal_class,
+                   class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
+                   device=device)
+
+
+def _default_name(model_path: Path, preset: str) -> str:
+    import re
+
+    return (re.sub(r"[^A-Za-z0-9._-]+", "-", model_path.stem).strip("-.") or "model") + f"-{preset}"
 
 
 def parse_class_map(items: list[str]) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from medrobust.data.record_ids import printable_path
+from medrobust.printable import printable_path
 
 _WRITE_ONLY_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 _OUTPUT_FLAGS = ("--out", "--output-dir", "--output")
@@ -127,30 +127,3 @@ def _paths(value: object) -> Iterable[Path]:
     if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
         return [Path(v) for v in value if isinstance(v, str | os.PathLike) and str(v)]
     return []
-
-
-def check_output_folder(folder: str | os.PathLike[str]) -> None:
-    """Raise the :class:`OSError` that writing into ``folder`` would meet, before any work.
-
-    Nothing is created: the nearest existing ancestor must be a folder we may write into, so a
-    long training run does not end by failing to save. Read-only file systems and missing
-    permissions are found with :func:`os.access`, which a root user passes except on a
-    read-only file system; a full disk can only show when writing.
-    """
-    target = Path(folder)
-    for candidate in (target, *target.parents):
-        if not candidate.exists() and not candidate.is_symlink():
-            continue
-        if not candidate.is_dir():
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(target))
-        if not os.access(candidate, os.W_OK | os.X_OK):
-            code = errno.EROFS if _read_only_file_system(candidate) else errno.EACCES
-            raise OSError(code, os.strerror(code), str(candidate))
-        return
-
-
-def _read_only_file_system(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):
-        return False

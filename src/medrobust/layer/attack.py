@@ -139,6 +139,10 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     label_map = match_classes(data.classes, target.classes, dict(class_map or {}))
     normal = find_normal_class(target.classes, normal_class)
     emergency = find_classes(list(emergency_findings), target.classes)
+    if out is not None:
+        from medrobust.evaluation.run_dir import check_output_folder
+
+        check_output_folder(Path(out))  # before any work: a long attack must not end by failing to write
     names = OutputNames(Path(out)) if out is not None else None
 
     ids: list[str] = []
