@@ -60,7 +60,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         if model is not None:
             raw["model"] = {"load": _load_section(model, loaded, contract)}
         if images is not None:
-            raw.setdefault("data", {})["source"] = _source_name(images)
+            raw.setdefault("data", {})["source"] = _data_name(images)
     data = raw.setdefault("data", {})
     for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None}.items():
         if value is not None:
@@ -76,7 +76,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         config = ExperimentConfig.model_validate(raw)
     except Exception as err:  # pydantic's ValidationError lists every bad field
         raise ValueError(f"invalid configuration:\n{err}") from None
-    dataset = _in_memory_dataset(images) if images is not None and _source_name(images) == IN_MEMORY else None
+    dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
+               if images is not None and _is_in_memory(images) else None)
     given_model = loaded if loaded is not None and not isinstance(model, (str, os.PathLike)) else None
     return Runner(config, progress=progress, restart=restart, model=given_model, dataset=dataset).run()
 
@@ -88,7 +89,7 @@ def _preset_config(preset: str, model: Any, loaded, images: Any, contract: dict[
     fixed = loaded.input_size[0] if loaded is not None and loaded.input_size else None
     return {
         "name": f"{name}-{preset}",
-        "data": {"source": _source_name(images), "size": size or fixed or 224},
+        "data": {"source": _data_name(images), "size": size or fixed or 224},
         "model": {"load": _load_section(model, loaded, contract)},
         **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data),
     }
@@ -108,17 +109,52 @@ def _load_section(model: Any, loaded, contract: dict[str, Any]) -> dict[str, Any
         if isinstance(section.get("classes"), str):
             section["classes"] = [c.strip() for c in section["classes"].split(",")]
         return section
-    return {"path": f"{IN_MEMORY} {type(model).__name__}", "classes": list(loaded.classes)}
+    return {"path": f"{IN_MEMORY} {type(model).__name__} {_fingerprint(loaded.state_dict().values())}",
+            "classes": list(loaded.classes)}
 
 
-def _source_name(images: Any) -> str:
+def _fingerprint(tensors) -> str:
+    """``sha256:`` of tensors' bytes: a model or images held in memory are named in config.yaml
+    by their content, so a run folder is resumed only with the same ones."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _data_name(images: Any) -> str:
+    """A path as it is; images in memory by their content (tensors) or their type (datasets)."""
     if isinstance(images, (str, os.PathLike)):
         return str(images)
-    return IN_MEMORY
+    import torch
+
+    if isinstance(images, torch.Tensor):
+        return f"{IN_MEMORY} {_fingerprint([images])}"
+    if isinstance(images, tuple):
+        return f"{IN_MEMORY} {_fingerprint(images)}"
+    if getattr(images, "tensors", None) is not None:  # Images over tensors
+        return f"{IN_MEMORY} {_fingerprint(images.tensors)}"
+    records = getattr(images, "records", None) or getattr(getattr(images, "dataset", None), "records", None)
+    if records is not None:  # a dataset: named by its records (ids, labels, files)
+        import hashlib
+
+        listing = "\n".join(f"{r.id}\t{r.label}\t{r.path}" for r in records).encode("utf-8", "backslashreplace")
+        return f"{IN_MEMORY} {type(images).__name__} sha256:{hashlib.sha256(listing).hexdigest()[:16]}"
+    return f"{IN_MEMORY} {type(images).__name__}"
 
 
-def _in_memory_dataset(images: Any):
-    """An ImageDataset over images given as tensors, ``(x, y)``, a dataset or Images."""
+def _is_in_memory(images: Any) -> bool:
+    return not isinstance(images, (str, os.PathLike))
+
+
+def _in_memory_dataset(images: Any, classes: list[str] | None):
+    """An ImageDataset over images given as tensors, ``(x, y)``, a dataset or Images; tensors'
+    labels are indices into ``classes`` (the model's)."""
     import numpy as np
 
     from medrobust.data.dataset import ArrayImageDataset, ImageDataset, ImageRecord
@@ -126,7 +162,7 @@ def _in_memory_dataset(images: Any):
 
     if isinstance(images, ImageDataset):
         return images
-    opened = open_images(images)
+    opened = open_images(images, classes=classes)
     if opened.dataset is not None:
         return opened.dataset
     if not opened.labelled:
