@@ -1,7 +1,7 @@
 """The docstring examples run: ``doctest`` over every module of the public packages.
 
-Each module of medrobust.attacks, medrobust.defenses, medrobust.detection and medrobust.models
-(found with ``pkgutil``, so a new module is picked up by itself), plus medrobust.components, is
+Each module of medrobust.attacks, medrobust.defenses, medrobust.detection, medrobust.models and
+the public layer (medrobust.layer) (found with ``pkgutil``, so a new module is picked up by itself), plus medrobust.components, is
 one test case; a module whose import needs an optional dependency that is not installed is
 skipped with the reason. A last test counts the examples, so the suite cannot pass with the
 examples gone. The examples use a tiny model and 32 px images; they run on one torch thread
@@ -20,12 +20,12 @@ from types import ModuleType
 import pytest
 import torch
 
-PACKAGES = ("medrobust.attacks", "medrobust.defenses", "medrobust.detection", "medrobust.models")
+PACKAGES = ("medrobust.attacks", "medrobust.defenses", "medrobust.detection", "medrobust.models", "medrobust.layer")
 EXTRA_MODULES = ("medrobust.components",)
 OPTIONAL_DEPENDENCIES = {"keras", "onnx", "onnxruntime", "tensorflow", "jax", "ray"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
-MIN_EXAMPLES = 195
+MIN_EXAMPLES = 225
 """The examples written when this test was added (``>>>`` lines, as doctest counts them)."""
 
 
