@@ -170,19 +170,11 @@ def evaluate(
     if model_path is None or data is None:
         raise ValueError("give a CONFIG.yaml, or --model FILE and --data DIR (a folder with one sub-folder of images "
                          "per class)")
-    run_dir = Path(output_dir or "runs") / name if name else (Path(output_dir) / _default_name(model_path, preset)
-                                                              if output_dir else None)
-    run_experiment(preset, restart=restart, model=model_path, images=data, run_dir=run_dir, classes=classes,
-                   input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
+    run_experiment(preset, restart=restart, model=model_path, images=data, name=name, output_dir=output_dir,
+                   classes=classes, input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
                    trust_pickle=trust_pickle, size=size, normal_class=normal_class,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
                    device=device)
-
-
-def _default_name(model_path: Path, preset: str) -> str:
-    import re
-
-    return (re.sub(r"[^A-Za-z0-9._-]+", "-", model_path.stem).strip("-.") or "model") + f"-{preset}"
 
 
 def parse_class_map(items: list[str]) -> dict[str, str]:

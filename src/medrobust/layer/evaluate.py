@@ -30,12 +30,13 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              output_kind: str | None = None, arch: str | None = None, trust_pickle: bool = False,
              size: int | None = None, normal_class: str | None = None, class_map: Mapping[str, str] | None = None,
              split: str | Sequence[float] | None = None, train_data: str | None = None, device: str | None = None,
-             seed: int | None = None, attack_images: int | None = None, restart: bool = False) -> RunMetrics:
+             seed: int | None = None, attack_images: int | None = None, name: str | None = None,
+             output_dir: str | Path | None = None, restart: bool = False) -> RunMetrics:
     """Evaluate ``model`` (a path or module) on ``images`` (a data source, a dataset or tensors
     with labels) with a ``preset`` or a configuration; returns the run's metrics.
 
     ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
-    same run is reused. The contract options (``classes``, ``input_size``, ``intensity``,
+    same run is reused (or ``name`` under ``output_dir``). The contract options (``classes``, ``input_size``, ``intensity``,
     ``output_kind``, ``arch``) describe a foreign model file; ``normal_class``/``class_map``
     how the data's classes read; ``split``: ``"test"`` (every image tested, the default for a
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
@@ -72,14 +73,16 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             raw[key] = value
     if run_dir is not None:
         raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
+    for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
+        if value is not None:
+            raw[key] = str(value)
     try:
         config = ExperimentConfig.model_validate(raw)
     except Exception as err:  # pydantic's ValidationError lists every bad field
         raise ValueError(f"invalid configuration:\n{err}") from None
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)
-    given_model = loaded if loaded is not None and not isinstance(model, (str, os.PathLike)) else None
-    return Runner(config, progress=progress, restart=restart, model=given_model, dataset=dataset).run()
+    return Runner(config, progress=progress, restart=restart, model=loaded, dataset=dataset).run()
 
 
 def _preset_config(preset: str, model: Any, loaded, images: Any, contract: dict[str, Any], size: int | None,
