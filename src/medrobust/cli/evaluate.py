@@ -42,6 +42,15 @@ def _flips(a) -> str:
             + (f", {emergencies} missed emergenc{'ies' if emergencies != 1 else 'y'}" if emergencies else "") + ")")
 
 
+def _scorecard(metrics, run_dir: Path | None):
+    """The run's scorecard.json when it is there, else computed from the metrics."""
+    from medrobust.evaluation.scorecard import build_scorecard, read_scorecard
+
+    if run_dir is not None and (run_dir / "scorecard.json").is_file():
+        return read_scorecard(run_dir)
+    return build_scorecard(metrics)
+
+
 def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None) -> None:
     """The summary table printed at the end of a run."""
     data = metrics.data
@@ -69,7 +78,13 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row(f"detector {det.name}: detection", rates)
         benign = max(det.fpr_benign.values()) if det.fpr_benign else 0.0
         table.add_row(f"detector {det.name}: false alarms", f"clean {_pct(det.fpr_clean)}, benign up to {_pct(benign)}")
-    table.add_row("robustness score", f"{metrics.robustness_score.value:.0f} / 100")
+    scorecard = _scorecard(metrics, run_dir)
+    for row in scorecard.rows:
+        table.add_row(f"[bold]score: {row.label}[/bold]", f"[bold]{row.score_text}[/bold] (half accuracy at "
+                      f"{row.half_accuracy_text})")
+    table.add_row("[bold]robustness score (overall)[/bold]", f"[bold]{scorecard.overall_text}[/bold]")
+    for line in scorecard.not_tested:
+        table.add_row("not tested", line)
     skipped = data.get("skipped") or []
     if skipped:
         where = f" (listed in {run_dir / 'skipped.txt'})" if run_dir is not None else ""
@@ -82,7 +97,10 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
     console.print(table)
     if data.get("normal_class") is None:
         console.print(metrics.data.get("dangerous_flips"), style="bold yellow", highlight=False, markup=False)
-    console.print(metrics.robustness_score.definition, style="dim")
+    for key in ("score", "overall", "half_accuracy_budget"):
+        console.print(scorecard.definitions[key], style="dim", highlight=False, markup=False)
+    if run_dir is not None and (run_dir / "statement.html").is_file():
+        console.print(f"robustness statement: {run_dir / 'statement.html'}", style="dim", highlight=False)
     if run_dir is not None:
         console.print(f"per-image lines: {run_dir / 'log.txt'}", style="dim", highlight=False)
     if report_path is not None:

@@ -83,5 +83,6 @@ def dangerous_flips(y_true: np.ndarray, y_clean: np.ndarray, y_adv: np.ndarray, 
         was_right = (y_true == k) & (y_clean == k)
         count = int((was_right & (y_adv == normal)).sum())
         out.append(DangerousFlip(true_class=name, predicted_class=classes[normal], count=count,
-                                 rate=_ratio(count, int(was_right.sum())), emergency=k in set(emergency)))
+                                 rate=_ratio(count, int(was_right.sum())), emergency=k in set(emergency),
+                                 n_correct=int(was_right.sum())))
     return out

@@ -50,6 +50,7 @@ class DangerousFlip(_Model):
     count: int
     rate: float | None  # among images of ``true_class`` that were correct before the attack (None: none were)
     emergency: bool = False  # true_class is one of the configured emergency findings
+    n_correct: int | None = None  # images of ``true_class`` correct before the attack (rate's denominator)
 
 
 class Perturbation(_Model):
@@ -125,7 +126,7 @@ class DetectorOutcome(_Model):
 
 
 class RobustnessScore(_Model):
-    value: float  # 0..100
+    value: float | None  # 0..100; None: not defined (see the scorecard)
     definition: str
 
 

@@ -115,3 +115,28 @@ def _read_only_file_system(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):
         return False
+
+
+def model_file_sha256(path: str | os.PathLike[str]) -> str | None:
+    """SHA-256 of a model file (hex), or of a checkpoint folder's weights (each ``*.safetensors``
+    file's name and content, in sorted order: not ``model.json``, whose training times differ
+    from run to run); None when there is nothing to read (a model held in memory)."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*.safetensors") if p.is_file())
+        if not files:
+            return None
+    else:
+        return None
+    for f in files:
+        if path.is_dir():
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -50,9 +50,10 @@ from medrobust.evaluation.results import (
     RunMetrics,
     write_metrics,
 )
-from medrobust.evaluation.run_dir import atomic_write_text, load_json, save_json
+from medrobust.evaluation.run_dir import atomic_write_text, load_json, model_file_sha256, save_json
 from medrobust.evaluation.run_log import run_log
 from medrobust.evaluation.samples import array_key, save_samples
+from medrobust.evaluation.scorecard import DEFINITIONS, build_scorecard, write_scorecard
 from medrobust.evaluation.stage_attacks import (
     AttackRun,
     attack_eps,
@@ -65,13 +66,6 @@ from medrobust.evaluation.stage_attacks import (
 from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
-
-SCORE_DEFINITION = (
-    "Robustness score = 100 x (lowest accuracy under any white-box attack at its main budget) / (clean accuracy), "
-    "on the attack subset, without defenses; 100 means no attack lowered accuracy, 0 means some attack "
-    "took it to zero."
-)
-
 
 class ConfigMismatchError(ValueError):
     """The run directory holds a run with another configuration."""
@@ -350,9 +344,6 @@ class Runner:
         detectors = self._detection(model, data, x, ids, white)
         self._samples(model, x, y_np, ids, white, defended_images)
 
-        worst = min((o.adversarial.accuracy for o in outcomes if o.source == "white-box"), default=None)
-        clean_acc = float((clean_pred == y_np).mean())
-        score = 100.0 * min(1.0, worst / clean_acc) if worst is not None and clean_acc > 0 else 100.0
         skipped = sorted(set(self.skipped))
         atomic_write_text(self.dir / SKIPPED_FILE, "".join(f"{line}\n" for line in skipped))
         d = cfg.data
@@ -373,10 +364,15 @@ class Runner:
             model=self._model_summary(model),
             baseline=baseline_report, attacks=outcomes, eps_sweep=sweeps, transfer=transfer,
             defenses=defenses, detectors=detectors,
-            robustness_score=RobustnessScore(value=round(score, 1), definition=SCORE_DEFINITION),
+            robustness_score=RobustnessScore(value=None, definition=DEFINITIONS["overall"]),
             seconds_per_image=self.timings, seconds_total=time.perf_counter() - start,
         )
+        scorecard = build_scorecard(metrics)
+        metrics.robustness_score = RobustnessScore(
+            value=None if scorecard.overall is None else round(scorecard.overall, 1),
+            definition=f"{DEFINITIONS['overall']} {DEFINITIONS['score']}")
         write_metrics(metrics, self.dir)
+        write_scorecard(scorecard, self.dir)
         return metrics
 
     def _model_summary(self, model: nn.Module) -> dict:
@@ -384,7 +380,11 @@ class Runner:
 
         meta_path = self.dir / "model" / "model.json"
         meta = load_json(meta_path) if meta_path.is_file() else {}
-        return {"arch": getattr(model, "arch", None), "parameters": count_parameters(model),
+        load = self.config.model.load
+        source = Path(load.path) if load is not None else self.dir / "model"
+        return {"file": str(source) if load is not None else "model/ (trained in this run)",
+                "sha256": model_file_sha256(source), "differentiable": bool(getattr(model, "differentiable", True)),
+                "arch": getattr(model, "arch", None), "parameters": count_parameters(model),
                 "contract": model.contract.to_json() if hasattr(model, "contract") else {},
                 "training": meta.get("training"), "metrics": meta.get("metrics"),
                 "surrogates": [s.name for s in self.config.surrogates]}

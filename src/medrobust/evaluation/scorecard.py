@@ -1,0 +1,279 @@
+"""The robustness scorecard: one row per threat model actually run, read from a run's metrics
+alone (``RUN/scorecard.json``, versioned by :data:`SCHEMA_VERSION`).
+
+Threat models (rows):
+
+* ``white-box`` — a gradient attacker with the model's weights (FGSM, PGD, MI-FGSM, SIA): at
+  each budget, the lowest accuracy any of them reached;
+* ``transfer`` — an attacker without access to the model, crafting on a surrogate (one row per
+  surrogate);
+* ``query`` — an attacker who only sees the model's outputs (Square);
+* ``non-adaptive`` / ``adaptive`` (one of each per defense) — the defended model against the
+  undefended attacks' images, and against an attacker who knows the defense (BPDA/EOT). The
+  adaptive attacker may also use the non-adaptive images, so its accuracy at each budget is
+  the lower of the two: the adaptive row never reads better than the non-adaptive one.
+
+Columns: clean accuracy (with its 95% Wilson interval), accuracy at each tested budget, the
+half-accuracy budget (grey levels), the dangerous-flip rate (a finding reported as normal) at
+the main budget, and each detector's detection rate at its calibrated false-alarm rate. The
+headline of a row is the normalised area under its accuracy curve from 0 to 8/255
+(:func:`~medrobust.evaluation.robustness_curve.normalised_auc`); the overall headline is the
+lowest headline among the undefended model's rows (the attacker picks what works best).
+What was not run is listed in ``not_tested`` with the reason, and never scored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medrobust.evaluation.results import AttackOutcome, RunMetrics
+from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
+from medrobust.evaluation.stage_attacks import eps_label
+
+SCHEMA_VERSION = 1
+SCORECARD_FILE = "scorecard.json"
+QUERY_ATTACKS = frozenset({"square"})
+
+DEFINITIONS = {
+    "score": ("Robustness score = 100 x (area under accuracy versus L-inf budget from 0 to 8/255) / (clean accuracy "
+              "x 8/255); 100: accuracy never falls, 0: it is zero at once. The curve joins the tested budgets by "
+              "straight lines from the clean accuracy at 0, each point the lowest accuracy at that budget or below."),
+    "overall": "Overall = the lowest score among the undefended model's threat models (the attacker picks the best).",
+    "half_accuracy_budget": ("Half-accuracy budget = the smallest L-inf budget, in grey levels of the stored 8-bit "
+                             "image, at which accuracy falls to half of clean or below (interpolated)."),
+    "dangerous_flip_rate": ("Dangerous-flip rate = images with a finding, correct before the attack, that the "
+                            "strongest attack at the main budget made the model call normal, over those images."),
+    "detection_rate": ("Detection rate = attacked images a detector flags, at the false-alarm rate on clean "
+                       "images its threshold was calibrated to."),
+    "interval": "Accuracies carry a 95% Wilson score interval over the images tested.",
+}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetPoint(_Model):
+    eps: float  # in [0, 1] image units
+    grey_levels: float  # eps x 255
+    accuracy: float
+    interval: list[float] | None  # 95% Wilson interval of the accuracy
+    attack: str  # the attack key that reached this accuracy
+
+
+class DetectorRate(_Model):
+    detector: str
+    attack: str
+    detection_rate: float
+    false_alarm_rate: float  # on the clean images
+    calibration: str
+
+
+class ThreatRow(_Model):
+    threat_model: str  # white-box | transfer | query | non-adaptive | adaptive
+    label: str
+    attacks: list[str]
+    n_images: int
+    clean_accuracy: float
+    clean_interval: list[float] | None
+    points: list[BudgetPoint]
+    main_eps: float
+    half_accuracy_budget: float | None  # grey levels; None: never reached on the tested budgets
+    half_accuracy_text: str
+    dangerous_flip_rate: float | None
+    dangerous_flips_text: str
+    detection: list[DetectorRate] = Field(default_factory=list)
+    score: float | None
+    score_text: str
+
+
+class Scorecard(_Model):
+    schema_version: int = SCHEMA_VERSION
+    run: str
+    created: str
+    medrobust_version: str
+    seed: int | None
+    model: dict
+    data: dict
+    rows: list[ThreatRow]
+    not_tested: list[str]
+    overall: float | None
+    overall_text: str
+    definitions: dict[str, str]
+
+    def row(self, threat_model: str, label: str | None = None) -> ThreatRow:
+        for r in self.rows:
+            if r.threat_model == threat_model and (label is None or r.label == label):
+                return r
+        raise KeyError(f"no {threat_model} row{f' {label!r}' if label else ''}; have {[r.label for r in self.rows]}")
+
+
+def _interval(accuracy: float, n: int) -> list[float] | None:
+    ci = wilson_interval(round(accuracy * n), n)
+    return list(ci) if ci else None
+
+
+def _flip_rate(outcome: AttackOutcome | None) -> tuple[float | None, str]:
+    if outcome is None or outcome.dangerous_flips is None:
+        return None, "not assessed: no class is named as normal" if outcome is not None else "not assessed"
+    count = sum(f.count for f in outcome.dangerous_flips)
+    n = 0
+    for f in outcome.dangerous_flips:
+        if f.n_correct is not None:
+            n += f.n_correct
+        elif f.rate:
+            n += round(f.count / f.rate)
+    if n == 0:
+        return None, "not defined: no image with a finding was correct before the attack"
+    return count / n, f"{count / n:.1%} ({count} of {n}, {outcome.key})"
+
+
+def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple[float, float, str]],
+         main_eps: float, strongest: AttackOutcome | None, metrics: RunMetrics, flips_override: str | None = None,
+         detector_keys: list[str] | None = None) -> ThreatRow:
+    envelope: dict[float, tuple[float, str]] = {}  # budget -> the lowest accuracy at it or below, and by whom
+    best: tuple[float, str] | None = None
+    for eps, acc, key in sorted(points):
+        if best is None or acc < best[0]:
+            best = (acc, key)
+        envelope[eps] = best
+    curve = [(e, a) for e, (a, _) in sorted(envelope.items())]
+    score = normalised_auc(clean, curve)
+    largest = max(envelope) if envelope else 0.0
+    if score is None:
+        score_text = ("not defined: clean accuracy is 0" if clean <= 0 else
+                      f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255")
+    else:
+        score_text = f"{score:.1f} / 100"
+    half = half_accuracy_budget(clean, curve)
+    half_text = (f"{half * 255:.2f} grey levels" if half is not None else
+                 "not defined (clean accuracy 0)" if clean <= 0 else f"> {largest * 255:.3g} (the largest tested)")
+    flip_rate, flip_text = (None, flips_override) if flips_override else _flip_rate(strongest)
+    detection = []
+    for det in metrics.detectors:
+        for key in detector_keys or []:
+            if key in det.detection_rate:
+                detection.append(DetectorRate(detector=det.name, attack=key, detection_rate=det.detection_rate[key],
+                                              false_alarm_rate=det.fpr_clean, calibration=det.calibration))
+    return ThreatRow(
+        threat_model=threat_model, label=label, attacks=sorted({k for _, _, k in points}), n_images=n,
+        clean_accuracy=clean, clean_interval=_interval(clean, n),
+        points=[BudgetPoint(eps=e, grey_levels=round(e * 255, 6), accuracy=a, interval=_interval(a, n), attack=k)
+                for e, (a, k) in sorted(envelope.items())],
+        main_eps=main_eps, half_accuracy_budget=None if half is None else half * 255, half_accuracy_text=half_text,
+        dangerous_flip_rate=flip_rate, dangerous_flips_text=flip_text, detection=detection, score=score,
+        score_text=score_text)
+
+
+def _strongest(outcomes: list[AttackOutcome], eps: float) -> AttackOutcome | None:
+    at_main = [o for o in outcomes if abs(o.eps - eps) < 1e-9]
+    return min(at_main, key=lambda o: o.adversarial.accuracy) if at_main else None
+
+
+def _main_eps(outcomes: list[AttackOutcome]) -> float:
+    """The budget most of the attacks were run at (8/255 when it is among them)."""
+    budgets = [o.eps for o in outcomes]
+    if any(abs(e - AUC_BUDGET) < 1e-9 for e in budgets):
+        return AUC_BUDGET
+    return max(set(budgets), key=budgets.count)
+
+
+def build_scorecard(metrics: RunMetrics) -> Scorecard:
+    """The scorecard of a run (see the module docstring), from its metrics alone."""
+    bounded = [o for o in metrics.attacks if o.eps > 0]
+    white = [o for o in bounded if o.source == "white-box" and o.attack not in QUERY_ATTACKS]
+    query = [o for o in bounded if o.source == "white-box" and o.attack in QUERY_ATTACKS]
+    transfer: dict[str, list[AttackOutcome]] = {}
+    for o in bounded:
+        if o.source != "white-box":
+            transfer.setdefault(o.source, []).append(o)
+    n = int(metrics.data.get("attack_images") or (bounded[0].clean.n if bounded else metrics.baseline.n))
+    rows: list[ThreatRow] = []
+    not_tested: list[str] = []
+
+    def points_of(outcomes: list[AttackOutcome]) -> list[tuple[float, float, str]]:
+        pts = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
+        for o in outcomes:  # the sweeps of these attacks (white-box or query)
+            for p in metrics.eps_sweep.get(o.attack, []):
+                pts.append((p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)}"))
+        return pts
+
+    for threat, label, outcomes, use_sweeps in [("white-box", "white-box gradient attacker", white, True),
+                                                 ("query", "query-only attacker (Square)", query, True)]:
+        if outcomes:
+            main = _main_eps(outcomes)
+            pts = points_of(outcomes) if use_sweeps else [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
+            strongest = _strongest(outcomes, main)
+            rows.append(_row(threat, label, outcomes[0].clean.accuracy, n, pts, main, strongest, metrics,
+                             detector_keys=[strongest.key] if strongest else []))
+    if not white:
+        not_tested.append("white-box gradient attacker: not tested (no gradient attack ran on the model"
+                          + (": it is a black box)" if not metrics.model.get("differentiable", True) else ")"))
+    if not query:
+        not_tested.append("query-only attacker: not tested (no Square attack configured)")
+    for source, outcomes in transfer.items():
+        main = _main_eps(outcomes)
+        strongest = _strongest(outcomes, main)
+        rows.append(_row("transfer", f"transfer attacker from {source}", outcomes[0].clean.accuracy, n,
+                         [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
+                         detector_keys=[strongest.key] if strongest else []))
+    if not transfer:
+        not_tested.append("transfer attacker without model access: not tested (no surrogate given)")
+    by_key = {o.key: o for o in metrics.attacks}
+    for d in metrics.defenses:
+        plain = [(by_key[k].eps, acc, k) for k, acc in d.non_adaptive.items() if k in by_key and by_key[k].eps > 0
+                 and by_key[k].source == "white-box"]
+        adaptive_eps = _eps_of(d.adaptive_attack, plain)
+        note = "not assessed through the defense"
+        if plain:
+            main = _main_eps([by_key[k] for _, _, k in plain])
+            rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
+                             None, metrics, flips_override=note))
+        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, f"{d.adaptive_attack} ({d.gradient_mode})")]
+        rows.append(_row("adaptive", f"{d.name}, adaptive attacker ({d.gradient_mode})", d.clean.accuracy, n, adaptive,
+                         adaptive_eps, None, metrics, flips_override=note))
+    if not metrics.defenses:
+        not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
+    if not metrics.detectors:
+        not_tested.append("detectors: not tested")
+    undefended = [r.score for r in rows if r.threat_model in ("white-box", "transfer", "query") and r.score is not None]
+    overall = min(undefended) if undefended else None
+    return Scorecard(
+        run=metrics.name, created=metrics.created, medrobust_version=metrics.medrobust_version,
+        seed=metrics.config.get("seed"), model={k: v for k, v in metrics.model.items() if k in (
+            "arch", "parameters", "contract", "file", "sha256", "surrogates")},
+        data={k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
+                                               "normal_class")},
+        rows=rows, not_tested=not_tested, overall=overall,
+        overall_text=f"{overall:.1f} / 100" if overall is not None else "not defined: no undefended threat model "
+        "was tested up to 8/255", definitions=DEFINITIONS)
+
+
+def _eps_of(adaptive_key: str, plain: list[tuple[float, float, str]]) -> float:
+    """The budget of the adaptive attack, read from its key (``pgd@8/255``)."""
+    from medrobust.components import parse_number
+
+    budget = adaptive_key.split("@", 1)[1].split()[0] if "@" in adaptive_key else ""
+    try:
+        return parse_number(budget)
+    except ValueError:
+        return plain[0][0] if plain else AUC_BUDGET
+
+
+def write_scorecard(scorecard: Scorecard, run_dir: str | Path) -> Path:
+    """``RUN/scorecard.json`` (strict JSON, atomic)."""
+    from medrobust.evaluation.run_dir import atomic_write_text, strict_json
+
+    path = Path(run_dir) / SCORECARD_FILE
+    atomic_write_text(path, strict_json(scorecard.model_dump(mode="json"), what=str(path)))
+    return path
+
+
+def read_scorecard(run_dir: str | Path) -> Scorecard:
+    path = Path(run_dir) / SCORECARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no scorecard.json; run `medrobust report {Path(run_dir)}` to write it")
+    return Scorecard.model_validate(json.loads(path.read_text()))
