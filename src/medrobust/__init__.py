@@ -13,6 +13,7 @@ The public layer, one function per job, each returning a typed result and printi
     mr.detect(model, x_adv, reference=x)                 # Detection
     mr.train("phantom", "small-cnn", epochs=5)           # Trained
     mr.evaluate(model, "my_images/", preset="quick")     # RunMetrics (and a run folder)
+    mr.compare("runs/a", "runs/b", out="compare.html")   # Comparison (scorecards side by side)
 
 ``model`` may be a path or an in-memory module; ``images`` a path, a dataset or tensors with
 labels. Progress goes through one protocol (:class:`Progress`: ``stage(name, total)`` then
@@ -40,6 +41,7 @@ _LAYER = {
     "detect": "medrobust.layer.detect", "Detection": "medrobust.layer.detect",
     "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
     "evaluate": "medrobust.layer.evaluate",
+    "compare": "medrobust.layer.compare", "Comparison": "medrobust.layer.compare",
     "PRESETS": "medrobust.layer.presets",
     "write_phantoms": "medrobust.layer.phantoms", "phantom_gallery": "medrobust.layer.phantoms",
     "ExperimentConfig": "medrobust.evaluation.config", "load_config": "medrobust.evaluation.config",
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
     from medrobust.evaluation.progress import Progress
     from medrobust.evaluation.results import RunMetrics
     from medrobust.layer.attack import AttackResult, attack
+    from medrobust.layer.compare import Comparison, compare
     from medrobust.layer.defend import Defended, defend
     from medrobust.layer.detect import Detection, detect
     from medrobust.layer.evaluate import evaluate

@@ -5,6 +5,8 @@ detectors, example images with Grad-CAM heatmaps and a training history."""
 from __future__ import annotations
 
 import json
+import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,8 @@ MIFGSM = "mifgsm@8/255"
 SIA_TRANSFER = "sia@8/255 from resnet18"
 DEFENSE = "jpeg+tv"
 K = 4
+MODEL_FILE = "models/chest-cnn-v3.safetensors"
+MODEL_SHA256 = "9f2c4e1a7b3d5f60" * 4
 
 
 def report_from_confusion(cm: list[list[int]]) -> ClassificationReport:
@@ -110,10 +114,14 @@ def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: boo
     squeeze_lines = ["img000: Attack Detected | Score: 1.2000 > 0.4000 | Squeezers: bits:bits=5, median:size=2"]
     return RunMetrics(
         name="synthetic", medrobust_version="0.1.0", created="2025-01-01T00:00:00+00:00",
-        config={"data": {"source": "phantom", "size": 32}, "model": {"arch": "small-cnn"},
+        config={"data": {"source": "phantom", "size": 32, "split_seed": 42}, "model": {"arch": "small-cnn"}, "seed": 7,
                 "attacks": [{"name": "sia", "eps": "8/255"}, {"name": "pgd", "eps": "8/255"}]},
-        data={"source": "phantom", "images": 300, "test": 60, "classes": CLASSES},
-        model={"arch": "small-cnn", "parameters": 12345, "input_size": 32},
+        data={"source": "phantom", "images": 300, "test": 60, "classes": CLASSES, "size": 32, "split": [0.6, 0.2, 0.2],
+              "n": {"train": 180, "val": 60, "test": 60}, "tested": 60, "attack_images": 60, "normal_class": "Normal"},
+        model={"arch": "small-cnn", "parameters": 12345, "input_size": 32, "file": MODEL_FILE, "sha256": MODEL_SHA256,
+               "differentiable": True,
+               "contract": {"classes": CLASSES, "input_size": [32, 32], "stored_channels": 1, "network_channels": 1,
+                            "intensity": "unit", "output_kind": "softmax", "channels_last": False, "threshold": 0.5}},
         baseline=report_from_confusion(CLEAN_CM),
         attacks=attacks,
         eps_sweep={name: [SweepPoint(eps=e / 255, accuracy=max(0.05, 0.78 - f * e / 255))
@@ -187,3 +195,107 @@ def complete_run(tmp_path_factory) -> tuple[Path, RunMetrics, Path]:
     run_dir = tmp_path_factory.mktemp("run")
     metrics = write_synthetic_run(run_dir)
     return run_dir, metrics, build_report(run_dir)
+
+
+# --- the tagged numbers of statement.html / compare.html (data-source, data-field, data-format) -----------------
+
+def _pointer_value(document, pointer: str):
+    """The value at an RFC 6901 JSON Pointer (written here, apart from the code under test)."""
+    node = document
+    for raw in pointer.split("/")[1:]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        node = node[int(token)] if isinstance(node, list) else node[token]
+    return node
+
+
+def _expected_text(value, fmt: str) -> str:
+    """How a value of each format must read on the page (an independent statement of the rules)."""
+    if value is None and fmt not in ("size", "budget", "eps", "pp"):
+        return "n/a"
+    if fmt == "pct":
+        return f"{value * 100:.1f}%"
+    if fmt == "interval":
+        return f"{value[0] * 100:.1f}–{value[1] * 100:.1f}%"
+    if fmt in ("text",):
+        return str(value)
+    if fmt == "int":
+        return str(int(value))
+    if fmt == "budget":
+        return f"{value:g}/255"
+    if fmt == "eps":
+        levels = value * 255
+        return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-3 else f"{value:.4g}"
+    if fmt == "pp":
+        return f"{value:+.1f} pp"
+    if fmt == "list":
+        return ", ".join(str(v) for v in value)
+    if fmt == "size":
+        return " x ".join(str(v) for v in value) if value else "any"
+    raise AssertionError(f"unknown data-format {fmt!r}")
+
+
+class TaggedPage(HTMLParser):
+    """The tagged values of a page (source, field, format, text as shown) and the visible text
+    outside them (without <style> and <title>)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tagged: list[tuple[str, str, str, str]] = []
+        self.outside: list[str] = []
+        self.pieces: list[str] = []  # all visible text, in order
+        self._current: dict | None = None
+        self._skip = 0
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("style", "title"):
+            self._skip += 1
+        elif "data-field" in a:
+            assert self._current is None, "nested tagged values"
+            self._current = {"source": a["data-source"], "field": a["data-field"], "format": a["data-format"],
+                             "text": ""}
+
+    def handle_endtag(self, tag):
+        if tag in ("style", "title"):
+            self._skip -= 1
+        elif tag == "span" and self._current is not None:
+            c = self._current
+            self.tagged.append((c["source"], c["field"], c["format"], c["text"]))
+            self._current = None
+
+    def handle_data(self, data):
+        if self._skip:
+            return
+        self.pieces.append(data)
+        if self._current is not None:
+            self._current["text"] += data
+        else:
+            self.outside.append(data)
+
+
+def visible_text(html: str) -> str:
+    """The page's text as a reader sees it (entities decoded, whitespace collapsed)."""
+    return re.sub(r"\s+", " ", "".join(TaggedPage(html).pieces))
+
+
+def check_tagged_values(html: str, documents: dict) -> TaggedPage:
+    """Assert every tagged value on the page reads exactly as its JSON value formatted; returns the page."""
+    page = TaggedPage(html)
+    assert page.tagged, "no tagged value on the page"
+    for source, field, fmt, text in page.tagged:
+        value = _pointer_value(documents[source], field)
+        assert text == _expected_text(value, fmt), (source, field, fmt, text, value)
+    return page
+
+
+@pytest.fixture
+def tagged_page():
+    """:func:`check_tagged_values`."""
+    return check_tagged_values
+
+
+@pytest.fixture
+def page_text():
+    """:func:`visible_text`."""
+    return visible_text

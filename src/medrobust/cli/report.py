@@ -1,4 +1,6 @@
-"""`medrobust report RUN_DIR`: rebuild the figures and report.html from a run directory alone."""
+"""`medrobust report RUN_DIR`: rebuild the figures, scorecard.json, report.html and statement.html from a run
+directory alone; `medrobust statement RUN_DIR`: the printable statement; `medrobust compare RUN_A RUN_B ...`:
+scorecards side by side."""
 
 from __future__ import annotations
 
@@ -15,10 +17,52 @@ from medrobust.cli.app import app, console, user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (holds metrics.json).")],
 ) -> None:
-    """Rebuild figures/*.png and the self-contained report.html of a finished run, without running any model."""
+    """Rebuild figures/*.png, scorecard.json, the self-contained report.html and the printable statement.html of a
+    finished run, without running any model."""
     from medrobust.report import build_report
 
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: not a folder; pass the run directory that holds metrics.json")
     path = build_report(run_dir)
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("statement")
+@user_errors
+def statement(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (holds metrics.json).")],
+) -> None:
+    """Write the printable one-page robustness statement (RUN/statement.html) of a finished run and print its path.
+
+    It is rebuilt from scorecard.json (written from metrics.json first when the run has none) and metrics.json;
+    print it to PDF from a browser for a technical file."""
+    from medrobust.report.statement import build_statement
+
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: not a folder; pass the run directory that holds metrics.json")
+    path = build_statement(run_dir)
+    console.print(str(path), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Two or more run directories; the first is the reference the others are compared with.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML page to write.")] = Path("compare.html"),
+) -> None:
+    """Write the runs' scorecards side by side (an HTML page), marking the accuracies that differ from the first
+    run's beyond the test set's noise (their 95% Wilson intervals do not overlap); print the page's path and
+    those differences."""
+    import medrobust as mr
+
+    result = mr.compare(*run_dirs, out=out)
+    for row, measure, run in result.differences():
+        ref, other = measure.values[0], measure.values[run]
+        assert ref is not None and other is not None
+        console.print(f"{row.label}, {measure.name}: {result.runs[run].run_dir.name} {100 * other.value:.1f}% vs "
+                      f"{result.runs[0].run_dir.name} {100 * ref.value:.1f}% ({measure.change[run]}, beyond noise)",
+                      markup=False, highlight=False, soft_wrap=True)
+    if not result.differences():
+        console.print("no accuracy differs from the first run's beyond noise", markup=False, highlight=False)
+    console.print(str(result.html), markup=False, highlight=False, soft_wrap=True)

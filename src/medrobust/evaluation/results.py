@@ -68,7 +68,7 @@ class AttackOutcome(_Model):
     attack: str
     eps: float
     params: dict[str, Any]
-    source: str  # "white-box" or "transfer from <surrogate>"
+    source: str  # "white-box", or the name of the surrogate the images were crafted on (a transfer attack)
     clean: ClassificationReport
     adversarial: ClassificationReport
     success_rate_all: float

@@ -198,6 +198,8 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         pts = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
         for o in outcomes:  # the sweeps of these attacks (white-box or query)
             for p in metrics.eps_sweep.get(o.attack, []):
+                if p.eps <= 0:  # a budget of 0 is the clean accuracy, already the curve's start
+                    continue
                 pts.append((p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)}"))
         return pts
 
@@ -217,7 +219,8 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
     for source, outcomes in transfer.items():
         main = _main_eps(outcomes)
         strongest = _strongest(outcomes, main)
-        rows.append(_row("transfer", f"transfer attacker from {source}", outcomes[0].clean.accuracy, n,
+        surrogate = source.removeprefix("transfer from ").strip()
+        rows.append(_row("transfer", f"transfer attacker from {surrogate}", outcomes[0].clean.accuracy, n,
                          [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
                          detector_keys=[strongest.key] if strongest else []))
     if not transfer:

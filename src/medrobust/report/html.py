@@ -1,5 +1,6 @@
-"""``build_report(run_dir)``: the run directory's figures (``figures/*.png``) and one
-self-contained ``report.html``.
+"""``build_report(run_dir)``: the run directory's figures (``figures/*.png``), one
+self-contained ``report.html`` (its first section the scorecard), ``scorecard.json`` (rewritten
+from metrics.json) and the printable ``statement.html``.
 
 The report is a pure function of the run directory (DESIGN.md): it reads ``metrics.json``,
 ``samples/examples.npz`` and the checkpoints' training histories, never loads or runs a model,
@@ -20,15 +21,20 @@ from pathlib import Path
 import yaml
 
 from medrobust import __version__
+from medrobust.evaluation.results import METRICS_FILE
 from medrobust.evaluation.run_dir import atomic_write_bytes, atomic_write_text
+from medrobust.evaluation.scorecard import build_scorecard, write_scorecard
 from medrobust.report import figures_classification as fc
 from medrobust.report import figures_detection as fd
 from medrobust.report import figures_images as fi
 from medrobust.report import figures_robustness as fr
 from medrobust.report import tables
+from medrobust.report.fields import Fields
 from medrobust.report.figure import ReportFigure
 from medrobust.report.page import document, figure_html, note
 from medrobust.report.run_contents import RunContents
+from medrobust.report.scorecard_html import scorecard_section
+from medrobust.report.statement import build_statement
 from medrobust.report.summary import build_summary
 
 log = logging.getLogger(__name__)
@@ -169,14 +175,19 @@ def _methods(c: RunContents) -> str:
 
 
 def build_report(run_dir: str | Path) -> Path:
-    """Write ``run_dir/figures/<id>.png`` for every figure the run allows and ``run_dir/report.html``;
-    returns the path of report.html. Raises ``FileNotFoundError`` without a metrics.json."""
+    """Write ``run_dir/scorecard.json`` (from metrics.json), ``run_dir/figures/<id>.png`` for every
+    figure the run allows, ``run_dir/report.html`` and ``run_dir/statement.html``; returns the path
+    of report.html. Raises ``FileNotFoundError`` without a metrics.json."""
     run_dir = Path(run_dir)
     contents = RunContents.read(run_dir)
     metrics = contents.metrics
+    scorecard_path = write_scorecard(build_scorecard(metrics), run_dir)
+    fields = Fields(scorecard=json.loads(scorecard_path.read_text()),
+                    metrics=json.loads((run_dir / METRICS_FILE).read_text()))
     b = _Builder()
     summary = build_summary(contents)
     sections = [
+        ("scorecard", "Scorecard", scorecard_section(fields)),
         ("summary", "Summary", summary.html),
         ("data-model", "Data and model", _data_and_model(b, contents)),
         ("baseline", "Baseline", _baseline(b, contents)),
@@ -201,4 +212,5 @@ def build_report(run_dir: str | Path) -> Path:
                     f"detectors; classes {', '.join(metrics.baseline.classes)}", sections, footer)
     path = atomic_write_text(run_dir / REPORT_FILE, html)
     log.info("wrote %s (%d figures)", path, len(b.figures))
+    build_statement(run_dir)
     return path

@@ -39,6 +39,14 @@ figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); }
 figcaption { font-size: 0.88rem; color: var(--muted); max-width: 900px; }
 figcaption b { color: var(--ink); }
 .note { color: var(--muted); font-style: italic; }
+.overall { background: #eef3f9; border-left: 5px solid var(--accent); padding: 0.6rem 1rem; margin: 1rem 0; }
+.overall-label { font-weight: 700; }
+.overall-value { font-size: 1.5rem; font-weight: 700; color: var(--accent); margin: 0 0.5rem; }
+.definition, ul.definitions { color: var(--muted); font-size: 0.86rem; }
+table.scorecard td { white-space: normal; }
+.small { font-size: 0.78rem; color: var(--muted); }
+.na { color: var(--muted); font-style: italic; }
+.not-tested ul { margin: 0.2rem 0 0.8rem; }
 pre { background: #f3f5f8; border: 1px solid var(--rule); padding: 0.7rem; overflow-x: auto; font-size: 0.8rem; }
 footer { margin-top: 2.5rem; font-size: 0.8rem; color: var(--muted); border-top: 1px solid var(--rule);
          padding-top: 0.6rem; }

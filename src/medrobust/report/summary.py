@@ -190,9 +190,13 @@ def build_summary(contents: RunContents) -> Summary:
     for detector in metrics.detectors:
         _detector(w, detector, main)
     score = metrics.robustness_score
-    w.numbers.append(SummaryNumber("robustness_score", score.value, f"{score.value:.1f}", "robustness_score.value"))
+    if score.value is None:  # undefined (e.g. no undefended threat model tested up to 8/255): never a number
+        value_html = '<span class="score-value">not defined</span>'
+    else:
+        w.numbers.append(SummaryNumber("robustness_score", score.value, f"{score.value:.1f}", "robustness_score.value"))
+        value_html = f'<span class="score-value">{score.value:.1f}</span><span class="score-max">/ 100</span>'
     items = "\n".join(f"<li>{s}</li>" for s in w.sentences)
-    html = (f'<div class="score"><span class="score-value">{score.value:.1f}</span><span class="score-max">/ 100</span>'
+    html = (f'<div class="score">{value_html}'
             f'<div class="score-text"><b>Robustness score.</b> {escape(score.definition)}</div></div>\n'
             f'<ul class="summary">\n{items}\n</ul>')
     return Summary(html=html, numbers=w.numbers)

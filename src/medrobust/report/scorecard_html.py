@@ -1,0 +1,111 @@
+"""The scorecard (``RUN/scorecard.json``) as HTML: one table row per threat model, the overall
+headline, the definitions and what was not tested. Shared by report.html and statement.html;
+every number is a tagged field of scorecard.json (:mod:`medrobust.report.fields`).
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from medrobust.report.fields import Fields, pointer
+
+SC = "scorecard"
+NOT_AT_BUDGET = "not tested at this budget"
+
+
+def budget_columns(scorecard: dict[str, Any]) -> list[tuple[float, str]]:
+    """The tested budgets of all rows (grey levels above 0, ascending), each with the pointer of
+    the first point that has it (its header is that point's ``grey_levels``)."""
+    seen: dict[float, str] = {}
+    for i, row in enumerate(scorecard["rows"]):
+        for j, p in enumerate(row["points"]):
+            g = p["grey_levels"]
+            if g > 0 and not any(abs(g - s) < 1e-6 for s in seen):
+                seen[g] = pointer("rows", i, "points", j, "grey_levels")
+    return sorted(seen.items())
+
+
+def point_index(row: dict[str, Any], grey_levels: float) -> int | None:
+    for j, p in enumerate(row["points"]):
+        if abs(p["grey_levels"] - grey_levels) < 1e-6:
+            return j
+    return None
+
+
+def _detection(f: Fields, i: int, row: dict[str, Any]) -> str:
+    if not row["detection"]:
+        return '<span class="na">none run on this threat</span>'
+    lines = []
+    for k, _ in enumerate(row["detection"]):
+        p = pointer("rows", i, "detection", k)
+        lines.append(f"{f.span(SC, p + '/detector', 'text')} {f.span(SC, p + '/detection_rate', 'pct')} "
+                     f'<span class="small">at {f.span(SC, p + "/false_alarm_rate", "pct")}</span>')
+    return "<br>".join(lines)
+
+
+def scorecard_table(f: Fields) -> str:
+    """The table: a row per threat model (label, images, clean accuracy with its interval, accuracy
+    at each budget, half-accuracy budget, dangerous flips, detection, score)."""
+    sc = f.documents[SC]
+    columns = budget_columns(sc)
+    head = ["threat model", "clean accuracy (95% CI)",
+            *(f"at {f.span(SC, ptr, 'budget')}" for _, ptr in columns),
+            "half-accuracy budget", "dangerous flips (finding &rarr; normal)", "detection rate at false-alarm rate",
+            "score (0&ndash;100)"]
+    rows = []
+    for i, row in enumerate(sc["rows"]):
+        r = pointer("rows", i)
+        cells = [f'<b>{f.span(SC, r + "/label", "text")}</b><br><span class="small">'
+                 f'{f.span(SC, r + "/n_images", "int")} images</span>',
+                 f'{f.span(SC, r + "/clean_accuracy", "pct", "acc")}<br>'
+                 f'<span class="small">{f.span(SC, r + "/clean_interval", "interval")}</span>']
+        for grey, _ in columns:
+            j = point_index(row, grey)
+            if j is None:
+                cells.append(f'<span class="na" title="{NOT_AT_BUDGET}">&mdash;</span>')
+                continue
+            p = pointer("rows", i, "points", j)
+            cells.append(f'{f.span(SC, p + "/accuracy", "pct", "acc")}<br>'
+                         f'<span class="small">{f.span(SC, p + "/interval", "interval")}</span>')
+        cells += [f.span(SC, r + "/half_accuracy_text", "text"),
+                  f'{f.span(SC, r + "/dangerous_flips_text", "text")}<br>'
+                  f'<span class="small">at {f.span(SC, r + "/main_eps", "eps")}</span>',
+                  _detection(f, i, row), f'<b>{f.span(SC, r + "/score_text", "text")}</b>']
+        rows.append(f'<tr data-row="{escape(row["label"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    if not rows:
+        rows.append(f'<tr><td colspan="{len(head)}"><span class="na">no threat model was tested</span></td></tr>')
+    legend = (f'<p class="small">&mdash;: {NOT_AT_BUDGET}. Accuracy at a budget: the lowest any attack of the threat '
+              "model reached at that budget or below; under it, its 95% interval.</p>")
+    return ('<table class="scorecard"><thead><tr>' + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table>\n" + legend)
+
+
+def overall_html(f: Fields) -> str:
+    """The overall headline with its definition beside it."""
+    return (f'<p class="overall"><span class="overall-label">Overall robustness score:</span> '
+            f'<span class="overall-value">{f.span(SC, "/overall_text", "text")}</span> '
+            f'<span class="definition">{f.span(SC, "/definitions/overall", "text")}</span></p>')
+
+
+def not_tested_html(f: Fields) -> str:
+    items = f.documents[SC]["not_tested"]
+    if not items:
+        return '<p class="not-tested">Not tested: nothing among the threat models medrobust knows was left out.</p>'
+    lis = "".join(f"<li>{f.span(SC, pointer('not_tested', k), 'text')}</li>" for k in range(len(items)))
+    return f'<div class="not-tested"><b>Not tested:</b><ul>{lis}</ul></div>'
+
+
+def definitions_html(f: Fields, keys: list[str] | None = None) -> str:
+    definitions = f.documents[SC]["definitions"]
+    keys = [k for k in (keys or list(definitions)) if k in definitions]
+    items = "".join(f"<li>{f.span(SC, pointer('definitions', k), 'text')}</li>" for k in keys)
+    return f'<ul class="definitions">{items}</ul>'
+
+
+def scorecard_section(f: Fields) -> str:
+    """The report's first section: overall headline, table, what was not tested, definitions."""
+    return "\n".join([overall_html(f), scorecard_table(f), not_tested_html(f),
+                      '<h3>Definitions</h3>', definitions_html(f),
+                      '<p class="note">The same scorecard is in scorecard.json, and as a printable one-page robustness '
+                      "statement in statement.html, in the run folder.</p>"])

@@ -1,0 +1,158 @@
+"""statement.html: every number is scorecard.json's or metrics.json's; it names the model, the
+classes, the limitations and the requirements it gives evidence for without claiming them; it
+prints to a PDF of one to three pages in a real headless Chromium (when installed)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from medrobust.evaluation.results import RunMetrics, read_metrics
+from medrobust.evaluation.scorecard import SCORECARD_FILE, build_scorecard, read_scorecard
+from medrobust.report import build_report
+from medrobust.report.statement import STATEMENT_FILE, build_statement
+
+STATIC_NUMBERS = ["2024/1689", "15(5)", "January 2025", "L2", "L0", "95% CI", "(0–100)", "95% interval", "SHA-256"]
+"""The only digits the statement's own wording may hold: citations, norms, and column headers."""
+
+
+def _documents(run_dir: Path) -> dict:
+    return {"scorecard": json.loads((run_dir / SCORECARD_FILE).read_text()),
+            "metrics": json.loads((run_dir / "metrics.json").read_text())}
+
+
+def test_report_writes_scorecard_and_statement(complete_run) -> None:
+    run_dir, metrics, _ = complete_run
+    assert (run_dir / STATEMENT_FILE).is_file()
+    assert read_scorecard(run_dir) == build_scorecard(read_metrics(run_dir))
+
+
+def test_every_number_in_the_statement_is_the_scorecards(complete_run, tagged_page) -> None:
+    run_dir, metrics, _ = complete_run
+    documents = _documents(run_dir)
+    page = tagged_page((run_dir / STATEMENT_FILE).read_text(), documents)
+    fields = {(source, field) for source, field, _, _ in page.tagged}
+    scorecard = documents["scorecard"]
+    # every row's numbers are on the page
+    for i, row in enumerate(scorecard["rows"]):
+        for key in ("label", "clean_accuracy", "clean_interval", "n_images", "half_accuracy_text",
+                    "dangerous_flips_text", "score_text", "main_eps"):
+            assert ("scorecard", f"/rows/{i}/{key}") in fields, (i, key)
+        for j, point in enumerate(row["points"]):
+            if point["grey_levels"] > 0:
+                assert ("scorecard", f"/rows/{i}/points/{j}/accuracy") in fields, (i, j)
+                assert ("scorecard", f"/rows/{i}/points/{j}/interval") in fields, (i, j)
+        for k, _ in enumerate(row["detection"]):
+            assert ("scorecard", f"/rows/{i}/detection/{k}/detection_rate") in fields
+    for key in ("/overall_text", "/model/file", "/model/sha256", "/medrobust_version", "/seed", "/created"):
+        assert ("scorecard", key) in fields, key
+    assert all(("scorecard", f"/not_tested/{k}") in fields for k in range(len(scorecard["not_tested"])))
+    # the defenses' clean cost and the detectors' false alarms, from metrics.json
+    assert ("metrics", "/defenses/0/clean_cost_pp") in fields
+    for i, det in enumerate(documents["metrics"]["detectors"]):
+        assert ("metrics", f"/detectors/{i}/fpr_clean") in fields
+        assert all(("metrics", f"/detectors/{i}/fpr_benign/{k}") in fields for k in det["fpr_benign"])
+    # no other number: the text outside the tagged values holds digits only in fixed citations and headers
+    outside = " ".join(page.outside)
+    names = [k for det in documents["metrics"]["detectors"] for k in det["fpr_benign"]]  # names (keys), not numbers
+    for phrase in STATIC_NUMBERS + sorted(names, key=len, reverse=True):
+        outside = outside.replace(phrase, "")
+    assert not re.findall(r"\S*\d\S*", outside), re.findall(r".{30}\d.{30}", outside)
+
+
+def test_statement_names_model_classes_limitations_and_requirements(complete_run, page_text) -> None:
+    run_dir, metrics, _ = complete_run
+    text = page_text((run_dir / STATEMENT_FILE).read_text())
+    assert metrics.model["file"] in text and metrics.model["sha256"] in text
+    assert "Normal, Pneumonia, Pneumothorax" in text
+    assert "input 32 x 32" in text
+    for limitation in ("Physical-world attacks", "poisoning", "Other modalities", "Budgets beyond the largest tested",
+                       "query-only attacker: not tested"):
+        assert limitation in text, limitation
+    assert "Article 15(5)" in text and "adversarial examples or model evasion" in text
+    assert "Artificial Intelligence-Enabled Device Software Functions" in text and "model evasion" in text
+    assert not re.search(r"complian|certifi", text, re.IGNORECASE)
+    assert "train 60.0%, validation 20.0%, test 20.0% with seed 42" in text
+    assert "Normal 20, Pneumonia 20, Pneumothorax 20 (total 60)" in text
+
+
+def test_statement_is_printable_and_self_contained(complete_run) -> None:
+    html = (complete_run[0] / STATEMENT_FILE).read_text()
+    assert "@page { size: A4;" in html and "break-inside: avoid" in html
+    for forbidden in ("<script", "<link", "<input", "<button", "<form", "<select", "<textarea", "@import", "http://",
+                      "https://", "<img"):
+        assert forbidden not in html, forbidden
+
+
+def test_statement_of_an_old_run_without_scorecard(tmp_path: Path, write_run) -> None:
+    write_run(tmp_path, transfer=False, defenses=False, detectors=False, samples=False, history=False)
+    assert not (tmp_path / SCORECARD_FILE).exists()
+    path = build_statement(tmp_path)
+    assert path == tmp_path / STATEMENT_FILE
+    assert read_scorecard(tmp_path) == build_scorecard(read_metrics(tmp_path))
+    html = path.read_text()
+    assert "No defense was tested" in html and "No detector was tested" in html
+    assert "transfer attacker without model access: not tested (no surrogate given)" in html
+
+
+def test_report_rewrites_a_stale_scorecard(tmp_path: Path, write_run) -> None:
+    write_run(tmp_path, samples=False)
+    (tmp_path / SCORECARD_FILE).write_text('{"schema_version": 0}')
+    build_report(tmp_path)
+    assert read_scorecard(tmp_path) == build_scorecard(read_metrics(tmp_path))
+
+
+def test_undefined_scores_are_said_not_defined(tmp_path: Path, write_run, tagged_page) -> None:
+    metrics = write_run(tmp_path, transfer=False, defenses=False, detectors=False, samples=False)
+    bare = RunMetrics.model_validate({**metrics.model_dump(), "attacks": [], "eps_sweep": {},
+                                      "robustness_score": {"value": None, "definition": "not defined without attacks"}})
+    (tmp_path / "metrics.json").write_text(bare.model_dump_json())
+    report = build_report(tmp_path).read_text()
+    statement = (tmp_path / STATEMENT_FILE).read_text()
+    tagged_page(statement, _documents(tmp_path))
+    scorecard = read_scorecard(tmp_path)
+    assert scorecard.overall is None and scorecard.overall_text.startswith("not defined")
+    assert scorecard.overall_text in statement and "No threat model was tested" in statement
+    assert '<span class="score-value">not defined</span>' in report
+
+
+def test_report_opens_with_the_scorecard(complete_run, tagged_page, page_text) -> None:
+    run_dir, _, path = complete_run
+    html = path.read_text()
+    assert html.index('<section id="scorecard">') < html.index('<section id="summary">')
+    section = html[html.index('<section id="scorecard">'):html.index('<section id="summary">')]
+    scorecard = read_scorecard(run_dir)
+    tagged_page(section, _documents(run_dir))
+    for row in scorecard.rows:
+        assert f'data-row="{row.label}"' in section
+    assert scorecard.overall_text in section and "Not tested:" in section
+    for definition in scorecard.definitions.values():
+        assert definition in page_text(section)
+
+
+def test_missing_metrics_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        build_statement(tmp_path)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium): the statement is "
+                                              "not printed to PDF here")
+def test_statement_prints_to_pdf_in_headless_chromium(complete_run, tmp_path: Path) -> None:
+    statement = complete_run[0] / STATEMENT_FILE
+    pdf = tmp_path / "statement.pdf"
+    result = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+                             f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}",
+                             statement.resolve().as_uri()], capture_output=True, timeout=120)
+    assert pdf.is_file(), result.stderr.decode(errors="replace")[-2000:]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    pages = len(re.findall(rb"/Type\s*/Page(?!s)", data))
+    assert 1 <= pages <= 3, pages
