@@ -22,9 +22,11 @@ from medrobust.evaluation.results import DefenseOutcome
 from medrobust.evaluation.stage_attacks import AttackRun, eps_label, run_attack_stage
 
 
-def gradient_mode(defended: nn.Module) -> str:
+def gradient_mode(defended: nn.Module, needs_gradients: bool = True) -> str:
+    """How the adaptive attacker went through the defense: exact gradients, BPDA, or (a query
+    attack) only its outputs; ``+eot(n)`` when it averaged n draws of a randomised defense."""
     defense = defended.defense
-    mode = "exact" if getattr(defense, "differentiable", False) else "bpda"
+    mode = "queries" if not needs_gradients else "exact" if getattr(defense, "differentiable", False) else "bpda"
     draws = int(getattr(defended, "eot_samples", 1))
     return f"{mode}+eot({draws})" if getattr(defense, "randomized", False) and draws > 1 else mode
 
@@ -64,12 +66,15 @@ def defense_outcome(spec: str, model: nn.Module, x: torch.Tensor, y: np.ndarray,
     adaptive = run_attack_stage(stage_root, key, adaptive_attack, params, defended, defended, x, torch.as_tensor(y),
                                 batch_size, seed, device, advance)
     adaptive_acc = float((adaptive.pred == y).mean())
+    from medrobust.attacks.registry import build_attack
+
+    mode = gradient_mode(defended, bool(getattr(build_attack(adaptive_attack), "needs_gradients", True)))
     plain_acc = float((undefended_adaptive.pred == y).mean())
     outcome = DefenseOutcome(
         name=spec, clean=clean_report, clean_cost_pp=100.0 * (base_acc - clean_report.accuracy),
         non_adaptive=non_adaptive, non_adaptive_recovery_pp=recovery, non_adaptive_reports=reports,
-        adaptive_attack=f"{adaptive_attack}@{eps_label(adaptive_eps)} ({gradient_mode(defended)})",
+        adaptive_attack=f"{adaptive_attack}@{eps_label(adaptive_eps)} ({mode})",
         adaptive_accuracy=adaptive_acc, adaptive_recovery_pp=100.0 * (adaptive_acc - plain_acc),
-        gradient_mode=gradient_mode(defended), seconds_per_image=seconds,
+        gradient_mode=mode, seconds_per_image=seconds,
     )
     return outcome, images
