@@ -166,7 +166,7 @@ def _stack(items: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, to
 
 def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | None = None, labelled: bool | None = None,
                 size: int | None = None, split: str | None = None, fractions: Sequence[float] | None = None,
-                split_seed: int = 42, per_class: int = 100, seed: int = 0, ids: Sequence[str] | None = None,
+                split_seed: int = 42, per_class: int = 300, seed: int = 0, ids: Sequence[str] | None = None,
                 quantise: bool = True) -> Images:
     """Open ``source`` (see the module docstring) as :class:`Images`.
 
@@ -175,6 +175,8 @@ def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | Non
     plain images. ``size`` resizes every image (None: each keeps its own). ``split``: keep only
     ``train``/``val``/``test`` (``fractions`` and ``split_seed`` make the split; default 60/20/20).
     ``classes`` names the data's classes (for tensors; for a folder, which class folders).
+    ``per_class``/``seed``: the phantoms' images per class and generator seed (defaults as
+    ``open_dataset``'s: 300 and 0).
 
     >>> import torch, medrobust as mr
     >>> images = mr.open_images(torch.rand(4, 1, 32, 32), labels=torch.tensor([0, 1, 2, 0]),
