@@ -120,3 +120,31 @@ def test_importing_medrobust_does_not_import_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "evaluate" in done.stdout
+
+
+def test_the_readme_command_line_tour_on_tiny_data(tmp_path) -> None:
+    """Every command of the README's command-line tour, as a user chains them, on 32 px phantoms."""
+    data, model = tmp_path / "phantoms", tmp_path / "model"
+    _invoke(["data", "phantom", "--out", str(data), "--per-class", "4", "--size", "32", "--seed", "9"])
+    _invoke(["data", "gallery", "--out", str(tmp_path / "gallery.png"), "--per-class", "2", "--size", "32"])
+    assert (tmp_path / "gallery.png").stat().st_size > 0
+    assert "Pneumothorax" in _invoke(["data", "info", str(data), "--check"]).stdout
+    assert "small-cnn" in _invoke(["models", "small*"]).stdout
+    _invoke(["train", "--data", str(data), "--arch", "small-cnn", "--size", "32", "--epochs", "2", "--out", str(model)])
+    lines = _invoke(["predict", "--model", str(model), str(data), "--json"]).stdout.splitlines()
+    predicted = [json.loads(line) for line in lines]
+    assert len(predicted) == 12 and {p["class"] for p in predicted} <= set(CLASSES)
+    _invoke(["attack", "--model", str(model), "--data", str(data), "--split", "all", "--attack", "fgsm", "--eps", "8/255",
+             "--out", str(tmp_path / "fgsm")])
+    _invoke(["defend", "--input", str(tmp_path / "fgsm"), "--out", str(tmp_path / "defended")])
+    _invoke(["detect", "--model", str(model), "--input", str(tmp_path / "defended"), "--reference", str(data)])
+    _invoke(["detect", "--model", str(model), "--input", str(tmp_path / "fgsm"), "--detector", "squeeze",
+             "--calibrate", str(data), "--fpr", "0.1"])
+    _invoke(["evaluate", "--model", str(model), "--data", str(data), "--preset", "quick", "--output-dir",
+             str(tmp_path / "runs"), "--name", "tour"])
+    run = tmp_path / "runs" / "tour"
+    _invoke(["report", str(run)])
+    _invoke(["statement", str(run)])
+    _invoke(["compare", str(run), str(run), "--out", str(tmp_path / "compare.html")])
+    assert all((run / f).is_file() for f in ("metrics.json", "scorecard.json", "report.html", "statement.html"))
+    assert (tmp_path / "compare.html").is_file()
