@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from medrobust.models.classifier import Classifier, InputContract
+from medrobust.models.output_kind import OutputKind
 
 SIDE = 4
 D = SIDE * SIDE
@@ -95,3 +96,11 @@ def test_softmax_cross_entropy(gen):
     _, grad = _input_gradient(model, x, target)
     expected = (z.softmax(1) - nn.functional.one_hot(target, k).double()) @ weight
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-6)
+
+
+def test_binary_confidence_is_the_probability_of_the_decided_label() -> None:
+    logits = torch.tensor([[-0.4], [1.0]])  # p = 0.401, 0.731
+    assert OutputKind.BINARY.decide(logits, 0.3).tolist() == [1, 1]
+    torch.testing.assert_close(OutputKind.BINARY.confidence(logits, 0.3), torch.sigmoid(logits)[:, 0])
+    torch.testing.assert_close(OutputKind.BINARY.confidence(logits), torch.tensor([1 - 0.401312, 0.731059]),
+                               atol=1e-6, rtol=0)  # at the default threshold: the larger probability

@@ -44,7 +44,7 @@ def model_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> Mo
     threshold = float(getattr(contract, "threshold", 0.5))
     probabilities = kind.probabilities(logits)
     labels = kind.decide(logits, threshold)
-    confidence = kind.confidence(logits)
+    confidence = kind.confidence(logits, threshold)
     if kind is OutputKind.MULTILABEL:
         names = ["+".join(c for c, on in zip(classes, row.tolist()) if on) or "none" for row in labels]
     else:

@@ -14,13 +14,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from medrobust.detection.model_outputs import ModelOutputs, model_outputs
 from medrobust.evaluation.batches import quantise_8bit
 
 
 def craft_batch(attack, crafter: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
-                start: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x_adv on the 8-bit grid, the target's predictions on it)`` for images ``x`` (B, C, H, W)
-    in [0, 1] with labels ``y``; crafted on ``crafter`` (the target itself for white-box)."""
+                start: int) -> tuple[torch.Tensor, ModelOutputs]:
+    """``(x_adv on the 8-bit grid, the target's outputs on it)`` for images ``x`` (B, C, H, W)
+    in [0, 1] with labels ``y``; crafted on ``crafter`` (the target itself for white-box). The
+    outputs (decisions, probabilities, confidence) come from one forward pass."""
     generator = attack.make_generator(x.device, seed + start)
     x_adv = quantise_8bit(attack(crafter, x, y, generator=generator)).cpu()
-    return x_adv, target.predict(x_adv)
+    return x_adv, model_outputs(target, x_adv)

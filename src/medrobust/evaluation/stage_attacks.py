@@ -65,8 +65,8 @@ def run_attack_stage(stage_root: Path, key: str, name: str, params: dict[str, An
     def one_batch(_: int, sl: slice) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
         xb, yb = x[sl].to(device), y[sl].to(device)
-        x_adv, pred = craft_batch(attack, crafter, target, xb, yb, seed, sl.start)
-        return {"x_adv": to_uint8(x_adv), "pred": pred.numpy(), "seconds": np.array([time.perf_counter() - t0])}
+        x_adv, outputs = craft_batch(attack, crafter, target, xb, yb, seed, sl.start)
+        return {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "seconds": np.array([time.perf_counter() - t0])}
 
     out = run_batched(stage_root / array_key(key), len(x), batch_size, one_batch, advance)
     source = "white-box" if crafter is target else key.split(" from ", 1)[-1]

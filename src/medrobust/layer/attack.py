@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS, find_classes, find_normal_class, match_classes
+from medrobust.detection.model_outputs import model_outputs
 from medrobust.evaluation.attack_success import AttackSuccess, attack_success
 from medrobust.evaluation.classification import dangerous_flips
 from medrobust.evaluation.crafting import craft_batch
@@ -39,10 +40,11 @@ class AttackResult:
 
     Per image (arrays of length N, in the order of ``ids``): ``labels`` (true, model indices),
     ``pred_clean``/``pred_adv`` (the model's decisions), ``confidence_clean``/``confidence_adv``
-    (probability of the decided class), ``perturbation[measure]`` (L-inf, L2, SSIM, PSNR in dB;
-    inf for an unchanged image). ``adversarial``: the images (N, C, H, W) on the 8-bit grid, or
-    None when they were written to ``files`` (paths relative to the output folder) instead.
-    ``dangerous_flips``: None when no class is named as normal (not assessed).
+    (probability of the decided class; multi-label: of the least confident finding decision),
+    ``perturbation[measure]`` (L-inf, L2, SSIM, PSNR in dB; inf for an unchanged image).
+    ``adversarial``: the images (N, C, H, W) on the 8-bit grid, or None when they were written
+    to ``files`` (paths relative to the output folder) instead. ``dangerous_flips``: None when
+    no class is named as normal (not assessed).
     """
 
     attack: dict[str, Any]
@@ -156,11 +158,11 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     with (progress or SilentProgress()).stage(str(atk.name), n_total) as bar:
         for x, y, batch_ids in data.batches(batch_size, limit):
             y = torch.from_numpy(label_map[y.numpy()])
-            x_adv, pred_adv = craft_batch(atk, crafter, target, x.to(device), y.to(device), seed, done)
-            pred_clean = target.predict(x)
-            p_clean, p_adv = target.predict_proba(x), target.predict_proba(x_adv)
-            conf_clean.append(_decided_probability(p_clean, pred_clean))
-            conf_adv.append(_decided_probability(p_adv, pred_adv))
+            x_adv, adv = craft_batch(atk, crafter, target, x.to(device), y.to(device), seed, done)
+            clean = model_outputs(target, x)
+            pred_clean, pred_adv = clean.labels, adv.labels
+            conf_clean.append(clean.confidence.numpy())
+            conf_adv.append(adv.confidence.numpy())
             xn, an = x.numpy(), x_adv.numpy()
             for key, fn in zip(PERTURBATION_MEASURES, (linf_distance, l2_distance, ssim, psnr)):
                 measures[key].append(np.asarray(fn(xn, an), dtype=np.float64))
@@ -190,13 +192,6 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     if out is not None:
         _write_tables(Path(out), result)
     return result
-
-
-def _decided_probability(proba: torch.Tensor, decided: torch.Tensor) -> np.ndarray:
-    """The probability of the decided class per image (multi-label: of the most probable finding)."""
-    if decided.ndim == 1:
-        return proba.gather(1, decided.long().view(-1, 1)).squeeze(1).numpy()
-    return proba.max(1).values.numpy()
 
 
 def _write_tables(out: Path, result: AttackResult) -> None:

@@ -81,10 +81,13 @@ class OutputKind(str, Enum):
             return out.sum()
         return out.mean()
 
-    def confidence(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B,) probability of the predicted label (top class; for multilabel the most
-        confident decision over findings)."""
+    def confidence(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+        """(B,) probability of the predicted label (:meth:`decide` with ``threshold``: for a
+        binary model whose threshold is not 0.5 that need not be the larger probability; for
+        multilabel the least confident decision over findings)."""
         p = self.probabilities(logits)
         if self is OutputKind.MULTILABEL:
             return torch.maximum(p, 1.0 - p).min(dim=1).values
+        if self is OutputKind.BINARY:
+            return p.gather(1, self.decide(logits, threshold).view(-1, 1)).squeeze(1)
         return p.max(dim=1).values
