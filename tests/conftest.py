@@ -7,10 +7,12 @@ import os
 
 import pytest
 import torch
+import torch.nn as nn
 from hypothesis import HealthCheck, settings
 
 from medrobust.data.phantom import PhantomDataset
 from medrobust.models.augment import AugmentConfig
+from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.training import TrainConfig, train_classifier
 from medrobust.models.zoo import build_classifier
 
@@ -63,3 +65,19 @@ def second_small_cnn(phantom32):
     """An independently trained second small CNN (another seed), for transfer tests."""
     splits, classes = phantom32
     return _train_small_cnn(splits, classes, seed=1)
+
+
+@pytest.fixture(scope="session")
+def linear_classifier():
+    """A factory of tiny linear Classifiers on 8 x 8 images: ``linear_classifier(seed, classes=...,
+    kind="softmax" | "binary" | "multilabel")``."""
+
+    def make(seed: int, classes=("Normal", "Pneumonia", "Pneumothorax"), kind: str = "softmax",
+             size: int = 8) -> Classifier:
+        torch.manual_seed(seed)
+        n_out = 1 if kind == "binary" else len(classes)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(size * size, n_out))
+        contract = InputContract(classes=tuple(classes), network_channels=1, intensity="unit", output_kind=kind)
+        return Classifier(net, contract).eval()
+
+    return make

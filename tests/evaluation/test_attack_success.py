@@ -10,23 +10,13 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from medrobust.attacks.registry import build_attack
 from medrobust.evaluation.attack_success import attack_succeeded, attack_success
 from medrobust.evaluation.stage_attacks import transfer_matrix_from_images
-from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.ensemble import EnsembleClassifier
 
 CLASSES = ("Normal", "Pneumonia", "Pneumothorax")
-
-
-def linear_classifier(seed: int, classes=CLASSES, kind: str = "softmax", size: int = 8) -> Classifier:
-    torch.manual_seed(seed)
-    n_out = 1 if kind == "binary" else len(classes)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(size * size, n_out))
-    contract = InputContract(classes=tuple(classes), network_channels=1, intensity="unit", output_kind=kind)
-    return Classifier(net, contract).eval()
 
 
 def test_success_rule_per_output_kind() -> None:
@@ -54,7 +44,7 @@ def test_targeted_rates_count_images_not_already_at_the_target() -> None:
     assert empty.n_images == 0 and empty.success_rate_all is None and empty.success_rate_correct is None
 
 
-def test_transfer_rates_over_all_images_and_over_the_correct_ones() -> None:
+def test_transfer_rates_over_all_images_and_over_the_correct_ones(linear_classifier) -> None:
     surrogate, target = linear_classifier(0), linear_classifier(1)
     x = torch.round(torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 255) / 255
     y = target.predict(x)
@@ -72,7 +62,7 @@ def test_transfer_rates_over_all_images_and_over_the_correct_ones() -> None:
     assert data["n_correct_before"] == 13
 
 
-def test_matrix_shape_keys_and_white_box_diagonal() -> None:
+def test_matrix_shape_keys_and_white_box_diagonal(linear_classifier) -> None:
     models = {"lin0": linear_classifier(0), "lin1": linear_classifier(1), "lin2": linear_classifier(2)}
     x = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     y = models["lin0"].predict(x)
@@ -89,7 +79,7 @@ def test_matrix_shape_keys_and_white_box_diagonal() -> None:
     assert data["success_rate"][1][2] == matrix.success_rate[1][2]
 
 
-def test_multilabel_success_counts_the_named_finding() -> None:
+def test_multilabel_success_counts_the_named_finding(linear_classifier) -> None:
     findings = ("Effusion", "Nodule", "Mass")
     surrogate = linear_classifier(3, classes=findings, kind="multilabel")
     target = linear_classifier(4, classes=findings, kind="multilabel")

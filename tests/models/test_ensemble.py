@@ -8,21 +8,13 @@ import torch
 import torch.nn as nn
 
 from medrobust.attacks.registry import build_attack
-from medrobust.models.classifier import Classifier, InputContract, NotDifferentiableError
+from medrobust.models.classifier import Classifier, NotDifferentiableError
 from medrobust.models.ensemble import EnsembleClassifier
 
 CLASSES = ("Normal", "Pneumonia", "Pneumothorax")
 
 
-def linear_classifier(seed: int, classes=CLASSES, kind: str = "softmax", size: int = 8) -> Classifier:
-    torch.manual_seed(seed)
-    n_out = 1 if kind == "binary" else len(classes)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(size * size, n_out))
-    contract = InputContract(classes=tuple(classes), network_channels=1, intensity="unit", output_kind=kind)
-    return Classifier(net, contract).eval()
-
-
-def test_ensemble_averages_logits_with_weights() -> None:
+def test_ensemble_averages_logits_with_weights(linear_classifier) -> None:
     a, b = linear_classifier(0), linear_classifier(1)
     x = torch.rand(5, 1, 8, 8)
     ens = EnsembleClassifier([a, b], weights=[3, 1])
@@ -36,7 +28,7 @@ def test_ensemble_averages_logits_with_weights() -> None:
     assert xg.grad is not None and xg.grad.abs().sum() > 0
 
 
-def test_ensemble_refuses_mismatched_members() -> None:
+def test_ensemble_refuses_mismatched_members(linear_classifier) -> None:
     a = linear_classifier(0)
     with pytest.raises(ValueError, match="classes"):
         EnsembleClassifier([a, linear_classifier(1, classes=("Pneumonia", "Normal", "Pneumothorax"))])
@@ -52,7 +44,7 @@ def test_ensemble_refuses_mismatched_members() -> None:
         EnsembleClassifier([a, nn.Linear(64, 3)])
 
 
-def test_ensemble_with_a_black_box_member_is_not_differentiable() -> None:
+def test_ensemble_with_a_black_box_member_is_not_differentiable(linear_classifier) -> None:
     a, b = linear_classifier(0), linear_classifier(1)
     b.differentiable = False
     ens = EnsembleClassifier([a, b])

@@ -21,8 +21,7 @@ def report(
     finished run, without running any model."""
     from medrobust.report import build_report
 
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a folder; pass the run directory that holds metrics.json")
+    _check_run_dir(run_dir)
     path = build_report(run_dir)
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)
 
@@ -38,8 +37,7 @@ def statement(
     print it to PDF from a browser for a technical file."""
     from medrobust.report.statement import build_statement
 
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"{run_dir}: not a folder; pass the run directory that holds metrics.json")
+    _check_run_dir(run_dir)
     path = build_statement(run_dir)
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)
 
@@ -66,3 +64,8 @@ def compare(
     if not result.differences():
         console.print("no accuracy differs from the first run's beyond noise", markup=False, highlight=False)
     console.print(str(result.html), markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: not a folder; pass the run directory that holds metrics.json")
