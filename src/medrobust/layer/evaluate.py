@@ -19,7 +19,7 @@ from typing import Any
 from medrobust.evaluation.config import ExperimentConfig, load_config
 from medrobust.evaluation.progress import Progress
 from medrobust.evaluation.results import RunMetrics
-from medrobust.layer.presets import preset_settings
+from medrobust.layer.presets import PRESETS, preset_settings
 
 IN_MEMORY = "(in memory)"
 
@@ -47,8 +47,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
 
     contract = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
                 "arch": arch, "trust_pickle": trust_pickle}
-    if isinstance(preset, str) and preset not in ("quick", "standard", "thorough") and Path(preset).suffix in (".yaml",
-                                                                                                                ".yml"):
+    if isinstance(preset, str) and preset not in PRESETS and Path(preset).suffix in (".yaml", ".yml"):
         preset = Path(preset)
     loaded = load_model(model, device=device or "cpu", **{k: v for k, v in contract.items() if v}) \
         if model is not None else None
