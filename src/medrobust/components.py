@@ -38,6 +38,14 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def eps_label(eps: float) -> str:
+    """8/255 for budgets on the grey-level grid, else the decimal."""
+    levels = eps * 255
+    if abs(levels - round(levels)) < 1e-6:
+        return f"{round(levels)}/255"
+    return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
+
+
 def parse_number(value: str | float | int) -> float:
     """``"8/255"`` -> 0.03137..., ``"0.1"`` -> 0.1, numbers unchanged."""
     if isinstance(value, (int, float)):

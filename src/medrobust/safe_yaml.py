@@ -43,17 +43,23 @@ def load_yaml_mapping(path: str | os.PathLike[str], max_bytes: int = MAX_CONFIG_
     :class:`FileNotFoundError` naming it. An empty file gives ``{}``.
     """
     path = Path(path)
-    text = _read_bounded(path, max_bytes)
+    return yaml_text_mapping(_read_bounded(path, max_bytes), str(path))
+
+
+def yaml_text_mapping(text: str, where: str) -> dict[str, Any]:
+    """The top-level mapping of YAML ``text`` (the bounded part of :func:`load_yaml_mapping`,
+    for a configuration received as text, such as the service's ``config`` field); ``where``
+    names it in errors. The caller bounds the text's length."""
     try:
-        _check_events(text, path)
+        _check_events(text, where)
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigFileError(f"{path}: not valid YAML ({_one_line(err)}); fix the syntax at the place named") from None
+        raise ConfigFileError(f"{where}: not valid YAML ({_one_line(err)}); fix the syntax at the place named") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigFileError(
-            f"{path}: holds a YAML {type(data).__name__}, not a mapping of settings; "
+            f"{where}: holds a YAML {type(data).__name__}, not a mapping of settings; "
             "write it as 'key: value' lines (see the example configurations)"
         )
     return data
@@ -87,7 +93,7 @@ def _too_big(path: Path, size: str, max_bytes: int) -> ConfigFileError:
     )
 
 
-def _check_events(text: str, path: Path) -> None:
+def _check_events(text: str, path: Path | str) -> None:
     """Raise at the first anchor or alias, or at nesting past :data:`MAX_NESTING`; the event
     stream never expands an alias and holds one event at a time."""
     depth = 0

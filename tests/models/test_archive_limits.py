@@ -13,8 +13,8 @@ import zipfile
 import pytest
 import torch
 
-import medrobust.models.archive_limits as limits
-from medrobust.models.archive_limits import ModelArchiveError, check_model_archive
+import medrobust.model_archive as limits
+from medrobust.model_archive import ModelArchiveError, check_model_archive
 from medrobust.models.loading import load_classifier
 from medrobust.models.zoo import build_classifier
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from medrobust import __version__
+from medrobust.components import eps_label
 from medrobust.data.class_names import (
     NOT_ASSESSED_NO_NORMAL,
     canonical_class_name,
@@ -58,7 +59,6 @@ from medrobust.evaluation.stage_attacks import (
     AttackRun,
     attack_eps,
     attack_outcome,
-    eps_label,
     run_attack_stage,
     sweep_points,
     transfer_matrix_from_images,

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medrobust.components import eps_label
 from medrobust.evaluation.results import AttackOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
-from medrobust.evaluation.stage_attacks import eps_label
 
 SCHEMA_VERSION = 1
 SCORECARD_FILE = "scorecard.json"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ from medrobust.evaluation.classification import accuracy_drop_pp, classification
 from medrobust.evaluation.crafting import craft_batch
 from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint, TransferMatrix
 from medrobust.evaluation.samples import array_key
-
-
-def eps_label(eps: float) -> str:
-    """8/255 for budgets on the grey-level grid, else the decimal."""
-    levels = eps * 255
-    if abs(levels - round(levels)) < 1e-6:
-        return f"{round(levels)}/255"
-    return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
 
 
 @dataclass

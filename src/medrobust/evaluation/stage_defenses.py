@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from medrobust.components import eps_label
 from medrobust.evaluation.classification import classification_report
 from medrobust.evaluation.results import DefenseOutcome
-from medrobust.evaluation.stage_attacks import AttackRun, eps_label, run_attack_stage
+from medrobust.evaluation.stage_attacks import AttackRun, run_attack_stage
 
 
 def gradient_mode(defended: nn.Module, needs_gradients: bool = True) -> str:

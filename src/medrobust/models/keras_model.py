@@ -7,7 +7,7 @@ module sets ``KERAS_BACKEND=torch`` (unless the user set it) before importing Ke
 refuses a Keras that was already imported with another backend.
 
 Security: the archive is checked from its central directory first
-(:func:`~medrobust.models.archive_limits.check_model_archive`), so a zip bomb renamed
+(:func:`~medrobust.model_archive.check_model_archive`), so a zip bomb renamed
 ``.keras`` is refused before Keras extracts anything; files are then read with
 ``keras.saving.load_model(safe_mode=True)``, which refuses to deserialise Python code
 (``Lambda`` layers holding bytecode). Legacy HDF5 files are not read.
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medrobust.models.archive_limits import check_model_archive
+from medrobust.model_archive import check_model_archive
 from medrobust.models.classifier import Classifier, InputContract
 from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind

@@ -12,7 +12,7 @@ other torch file + ``trust_pickle``    a whole pickled ``nn.Module`` (runs its c
 =====================================  ===============================================
 
 Security: a zip-format file (``.keras``, TorchScript, ``torch.save``) is first checked from its
-central directory alone (:mod:`medrobust.models.archive_limits`: members, expanded size,
+central directory alone (:mod:`medrobust.model_archive`: members, expanded size,
 compression ratio, member paths), so a zip bomb is refused in milliseconds with the limit
 named. Nothing is unpickled by default. A TorchScript archive is recognised from its zip
 member names before anything is read; a state dict is read with ``weights_only=True`` or from
@@ -29,14 +29,14 @@ the middle of a run.
 from __future__ import annotations
 
 import logging
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from medrobust.models.archive_limits import check_model_archive
+from medrobust.model_archive import check_model_archive
+from medrobust.model_formats import is_torchscript
 from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
 from medrobust.models.classifier import Classifier, InputContract
@@ -54,25 +54,6 @@ DRY_RUN_SIZE = 64  # side of the blank test image when the model has no fixed in
 # Heads of torchvision / MONAI layouts that map onto our networks' ``head`` (ResNet: fc,
 # EfficientNet: _fc). The DenseNet121 study head (two layers) has no counterpart there.
 _LAYOUT_HEADS = ("fc.", "_fc.")
-
-
-def is_torchscript(path: str | Path) -> bool:
-    """Whether ``path`` is a TorchScript archive, judged from its zip member names only.
-
-    ``torch.jit.save`` writes ``<root>/code/...`` and ``<root>/constants.pkl``; ``torch.save``
-    writes ``<root>/data.pkl`` without them. Nothing is unpickled to decide.
-    """
-    if not zipfile.is_zipfile(path):
-        return False
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                parts = name.split("/")
-                if (len(parts) >= 3 and parts[1] == "code") or (len(parts) == 2 and parts[1] == "constants.pkl"):
-                    return True
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return False
 
 
 def load_classifier(

@@ -18,17 +18,20 @@ directory (the table of members at its end; nothing is decompressed) and refuses
 The sizes are those the archive declares. Python's :mod:`zipfile`, which Keras uses, never
 returns more than the declared size of a member, and torch's reader allocates the declared
 size, so the declared sizes are what bounds the memory of a load. The limits are module
-constants so a user who trusts a file can raise them.
+constants so a user who trusts a file can raise them. The rules themselves (names, ratios,
+the declared member count) are those of :mod:`medrobust.archive_members`, which the upload
+service applies to uploaded archives too.
 """
 
 from __future__ import annotations
 
 import os
-import posixpath
 import struct
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+
+from medrobust.archive_members import declared_zip_member_count, escapes, excessive_ratio
+from medrobust.archive_members import format_size as _size
 
 MAX_MEMBERS = 10_000
 """Most members accepted in a model archive."""
@@ -44,12 +47,8 @@ RATIO_CHECKED_ABOVE_BYTES = 64 * 2**20
 member may compress well, and cannot cost much memory anyway."""
 
 _FIX = "re-save the model (model.save('model.keras'), torch.jit.save or torch.save) from the original"
-_TRUST = "or raise medrobust.models.archive_limits.{name} if you trust this file"
+_TRUST = "or raise medrobust.model_archive.{name} if you trust this file"
 _LOCAL_HEADER = b"PK\x03\x04"
-_END_RECORD = b"PK\x05\x06"
-_END_RECORD_SIZE = 22
-_ZIP64_LOCATOR = b"PK\x06\x07"
-_ZIP64_END_RECORD = b"PK\x06\x06"
 
 
 class ModelArchiveError(ValueError):
@@ -69,7 +68,7 @@ def check_model_archive(path: str | os.PathLike[str]) -> None:
         return
     file_size = path.stat().st_size
     with path.open("rb") as handle:
-        declared = _declared_member_count(handle, file_size)
+        declared = declared_zip_member_count(handle, file_size)
     if declared is not None and declared > MAX_MEMBERS:
         raise _too_many(path, f"{declared:,}")
     try:
@@ -98,10 +97,8 @@ def check_model_archive(path: str | os.PathLike[str]) -> None:
 
 
 def _check_ratio(path: Path, what: str, expanded: int, stored: int) -> None:
-    if expanded <= RATIO_CHECKED_ABOVE_BYTES:
-        return
-    ratio = expanded / max(stored, 1)
-    if ratio > MAX_RATIO:
+    ratio = excessive_ratio(expanded, stored, max_ratio=MAX_RATIO, checked_above_bytes=RATIO_CHECKED_ABOVE_BYTES)
+    if ratio is not None:
         raise ModelArchiveError(
             f"{path}: {what} expands to {_size(expanded)} from {_size(stored)} (ratio {ratio:,.0f}, where trained "
             f"weights compress about 1.1x); refusing a likely zip bomb; {_FIX}, {_TRUST.format(name='MAX_RATIO')}"
@@ -110,9 +107,7 @@ def _check_ratio(path: Path, what: str, expanded: int, stored: int) -> None:
 
 def _check_name(path: Path, name: str) -> None:
     """Refuse a member name that is absolute (``/x``, ``C:\\x``) or has a ``..`` component."""
-    unified = name.replace("\\", "/")
-    parts = unified.split("/")
-    if posixpath.isabs(unified) or (len(unified) > 1 and unified[1] == ":") or ".." in parts:
+    if escapes(name):
         raise ModelArchiveError(
             f"{path}: archive member {name!r} has an absolute path or climbs out with '..', which no model "
             f"writer produces; refusing the file; {_FIX}"
@@ -124,40 +119,3 @@ def _too_many(path: Path, count: str) -> ModelArchiveError:
         f"{path}: archive has {count} members, over the limit of {MAX_MEMBERS:,} for a model (real ones have "
         f"at most a few thousand); refusing it; {_FIX}, {_TRUST.format(name='MAX_MEMBERS')}"
     )
-
-
-def _declared_member_count(handle: BinaryIO, file_size: int) -> int | None:
-    """Members counted by the end-of-central-directory record (APPNOTE 4.3.16, and 4.3.14 for
-    zip64), read from the last 64 KiB: bounds the work before :mod:`zipfile` builds one object
-    per member. None when the record cannot be found (zipfile then decides)."""
-    tail_size = min(file_size, _END_RECORD_SIZE + 0xFFFF)
-    handle.seek(file_size - tail_size)
-    tail = handle.read(tail_size)
-    at = tail.rfind(_END_RECORD)
-    if at < 0 or len(tail) - at < _END_RECORD_SIZE:
-        return None
-    total = struct.unpack("<H", tail[at + 10:at + 12])[0]
-    if total != 0xFFFF:
-        return total
-    locator = tail[at - 20:at] if at >= 20 else b""
-    if not locator.startswith(_ZIP64_LOCATOR):
-        return None
-    offset = struct.unpack("<Q", locator[8:16])[0]
-    if offset + 56 > file_size:
-        return None
-    handle.seek(offset)
-    record = handle.read(56)
-    if not record.startswith(_ZIP64_END_RECORD):
-        return None
-    return struct.unpack("<Q", record[32:40])[0]
-
-
-def _size(n: float) -> str:
-    """Bytes in decimal units, as a file manager shows them: 2.0 MB, 5.7 GB."""
-    if n < 1000:
-        return f"{n:.0f} B"
-    for unit in ("kB", "MB", "GB"):
-        n /= 1000
-        if n < 1000:
-            return f"{n:.1f} {unit}"
-    return f"{n / 1000:,.1f} TB"
