@@ -1,0 +1,285 @@
+"""The ``/api/v1`` routes: submit a job, list and read jobs, follow their progress, fetch their
+results, compare two, cancel and delete. Every route needs ``Authorization: Bearer TOKEN``; a
+tenant sees only its own jobs (another tenant's job answers 404, as a missing one does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.background import BackgroundTask
+
+from medrobust.service.job_files import JobFiles, folder_bytes, incoming_dir, job_files, run_name
+from medrobust.service.job_view import API, job_json
+from medrobust.service.limits import MiB, ServiceLimits
+from medrobust.service.store import ACTIVE, FINISHED, Store, Tenant
+from medrobust.service.submission import TEXT_FIELDS, SubmissionRefused, prepare_job
+from medrobust.service.upload_stream import UploadRefused, receive_multipart
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+_bearer = HTTPBearer(auto_error=False, description="A token from `medrobust tokens create --data-dir DIR --tenant NAME`")
+
+EVENTS_POLL_S = 0.5
+EVENTS_KEEPALIVE_S = 15.0
+HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'; "
+                "img-src data:; style-src 'unsafe-inline'"}
+"""A report opened straight from the API runs no script and reaches nothing: it is self-contained."""
+
+_RESULT_FILES = {"report": ("report.html", "text/html; charset=utf-8"),
+                 "statement": ("statement.html", "text/html; charset=utf-8"),
+                 "scorecard": ("scorecard.json", "application/json"),
+                 "metrics": ("metrics.json", "application/json")}
+
+_UPLOAD_SCHEMA = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["model", "images"],
+        "properties": {
+            "model": {"type": "string", "format": "binary",
+                      "description": ".keras, .onnx, TorchScript .pt/.pth, or a .zip of a medrobust checkpoint folder"},
+            "images": {"type": "string", "format": "binary",
+                       "description": ".zip / .tar.gz / .tar of one folder of images (PNG, JPEG, DICOM) per class"},
+            "classes": {"type": "string", "description": "the model's classes in its output order, comma-separated"},
+            "input_size": {"type": "integer"},
+            "intensity": {"type": "string", "description": "unit | imagenet | symmetric | byte"},
+            "output_kind": {"type": "string", "description": "softmax | binary | multilabel"},
+            "normal_class": {"type": "string"},
+            "preset": {"type": "string", "enum": ["quick", "standard", "thorough"], "default": "quick"},
+            "config": {"type": "string", "description": "YAML in the medrobust evaluate schema (instead of preset)"},
+        }}}}},
+}
+
+
+def tenant(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Tenant:
+    """The tenant of the request's bearer token; 401 without a valid one."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise HTTPException(401, "missing token: send the header 'Authorization: Bearer TOKEN' (an administrator creates "
+                                 "tokens with: medrobust tokens create --data-dir DIR --tenant NAME)", headers=challenge)
+    found = _store(request).tenant_for_token(credentials.credentials)
+    if found is None:
+        raise HTTPException(401, "token not recognised or revoked; ask your administrator for a new one",
+                            headers=challenge)
+    return found
+
+
+Caller = Annotated[Tenant, Depends(tenant)]
+
+
+def _store(request: Request) -> Store:
+    return request.app.state.store
+
+
+def _own_job(request: Request, job_id: str, who: Tenant):
+    row = _store(request).job(job_id, who)
+    if row is None or row["delete_requested"]:
+        raise HTTPException(404, f"job {job_id!r} not found (it does not exist, was deleted, or belongs to another "
+                                 "tenant); list yours with GET /api/v1/jobs")
+    return row
+
+
+@router.post("/jobs", status_code=202, summary="Submit a model and images for evaluation", openapi_extra=_UPLOAD_SCHEMA)
+async def submit_job(request: Request, who: Caller) -> JSONResponse:
+    """Receive the upload (caps enforced while it streams), check it, queue the job: 202 with the job."""
+    store, limits = _store(request), request.app.state.limits
+    data_dir: Path = request.app.state.data_dir
+    if store.active_jobs(who) >= limits.max_active_jobs:
+        raise HTTPException(429, f"you have {limits.max_active_jobs} jobs queued or running, the most allowed at once; "
+                                 "wait for one to finish or cancel one (POST /api/v1/jobs/ID/cancel)")
+    room = limits.max_stored_bytes - store.stored_bytes(who)
+    declared = request.headers.get("content-length")
+    if room <= 0 or (declared and declared.isdigit() and int(declared) > room):
+        raise HTTPException(413, _quota_message(limits, room))
+    job_id = store.new_job_id()
+    folder = incoming_dir(data_dir) / job_id
+    try:
+        try:
+            form = await receive_multipart(
+                request, folder, file_caps={"model": min(limits.max_model_bytes, room),
+                                            "images": min(limits.max_images_bytes, room)},
+                text_fields=set(TEXT_FIELDS), max_request_bytes=min(limits.max_request_bytes, room + MiB),
+                max_field_bytes=limits.max_field_bytes, max_fields=limits.max_fields)
+        except UploadRefused as err:
+            over_quota = err.status_code == 413 and room < limits.max_request_bytes
+            raise HTTPException(err.status_code, _quota_message(limits, room) if over_quota else err.message) from None
+        try:
+            prepared = await run_in_threadpool(prepare_job, form, folder, limits)
+        except SubmissionRefused as err:
+            raise HTTPException(err.status_code, err.message) from None
+        size = await run_in_threadpool(folder_bytes, folder)
+        if size > room:
+            raise HTTPException(413, _quota_message(limits, room, f"the extracted upload takes {size / 2**30:.2f} GiB; "))
+        request_json = {**prepared.request, "run_name": run_name(prepared.request["model_file"], job_id)}
+        files = JobFiles(data_dir, job_id, request_json["run_name"])
+        files.root.mkdir(parents=True, exist_ok=True)
+        os.replace(folder, files.upload)
+        if not store.add_job(job_id, who, request_json, size, limits.max_active_jobs):
+            files.delete()
+            raise HTTPException(429, f"you have {limits.max_active_jobs} jobs queued or running, the most allowed at "
+                                     "once; wait for one to finish or cancel one")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    row = store.job(job_id)
+    return JSONResponse(job_json(row), status_code=202, headers={"Location": f"{API}/{job_id}"})
+
+
+def _quota_message(limits: ServiceLimits, room: int, why: str = "") -> str:
+    used = limits.max_stored_bytes - room
+    return (f"{why}your jobs hold {used / 2**30:.2f} GiB of the {limits.max_stored_bytes / 2**30:.2f} GiB you may store; "
+            "delete finished jobs (DELETE /api/v1/jobs/ID) to make room, or send a smaller upload")
+
+
+@router.get("/jobs", summary="Your jobs, newest first")
+def list_jobs(request: Request, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    rows, total = _store(request).jobs(who, limit, offset)
+    now = time.time()
+    return {"jobs": [job_json(r, now) for r in rows], "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/jobs/{job_id}", summary="One job: status, stage, fraction done, ETA, error, skipped files")
+def get_job(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
+    return job_json(_own_job(request, job_id, who))
+
+
+@router.get("/jobs/{job_id}/events", summary="Server-Sent Events of the job's progress",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def job_events(request: Request, job_id: str, who: Caller) -> StreamingResponse:
+    """``event: job`` with the job JSON whenever it changes; ``event: end`` once it is finished."""
+    store = _store(request)
+    _own_job(request, job_id, who)
+
+    async def stream():
+        last, last_sent = None, time.monotonic()
+        yield "retry: 3000\n\n"
+        while True:
+            row = store.job(job_id, who)
+            if row is None or row["delete_requested"]:
+                yield "event: end\ndata: {\"status\": \"deleted\"}\n\n"
+                return
+            view = job_json(row)
+            stamp = (row["updated"], view["status"], view["stage_done"])
+            if stamp != last:
+                last, last_sent = stamp, time.monotonic()
+                yield f"event: job\ndata: {json.dumps(view)}\n\n"
+            if view["status"] in FINISHED:
+                yield f"event: end\ndata: {json.dumps({'status': view['status']})}\n\n"
+                return
+            if time.monotonic() - last_sent > EVENTS_KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(EVENTS_POLL_S)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _finished_run(request: Request, job_id: str, who: Tenant) -> JobFiles:
+    row = _own_job(request, job_id, who)
+    if row["status"] != "done":
+        detail = {"queued": "is queued", "running": "is running", "failed": f"failed: {row['error']}",
+                  "cancelled": "was cancelled"}[row["status"]]
+        raise HTTPException(409, f"job {job_id} {detail}; its results exist once its status is done "
+                                 f"(follow it with GET {API}/{job_id}/events)")
+    return job_files(request.app.state.data_dir, row)
+
+
+def _result(name: str):
+    filename, media_type = _RESULT_FILES[name]
+
+    def read(request: Request, job_id: str, who: Caller) -> Response:
+        path = _finished_run(request, job_id, who).run / filename
+        if not path.is_file():
+            raise HTTPException(404, f"job {job_id}: {filename} was not written (see the job's error and metrics)")
+        headers = {**HTML_HEADERS} if filename.endswith(".html") else {"X-Content-Type-Options": "nosniff"}
+        return FileResponse(path, media_type=media_type, headers=headers)
+
+    read.__name__ = f"job_{name}"
+    return read
+
+
+for _name in _RESULT_FILES:
+    router.add_api_route(f"/jobs/{{job_id}}/{_name}", _result(_name), methods=["GET"], response_class=FileResponse,
+                         summary=f"The finished job's {_RESULT_FILES[_name][0]}")
+
+
+@router.get("/jobs/{job_id}/artifacts.zip", summary="The run directory as a zip (without the uploaded model)",
+            response_class=FileResponse)
+async def job_artifacts(request: Request, job_id: str, who: Caller) -> FileResponse:
+    files = _finished_run(request, job_id, who)
+    handle, name = tempfile.mkstemp(prefix=f"artifacts-{job_id}-", suffix=".zip", dir=files.root)
+    os.close(handle)
+    await run_in_threadpool(_zip_folder, files.run, Path(name))
+    return FileResponse(name, media_type="application/zip", filename=f"{files.run_name}.zip",
+                        background=BackgroundTask(os.unlink, name))
+
+
+def _zip_folder(folder: Path, out: Path) -> None:
+    """Zip ``folder`` (regular files only, links not followed) under its own name."""
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for dirpath, dirs, names in os.walk(folder):
+            dirs.sort()
+            for filename in sorted(names):
+                path = Path(dirpath) / filename
+                if path.is_symlink() or not path.is_file():
+                    continue
+                archive.write(path, (Path(folder.name) / path.relative_to(folder)).as_posix())
+
+
+@router.get("/jobs/{job_id}/compare/{other_id}", summary="The comparison of two finished jobs (HTML)",
+            response_class=HTMLResponse)
+def compare_jobs(request: Request, job_id: str, other_id: str, who: Caller) -> HTMLResponse:
+    from medrobust.report.compare import comparison, comparison_html
+
+    runs = [_finished_run(request, j, who).run for j in (job_id, other_id)]
+    try:
+        html = comparison_html(comparison(runs))
+    except ValueError as err:
+        raise HTTPException(409, f"cannot compare {job_id} and {other_id}: {err}") from None
+    return HTMLResponse(html, headers=HTML_HEADERS)
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
+def cancel_job(request: Request, job_id: str, who: Caller) -> JSONResponse:
+    """A queued job is cancelled at once; a running one stops within one batch."""
+    store = _store(request)
+    row = _own_job(request, job_id, who)
+    if row["status"] in ACTIVE:
+        store.request_cancel(job_id, delete=False)
+        _finish_abandoned(store, job_id)
+    return JSONResponse(job_json(store.job(job_id)), status_code=202)
+
+
+@router.delete("/jobs/{job_id}", status_code=202, summary="Cancel the job, then delete its files")
+def delete_job(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
+    """Finished (or queued) jobs are deleted now; a running one when its worker stops, within one batch."""
+    store = _store(request)
+    row = _own_job(request, job_id, who)
+    store.request_cancel(job_id, delete=True)
+    _finish_abandoned(store, job_id)
+    after = store.job(job_id)
+    if after is not None and after["status"] in FINISHED:
+        job_files(request.app.state.data_dir, row).delete()
+        store.forget_job(job_id)
+        return {"id": job_id, "status": "deleted"}
+    return {"id": job_id, "status": "deleting", "detail": "the job stops within one batch; its files are then deleted"}
+
+
+def _finish_abandoned(store: Store, job_id: str) -> None:
+    """A running job whose worker died (lease expired) has nobody to stop it: cancel it here."""
+    row = store.job(job_id)
+    if row is not None and row["status"] == "running" and (row["lease_until"] or 0) < time.time():
+        store.finish(job_id, row["worker"], "cancelled")

@@ -1,0 +1,66 @@
+"""The web process: the FastAPI app of ``medrobust serve`` (the API, the dashboard, /healthz).
+
+It answers requests and checks uploads; it never loads or runs a model and never imports torch
+(workers do the work, :mod:`medrobust.service.worker`). ``create_app(DIR)`` builds the app over
+a data directory; the routes are in :mod:`medrobust.service.api`. See docs/service.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from medrobust import __version__
+from medrobust.service.api import router
+from medrobust.service.limits import ServiceLimits
+from medrobust.service.store import Store
+
+STATIC = Path(__file__).parent / "static"
+WORKER_SEEN_WITHIN_S = 30.0
+"""A worker that has not written its heartbeat for this long is not counted by /healthz."""
+
+
+DASHBOARD_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    # everything from this origin; reports are shown in sandboxed iframes (srcdoc) and downloaded as blobs
+    "Content-Security-Policy": "default-src 'self'; frame-src 'self' blob: data:; img-src 'self' data: blob:; "
+                               "style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; form-action 'self'",
+}
+
+
+def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> FastAPI:
+    """The service's app over ``data_dir`` (created when missing) with upload ``limits``."""
+    app = FastAPI(
+        title="medrobust",
+        version=__version__,
+        description="Upload a medical image classifier and labelled images; get how far adversarial inputs fool it, "
+                    "what defenses win back, and whether attacks are detected. Every /api route needs "
+                    "`Authorization: Bearer TOKEN` (`medrobust tokens create --data-dir DIR --tenant NAME`).",
+    )
+    app.state.store = Store(data_dir)
+    app.state.data_dir = Path(data_dir)
+    app.state.limits = limits or ServiceLimits()
+    app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def _json_error(_request: Request, err: HTTPException) -> JSONResponse:
+        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.get("/healthz", tags=["service"], summary="Liveness (no token)")
+    def healthz() -> dict:
+        return {"status": "ok", "version": __version__,
+                "workers": app.state.store.live_workers(WORKER_SEEN_WITHIN_S)}
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=DASHBOARD_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    return app

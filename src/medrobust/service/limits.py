@@ -1,0 +1,43 @@
+"""What the service accepts from an upload and from a tenant: every cap in one place.
+
+The defaults fit a radiology vendor's evaluation set (a few thousand DICOM or PNG files, a
+model up to a large ViT) on a single machine; ``medrobust serve`` options override them
+(``--max-model-mb``, ``--max-images-mb``, ...). Sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 2**20
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """Caps on uploads (enforced while the bytes stream in, and on archive members before
+    anything is extracted) and on what one tenant may hold."""
+
+    max_model_bytes: int = 2 * GiB
+    """Largest model file uploaded (DenseNet121 is 30 MB, a large ViT 1.2 GB)."""
+    max_images_bytes: int = 4 * GiB
+    """Largest images archive uploaded (compressed)."""
+    max_request_bytes: int = 6 * GiB + 1 * MiB
+    """Largest whole request (both files and the form fields)."""
+    max_field_bytes: int = 256 * 1024
+    """Largest text field (a YAML configuration is a few kB)."""
+    max_fields: int = 32
+    """Most parts in one request."""
+    max_archive_members: int = 200_000
+    """Most members in an images archive (the NIH set is 112,120 images)."""
+    max_expanded_bytes: int = 16 * GiB
+    """Largest total uncompressed size of an images archive."""
+    max_ratio: float = 200.0
+    """Highest compression ratio (expanded / compressed) accepted above :attr:`ratio_checked_above_bytes`;
+    PNG, JPEG and compressed DICOM shrink by under 2x in an archive, raw DICOM by 2-5x."""
+    ratio_checked_above_bytes: int = 64 * MiB
+    """Expanded size below which the ratio is not checked (a small archive cannot cost much)."""
+    max_active_jobs: int = 2
+    """Most queued plus running jobs of one tenant."""
+    max_stored_bytes: int = 50 * GiB
+    """Most bytes one tenant's jobs may hold on disk (uploads and run folders)."""

@@ -1,0 +1,281 @@
+"""The service's state: one SQLite database in WAL mode (``DIR/service.db``) of tenants, hashed
+tokens, jobs and workers, shared by the web process and every worker.
+
+The job queue is the ``jobs`` table. A worker claims the oldest queued job, or a running job
+whose lease has expired (its worker died), with one ``UPDATE ... RETURNING`` inside a
+``BEGIN IMMEDIATE`` transaction, so two workers never claim the same job; it then renews the
+lease while it works. WAL lets the web process read while a worker writes. Times are Unix
+seconds (floats). See docs/service.md for why this is a table and not a queue library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DATABASE_FILE = "service.db"
+TOKEN_PREFIX = "mrb_"
+ACTIVE = ("queued", "running")
+FINISHED = ("done", "failed", "cancelled")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id), hash TEXT UNIQUE NOT NULL,
+    prefix TEXT NOT NULL, created REAL NOT NULL, revoked REAL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id), status TEXT NOT NULL,
+    created REAL NOT NULL, started REAL, finished REAL, updated REAL NOT NULL,
+    request TEXT NOT NULL, stage TEXT, stage_done INTEGER, stage_total INTEGER, stage_started REAL,
+    stages_finished INTEGER NOT NULL DEFAULT 0, error TEXT, skipped TEXT, headline TEXT,
+    worker TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, delete_requested INTEGER NOT NULL DEFAULT 0,
+    stored_bytes INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs(tenant_id, created DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started REAL NOT NULL, seen REAL NOT NULL,
+    job_id TEXT);
+"""
+
+
+def hash_token(token: str) -> str:
+    """SHA-256 of a token. Tokens are 256 random bits, so a fast hash is enough: there is
+    nothing to guess that a slow hash would protect."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    tenant: str
+    prefix: str
+    created: float
+    revoked: float | None
+
+
+class Store:
+    """The database of one data directory. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, data_dir: str | Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / DATABASE_FILE
+        self._local = threading.local()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+
+    # ---- connections ------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the write lock at once (``BEGIN IMMEDIATE``)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- tenants and tokens -------------------------------------------------------------
+    def create_token(self, tenant: str) -> str:
+        """A new token for ``tenant`` (created when new); returned once, stored hashed."""
+        tenant = tenant.strip()
+        if not tenant or len(tenant) > 100 or not tenant.isprintable():
+            raise ValueError(f"tenant name {tenant!r}: give 1-100 printable characters, e.g. --tenant acme")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO tenants(name, created) VALUES (?, ?)", (tenant, now))
+            tenant_id = db.execute("SELECT id FROM tenants WHERE name = ?", (tenant,)).fetchone()["id"]
+            db.execute("INSERT INTO tokens(tenant_id, hash, prefix, created) VALUES (?, ?, ?, ?)",
+                       (tenant_id, hash_token(token), token[:len(TOKEN_PREFIX) + 6], now))
+        return token
+
+    def tenant_for_token(self, token: str) -> Tenant | None:
+        """The tenant a valid, unrevoked token belongs to; None otherwise."""
+        row = self.db.execute(
+            "SELECT tenants.id, tenants.name FROM tokens JOIN tenants ON tenants.id = tokens.tenant_id "
+            "WHERE tokens.hash = ? AND tokens.revoked IS NULL", (hash_token(token),)).fetchone()
+        return Tenant(row["id"], row["name"]) if row else None
+
+    def list_tokens(self, tenant: str | None = None) -> list[TokenInfo]:
+        sql = ("SELECT tokens.id, tenants.name, prefix, tokens.created, revoked FROM tokens "
+               "JOIN tenants ON tenants.id = tokens.tenant_id")
+        rows = self.db.execute(sql + (" WHERE tenants.name = ?" if tenant else "") + " ORDER BY tokens.id",
+                               (tenant,) if tenant else ()).fetchall()
+        return [TokenInfo(r["id"], r["name"], r["prefix"], r["created"], r["revoked"]) for r in rows]
+
+    def revoke_token(self, token_id: int | None = None, *, prefix: str | None = None) -> int:
+        """Revoke the token with this id (or every token starting with ``prefix``); how many were revoked."""
+        with self.transaction() as db:
+            if token_id is not None:
+                cur = db.execute("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (time.time(), token_id))
+            else:
+                cur = db.execute("UPDATE tokens SET revoked = ? WHERE prefix LIKE ? AND revoked IS NULL",
+                                 (time.time(), (prefix or "") + "%"))
+            return cur.rowcount
+
+    # ---- jobs: the web side ---------------------------------------------------------------
+    def new_job_id(self) -> str:
+        return secrets.token_hex(8)
+
+    def add_job(self, job_id: str, tenant: Tenant, request: dict[str, Any], stored_bytes: int,
+                max_active_jobs: int) -> bool:
+        """Queue a job unless the tenant already has ``max_active_jobs`` queued or running
+        (checked in the same statement, so two uploads at once cannot both pass)."""
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO jobs(id, tenant_id, status, created, updated, request, stored_bytes) "
+                "SELECT ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE tenant_id = ? "
+                "AND status IN ('queued', 'running')) < ?",
+                (job_id, tenant.id, now, now, json.dumps(request), stored_bytes, tenant.id, max_active_jobs))
+            return cur.rowcount == 1
+
+    def active_jobs(self, tenant: Tenant) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND status IN ('queued', 'running')",
+                               (tenant.id,)).fetchone()[0]
+
+    def stored_bytes(self, tenant: Tenant) -> int:
+        return self.db.execute("SELECT COALESCE(SUM(stored_bytes), 0) FROM jobs WHERE tenant_id = ?",
+                               (tenant.id,)).fetchone()[0]
+
+    def job(self, job_id: str, tenant: Tenant | None = None) -> sqlite3.Row | None:
+        """The job's row; None when it does not exist or belongs to another tenant."""
+        if tenant is None:
+            return self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self.db.execute("SELECT * FROM jobs WHERE id = ? AND tenant_id = ?", (job_id, tenant.id)).fetchone()
+
+    def jobs(self, tenant: Tenant, limit: int, offset: int) -> tuple[list[sqlite3.Row], int]:
+        rows = self.db.execute("SELECT * FROM jobs WHERE tenant_id = ? ORDER BY created DESC, id LIMIT ? OFFSET ?",
+                               (tenant.id, limit, offset)).fetchall()
+        total = self.db.execute("SELECT COUNT(*) FROM jobs WHERE tenant_id = ?", (tenant.id,)).fetchone()[0]
+        return rows, total
+
+    def request_cancel(self, job_id: str, *, delete: bool) -> str | None:
+        """Ask a job to stop (and its files to go, with ``delete``). A queued job is cancelled
+        at once; a running one by its worker within one batch. Returns the status after."""
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET cancel_requested = 1, delete_requested = MAX(delete_requested, ?), updated = ? "
+                       "WHERE id = ?", (int(delete), now, job_id))
+            db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, stage = NULL WHERE id = ? AND status = 'queued'",
+                       (now, job_id))
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row["status"] if row else None
+
+    def forget_job(self, job_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def live_workers(self, within_s: float) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM workers WHERE seen > ?", (time.time() - within_s,)).fetchone()[0]
+
+    # ---- jobs: the worker side --------------------------------------------------------------
+    def register_worker(self, worker_id: str, pid: int, host: str) -> None:
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO workers(id, pid, host, started, seen) VALUES (?, ?, ?, ?, ?)",
+                       (worker_id, pid, host, now, now))
+
+    def worker_seen(self, worker_id: str, job_id: str | None) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE workers SET seen = ?, job_id = ? WHERE id = ?", (time.time(), job_id, worker_id))
+
+    def remove_worker(self, worker_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    def claim(self, worker_id: str, lease_s: float) -> sqlite3.Row | None:
+        """Take the oldest queued job, or a running one whose lease expired; None when there is none."""
+        now = time.time()
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, started = COALESCE(started, ?), "
+                "attempts = attempts + 1, updated = ? WHERE id = (SELECT id FROM jobs WHERE cancel_requested = 0 AND "
+                "(status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created LIMIT 1) RETURNING *",
+                (worker_id, now + lease_s, now, now, now)).fetchone()
+
+    def abandoned_cancellations(self) -> list[sqlite3.Row]:
+        """Running jobs asked to stop whose worker died (lease expired): nobody else will finish them."""
+        return self.db.execute("SELECT * FROM jobs WHERE status = 'running' AND cancel_requested = 1 AND lease_until < ?",
+                               (time.time(),)).fetchall()
+
+    def deleted_and_finished(self) -> list[sqlite3.Row]:
+        return self.db.execute("SELECT * FROM jobs WHERE delete_requested = 1 AND status IN ('done', 'failed', "
+                               "'cancelled')").fetchall()
+
+    def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
+        """Extend the lease; False when the job is no longer this worker's (it was reclaimed)."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND worker = ? AND status = 'running'",
+                             (time.time() + lease_s, job_id, worker_id))
+            return cur.rowcount == 1
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self.db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return row is None or bool(row["cancel_requested"])
+
+    def set_progress(self, job_id: str, worker_id: str, *, stage: str, done: int, total: int,
+                     stage_started: float, stages_finished: int) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET stage = ?, stage_done = ?, stage_total = ?, stage_started = ?, "
+                       "stages_finished = ?, updated = ? WHERE id = ? AND worker = ?",
+                       (stage, done, total, stage_started, stages_finished, time.time(), job_id, worker_id))
+
+    def finish(self, job_id: str, worker_id: str | None, status: str, *, error: str | None = None,
+               skipped: list[str] | None = None, headline: dict[str, Any] | None = None,
+               stored_bytes: int | None = None) -> bool:
+        """Record the end of a job (only if it is still this worker's); False when it was not."""
+        assert status in FINISHED
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status = ?, finished = ?, updated = ?, error = ?, skipped = ?, headline = ?, "
+                "stored_bytes = COALESCE(?, stored_bytes), stage = NULL, lease_until = NULL "
+                "WHERE id = ? AND (? IS NULL OR worker = ?)",
+                (status, now, now, error, json.dumps(skipped or []), json.dumps(headline) if headline else None,
+                 stored_bytes, job_id, worker_id, worker_id))
+            return cur.rowcount == 1
+
+    def release(self, job_id: str, worker_id: str) -> None:
+        """Give a running job back to the queue (its worker is stopping): the next worker resumes it."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, updated = ? "
+                       "WHERE id = ? AND worker = ? AND status = 'running'", (time.time(), job_id, worker_id))

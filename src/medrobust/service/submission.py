@@ -1,0 +1,181 @@
+"""Turn a received upload into a queued job's request, or refuse it with a message the sender can act on.
+
+Everything that can be checked without loading the model is checked here, in the web process,
+before the job is queued: the fields (preset or configuration, the model's contract), the model
+file's format from its bytes (a ``.pt`` must be TorchScript: a pickled module is never loaded;
+a ``.keras`` must be a Keras 3 archive; zip archives are checked from their table of contents
+against zip bombs), the images archive (members checked before extraction, then extracted),
+the data's classes against the model's by name, and the configuration's schema. What needs the
+model itself (its output shape, the intensity and output-kind names, attack specs) is checked
+by the worker when it loads the model, in the first seconds of the job.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medrobust.data.class_names import ClassMatchError, find_normal_class, match_classes
+from medrobust.layer.presets import PRESETS
+from medrobust.model_archive import ModelArchiveError, check_model_archive
+from medrobust.model_formats import is_torch_pickle, is_torchscript, looks_like_onnx
+from medrobust.service.job_config import ConfigRefused, check_job_config, parse_job_config
+from medrobust.service.limits import ServiceLimits
+from medrobust.service.upload_archives import ArchiveRefused, extract_checkpoint_archive, extract_images_archive
+from medrobust.service.upload_stream import ReceivedForm
+
+TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "output_kind", "normal_class", "preset", "config"})
+MODEL_FORMATS = ".keras (Keras 3), .onnx, TorchScript .pt/.pth (torch.jit.save), or a .zip of a medrobust checkpoint folder"
+MAX_LISTED_IGNORED = 200
+MAX_INPUT_SIZE = 4096
+
+
+class SubmissionRefused(Exception):
+    """An upload that cannot become a job: the HTTP status and one sentence naming the field and the fix."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    request: dict[str, Any]
+    """What the worker needs (paths relative to the job's upload folder) and what the API shows."""
+
+
+def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> PreparedJob:
+    """Check the upload received into ``folder`` and extract its archives there; raises
+    :class:`SubmissionRefused`. ``folder`` becomes the job's upload folder."""
+    model, images = form.files.get("model"), form.files.get("images")
+    if model is None:
+        raise SubmissionRefused(422, f"model: missing; attach the model file ({MODEL_FORMATS})")
+    if images is None:
+        raise SubmissionRefused(422, "images: missing; attach a .zip or .tar.gz of one folder of images per class")
+    fields = {k: v.strip() for k, v in form.fields.items()}
+    preset, config_text = fields.get("preset") or None, fields.get("config") or None
+    if preset and config_text:
+        raise SubmissionRefused(422, "give either preset or config, not both (config is a whole configuration)")
+    if preset and preset not in PRESETS:
+        raise SubmissionRefused(422, f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    contract = _contract(fields)
+
+    model_path, model_classes = _checked_model(model.path, model.filename, folder, contract, limits)
+    try:
+        extracted = extract_images_archive(images.path, folder / "images", limits, display_name=images.filename)
+    except ArchiveRefused as err:
+        raise SubmissionRefused(422, f"images: {err}") from None
+    images.path.unlink(missing_ok=True)  # extracted: the archive itself is not kept
+    try:
+        match_classes(extracted.classes, model_classes, data_what=f"images ({images.filename})",
+                      model_what=f"model ({model.filename})")
+        if contract.get("normal_class"):
+            find_normal_class(model_classes, contract["normal_class"])
+    except ClassMatchError as err:
+        raise SubmissionRefused(422, f"classes: {err}") from None
+    images_path = extracted.root.relative_to(folder).as_posix()
+
+    config = None
+    if config_text:
+        try:
+            config = parse_job_config(config_text)
+            check_job_config(config, str(folder / model_path), str(extracted.root), contract)
+        except ConfigRefused as err:
+            raise SubmissionRefused(422, str(err)) from None
+    return PreparedJob({
+        "model_file": model.filename or model.path.name,
+        "images_file": images.filename or images.path.name,
+        "model_path": model_path,
+        "images_path": images_path,
+        "classes": model_classes,
+        "contract": contract,
+        "preset": None if config is not None else (preset or "quick"),
+        "config": config,
+        "images_kept": extracted.kept,
+        "image_classes": extracted.classes,
+        "ignored_files": extracted.ignored[:MAX_LISTED_IGNORED],
+        "ignored_count": len(extracted.ignored),
+    })
+
+
+def _contract(fields: dict[str, str]) -> dict[str, Any]:
+    contract: dict[str, Any] = {}
+    if fields.get("classes"):
+        names = [c.strip() for c in fields["classes"].split(",")]
+        if any(not n for n in names):
+            raise SubmissionRefused(422, f"classes: {fields['classes']!r} has an empty name; give the model's classes "
+                                         "in its output order, comma-separated, e.g. Normal,Pneumonia,Pneumothorax")
+        contract["classes"] = names
+    if fields.get("input_size"):
+        try:
+            size = int(fields["input_size"])
+        except ValueError:
+            size = 0
+        if not 1 <= size <= MAX_INPUT_SIZE:
+            raise SubmissionRefused(422, f"input_size: {fields['input_size']!r} is not a whole number of pixels "
+                                         f"from 1 to {MAX_INPUT_SIZE}; give the side the model takes, e.g. 224")
+        contract["input_size"] = size
+    for key in ("intensity", "output_kind", "normal_class"):
+        if fields.get(key):
+            contract[key] = fields[key]
+    return contract
+
+
+def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, Any],
+                   limits: ServiceLimits) -> tuple[str, list[str]]:
+    """The model's path relative to ``folder`` and its classes; refuses what the service will not load."""
+    shown = filename or path.name
+    suffix = "".join(path.suffixes[-1:]).lower()
+    try:
+        if suffix == ".zip":
+            checkpoint = extract_checkpoint_archive(path, folder / "model", limits, display_name=shown)
+            path.unlink(missing_ok=True)
+            classes = _checkpoint_classes(checkpoint, shown)
+            given = contract.get("classes")
+            if given and [c.casefold() for c in given] != [c.casefold() for c in classes]:
+                raise SubmissionRefused(422, f"classes: {shown} is a medrobust checkpoint whose classes are "
+                                             f"{', '.join(classes)}; leave classes out (it carries its own)")
+            return checkpoint.relative_to(folder).as_posix(), classes
+        if suffix not in (".keras", ".onnx", ".pt", ".pth"):
+            raise SubmissionRefused(415, f"model: {shown}: not a format the service reads; send {MODEL_FORMATS}")
+        check_model_archive(path)
+    except (ArchiveRefused, ModelArchiveError) as err:
+        raise SubmissionRefused(422, f"model: {str(err).replace(str(path), shown)}") from None
+    if suffix in (".pt", ".pth"):
+        if is_torch_pickle(path):
+            raise SubmissionRefused(422, f"model: {shown} is a pickled torch.save file; the service never unpickles "
+                                         "uploads (loading a pickle runs its code): export it with torch.jit.script or "
+                                         "torch.jit.trace and torch.jit.save, or to ONNX")
+        if not is_torchscript(path):
+            raise SubmissionRefused(422, f"model: {shown} is not a TorchScript archive; export it with torch.jit.save "
+                                         "(or send .onnx / .keras)")
+    elif suffix == ".keras":
+        import zipfile
+
+        names = set(zipfile.ZipFile(path).namelist()) if zipfile.is_zipfile(path) else set()
+        if "config.json" not in names:
+            raise SubmissionRefused(422, f"model: {shown} is not a Keras 3 .keras archive (no config.json inside); "
+                                         "re-save it with model.save('model.keras') in Keras 3")
+    elif not looks_like_onnx(path):
+        raise SubmissionRefused(422, f"model: {shown} does not start like an ONNX model; export it with torch.onnx.export "
+                                     "or tf2onnx and send the .onnx file")
+    classes = contract.get("classes")
+    if not classes:
+        raise SubmissionRefused(422, "classes: give the model's classes in its output order, comma-separated "
+                                     "(e.g. Normal,Pneumonia,Pneumothorax); only a medrobust checkpoint carries its own")
+    return path.relative_to(folder).as_posix(), list(classes)
+
+
+def _checkpoint_classes(checkpoint: Path, shown: str) -> list[str]:
+    try:
+        meta = json.loads((checkpoint / "model.json").read_text(encoding="utf-8"))
+        classes = meta["contract"]["classes"]
+        if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+            raise ValueError("classes is not a list of names")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SubmissionRefused(422, f"model: {shown}: its model.json is not a readable medrobust checkpoint "
+                                     f"description ({err}); re-save the checkpoint with medrobust") from None
+    return classes

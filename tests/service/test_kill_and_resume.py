@@ -1,0 +1,112 @@
+"""End to end with real processes: ``medrobust serve`` and ``medrobust worker`` on 127.0.0.1, a
+token made with ``medrobust tokens create``, a tiny job (32 px phantoms, a small CNN, preset
+quick). The worker and the web process are SIGKILLed in the middle of the run and started again:
+the job is taken over after its lease, resumes from its run directory (the stage files written
+before the kill are not written again), and ends with the same metrics as the same run done
+locally with ``mr.evaluate``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx
+import pytest
+
+API = "/api/v1/jobs"
+
+
+def _poll(base_url: str, token: str, job_id: str, until, timeout_s: float, interval_s: float = 0.05) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(f"{base_url}{API}/{job_id}", headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+        except httpx.HTTPError:
+            last = None
+        if last is not None and until(last):
+            return last
+        time.sleep(interval_s)
+    raise TimeoutError(f"job {job_id} did not get there in {timeout_s} s; last seen: {last}")
+
+
+def _results(metrics: dict) -> dict:
+    """Every number of a run, without its timings (seconds, latencies), names and paths."""
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if "seconds" not in k and "latency" not in k}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip({k: metrics[k] for k in ("baseline", "attacks", "eps_sweep", "transfer", "defenses", "detectors",
+                                          "robustness_score")})
+
+
+def test_job_survives_sigkill_of_worker_and_web_and_matches_a_local_run(live_service, tmp_path):
+    import medrobust as mr
+
+    service, uploads = live_service, live_service.uploads
+    auth = {"Authorization": f"Bearer {service.token}"}
+    with uploads.checkpoint_zip.open("rb") as model, uploads.images_zip.open("rb") as images:
+        response = httpx.post(f"{service.base_url}{API}", headers=auth, data={"preset": "quick"}, timeout=60,
+                              files={"model": ("chest-cnn.zip", model), "images": ("xrays.zip", images)})
+    assert response.status_code == 202, response.text
+    job_id = response.json()["id"]
+
+    running = _poll(service.base_url, service.token, job_id,
+                    lambda j: j["status"] != "queued" and (j["status"] != "running" or j["stages_finished"] >= 2), 120)
+    assert running["status"] == "running", f"the job ended before it could be interrupted: {running}"
+    worker = service.workers[0]
+    worker.send_signal(signal.SIGKILL)
+    service.web.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    service.web.wait(10)
+    run_dir = next((service.data_dir / "jobs" / job_id).glob("chest-cnn-*"))
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "stages").rglob("*") if p.is_file()}
+    assert before, "no stage was finished before the kill"
+
+    service.restart_web()
+    after_kill = httpx.get(f"{service.base_url}{API}/{job_id}", headers=auth, timeout=5).json()
+    assert after_kill["status"] == "running"  # nobody holds it until its lease runs out, then a worker takes it over
+    service.start_worker()
+    done = _poll(service.base_url, service.token, job_id, lambda j: j["status"] in ("done", "failed", "cancelled"),
+                 180, interval_s=0.5)
+    assert done["status"] == "done", done["error"]
+    assert done["attempts"] == 2
+    rewritten = [p.name for p, mtime in before.items() if not p.exists() or p.stat().st_mtime_ns != mtime]
+    assert not rewritten, f"finished stages were computed again after the restart: {rewritten}"
+
+    remote = httpx.get(f"{service.base_url}{API}/{job_id}/metrics", headers=auth, timeout=10).json()
+    local = mr.evaluate(uploads.checkpoint_dir, uploads.images_dir, preset="quick", run_dir=tmp_path / "local")
+    local_metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
+    assert _results(remote) == _results(local_metrics)
+    assert remote["baseline"]["n"] == local.baseline.n == 36
+    health = httpx.get(f"{service.base_url}/healthz", timeout=5).json()
+    assert health["workers"] >= 1
+
+
+@pytest.mark.parametrize("when", ["queued", "running"])
+def test_cancel_stops_a_job(live_service, when):
+    service, uploads = live_service, live_service.uploads
+    auth = {"Authorization": f"Bearer {service.token}"}
+    if when == "queued":
+        service.workers[0].send_signal(signal.SIGSTOP)  # hold the worker so the job stays queued
+    try:
+        with uploads.checkpoint_zip.open("rb") as model, uploads.images_zip.open("rb") as images:
+            job_id = httpx.post(f"{service.base_url}{API}", headers=auth, timeout=60,
+                                files={"model": ("chest-cnn.zip", model), "images": ("xrays.zip", images)}).json()["id"]
+        if when == "running":
+            _poll(service.base_url, service.token, job_id, lambda j: j["status"] == "running" and j["stages_finished"] >= 1,
+                  120)
+        answer = httpx.post(f"{service.base_url}{API}/{job_id}/cancel", headers=auth, timeout=10)
+        assert answer.status_code == 202
+        if when == "queued":
+            assert answer.json()["status"] == "cancelled"
+    finally:
+        service.workers[0].send_signal(signal.SIGCONT)
+    final = _poll(service.base_url, service.token, job_id, lambda j: j["status"] in ("done", "failed", "cancelled"), 60)
+    assert final["status"] == "cancelled"
+    events = httpx.get(f"{service.base_url}{API}/{job_id}/events", headers=auth, timeout=10).text
+    assert "event: end" in events and '"cancelled"' in events
