@@ -146,6 +146,13 @@ def test_every_api_route_needs_a_valid_token(service, headers, fragment):
         assert fragment in response.json()["detail"] and response.headers["www-authenticate"] == "Bearer"
 
 
+def test_me_names_the_tenant_and_its_limits(service):
+    me = service.client.get("/api/v1/me", headers=service.headers()).json()
+    assert me["tenant"] == "acme" and me["active_jobs"] == 0 and me["max_active_jobs"] == ServiceLimits().max_active_jobs
+    other = service.client.get("/api/v1/me", headers=service.headers(service.other_token)).json()
+    assert other["tenant"] == "globex"
+
+
 def test_revoked_token_is_refused_and_healthz_needs_none(service):
     assert service.client.get("/healthz").json()["status"] == "ok"
     assert service.client.get(API, headers=service.headers()).status_code == 200
@@ -165,6 +172,8 @@ def test_results_of_an_unfinished_job_answer_409_and_cancel_then_delete(service,
         assert answer.status_code == 409 and "is queued" in answer.json()["detail"]
     cancelled = service.client.post(f"{API}/{job['id']}/cancel", headers=service.headers())
     assert cancelled.status_code == 202 and cancelled.json()["status"] == "cancelled"
+    again = service.client.post(f"{API}/{job['id']}/cancel", headers=service.headers())
+    assert again.status_code == 409 and "nothing to cancel" in again.json()["detail"]
     folder = service.data_dir / "jobs" / job["id"]
     assert folder.is_dir()
     deleted = service.client.delete(f"{API}/{job['id']}", headers=service.headers())

@@ -140,6 +140,14 @@ def _quota_message(limits: ServiceLimits, room: int, why: str = "") -> str:
             "delete finished jobs (DELETE /api/v1/jobs/ID) to make room, or send a smaller upload")
 
 
+@router.get("/me", summary="Who the token acts for, and the tenant's use of its limits")
+def whoami(request: Request, who: Caller) -> dict[str, Any]:
+    store, limits = _store(request), request.app.state.limits
+    return {"tenant": who.name, "active_jobs": store.active_jobs(who), "max_active_jobs": limits.max_active_jobs,
+            "stored_bytes": store.stored_bytes(who), "max_stored_bytes": limits.max_stored_bytes,
+            "max_model_bytes": limits.max_model_bytes, "max_images_bytes": limits.max_images_bytes}
+
+
 @router.get("/jobs", summary="Your jobs, newest first")
 def list_jobs(request: Request, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 20,
               offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
@@ -257,9 +265,11 @@ def cancel_job(request: Request, job_id: str, who: Caller) -> JSONResponse:
     """A queued job is cancelled at once; a running one stops within one batch."""
     store = _store(request)
     row = _own_job(request, job_id, who)
-    if row["status"] in ACTIVE:
-        store.request_cancel(job_id, delete=False)
-        _finish_abandoned(store, job_id)
+    if row["status"] not in ACTIVE:
+        raise HTTPException(409, f"job {job_id} is {row['status']}: there is nothing to cancel "
+                                 f"(DELETE {API}/{job_id} removes it and its files)")
+    store.request_cancel(job_id, delete=False)
+    _finish_abandoned(store, job_id)
     return JSONResponse(job_json(store.job(job_id)), status_code=202)
 
 

@@ -12,7 +12,8 @@ API = "/api/v1/jobs"
 
 
 def iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC, to the millisecond: ``2026-11-29T08:00:00.123Z``."""
+    return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""The dashboard in a real browser (headless Chromium through Playwright) against the real
+processes (``medrobust serve`` and a worker): sign in (a wrong token, then the right one),
+upload two models with their images, follow both jobs live to ``done``, read the headline,
+open the report, the statement and the comparison in the sandboxed viewer, download the
+artifacts, cancel a third job, delete a job and sign out, with no console error and no failed
+request other than the deliberate 401."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - depends on the environment
+    sync_playwright = None
+
+pytestmark = [
+    pytest.mark.skipif(sync_playwright is None, reason="playwright is not installed (pip install playwright)"),
+    pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on PATH (chromium or chromium-browser)"),
+]
+
+DONE_TIMEOUT_MS = 240_000
+NUMBER = re.compile(r"^\d+(\.\d+)?\b")  # "50.0 / 100"
+
+
+def upload(page, model: Path, images: Path, classes: str = "", input_size: str = "") -> str:
+    """Fill the upload form, submit it and return the new job's id (from its row)."""
+    before = set(page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
+    page.set_input_files("#model", str(model))
+    page.set_input_files("#images", str(images))
+    page.fill("#classes", classes)
+    page.fill("#input_size", input_size)
+    page.select_option("#preset", "quick")
+    page.click("#submit")
+    expect(page.locator("#jobs [data-job-id]")).to_have_count(len(before) + 1, timeout=60_000)
+    after = page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)")
+    (job_id,) = set(after) - before
+    return job_id
+
+
+def open_in_viewer(page, button, title_fragment: str) -> str:
+    """Click a row's button, wait for the viewer to show a document, return its srcdoc."""
+    button.click()
+    expect(page.locator("#viewer")).to_be_visible(timeout=30_000)
+    frame = page.locator("#viewer-frame")
+    expect(frame).to_have_attribute("sandbox", "")
+    expect(frame).to_have_attribute("srcdoc", re.compile(re.escape(title_fragment)), timeout=30_000)
+    # the document is rendered inside the frame too
+    expect(page.frame_locator("#viewer-frame").locator("h1").first).to_contain_text(title_fragment.split(":")[0])
+    return frame.get_attribute("srcdoc")
+
+
+def test_dashboard_end_to_end(live_service, tmp_path):
+    uploads = live_service.uploads
+    console_errors: list[str] = []
+    bad_responses: list[str] = []
+    failed_requests: list[str] = []
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(f"page error: {e}"))
+            page.on("requestfailed", lambda r: failed_requests.append(f"{r.method} {r.url}: {r.failure}"))
+            page.on("response", lambda r: bad_responses.append(f"{r.status} {r.request.method} {r.url}")
+                    if r.status >= 400 else None)
+            page.on("dialog", lambda d: d.accept())  # the delete confirmation
+
+            page.goto(live_service.base_url + "/")
+            expect(page.locator("#token")).to_be_visible()
+            expect(page.locator("#upload-form")).to_be_hidden()
+
+            # a wrong token: the server's detail is shown and nothing is kept
+            page.fill("#token", "not-a-token")
+            page.click("#signin")
+            expect(page.locator("#message")).to_be_visible()
+            expect(page.locator("#message")).not_to_be_empty()
+            assert page.evaluate("sessionStorage.length") == 0
+            expect(page.locator("#upload-form")).to_be_hidden()
+
+            # the right one: the token goes to sessionStorage only, never to a cookie or the URL
+            page.fill("#token", live_service.token)
+            page.click("#signin")
+            expect(page.locator("#upload-form")).to_be_visible()
+            expect(page.locator("#signout")).to_be_visible()
+            expect(page.locator("#session-label")).to_contain_text("signed in as acme · 0 of 2 jobs")
+            assert page.evaluate("Object.values(sessionStorage)") == [live_service.token]
+            assert page.evaluate("document.cookie") == ""
+            assert live_service.token not in page.url
+
+            # two jobs: the zipped checkpoint (classes from the checkpoint), and the TorchScript export
+            first = upload(page, uploads.checkpoint_zip, uploads.images_zip)
+            second = upload(page, uploads.torchscript, uploads.images_zip,
+                            classes="Normal, Pneumonia, Pneumothorax", input_size="32")
+            expect(page.locator("#upload-progress")).to_have_attribute("value", "1")
+            rows = {job_id: page.locator(f'#jobs [data-job-id="{job_id}"]') for job_id in (first, second)}
+            # newest first
+            assert page.locator("#jobs [data-job-id]").first.get_attribute("data-job-id") == second
+
+            # a running job shows its live progress (stage, bar) from the event stream
+            page.wait_for_function(
+                "() => document.querySelector('#jobs .progress progress[value]') !== null "
+                "|| [...document.querySelectorAll('#jobs .status')].every(s => s.textContent === 'done')",
+                timeout=DONE_TIMEOUT_MS)
+
+            for row in rows.values():
+                expect(row.locator(".status")).to_have_text("done", timeout=DONE_TIMEOUT_MS)
+                score = row.locator(".headline .overall-score")
+                expect(score).to_have_text(NUMBER)
+                assert row.locator(".headline .rows li").count() >= 1
+                expect(row.locator(".files-ignored summary")).to_have_text("1 file ignored")
+                text = row.inner_text()
+                assert "null" not in text and "undefined" not in text and "[object" not in text, text
+
+            row = rows[first]
+            srcdoc = open_in_viewer(page, row.locator(".open-report"), "Robustness report: ")
+            assert "chest-cnn" in srcdoc
+            with page.expect_popup() as popup:
+                page.click("#viewer-open")
+            tab = popup.value
+            tab.wait_for_load_state()
+            assert tab.url.startswith("blob:") and tab.title().startswith("Robustness report: ")
+            tab.close()
+            page.click("#viewer-close")
+            expect(page.locator("#viewer")).to_be_hidden()
+
+            open_in_viewer(page, row.locator(".open-statement"), "Adversarial robustness statement")
+            page.keyboard.press("Escape")
+            expect(page.locator("#viewer")).to_be_hidden()
+
+            # the scorecard JSON, pretty-printed (as text) in the same viewer
+            row.locator(".open-scorecard").click()
+            expect(page.locator("#viewer-frame")).to_have_attribute("srcdoc", re.compile('"overall_text"'), timeout=30_000)
+            page.click("#viewer-close")
+            expect(page.locator("#viewer")).to_be_hidden()
+
+            with page.expect_download() as download:
+                row.locator(".download-artifacts").click()
+            assert download.value.suggested_filename == f"medrobust-{first}.zip"
+
+            # compare: enabled only once exactly two finished jobs are ticked
+            expect(page.locator("#compare")).to_be_disabled()
+            rows[first].locator(".compare-select").check()
+            expect(page.locator("#compare")).to_be_disabled()
+            rows[second].locator(".compare-select").check()
+            expect(page.locator("#compare")).to_be_enabled()
+            open_in_viewer(page, page.locator("#compare"), "Robustness scorecards compared")
+            page.click("#viewer-close")
+            expect(page.locator("#viewer")).to_be_hidden()
+
+            # the dashboard with its finished jobs, for a person to look at
+            screenshot = tmp_path / "dashboard.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            shutil.copyfile(screenshot, "/tmp/dashboard.png")
+
+            # a third job, cancelled from its row
+            third = upload(page, uploads.checkpoint_zip, uploads.images_zip)
+            row = page.locator(f'#jobs [data-job-id="{third}"]')
+            row.locator(".cancel").click()
+            expect(row.locator(".status")).to_have_text("cancelled", timeout=120_000)
+
+            # delete asks, then removes the row; the job is gone on the server too
+            rows[second].locator(".delete").click()
+            expect(rows[second]).to_have_count(0)
+            page.click("#refresh")
+            expect(page.locator("#jobs [data-job-id]")).to_have_count(2)
+            expect(rows[second]).to_have_count(0)
+
+            # a reload keeps the session (sessionStorage); sign out clears it. First wait for the
+            # event streams to end (a queued job is cancelled at once, its stream ends within 0.5 s).
+            expect(page.locator("#jobs")).to_have_attribute("data-streams", "0", timeout=30_000)
+            page.reload()
+            expect(page.locator("#jobs [data-job-id]")).to_have_count(2)
+            page.click("#signout")
+            expect(page.locator("#token")).to_be_visible()
+            expect(page.locator("#jobs [data-job-id]")).to_have_count(0)
+            assert page.evaluate("sessionStorage.length") == 0
+        finally:
+            browser.close()
+
+    # the deliberate 401 (and Chromium's console line about it) is the only error
+    assert [r for r in bad_responses if not r.startswith("401 GET ")] == [], bad_responses
+    assert len(bad_responses) == 1, bad_responses
+    assert [e for e in console_errors if "status of 401" not in e] == [], console_errors
+    assert failed_requests == [], failed_requests

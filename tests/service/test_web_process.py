@@ -1,0 +1,47 @@
+"""The web process never loads a model: serving the dashboard, checking an upload (model file,
+archive, classes, configuration), queueing the job and every read route run without importing
+torch, in a fresh interpreter."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from fastapi.testclient import TestClient
+    from medrobust.service.app import create_app
+    from medrobust.service.store import Store
+
+    data_dir, model, images = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    token = Store(data_dir).create_token("acme")
+    auth = {"Authorization": f"Bearer {token}"}
+    with TestClient(create_app(data_dir)) as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/healthz").status_code == 200
+        with model.open("rb") as m, images.open("rb") as i:
+            job = client.post("/api/v1/jobs", headers=auth, data={"config": "defenses: []"},
+                              files={"model": (model.name, m), "images": (images.name, i)})
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        assert client.get("/api/v1/jobs", headers=auth).status_code == 200
+        assert client.get(f"/api/v1/jobs/{job_id}", headers=auth).status_code == 200
+        assert client.get(f"/api/v1/jobs/{job_id}/report", headers=auth).status_code == 409
+        assert client.get(f"/api/v1/jobs/{job_id}/compare/{job_id}", headers=auth).status_code == 409
+        assert client.delete(f"/api/v1/jobs/{job_id}", headers=auth).status_code == 202
+    import medrobust.report.compare  # what the compare route imports when it runs
+    print("torch" in sys.modules)
+""")
+
+
+def test_web_process_never_imports_torch(tmp_path, uploads):
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "service"), str(uploads.checkpoint_zip),
+                             str(uploads.images_zip)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
