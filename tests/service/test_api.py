@@ -254,14 +254,28 @@ def test_oversize_upload_is_refused_while_streaming(tmp_path, uploads):
     assert not list(data_dir.rglob("images*"))
 
 
-def test_pickled_model_is_refused_and_never_loaded(service, uploads, tmp_path):
+class _TouchesWhenUnpickled:
+    """Unpickling this calls Path.touch(marker): proof of whether a file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("filename, fragment", [("model.pt", "never unpickles"), ("model.pth", "never unpickles"),
+                                                ("model.keras", "not a Keras 3"), ("model.onnx", "ONNX")])
+def test_pickled_model_is_refused_and_never_loaded(service, uploads, tmp_path, filename, fragment):
     marker = tmp_path / "unpickled"
-    path = tmp_path / "model.pt"
-    torch.save({"state": torch.zeros(2), "marker": str(marker)}, path)
+    path = tmp_path / filename
+    torch.save({"weights": torch.zeros(2), "payload": _TouchesWhenUnpickled(marker)}, path)
     with path.open("rb") as model, uploads.images_zip.open("rb") as images:
         response = service.client.post(API, headers=service.headers(), data={"classes": "Normal,Pneumonia,Pneumothorax"},
-                                        files={"model": ("model.pt", model), "images": ("x.zip", images)})
-    assert response.status_code == 422 and "never unpickles" in response.json()["detail"]
+                                        files={"model": (filename, model), "images": ("x.zip", images)})
+    assert response.status_code == 422 and fragment in response.json()["detail"], response.json()
+    Worker(service.data_dir, poll_s=0.01).run(once=True)  # nothing was queued for a worker to load either
+    assert not marker.exists()
     _nothing_left(service)
 
 

@@ -1,0 +1,63 @@
+"""`medrobust tokens` (create prints the token once and stores its hash; list; revoke), `medrobust
+worker` without a data directory, and the worker pool of `medrobust serve` starting a new worker
+when one dies."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("fastapi")
+
+from medrobust.cli import app  # noqa: E402
+from medrobust.cli.serve import WorkerPool  # noqa: E402
+from medrobust.service.store import Store  # noqa: E402
+
+runner = CliRunner()
+
+
+def test_tokens_create_list_revoke(tmp_path):
+    data_dir = str(tmp_path / "srv")
+    created = runner.invoke(app, ["tokens", "create", "--data-dir", data_dir, "--tenant", "acme"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip().splitlines()[0]
+    assert token.startswith("mrb_") and len(token) > 40
+    store = Store(data_dir)
+    assert store.tenant_for_token(token).name == "acme"
+    assert token.encode() not in (tmp_path / "srv" / "service.db").read_bytes()
+    listed = runner.invoke(app, ["tokens", "list", "--data-dir", data_dir])
+    assert listed.exit_code == 0 and "acme" in listed.stdout and token[:10] in listed.stdout
+    assert token not in listed.stdout  # only the first characters are ever shown again
+    revoked = runner.invoke(app, ["tokens", "revoke", "--data-dir", data_dir, token[:10]])
+    assert revoked.exit_code == 0 and "revoked 1 token" in revoked.stdout
+    assert store.tenant_for_token(token) is None
+    again = runner.invoke(app, ["tokens", "revoke", "--data-dir", data_dir, "1"])
+    assert again.exit_code == 2 and "no active token" in again.output
+    bad = runner.invoke(app, ["tokens", "create", "--data-dir", data_dir, "--tenant", " "])
+    assert bad.exit_code == 2 and "tenant name" in bad.output
+
+
+def test_worker_without_a_service_database_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["worker", "--data-dir", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "medrobust serve --data-dir" in result.output
+
+
+def test_worker_pool_starts_a_new_worker_when_one_dies(monkeypatch):
+    monkeypatch.setattr("medrobust.cli.serve.WORKER_RESTART_DELAY_S", 0.05)
+    pool = WorkerPool([sys.executable, "-c", "import time; time.sleep(60)"], 2)
+    pool.start()
+    try:
+        first = pool.processes[0]
+        first.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while pool.processes[0] is first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.processes[0] is not first and pool.processes[0].poll() is None
+        assert pool.processes[1].poll() is None
+    finally:
+        pool.stop(timeout_s=5)
+    assert all(p.poll() is not None for p in pool.processes)
