@@ -61,3 +61,60 @@ def test_worker_pool_starts_a_new_worker_when_one_dies(monkeypatch):
     finally:
         pool.stop(timeout_s=5)
     assert all(p.poll() is not None for p in pool.processes)
+
+
+def test_serve_workers_do_not_outlive_the_server(tmp_path):
+    """`medrobust serve --workers 1` SIGKILLed: its worker notices and stops by itself."""
+    pytest.importorskip("uvicorn")
+    import os
+    import subprocess
+
+    import httpx
+
+    data_dir, port = tmp_path / "srv", _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "medrobust", "serve", "--data-dir", str(data_dir), "--port", str(port),
+                               "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, workers = time.monotonic() + 90, 0
+        while time.monotonic() < deadline and workers < 1:
+            try:
+                workers = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()["workers"]
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        assert workers == 1
+        (pid,) = [row["pid"] for row in Store(data_dir).db.execute("SELECT pid FROM workers")]
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert not _alive(pid), "the worker outlived its server"
+    finally:
+        if server.poll() is None:
+            server.kill()
+        for row in Store(data_dir).db.execute("SELECT pid FROM workers"):
+            if _alive(row["pid"]):
+                os.kill(row["pid"], signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (exited, not yet reaped by its new parent) counts as gone
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

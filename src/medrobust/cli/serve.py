@@ -4,6 +4,7 @@ tokens (docs/service.md). Needs the ``service`` extra: ``pip install 'medrobust[
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -72,15 +73,15 @@ def serve(
         max_archive_members=max_members, max_expanded_bytes=int(max_expanded_mb * MiB), max_ratio=max_ratio,
         max_active_jobs=tenant_jobs, max_stored_bytes=int(tenant_gb * GiB))
     web = service_app.create_app(data_dir, limits)
-    command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir),
-               "--lease-seconds", str(lease_seconds)] + (["--device", device] if device else [])
+    command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir), "--lease-seconds",
+               str(lease_seconds), "--stop-with-parent", str(os.getpid())] + (["--device", device] if device else [])
     pool = WorkerPool(command, workers)
     pool.start()
     console.print(f"medrobust service on http://{host}:{port}/ (API docs /docs), data in {data_dir}, "
                   f"{workers} worker{'s' if workers != 1 else ''}", highlight=False)
     try:
         uvicorn.run(web, host=host, port=port, log_level="info", access_log=access_log)
-    finally:
+    finally:  # not reached when uvicorn re-raises SIGTERM: the workers then stop by themselves (--stop-with-parent)
         pool.stop()
 
 
@@ -127,6 +128,8 @@ def worker(
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="Wait between looks at an empty queue.")] = 1.0,
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda")] = None,
     once: Annotated[bool, typer.Option("--once", help="Stop when the queue is empty.")] = False,
+    stop_with_parent: Annotated[Optional[int], typer.Option(
+        "--stop-with-parent", hidden=True, help="Stop when this process (medrobust serve) is gone.")] = None,
 ) -> None:
     """Run jobs from DIR's queue (start as many as the machine holds; they share DIR)."""
     from medrobust.service.worker import Worker
@@ -137,6 +140,8 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     runner = Worker(data_dir, lease_s=lease_seconds, poll_s=poll_seconds, device=device)
     runner.install_signal_handlers()
+    if stop_with_parent is not None:
+        runner.stop_with_parent(stop_with_parent)
     runner.run(once=once)
 
 

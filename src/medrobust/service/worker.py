@@ -11,7 +11,8 @@ directory (the runner keeps every finished batch), not from zero. While it works
   most twice a second, and at every stage change) and checks the cancel flag at every batch,
   so a cancelled job stops within one batch.
 
-On SIGTERM or SIGINT the worker stops after giving its job back to the queue.
+On SIGTERM or SIGINT the worker stops after giving its job back to the queue (at the next batch),
+and so does a worker started by ``medrobust serve`` when the server process is gone.
 """
 
 from __future__ import annotations
@@ -172,6 +173,17 @@ class Worker:
         self.lease_s, self.poll_s, self.device = lease_s, poll_s, device
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.stop = threading.Event()
+
+    def stop_with_parent(self, parent_pid: int, interval_s: float = 1.0) -> None:
+        """Stop (giving the job back) once the process ``parent_pid`` is gone: a worker started
+        by ``medrobust serve`` does not outlive it, however it ended (SIGTERM, SIGKILL)."""
+        def watch() -> None:
+            while not self.stop.wait(interval_s):
+                if os.getppid() != parent_pid:
+                    log.info("worker %s: its server %d is gone; stopping", self.id, parent_pid)
+                    self.stop.set()
+
+        threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
     def install_signal_handlers(self) -> None:
         def handle(signum: int, _frame: object) -> None:
