@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -22,6 +24,25 @@ def last_conv_layer(model: nn.Module) -> str | None:
     return names[-1] if names else None
 
 
+@contextmanager
+def _hooks_removed_after(model: nn.Module) -> Iterator[None]:
+    """Remove the forward and backward hooks added inside the block. MONAI's CAM registers hooks
+    on the target layer and keeps no handle to them, so without this every heatmap would leave
+    two more hooks on the caller's model (and a model with backward hooks cannot be traced)."""
+    before = {name: (set(m._forward_hooks), set(m._backward_hooks), m._is_full_backward_hook)
+              for name, m in model.named_modules()}
+    try:
+        yield
+    finally:
+        for name, m in model.named_modules():
+            forward, backward, full = before.get(name, (set(), set(), None))
+            for key in set(m._forward_hooks) - forward:
+                del m._forward_hooks[key]
+            for key in set(m._backward_hooks) - backward:
+                del m._backward_hooks[key]
+            m._is_full_backward_hook = full
+
+
 def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     """(B, H, W) heatmaps in [0, 1] for the predicted class, or None when the model has no
     convolution to look at or gives no gradients (black-box models)."""
@@ -33,7 +54,7 @@ def gradcam(model: nn.Module, x: torch.Tensor) -> np.ndarray | None:
     try:
         from monai.visualize import GradCAM
 
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad(), _hooks_removed_after(model):
             cam = GradCAM(nn_module=model, target_layers=layer)
             maps = cam(x=x.detach().clone().requires_grad_(True))
     except Exception as err:  # MONAI raises various errors for unusual architectures
