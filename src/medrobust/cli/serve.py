@@ -60,6 +60,8 @@ def serve(
     tenant_jobs: Annotated[int, typer.Option("--tenant-jobs", help="Most queued + running jobs per tenant.")] = 2,
     tenant_gb: Annotated[float, typer.Option("--tenant-gb", help="Most GiB stored per tenant.")] = 50,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
+    worker_nice: Annotated[int, typer.Option(
+        "--worker-nice", help="Priority the workers give up (0-19) so that requests are answered first.")] = 10,
 ) -> None:
     """Start the web service (API at /api/v1, docs at /docs, dashboard at /) and its workers."""
     service_app = _service_modules()
@@ -74,7 +76,8 @@ def serve(
         max_active_jobs=tenant_jobs, max_stored_bytes=int(tenant_gb * GiB))
     web = service_app.create_app(data_dir, limits)
     command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir), "--lease-seconds",
-               str(lease_seconds), "--stop-with-parent", str(os.getpid())] + (["--device", device] if device else [])
+               str(lease_seconds), "--stop-with-parent", str(os.getpid()), "--nice", str(worker_nice)] \
+        + (["--device", device] if device else [])
     pool = WorkerPool(command, workers)
     pool.start()
     console.print(f"medrobust service on http://{host}:{port}/ (API docs /docs), data in {data_dir}, "
@@ -128,6 +131,8 @@ def worker(
     poll_seconds: Annotated[float, typer.Option("--poll-seconds", help="Wait between looks at an empty queue.")] = 1.0,
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda")] = None,
     once: Annotated[bool, typer.Option("--once", help="Stop when the queue is empty.")] = False,
+    nice: Annotated[int, typer.Option(
+        "--nice", help="Lower this worker's priority by N (0-19), e.g. on a machine that also answers requests.")] = 0,
     stop_with_parent: Annotated[Optional[int], typer.Option(
         "--stop-with-parent", hidden=True, help="Stop when this process (medrobust serve) is gone.")] = None,
 ) -> None:
@@ -138,6 +143,8 @@ def worker(
         raise ValueError(f"--data-dir {data_dir}: no service database there; start `medrobust serve --data-dir "
                          f"{data_dir}` first, or give the data directory the server uses")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    if nice:
+        os.nice(max(0, min(int(nice), 19)))
     runner = Worker(data_dir, lease_s=lease_seconds, poll_s=poll_seconds, device=device)
     runner.install_signal_handlers()
     if stop_with_parent is not None:

@@ -53,7 +53,7 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
         return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.get("/healthz", tags=["service"], summary="Liveness (no token)")
-    def healthz() -> dict:
+    async def healthz() -> dict:
         return {"status": "ok", "version": __version__,
                 "workers": app.state.store.live_workers(WORKER_SEEN_WITHIN_S)}
 
