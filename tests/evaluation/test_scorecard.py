@@ -82,3 +82,44 @@ def test_schema_and_missing_evidence(scorecards) -> None:
     metrics = json.loads((root / "normal" / "metrics.json").read_text())
     assert metrics["robustness_score"]["value"] == pytest.approx(round(cards["normal"].overall, 1))
     assert len(metrics["model"]["sha256"] or "") in (0, 64)
+
+
+def test_defenses_without_their_adaptive_attacker_are_refused_not_skipped():
+    from medrobust.evaluation.config import ExperimentConfig
+
+    with pytest.raises(ValueError, match="adaptive.enabled is false"):
+        ExperimentConfig.model_validate({"defenses": ["jpeg+tv"], "adaptive": {"enabled": False}})
+    ExperimentConfig.model_validate({"defenses": [], "adaptive": {"enabled": False}})
+
+
+class _AlwaysPneumonia(torch.nn.Module):
+    """A model without skill: the same answer for every image (gradients exist, and are zero)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([0.0, 3.0, 0.0]) + 0.0 * x.mean(dim=(1, 2, 3), keepdim=False)[:, None]
+
+
+def test_a_model_without_skill_gets_no_score_not_a_perfect_one(tmp_path) -> None:
+    metrics = mr.evaluate(_AlwaysPneumonia(), "phantom:seed=3,per_class=8", preset="quick", run_dir=tmp_path / "run",
+                          size=32, classes=["Normal", "Pneumonia", "Pneumothorax"])
+    assert metrics.baseline.accuracy == pytest.approx(1 / 3)
+    card = read_scorecard(tmp_path / "run")
+    assert card.overall is None and card.overall_text.startswith("not assessed: clean accuracy 33.3%")
+    assert "always answering" in card.overall_text and card.rows
+    assert all(row.score is None and row.score_text == card.overall_text for row in card.rows)
+    assert metrics.robustness_score.value is None
+
+
+def test_no_skill_compares_with_the_most_frequent_class() -> None:
+    from medrobust.evaluation.results import ClassificationReport
+    from medrobust.evaluation.scorecard import no_skill
+
+    def report(matrix):
+        n = sum(map(sum, matrix))
+        return ClassificationReport(n=n, accuracy=sum(matrix[i][i] for i in range(len(matrix))) / n,
+                                    classes=["Normal", "Pneumonia"], confusion_matrix=matrix, per_class={})
+
+    assert no_skill(report([[90, 0], [10, 0]])) is not None  # 90% by always answering Normal on 90% Normal
+    assert "always answering Normal" in no_skill(report([[90, 0], [10, 0]]))
+    assert no_skill(report([[6, 4], [4, 6]])) is not None  # 60% of 20: the interval reaches 50%
+    assert no_skill(report([[45, 5], [5, 45]])) is None  # 90% of 100 on balanced data

@@ -62,12 +62,12 @@ def finished(tmp_path_factory, uploads):
 
 
 def test_submitted_job_runs_to_done_with_its_results(finished, uploads):
-    client, token, _, a, b, _ = finished
+    client, token, _, a, b, data_dir = finished
     auth = {"Authorization": f"Bearer {token}"}
     for job_id in (a, b):
         job = client.get(f"{API}/{job_id}", headers=auth).json()
         assert job["status"] == "done", job["error"]
-        assert job["images"] == 36 and job["ignored_files"] == ["xrays/README.txt"]
+        assert job["image_files"] == 36 and job["ignored_files"] == ["xrays/README.txt"]
         assert job["headline"]["overall"] and job["headline"]["rows"], job["headline"]
         assert job["fraction"] is None and job["stage"] is None and job["stages_finished"] >= 5
         report = client.get(f"{API}/{job_id}/report", headers=auth)
@@ -86,6 +86,11 @@ def test_submitted_job_runs_to_done_with_its_results(finished, uploads):
         root = names[0].split("/")[0]
         assert root.startswith("chest-cnn-") and f"{root}/metrics.json" in names and f"{root}/report.html" in names
         assert not any(n.endswith((".pt", ".safetensors", ".zip")) for n in names), names  # no uploaded model
+        # the run names the uploaded files, never the server's folders
+        for text in (report.text, statement.text, json.dumps(metrics), json.dumps(scorecard)):
+            assert str(data_dir) not in text and "jobs/" not in text
+    metrics_b = client.get(f"{API}/{b}/metrics", headers=auth).json()
+    assert metrics_b["model"]["file"] == "chest-cnn.pt" and metrics_b["data"]["source"] == "images/xrays"
     # the TorchScript job read the model's classes by name, in another case and order than the folders
     job_b = client.get(f"{API}/{b}", headers=auth).json()
     assert job_b["classes"] == ["normal", "PNEUMONIA", "pneumothorax"]
@@ -100,7 +105,8 @@ def test_list_is_newest_first_and_paged(finished):
     assert [j["id"] for j in page["jobs"]] == [b, a] and page["total"] == 2
     second = client.get(API, params={"limit": 1, "offset": 1}, headers=auth).json()
     assert [j["id"] for j in second["jobs"]] == [a] and second["limit"] == 1
-    assert client.get(API, params={"limit": 0}, headers=auth).status_code == 422
+    bad = client.get(API, params={"limit": 0, "offset": "abc"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("invalid request: limit:")
 
 
 def test_compare_two_finished_jobs(finished):
@@ -292,6 +298,7 @@ def test_unknown_model_extension_is_refused(service, uploads, filename):
     ("data: {source: /etc}\n", "data.source"),
     ("output_dir: /tmp/elsewhere\n", "output_dir"),
     ("model: {load: {path: /srv/other.pt}}\n", "model"),
+    ("model: {load: {classes: [Normal, Pneumonia, Pneumothorax]}}\n", "form fields classes"),
     ("detectors: {squeeze: {calibration: /srv/clean}}\n", "detectors.squeeze.calibration"),
     ("surrogates: [{name: s, load: {path: /srv/s.pt}}]\n", "surrogates[0]"),
     ("attacks: [{name: pgd, steps_typo: 3}]\n", "invalid configuration"),

@@ -210,6 +210,18 @@ class ExperimentConfig(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _defenses_need_their_adaptive_attacker(self) -> "ExperimentConfig":
+        """A defense is scored only against the attacker who knows it (and against the plain
+        attacks alongside): without the adaptive attack its stage would not run at all, and a
+        defense listed but never tested must not pass silently."""
+        if self.defenses and not self.adaptive.enabled:
+            raise ValueError(
+                f"defenses {self.defenses} are listed but adaptive.enabled is false: a defense is evaluated against "
+                "an adaptive attacker (and the plain attacks); set adaptive.enabled: true, or remove the defenses"
+            )
+        return self
+
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name

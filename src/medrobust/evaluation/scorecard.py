@@ -30,7 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust.components import eps_label
-from medrobust.evaluation.results import AttackOutcome, RunMetrics
+from medrobust.evaluation.results import AttackOutcome, ClassificationReport, RunMetrics
 from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
 
 SCHEMA_VERSION = 1
@@ -244,6 +244,12 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         not_tested.append("detectors: not tested")
     undefended = [r.score for r in rows if r.threat_model in ("white-box", "transfer", "query") and r.score is not None]
     overall = min(undefended) if undefended else None
+    unskilled = no_skill(metrics.baseline)
+    if unskilled is not None:  # robustness of a model that cannot classify is no robustness at all
+        for row in rows:
+            row.score, row.score_text = None, unskilled
+        overall = None
+        not_tested.insert(0, unskilled)
     return Scorecard(
         run=metrics.name, created=metrics.created, medrobust_version=metrics.medrobust_version,
         seed=metrics.config.get("seed"), model={k: v for k, v in metrics.model.items() if k in (
@@ -251,8 +257,25 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         data={k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
                                                "normal_class")},
         rows=rows, not_tested=not_tested, overall=overall,
-        overall_text=f"{overall:.1f} / 100" if overall is not None else "not defined: no undefended threat model "
-        "was tested up to 8/255", definitions=DEFINITIONS)
+        overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
+        "model was tested up to 8/255", definitions=DEFINITIONS)
+
+
+def no_skill(baseline: ClassificationReport) -> str | None:
+    """Why no robustness score is given when the model does not beat always answering the test
+    set's most frequent class (its clean accuracy's 95% Wilson interval reaches that rate), else
+    None. Such a model has little to lose: a constant answer scores 100 / 100 on every attack."""
+    counts = [sum(row) for row in baseline.confusion_matrix]
+    if not baseline.n or not counts or not sum(counts):
+        return None
+    majority = max(range(len(counts)), key=counts.__getitem__)
+    rate = counts[majority] / sum(counts)
+    interval = wilson_interval(round(baseline.accuracy * baseline.n), baseline.n)
+    if interval is None or interval[0] > rate:
+        return None
+    return (f"not assessed: clean accuracy {baseline.accuracy:.1%} (95% CI {interval[0]:.1%}-{interval[1]:.1%}, "
+            f"{baseline.n} images) is not above the {rate:.1%} of always answering {baseline.classes[majority]}; "
+            "a robustness score needs a model that tells the classes apart")
 
 
 def _eps_of(adaptive_key: str, plain: list[tuple[float, float, str]]) -> float:

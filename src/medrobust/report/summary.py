@@ -12,6 +12,7 @@ from html import escape
 
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
+from medrobust.evaluation.scorecard import QUERY_ATTACKS
 from medrobust.report.run_contents import RunContents, format_eps, pct, visible_budget
 
 PREFERRED_BENIGN = "jpeg90"
@@ -75,8 +76,12 @@ def _baseline(w: _Writer, metrics: RunMetrics) -> None:
 
 def _attack(w: _Writer, attack: AttackOutcome) -> None:
     src = f"attacks[{attack.key}]"
-    who = ("an attacker who can compute the model's gradients" if attack.source == "white-box"
-           else f"an attacker without access to the model ({attack.source})")
+    if attack.source == "white-box" and attack.attack in QUERY_ATTACKS:
+        who = "an attacker who may only query the model's outputs (no gradients)"
+    elif attack.source == "white-box":
+        who = "an attacker who can compute the model's gradients"
+    else:
+        who = f"an attacker without access to the model ({attack.source})"
     if attack.success_rate_correct is None:
         changed = ("the rate at which it changes correct answers is not defined (0 correctly classified images)")
     else:

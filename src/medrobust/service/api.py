@@ -203,10 +203,11 @@ async def job_events(request: Request, job_id: str, who: Caller) -> StreamingRes
 def _finished_run(request: Request, job_id: str, who: Tenant) -> JobFiles:
     row = _own_job(request, job_id, who)
     if row["status"] != "done":
-        detail = {"queued": "is queued", "running": "is running", "failed": f"failed: {row['error']}",
-                  "cancelled": "was cancelled"}[row["status"]]
-        raise HTTPException(409, f"job {job_id} {detail}; its results exist once its status is done "
-                                 f"(follow it with GET {API}/{job_id}/events)")
+        if row["status"] in ACTIVE:
+            raise HTTPException(409, f"job {job_id} is {row['status']}; its results exist once its status is done "
+                                     f"(follow it with GET {API}/{job_id}/events)")
+        ended = f"failed: {row['error']}" if row["status"] == "failed" else "was cancelled"
+        raise HTTPException(409, f"job {job_id} {ended}; it has no results: submit it again (POST /api/v1/jobs)")
     return job_files(request.app.state.data_dir, row)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException
+from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -51,6 +51,13 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
     @app.exception_handler(HTTPException)
     async def _json_error(_request: Request, err: HTTPException) -> JSONResponse:
         return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _one_sentence(_request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p not in ('query', 'path', 'body'))}: "
+                             f"{e.get('msg', 'invalid')}" for e in err.errors())
+        return JSONResponse({"detail": f"invalid request: {problems}; see /docs for each route's parameters"},
+                            status_code=422)
 
     @app.get("/healthz", tags=["service"], summary="Liveness (no token)")
     async def healthz() -> dict:

@@ -36,6 +36,11 @@ def parse_job_config(text: str) -> dict[str, Any]:
         raise ConfigRefused(str(err)) from None
     if not raw:
         raise ConfigRefused("config: is empty; leave the field out and give a preset instead")
+    if raw.get("model") is not None:
+        raise ConfigRefused(
+            "config: model: is the uploaded file, which the service fills itself; give the model's contract with the "
+            "form fields classes, input_size, intensity, output_kind and normal_class, and remove model: from the "
+            "configuration")
     for path in _SERVICE_FIELDS:
         if _get(raw, path) is not None:
             raise ConfigRefused(

@@ -54,7 +54,7 @@ def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:
         "error": row["error"],
         "skipped": json.loads(row["skipped"]) if row["skipped"] else [],
         "ignored_files": request.get("ignored_files", []),
-        "images": request.get("images_kept"),
+        "image_files": request.get("images_kept"),  # extracted; an unreadable one is listed in skipped once run
         "headline": json.loads(row["headline"]) if row["headline"] else None,
         "links": links,
     }

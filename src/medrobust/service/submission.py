@@ -13,6 +13,7 @@ by the worker when it loads the model, in the first seconds of the job.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,17 @@ def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, 
     if not classes:
         raise SubmissionRefused(422, "classes: give the model's classes in its output order, comma-separated "
                                      "(e.g. Normal,Pneumonia,Pneumothorax); only a medrobust checkpoint carries its own")
-    return path.relative_to(folder).as_posix(), list(classes)
+    named = folder / _model_file_name(shown, path.suffix)
+    path.rename(named)
+    return named.relative_to(folder).as_posix(), list(classes)
+
+
+def _model_file_name(shown: str, suffix: str) -> str:
+    """The uploaded model's name as the worker reads it (and the run records it): the client's
+    name made safe (``chest v2.keras`` -> ``chest-v2.keras``), with the suffix the checks read."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(shown).name[:-len(suffix)] if shown.lower().endswith(suffix)
+                  else Path(shown).stem).strip("-.")[:80]
+    return (stem if stem and stem != "images" else "model") + suffix
 
 
 def _checkpoint_classes(checkpoint: Path, shown: str) -> list[str]:

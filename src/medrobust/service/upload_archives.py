@@ -113,7 +113,8 @@ def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
     kept = [m for m in files if m.suffix in IMAGE_SUFFIXES]
     ignored = list(dict.fromkeys(m.path for m in files if m.suffix not in IMAGE_SUFFIXES))
     if not kept:
-        raise context.refuse(f"holds no image ({', '.join(IMAGE_SUFFIXES)}){_some_of(ignored)}")
+        raise context.refuse(f"holds no image ({', '.join(IMAGE_SUFFIXES)}){_some_of(ignored)}; images are "
+                             "recognised by their extension, so DICOM files need .dcm (PACS exports often have none)")
     wrapper, classes = _class_layout(kept, context)
     _extract(kind, Path(archive), kept, Path(dest), context)
     return ExtractedImages(Path(dest).joinpath(*wrapper), classes, len(kept), ignored)

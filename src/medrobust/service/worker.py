@@ -1,7 +1,7 @@
 """A worker: claims jobs from the data directory's queue and runs each through the public layer.
 
 ``medrobust worker --data-dir DIR`` runs one. For each job it calls
-``mr.evaluate(model, images, preset | config, run_dir=DIR/jobs/ID/run, progress=...)`` and
+``mr.evaluate(model, images, preset | config, run_dir=DIR/jobs/ID/RUN, progress=...)`` and
 builds the report, so a job whose worker was killed is resumed by the next worker from its run
 directory (the runner keeps every finished batch), not from zero. While it works:
 
@@ -125,13 +125,16 @@ class LeaseKeeper:
 
 
 def job_arguments(request: dict[str, Any], files: JobFiles) -> dict[str, Any]:
-    """``mr.evaluate``'s arguments for a job's request (as the web process stored it)."""
+    """``mr.evaluate``'s arguments for a job's request (as the web process stored it). The model
+    and images are named relative to the job's upload folder, where the job runs, so that what
+    the run records (config.yaml, metrics, report, skipped files) names the uploaded files, not
+    the server's folders."""
     contract = request.get("contract") or {}
     arguments: dict[str, Any] = {
-        "model": str(files.upload / request["model_path"]),
-        "images": str(files.upload / request["images_path"]),
+        "model": request["model_path"],  # relative to the upload folder, the job's working directory
+        "images": request["images_path"],
         "preset": request.get("config") or request.get("preset") or "quick",
-        "run_dir": files.run,
+        "run_dir": Path("..") / files.run_name,  # beside the upload folder; recorded as output_dir ".."
         "trust_pickle": False,
         **{key: contract[key] for key in ("classes", "input_size", "intensity", "output_kind") if contract.get(key)},
     }
@@ -168,8 +171,8 @@ class Worker:
 
     def __init__(self, data_dir: str | Path, *, lease_s: float = 60.0, poll_s: float = 1.0,
                  device: str | None = None) -> None:
-        self.store = Store(data_dir)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()  # jobs run from their upload folder (see run_job)
+        self.store = Store(self.data_dir)
         self.lease_s, self.poll_s, self.device = lease_s, poll_s, device
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.stop = threading.Event()
@@ -230,7 +233,8 @@ class Worker:
                 arguments = job_arguments(request, files)
                 if self.device:
                     arguments["device"] = self.device
-                metrics = _evaluate_and_report(arguments, progress)
+                with _working_directory(files.upload):
+                    metrics = _evaluate_and_report(arguments, progress)
             except JobCancelled:
                 self.store.finish(job_id, self.id, "cancelled", stored_bytes=files.size())
                 log.info("job %s cancelled", job_id)
@@ -252,6 +256,16 @@ class Worker:
                 log.info("job %s done", job_id)
         if self.store.job(job_id) is not None and self.store.job(job_id)["delete_requested"]:
             self.clean_up()
+
+
+@contextmanager
+def _working_directory(folder: Path):  # noqa: ANN202  (a context manager)
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _evaluate_and_report(arguments: dict[str, Any], progress: JobProgress):

@@ -378,7 +378,7 @@ function renderRow(job) {
     el("span", { text: `preset: ${job.preset || "custom configuration"}` }),
     el("span", { text: `created: ${formatTime(job.created)}` }),
     job.finished ? el("span", { text: `finished: ${formatTime(job.finished)}` }) : null,
-    typeof job.images === "number" ? el("span", { text: `images: ${job.images}` }) : null,
+    typeof job.image_files === "number" ? el("span", { text: `image files: ${job.image_files}` }) : null,
     Array.isArray(job.classes) && job.classes.length ? el("span", { text: `classes: ${job.classes.join(", ")}` }) : null));
   if (ACTIVE.has(job.status)) row.append(progressBlock(job));
   if (ACTIVE.has(job.status) && job.cancel_requested) row.append(el("p", { class: "note", text: "cancel requested: stopping after the current batch" }));
