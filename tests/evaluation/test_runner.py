@@ -78,7 +78,13 @@ def test_metrics_hold_every_stage(finished_run) -> None:
         assert set(d.fpr_benign) == {"jpeg90", "rewindow", "resize", "noise"}
         assert set(d.detection_rate) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255"}
     assert m.detectors[0].fpr_clean == 0.0  # an image compared with itself is never flagged
-    assert 0 <= m.robustness_score.value <= 100 and "Robustness score" in m.robustness_score.definition
+    from medrobust.evaluation.scorecard import no_skill
+
+    assert "Robustness score" in m.robustness_score.definition
+    if no_skill(m.baseline) is None:  # the tiny model may not beat its majority class: then there is no score
+        assert 0 <= m.robustness_score.value <= 100
+    else:
+        assert m.robustness_score.value is None
     for stage in ("baseline", "attack sia@8/255"):
         assert stage in m.seconds_per_image
 

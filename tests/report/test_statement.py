@@ -70,7 +70,7 @@ def test_statement_names_model_classes_limitations_and_requirements(complete_run
     text = page_text((run_dir / STATEMENT_FILE).read_text())
     assert metrics.model["file"] in text and metrics.model["sha256"] in text
     assert "Normal, Pneumonia, Pneumothorax" in text
-    assert "input 32 x 32" in text
+    assert "size 32 x 32" in text and "input input" not in text
     for limitation in ("Physical-world attacks", "poisoning", "Other modalities", "Budgets beyond the largest tested",
                        "query-only attacker: not tested"):
         assert limitation in text, limitation

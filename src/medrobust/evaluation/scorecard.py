@@ -235,7 +235,7 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
             main = _main_eps([by_key[k] for _, _, k in plain])
             rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
                              None, metrics, flips_override=note))
-        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, f"{d.adaptive_attack} ({d.gradient_mode})")]
+        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]  # names its gradient mode
         rows.append(_row("adaptive", f"{d.name}, adaptive attacker ({d.gradient_mode})", d.clean.accuracy, n, adaptive,
                          adaptive_eps, None, metrics, flips_override=note))
     if not metrics.defenses:

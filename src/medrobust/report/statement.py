@@ -116,7 +116,7 @@ def _model(f: Fields) -> str:
     else:
         classes = _field_or(f, SC, "/data/classes", "list", "not recorded")
     if contract:
-        parts = [f"input {_field_or(f, SC, '/model/contract/input_size', 'size', 'any size')}",
+        parts = [f"size {_field_or(f, SC, '/model/contract/input_size', 'size', 'any size')}",
                  f"stored channels {_field_or(f, SC, '/model/contract/stored_channels', 'int', 'not recorded')}",
                  f"network channels {_field_or(f, SC, '/model/contract/network_channels', 'int', 'not recorded')}",
                  f"intensity {_field_or(f, SC, '/model/contract/intensity', 'text', 'not recorded')}",
