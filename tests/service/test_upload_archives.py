@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from medrobust.service.archive_listing import TAR_HEADER_ALLOWANCE
 from medrobust.service.limits import ServiceLimits
 from medrobust.service.upload_archives import (
     CHECKPOINT_META,
     CHECKPOINT_WEIGHTS,
-    TAR_HEADER_ALLOWANCE,
     ArchiveRefused,
     ExtractedImages,
     extract_checkpoint_archive,
