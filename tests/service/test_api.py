@@ -326,6 +326,8 @@ def test_a_valid_config_is_queued_with_it(service, uploads):
     ({"preset": "quick", "config": "defenses: []"}, 422, "not both"),
     ({"classes": "Normal,Pneumonia"}, 422, "checkpoint"),
     ({"input_size": "huge"}, 422, "input_size"),
+    ({"intensity": "hu"}, 422, "intensity: unknown intensity convention 'hu'"),
+    ({"output_kind": "logits"}, 422, "output_kind: unknown output kind"),
     ({"normal_class": "Healthy"}, 422, "normal class"),
     ({"colour": "red"}, 422, "colour"),
 ])

@@ -11,6 +11,8 @@ from enum import Enum
 
 import torch
 
+from medrobust.contract_names import intensity_name
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -25,14 +27,7 @@ class Intensity(str, Enum):
     def parse(cls, value: "str | Intensity") -> "Intensity":
         if isinstance(value, cls):
             return value
-        aliases = {"none": "unit", "[0,1]": "unit", "[-1,1]": "symmetric", "[0,255]": "byte"}
-        key = aliases.get(value.replace(" ", "").lower(), value.lower())
-        try:
-            return cls(key)
-        except ValueError:
-            raise ValueError(
-                f"unknown intensity convention {value!r}; use one of unit (none), imagenet, symmetric ([-1,1]), byte ([0,255])"
-            ) from None
+        return cls(intensity_name(value))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """Map images in [0, 1] of shape (B, C, H, W) to this convention (differentiable).

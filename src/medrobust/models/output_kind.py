@@ -18,6 +18,8 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 
+from medrobust.contract_names import output_kind_name
+
 
 class OutputKind(str, Enum):
     SOFTMAX = "softmax"
@@ -26,12 +28,9 @@ class OutputKind(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | OutputKind") -> "OutputKind":
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(
-                f"unknown output kind {value!r}; use one of {', '.join(k.value for k in cls)}"
-            ) from None
+        if isinstance(value, cls):
+            return value
+        return cls(output_kind_name(value))
 
     def check_logits(self, logits: torch.Tensor, n_classes: int) -> None:
         expected = 1 if self is OutputKind.BINARY else n_classes

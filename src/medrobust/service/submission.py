@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medrobust.contract_names import intensity_name, output_kind_name
 from medrobust.data.class_names import ClassMatchError, find_normal_class, match_classes
 from medrobust.layer.presets import PRESETS
 from medrobust.model_archive import ModelArchiveError, check_model_archive
@@ -119,8 +120,12 @@ def _contract(fields: dict[str, str]) -> dict[str, Any]:
             raise SubmissionRefused(422, f"input_size: {fields['input_size']!r} is not a whole number of pixels "
                                          f"from 1 to {MAX_INPUT_SIZE}; give the side the model takes, e.g. 224")
         contract["input_size"] = size
-    for key in ("intensity", "output_kind", "normal_class"):
+    for key, check in (("intensity", intensity_name), ("output_kind", output_kind_name), ("normal_class", str)):
         if fields.get(key):
+            try:
+                check(fields[key])
+            except ValueError as err:
+                raise SubmissionRefused(422, f"{key}: {err}") from None
             contract[key] = fields[key]
     return contract
 

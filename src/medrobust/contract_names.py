@@ -1,0 +1,31 @@
+"""The names a model's contract accepts for its intensity convention and its output kind, read
+without torch, so that the service's web process can refuse a misspelt name before a job is
+queued. :class:`medrobust.models.intensity.Intensity` and
+:class:`medrobust.models.output_kind.OutputKind` parse through these functions (a test checks
+that their members are exactly these names).
+"""
+
+from __future__ import annotations
+
+INTENSITY_NAMES = ("unit", "imagenet", "symmetric", "byte")
+"""[0, 1] as stored; (x - mean) / std with ImageNet statistics; [-1, 1]; [0, 255]."""
+INTENSITY_ALIASES = {"none": "unit", "[0,1]": "unit", "[-1,1]": "symmetric", "[0,255]": "byte"}
+
+OUTPUT_KIND_NAMES = ("softmax", "binary", "multilabel")
+"""One logit per class (softmax); one logit for the positive class; one sigmoid per finding."""
+
+
+def intensity_name(value: str) -> str:
+    """The convention ``value`` names (``"[-1, 1]"`` -> ``"symmetric"``); ValueError listing the names."""
+    key = INTENSITY_ALIASES.get(value.replace(" ", "").lower(), value.lower())
+    if key not in INTENSITY_NAMES:
+        raise ValueError(f"unknown intensity convention {value!r}; use one of unit (none), imagenet, "
+                         "symmetric ([-1,1]), byte ([0,255])")
+    return key
+
+
+def output_kind_name(value: str) -> str:
+    """``value`` when it is an output kind; ValueError listing them."""
+    if value not in OUTPUT_KIND_NAMES:
+        raise ValueError(f"unknown output kind {value!r}; use one of {', '.join(OUTPUT_KIND_NAMES)}")
+    return value
