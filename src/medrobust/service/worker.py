@@ -254,7 +254,8 @@ class Worker:
                 self.store.finish(job_id, self.id, "done", skipped=skipped, headline=headline(files.run),
                                   stored_bytes=files.size())
                 log.info("job %s done", job_id)
-        if self.store.job(job_id) is not None and self.store.job(job_id)["delete_requested"]:
+        after = self.store.job(job_id)
+        if after is not None and after["delete_requested"]:  # deleted while it ran: its files go now
             self.clean_up()
 
 
