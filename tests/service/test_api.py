@@ -354,4 +354,8 @@ def test_openapi_documents_the_upload(service):
     schema = service.client.get("/openapi.json").json()
     body = schema["paths"][API]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"model", "images", "classes", "preset", "config"} <= set(body["properties"])
-    assert service.client.get("/docs").status_code == 200
+    docs = service.client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # works offline
+    asset = service.client.get("/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000

@@ -189,3 +189,22 @@ def test_dashboard_end_to_end(live_service, tmp_path):
     assert len(bad_responses) == 1, bad_responses
     assert [e for e in console_errors if "status of 401" not in e] == [], console_errors
     assert failed_requests == [], failed_requests
+
+
+def test_api_docs_render_offline(live_service):
+    """/docs draws every route from local files (Swagger UI 5, which reads OpenAPI 3.1): no CDN."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            failed, remote = [], []
+            page.on("requestfailed", lambda request: failed.append(request.url))
+            page.on("request", lambda request: None if request.url.startswith(live_service.base_url)
+                    else remote.append(request.url))
+            page.goto(live_service.base_url + "/docs")
+            expect(page.locator(".opblock").first).to_be_visible(timeout=30_000)
+            assert page.locator(".opblock").count() >= 12
+            expect(page.locator("body")).to_contain_text("/api/v1/jobs/{job_id}/events")
+            assert not failed and not remote, (failed, remote)
+        finally:
+            browser.close()

@@ -37,6 +37,8 @@ DASHBOARD_HEADERS = {
 def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> FastAPI:
     """The service's app over ``data_dir`` (created when missing) with upload ``limits``."""
     app = FastAPI(
+        docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
+        redoc_url=None,
         title="medrobust",
         version=__version__,
         description="Upload a medical image classifier and labelled images; get how far adversarial inputs fool it, "
@@ -69,5 +71,31 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=DASHBOARD_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
 
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI from the files the ``fastapi-offline`` package ships (Swagger UI 5,
+    which reads OpenAPI 3.1), so that the API's documentation works offline like the dashboard;
+    FastAPI's default page loads Swagger UI from a CDN."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    try:
+        import fastapi_offline
+    except ImportError:  # the page then names the missing package instead of staying blank
+        @app.get("/docs", include_in_schema=False)
+        def docs_missing() -> HTMLResponse:
+            return HTMLResponse("<p>The API documentation page needs the fastapi-offline package: "
+                                "pip install 'medrobust[service]'. The schema itself is at /openapi.json.</p>")
+        return
+    app.mount("/docs-assets", StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title="medrobust API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
