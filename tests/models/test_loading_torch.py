@@ -79,12 +79,22 @@ def test_torchscript_loads_and_predicts_identically(small, images, tmp_path, exp
     assert torch.equal(loaded.predict(images), small.predict(images))
 
 
-def test_torchscript_defaults_to_three_network_channels(small, tmp_path):
+def test_torchscript_of_a_grey_network_is_read_as_one_channel(small, images, tmp_path):
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(small.network), str(path))
-    # The scripted small-cnn takes one channel; the default (3) must fail clearly at load time.
-    with pytest.raises(ValueError, match=r"model\.pt: the model failed on a blank .*network_channels"):
-        load_classifier(path, classes=CLASSES)
+    # The scripted small-cnn takes one channel: the default (3, an RGB export) fails, 1 works,
+    # so the file needs no channel option (the CLI and the service have none).
+    loaded = load_classifier(path, classes=CLASSES, input_size=32)
+    assert loaded.contract.network_channels == 1
+    torch.testing.assert_close(loaded.logits(images), small.logits(images), rtol=0, atol=1e-6)
+
+
+def test_torchscript_fitting_no_channel_count_fails_clearly(tmp_path):
+    path = tmp_path / "model.pt"
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(net), str(path))
+    with pytest.raises(ValueError, match=r"model\.pt: the model failed on a blank \(1, 1, 32, 32\) image .*network_channels"):
+        load_classifier(path, classes=CLASSES, input_size=32)
 
 
 @pytest.mark.parametrize("layout", ["network", "classifier", "safetensors"])

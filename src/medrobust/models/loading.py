@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -138,6 +139,8 @@ def load_classifier(
         model = _load_torch(path, arch=arch, names=names, input_size=input_size, stored_channels=stored_channels,
                             network_channels=network_channels, intensity=intensity, kind=kind,
                             channels_last=bool(channels_last), trust_pickle=trust_pickle, device=device)
+        if model.metadata.get("format") == "torchscript" and network_channels is None and arch is None:
+            model = _torchscript_channels(model, path)
     check_forward(model, path)
     log.info("loaded %s (%s) with classes %s", path, model.metadata.get("format"), ", ".join(model.classes))
     return model
@@ -273,6 +276,23 @@ def _layout_candidates(state: dict[str, torch.Tensor], arch: str) -> list[dict[s
         body.update({"head." + k.split(".", 1)[1]: v for k, v in heads.items()})
     candidates.append(body)
     return candidates
+
+
+def _torchscript_channels(model: Classifier, path: Path) -> Classifier:
+    """A TorchScript archive does not say how many channels its network takes: when the default
+    (3, an RGB export) fails on a blank image and 1 (a grey radiograph network) works, use 1."""
+    try:
+        check_forward(model, path)
+        return model
+    except ValueError as three_failed:
+        grey = Classifier(model.network, replace(model.contract, network_channels=1), arch=model.arch,
+                          metadata=model.metadata).to(model.device).eval()
+        try:
+            check_forward(grey, path)
+        except ValueError:
+            raise three_failed from None
+        log.info("%s: the TorchScript network takes 1 channel (it failed on 3); reading it as a grey network", path)
+        return grey
 
 
 def check_forward(model: Classifier, path: str | Path) -> None:
