@@ -101,6 +101,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
+
+
 def medrobust_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "medrobust", *args]
 

@@ -63,7 +63,7 @@ def test_worker_pool_starts_a_new_worker_when_one_dies(monkeypatch):
     assert all(p.poll() is not None for p in pool.processes)
 
 
-def test_serve_workers_do_not_outlive_the_server(tmp_path):
+def test_serve_workers_do_not_outlive_the_server(tmp_path, port):
     """`medrobust serve --workers 1` SIGKILLed: its worker notices and stops by itself."""
     pytest.importorskip("uvicorn")
     import os
@@ -71,7 +71,7 @@ def test_serve_workers_do_not_outlive_the_server(tmp_path):
 
     import httpx
 
-    data_dir, port = tmp_path / "srv", _free_port()
+    data_dir = tmp_path / "srv"
     server = subprocess.Popen([sys.executable, "-m", "medrobust", "serve", "--data-dir", str(data_dir), "--port", str(port),
                                "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -96,14 +96,6 @@ def test_serve_workers_do_not_outlive_the_server(tmp_path):
         for row in Store(data_dir).db.execute("SELECT pid FROM workers"):
             if _alive(row["pid"]):
                 os.kill(row["pid"], signal.SIGKILL)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:

@@ -47,18 +47,16 @@ def _headers(content_type: str = f"multipart/form-data; boundary={BOUNDARY}") ->
     return {"content-type": content_type}
 
 
+OPTIONS = {"file_caps": CAPS, "text_fields": TEXT, "max_request_bytes": 100_000, "max_field_bytes": 100, "max_fields": 8}
+"""receive_multipart's caps in these tests (a test overrides one at a time)."""
+
+
 def _files_under(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
 def _app(folder: Path, **overrides) -> FastAPI:
-    options = {
-        "file_caps": CAPS,
-        "text_fields": TEXT,
-        "max_request_bytes": 100_000,
-        "max_field_bytes": 100,
-        "max_fields": 8,
-    } | overrides
+    options = OPTIONS | overrides
     app = FastAPI()
 
     @app.post("/upload")
@@ -113,13 +111,7 @@ def _request(headers: dict[str, str], body: _Body) -> Request:
 
 
 def _receive_direct(folder: Path, headers: dict[str, str], body: _Body, **overrides):
-    options = {
-        "file_caps": CAPS,
-        "text_fields": TEXT,
-        "max_request_bytes": 100_000,
-        "max_field_bytes": 100,
-        "max_fields": 8,
-    } | overrides
+    options = OPTIONS | overrides
     return asyncio.run(receive_multipart(_request(headers, body), folder, **options))
 
 

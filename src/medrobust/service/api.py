@@ -100,8 +100,7 @@ async def submit_job(request: Request, who: Caller) -> JSONResponse:
     store, limits = _store(request), request.app.state.limits
     data_dir: Path = request.app.state.data_dir
     if store.active_jobs(who) >= limits.max_active_jobs:
-        raise HTTPException(429, f"you have {limits.max_active_jobs} jobs queued or running, the most allowed at once; "
-                                 "wait for one to finish or cancel one (POST /api/v1/jobs/ID/cancel)")
+        raise _too_many_jobs(limits)
     room = limits.max_stored_bytes - store.stored_bytes(who)
     declared = request.headers.get("content-length")
     if room <= 0 or (declared and declared.isdigit() and int(declared) > room):
@@ -129,14 +128,18 @@ async def submit_job(request: Request, who: Caller) -> JSONResponse:
         files = JobFiles(data_dir, job_id, request_json["run_name"])
         files.root.mkdir(parents=True, exist_ok=True)
         os.replace(folder, files.upload)
-        if not store.add_job(job_id, who, request_json, size, limits.max_active_jobs):
+        if not store.add_job(job_id, who, request_json, size, limits.max_active_jobs):  # another upload won the race
             files.delete()
-            raise HTTPException(429, f"you have {limits.max_active_jobs} jobs queued or running, the most allowed at "
-                                     "once; wait for one to finish or cancel one")
+            raise _too_many_jobs(limits)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     row = store.job(job_id)
     return JSONResponse(job_json(row), status_code=202, headers={"Location": f"{API}/{job_id}"})
+
+
+def _too_many_jobs(limits: ServiceLimits) -> HTTPException:
+    return HTTPException(429, f"you have {limits.max_active_jobs} jobs queued or running, the most allowed at once; "
+                              "wait for one to finish or cancel one (POST /api/v1/jobs/ID/cancel)")
 
 
 def _quota_message(limits: ServiceLimits, room: int, why: str = "") -> str:
@@ -275,7 +278,6 @@ def cancel_job(request: Request, job_id: str, who: Caller) -> JSONResponse:
         raise HTTPException(409, f"job {job_id} is {row['status']}: there is nothing to cancel "
                                  f"(DELETE {API}/{job_id} removes it and its files)")
     store.request_cancel(job_id, delete=False)
-    _finish_abandoned(store, job_id)
     return JSONResponse(job_json(store.job(job_id)), status_code=202)
 
 
@@ -284,18 +286,9 @@ def delete_job(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
     """Finished (or queued) jobs are deleted now; a running one when its worker stops, within one batch."""
     store = _store(request)
     row = _own_job(request, job_id, who)
-    store.request_cancel(job_id, delete=True)
-    _finish_abandoned(store, job_id)
-    after = store.job(job_id)
-    if after is not None and after["status"] in FINISHED:
+    if store.request_cancel(job_id, delete=True) in FINISHED:
         job_files(request.app.state.data_dir, row).delete()
         store.forget_job(job_id)
         return {"id": job_id, "status": "deleted"}
     return {"id": job_id, "status": "deleting", "detail": "the job stops within one batch; its files are then deleted"}
 
-
-def _finish_abandoned(store: Store, job_id: str) -> None:
-    """A running job whose worker died (lease expired) has nobody to stop it: cancel it here."""
-    row = store.job(job_id)
-    if row is not None and row["status"] == "running" and (row["lease_until"] or 0) < time.time():
-        store.finish(job_id, row["worker"], "cancelled")

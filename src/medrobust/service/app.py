@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -49,10 +49,6 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
     app.state.data_dir = Path(data_dir)
     app.state.limits = limits or ServiceLimits()
     app.include_router(router)
-
-    @app.exception_handler(HTTPException)
-    async def _json_error(_request: Request, err: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": err.detail}, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _one_sentence(_request: Request, err: RequestValidationError) -> JSONResponse:

@@ -189,16 +189,21 @@ class Store:
         return rows, total
 
     def request_cancel(self, job_id: str, *, delete: bool) -> str | None:
-        """Ask a job to stop (and its files to go, with ``delete``). A queued job is cancelled
-        at once; a running one by its worker within one batch. Returns the status after."""
+        """Ask a job to stop (and its files to go, with ``delete``). A job no worker holds (queued,
+        or running with an expired lease: its worker died) is cancelled at once; a running one by
+        its worker within one batch. Returns the status after."""
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE jobs SET cancel_requested = 1, delete_requested = MAX(delete_requested, ?), updated = ? "
                        "WHERE id = ?", (int(delete), now, job_id))
-            db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, stage = NULL WHERE id = ? AND status = 'queued'",
-                       (now, job_id))
+            _cancel_unattended(db, now, job_id)
             row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return row["status"] if row else None
+
+    def cancel_unattended(self) -> None:
+        """Cancel every job asked to stop that no worker holds any more (its worker died)."""
+        with self.transaction() as db:
+            _cancel_unattended(db, time.time())
 
     def forget_job(self, job_id: str) -> None:
         with self.transaction() as db:
@@ -231,11 +236,6 @@ class Store:
                 "attempts = attempts + 1, updated = ? WHERE id = (SELECT id FROM jobs WHERE cancel_requested = 0 AND "
                 "(status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created LIMIT 1) RETURNING *",
                 (worker_id, now + lease_s, now, now, now)).fetchone()
-
-    def abandoned_cancellations(self) -> list[sqlite3.Row]:
-        """Running jobs asked to stop whose worker died (lease expired): nobody else will finish them."""
-        return self.db.execute("SELECT * FROM jobs WHERE status = 'running' AND cancel_requested = 1 AND lease_until < ?",
-                               (time.time(),)).fetchall()
 
     def deleted_and_finished(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM jobs WHERE delete_requested = 1 AND status IN ('done', 'failed', "
@@ -279,3 +279,10 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, updated = ? "
                        "WHERE id = ? AND worker = ? AND status = 'running'", (time.time(), job_id, worker_id))
+
+
+def _cancel_unattended(db: sqlite3.Connection, now: float, job_id: str | None = None) -> None:
+    """Cancelled now: jobs asked to stop that no worker holds (queued, or running past their lease)."""
+    db.execute("UPDATE jobs SET status = 'cancelled', finished = ?, updated = ?, stage = NULL, lease_until = NULL "
+               "WHERE cancel_requested = 1 AND (status = 'queued' OR (status = 'running' AND lease_until < ?))"
+               + (" AND id = ?" if job_id is not None else ""), (now, now, now) + ((job_id,) if job_id is not None else ()))

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -214,8 +214,7 @@ class Worker:
 
     def clean_up(self) -> None:
         """Finish what dead workers left: cancellations of running jobs, deletions of finished ones."""
-        for row in self.store.abandoned_cancellations():
-            self.store.finish(row["id"], None, "cancelled", error=None)
+        self.store.cancel_unattended()
         for row in self.store.deleted_and_finished():
             job_files(self.data_dir, row).delete()
             self.store.forget_job(row["id"])
@@ -233,7 +232,7 @@ class Worker:
                 arguments = job_arguments(request, files)
                 if self.device:
                     arguments["device"] = self.device
-                with _working_directory(files.upload):
+                with chdir(files.upload):
                     metrics = _evaluate_and_report(arguments, progress)
             except JobCancelled:
                 self.store.finish(job_id, self.id, "cancelled", stored_bytes=files.size())
@@ -257,16 +256,6 @@ class Worker:
         after = self.store.job(job_id)
         if after is not None and after["delete_requested"]:  # deleted while it ran: its files go now
             self.clean_up()
-
-
-@contextmanager
-def _working_directory(folder: Path):  # noqa: ANN202  (a context manager)
-    before = os.getcwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(before)
 
 
 def _evaluate_and_report(arguments: dict[str, Any], progress: JobProgress):
