@@ -13,7 +13,7 @@ import torch
 
 from medrobust.attacks.registry import build_attack
 from medrobust.evaluation.attack_success import attack_succeeded, attack_success
-from medrobust.evaluation.stage_attacks import transfer_matrix_from_images
+from medrobust.evaluation.stage_attacks import transfer_matrix
 from medrobust.models.ensemble import EnsembleClassifier
 
 CLASSES = ("Normal", "Pneumonia", "Pneumothorax")
@@ -60,6 +60,13 @@ def test_transfer_rates_over_all_images_and_over_the_correct_ones(linear_classif
     assert result.success_rate_correct == pytest.approx(success[3:].mean())
     data = json.loads(json.dumps(result.to_json()))
     assert data["n_correct_before"] == 13
+
+
+def transfer_matrix_from_images(key, adversarial, models, x, y):
+    """The runner's inputs to :func:`transfer_matrix`: each model's decisions on clean and crafted images."""
+    clean = {t: m.predict(x).numpy() for t, m in models.items()}
+    adv = {(s, t): m.predict(images).numpy() for s, images in adversarial.items() for t, m in models.items()}
+    return transfer_matrix(key, list(adversarial), list(models), clean, adv, y)
 
 
 def test_matrix_shape_keys_and_white_box_diagonal(linear_classifier) -> None:

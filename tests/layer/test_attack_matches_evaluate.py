@@ -95,7 +95,8 @@ def test_attack_and_evaluate_agree(kind, data, tmp_path, trained_small_cnn) -> N
 
     # image by image: the runner's stored predictions are the attack command's
     classes = metrics["data"]["classes"]
-    baseline = json.loads((tmp_path / "runs" / "agree" / "stages" / "baseline.json").read_text())["pred"]
+    baseline_files = sorted((tmp_path / "runs" / "agree" / "stages" / "baseline").glob("batch-*.npz"))
+    baseline = np.concatenate([np.load(p)["pred"] for p in baseline_files])
     stage = sorted((tmp_path / "runs" / "agree" / "stages" / "attacks").glob("*/batch-*.npz"))
     pred_adv = np.concatenate([np.load(p)["pred"] for p in stage])
     ids = list(rows)  # attack.csv lists the images in the data's order, as the runner reads them

@@ -124,6 +124,33 @@ class ImageDataset(torch.utils.data.Dataset):
                 continue
             yield item
 
+    def read_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[int]]:
+        """The readable items among ``indices``: ``(images (B,1,H,W), labels (B,), ids, indices kept)``.
+
+        Unreadable ones are logged and recorded in ``skipped`` (as :meth:`iter_valid` does); a
+        batch with none readable gives B = 0 (images of shape (0, 1, 0, 0))."""
+        images: list[torch.Tensor] = []
+        labels: list[int] = []
+        ids: list[str] = []
+        kept: list[int] = []
+        for i in indices:
+            try:
+                image, label, item_id = self[i]
+            except ImageReadError as err:
+                self._skip(i, err)
+                continue
+            if images and image.shape != images[0].shape:
+                raise ValueError(
+                    f"{item_id}: image shape {tuple(image.shape)} differs from {tuple(images[0].shape)}; "
+                    "give the dataset a size so every image is resized to it"
+                )
+            images.append(image)
+            labels.append(label)
+            ids.append(item_id)
+            kept.append(int(i))
+        x = torch.stack(images) if images else torch.zeros((0, 1, 0, 0))
+        return x, torch.tensor(labels, dtype=torch.long), ids, kept
+
     def batches(self, batch_size: int = 32) -> Iterator[Batch]:
         """Yield ``(images (B,1,H,W), labels (B,), ids)`` over readable items, in order."""
         if batch_size < 1:

@@ -1,43 +1,127 @@
 """Resumable batched stages: each batch's result is one .npz in the stage folder, written
-atomically; a restarted run loads finished batches and computes only the rest."""
+atomically by the driver alone; a restarted run loads finished batches and computes only the
+rest, whichever engine computed the finished ones.
+
+A stage keeps in memory only its per-image summaries (decisions, distances, scores); its images
+(``x_adv``, ``clean``) stay in the batch files and are read back one batch at a time
+(:meth:`StageResult.images`), so memory stays flat in the number of images.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from medrobust.evaluation.run_dir import load_arrays, save_arrays
+from medrobust.evaluation.run_dir import save_arrays
 
 log = logging.getLogger(__name__)
 
-BatchFn = Callable[[int, slice], dict[str, np.ndarray]]
+IMAGE_KEYS = frozenset({"x_adv", "clean"})
+"""Keys of a batch file that hold images: read back batch by batch, never all at once."""
 
 
-def run_batched(stage_dir: Path, n: int, batch_size: int, fn: BatchFn,
-                advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
-    """Run ``fn(batch_index, slice)`` over ``n`` items in batches, persisting each batch as
-    ``stage_dir/batch-NNNN.npz``; returns the concatenated arrays. Finished batches are loaded,
-    not recomputed."""
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    parts: list[dict[str, np.ndarray]] = []
-    for b, start in enumerate(range(0, n, batch_size)):
-        path = stage_dir / f"batch-{b:04d}.npz"
-        sl = slice(start, min(n, start + batch_size))
-        if path.is_file():
-            parts.append(load_arrays(path))
+@dataclass
+class StageResult:
+    """A finished stage: ``summary`` (per-image arrays, concatenated over batches) and its folder."""
+
+    folder: Path
+    batches: int
+    summary: dict[str, np.ndarray]
+
+    def batch_path(self, b: int) -> Path:
+        return self.folder / batch_file_name(b)
+
+    def images(self, b: int, key: str = "x_adv") -> np.ndarray:
+        """Batch ``b``'s images under ``key`` as stored: (B, H, W) uint8."""
+        with np.load(self.batch_path(b), allow_pickle=False) as data:
+            return data[key]
+
+    def take(self, positions: np.ndarray, batch_size: int, key: str = "x_adv") -> np.ndarray:
+        """The images at ``positions`` (indices into the stage's items), reading only their batches."""
+        out = []
+        for b in sorted({int(p) // batch_size for p in positions}):
+            part = self.images(b, key)
+            out += [(int(p), part[int(p) - b * batch_size]) for p in positions if int(p) // batch_size == b]
+        order = {p: i for i, p in enumerate(int(p) for p in positions)}
+        return np.stack([img for _, img in sorted(out, key=lambda item: order[item[0]])])
+
+    def iter_images(self, key: str = "x_adv") -> Iterator[np.ndarray]:
+        for b in range(self.batches):
+            yield self.images(b, key)
+
+
+class _DriverSide:
+    """The "engine" of a stage whose units are already its results (arrays the driver reads
+    itself, e.g. the attack subset's clean images): nothing is dispatched."""
+
+    def map(self, units):
+        yield from units
+
+
+DRIVER = _DriverSide()
+
+
+def batch_file_name(b: int) -> str:
+    return f"batch-{b:04d}.npz"
+
+
+def _finished_summary(path: Path, required: frozenset[str]) -> dict[str, np.ndarray] | None:
+    """A finished batch file's summary arrays, or None when it is missing or lacks ``required`` keys
+    (written by an older medrobust: it is computed again)."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        if not required <= set(data.files):
+            log.info("%s: written by an older version (no %s); computing it again", path,
+                     ", ".join(sorted(required - set(data.files))))
+            return None
+        return {k: data[k] for k in data.files if k not in IMAGE_KEYS}
+
+
+def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable[[int, slice], object],
+              advance: Callable[[int], None] | None = None, required: frozenset[str] = frozenset(),
+              finish: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None) -> StageResult:
+    """Run the stage of ``n`` items in batches through ``engine``.
+
+    ``make_unit(b, slice)`` describes batch ``b`` (called only for batches not finished yet, one at
+    a time as the engine has room); each result is written to ``folder/batch-NNNN.npz`` as it
+    arrives, in any order. ``finish(b, arrays)`` may add driver-side arrays before the write.
+    ``required``: keys a finished batch file must hold to be reused.
+    """
+    from medrobust.evaluation.units import LOG_KEY, replay_log
+
+    folder.mkdir(parents=True, exist_ok=True)
+    slices = [slice(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    todo = []
+    for b, sl in enumerate(slices):
+        found = _finished_summary(folder / batch_file_name(b), required)
+        if found is None:
+            todo.append(b)
         else:
-            result = fn(b, sl)
-            save_arrays(path, **result)
-            parts.append(result)
+            parts[b] = found
+            if advance is not None:
+                advance(sl.stop - sl.start)
+    units = ((b, make_unit(b, slices[b])) for b in todo)
+    for b, result in engine.map(units):
+        if LOG_KEY in result:
+            replay_log(result.pop(LOG_KEY))
+        if finish is not None:
+            result = finish(b, result)
+        save_arrays(folder / batch_file_name(b), **result)
+        parts[b] = {k: v for k, v in result.items() if k not in IMAGE_KEYS}
         if advance is not None:
-            advance(sl.stop - sl.start)
-    if not parts:
-        return {}
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            advance(slices[b].stop - slices[b].start)
+    summary: dict[str, np.ndarray] = {}
+    if parts:
+        keys = parts[0].keys() if 0 in parts else next(iter(parts.values())).keys()
+        summary = {k: np.concatenate([parts[b][k] for b in range(len(slices))]) for k in keys}
+    return StageResult(folder=folder, batches=len(slices), summary=summary)
 
 
 def quantise_8bit(x: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,9 @@ from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
-REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"))
+REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None))
+"""Fields that change no computed result: report settings, and where the work runs (an engine
+never changes a batch's result, so a run may be resumed on another engine)."""
 """Settings that change only how finished results are read, not what is computed: a run may be
 resumed with them changed (its metrics and report are rebuilt from the stored stages)."""
 
@@ -169,6 +171,25 @@ class DetectorsConfig(_Section):
     squeeze: SqueezeDetectorConfig = Field(default_factory=SqueezeDetectorConfig)
 
 
+class ExecutionConfig(_Section):
+    """Where the units of work run: ``local`` (this process) or ``ray`` (actors on a Ray cluster:
+    ``address`` null starts a local Ray instance, ``auto`` joins the cluster this machine belongs
+    to, ``ray://HOST:PORT`` connects through Ray Client). ``workers``: actors (each loads the
+    models once; null: one per CPU of the cluster); ``gpus_per_worker``: 0, 1 or a fraction."""
+
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = None
+    workers: int | None = Field(None, ge=1)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ray_only_options(self) -> "ExecutionConfig":
+        if self.engine == "local" and (self.address is not None or self.gpus_per_worker):
+            raise ValueError("execution.address and execution.gpus_per_worker are Ray options: set execution.engine: "
+                             "ray (or --ray on the command line), or remove them")
+        return self
+
+
 class ExperimentConfig(_Section):
     name: str = "experiment"
     output_dir: str = "runs"
@@ -184,6 +205,7 @@ class ExperimentConfig(_Section):
     defenses: list[str] = Field(default_factory=lambda: ["jpeg+tv"])
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
 
     @field_validator("name")
     @classmethod
@@ -233,7 +255,10 @@ class ExperimentConfig(_Section):
         """The configuration minus :data:`REPORT_ONLY_FIELDS` (what decides the computed stages)."""
         data = self.model_dump(mode="json")
         for section, key in REPORT_ONLY_FIELDS:
-            data.get(section, {}).pop(key, None)
+            if key is None:
+                data.pop(section, None)
+            else:
+                data.get(section, {}).pop(key, None)
         return data
 
     def check_components(self) -> None:

@@ -40,7 +40,7 @@ from medrobust.data.class_names import (
     find_normal_class,
     match_classes,
 )
-from medrobust.evaluation.batches import quantise_8bit
+from medrobust.evaluation.batches import from_uint8, quantise_8bit, to_uint8
 from medrobust.evaluation.config import DEFAULT_SPLIT, ExperimentConfig, ModelConfig
 from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import (
@@ -59,9 +59,10 @@ from medrobust.evaluation.stage_attacks import (
     AttackRun,
     attack_eps,
     attack_outcome,
+    predict_stage,
     run_attack_stage,
     sweep_points,
-    transfer_matrix_from_images,
+    transfer_matrix,
 )
 from medrobust.per_image_log import per_image_log
 
@@ -226,28 +227,53 @@ class Runner:
                              f"{self.classes} in the same order; use a surrogate with the model's classes")
 
     def _read(self, part, label_map: np.ndarray) -> Split:
-        """One split's images (8-bit grid) and labels as the model's class indices (via ``label_map``)."""
+        """One training split's images (8-bit grid) and labels as the model's class indices."""
         x, y, ids = part.load(self.config.batch_size)
         self.skipped += [str(s) for s in part.skipped]
         return quantise_8bit(x), torch.from_numpy(label_map[y.numpy()]), ids
 
-    def load_data(self, dataset) -> dict[str, Split]:
-        """Read the splits the run needs, labels as the model's class indices."""
+    def check_splits(self, dataset) -> dict:
+        """The dataset's splits, checked to hold what the run needs (nothing is read yet)."""
         parts = dataset.splits()
-        trains_here = any(m.train is not None and m.train.data is None
-                          for m in [self.config.model, *self.config.surrogates])
-        needed = {"test"} | ({"train", "val"} if trains_here else set())
+        needed = {"test"} | ({"train", "val"} if self.trains_here() else set())
         missing = needed - set(parts)
         if missing:
             raise ValueError(f"{self.config.data.source}: no {', '.join(sorted(missing))} split in the data "
                              f"(it has {', '.join(parts) or 'none'}); add images or change data.split")
-        wanted = sorted(needed | (set(parts) & {"val"}))  # val also calibrates the squeeze detector
+        return parts
+
+    def trains_here(self) -> bool:
+        """Whether a model or surrogate is trained on the run's own train/val splits."""
+        return any(m.train is not None and m.train.data is None for m in [self.config.model, *self.config.surrogates])
+
+    def load_training_data(self, parts: dict) -> dict[str, Split]:
+        """The train and val splits, read whole (training needs them; only when a model is trained
+        here and not yet saved). The test split is never read whole: it is streamed."""
+        missing = [m for folder, m in [("model", self.config.model),
+                                       *((f"surrogates/{s.name}", s) for s in self.config.surrogates)]
+                   if m.train is not None and m.train.data is None and not self._has_checkpoint(folder)]
+        if not missing:
+            return {}
         out = {}
-        with self.progress.stage("data", sum(len(parts[k]) for k in wanted)) as bar:
-            for name in wanted:
+        with self.progress.stage("data", sum(len(parts[k]) for k in ("train", "val"))) as bar:
+            for name in ("train", "val"):
                 out[name] = self._read(parts[name], self.label_map)
                 bar.advance(len(parts[name]))
         return out
+
+    def _has_checkpoint(self, folder: str) -> bool:
+        from medrobust.models.checkpoint import is_checkpoint
+
+        return is_checkpoint(self.dir / folder)
+
+    def read_images(self, part, indices) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
+        """Items ``indices`` of a split, read now: 8-bit images (B, H, W), labels as the model's
+        class indices, ids and the indices that were readable (the rest are skipped, and logged)."""
+        x, y, ids, kept = part.read_batch(indices)
+        for s in part.skipped:
+            if str(s) not in self.skipped:
+                self.skipped.append(str(s))
+        return to_uint8(quantise_8bit(x)), self.label_map[y.numpy()], ids, kept
 
     def training_data(self, t, data: dict[str, Split], who: str) -> tuple[Split, Split]:
         """(train, val) for a model to train: the run's splits, or ``train.data``'s own."""
@@ -313,40 +339,112 @@ class Runner:
         from medrobust.evaluation.classification import classification_report
 
         cfg = self.config
-        data = self.load_data(dataset)
+        parts = self.check_splits(dataset)
+        data = self.load_training_data(parts)
         model = loaded if loaded is not None else self.model("model", cfg.model, data, "model")
         surrogates = {s.name: loaded_surrogates.get(s.name) or self.model(f"surrogates/{s.name}", s, data, s.name)
                       for s in cfg.surrogates}
+        del data  # training is done: only the test split is used from here on, batch by batch
+        self.engine = self.make_engine(model, surrogates)
+        try:
+            return self._evaluate(start, parts, model, surrogates, classification_report)
+        finally:
+            self.engine.close()
 
-        x_test, y_test, _ = data["test"]
+    def make_engine(self, model: nn.Module, surrogates: dict[str, nn.Module]):
+        """The configured engine; for Ray, every model is shipped to the workers (the user's file
+        or the run's checkpoint, or the in-memory model)."""
+        from medrobust.evaluation.engines import make_engine
+        from medrobust.evaluation.model_shipping import ModelSource
+        from medrobust.evaluation.units import Workbench
+
+        models = {"model": model, **surrogates}
+        bench = Workbench(models, self.device)
+        if self.config.execution.engine == "local":
+            return make_engine(self.config.execution, bench, None, str(self.device))
+        sources = []
+        for name, cfg, folder in [("model", self.config.model, "model"),
+                                  *((s.name, s, f"surrogates/{s.name}") for s in self.config.surrogates)]:
+            if name == "model" and self.given_model is not None:
+                sources.append(ModelSource.from_module(name, models[name]))
+            elif cfg.load is not None:
+                load = cfg.load.model_dump(exclude={"path"})
+                sources.append(ModelSource.from_path(name, cfg.load.path, load))
+            else:
+                sources.append(ModelSource.from_path(name, self.dir / folder))
+        return make_engine(self.config.execution, bench, sources, self.config.device)
+
+    def _baseline(self, test) -> dict[str, np.ndarray]:
+        """The model's decisions on every test image, streamed batch by batch (stage ``baseline``):
+        per image its decision, label, id and index in the split; unreadable files are skipped."""
+        from medrobust.evaluation.batches import run_stage
+        from medrobust.evaluation.units import PredictUnit
+
+        read: dict[int, dict[str, np.ndarray]] = {}
+
+        def unit(b: int, sl: slice):
+            images, labels, ids, kept = self.read_images(test, range(sl.start, sl.stop))
+            read[b] = {"label": labels.astype(np.int64), "ids": np.array(ids, dtype=str),
+                       "position": np.array(kept, dtype=np.int64)}
+            return PredictUnit(seed=self.config.seed, start=sl.start, images=images)
+
+        def finish(b: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {**arrays, **read.pop(b)}
+
+        with self.progress.stage("baseline", len(test)) as bar:
+            stage = run_stage(self.engine, self.stages / "baseline", len(test), self.config.batch_size, unit,
+                              bar.advance, frozenset({"pred", "label", "ids", "position"}), finish)
+        summary = stage.summary
+        if not len(summary.get("pred", [])):
+            raise ValueError(f"{self.config.data.source}: no readable test images among {len(test)} "
+                             f"({len(self.skipped)} skipped)")
+        listed = set(range(len(test)))
+        for i in sorted(listed - set(summary["position"].tolist())):  # skipped in an earlier, resumed run
+            record = test.records[i]
+            line = f"{record.path or record.id}: unreadable (skipped in an earlier part of this run)"
+            if not any(str(record.path or record.id) in s for s in self.skipped):
+                self.skipped.append(line)
+        return summary
+
+    def _inputs(self, test, positions: np.ndarray):
+        """The attack subset's clean images, read once from the data into stage ``inputs``
+        (8-bit, with labels and ids); every later stage reads them from there batch by batch."""
+        from medrobust.evaluation.batches import DRIVER, run_stage
+
+        def unit(b: int, sl: slice) -> dict[str, np.ndarray]:
+            images, labels, ids, kept = self.read_images(test, positions[sl].tolist())
+            if len(kept) != sl.stop - sl.start:
+                raise ValueError(f"{self.config.data.source}: a test image became unreadable during the run; "
+                                 "run again to resume")
+            return {"clean": images, "labels": labels.astype(np.int64), "ids": np.array(ids, dtype=str)}
+
+        return run_stage(DRIVER, self.stages / "inputs", len(positions), self.config.batch_size, unit,
+                         required=frozenset({"clean", "labels", "ids"}))
+
+    def _evaluate(self, start: float, parts: dict, model, surrogates, classification_report) -> RunMetrics:
+        cfg = self.config
+        test = parts["test"]
         t0 = time.perf_counter()
-        baseline = self._stage_json("baseline", lambda: {"pred": model.predict(x_test).tolist()})
-        self.timings["baseline"] = (time.perf_counter() - t0) / max(1, len(x_test))
-        base_pred = np.array(baseline["pred"])
-        baseline_report = classification_report(y_test.numpy(), base_pred, self.classes)
+        baseline = self._baseline(test)
+        y_test, base_pred = baseline["label"], baseline["pred"]
+        self.timings["baseline"] = (time.perf_counter() - t0) / max(1, len(y_test))
+        baseline_report = classification_report(y_test, base_pred, self.classes)
 
-        idx = stratified_subset(y_test.numpy(), cfg.attack_images)
-        x, y = x_test[idx], y_test[idx]
-        ids = [data["test"][2][i] for i in idx]
-        y_np = y.numpy()
+        idx = stratified_subset(y_test, cfg.attack_images)
+        inputs = self._inputs(test, baseline["position"][idx])
+        y_np = inputs.summary["labels"]
         clean_pred = base_pred[idx]
 
-        white, transferred, outcomes, sweeps = self._attacks(model, surrogates, x, y, ids, clean_pred)
-        transfer = None
-        if surrogates and white:
-            first = white[0]
-            adversarial = {"model": first.x_adv}
-            for run in transferred:
-                if run.name == first.name and run.eps == first.eps:
-                    adversarial[run.source] = run.x_adv
-            transfer = transfer_matrix_from_images(first.key, adversarial, {"model": model, **surrogates}, x, y_np)
-        defenses, defended_images = self._defenses(model, x, y, clean_pred, white)
-        detectors = self._detection(model, data, x, ids, white)
-        self._samples(model, x, y_np, ids, white, defended_images)
+        white, transferred, outcomes, sweeps = self._attacks(inputs, surrogates, y_np, clean_pred)
+        transfer = self._transfer(white, transferred, surrogates, inputs, y_np, clean_pred)
+        defenses = self._defenses(inputs, y_np, clean_pred, white)
+        detectors = self._detection(model, parts, inputs, white)
+        self._samples(model, inputs, y_np, white)
 
         skipped = sorted(set(self.skipped))
         atomic_write_text(self.dir / SKIPPED_FILE, "".join(f"{line}\n" for line in skipped))
         d = cfg.data
+        counts = {k: len(v) for k, v in parts.items() if k != "test"}
         metrics = RunMetrics(
             name=cfg.name, medrobust_version=__version__,
             created=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -355,8 +453,8 @@ class Runner:
                   "class_map": {dc: self.classes[j] for dc, j in zip(self.data_classes, self.label_map.tolist())},
                   "classes_without_images": self.untested_classes,
                   "split": "test" if d.evaluate_only else list(d.split),
-                  "n": {k: int(len(v[1])) for k, v in data.items()}, "tested": int(len(y_test)),
-                  "attack_images": int(len(x)),
+                  "n": {**counts, "test": int(len(y_test))}, "tested": int(len(y_test)),
+                  "attack_images": int(len(y_np)),
                   "normal_class": self.classes[self.normal] if self.normal is not None else None,
                   "dangerous_flips": ("assessed" if self.normal is not None else NOT_ASSESSED_NO_NORMAL),
                   "emergency_findings": [self.classes[i] for i in self.emergency],
@@ -389,14 +487,23 @@ class Runner:
                 "training": meta.get("training"), "metrics": meta.get("metrics"),
                 "surrogates": [s.name for s in self.config.surrogates]}
 
-    def _attacks(self, model, surrogates, x, y, ids, clean_pred):
+    def _attack(self, key: str, name: str, params: dict, inputs, label: str, crafter: str = "model",
+                allow_large_eps: bool = False):
+        from medrobust.evaluation.units import ModelRef
+
         cfg = self.config
-        root = self.stages / "attacks"
+        with self.progress.stage(label, len(inputs.summary["labels"])) as bar:
+            return run_attack_stage(self.engine, self.stages / "attacks", key, name, params, ModelRef(crafter),
+                                    ModelRef("model"), inputs, cfg.batch_size, cfg.seed, bar.advance, allow_large_eps,
+                                    source="white-box" if crafter == "model" else crafter)
+
+    def _attacks(self, inputs, surrogates, y_np, clean_pred):
+        cfg = self.config
         white: list[AttackRun] = []
         transferred: list[AttackRun] = []
         outcomes: list[AttackOutcome] = []
         sweeps: dict[str, list] = {}
-        y_np = y.numpy()
+        n = len(y_np)
         for acfg in cfg.attacks:
             params = {**acfg.params, "seed": acfg.params.get("seed", cfg.seed)}
             eps = attack_eps(acfg.name, params)
@@ -404,21 +511,18 @@ class Runner:
             run = None
             if acfg.white_box:
                 t0 = time.perf_counter()
-                with self.progress.stage(f"{key} white-box", len(x)) as bar:
-                    run = run_attack_stage(root, key, acfg.name, params, model, model, x, y, cfg.batch_size, cfg.seed,
-                                           self.device, bar.advance, acfg.allow_large_eps)
-                self.timings[f"attack {key}"] = (time.perf_counter() - t0) / len(x)
+                run = self._attack(key, acfg.name, params, inputs, f"{key} white-box",
+                                   allow_large_eps=acfg.allow_large_eps)
+                self.timings[f"attack {key}"] = (time.perf_counter() - t0) / n
                 white.append(run)
-                outcomes.append(attack_outcome(run, x, y_np, clean_pred, self.classes, self.normal, self.emergency))
+                outcomes.append(attack_outcome(run, y_np, clean_pred, self.classes, self.normal, self.emergency))
             if acfg.transfer:
-                for name, sur in surrogates.items():
+                for name in surrogates:
                     tkey = f"{key} from {name}"
-                    with self.progress.stage(tkey, len(x)) as bar:
-                        trun = run_attack_stage(root, tkey, acfg.name, params, sur, model, x, y, cfg.batch_size,
-                                                cfg.seed, self.device, bar.advance, acfg.allow_large_eps)
+                    trun = self._attack(tkey, acfg.name, params, inputs, tkey, crafter=name,
+                                        allow_large_eps=acfg.allow_large_eps)
                     transferred.append(trun)
-                    outcomes.append(attack_outcome(trun, x, y_np, clean_pred, self.classes, self.normal,
-                                                   self.emergency))
+                    outcomes.append(attack_outcome(trun, y_np, clean_pred, self.classes, self.normal, self.emergency))
             if acfg.eps_sweep and run is not None:
                 runs = []
                 for e in acfg.eps_sweep:
@@ -426,140 +530,174 @@ class Runner:
                     if abs(e - eps) < 1e-9:
                         runs.append(run)
                         continue
-                    with self.progress.stage(f"{skey} sweep", len(x)) as bar:
-                        runs.append(run_attack_stage(root, skey, acfg.name, {**params, "eps": e}, model, model, x, y,
-                                                     cfg.batch_size, cfg.seed, self.device, bar.advance,
-                                                     acfg.allow_large_eps))
+                    runs.append(self._attack(skey, acfg.name, {**params, "eps": e}, inputs, f"{skey} sweep",
+                                             allow_large_eps=acfg.allow_large_eps))
                 sweeps[acfg.name] = sweep_points(runs, y_np)
         return white, transferred, outcomes, sweeps
 
-    def _defenses(self, model, x, y, clean_pred, white):
+    def _transfer(self, white, transferred, surrogates, inputs, y_np, clean_pred):
+        """The transfer matrix of the first white-box attack: its images crafted on the model and
+        on each surrogate, each scored on every model (surrogates' decisions: resumable stages)."""
+        from medrobust.evaluation.units import ModelRef
+
+        if not surrogates or not white:
+            return None
+        cfg = self.config
+        first = white[0]
+        runs = {"model": first, **{r.source: r for r in transferred if r.name == first.name and r.eps == first.eps}}
+        targets = ["model", *surrogates]
+        n = len(y_np)
+        clean = {"model": clean_pred}
+        adv = {(s, "model"): run.pred for s, run in runs.items()}
+        folder = self.stages / "transfer" / array_key(first.key)
+        for t in surrogates:
+            clean[t] = predict_stage(self.engine, folder / t / "clean", ModelRef(t), inputs, "clean", cfg.batch_size,
+                                     cfg.seed, n).summary["pred"]
+            for s, run in runs.items():
+                adv[(s, t)] = predict_stage(self.engine, folder / t / s, ModelRef(t), run.stage, "x_adv",
+                                            cfg.batch_size, cfg.seed, n).summary["pred"]
+        return transfer_matrix(first.key, list(runs), targets, clean, adv, y_np)
+
+    def _defenses(self, inputs, y_np, clean_pred, white):
         from medrobust.evaluation.stage_defenses import defense_outcome
 
         cfg = self.config
         if not cfg.defenses or not cfg.adaptive.enabled:
-            return [], {}
-        root = self.stages / "defenses"
+            return []
         eps = white[0].eps if white else 8 / 255
         params = {**cfg.adaptive.params, "seed": cfg.seed}
         adaptive_key = f"{cfg.adaptive.attack}@{eps_label(eps)}"
         plain = next((r for r in white if r.key == adaptive_key), None)
         if plain is None:
-            with self.progress.stage(f"{adaptive_key} (undefended reference)", len(x)) as bar:
-                plain = run_attack_stage(self.stages / "attacks", adaptive_key, cfg.adaptive.attack,
-                                         {**params, "eps": eps}, model, model, x, y, cfg.batch_size, cfg.seed,
-                                         self.device, bar.advance, allow_large_eps=True)
+            plain = self._attack(adaptive_key, cfg.adaptive.attack, {**params, "eps": eps}, inputs,
+                                 f"{adaptive_key} (undefended reference)", allow_large_eps=True)
         outcomes: list[DefenseOutcome] = []
-        images: dict[str, dict[str, np.ndarray]] = {}
         for spec in cfg.defenses:
             t0 = time.perf_counter()
-            with self.progress.stage(f"defense {spec}", len(x)) as bar:
-                outcome, imgs = defense_outcome(spec, model, x, y.numpy(), clean_pred, white, cfg.adaptive.attack,
-                                                params, eps, cfg.adaptive.eot_samples, plain, root, cfg.batch_size,
-                                                cfg.seed, self.device, self.classes, bar.advance)
-            self.timings[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / len(x)
+            with self.progress.stage(f"defense {spec}", len(y_np)) as bar:
+                outcome = defense_outcome(self.engine, spec, y_np, clean_pred, inputs, white, cfg.adaptive.attack,
+                                          params, eps, cfg.adaptive.eot_samples, plain, self.stages / "defenses",
+                                          cfg.batch_size, cfg.seed, self.classes, bar.advance)
+            self.timings[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / len(y_np)
             outcomes.append(outcome)
-            images[spec] = imgs
-        return outcomes, images
+        return outcomes
 
-    def _detection(self, model, data, x, ids, white) -> list[DetectorOutcome]:
-        from medrobust.detection.benign import benign_changes
-        from medrobust.evaluation.stage_detection import detector_outcome
+    def _detection(self, model, parts, inputs, white) -> list[DetectorOutcome]:
+        from medrobust.evaluation.stage_detection import detection_stage, detector_outcome
 
         cfg = self.config.detectors
         if not white or not (cfg.reference.enabled or cfg.squeeze.enabled):
             return []
-        benign = benign_changes(x, torch.Generator().manual_seed(self.config.seed))
         out = []
+        bs, seed = self.config.batch_size, self.config.seed
         if cfg.reference.enabled:
             def compute_reference():
                 from medrobust.detection.reference import ReferenceDetector
 
                 det = ReferenceDetector(cfg.reference.ssim_threshold, cfg.reference.confidence_drop,
                                         cfg.reference.mean_abs_threshold)
-                return detector_outcome("reference", det, model, x, benign, white, ids, True).model_dump()
+                with self.progress.stage("detector reference", len(inputs.summary["ids"])) as bar:
+                    stage = detection_stage(self.engine, self.stages / "detection" / "reference", det, True, inputs,
+                                            white, bs, seed, advance=bar.advance)
+                return detector_outcome("reference", det, stage, white).model_dump()
 
-            with self.progress.stage("detector reference", 1) as bar:
-                out.append(DetectorOutcome.model_validate(self._stage_json("detection-reference", compute_reference)))
-                bar.advance(1)
+            out.append(DetectorOutcome.model_validate(self._stage_json("detection-reference", compute_reference)))
         if cfg.squeeze.enabled:
             def compute_squeeze():
                 from medrobust.detection.squeeze import SqueezeDetector
-                from medrobust.evaluation.stage_detection import CrossFit, cross_fit_folds
+                from medrobust.evaluation.stage_detection import (
+                    clean_scores_stage,
+                    cross_fit_folds,
+                    fold_thresholds,
+                )
 
                 det = SqueezeDetector(cfg.squeeze.squeezers, target_fpr=cfg.squeeze.target_fpr)
-                cross_fit = None
-                n = cfg.squeeze.calibration_images
-                if cfg.squeeze.calibration:
-                    clean = self._calibration_images(cfg.squeeze.calibration, n)
+                n_cal = cfg.squeeze.calibration_images
+                thresholds, per_fold = None, None
+                n = len(inputs.summary["ids"])
+                if cfg.squeeze.calibration or "val" in parts:
+                    from medrobust.data.sources import clean_image_folder
+
+                    source = (clean_image_folder(cfg.squeeze.calibration, size=self.config.data.size)
+                              if cfg.squeeze.calibration else parts["val"])
+                    clean = self._first_readable(source, n_cal)
                     det.fit(model, clean)
-                    note = f"{len(clean)} clean images in {cfg.squeeze.calibration} (none of them tested)"
-                elif "val" in data:
-                    clean = data["val"][0][:n]
-                    det.fit(model, clean)
-                    note = f"{len(clean)} clean validation images (none of them tested)"
+                    note = (f"{len(clean)} clean images in {cfg.squeeze.calibration} (none of them tested)"
+                            if cfg.squeeze.calibration else f"{len(clean)} clean validation images (none of them tested)")
                 else:
-                    scores = det.score(model, x)
-                    folds = cross_fit_folds(len(x), cfg.squeeze.folds, self.config.seed)
-
-                    def calibrate(indices: np.ndarray) -> float:
-                        return float(det.calibrate(scores[indices], quiet=True).threshold)
-
-                    cross_fit = CrossFit(folds, calibrate)
-                    note = (f"{len(folds)}-fold cross-fitting over the {len(x)} clean test images: each image is judged "
+                    scores = clean_scores_stage(self.engine, self.stages / "detection" / "squeeze-clean-scores", det,
+                                                inputs, bs, seed)
+                    folds = cross_fit_folds(n, cfg.squeeze.folds, seed)
+                    thresholds, per_fold = fold_thresholds(
+                        scores, folds, lambda s: float(det.calibrate(s, quiet=True).threshold))
+                    note = (f"{len(folds)}-fold cross-fitting over the {n} clean test images: each image is judged "
                             "with a threshold calibrated on the other folds, never on itself")
                     log.info("squeeze detector: no images besides the test set, so %s", note)
-                    if len(x) - max(map(len, folds)) < 1.0 / cfg.squeeze.target_fpr:
+                    if n - max(map(len, folds)) < 1.0 / cfg.squeeze.target_fpr:
                         log.warning("squeeze detector: about %d clean images per calibration are few for a %.1f%% "
                                     "false-alarm target; each threshold is the largest clean score of its folds",
-                                    len(x) - max(map(len, folds)), 100 * cfg.squeeze.target_fpr)
-                return detector_outcome("squeeze", det, model, x, benign, white, ids, False, cross_fit,
-                                        note).model_dump()
+                                    n - max(map(len, folds)), 100 * cfg.squeeze.target_fpr)
+                with self.progress.stage("detector squeeze", n) as bar:
+                    stage = detection_stage(self.engine, self.stages / "detection" / "squeeze", det, False, inputs,
+                                            white, bs, seed, thresholds, bar.advance)
+                return detector_outcome("squeeze", det, stage, white, per_fold, note).model_dump()
 
-            with self.progress.stage("detector squeeze", 1) as bar:
-                out.append(DetectorOutcome.model_validate(self._stage_json("detection-squeeze", compute_squeeze)))
-                bar.advance(1)
+            out.append(DetectorOutcome.model_validate(self._stage_json("detection-squeeze", compute_squeeze)))
         return out
 
-    def _calibration_images(self, source: str, limit: int) -> torch.Tensor:
-        """Up to ``limit`` clean images from ``detectors.squeeze.calibration`` (a folder, with or
-        without class sub-folders), at the run's image size."""
-        from medrobust.data.sources import clean_image_folder
+    def _first_readable(self, dataset, limit: int) -> torch.Tensor:
+        """Up to ``limit`` readable images of ``dataset`` (8-bit grid), read batch by batch."""
+        out: list[torch.Tensor] = []
+        got = 0
+        for start in range(0, len(dataset), self.config.batch_size):
+            if got >= limit:
+                break
+            x, _, _, _ = dataset.read_batch(range(start, min(len(dataset), start + self.config.batch_size)))
+            out.append(x[: limit - got])
+            got += len(out[-1])
+        self.skipped += [str(s) for s in dataset.skipped if str(s) not in self.skipped]
+        if not got:
+            raise ValueError(f"no readable images to calibrate the squeeze detector on ({len(dataset)} listed)")
+        return quantise_8bit(torch.cat(out))
 
-        dataset = clean_image_folder(source, size=self.config.data.size)
-        x, _, _ = dataset.load(self.config.batch_size)
-        self.skipped += [str(s) for s in dataset.skipped]
-        return quantise_8bit(x[:limit])
-
-    def _samples(self, model, x, y, ids, white, defended) -> None:
+    def _samples(self, model, inputs, y, white) -> None:
+        from medrobust.defenses.registry import build_defense
         from medrobust.evaluation.gradcam import gradcam
 
         path = self.dir / "samples" / "examples.npz"
         if path.is_file():
             return
-        k = min(self.config.sample_images, len(x))
+        bs = self.config.batch_size
+        k = min(self.config.sample_images, len(y))
         pick = stratified_subset(y, k)
+        x = from_uint8(inputs.take(pick, bs, "clean"))
+        ids = inputs.summary["ids"]
         arrays: dict[str, np.ndarray] = {
-            "ids": np.array([ids[i] for i in pick]), "labels": y[pick], "classes": np.array(self.classes),
-            "original": x[pick, 0].numpy(), "pred__original": model.predict(x[pick]).numpy(),
+            "ids": np.array([str(ids[i]) for i in pick]), "labels": y[pick], "classes": np.array(self.classes),
+            "original": x[:, 0].numpy(), "pred__original": model.predict(x.to(self.device)).cpu().numpy(),
         }
-        cam = gradcam(model, x[pick].to(self.device))
+        cam = gradcam(model, x.to(self.device))
         if cam is not None:
             arrays["cam__original"] = cam
+        adversarial = {}
         for run in white:
             a = array_key(run.key)
-            arrays[f"adv__{a}"] = run.x_adv[pick, 0].numpy()
+            adversarial[run.key] = from_uint8(run.stage.take(pick, bs))
+            arrays[f"adv__{a}"] = adversarial[run.key][:, 0].numpy()
             arrays[f"pred__adv__{a}"] = run.pred[pick]
-            cam = gradcam(model, run.x_adv[pick].to(self.device))
+            cam = gradcam(model, adversarial[run.key].to(self.device))
             if cam is not None:
                 arrays[f"cam__adv__{a}"] = cam
-        for spec, imgs in defended.items():
-            for which, images in imgs.items():
+        torch.manual_seed(self.config.seed)
+        for spec in self.config.defenses:
+            defense = build_defense(spec)
+            for which, images in {"clean": x, **adversarial}.items():
+                with torch.no_grad():
+                    defended = defense(images.to(self.device)).cpu()
                 key = f"def__{array_key(spec)}__{array_key(which)}"
-                arrays[key] = images[pick]
-                arrays[f"pred__{key}"] = model.predict(torch.from_numpy(images[pick]).unsqueeze(1)).numpy()
+                arrays[key] = defended[:, 0].numpy()
+                arrays[f"pred__{key}"] = model.predict(defended.to(self.device)).cpu().numpy()
         save_samples(self.dir, arrays)
-
 
 
 

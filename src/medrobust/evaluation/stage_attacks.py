@@ -1,42 +1,47 @@
 """The attack stages: every configured attack white-box on the model, transferred from each
 surrogate, the epsilon sweeps, and the transfer matrix. Each (attack, epsilon, source) is a
-resumable batched stage whose adversarial images are kept (8-bit, exact)."""
+resumable batched stage whose adversarial images are kept (8-bit, exact) in its batch files;
+only per-image summaries (decisions, perturbation sizes) are held in memory."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from medrobust.attacks.registry import attack_parameters, build_attack
+from medrobust.attacks.registry import attack_parameters
 from medrobust.components import parse_number
-from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 from medrobust.evaluation.attack_success import attack_success
-from medrobust.evaluation.batches import from_uint8, run_batched, to_uint8
+from medrobust.evaluation.batches import StageResult, run_stage
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
-from medrobust.evaluation.crafting import craft_batch
 from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint, TransferMatrix
 from medrobust.evaluation.samples import array_key
+from medrobust.evaluation.units import CraftUnit, ModelRef, PredictUnit
 
 
 @dataclass
 class AttackRun:
-    """Raw results of one attack stage on the attack subset."""
+    """One finished attack stage on the attack subset: its per-image summaries in memory, its
+    adversarial images in the stage's batch files (:attr:`stage`)."""
 
     key: str
     name: str
     eps: float
     params: dict[str, Any]
     source: str
-    x_adv: torch.Tensor
-    pred: np.ndarray  # the model's predictions on x_adv
+    stage: StageResult
     seconds: float
+
+    @property
+    def pred(self) -> np.ndarray:
+        """The target's decisions on the adversarial images."""
+        return self.stage.summary["pred"]
+
+
+CRAFT_KEYS = frozenset({"x_adv", "pred", "linf", "l2", "ssim", "psnr", "seconds"})
 
 
 def attack_eps(name: str, params: dict[str, Any]) -> float:
@@ -47,33 +52,42 @@ def attack_eps(name: str, params: dict[str, Any]) -> float:
     return float(signature["eps"][1]) if "eps" in signature else 0.0
 
 
-def run_attack_stage(stage_root: Path, key: str, name: str, params: dict[str, Any], crafter: nn.Module,
-                     target: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                     device: torch.device, advance=None, allow_large_eps: bool = False) -> AttackRun:
-    """Craft on ``crafter``, predict with ``target``; resumable per batch."""
-    attack = build_attack(name, allow_large_eps=allow_large_eps, **params)
+def run_attack_stage(engine, stage_root: Path, key: str, name: str, params: dict[str, Any], crafter: ModelRef,
+                     target: ModelRef, inputs: StageResult, batch_size: int, seed: int, advance=None,
+                     allow_large_eps: bool = False, source: str = "white-box") -> AttackRun:
+    """Craft on ``crafter``, predict with ``target``, batch by batch over the attack subset
+    (``inputs``: its clean images and labels); resumable per batch."""
+    labels = inputs.summary["labels"]
 
-    def one_batch(_: int, sl: slice) -> dict[str, np.ndarray]:
-        t0 = time.perf_counter()
-        xb, yb = x[sl].to(device), y[sl].to(device)
-        x_adv, outputs = craft_batch(attack, crafter, target, xb, yb, seed, sl.start)
-        return {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "seconds": np.array([time.perf_counter() - t0])}
+    def unit(b: int, sl: slice) -> CraftUnit:
+        return CraftUnit(seed=seed, start=sl.start, attack=name, params=dict(params), allow_large_eps=allow_large_eps,
+                         crafter=crafter, target=target, clean=inputs.images(b, "clean"), labels=labels[sl])
 
-    out = run_batched(stage_root / array_key(key), len(x), batch_size, one_batch, advance)
-    source = "white-box" if crafter is target else key.split(" from ", 1)[-1]
+    stage = run_stage(engine, stage_root / array_key(key), len(labels), batch_size, unit, advance, CRAFT_KEYS)
     return AttackRun(key=key, name=name, eps=attack_eps(name, params), params=dict(params), source=source,
-                     x_adv=from_uint8(out["x_adv"]), pred=out["pred"], seconds=float(out["seconds"].sum()))
+                     stage=stage, seconds=float(stage.summary["seconds"].sum()))
 
 
-def attack_outcome(run: AttackRun, x: torch.Tensor, y: np.ndarray, clean_pred: np.ndarray,
+def predict_stage(engine, folder: Path, model: ModelRef, images: StageResult, key: str, batch_size: int, seed: int,
+                  n: int, advance=None) -> StageResult:
+    """``model``'s decisions (through its defense, if any) on a stage's images (``key``: ``clean``
+    or ``x_adv``), batch by batch; resumable."""
+
+    def unit(b: int, sl: slice) -> PredictUnit:
+        return PredictUnit(seed=seed, start=sl.start, model=model, images=images.images(b, key))
+
+    return run_stage(engine, folder, n, batch_size, unit, advance, frozenset({"pred", "seconds"}))
+
+
+def attack_outcome(run: AttackRun, y: np.ndarray, clean_pred: np.ndarray,
                    classes: list[str], normal: int | None, emergency: Sequence[int] = ()) -> AttackOutcome:
     """Everything the report says about one attack run. ``normal``: the normal class's index
     (None: dangerous flips not assessed); ``emergency``: the emergency findings' indices."""
     clean = classification_report(y, clean_pred, classes)
     adv = classification_report(y, run.pred, classes)
     success = attack_success(y, clean_pred, run.pred)
-    xn, an = x.numpy(), run.x_adv.numpy()
-    psnr_values = psnr(xn, an)
+    summary = run.stage.summary
+    psnr_values = summary["psnr"]
     finite = psnr_values[np.isfinite(psnr_values)]
     return AttackOutcome(
         key=run.key, attack=run.name, eps=run.eps, params={k: str(v) for k, v in run.params.items()},
@@ -82,11 +96,11 @@ def attack_outcome(run: AttackRun, x: torch.Tensor, y: np.ndarray, clean_pred: n
         accuracy_drop_pp=accuracy_drop_pp(clean, adv),
         dangerous_flips=dangerous_flips(y, clean_pred, run.pred, classes, normal, emergency),
         perturbation=Perturbation(
-            linf_mean=float(linf_distance(xn, an).mean()), linf_max=float(linf_distance(xn, an).max()),
-            l2_mean=float(l2_distance(xn, an).mean()), ssim_mean=float(ssim(xn, an).mean()),
+            linf_mean=float(summary["linf"].mean()), linf_max=float(summary["linf"].max()),
+            l2_mean=float(summary["l2"].mean()), ssim_mean=float(summary["ssim"].mean()),
             psnr_mean_db=float(finite.mean()) if len(finite) else None,
         ),
-        seconds_per_image=run.seconds / max(1, len(x)),
+        seconds_per_image=run.seconds / max(1, len(y)),
     )
 
 
@@ -94,28 +108,23 @@ def sweep_points(runs: list[AttackRun], y: np.ndarray) -> list[SweepPoint]:
     return sorted((SweepPoint(eps=r.eps, accuracy=float((r.pred == y).mean())) for r in runs), key=lambda p: p.eps)
 
 
-def transfer_matrix_from_images(attack_key: str, adversarial: dict[str, torch.Tensor], models: dict[str, nn.Module],
-                    x: torch.Tensor, y: np.ndarray) -> TransferMatrix:
+def transfer_matrix(attack_key: str, sources: list[str], targets: list[str], clean_pred: dict[str, np.ndarray],
+                    adv_pred: dict[tuple[str, str], np.ndarray], y: np.ndarray) -> TransferMatrix:
     """Success of images crafted on each source (rows) against each model (columns).
 
-    It crafts nothing: it takes the images the runner's resumable attack stages already crafted
+    It crafts nothing: it scores the images the runner's resumable attack stages already crafted
     and stored (:func:`run_attack_stage`), so each source's images are crafted once and scored
-    on every target. Each cell is :func:`~medrobust.evaluation.attack_success.attack_success`
-    of the target's clean and adversarial predictions: over all images, and over the images the
-    target classified correctly before the attack (None when it got none right).
-
-    ``adversarial``: source name -> images crafted on that source (a surrogate, or an
-    :class:`~medrobust.models.ensemble.EnsembleClassifier` of several); ``models``: every model
-    by name (targets). The diagonal is the white-box success.
+    on every target. ``adv_pred[(source, target)]``: the target's decisions on the source's
+    images; ``clean_pred[target]``: its decisions on the clean images. Each cell is
+    :func:`~medrobust.evaluation.attack_success.attack_success`: over all images, and over the
+    images the target classified correctly before the attack (None when it got none right). The
+    diagonal is the white-box success.
     """
-    sources = list(adversarial)
-    targets = list(models)
     rate, rate_ok = [], []
-    clean_pred = {t: models[t].predict(x).numpy() for t in targets}
     for s in sources:
         row, row_ok = [], []
         for t in targets:
-            success = attack_success(y, clean_pred[t], models[t].predict(adversarial[s]).numpy())
+            success = attack_success(y, clean_pred[t], adv_pred[(s, t)])
             row.append(success.success_rate_all)
             row_ok.append(success.success_rate_correct)
         rate.append(row)

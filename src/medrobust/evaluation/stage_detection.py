@@ -16,16 +16,17 @@ et al.'s cross-fitting; the same idea as a k-fold cross-validated threshold).
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn as nn
 
-from medrobust.detection.base import DetectionResult
+from medrobust.detection.benign import BENIGN_CHANGES
+from medrobust.evaluation.batches import StageResult, run_stage
 from medrobust.evaluation.results import DetectorOutcome
 from medrobust.evaluation.stage_attacks import AttackRun
+from medrobust.evaluation.units import DetectUnit, ScoreUnit
 
 MAX_LOG_LINES = 12
 
@@ -45,69 +46,82 @@ def cross_fit_folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, min(k, n))]
 
 
-class CrossFit:
-    """Calibrate-on-the-others: ``calibrate(indices)`` sets the detector's threshold from the clean
-    images at ``indices``; ``folds`` are judged one at a time with the other folds' threshold."""
-
-    def __init__(self, folds: Sequence[np.ndarray], calibrate: Callable[[np.ndarray], float]) -> None:
-        self.folds = list(folds)
-        self.calibrate = calibrate
-        self.thresholds: list[float] = []
-
-
-def _detect(detector, model: nn.Module, images: torch.Tensor, ref: torch.Tensor | None, ids: list[str],
-            cross_fit: CrossFit | None) -> DetectionResult:
-    """``detector.detect`` over all images, or fold by fold with each fold's own threshold."""
-    if cross_fit is None:
-        return detector.detect(model, images, reference=ref, names=ids)
-    n = len(images)
-    flags, scores = np.zeros(n, dtype=bool), np.zeros(n)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    lines: list[str] = [""] * n
+def fold_thresholds(scores: np.ndarray, folds: Sequence[np.ndarray],
+                    calibrate: Callable[[np.ndarray], float]) -> tuple[np.ndarray, list[float]]:
+    """Per image, the threshold calibrated on the other folds' clean ``scores`` (cross-fitting);
+    ``calibrate(scores)`` returns a threshold. Returns (per-image thresholds, one per fold)."""
+    n = len(scores)
+    per_image = np.zeros(n)
     thresholds = []
     all_idx = np.arange(n)
-    for fold in cross_fit.folds:
-        thresholds.append(cross_fit.calibrate(np.setdiff1d(all_idx, fold)))
-        part = detector.detect(model, images[fold], reference=None if ref is None else ref[fold],
-                               names=[ids[i] for i in fold])
-        flags[fold], scores[fold] = part.flags, part.scores
-        for j, i in enumerate(fold):
-            reasons[i] = part.reasons[j]
-            lines[i] = part.details.get("line", [""] * len(fold))[j]
-    cross_fit.thresholds = thresholds
-    return DetectionResult(flags=flags, scores=scores, reasons=reasons, details={"line": lines}, names=list(ids),
-                           detector=getattr(detector, "name", ""), threshold=float(np.mean(thresholds)))
+    for fold in folds:
+        t = calibrate(scores[np.setdiff1d(all_idx, fold)])
+        thresholds.append(t)
+        per_image[fold] = t
+    return per_image, thresholds
 
 
-def detector_outcome(name: str, detector, model: nn.Module, x: torch.Tensor, benign: dict[str, torch.Tensor],
-                     attacks: list[AttackRun], ids: list[str], needs_reference: bool,
-                     cross_fit: CrossFit | None = None, calibration: str = "") -> DetectorOutcome:
-    """Run one fitted detector (or, with ``cross_fit``, one calibrated fold by fold) over clean,
-    benign and attacked images; ``calibration`` says how it was calibrated, for the report."""
-    ref = x if needs_reference else None
-    t0 = time.perf_counter()
-    clean = _detect(detector, model, x, ref, ids, cross_fit)
-    latency = (time.perf_counter() - t0) / max(1, len(x))
-    benign_results = {k: _detect(detector, model, v, ref, ids, cross_fit) for k, v in benign.items()}
-    negatives = np.concatenate([clean.scores, *(r.scores for r in benign_results.values())])
+def detection_stage(engine, folder: Path, detector, needs_reference: bool, inputs: StageResult,
+                    attacks: list[AttackRun], batch_size: int, seed: int, thresholds: np.ndarray | None = None,
+                    advance=None) -> StageResult:
+    """:class:`~medrobust.evaluation.units.DetectUnit` over the attack subset, batch by batch."""
+    ids = inputs.summary["ids"]
+    n = len(ids)
+    sets = DetectUnit.sets([run.key for run in attacks])
+    required = frozenset({"seconds", *(f"s{i}__{k}" for i in range(len(sets))
+                                      for k in ("flags", "scores", "reasons", "lines"))})
+
+    def unit(b: int, sl: slice) -> DetectUnit:
+        return DetectUnit(seed=seed, start=sl.start, detector=detector, needs_reference=needs_reference,
+                          clean=inputs.images(b, "clean"), attacked=[run.stage.images(b) for run in attacks],
+                          ids=[str(i) for i in ids[sl]], thresholds=None if thresholds is None else thresholds[sl])
+
+    return run_stage(engine, folder, n, batch_size, unit, advance, required)
+
+
+def clean_scores_stage(engine, folder: Path, detector, inputs: StageResult, batch_size: int, seed: int) -> np.ndarray:
+    """The detector's scores on the clean attack-subset images (to cross-fit its threshold)."""
+    n = len(inputs.summary["ids"])
+
+    def unit(b: int, sl: slice) -> ScoreUnit:
+        return ScoreUnit(seed=seed, start=sl.start, detector=detector, images=inputs.images(b, "clean"))
+
+    return run_stage(engine, folder, n, batch_size, unit, required=frozenset({"scores"})).summary["scores"]
+
+
+def detector_outcome(name: str, detector, stage: StageResult, attacks: list[AttackRun],
+                     fold_threshold_values: list[float] | None = None, calibration: str = "") -> DetectorOutcome:
+    """The outcome of one detector from its :func:`detection_stage` (with ``fold_threshold_values``
+    when it was cross-fitted); ``calibration`` says how it was calibrated, for the report."""
+    summary = stage.summary
+    sets = DetectUnit.sets([run.key for run in attacks])
+    n = len(summary["s0__flags"])
+
+    def part(i: int, what: str) -> np.ndarray:
+        return summary[f"s{i}__{what}"]
+
+    benign_sets = [k for k in sets[1:] if k in BENIGN_CHANGES]
+    negatives = np.concatenate([part(i, "scores") for i in range(1 + len(benign_sets))])
     rates, aucs, rocs, reasons = {}, {}, {}, {}
     lines: list[str] = []
-    for run in attacks:
-        result = _detect(detector, model, run.x_adv, ref, ids, cross_fit)
-        rates[run.key] = float(result.flags.mean())
-        aucs[run.key], rocs[run.key] = _roc(negatives, result.scores)
-        reasons[run.key] = result.reason_counts()
+    for j, run in enumerate(attacks):
+        i = 1 + len(benign_sets) + j
+        rates[run.key] = float(part(i, "flags").mean())
+        aucs[run.key], rocs[run.key] = _roc(negatives, part(i, "scores"))
+        counts = Counter(r for joined in part(i, "reasons").tolist() for r in str(joined).split("|") if r)
+        reasons[run.key] = dict(sorted(counts.items()))
         if not lines:
-            lines = list(result.details.get("line", []))[:MAX_LOG_LINES]
-    threshold = {"score": float(clean.threshold) if clean.threshold is not None else 1.0}
+            lines = [str(line) for line in part(i, "lines").tolist()[:MAX_LOG_LINES]]
+    threshold = {"score": float(detector.threshold) if getattr(detector, "threshold", None) is not None else 1.0}
     if hasattr(detector, "describe"):
         threshold.update({k: float(v) for k, v in detector.describe().items()
                           if isinstance(v, (int, float)) and not isinstance(v, bool)})
-    if cross_fit is not None:
-        threshold.update({"score": float(np.mean(cross_fit.thresholds)), "score_min": float(min(cross_fit.thresholds)),
-                          "score_max": float(max(cross_fit.thresholds)), "folds": float(len(cross_fit.folds))})
+    if fold_threshold_values:
+        threshold.update({"score": float(np.mean(fold_threshold_values)), "score_min": float(min(fold_threshold_values)),
+                          "score_max": float(max(fold_threshold_values)), "folds": float(len(fold_threshold_values))})
+    latency = float(summary["seconds"].sum()) / max(1, n)
     return DetectorOutcome(
-        name=name, threshold=threshold, detection_rate=rates, fpr_clean=float(clean.flags.mean()),
-        fpr_benign={k: float(r.flags.mean()) for k, r in benign_results.items()}, roc_auc=aucs, roc=rocs,
-        reasons=reasons, latency_ms_per_image=1000.0 * latency, log_lines=lines, calibration=calibration,
+        name=name, threshold=threshold, detection_rate=rates, fpr_clean=float(part(0, "flags").mean()),
+        fpr_benign={k: float(part(1 + i, "flags").mean()) for i, k in enumerate(benign_sets)}, roc_auc=aucs,
+        roc=rocs, reasons=reasons, latency_ms_per_image=1000.0 * latency, log_lines=lines, calibration=calibration,
     )

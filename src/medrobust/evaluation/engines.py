@@ -1,0 +1,157 @@
+"""Engines: where the runner's units of work (:mod:`medrobust.evaluation.units`) execute.
+
+``engine.map(units)`` takes ``(batch index, unit)`` pairs — produced lazily, one at a time as
+the engine has room, so only the batches in flight are in memory — and yields
+``(batch index, arrays)`` as units finish, in any order. The driver (the runner) writes each
+result to its batch file; engines never touch the run directory.
+
+* :class:`LocalEngine` runs each unit in this process, in order, on the runner's own models.
+* :class:`RayEngine` runs them on Ray actors (``ray.util.ActorPool``). Each actor loads the
+  models once from what the driver shipped (:class:`~medrobust.evaluation.model_shipping.ModelSource`)
+  and keeps them for the whole run. An actor killed mid-unit is restarted by Ray and the unit
+  retried (``max_restarts`` / ``max_task_retries``); a unit that raises an error raises it here,
+  as it would locally.
+
+Results do not depend on the engine: a unit's randomness is seeded by its batch, never by the
+worker or the order of completion. On CPU the equality is bit for bit provided the workers use
+as many threads as the local run (float reductions in a convolution are summed in an order that
+depends on the thread count); :class:`RayEngine` gives each actor ``threads_per_worker`` threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import torch
+
+from medrobust.evaluation.model_shipping import ModelSource
+from medrobust.evaluation.units import Unit, Workbench
+
+log = logging.getLogger(__name__)
+
+Results = Iterator[tuple[int, dict[str, np.ndarray]]]
+MAX_RESTARTS = 3
+"""How often Ray restarts a dead actor and retries its unit before the run fails."""
+
+
+class LocalEngine:
+    """Every unit in this process, one after the other."""
+
+    name = "local"
+
+    def __init__(self, bench: Workbench) -> None:
+        self.bench = bench
+        self.workers = 1
+
+    def map(self, units: Iterable[tuple[int, Unit]]) -> Results:
+        for b, unit in units:
+            yield b, self.bench.execute(unit)
+
+    def close(self) -> None:
+        pass
+
+
+class UnitActor:
+    """A Ray actor: the shipped models, loaded once, and a :class:`Workbench` to run units."""
+
+    def __init__(self, sources: list[ModelSource], device: str, threads: int) -> None:
+        from medrobust.models.device import resolve_device
+
+        torch.set_num_threads(max(1, threads))
+        dev = resolve_device(device)
+        self.bench = Workbench({s.name: s.materialise(dev) for s in sources}, dev)
+
+    def run(self, b: int, unit: Unit) -> tuple[int, dict[str, np.ndarray]]:
+        return b, self.bench.execute(unit)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def ray_missing_message() -> str:
+    return "execution.engine ray needs Ray: pip install 'medrobust[scale]'"
+
+
+class RayEngine:
+    """Units on ``workers`` Ray actors, one unit in flight per actor.
+
+    ``address``: None starts a local Ray instance (with ``workers`` CPUs); ``"auto"`` or
+    ``"ray://HOST:PORT"`` joins a running cluster. Each actor reserves ``threads_per_worker``
+    CPUs and ``gpus_per_worker`` GPUs."""
+
+    name = "ray"
+
+    def __init__(self, sources: list[ModelSource], device: str, address: str | None = None,
+                 workers: int | None = None, gpus_per_worker: float = 0.0, threads_per_worker: int = 1) -> None:
+        try:
+            import ray
+            from ray.util import ActorPool
+        except ImportError:
+            raise RuntimeError(ray_missing_message()) from None
+        self._ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False,
+                       "configure_logging": False}
+            if address:
+                ray.init(address=address, **options)
+            else:
+                ray.init(num_cpus=(workers or os.cpu_count() or 1) * threads_per_worker, **options)
+                self._started = True
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = workers or max(1, cpus // threads_per_worker)
+        shipped = ray.put(sources)
+        actor_class = ray.remote(UnitActor).options(
+            num_cpus=threads_per_worker, num_gpus=gpus_per_worker, max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_RESTARTS)
+        self.actors = [actor_class.remote(shipped, device, threads_per_worker) for _ in range(self.workers)]
+        self.pool = ActorPool(self.actors)
+        log.info("Ray: %d workers (%d CPU, %g GPU each) at %s", self.workers, threads_per_worker, gpus_per_worker,
+                 address or "a local Ray instance")
+
+    def map(self, units: Iterable[tuple[int, Unit]]) -> Results:
+        ray = self._ray
+        pending = iter(units)
+        exhausted = False
+        while True:
+            while not exhausted and self.pool.has_free():
+                item = next(pending, None)
+                if item is None:
+                    exhausted = True
+                else:
+                    self.pool.submit(lambda actor, bu: actor.run.remote(*bu), item)
+            if not self.pool.has_next():
+                return
+            try:
+                yield self.pool.get_next_unordered()
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                if isinstance(cause, Exception):
+                    raise cause from None
+                raise
+            except ray.exceptions.RayActorError as err:
+                raise RuntimeError(f"a Ray worker died {MAX_RESTARTS + 1} times running one unit of work; the "
+                                   f"finished batches are kept, run again to resume ({err})") from None
+
+    def pids(self) -> list[int]:
+        """The actors' process ids (for tests and diagnostics)."""
+        return self._ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self._ray.kill(actor)
+        self.actors = []
+        if self._started:
+            self._ray.shutdown()
+
+
+def make_engine(execution, bench: Workbench, sources: list[ModelSource] | None, device: str):
+    """The engine ``execution`` (an :class:`~medrobust.evaluation.config.ExecutionConfig`) names."""
+    if execution.engine == "local":
+        return LocalEngine(bench)
+    assert sources is not None
+    return RayEngine(sources, device, execution.address, execution.workers, execution.gpus_per_worker,
+                     threads_per_worker=1)

@@ -1,0 +1,255 @@
+"""The runner's units of work: one batch of one stage, described by plain data.
+
+A unit names the models it needs (:class:`ModelRef`), carries its images as 8-bit arrays and
+the seed of its batch, and returns a dict of numpy arrays — the content of one batch file. It
+holds no model and no open file, so an engine may run it in this process or ship it to a Ray
+actor (:mod:`medrobust.evaluation.engines`); a :class:`Workbench` (the models, loaded once, and
+the device) executes it.
+
+Randomness is a function of the unit alone: before a unit runs, the global torch generator is
+seeded with ``seed + start`` (``start``: the batch's first image in its stream), and attacks draw
+from their own generator seeded the same way (:func:`~medrobust.evaluation.crafting.craft_batch`),
+so a batch gives the same result whichever process ran it and in whatever order.
+
+Per-image log lines a unit writes (the detectors' lines) are captured and returned under
+``log``; the driver writes them to the run's log, so ``log.txt`` is the same for every engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from medrobust.evaluation.batches import from_uint8, to_uint8
+from medrobust.per_image_log import per_image_log
+
+LOG_KEY = "log"
+"""The key under which a unit returns the per-image log lines it wrote (a str array)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model a unit needs: ``name`` (``"model"`` or a surrogate's name), seen through the
+    defense ``defense`` (a spec; :class:`~medrobust.defenses.defended.DefendedClassifier`
+    averaging ``eot_samples`` draws of a randomised one) or bare when None."""
+
+    name: str = "model"
+    defense: str | None = None
+    eot_samples: int | None = None
+
+
+class Workbench:
+    """What executes units: the models by name, loaded once, and the device."""
+
+    def __init__(self, models: Mapping[str, nn.Module], device: torch.device) -> None:
+        self.models = dict(models)
+        self.device = device
+        self._defended: dict[ModelRef, nn.Module] = {}
+
+    def model(self, ref: ModelRef) -> nn.Module:
+        if ref.name not in self.models:
+            raise KeyError(f"unit asks for model {ref.name!r}; this worker holds {sorted(self.models)}")
+        if ref.defense is None:
+            return self.models[ref.name]
+        if ref not in self._defended:
+            from medrobust.defenses.defended import DefendedClassifier
+            from medrobust.defenses.registry import build_defense
+
+            self._defended[ref] = DefendedClassifier(build_defense(ref.defense), self.models[ref.name],
+                                                     eot_samples=ref.eot_samples)
+        return self._defended[ref]
+
+    def execute(self, unit: "Unit") -> dict[str, np.ndarray]:
+        """Run ``unit`` with the global torch generator seeded by its batch; per-image log lines
+        are captured into the result's ``log``."""
+        torch.manual_seed(unit.seed + unit.start)
+        lines: list[str] = []
+        handler = _ListHandler(lines)
+        per_image_log.addHandler(handler)
+        previous = per_image_log.propagate
+        per_image_log.propagate = False
+        try:
+            out = unit.run(self)
+        finally:
+            per_image_log.removeHandler(handler)
+            per_image_log.propagate = previous
+        out[LOG_KEY] = np.array(lines, dtype=str)
+        return out
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.INFO:
+            self.lines.append(f"{record.levelname}\t{record.getMessage()}")
+
+
+def replay_log(lines: np.ndarray) -> None:
+    """Write a unit's captured per-image lines to :data:`per_image_log` (on the driver)."""
+    for line in lines.tolist():
+        level, _, message = str(line).partition("\t")
+        per_image_log.log(logging.getLevelName(level) if level in ("INFO", "WARNING", "ERROR") else logging.INFO,
+                          "%s", message)
+
+
+@dataclass
+class Unit:
+    """Base: ``seed + start`` seeds the unit's randomness; ``run`` returns the batch's arrays."""
+
+    seed: int
+    start: int
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+@dataclass
+class CraftUnit(Unit):
+    """Adversarial images of one batch: crafted on ``crafter``, predicted by ``target``.
+
+    Returns ``x_adv`` (B, H, W) uint8, ``pred``, and per image the perturbation's L-inf and L2
+    norms, SSIM and PSNR against the clean image, and ``seconds`` (the batch's time)."""
+
+    attack: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    allow_large_eps: bool = False
+    crafter: ModelRef = ModelRef()
+    target: ModelRef = ModelRef()
+    clean: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        from medrobust.attacks.registry import build_attack
+        from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
+        from medrobust.evaluation.crafting import craft_batch
+
+        t0 = time.perf_counter()
+        attack = build_attack(self.attack, allow_large_eps=self.allow_large_eps, **self.params)
+        x = from_uint8(self.clean).to(bench.device)
+        y = torch.from_numpy(self.labels).to(bench.device)
+        x_adv, outputs = craft_batch(attack, bench.model(self.crafter), bench.model(self.target), x, y, self.seed,
+                                     self.start)
+        seconds = time.perf_counter() - t0
+        xn, an = x.cpu().numpy(), x_adv.numpy()
+        return {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "linf": linf_distance(xn, an),
+                "l2": l2_distance(xn, an), "ssim": ssim(xn, an), "psnr": psnr(xn, an),
+                "seconds": np.array([seconds])}
+
+
+@dataclass
+class PredictUnit(Unit):
+    """The decisions of ``model`` on one batch of images; with ``model.defense`` the defense is
+    applied first (as the defended model sees them). Returns ``pred`` and ``seconds`` (the
+    defense's own time, 0 without one)."""
+
+    model: ModelRef = ModelRef()
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        if not len(self.images):  # a batch whose files were all unreadable
+            return {"pred": np.zeros(0, dtype=np.int64), "seconds": np.zeros(1)}
+        x = from_uint8(self.images).to(bench.device)
+        seconds = 0.0
+        if self.model.defense is not None:
+            defended = bench.model(self.model)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                x = defended.defend(x)
+            seconds = time.perf_counter() - t0
+        base = bench.model(ModelRef(self.model.name))
+        return {"pred": base.predict(x).cpu().numpy(), "seconds": np.array([seconds])}
+
+
+@dataclass
+class ScoreUnit(Unit):
+    """A detector's scores on one batch of clean images (to calibrate its threshold)."""
+
+    detector: Any = None
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        x = from_uint8(self.images).to(bench.device)
+        return {"scores": np.asarray(self.detector.score(bench.models["model"], x), dtype=np.float64)}
+
+
+DETECT_SETS_CLEAN = "clean"
+
+
+@dataclass
+class DetectUnit(Unit):
+    """One detector over one batch: the clean images, their benign changes
+    (:func:`~medrobust.detection.benign.benign_changes`, drawn with ``seed + start``) and each
+    attack's images. ``thresholds``: per image, the threshold to judge it with (cross-fitting),
+    or None for the detector's own.
+
+    Returns, for the i-th image set of :meth:`sets` (``clean``, the benign changes, then the
+    attacks in ``attacked``'s order), ``s{i}__flags``, ``s{i}__scores``, ``s{i}__reasons`` (the
+    reasons that fired, joined by ``|``) and ``s{i}__lines``; and ``seconds`` of the clean set."""
+
+    detector: Any = None
+    needs_reference: bool = False
+    clean: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+    attacked: list[np.ndarray] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    thresholds: np.ndarray | None = None
+
+    @staticmethod
+    def sets(attack_keys: list[str]) -> list[str]:
+        from medrobust.detection.benign import BENIGN_CHANGES
+
+        return [DETECT_SETS_CLEAN, *BENIGN_CHANGES, *attack_keys]
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        from medrobust.detection.benign import benign_changes
+
+        model = bench.models["model"]
+        x = from_uint8(self.clean).to(bench.device)
+        ref = x if self.needs_reference else None
+        benign = benign_changes(x, torch.Generator(device=x.device).manual_seed(self.seed + self.start))
+        images = [x, *benign.values(), *(from_uint8(a).to(bench.device) for a in self.attacked)]
+        out: dict[str, np.ndarray] = {}
+        for i, batch in enumerate(images):
+            t0 = time.perf_counter()
+            flags, scores, reasons, lines = _judge(self.detector, model, batch, ref, self.ids, self.thresholds)
+            if i == 0:
+                out["seconds"] = np.array([time.perf_counter() - t0])
+            out[f"s{i}__flags"], out[f"s{i}__scores"] = flags, scores
+            out[f"s{i}__reasons"] = np.array(["|".join(r) for r in reasons], dtype=str)
+            out[f"s{i}__lines"] = np.array(lines, dtype=str)
+        return out
+
+
+def _judge(detector, model: nn.Module, x: torch.Tensor, ref: torch.Tensor | None, ids: list[str],
+           thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list[list[str]], list[str]]:
+    """``detector.detect`` over ``x``; with per-image ``thresholds``, group by threshold."""
+    groups = [np.arange(len(x))] if thresholds is None else [np.flatnonzero(thresholds == t)
+                                                             for t in np.unique(thresholds)]
+    n = len(x)
+    flags, scores = np.zeros(n, dtype=bool), np.zeros(n)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    lines = [""] * n
+    for group in groups:
+        if thresholds is not None:
+            detector.threshold = float(thresholds[group[0]])
+        index = torch.from_numpy(group).to(x.device)
+        part = detector.detect(model, x.index_select(0, index),
+                               reference=None if ref is None else ref.index_select(0, index),
+                               names=[ids[i] for i in group])
+        flags[group], scores[group] = part.flags, part.scores
+        for j, i in enumerate(group):
+            reasons[i] = list(part.reasons[j])
+            lines[i] = part.details.get("line", [""] * len(group))[j]
+    return flags, scores, reasons, lines
+
+
+UnitFactory = Callable[[int], Unit]
