@@ -81,3 +81,13 @@ def linear_classifier():
         return Classifier(net, contract).eval()
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The address of a 2-CPU Ray cluster on this machine (tests/ray_cluster.py), started on
+    first use and stopped at the end of the session; skipped when Ray is not installed."""
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'medrobust[scale]' (CI installs it)")
+    from tests.ray_cluster import local_ray_cluster
+
+    yield from local_ray_cluster()

@@ -61,4 +61,19 @@ def main() -> None:
     reexec_with_tuned_malloc()
     from medrobust.cli import app
 
-    app(prog_name="medrobust")
+    app(args=bare_ray_flag(sys.argv[1:]), prog_name="medrobust")
+
+
+RAY_FLAG = "--ray"
+RAY_LOCAL = "local"
+
+
+def bare_ray_flag(argv: list[str]) -> list[str]:
+    """``--ray`` given without an address (last, or before another option) means ``--ray local``:
+    a Ray instance started on this machine. (click has no option with an optional value.)"""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == RAY_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(RAY_LOCAL)
+    return out

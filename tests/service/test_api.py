@@ -303,6 +303,7 @@ def test_unknown_model_extension_is_refused(service, uploads, filename):
     ("surrogates: [{name: s, load: {path: /srv/s.pt}}]\n", "surrogates[0]"),
     ("attacks: [{name: pgd, steps_typo: 3}]\n", "invalid configuration"),
     ("a: &x [1]\nb: *x\n", "anchor"),
+    ("execution: {engine: ray, address: 'ray://10.0.0.9:10001'}\n", "execution"),
 ])
 def test_config_naming_a_path_or_invalid_is_refused(service, uploads, config, fragment):
     with uploads.checkpoint_zip.open("rb") as model, uploads.images_zip.open("rb") as images:

@@ -160,6 +160,12 @@ def evaluate(
     split: Annotated[Optional[str], typer.Option(
         "--split", help="'test' (every image is tested) or train,val,test fractions such as 0.6,0.2,0.2.")] = None,
     restart: Annotated[bool, typer.Option("--restart", help="Delete the run folder's results and start afresh.")] = False,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="[ADDRESS]", help="Run the work on Ray: alone (or 'local') a Ray instance on this machine; "
+        "'auto' the cluster this machine joined (ray start); ray://HOST:PORT through Ray Client. Needs "
+        "medrobust[scale].")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=1, help="Ray workers (each loads the model once; default one per CPU of the cluster).")] = None,
 ) -> None:
     """Evaluate a model: `medrobust evaluate --model FILE --data DIR [--preset quick|standard|thorough]`,
     or run the experiment in CONFIG.yaml. Writes RUN/config.yaml (to repeat the run), metrics.json
@@ -174,6 +180,8 @@ def evaluate(
             raise ValueError(f"give either {config_path} or --model/--data, not both (the file names the model and "
                              "data; edit it, or leave it out)")
         overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device}.items() if v}
+        if ray is not None or workers is not None:
+            overrides["execution"] = execution_section(ray, workers)
         section: dict = {}
         if normal_class:
             section["normal_class"] = normal_class
@@ -192,7 +200,17 @@ def evaluate(
                    classes=classes, input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
                    trust_pickle=trust_pickle, size=size, normal_class=normal_class,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
-                   device=device)
+                   device=device, execution=execution_section(ray, workers) if ray is not None or workers else None)
+
+
+def execution_section(ray: str | None, workers: int | None) -> dict:
+    """The configuration's ``execution`` from ``--ray [ADDRESS]`` and ``--workers``."""
+    from medrobust.launch import RAY_LOCAL
+
+    if ray is None:
+        raise ValueError("--workers sets the number of Ray workers: add --ray (or --ray ADDRESS)")
+    address = None if ray.strip().lower() == RAY_LOCAL else ray.strip()
+    return {"engine": "ray", "address": address, "workers": workers}
 
 
 def parse_class_map(items: list[str]) -> dict[str, str]:

@@ -38,6 +38,13 @@ def _service_modules():
     return service_app
 
 
+RayOption = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="ADDRESS", help="Hand each job's work to a Ray cluster: 'auto' (the cluster this machine joined), "
+    "ray://HOST:PORT, or 'local'. Jobs keep their state in the service's database. Needs medrobust[scale].")]
+RayWorkersOption = Annotated[Optional[int], typer.Option(
+    "--ray-workers", min=1, help="Ray workers per job (default one per CPU of the cluster).")]
+
+
 @app.command("serve")
 @user_errors
 def serve(
@@ -62,6 +69,8 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
     worker_nice: Annotated[int, typer.Option(
         "--worker-nice", help="Priority the workers give up (0-19) so that requests are answered first.")] = 10,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Start the web service (API at /api/v1, docs at /docs, dashboard at /) and its workers."""
     service_app = _service_modules()
@@ -77,7 +86,8 @@ def serve(
     web = service_app.create_app(data_dir, limits)
     command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir), "--lease-seconds",
                str(lease_seconds), "--stop-with-parent", str(os.getpid()), "--nice", str(worker_nice)] \
-        + (["--device", device] if device else [])
+        + (["--device", device] if device else []) + (["--ray", ray] if ray else []) \
+        + (["--ray-workers", str(ray_workers)] if ray_workers else [])
     pool = WorkerPool(command, workers)
     pool.start()
     console.print(f"medrobust service on http://{host}:{port}/ (API docs /docs), data in {data_dir}, "
@@ -135,6 +145,8 @@ def worker(
         "--nice", help="Lower this worker's priority by N (0-19), e.g. on a machine that also answers requests.")] = 0,
     stop_with_parent: Annotated[Optional[int], typer.Option(
         "--stop-with-parent", hidden=True, help="Stop when this process (medrobust serve) is gone.")] = None,
+    ray: RayOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Run jobs from DIR's queue (start as many as the machine holds; they share DIR)."""
     from medrobust.service.worker import Worker
@@ -145,7 +157,10 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     if nice:
         os.nice(max(0, min(int(nice), 19)))
-    runner = Worker(data_dir, lease_s=lease_seconds, poll_s=poll_seconds, device=device)
+    from medrobust.cli.evaluate import execution_section
+
+    execution = execution_section(ray, ray_workers) if ray or ray_workers else None
+    runner = Worker(data_dir, lease_s=lease_seconds, poll_s=poll_seconds, device=device, execution=execution)
     runner.install_signal_handlers()
     if stop_with_parent is not None:
         runner.stop_with_parent(stop_with_parent)

@@ -55,16 +55,26 @@ class LocalEngine:
 
 
 class UnitActor:
-    """A Ray actor: the shipped models, loaded once, and a :class:`Workbench` to run units."""
+    """A Ray actor: the shipped models, loaded once (at its first unit), and a :class:`Workbench`.
 
-    def __init__(self, sources: list[ModelSource], device: str, threads: int) -> None:
-        from medrobust.models.device import resolve_device
+    The models come with each call as ``shipped`` = ``[ObjectRef of the list of ModelSource]``
+    (nested, so Ray passes the reference and nothing is copied per call); an actor restarted by
+    Ray after a crash loads them again at the unit it retries."""
 
+    def __init__(self, device: str, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
-        dev = resolve_device(device)
-        self.bench = Workbench({s.name: s.materialise(dev) for s in sources}, dev)
+        self.device = device
+        self.bench: Workbench | None = None
 
-    def run(self, b: int, unit: Unit) -> tuple[int, dict[str, np.ndarray]]:
+    def run(self, b: int, unit: Unit, shipped: list) -> tuple[int, dict[str, np.ndarray]]:
+        if self.bench is None:
+            import ray
+
+            from medrobust.models.device import resolve_device
+
+            dev = resolve_device(self.device)
+            sources: list[ModelSource] = ray.get(shipped[0])
+            self.bench = Workbench({s.name: s.materialise(dev) for s in sources}, dev)
         return b, self.bench.execute(unit)
 
     def pid(self) -> int:
@@ -103,11 +113,11 @@ class RayEngine:
                 self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus // threads_per_worker)
-        shipped = ray.put(sources)
+        self._shipped = ray.put(sources)  # held by the driver for the whole run, so restarts find it
         actor_class = ray.remote(UnitActor).options(
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker, max_restarts=MAX_RESTARTS,
             max_task_retries=MAX_RESTARTS)
-        self.actors = [actor_class.remote(shipped, device, threads_per_worker) for _ in range(self.workers)]
+        self.actors = [actor_class.remote(device, threads_per_worker) for _ in range(self.workers)]
         self.pool = ActorPool(self.actors)
         log.info("Ray: %d workers (%d CPU, %g GPU each) at %s", self.workers, threads_per_worker, gpus_per_worker,
                  address or "a local Ray instance")
@@ -122,7 +132,7 @@ class RayEngine:
                 if item is None:
                     exhausted = True
                 else:
-                    self.pool.submit(lambda actor, bu: actor.run.remote(*bu), item)
+                    self.pool.submit(lambda actor, bu: actor.run.remote(*bu, [self._shipped]), item)
             if not self.pool.has_next():
                 return
             try:

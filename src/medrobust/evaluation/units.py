@@ -52,6 +52,8 @@ class Workbench:
         self.models = dict(models)
         self.device = device
         self._defended: dict[ModelRef, nn.Module] = {}
+        self._defense_seeds: dict[ModelRef, int | None] = {}
+        self._start = 0
 
     def model(self, ref: ModelRef) -> nn.Module:
         if ref.name not in self.models:
@@ -62,14 +64,27 @@ class Workbench:
             from medrobust.defenses.defended import DefendedClassifier
             from medrobust.defenses.registry import build_defense
 
-            self._defended[ref] = DefendedClassifier(build_defense(ref.defense), self.models[ref.name],
-                                                     eot_samples=ref.eot_samples)
+            defense = build_defense(ref.defense)
+            self._defense_seeds[ref] = defense.seed
+            self._defended[ref] = DefendedClassifier(defense, self.models[ref.name], eot_samples=ref.eot_samples)
+            self._reseed(ref, self._start)
         return self._defended[ref]
+
+    def _reseed(self, ref: ModelRef, start: int) -> None:
+        """A randomised defense's stream restarts at every unit from its own seed mixed with the
+        batch's ``start``: its draws depend on the batch, not on which units ran before here."""
+        seed = self._defense_seeds[ref]
+        defense = self._defended[ref].defense
+        if defense.randomized and seed is not None:
+            defense.manual_seed((int(seed) * 1_000_003 + start) % 2**62)
 
     def execute(self, unit: "Unit") -> dict[str, np.ndarray]:
         """Run ``unit`` with the global torch generator seeded by its batch; per-image log lines
         are captured into the result's ``log``."""
         torch.manual_seed(unit.seed + unit.start)
+        self._start = unit.start
+        for ref in self._defended:
+            self._reseed(ref, unit.start)
         lines: list[str] = []
         handler = _ListHandler(lines)
         per_image_log.addHandler(handler)

@@ -31,7 +31,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              size: int | None = None, normal_class: str | None = None, class_map: Mapping[str, str] | None = None,
              split: str | Sequence[float] | None = None, train_data: str | None = None, device: str | None = None,
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
-             output_dir: str | Path | None = None, restart: bool = False) -> RunMetrics:
+             output_dir: str | Path | None = None, restart: bool = False,
+             execution: Mapping[str, Any] | None = None) -> RunMetrics:
     """Evaluate ``model`` (a path or module) on ``images`` (a data source, a dataset or tensors
     with labels) with a ``preset`` or a configuration; returns the run's metrics.
 
@@ -40,7 +41,9 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     ``output_kind``, ``arch``) describe a foreign model file; ``normal_class``/``class_map``
     how the data's classes read; ``split``: ``"test"`` (every image tested, the default for a
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
-    to train a transfer surrogate on (the standard and thorough presets).
+    to train a transfer surrogate on (the standard and thorough presets); ``execution``: where the
+    work runs, e.g. ``{"engine": "ray", "address": "auto", "workers": 8}`` (a Ray cluster; the
+    results are the same as a local run's).
     """
     from medrobust.evaluation.runner import Runner
     from medrobust.layer.models import load_model
@@ -67,7 +70,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             data[key] = value
     if split is not None:
         data["split"] = "test" if isinstance(split, str) and split.strip().lower() == "test" else [float(s) for s in split]
-    for key, value in {"device": device, "seed": seed, "attack_images": attack_images}.items():
+    for key, value in {"device": device, "seed": seed, "attack_images": attack_images,
+                       "execution": dict(execution) if execution is not None else None}.items():
         if value is not None:
             raw[key] = value
     if run_dir is not None:

@@ -5,7 +5,8 @@ Every path in a configuration names a file on the machine that reads it, so on t
 the paths are the service's to fill: the model is the uploaded file, the data the uploaded
 images, the run folder the job's. A configuration that sets any of them is refused, as is
 one that asks to train a model or a surrogate from another source, or to calibrate a
-detector on another folder. The rest is validated with the same pydantic schema the command
+detector on another folder; and one that says where to run (``execution``: the service's
+workers, or the Ray cluster the operator gave them, decide). The rest is validated with the same pydantic schema the command
 line uses, after the service has filled its part.
 """
 
@@ -41,6 +42,10 @@ def parse_job_config(text: str) -> dict[str, Any]:
             "config: model: is the uploaded file, which the service fills itself; give the model's contract with the "
             "form fields classes, input_size, intensity, output_kind and normal_class, and remove model: from the "
             "configuration")
+    if raw.get("execution") is not None:
+        raise ConfigRefused(
+            "config: execution: where jobs run (this machine or the service's Ray cluster) is the service's setting "
+            "(medrobust serve --ray ADDRESS), not a job's; remove execution: from the configuration")
     for path in _SERVICE_FIELDS:
         if _get(raw, path) is not None:
             raise ConfigRefused(

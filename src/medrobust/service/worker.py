@@ -170,10 +170,13 @@ class Worker:
     """Claims and runs jobs until stopped. ``once=True`` returns when the queue is empty."""
 
     def __init__(self, data_dir: str | Path, *, lease_s: float = 60.0, poll_s: float = 1.0,
-                 device: str | None = None) -> None:
+                 device: str | None = None, execution: dict[str, Any] | None = None) -> None:
+        """``execution``: where this worker's jobs run (the configuration's ``execution`` section,
+        e.g. ``{"engine": "ray", "address": "auto"}``); None: in this process. The job's state
+        stays in the service's database either way: the worker is the run's driver."""
         self.data_dir = Path(data_dir).resolve()  # jobs run from their upload folder (see run_job)
         self.store = Store(self.data_dir)
-        self.lease_s, self.poll_s, self.device = lease_s, poll_s, device
+        self.lease_s, self.poll_s, self.device, self.execution = lease_s, poll_s, device, execution
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.stop = threading.Event()
 
@@ -232,6 +235,8 @@ class Worker:
                 arguments = job_arguments(request, files)
                 if self.device:
                     arguments["device"] = self.device
+                if self.execution:
+                    arguments["execution"] = self.execution
                 with chdir(files.upload):
                     metrics = _evaluate_and_report(arguments, progress)
             except JobCancelled:

@@ -1,0 +1,175 @@
+"""The runner on Ray: the same results as a local run, bit for bit; a worker killed mid-unit is
+restarted by Ray and the run completes; a driver killed mid-run resumes from the run directory.
+
+One local Ray cluster serves the session (the ``ray_cluster`` fixture, tests/ray_cluster.py).
+Skipped when Ray is not installed (``pip install 'medrobust[scale]'``; CI installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medrobust[scale]'")
+
+from medrobust.evaluation.config import ExperimentConfig  # noqa: E402
+from medrobust.evaluation.runner import Runner  # noqa: E402
+from medrobust.models.checkpoint import save_checkpoint  # noqa: E402
+from tests.ray_cluster import RAY_ENV  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_small_cnn, tmp_path_factory) -> Path:
+    return save_checkpoint(trained_small_cnn.cpu(), tmp_path_factory.mktemp("ray") / "model")
+
+
+def _config(root: Path, checkpoint: Path, name: str, execution: dict | None = None) -> dict:
+    """A run exercising every kind of unit: attacks (with a sweep and a transfer surrogate, the
+    same checkpoint), the transfer matrix, a randomised and a deterministic defense under their
+    adaptive attack, and both detectors (the squeeze detector cross-fitted)."""
+    return {
+        "name": name, "output_dir": str(root), "seed": 3, "batch_size": 8, "attack_images": 20, "device": "cpu",
+        "data": {"source": "phantom:per_class=8", "size": 32, "split": "test"},
+        "model": {"load": {"path": str(checkpoint)}},
+        "surrogates": [{"name": "twin", "load": {"path": str(checkpoint)}}],
+        "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 3}, "transfer": True,
+                     "eps_sweep": ["4/255", "8/255"]}],
+        "defenses": ["jpeg+tv", "tvm"],
+        "adaptive": {"params": {"steps": 2}, "eot_samples": 2},
+        "execution": execution or {"engine": "local"},
+    }
+
+
+def _stage_arrays(run: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for path in sorted((run / "stages").rglob("*.npz")):
+        with np.load(path) as data:
+            for key in data.files:
+                if key != "seconds":
+                    out[f"{path.relative_to(run)}:{key}"] = data[key]
+    return out
+
+
+def _results(run: Path) -> dict:
+    """metrics.json without timings and the engine (what may differ between two equal runs)."""
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if "second" not in k and k not in ("created", "latency_ms_per_image", "execution", "output_dir")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip(json.loads((run / "metrics.json").read_text()))
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    arrays_a, arrays_b = _stage_arrays(a), _stage_arrays(b)
+    assert sorted(arrays_a) == sorted(arrays_b)
+    assert len(arrays_a) > 100  # every stage's batches: attacks, predictions, defenses, detection
+    for key, value in arrays_a.items():
+        assert np.array_equal(value, arrays_b[key]), key
+    assert _results(a) == _results(b)
+
+
+@pytest.fixture(scope="module")
+def local_run(checkpoint, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("local")
+    Runner(ExperimentConfig.model_validate(_config(root, checkpoint, "run"))).run()
+    return root / "run"
+
+
+def _actor_pids() -> dict[int, str]:
+    """The medrobust Ray workers on this machine: pid -> process title (``ray::UnitActor.run``
+    while a unit runs)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::UnitActor"):
+            out[int(entry.name)] = title
+    return out
+
+
+def test_a_ray_run_equals_a_local_run_bit_for_bit(ray_cluster, checkpoint, local_run, tmp_path) -> None:
+    config = _config(tmp_path, checkpoint, "run", {"engine": "ray", "address": ray_cluster, "workers": 2})
+    metrics = Runner(ExperimentConfig.model_validate(config)).run()
+    assert metrics.config["execution"]["engine"] == "ray"
+    _assert_same_run(local_run, tmp_path / "run")
+    assert metrics.defenses[1].gradient_mode == "bpda+eot(2)"  # tvm: randomised, its draws seeded per batch
+
+
+class KillOneWorker:
+    """Progress that SIGKILLs a busy Ray worker once, after the first batch of an attack stage."""
+
+    def __init__(self) -> None:
+        self.killed: int | None = None
+
+    def stage(self, name: str, total: int):
+        progress = self
+
+        class Bar:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def advance(self, n: int = 1) -> None:
+                if progress.killed is None and "white-box" in name:
+                    pids = _actor_pids()
+                    busy = [p for p, title in pids.items() if ".run" in title] or list(pids)
+                    if busy:
+                        progress.killed = busy[0]
+                        os.kill(busy[0], signal.SIGKILL)
+
+        return Bar()
+
+
+def test_a_worker_killed_mid_unit_is_restarted_and_the_run_completes(ray_cluster, checkpoint, local_run,
+                                                                     tmp_path) -> None:
+    config = _config(tmp_path, checkpoint, "run", {"engine": "ray", "address": ray_cluster, "workers": 2})
+    progress = KillOneWorker()
+    Runner(ExperimentConfig.model_validate(config), progress=progress).run()
+    assert progress.killed is not None
+    assert progress.killed not in _actor_pids()  # that process is gone; Ray started another in its place
+    _assert_same_run(local_run, tmp_path / "run")
+
+
+def test_a_driver_killed_mid_run_resumes_from_the_run_directory(ray_cluster, checkpoint, local_run,
+                                                                tmp_path) -> None:
+    config_path = tmp_path / "run.yaml"
+    config_path.write_text(yaml.safe_dump(_config(tmp_path, checkpoint, "run")))
+    command = [sys.executable, "-m", "medrobust", "evaluate", str(config_path), "--ray", ray_cluster, "--workers", "2"]
+    env = {**os.environ, **RAY_ENV}
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stage = tmp_path / "run" / "stages" / "attacks"
+    deadline = time.monotonic() + 240
+    while not (stage.is_dir() and len(list(stage.rglob("batch-*.npz"))) >= 2):
+        assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "no attack batch was written in time"
+        time.sleep(0.05)
+    driver.kill()
+    driver.wait()
+    driver.stderr.close()
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in stage.rglob("batch-*.npz")}
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished batches were not recomputed
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    _assert_same_run(local_run, tmp_path / "run")
