@@ -38,3 +38,54 @@ def test_defended_classifier_on_the_gpu(phantoms) -> None:
     loss = model(x).sum()
     (grad,) = torch.autograd.grad(loss, x)
     assert grad.device.type == "cuda" and torch.isfinite(grad).all()
+
+
+def _syncs(fn):
+    """``fn()`` with CUDA's synchronisation warnings on: (result, how many synchronisations)."""
+    import warnings
+
+    torch.cuda.synchronize()
+    before = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+    return result, sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.parametrize("spec", ["tv", "tv:method=chambolle", "jpeg:quality=50", "bits", "median:size=3",
+                                  "jpeg+tv", "none"])
+def test_every_deterministic_defense_stays_on_the_gpu_and_matches_the_cpu(phantoms, spec) -> None:
+    defense = build_defense(spec)
+    gpu = defense(phantoms.cuda())
+    assert gpu.device.type == "cuda" and gpu.dtype == phantoms.dtype and gpu.shape == phantoms.shape
+    assert psnr(gpu.cpu(), defense(phantoms)) > 60
+
+
+def test_tv_on_the_gpu_synchronises_at_most_once_per_check(phantoms) -> None:
+    from medrobust.defenses.total_variation import CHECK_EVERY
+
+    x = phantoms.cuda()
+    tv_denoise(x, 0.1, max_iter=60)  # warm-up
+    out, syncs = _syncs(lambda: tv_denoise(x, 0.1, max_iter=60))
+    assert out.device.type == "cuda" and syncs <= 60 // CHECK_EVERY + 1
+
+
+def test_an_attack_step_through_median_never_synchronises(phantoms) -> None:
+    from medrobust.attacks import PGD
+    from medrobust.models.batched_prediction import eval_mode
+
+    model = DefendedClassifier(build_defense("median+bits"), make_linear_classifier(size=64)).cuda()
+    x, y = phantoms.cuda(), torch.tensor([0, 1, 2, 0, 1, 2], device="cuda")
+    attack = PGD(steps=3)
+
+    def run():
+        with eval_mode(model), torch.enable_grad():
+            return attack.perturb(model, x, y, torch.Generator(device="cuda").manual_seed(0))
+
+    run()  # warm-up
+    x_adv, syncs = _syncs(run)
+    assert syncs == 0 and x_adv.device.type == "cuda"

@@ -90,9 +90,7 @@ def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, budget: Budget, bits: 
         lo = torch.ceil(((x - budget.eps) * levels).clamp(min=0.0) - 1e-4) / levels
         hi = torch.floor(((x + budget.eps) * levels).clamp(max=levels) + 1e-4) / levels
         return torch.minimum(torch.maximum(q, lo), hi).clamp(0.0, 1.0)
-    over = budget.distance(q, x) > budget.eps + 1e-6
-    if over.any():
-        toward = torch.where((q - x).abs() > (x_adv - x).abs(), torch.where(q > x, torch.floor(x_adv * levels),
-                                                                         torch.ceil(x_adv * levels)) / levels, q)
-        q = torch.where(over.view(_per_image(q)), toward, q)
-    return q.clamp(0.0, 1.0)
+    over = budget.distance(q, x) > budget.eps + 1e-6  # no branch on it: nothing is read back from the device
+    toward = torch.where((q - x).abs() > (x_adv - x).abs(), torch.where(q > x, torch.floor(x_adv * levels),
+                                                                     torch.ceil(x_adv * levels)) / levels, q)
+    return torch.where(over.view(_per_image(q)), toward, q).clamp(0.0, 1.0)

@@ -17,10 +17,17 @@ parameter gradients), and its mode is restored afterwards. Images in a batch are
 the loss is summed per image, so an image's perturbation does not depend on its batch-mates.
 All randomness comes from one ``torch.Generator`` seeded per call, so the same seed gives
 bit-identical results on the CPU.
+
+On a GPU the engine's loop never waits for the device: it reads no value back to the host inside
+a step (the multi-label findings mask is built once per device), so the next kernels queue while
+the current ones run; SIA adds one small read per step (its plan's layout, see
+:mod:`medrobust.attacks.sit_plan`), and the model's forward pass is the model's own. Attacks run
+in the model's own precision: nothing here turns on autocast or reduced-precision modes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -38,6 +45,19 @@ from medrobust.models.output_kind import OutputKind
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=64)
+def _finding_mask(indices: tuple[int, ...], width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(width,) 1 at ``indices``, 0 elsewhere, on ``device``: built once per device and kept, so
+    a step does not copy an index from the host."""
+    mask = torch.zeros(width, dtype=dtype).index_fill_(0, torch.tensor(indices, dtype=torch.long), 1.0)
+    return mask.to(device)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Same device type, and the same index where both name one (``cuda`` is the current GPU)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 class Attack(ABC):
     """Base of every attack: ``attack(model, x, y) -> x_adv`` (same shape and dtype, in [0, 1]).
 
@@ -49,8 +69,9 @@ class Attack(ABC):
 
     ``y`` holds the true labels for an untargeted attack, the target labels for a targeted
     one: (B,) class indices, or (B, K) 0/1 findings for a multi-label model. Randomness comes
-    only from a ``torch.Generator``: the one passed to the call, or one seeded with ``seed``
-    (default 0), so the same seed gives the same result. ``quantize_bits`` (default 8): round the
+    only from a ``torch.Generator``: the one passed to the call (on ``x``'s device: every draw
+    is made there), or one seeded with ``seed`` (default 0) on ``x``'s device, so the same seed
+    gives the same result on the same device. ``quantize_bits`` (default 8): round the
     result to the storage grid (None: keep floats). Subclasses implement :meth:`perturb`.
 
     Example (an attack that changes nothing):
@@ -83,6 +104,10 @@ class Attack(ABC):
             require_gradients(model, f"the {self.name} attack")
         check_image_batch(x, f"the {self.name} attack", unit_range=True, tolerance=0.0)
         generator = generator or self.make_generator(x.device)
+        if not _same_device(torch.device(generator.device), x.device):
+            raise ValueError(f"the {self.name} attack: the generator is on {generator.device} but the images are on "
+                             f"{x.device}; every random draw is made on the images' device, so build the generator "
+                             f"there: attack.make_generator(x.device, seed)")
         with eval_mode(model), torch.enable_grad():
             x_adv = self.perturb(model, x.detach(), y.detach(), generator)
         return x_adv.to(dtype=x.dtype).detach()
@@ -175,8 +200,8 @@ class IterativeAttack(Attack):
         """Per-image loss to *ascend*: J for untargeted, -J towards the target for targeted."""
         kind: OutputKind = getattr(model, "output_kind", OutputKind.SOFTMAX)
         if kind is OutputKind.MULTILABEL and self.findings is not None:
-            mask = torch.zeros(logits.shape[1], device=logits.device, dtype=logits.dtype)
-            mask[class_indices(self.findings, list(getattr(model, "classes", [])))] = 1.0
+            indices = tuple(class_indices(self.findings, list(getattr(model, "classes", []))))
+            mask = _finding_mask(indices, logits.shape[1], logits.device, logits.dtype)
             per = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
             value = (per * mask).sum(1)
         else:

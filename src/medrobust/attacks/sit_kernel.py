@@ -46,7 +46,11 @@ per block. Autograd through the forward steps would keep a graph node per block 
 intermediate and add an ``index_put`` and its gather to the backward. Tests compare values and
 gradients with a block-by-block reference built from torch ops.
 
-Every step is differentiable w.r.t. ``x``.
+Every step is differentiable w.r.t. ``x``. On a GPU nothing here waits for the device: every
+data-dependent size (the mapped blocks' table, the per-pixel blocks and their pixel counts) comes
+from the plan's host copy of its cut points and choices (:class:`~medrobust.attacks.sit_plan.HostLayout`,
+read once when the plan was drawn), and the few small tables built from it are copied to the device
+without blocking.
 """
 
 from __future__ import annotations
@@ -62,13 +66,19 @@ from medrobust.attacks._block_maps import dct_lowpass_matrix, resize_matrix
 from medrobust.attacks.sit_plan import (
     DCT_CUT_RATIO,
     DROPOUT_P,
+    FACTOR_OPS,
+    MAPPED_OPS,
+    PIXEL_OPS,
     RESIZE_FACTOR,
+    HostLayout,
     PlanBlocks,
     SITPlan,
     block_pixels,
     in_codes,
     select_blocks,
 )
+
+__all__ = ["FACTOR_OPS", "MAPPED_OPS", "PIXEL_OPS", "apply_structure_invariant_plan"]
 
 
 def _axis_layout(bounds: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -114,20 +124,28 @@ def _source_along(axis_op: torch.Tensor, pos_start: torch.Tensor, pos_len: torch
     return src
 
 
+def _float32_matmul_is_exact(device: torch.device) -> bool:
+    """Whether float32 matrix products on ``device`` run at full IEEE precision: no TF32 (CUDA) or
+    bfloat16 (oneDNN on the CPU) reduced-precision mode. Read from torch's per-backend settings
+    (``torch.backends.cuda.matmul.fp32_precision``, ``torch.backends.mkldnn.matmul.fp32_precision``,
+    which also reflect the legacy switches); ``torch.get_float32_matmul_precision()`` raises once
+    a program has used the new settings, so it is only the fallback."""
+    backend = {"cuda": torch.backends.cuda.matmul, "cpu": getattr(torch.backends.mkldnn, "matmul", None)}.get(device.type)
+    precision = getattr(backend, "fp32_precision", None)
+    if precision is not None:
+        return precision in ("ieee", "none")
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:
+        return False
 
-FACTOR_OPS: tuple[str, ...] = ("scale", "dropout")
-"""The operations that multiply a whole block (and channel) by one factor."""
-MAPPED_OPS: tuple[str, ...] = ("resize", "dct")
-"""The operations that are a linear map of each block, ``M_rows @ block @ M_cols^T``."""
-PIXEL_OPS: tuple[str, ...] = ("add_noise", "pixel_dropout")
-"""The operations with a draw per pixel: computed on their own blocks' pixels only."""
 
-
-def _exact_float_matmul(limit: int) -> torch.dtype:
-    """A float dtype whose matrix products add integers below ``limit`` exactly, and products with
-    one-hot matrices pick values exactly: float32 when integers fit its 24-bit significand and
-    float32 products run at full precision (no TF32/bfloat16), float64 otherwise."""
-    return torch.float32 if limit < 2**24 and torch.get_float32_matmul_precision() == "highest" else torch.float64
+def _exact_float_matmul(limit: int, device: torch.device) -> torch.dtype:
+    """A float dtype whose matrix products on ``device`` add integers below ``limit`` exactly, and
+    products with one-hot matrices pick values exactly: float32 when integers fit its 24-bit
+    significand and float32 products run at full precision (no TF32/bfloat16, whatever the
+    program's precision settings), float64 otherwise."""
+    return torch.float32 if limit < 2**24 and _float32_matmul_is_exact(device) else torch.float64
 
 
 def _source_index(shape: torch.Size, plan: SITPlan, rb: torch.Tensor, rs: torch.Tensor, rl: torch.Tensor,
@@ -147,7 +165,7 @@ def _source_index(shape: torch.Size, plan: SITPlan, rb: torch.Tensor, rs: torch.
     # source[y, x] = image * C * H * W + rows[y, cb(x)] * W + cols[x, rb(y)], as one batched product
     # of [rows * W, onehot(rb), 1] (n, H, 2s + 1) and [onehot(cb)^T; cols^T; image * C * H * W]
     numel = b * c * h * w
-    ft = _exact_float_matmul(numel)
+    ft = _exact_float_matmul(numel, dev)
     image = torch.arange(n, device=dev).remainder_(b).to(ft).mul_(c * h * w).view(n, 1, 1)
     left = torch.cat([rows.to(ft) * w, F.one_hot(rb, s).to(ft), torch.ones(n, h, 1, dtype=ft, device=dev)], 2)
     right = torch.cat([F.one_hot(cb, s).to(ft).transpose(1, 2), cols.to(ft).transpose(1, 2),
@@ -172,7 +190,7 @@ def _factor_map(plan: SITPlan, rb: torch.Tensor, cb: torch.Tensor, dtype: torch.
         return None
     n, s = plan.choice.shape[:2]
     c = plan.channels
-    ft = dtype if dtype == torch.float64 else _exact_float_matmul(0)
+    ft = dtype if dtype == torch.float64 else _exact_float_matmul(0, plan.choice.device)
     block = torch.ones(n, c, s, s, dtype=ft, device=plan.choice.device)
     if plan.codes("scale"):
         assert plan.scale is not None
@@ -202,12 +220,11 @@ class _MappedBlocks:
     these blocks only (about a fifth of all blocks with the paper's operations): per block it
     costs the exact flops, where one batched product would pad every block to the largest."""
 
-    def __init__(self, plan: SITPlan) -> None:
-        blocks = select_blocks(plan, in_codes(plan.choice, plan.codes(*MAPPED_OPS)))
-        kinds = [plan.ops[code] for code in blocks.code.tolist()]
-        table = torch.stack([blocks.row, blocks.row.remainder(plan.batch), blocks.r0, blocks.lr, blocks.c0,
-                             blocks.lc]).T.tolist()
-        self.blocks = [(kind, *(int(v) for v in row)) for kind, row in zip(kinds, table)]
+    def __init__(self, plan: SITPlan, layout: HostLayout) -> None:
+        blocks = select_blocks(layout, in_codes(layout.choice, plan.codes(*MAPPED_OPS)))  # on the host
+        table = torch.stack([blocks.code, blocks.row, blocks.row.remainder(plan.batch), blocks.r0, blocks.lr,
+                             blocks.c0, blocks.lc]).T.tolist()
+        self.blocks = [(plan.ops[code], *rest) for code, *rest in table]
         self.inside: list[torch.Tensor] = []  # resize's clipping masks, in block order
 
     def write(self, x: torch.Tensor, out: torch.Tensor) -> None:
@@ -244,19 +261,21 @@ class _PixelBlocks:
     """The pixels of the blocks of :data:`PIXEL_OPS`, enumerated once: flat indices into the copies,
     grouped by operation (row-major within each group: the order of the plan's per-pixel draws)."""
 
-    def __init__(self, groups: list[tuple[str, PlanBlocks]], channels: int, h: int, w: int) -> None:
-        self.groups = groups
+    def __init__(self, groups: list[tuple[str, PlanBlocks]], channels: int, h: int, w: int,
+                 device: torch.device) -> None:
+        self.groups = groups  # blocks on the host: every size below is known without the device
         self.sizes = [int((blocks.lr * blocks.lc).sum()) * channels for _, blocks in groups]
-        where = [block_pixels(blocks, channels, h, w) for _, blocks in groups]
+        where = [block_pixels(blocks, channels, h, w, device) for _, blocks in groups]
         self.where = torch.cat(where) if len(where) > 1 else where[0]
         self.factor: torch.Tensor | None = None  # d new / d old per pixel, set by replace
 
     @classmethod
-    def of(cls, plan: SITPlan, h: int, w: int) -> "_PixelBlocks | None":
-        """The pixel blocks of ``plan``; None when no block chose one of these operations."""
-        chose = [(name, in_codes(plan.choice, plan.codes(name))) for name in PIXEL_OPS if plan.codes(name)]
-        groups = [(name, select_blocks(plan, mask)) for name, mask in chose if bool(mask.any())]
-        return cls(groups, plan.channels, h, w) if groups else None
+    def of(cls, plan: SITPlan, layout: HostLayout, h: int, w: int, device: torch.device) -> "_PixelBlocks | None":
+        """The pixel blocks of ``plan`` (listed from its host ``layout``), with their pixel indices on
+        ``device``; None when no block chose one of these operations."""
+        chose = [(name, in_codes(layout.choice, plan.codes(name))) for name in PIXEL_OPS if plan.codes(name)]
+        groups = [(name, select_blocks(layout, mask)) for name, mask in chose if bool(mask.any())]
+        return cls(groups, plan.channels, h, w, device) if groups else None
 
     def replace(self, out: torch.Tensor, plan: SITPlan) -> None:
         """Replace these pixels of ``out`` (flat copies) by their operations' values, in place:
@@ -305,10 +324,11 @@ class _CopiesFunction(torch.autograd.Function):
             if plan.codes("dropout"):
                 factor.mul_(out <= 1)
                 out.clamp_(max=1.0)
-        mapped = _MappedBlocks(plan) if plan.codes(*MAPPED_OPS) else None
+        layout = plan.layout() if plan.codes(*MAPPED_OPS, *PIXEL_OPS) else None  # read when drawn: no wait
+        mapped = _MappedBlocks(plan, layout) if layout is not None and plan.codes(*MAPPED_OPS) else None
         if mapped is not None:
             mapped.write(x, out.view(-1, c, h, w))
-        pixels = _PixelBlocks.of(plan, h, w)
+        pixels = _PixelBlocks.of(plan, layout, h, w, x.device) if layout is not None else None
         if pixels is not None:
             pixels.replace(out, plan)
         ctx.source, ctx.factor, ctx.mapped, ctx.pixels, ctx.input_shape = source, factor, mapped, pixels, x.shape

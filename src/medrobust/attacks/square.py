@@ -46,6 +46,11 @@ are queried, so the returned image is exactly the last accepted query and ``last
 the success of what reaches a PACS, with no extra query. For an image already on the 8-bit grid
 and eps a whole number of grey levels this changes nothing: the ball's vertices are grid
 points.
+
+On a GPU the search reads one small tensor back per iteration: which images are still searching
+(an image stops being queried once it is adversarial, so the next query's batch depends on the
+last answers), plus one per round of redrawn windows. Everything else stays on the device, and
+a black-box model (ONNX) crosses to the host for its own forward pass anyway.
 """
 
 from __future__ import annotations
@@ -111,6 +116,7 @@ class SquareObjective:
         self.targeted = targeted
         self.shift = threshold_logit
         self.finding_index = list(finding_index) if finding_index is not None else None
+        self._index_on: dict[torch.device, torch.Tensor] = {}  # finding_index per device, copied once
 
     @classmethod
     def for_model(cls, model: nn.Module, y: torch.Tensor, targeted: bool,
@@ -144,8 +150,13 @@ class SquareObjective:
             if self.targeted:
                 return -margin, decided == y.long()
             return margin, decided != y.long()
-        index = self.finding_index if self.finding_index is not None else list(range(z.shape[1]))
-        zf, yf = z[:, index], y[:, index].float()
+        if self.finding_index is None:
+            zf, yf = z, y.float()
+        else:
+            if z.device not in self._index_on:
+                self._index_on[z.device] = torch.tensor(self.finding_index, dtype=torch.long).to(z.device)
+            index = self._index_on[z.device]
+            zf, yf = z.index_select(1, index), y.index_select(1, index.to(y.device)).float()
         margins = (2.0 * yf - 1.0) * zf
         decided = (zf > 0).float()
         if self.targeted:
@@ -281,11 +292,11 @@ class SquareAttack(Attack):
         candidate = project(x + torch.where(window, signs * self.eps, delta), x)
         for _ in range(_MAX_REDRAWS):
             same = ((candidate - best).abs() < 1e-7).flatten(1).all(dim=1)
-            if not same.any():
+            idx = same.nonzero()[:, 0]  # the round's one read from the device: which windows change nothing
+            if not len(idx):
                 break
-            redraw = torch.randint(0, 2, (int(same.sum()), c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
-            signs[same] = redraw
-            idx = same.nonzero()[:, 0]
+            redraw = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
+            signs[idx] = redraw
             candidate[idx] = project(x[idx] + torch.where(window[idx], signs[idx] * self.eps, delta[idx]), x[idx])
         return candidate
 
@@ -337,9 +348,8 @@ class SquareAttack(Attack):
             loss_best[active] = torch.where(accept, loss, loss_best[active])
             success[active] = success[active] | (accept & succ)
 
-        self._last_queries = n_queries.cpu()
-        self._last_success = success.cpu()
+        self._last_queries = queries = n_queries.cpu()
+        self._last_success = fooled = success.cpu()
         log.info("square: %d of %d images adversarial (eps %.4g); queries per image: mean %.1f, max %d of %d",
-                 int(success.sum()), b, self.eps, float(n_queries.float().mean()), int(n_queries.max()),
-                 self.queries)
+                 int(fooled.sum()), b, self.eps, float(queries.float().mean()), int(queries.max()), self.queries)
         return best

@@ -15,6 +15,11 @@ Two class attributes tell an adaptive attacker (Athalye, Carlini & Wagner 2018) 
   draws (expectation over transformation, EOT). Randomness comes only from a
   ``torch.Generator``: one passed to ``forward``, or the defense's own, built from ``seed`` on
   first use per device, so the same seed gives the same outputs on the CPU.
+
+Device: a defense runs where its input is and returns its result there (JPEG alone goes through
+the host: Pillow's codec runs on the CPU). The range check of :meth:`Defense.forward` reads the
+batch's minimum and maximum back from the device; a caller that already guarantees [0, 1] (a
+model behind a defense, inside an attack step) skips it with ``check_range=False``.
 """
 
 from __future__ import annotations
@@ -107,9 +112,12 @@ class Defense(nn.Module, ABC):
         return self
 
     # --- the transform ------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Apply the defense to a batch; ``generator`` overrides the defense's own randomness."""
-        check_image_batch(x, f"defense {self.name!r}", unit_range=True)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                check_range: bool = True) -> torch.Tensor:
+        """Apply the defense to a batch; ``generator`` overrides the defense's own randomness (it must
+        live on ``x``'s device). ``check_range=False`` skips the [0, 1] check (a read from the
+        device) for callers that guarantee it; the shape and dtype are always checked."""
+        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
         if x.numel() == 0:
             return x.clone()
         if self.randomized and generator is None:

@@ -69,9 +69,11 @@ class Compose(Defense):
     def __getitem__(self, i: int) -> Defense:
         return self.members[i]  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Apply the members in order; without ``generator`` each randomized member uses its own."""
-        check_image_batch(x, f"defense {self.name!r}", unit_range=True)
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                check_range: bool = True) -> torch.Tensor:
+        """Apply the members in order; without ``generator`` each randomized member uses its own.
+        ``check_range``: as :meth:`Defense.forward`."""
+        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
         return x.clone() if x.numel() == 0 else self.transform(x, generator)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

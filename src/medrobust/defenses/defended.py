@@ -47,20 +47,21 @@ def straight_through(defended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return defended.detach() + (x - x.detach())
 
 
-def apply_defense(defense: Defense, x: torch.Tensor, gradient: str = "auto") -> torch.Tensor:
-    """``defense(x)`` with gradients per ``gradient`` ("auto", "exact" or "bpda")."""
+def apply_defense(defense: Defense, x: torch.Tensor, gradient: str = "auto", check_range: bool = True) -> torch.Tensor:
+    """``defense(x)`` with gradients per ``gradient`` ("auto", "exact" or "bpda"); ``check_range``
+    as :meth:`Defense.forward` (False: no read from the device, for inputs known to be in [0, 1])."""
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
     if gradient == "auto" and isinstance(defense, Compose):
         for member in defense:
-            x = apply_defense(member, x, "auto")
+            x = apply_defense(member, x, "auto", check_range)
         return x
     if gradient == "exact" or (gradient == "auto" and defense.differentiable):
-        return defense(x)
+        return defense(x, check_range=check_range)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return defense(x)
+        return defense(x, check_range=check_range)
     with torch.no_grad():
-        defended = defense(x.detach())
+        defended = defense(x.detach(), check_range=check_range)
     return straight_through(defended, x)
 
 
@@ -127,8 +128,10 @@ class DefendedClassifier(Classifier):
         self.eot_samples = int(eot_samples) if eot_samples is not None else default
 
     def defend(self, x: torch.Tensor) -> torch.Tensor:
-        """The defended images, with this model's gradient rule."""
-        return apply_defense(self.defense, x, self.gradient)
+        """The defended images, with this model's gradient rule. Like a Classifier's forward, it
+        checks shape and dtype but not the range (that would read from the device at every
+        attack step); the defenses assume [0, 1]."""
+        return apply_defense(self.defense, x, self.gradient, check_range=False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier.prepare(self.defend(x))

@@ -9,6 +9,12 @@ three channels as "RGB". Pillow works one image at a time, so this loops over th
 about a millisecond per 224 x 224 image); ``workers > 1`` spreads the images over threads
 (libjpeg runs without the GIL).
 
+**JPEG runs on the CPU**, whatever the input's device: there is no GPU JPEG codec here. A batch on
+a GPU is rounded to 8 bits there, copied to the host as ``uint8`` (a quarter of the float
+bytes), coded by Pillow, and the decoded ``uint8`` batch is copied back and scaled on the input's
+device, where the result is returned. Each call therefore waits for the device once; inside an
+attack against a defended model that is once per step.
+
 Not differentiable (the codec lives outside autograd): an adaptive attacker uses BPDA.
 """
 
@@ -47,7 +53,8 @@ def _round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 def jpeg(x: torch.Tensor, quality: int = 75, workers: int = 1) -> torch.Tensor:
     """JPEG round trip of a batch (B, C, H, W) in [0, 1], C = 1 (grayscale) or 3 (RGB), at
-    ``quality`` 1..95. Returns the same shape, dtype and device; values on the 8-bit grid k / 255."""
+    ``quality`` 1..95. Returns the same shape, dtype and device; values on the 8-bit grid k / 255.
+    The codec runs on the CPU (Pillow): a batch on a GPU goes to the host as ``uint8`` and back."""
     check_quality(quality)
     check_image_batch(x, "jpeg")
     if x.shape[1] not in (1, 3):
@@ -89,7 +96,7 @@ class JPEG(Defense):
 
     Default ``quality = 75`` (Pillow's default; the study used 50-80, e.g. 50). ``workers``
     threads share the batch (does not change the result). Not differentiable: adaptive attacks
-    use BPDA through it.
+    use BPDA through it. Runs on the CPU (Pillow) and returns on the input's device.
 
     Shapes: (B, 1, H, W) (grayscale JPEG) or (B, 3, H, W) (RGB) float in [0, 1] in; the same
     shape, dtype and device out, on the 8-bit grid k / 255.

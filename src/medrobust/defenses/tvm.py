@@ -24,7 +24,9 @@ exactly through its proximal map: with ``w = weight / 2`` and dual ``|y_ij| <= w
 the primal (~1) and dual (~w) scales, an empirical choice that was near-optimal on phantoms.
 Dropped pixels start from the mean of the kept pixels in their 5 x 5 neighbourhood. Stopping as
 for TV, in image units: every 5 iterations, stop an image when ``RMS(u_k - u_{k-5}) <= 5 tol``, or at
-``max_iter``. Batched over images and channels, on any device; float32 (float64 for float64).
+``max_iter``. Batched over images and channels, on the input's device (the mask is drawn there
+from the generator, which must live on that device); float32 (float64 for float64). On a GPU the
+solver reads one number back per check, as TV's does.
 
 **Defaults.** ``drop_prob = 0.5`` and ``weight = 0.03`` follow Guo et al.'s released defaults
 (``PIXEL_DROP_RATE = 0.5``, ``TVM_WEIGHT = 0.03``); their solver's scaling of the weight is not
@@ -110,12 +112,12 @@ def _masked_tv(out: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, w: float,
         if k % CHECK_EVERY and k < max_iter:
             continue
         done = image_norms(torch.sub(u.data, u_ref, out=magnitude.data)) <= limit * (k - last_check)
-        if store_converged(out, index, done, u.data, k == max_iter, tol, "TVM"):
+        running = store_converged(out, index, done, u.data, k == max_iter, tol, "TVM")
+        if running is None:
             return
-        if bool(done.any()):
-            keep = ~done
-            index, scale, offset = index[keep], scale[keep], offset[keep]
-            u, u_bar, y = ImageBuffer(u.data[keep]), ImageBuffer(u_bar.data[keep]), DualBuffer(y.data[keep])
+        if len(running) < len(index):
+            index, scale, offset = index[running], scale[running], offset[running]
+            u, u_bar, y = ImageBuffer(u.data[running]), ImageBuffer(u_bar.data[running]), DualBuffer(y.data[running])
             grad = DualBuffer.zeros(u.data)
             u_new, magnitude = ImageBuffer(torch.empty_like(u.data)), ImageBuffer(torch.empty_like(u.data))
             u_ref = torch.empty_like(u.data)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medrobust.models.batched_prediction import batched_logits
+from medrobust.models.batched_prediction import batched_logits, eval_mode
 from medrobust.models.output_kind import OutputKind
 
 
@@ -50,6 +50,15 @@ def model_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> Mo
     else:
         names = [classes[int(k)] if int(k) < len(classes) else str(int(k)) for k in labels]
     return ModelOutputs(probabilities, confidence, labels, names)
+
+
+def probabilities_on_device(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, K) probabilities of ``model`` on the batch ``x``, left where the model computed them
+    (one forward pass in eval mode, no gradients; the caller moves ``x`` to the model's device and
+    reads the result back when the batch is done). The same maths as :func:`model_outputs`."""
+    kind = getattr(model, "output_kind", OutputKind.SOFTMAX)
+    with torch.no_grad(), eval_mode(model):
+        return kind.probabilities(model(x).float())
 
 
 def labels_differ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -35,8 +35,9 @@ from torch import nn
 from medrobust.data.image_batch import check_image_batch
 from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.metrics import calibrated_threshold
-from medrobust.detection.model_outputs import model_outputs
+from medrobust.detection.model_outputs import probabilities_on_device
 from medrobust.detection.registry import register_detector
+from medrobust.models.batched_prediction import model_device
 from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -131,21 +132,27 @@ class SqueezeDetector(Detector):
     # --- the measure
     @torch.no_grad()
     def distances(self, model: nn.Module, x: torch.Tensor) -> np.ndarray:
-        """(N, m) L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer."""
+        """(N, m) L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer.
+
+        Each batch moves once to the model's device (where ``x`` is, for a model without
+        tensors); the squeezers, forward passes and distances run there, and the (B, m) distances
+        come back to the host when the batch is done."""
+        from medrobust.defenses.base import Defense
+
         check_image_batch(x, "the squeeze detector", unit_range=True)
-        device = getattr(model, "device", None) or torch.device("cpu")
+        device = model_device(model) or x.device
         out = []
         for start in range(0, len(x), self.batch_size):
             batch = x[start : start + self.batch_size].detach().to(device)
-            p = model_outputs(model, batch, self.batch_size).probabilities
+            p = probabilities_on_device(model, batch)
             cols = []
             for squeeze in self.squeezers:
-                squeezed = squeeze(batch)
+                # the range was checked above: no second read from the device per squeezer
+                squeezed = squeeze(batch, check_range=False) if isinstance(squeeze, Defense) else squeeze(batch)
                 if squeezed.shape != batch.shape:
                     raise ValueError(f"squeezer {squeeze} changed the image shape {tuple(batch.shape)} -> "
                                      f"{tuple(squeezed.shape)}")
-                p_s = model_outputs(model, squeezed, self.batch_size).probabilities
-                cols.append((p - p_s).abs().sum(dim=1))
+                cols.append((p - probabilities_on_device(model, squeezed)).abs().sum(dim=1))
             out.append(torch.stack(cols, dim=1).double().cpu().numpy())
         if not out:
             return np.zeros((0, len(self.squeezers)))

@@ -7,6 +7,7 @@ grey levels of the stored image.
 
 from __future__ import annotations
 
+import functools
 from enum import Enum
 
 import torch
@@ -41,11 +42,16 @@ class Intensity(str, Enum):
             return x * 2.0 - 1.0
         if self is Intensity.BYTE:
             return x * 255.0
-        channels = x.shape[1]
-        if channels == 3:
-            mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        else:
-            mean = torch.tensor(sum(IMAGENET_MEAN) / 3, dtype=x.dtype, device=x.device)
-            std = torch.tensor(sum(IMAGENET_STD) / 3, dtype=x.dtype, device=x.device)
+        mean, std = _imagenet_statistics(x.shape[1] == 3, x.dtype, x.device)
         return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=16)
+def _imagenet_statistics(rgb: bool, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std, per channel (1, 3, 1, 1) for RGB or their channel averages for grey,
+    made once per dtype and device: a forward pass on a GPU copies nothing from the host."""
+    if rgb:
+        return (torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device),
+                torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device))
+    return (torch.tensor(sum(IMAGENET_MEAN) / 3, dtype=dtype).to(device),
+            torch.tensor(sum(IMAGENET_STD) / 3, dtype=dtype).to(device))
