@@ -6,7 +6,9 @@
       config.yaml     the resolved configuration (every default written out)
       model/          model.safetensors + model.json (arch, classes, preprocessing, history)
       surrogates/     one checkpoint folder per transfer surrogate
-      stages/         one file per finished stage or batch (.npz / .json), written atomically
+      stages/         one file per finished stage or batch (.npz / .json), written atomically:
+                      baseline/ (every test image's decision), inputs/ (the attack subset's
+                      clean images), attacks/, transfer/, defenses/, detection/
       samples/        example images: original, adversarial, defended, heatmaps (examples.npz)
       metrics.json    every number, with the settings that produced it
       figures/*.png   written by the report

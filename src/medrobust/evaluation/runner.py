@@ -12,6 +12,15 @@ loaded, the data listed, and the data's classes matched to the model's by name
 (:func:`medrobust.data.class_names.match_classes`) — labels are then the model's indices, so a
 folder listing in another order never scores a model against the wrong answers.
 
+Streaming: the test split is never read whole. The baseline stage reads it batch by batch; the
+attack subset's clean images are read once into stage ``inputs``; every later stage reads its
+inputs batch by batch from earlier stages' files, and keeps only per-image summaries in memory,
+so peak memory does not grow with the number of test images (``benchmarks/bench_memory.py``).
+Each batch of each stage is a unit of work (:mod:`medrobust.evaluation.units`) that an engine
+runs here or on Ray actors (:mod:`medrobust.evaluation.engines`, ``execution:`` in the
+configuration); the runner alone writes the run directory, so resuming works whichever engine
+finished which batches.
+
 Resuming: the same configuration run again finds its finished stages (checkpoints, batch
 files, stage JSON) and computes only what is missing. A different configuration in the same
 run directory is refused rather than mixed in, unless no stage has finished yet (then the new
