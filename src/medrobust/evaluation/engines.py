@@ -113,7 +113,11 @@ class RayEngine:
                 self._started = True
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus // threads_per_worker)
-        self._shipped = ray.put(sources)  # held by the driver for the whole run, so restarts find it
+        try:
+            self._shipped = ray.put(sources)  # held by the driver for the whole run, so restarts find it
+        except Exception as err:  # noqa: BLE001 — whatever the serialiser met in a user's in-memory model
+            raise ValueError(f"the model held in memory cannot be shipped to the Ray workers ({type(err).__name__}: "
+                             f"{err}); save it to a file and pass its path instead") from None
         actor_class = ray.remote(UnitActor).options(
             num_cpus=threads_per_worker, num_gpus=gpus_per_worker, max_restarts=MAX_RESTARTS,
             max_task_retries=MAX_RESTARTS)

@@ -150,9 +150,14 @@ class Runner:
             except Exception:  # noqa: BLE001 — an old or hand-edited config.yaml is just "different"
                 same_work = False
             if same_work:
-                self.notes.append("report settings changed since the last run (normal class, emergency findings); "
-                                  "the results were re-read with the new ones")
-                log.info("%s: only report settings changed; re-reading the finished stages with them", path)
+                if old.execution != self.config.execution:
+                    log.info("%s: resuming on another engine (%s); finished batches are kept", path,
+                             self.config.execution.engine)
+                if (old.data.normal_class, old.data.emergency_findings) != (self.config.data.normal_class,
+                                                                             self.config.data.emergency_findings):
+                    self.notes.append("report settings changed since the last run (normal class, emergency findings); "
+                                      "the results were re-read with the new ones")
+                    log.info("%s: only report settings changed; re-reading the finished stages with them", path)
             elif not self.has_finished_stage():
                 self.notes.append("the run folder held an unfinished run with another configuration; "
                                   "this configuration took it over")
@@ -374,12 +379,12 @@ class Runner:
         sources = []
         for name, cfg, folder in [("model", self.config.model, "model"),
                                   *((s.name, s, f"surrogates/{s.name}") for s in self.config.surrogates)]:
-            if name == "model" and self.given_model is not None:
-                sources.append(ModelSource.from_module(name, models[name]))
-            elif cfg.load is not None:
+            if cfg.load is not None and Path(cfg.load.path).exists():  # the user's file: shipped as bytes
                 load = cfg.load.model_dump(exclude={"path"})
                 sources.append(ModelSource.from_path(name, cfg.load.path, load))
-            else:
+            elif name == "model" and self.given_model is not None:  # held in memory only
+                sources.append(ModelSource.from_module(name, models[name]))
+            else:  # trained in this run
                 sources.append(ModelSource.from_path(name, self.dir / folder))
         return make_engine(self.config.execution, bench, sources, self.config.device)
 
