@@ -37,8 +37,8 @@ def _config(root: Path, checkpoint: Path, name: str, execution: dict | None = No
     same checkpoint), the transfer matrix, a randomised and a deterministic defense under their
     adaptive attack, and both detectors (the squeeze detector cross-fitted)."""
     return {
-        "name": name, "output_dir": str(root), "seed": 3, "batch_size": 8, "attack_images": 20, "device": "cpu",
-        "data": {"source": "phantom:per_class=8", "size": 32, "split": "test"},
+        "name": name, "output_dir": str(root), "seed": 3, "batch_size": 6, "attack_images": 12, "device": "cpu",
+        "data": {"source": "phantom:per_class=6", "size": 32, "split": "test"},
         "model": {"load": {"path": str(checkpoint)}},
         "surrogates": [{"name": "twin", "load": {"path": str(checkpoint)}}],
         "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 3}, "transfer": True,

@@ -17,6 +17,7 @@ Per-image log lines a unit writes (the detectors' lines) are captured and return
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -254,10 +255,12 @@ def _judge(detector, model: nn.Module, x: torch.Tensor, ref: torch.Tensor | None
     reasons: list[list[str]] = [[] for _ in range(n)]
     lines = [""] * n
     for group in groups:
-        if thresholds is not None:
-            detector.threshold = float(thresholds[group[0]])
+        judge = detector
+        if thresholds is not None:  # a copy: the driver's detector is not changed by a unit run in its process
+            judge = copy.copy(detector)
+            judge.threshold = float(thresholds[group[0]])
         index = torch.from_numpy(group).to(x.device)
-        part = detector.detect(model, x.index_select(0, index),
+        part = judge.detect(model, x.index_select(0, index),
                                reference=None if ref is None else ref.index_select(0, index),
                                names=[ids[i] for i in group])
         flags[group], scores[group] = part.flags, part.scores
