@@ -96,6 +96,8 @@ def test_classes_match_by_name_and_every_image_is_tested(vendor_run, vendor_mode
     m = read_metrics(run_dir)
     assert m.data["split"] == "test" and m.data["tested"] == 18 and m.baseline.n == 18
     assert "images tested" in output and "18" in output
+    # the summary ends with the report as a link a terminal can open
+    assert output.rstrip().splitlines()[-1] == f"report: {(run_dir / 'report.html').resolve().as_uri()}"
     # the truth, computed independently: predictions against the folder names, compared by name
     model = load_classifier(vendor_model)
     ds = open_dataset(str(source), size=SIZE, fractions=None)

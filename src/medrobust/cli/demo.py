@@ -26,4 +26,9 @@ def demo(
     from medrobust.evaluation.demo_config import demo_config
 
     overrides = {"output_dir": output_dir, **({"device": device} if device else {})}
-    run_experiment(demo_config(quick, **overrides))
+    run_experiment(demo_config(quick, **overrides), closing=OWN_MODEL_SENTENCE)
+
+
+OWN_MODEL_SENTENCE = ("On your own model: medrobust evaluate --model MODEL.onnx --classes Normal,Pneumonia,Pneumothorax "
+                      "--data IMAGES/ --preset quick (IMAGES/ holds one folder of images per class; .pt, .keras "
+                      "and medrobust checkpoints load too).")

@@ -103,14 +103,13 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         console.print(f"robustness statement: {run_dir / 'statement.html'}", style="dim", highlight=False)
     if run_dir is not None:
         console.print(f"per-image lines: {run_dir / 'log.txt'}", style="dim", highlight=False)
-    if report_path is not None:
-        console.print(f"report: {report_path}")
 
 
-def run_experiment(config, restart: bool = False, **evaluate_options) -> None:
+def run_experiment(config, restart: bool = False, closing: str | None = None, **evaluate_options) -> None:
     """Run (``config``: a configuration, or a preset name with ``evaluate_options`` naming the
     model and images), write the report, print the summary; exit status 3 (partial) when files
-    were skipped."""
+    were skipped. The summary ends with the report as a ``file://`` link (a terminal makes it
+    clickable) and ``closing``, a sentence for the reader, when given."""
     import medrobust as mr
 
     with RichProgress() as progress:
@@ -125,6 +124,10 @@ def run_experiment(config, restart: bool = False, **evaluate_options) -> None:
         report_path = build_report(run_dir)
     print_summary(metrics, report_path, run_dir)
     console.print(f"to repeat this run: medrobust evaluate {run_dir / 'config.yaml'}", style="dim", highlight=False)
+    if report_path is not None:
+        console.print(f"report: {Path(report_path).resolve().as_uri()}", highlight=False, soft_wrap=True)
+    if closing:
+        console.print(closing, highlight=False, markup=False)
     if metrics.data.get("skipped"):
         raise typer.Exit(code=3)
 
