@@ -69,11 +69,13 @@ RAY_LOCAL = "local"
 
 
 def bare_ray_flag(argv: list[str]) -> list[str]:
-    """``--ray`` given without an address (last, or before another option) means ``--ray local``:
-    a Ray instance started on this machine. (click has no option with an optional value.)"""
+    """``--ray`` given without an address (last, before another option, or before a configuration
+    file) means ``--ray local``: a Ray instance started on this machine. (click has no option with
+    an optional value.)"""
     out = []
     for i, arg in enumerate(argv):
         out.append(arg)
-        if arg == RAY_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+        if arg == RAY_FLAG and (i + 1 == len(argv) or argv[i + 1].startswith("-")
+                                or argv[i + 1].lower().endswith((".yaml", ".yml"))):
             out.append(RAY_LOCAL)
     return out

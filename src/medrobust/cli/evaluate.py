@@ -140,7 +140,8 @@ def evaluate(
     model_path: Annotated[Optional[Path], typer.Option(
         "--model", help="The model to evaluate (checkpoint, TorchScript, state dict, .keras, .onnx).")] = None,
     data: Annotated[Optional[str], typer.Option(
-        "--data", help="Labelled images: DIR of <Class>/ folders | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")] = None,
+        "--data", help="Labelled images: DIR of <Class>/ folders | nih:CSV,IMAGES_DIR | medmnist:FILE.npz | "
+        "phantom (the built-in synthetic radiographs)")] = None,
     preset: Annotated[str, typer.Option("--preset", help="quick | standard | thorough (see the README).")] = "standard",
     train_data: Annotated[Optional[str], typer.Option(
         "--train-data", help="Other images of the same classes to train a transfer surrogate on (standard, thorough).")]
@@ -208,12 +209,11 @@ def evaluate(
 
 def execution_section(ray: str | None, workers: int | None) -> dict:
     """The configuration's ``execution`` from ``--ray [ADDRESS]`` and ``--workers``."""
-    from medrobust.launch import RAY_LOCAL
+    from medrobust.evaluation.config import check_ray_address
 
     if ray is None:
         raise ValueError("--workers sets the number of Ray workers: add --ray (or --ray ADDRESS)")
-    address = None if ray.strip().lower() == RAY_LOCAL else ray.strip()
-    return {"engine": "ray", "address": address, "workers": workers}
+    return {"engine": "ray", "address": check_ray_address(ray), "workers": workers}
 
 
 def parse_class_map(items: list[str]) -> dict[str, str]:

@@ -76,6 +76,11 @@ def serve(
     service_app = _service_modules()
     import uvicorn
 
+    if ray or ray_workers:  # checked now, not at each job
+        from medrobust.cli.evaluate import execution_section
+
+        execution_section(ray, ray_workers)
+
     from medrobust.service.limits import GiB, MiB, ServiceLimits
 
     limits = ServiceLimits(

@@ -45,6 +45,9 @@ def open_dataset(
     """The dataset named by ``spec`` (see the module docstring), resized to ``size``."""
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
+    if spec == "phantom" and Path(spec).exists():
+        raise DataSourceError("'phantom' names the built-in synthetic radiographs, and there is also a folder "
+                              "./phantom here: give ./phantom for the folder, or phantom: for the synthetic images")
     if kind == "phantom":
         from medrobust.data.phantom import PhantomDataset
 

@@ -182,12 +182,43 @@ class ExecutionConfig(_Section):
     workers: int | None = Field(None, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
 
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return check_ray_address(value)
+
+    @field_validator("gpus_per_worker")
+    @classmethod
+    def _gpus(cls, value: float) -> float:
+        if value > 1 and value != int(value):
+            raise ValueError(f"gpus_per_worker {value}: a fraction of one GPU (0 to 1) or a whole number of GPUs")
+        return value
+
     @model_validator(mode="after")
     def _ray_only_options(self) -> "ExecutionConfig":
-        if self.engine == "local" and (self.address is not None or self.gpus_per_worker):
-            raise ValueError("execution.address and execution.gpus_per_worker are Ray options: set execution.engine: "
+        if self.engine == "local" and (self.address is not None or self.gpus_per_worker or self.workers is not None):
+            raise ValueError("execution.address, workers and gpus_per_worker are Ray options: set execution.engine: "
                              "ray (or --ray on the command line), or remove them")
         return self
+
+
+RAY_ADDRESS = re.compile(r"(ray://)?[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}")
+
+
+def check_ray_address(value: str) -> str | None:
+    """A Ray address as given (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), ``local`` -> None (a
+    Ray instance on this machine); anything else is a ValueError saying what is accepted."""
+    text = value.strip()
+    if text.lower() == "local":
+        return None
+    if text.lower() == "auto" or RAY_ADDRESS.fullmatch(text):
+        return text
+    hint = (" (a configuration file? put --ray after it, or give the address: --ray auto CONFIG.yaml)"
+            if text.lower().endswith((".yaml", ".yml")) else "")
+    raise ValueError(f"Ray address {value!r} is not one of: local (a Ray instance on this machine), auto (the "
+                     f"cluster this machine joined with ray start), HOST:PORT or ray://HOST:PORT{hint}")
 
 
 class ExperimentConfig(_Section):

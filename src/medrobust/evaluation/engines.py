@@ -107,12 +107,21 @@ class RayEngine:
             options = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False,
                        "configure_logging": False}
             if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=(workers or os.cpu_count() or 1) * threads_per_worker, **options)
+                check_reachable(address)
+                try:
+                    ray.init(address=address, **options)
+                except ConnectionError as err:
+                    raise ConnectionError(f"no Ray cluster at {address}: {err}; start one (ray start --head) or use "
+                                          "--ray alone for a Ray instance on this machine") from None
+            else:  # a private instance, even where `ray start` left a cluster this machine would join
+                ray.init(address="local", num_cpus=(workers or os.cpu_count() or 1) * threads_per_worker, **options)
                 self._started = True
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self.workers = workers or max(1, cpus // threads_per_worker)
+        try:
+            self.workers = schedulable_workers(ray.cluster_resources(), workers, threads_per_worker, gpus_per_worker)
+        except ValueError:
+            if self._started:
+                ray.shutdown()
+            raise
         try:
             self._shipped = ray.put(sources)  # held by the driver for the whole run, so restarts find it
         except Exception as err:  # noqa: BLE001 — whatever the serialiser met in a user's in-memory model
@@ -123,8 +132,8 @@ class RayEngine:
             max_task_retries=MAX_RESTARTS)
         self.actors = [actor_class.remote(device, threads_per_worker) for _ in range(self.workers)]
         self.pool = ActorPool(self.actors)
-        log.info("Ray: %d workers (%d CPU, %g GPU each) at %s", self.workers, threads_per_worker, gpus_per_worker,
-                 address or "a local Ray instance")
+        log.info("Ray: %d worker%s (%d CPU, %g GPU each) at %s", self.workers, "" if self.workers == 1 else "s",
+                 threads_per_worker, gpus_per_worker, address or "a local Ray instance")
 
     def map(self, units: Iterable[tuple[int, Unit]]) -> Results:
         ray = self._ray
@@ -147,8 +156,9 @@ class RayEngine:
                     raise cause from None
                 raise
             except ray.exceptions.RayActorError as err:
-                raise RuntimeError(f"a Ray worker died {MAX_RESTARTS + 1} times running one unit of work; the "
-                                   f"finished batches are kept, run again to resume ({err})") from None
+                raise RuntimeError(f"a Ray worker could not run a unit of work (it died {MAX_RESTARTS + 1} times, or "
+                                   f"the cluster could not start it); the finished batches are kept, run again to "
+                                   f"resume. Ray said: {err}") from None
 
     def pids(self) -> list[int]:
         """The actors' process ids (for tests and diagnostics)."""
@@ -160,6 +170,45 @@ class RayEngine:
         self.actors = []
         if self._started:
             self._ray.shutdown()
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """For ``HOST:PORT`` or ``ray://HOST:PORT``: a TCP connection must open within ``timeout_s``
+    (Ray itself retries an unreachable address for minutes); ``auto`` is left to Ray."""
+    import socket
+
+    if address.lower() == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address} ({err}); check the address and that "
+                              "`ray start --head` runs there (HOST:PORT is the head's GCS port, 6379 by default; "
+                              "ray://HOST:PORT its client port, 10001)") from None
+
+
+def schedulable_workers(resources: dict, workers: int | None, threads: int, gpus: float) -> int:
+    """How many actors the cluster can hold at once (``workers`` asked, or all it can hold): an
+    actor the cluster cannot place would wait for ever, so asking for more than fit is capped,
+    and a GPU request on a cluster without GPUs is an error."""
+    cpus = int(resources.get("CPU", 0))
+    fit = cpus // max(1, threads)
+    if gpus > 0:
+        total_gpus = float(resources.get("GPU", 0))
+        if total_gpus < gpus:
+            raise ValueError(f"execution.gpus_per_worker is {gpus:g} but the Ray cluster has {total_gpus:g} GPU(s); "
+                             "use gpus_per_worker: 0 or a cluster with GPUs")
+        fit = min(fit, int(total_gpus // gpus))
+    if fit < 1:
+        raise ValueError(f"the Ray cluster has {cpus} CPU(s), fewer than the {threads} one worker needs")
+    if workers is not None and workers > fit:
+        log.warning("Ray: %d workers asked for, but the cluster holds %d at once (%d CPU%s%s); using %d",
+                    workers, fit, cpus, "" if cpus == 1 else "s",
+                    f", {float(resources.get('GPU', 0)):g} GPUs" if gpus else "", fit)
+        return fit
+    return workers or fit
 
 
 def make_engine(execution, bench: Workbench, sources: list[ModelSource] | None, device: str):
