@@ -139,11 +139,8 @@ class ImageDataset(torch.utils.data.Dataset):
             except ImageReadError as err:
                 self._skip(i, err)
                 continue
-            if images and image.shape != images[0].shape:
-                raise ValueError(
-                    f"{item_id}: image shape {tuple(image.shape)} differs from {tuple(images[0].shape)}; "
-                    "give the dataset a size so every image is resized to it"
-                )
+            if images:
+                _check_same_shape(image, images[0], item_id)
             images.append(image)
             labels.append(label)
             ids.append(item_id)
@@ -159,11 +156,8 @@ class ImageDataset(torch.utils.data.Dataset):
         labels: list[int] = []
         ids: list[str] = []
         for image, label, item_id in self.iter_valid():
-            if images and image.shape != images[0].shape:
-                raise ValueError(
-                    f"{item_id}: image shape {tuple(image.shape)} differs from {tuple(images[0].shape)}; "
-                    "give the dataset a size so every image is resized to it"
-                )
+            if images:
+                _check_same_shape(image, images[0], item_id)
             images.append(image)
             labels.append(label)
             ids.append(item_id)
@@ -193,6 +187,13 @@ class ImageDataset(torch.utils.data.Dataset):
         lines = [f"{len(self.skipped)} file(s) skipped:"]
         lines += [f"  {s}" for s in self.skipped]
         return "\n".join(lines)
+
+
+def _check_same_shape(image: torch.Tensor, first: torch.Tensor, item_id: str) -> None:
+    """Images stacked into one batch must share a shape; the error names the image and the fix."""
+    if image.shape != first.shape:
+        raise ValueError(f"{item_id}: image shape {tuple(image.shape)} differs from {tuple(first.shape)}; "
+                         "give the dataset a size so every image is resized to it")
 
 
 class _Subset(ImageDataset):

@@ -20,7 +20,8 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,14 +120,15 @@ def replay_log(lines: np.ndarray) -> None:
 
 
 @dataclass
-class Unit:
+class Unit(ABC):
     """Base: ``seed + start`` seeds the unit's randomness; ``run`` returns the batch's arrays."""
 
     seed: int
     start: int
 
-    def run(self, bench: Workbench) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        """The batch's arrays, computed with ``bench``'s models on its device."""
 
 
 @dataclass
@@ -269,5 +271,3 @@ def _judge(detector, model: nn.Module, x: torch.Tensor, ref: torch.Tensor | None
             lines[i] = part.details.get("line", [""] * len(group))[j]
     return flags, scores, reasons, lines
 
-
-UnitFactory = Callable[[int], Unit]
