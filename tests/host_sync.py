@@ -121,3 +121,20 @@ def host_reads() -> Iterator[list[str]]:
     finally:
         torch.Tensor.__getitem__, torch.Tensor.__setitem__ = get, set_  # type: ignore[method-assign]
         _active.pop()
+
+
+def cuda_syncs(fn):
+    """``fn()`` with CUDA's synchronisation warnings on (a real GPU): ``(result, how many times it
+    made the host wait for the device)``."""
+    import warnings
+
+    torch.cuda.synchronize()
+    before = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            result = fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
+    return result, sum("synchroniz" in str(w.message) for w in caught)

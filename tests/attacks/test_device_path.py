@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-import warnings
 
 import pytest
 import torch
@@ -21,7 +20,7 @@ from medrobust.models import build_classifier
 from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.classifier import Classifier, InputContract
 
-from ..host_sync import host_reads, on_device, on_host
+from ..host_sync import cuda_syncs, host_reads, on_device, on_host
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 ALL_OPS = ("resize;vertical_shift;horizontal_shift;vertical_flip;horizontal_flip;rotate180;scale;add_noise;dct;"
@@ -180,20 +179,7 @@ def full_fp32():
 @pytest.fixture
 def count_syncs():
     """``count_syncs(fn)``: run ``fn`` with CUDA's synchronisation warnings on; returns (result, n)."""
-
-    def run(fn):
-        torch.cuda.synchronize()
-        before = torch.cuda.get_sync_debug_mode()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                result = fn()
-            finally:
-                torch.cuda.set_sync_debug_mode(before)
-        return result, sum("synchroniz" in str(w.message) for w in caught)
-
-    return run
+    return cuda_syncs
 
 
 @pytest.mark.gpu

@@ -12,6 +12,7 @@ from medrobust.defenses.squeezers import median_filter
 from medrobust.defenses.total_variation import tv_denoise
 from medrobust.defenses.tvm import RandomizedTVM
 
+from ..host_sync import cuda_syncs
 from .helpers import make_linear_classifier, psnr
 
 pytestmark = pytest.mark.gpu
@@ -40,20 +41,6 @@ def test_defended_classifier_on_the_gpu(phantoms) -> None:
     assert grad.device.type == "cuda" and torch.isfinite(grad).all()
 
 
-def _syncs(fn):
-    """``fn()`` with CUDA's synchronisation warnings on: (result, how many synchronisations)."""
-    import warnings
-
-    torch.cuda.synchronize()
-    before = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            result = fn()
-        finally:
-            torch.cuda.set_sync_debug_mode(before)
-    return result, sum("synchroniz" in str(w.message) for w in caught)
 
 
 @pytest.mark.parametrize("spec", ["tv", "tv:method=chambolle", "jpeg:quality=50", "bits", "median:size=3",
@@ -70,7 +57,7 @@ def test_tv_on_the_gpu_synchronises_at_most_once_per_check(phantoms) -> None:
 
     x = phantoms.cuda()
     tv_denoise(x, 0.1, max_iter=60)  # warm-up
-    out, syncs = _syncs(lambda: tv_denoise(x, 0.1, max_iter=60))
+    out, syncs = cuda_syncs(lambda: tv_denoise(x, 0.1, max_iter=60))
     assert out.device.type == "cuda" and syncs <= 60 // CHECK_EVERY + 1
 
 
@@ -87,5 +74,5 @@ def test_an_attack_step_through_median_never_synchronises(phantoms) -> None:
             return attack.perturb(model, x, y, torch.Generator(device="cuda").manual_seed(0))
 
     run()  # warm-up
-    x_adv, syncs = _syncs(run)
+    x_adv, syncs = cuda_syncs(run)
     assert syncs == 0 and x_adv.device.type == "cuda"

@@ -10,7 +10,7 @@ A stage keeps in memory only its per-image summaries (decisions, distances, scor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +49,6 @@ class StageResult:
             out += [(int(p), part[int(p) - b * batch_size]) for p in positions if int(p) // batch_size == b]
         order = {p: i for i, p in enumerate(int(p) for p in positions)}
         return np.stack([img for _, img in sorted(out, key=lambda item: order[item[0]])])
-
-    def iter_images(self, key: str = "x_adv") -> Iterator[np.ndarray]:
-        for b in range(self.batches):
-            yield self.images(b, key)
 
 
 class _DriverSide:

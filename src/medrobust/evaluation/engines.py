@@ -77,13 +77,6 @@ class UnitActor:
             self.bench = Workbench({s.name: s.materialise(dev) for s in sources}, dev)
         return b, self.bench.execute(unit)
 
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def ray_missing_message() -> str:
-    return "execution.engine ray needs Ray: pip install 'medrobust[scale]'"
-
 
 class RayEngine:
     """Units on ``workers`` Ray actors, one unit in flight per actor.
@@ -100,7 +93,7 @@ class RayEngine:
             import ray
             from ray.util import ActorPool
         except ImportError:
-            raise RuntimeError(ray_missing_message()) from None
+            raise RuntimeError("execution.engine ray needs Ray: pip install 'medrobust[scale]'") from None
         self._ray = ray
         self._started = False
         if not ray.is_initialized():
@@ -159,10 +152,6 @@ class RayEngine:
                 raise RuntimeError(f"a Ray worker could not run a unit of work (it died {MAX_RESTARTS + 1} times, or "
                                    f"the cluster could not start it); the finished batches are kept, run again to "
                                    f"resume. Ray said: {err}") from None
-
-    def pids(self) -> list[int]:
-        """The actors' process ids (for tests and diagnostics)."""
-        return self._ray.get([a.pid.remote() for a in self.actors])
 
     def close(self) -> None:
         for actor in self.actors:

@@ -284,9 +284,7 @@ class Runner:
         """Items ``indices`` of a split, read now: 8-bit images (B, H, W), labels as the model's
         class indices, ids and the indices that were readable (the rest are skipped, and logged)."""
         x, y, ids, kept = part.read_batch(indices)
-        for s in part.skipped:
-            if str(s) not in self.skipped:
-                self.skipped.append(str(s))
+        self._note_skipped(part)
         return to_uint8(quantise_8bit(x)), self.label_map[y.numpy()], ids, kept
 
     def training_data(self, t, data: dict[str, Split], who: str) -> tuple[Split, Split]:
@@ -350,8 +348,6 @@ class Runner:
         return metrics
 
     def _run(self, start: float, dataset, loaded, loaded_surrogates) -> RunMetrics:
-        from medrobust.evaluation.classification import classification_report
-
         cfg = self.config
         parts = self.check_splits(dataset)
         data = self.load_training_data(parts)
@@ -361,7 +357,7 @@ class Runner:
         del data  # training is done: only the test split is used from here on, batch by batch
         self.engine = self.make_engine(model, surrogates)
         try:
-            return self._evaluate(start, parts, model, surrogates, classification_report)
+            return self._evaluate(start, parts, model, surrogates)
         finally:
             self.engine.close()
 
@@ -387,6 +383,10 @@ class Runner:
             else:  # trained in this run
                 sources.append(ModelSource.from_path(name, self.dir / folder))
         return make_engine(self.config.execution, bench, sources, self.config.device)
+
+    def _note_skipped(self, dataset) -> None:
+        """Record the files ``dataset`` could not read (each once)."""
+        self.skipped += [str(s) for s in dataset.skipped if str(s) not in self.skipped]
 
     def _baseline(self, test) -> dict[str, np.ndarray]:
         """The model's decisions on every test image, streamed batch by batch (stage ``baseline``):
@@ -435,7 +435,9 @@ class Runner:
         return run_stage(DRIVER, self.stages / "inputs", len(positions), self.config.batch_size, unit,
                          required=frozenset({"clean", "labels", "ids"}))
 
-    def _evaluate(self, start: float, parts: dict, model, surrogates, classification_report) -> RunMetrics:
+    def _evaluate(self, start: float, parts: dict, model, surrogates) -> RunMetrics:
+        from medrobust.evaluation.classification import classification_report
+
         cfg = self.config
         test = parts["test"]
         t0 = time.perf_counter()
@@ -669,7 +671,7 @@ class Runner:
             x, _, _, _ = dataset.read_batch(range(start, min(len(dataset), start + self.config.batch_size)))
             out.append(x[: limit - got])
             got += len(out[-1])
-        self.skipped += [str(s) for s in dataset.skipped if str(s) not in self.skipped]
+        self._note_skipped(dataset)
         if not got:
             raise ValueError(f"no readable images to calibrate the squeeze detector on ({len(dataset)} listed)")
         return quantise_8bit(torch.cat(out))
