@@ -60,14 +60,17 @@ class ModelSource:
 
         if self.module is not None:
             return self.module.to(device).eval()
-        folder = Path(tempfile.mkdtemp(prefix=f"medrobust-{self.name}-"))
-        for rel, data in self.files.items():
-            target = (folder / rel).resolve()
-            if folder.resolve() not in target.parents:
-                raise ValueError(f"{self.name}: shipped file name {rel!r} leaves its folder")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
-        where = folder / self.root if self.root else folder
-        if self.load is None:
-            return load_checkpoint(where, device)
-        return load_classifier(where, device=device, **self.load)
+        # the files live only while the model loads (every format reads its file whole), so a
+        # worker leaves nothing behind in its temporary folder
+        with tempfile.TemporaryDirectory(prefix=f"medrobust-{self.name}-") as tmp:
+            folder = Path(tmp)
+            for rel, data in self.files.items():
+                target = (folder / rel).resolve()
+                if folder.resolve() not in target.parents:
+                    raise ValueError(f"{self.name}: shipped file name {rel!r} leaves its folder")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            where = folder / self.root if self.root else folder
+            if self.load is None:
+                return load_checkpoint(where, device)
+            return load_classifier(where, device=device, **self.load)
