@@ -29,3 +29,18 @@ def test_bad_config_names_the_file_and_field(tmp_path) -> None:
     path.write_text("attacks:\n  - {name: pgd, paramz: {}}\n")
     with pytest.raises(ValueError, match=r"(?s)bad.yaml.*attacks.0.paramz"):
         load_config(path)
+
+
+def test_a_wall_clock_budget_is_refused_with_the_reason(tmp_path) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text("model: {train: {arch: small-cnn, epochs: 3, max_minutes: 4}}\nattacks: [{name: pgd}]\n")
+    with pytest.raises(ValueError, match=r"(?s)old.yaml.*max_minutes is gone.*machine's speed.*epochs"):
+        load_config(path)
+
+
+def test_the_demo_trains_a_fixed_amount_of_work() -> None:
+    for quick in (False, True):
+        for model in [demo_config(quick).model, *demo_config(quick).surrogates]:
+            train = model.train
+            assert train is not None and "max_minutes" not in train.model_dump()
+            assert train.lr_schedule == "cosine" and train.epochs >= 10

@@ -7,7 +7,6 @@ Skipped when Ray is not installed (``pip install 'medrobust[scale]'``; CI instal
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -25,6 +23,7 @@ from medrobust.evaluation.config import ExperimentConfig  # noqa: E402
 from medrobust.evaluation.runner import Runner  # noqa: E402
 from medrobust.models.checkpoint import save_checkpoint  # noqa: E402
 from tests.ray_cluster import RAY_ENV  # noqa: E402
+from tests.run_equality import assert_same_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -47,38 +46,6 @@ def _config(root: Path, checkpoint: Path, name: str, execution: dict | None = No
         "adaptive": {"params": {"steps": 2}, "eot_samples": 2},
         "execution": execution or {"engine": "local"},
     }
-
-
-def _stage_arrays(run: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for path in sorted((run / "stages").rglob("*.npz")):
-        with np.load(path) as data:
-            for key in data.files:
-                if key != "seconds":
-                    out[f"{path.relative_to(run)}:{key}"] = data[key]
-    return out
-
-
-def _results(run: Path) -> dict:
-    """metrics.json without timings and the engine (what may differ between two equal runs)."""
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items()
-                    if "second" not in k and k not in ("created", "latency_ms_per_image", "execution", "output_dir")}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-
-    return strip(json.loads((run / "metrics.json").read_text()))
-
-
-def _assert_same_run(a: Path, b: Path) -> None:
-    arrays_a, arrays_b = _stage_arrays(a), _stage_arrays(b)
-    assert sorted(arrays_a) == sorted(arrays_b)
-    assert len(arrays_a) > 100  # every stage's batches: attacks, predictions, defenses, detection
-    for key, value in arrays_a.items():
-        assert np.array_equal(value, arrays_b[key]), key
-    assert _results(a) == _results(b)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +75,7 @@ def test_a_ray_run_equals_a_local_run_bit_for_bit(ray_cluster, checkpoint, local
     config = _config(tmp_path, checkpoint, "run", {"engine": "ray", "address": ray_cluster, "workers": 2})
     metrics = Runner(ExperimentConfig.model_validate(config)).run()
     assert metrics.config["execution"]["engine"] == "ray"
-    _assert_same_run(local_run, tmp_path / "run")
+    assert_same_run(local_run, tmp_path / "run")
     assert metrics.defenses[1].gradient_mode == "bpda+eot(2)"  # tvm: randomised, its draws seeded per batch
 
 
@@ -146,7 +113,7 @@ def test_a_worker_killed_mid_unit_is_restarted_and_the_run_completes(ray_cluster
     Runner(ExperimentConfig.model_validate(config), progress=progress).run()
     assert progress.killed is not None
     assert progress.killed not in _actor_pids()  # that process is gone; Ray started another in its place
-    _assert_same_run(local_run, tmp_path / "run")
+    assert_same_run(local_run, tmp_path / "run")
 
 
 def test_a_driver_killed_mid_run_resumes_from_the_run_directory(ray_cluster, checkpoint, local_run,
@@ -172,4 +139,4 @@ def test_a_driver_killed_mid_run_resumes_from_the_run_directory(ray_cluster, che
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # finished batches were not recomputed
     assert (tmp_path / "run" / "config.yaml").is_file()
-    _assert_same_run(local_run, tmp_path / "run")
+    assert_same_run(local_run, tmp_path / "run")

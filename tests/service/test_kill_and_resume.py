@@ -14,6 +14,8 @@ import time
 import httpx
 import pytest
 
+from tests.run_equality import without_timings
+
 API = "/api/v1/jobs"
 
 
@@ -33,15 +35,8 @@ def _poll(base_url: str, token: str, job_id: str, until, timeout_s: float, inter
 
 def _results(metrics: dict) -> dict:
     """Every number of a run, without its timings (seconds, latencies), names and paths."""
-    def strip(node):
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if "seconds" not in k and "latency" not in k}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
-    return strip({k: metrics[k] for k in ("baseline", "attacks", "eps_sweep", "transfer", "defenses", "detectors",
-                                          "robustness_score")})
+    return without_timings({k: metrics[k] for k in ("baseline", "attacks", "eps_sweep", "transfer", "defenses",
+                                                    "detectors", "robustness_score")})
 
 
 def test_job_survives_sigkill_of_worker_and_web_and_matches_a_local_run(live_service, tmp_path):

@@ -59,7 +59,9 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Default 1e-5 fine-tuning, 1e-3 from scratch.")] = None,
     per_class: Annotated[int, typer.Option("--per-class", help="Phantom images per class.")] = 600,
     class_weighted: Annotated[bool, typer.Option("--class-weighted")] = False,
-    max_minutes: Annotated[Optional[float], typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="plateau (the study's) | cosine")] = "plateau",
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", min=0, help="Linear learning-rate warm-up.")] = 0.0,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The study's augmentation.")] = True,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     download: Annotated[bool, typer.Option("--download", help="Allow downloading ImageNet weights.")] = False,
@@ -76,7 +78,7 @@ def train(
     with RichProgress() as progress:
         trained = mr.train(data, arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
                            trainable=trainable, two_phase=two_phase, class_weighted=class_weighted,
-                           max_minutes=max_minutes, per_class=per_class, seed=seed, device=device, download=download,
+                           lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class, seed=seed, device=device, download=download,
                            adversarial=adversarial, out=out, progress=progress)
     if trained.skipped:
         print_skipped(trained.skipped)

@@ -91,9 +91,19 @@ class TrainSection(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
     lr: float | None = None
-    max_minutes: float | None = None
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"  # plateau: the study's ReduceLROnPlateau
+    warmup_epochs: float = Field(0.0, ge=0)  # linear learning-rate warm-up over this many epochs
+    augment: bool = True  # the study's augmentation (flip, zoom, rotation, shifts) on training batches
     adversarial: str | None = None
     data: str | None = None  # a separate training source (its train/val splits); needed with data.split: test
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_wall_clock_budget(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "max_minutes" in value:
+            raise ValueError("max_minutes is gone: a wall-clock budget made the trained model depend on the machine's "
+                             "speed. Remove it and set epochs (the run is a fixed amount of work)")
+        return value
 
 
 class LoadSection(_Section):

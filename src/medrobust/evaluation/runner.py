@@ -305,6 +305,7 @@ class Runner:
     def model(self, folder: str, cfg: ModelConfig, data, name: str) -> nn.Module:
         from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
         from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
+        from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
         from medrobust.models.training import TrainConfig
 
         target = self.dir / folder
@@ -317,7 +318,8 @@ class Runner:
         assert t is not None
         train, val = self.training_data(t, data, name)
         train_cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, trainable=t.trainable,
-                                two_phase=t.two_phase, seed=self.config.seed, max_minutes=t.max_minutes)
+                                two_phase=t.two_phase, seed=self.config.seed, lr_schedule=t.lr_schedule,
+                                warmup_epochs=t.warmup_epochs, augment=AugmentConfig() if t.augment else NO_AUGMENTATION)
         start = time.perf_counter()
         model, result = train_zoo_model(t.arch, self.classes, self.config.data.size, train[:2], val[:2], train_cfg,
                                         weights=t.weights, adversarial=t.adversarial, device=self.device,

@@ -31,15 +31,20 @@ class Trained:
 
 def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, epochs: int = 30, batch_size: int = 32,
           lr: float | None = None, weights: str = "none", trainable: str = "all", two_phase: bool = False,
-          class_weighted: bool = False, max_minutes: float | None = None, per_class: int = 600, seed: int = 0,
+          class_weighted: bool = False, lr_schedule: str = "plateau", warmup_epochs: float = 0.0, augment: bool = True,
+          per_class: int = 600, seed: int = 0,
           device: str = "auto", download: bool = False, adversarial: str | None = None,
           out: str | Path | None = None, progress: Progress | None = None) -> Trained:
     """Train ``arch`` on the train split of ``data`` (validated on val, tested on test; a
     folder is split 60/20/20 unless it has train/val/test folders). ``adversarial``: an attack
     spec for adversarial training (Madry et al. 2018), e.g. ``"pgd:eps=4/255"``. ``out``: a
-    checkpoint folder to save to (checked before training starts)."""
+    checkpoint folder to save to (checked before training starts). ``lr_schedule``: ``"plateau"``
+    (the study's) or ``"cosine"``, after ``warmup_epochs`` of linear warm-up; ``augment``: the
+    study's augmentation on training batches. Training is a fixed amount of work (``epochs``,
+    or fewer by early stopping), so the same seed on the same machine gives the same model."""
     from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
     from medrobust.models.device import resolve_device
+    from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
     from medrobust.models.training import TrainConfig, evaluate_loss
 
     if out is not None:
@@ -61,7 +66,8 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
             bar.advance(len(part))
     skipped = list(dict.fromkeys([*images.skipped, *(str(s) for p in parts.values() for s in p.skipped)]))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
-                         class_weighted=class_weighted, seed=seed, max_minutes=max_minutes)
+                         class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                         augment=AugmentConfig() if augment else NO_AUGMENTATION)
     model, result = train_zoo_model(arch, images.classes or [], size, loaded["train"][:2], loaded["val"][:2], config,
                                     weights=weights, adversarial=adversarial, device=dev, download=download,
                                     progress=progress)

@@ -31,6 +31,9 @@ class AugmentConfig:
             self.width_shift == 0 and self.height_shift == 0
 
 
+NO_AUGMENTATION = AugmentConfig(horizontal_flip=False, zoom=0.0, rotation_deg=0.0, width_shift=0.0, height_shift=0.0)
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
 

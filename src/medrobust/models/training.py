@@ -5,7 +5,12 @@ ReduceLROnPlateau(val_loss, factor 0.5, patience 3, min_lr 1e-7); EarlyStopping(
 patience 5, restore best weights); the study's augmentation on training batches only;
 optional two phases (head first, then unfreeze by the trainable policy), as the study did.
 Learning rate: 1e-5 (the study's) when fine-tuning pre-trained weights, 1e-3 from scratch,
-unless given. Same seed, same data, same machine -> same final weights.
+unless given. Optional, not the study's: a linear warm-up and a cosine schedule
+(:mod:`medrobust.models.lr_schedule`).
+
+A run is a fixed amount of work: its epochs (or fewer, by early stopping on the validation
+loss), never a wall-clock budget, so the same seed, data and machine give the same final
+weights however fast the machine is.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 
 from medrobust.models.augment import AugmentConfig, random_affine
 from medrobust.models.classifier import Classifier
+from medrobust.models.lr_schedule import SCHEDULES, LearningRateSchedule
 from medrobust.models.output_kind import OutputKind
 from medrobust.models.trainable import apply_trainable, freeze_frozen_batchnorm
 
@@ -48,8 +54,15 @@ class TrainConfig:
     early_stopping_patience: int = 5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
-    max_minutes: float | None = None  # stop after the epoch that passes this wall-clock budget
+    lr_schedule: str = "plateau"  # plateau (the study's) | cosine (to min_lr at the last step)
+    warmup_epochs: float = 0.0  # linear warm-up of the learning rate over this many epochs
     channels_last: bool = True  # memory format: faster convolutions on CPU and GPU, same results
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be at least 0, got {self.warmup_epochs}")
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -141,16 +154,16 @@ def train_classifier(
         log.info("training %s: %d of %d parameters trainable (%s), lr %.1e", model.arch, n_trainable, n_total, policy, phase_lr)
         params = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(params, lr=phase_lr)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min", factor=config.plateau_factor, patience=config.plateau_patience, min_lr=config.min_lr
-        )
+        n_batches = math.ceil(len(x_train) / config.batch_size)
+        schedule = LearningRateSchedule(optimizer, config.lr_schedule, phase_lr, n_epochs * n_batches,
+                                        warmup_steps=round(config.warmup_epochs * n_batches), min_lr=config.min_lr,
+                                        plateau_factor=config.plateau_factor, plateau_patience=config.plateau_patience)
         since_best = 0
         for _ in range(n_epochs):
             t0 = time.perf_counter()
             model.train()
             freeze_frozen_batchnorm(network)
             order = torch.randperm(len(x_train), generator=generator)
-            n_batches = math.ceil(len(order) / config.batch_size)
             total_loss, total_correct, seen = 0.0, 0.0, 0
             for b in range(n_batches):
                 idx = order[b * config.batch_size : (b + 1) * config.batch_size]
@@ -169,6 +182,7 @@ def train_classifier(
                     loss = loss + network.regularization()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                schedule.before_step()
                 optimizer.step()
                 total_loss += float(loss.detach()) * len(idx)
                 total_correct += _accuracy(kind, logits.detach(), yb) * len(idx)
@@ -177,7 +191,7 @@ def train_classifier(
                     on_batch(b + 1, n_batches)
             val_loss, val_acc = evaluate_loss(model, x_val, y_val)
             current_lr = optimizer.param_groups[0]["lr"]
-            scheduler.step(val_loss)
+            schedule.after_epoch(val_loss)
             record = {
                 "epoch": epoch + 1, "phase": policy, "train_loss": total_loss / seen, "train_accuracy": total_correct / seen,
                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr, "seconds": time.perf_counter() - t0,
@@ -194,9 +208,6 @@ def train_classifier(
             if since_best >= config.early_stopping_patience:
                 log.info("early stopping after epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
                 stopped_early = True
-                break
-            if config.max_minutes is not None and time.perf_counter() - start > 60 * config.max_minutes:
-                log.info("time budget of %.1f min reached after epoch %d", config.max_minutes, epoch)
                 break
         if stopped_early:
             break
