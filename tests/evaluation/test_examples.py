@@ -43,4 +43,4 @@ def test_the_demo_trains_a_fixed_amount_of_work() -> None:
         for model in [demo_config(quick).model, *demo_config(quick).surrogates]:
             train = model.train
             assert train is not None and "max_minutes" not in train.model_dump()
-            assert train.lr_schedule == "cosine" and train.epochs >= 10
+            assert train.lr_schedule == "cosine" and train.epochs >= 6

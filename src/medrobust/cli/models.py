@@ -78,8 +78,9 @@ def train(
     with RichProgress() as progress:
         trained = mr.train(data, arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
                            trainable=trainable, two_phase=two_phase, class_weighted=class_weighted,
-                           lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class, seed=seed, device=device, download=download,
-                           adversarial=adversarial, out=out, progress=progress)
+                           lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class,
+                           seed=seed, device=device, download=download, adversarial=adversarial, out=out,
+                           progress=progress)
     if trained.skipped:
         print_skipped(trained.skipped)
     console.print(f"trained on {trained.n_train} images, validated on {trained.n_val}; test accuracy "

@@ -4,18 +4,25 @@ scratch, SIA (and PGD, MI-FGSM for comparison) at 8/255 white-box and transferre
 CNN surrogate, the study's JPEG+TV defense scored against attackers who ignore it and who adapt
 to it, and both detectors.
 
-Training is a fixed amount of work (its epochs), never a wall-clock budget: the same seed gives
-the same model on any machine of the same kind, however fast it is.
+Training is a fixed amount of work (its epochs), never a wall-clock budget: the same seed on the
+same machine gives the same model however fast or busy the machine is. Another CPU may round
+differently and so train another model; the recipe is chosen to converge from any start (the
+seeds below), not on one machine's numbers.
 
 Departures from the study's settings, for time on 2 CPU cores: 64 px instead of 224 px,
 training from scratch (no ImageNet weights offline) with a one-epoch learning-rate warm-up and
 a cosine schedule instead of the plateau rule, and without the study's augmentation; SIA with
 fewer transformed copies (N = 8 instead of 20; ``--quick``: 4), and a subset of the test set
-for the attacks. Why no augmentation: from scratch at 64 px, the study's warps (flip, zoom,
-rotation, shifts, resampled) held DenseNet121 at about 70% test accuracy after 12 epochs
-(the study fine-tuned a pre-trained network, which needs less), while without them it passed
-90% by epoch 9 and reached 96% after 16; the phantoms already vary in anatomy, position and
-exposure, and early stopping on the validation loss guards against over-fitting. The
+for the attacks.
+
+Why this recipe (measured on 2-core CPUs, DenseNet121 at 64 px, test accuracy on 240 or 360
+phantoms): with the study's augmentation (flip, zoom, rotation, shifts, resampled) the network
+from scratch stayed near 70% after 12 epochs of 720 images (it tells pneumothorax apart early,
+pneumonia late; the study fine-tuned a pre-trained network, which needs less). Without it, 14
+epochs of 720 images gave 89.6-95.8% over three seeds; 10 epochs of 1,080 images (600 per
+class), the same work, gave 92.8%, 92.8% and 94.7% over seeds 0-2. A fresh set of phantoms
+for every epoch learnt more slowly still (81% after 13 epochs). The phantoms vary in anatomy,
+position and exposure, and early stopping on the validation loss keeps the best epoch. The
 augmentation stays the default of ``medrobust train`` and of configuration files.
 """
 
@@ -37,19 +44,18 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
         "batch_size": 30,
         "attack_images": 30 if quick else 60,
         "sample_images": 3 if quick else 4,
-        "data": {"source": "phantom", "size": 64, "per_class": 200 if quick else 400, "phantom_seed": 0},
-        "model": {"train": {"arch": "densenet121", "weights": "none", **recipe, "epochs": 10 if quick else 14}},
-        "surrogates": [{"name": "small-cnn", "train": {"arch": "small-cnn", **recipe, "epochs": 10}}],
+        "data": {"source": "phantom", "size": 64, "per_class": 300 if quick else 600, "phantom_seed": 0},
+        "model": {"train": {"arch": "densenet121", "weights": "none", **recipe, "epochs": 8 if quick else 10}},
+        "surrogates": [{"name": "small-cnn", "train": {"arch": "small-cnn", **recipe, "epochs": 6}}],
         "attacks": [
-            {"name": "sia", "params": {"eps": "8/255", "n_copies": 4 if quick else 8},
-             "eps_sweep": [] if quick else ["2/255", "4/255", "8/255"]},
+            {"name": "sia", "params": {"eps": "8/255", "n_copies": 4 if quick else 8}},
             {"name": "pgd", "params": {"eps": "8/255"},
-             "eps_sweep": ["2/255", "8/255"] if quick else ["1/255", "2/255", "4/255", "8/255", "16/255"]},
+             "eps_sweep": ["2/255", "8/255"] if quick else ["2/255", "4/255", "8/255"]},
             {"name": "mifgsm", "params": {"eps": "8/255"}},
         ],
         "defenses": ["jpeg:quality=75+tv"],
         "adaptive": {"enabled": True, "attack": "pgd"},
-        "detectors": {"reference": {}, "squeeze": {"calibration_images": 100 if quick else 200}},
+        "detectors": {"reference": {}, "squeeze": {"calibration_images": 100 if quick else 120}},
     }
 
 

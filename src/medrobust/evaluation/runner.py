@@ -304,8 +304,8 @@ class Runner:
 
     def model(self, folder: str, cfg: ModelConfig, data, name: str) -> nn.Module:
         from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
-        from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
         from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
+        from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
         from medrobust.models.training import TrainConfig
 
         target = self.dir / folder

@@ -43,14 +43,17 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
     study's augmentation on training batches. Training is a fixed amount of work (``epochs``,
     or fewer by early stopping), so the same seed on the same machine gives the same model."""
     from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
-    from medrobust.models.device import resolve_device
     from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
+    from medrobust.models.device import resolve_device
     from medrobust.models.training import TrainConfig, evaluate_loss
 
     if out is not None:
         from medrobust.evaluation.run_dir import check_output_folder
 
         check_output_folder(Path(out))  # before training, not after it: a run must not end by failing to save
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
+                         class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+                         augment=AugmentConfig() if augment else NO_AUGMENTATION)
     dev = resolve_device(device)
     images = open_images(data, size=size, per_class=per_class, seed=seed)
     if images.dataset is None or not images.labelled:
@@ -65,9 +68,6 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
             loaded[name] = open_images(part).load()
             bar.advance(len(part))
     skipped = list(dict.fromkeys([*images.skipped, *(str(s) for p in parts.values() for s in p.skipped)]))
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
-                         class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                         augment=AugmentConfig() if augment else NO_AUGMENTATION)
     model, result = train_zoo_model(arch, images.classes or [], size, loaded["train"][:2], loaded["val"][:2], config,
                                     weights=weights, adversarial=adversarial, device=dev, download=download,
                                     progress=progress)
