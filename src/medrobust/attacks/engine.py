@@ -13,8 +13,12 @@ The loop (after TransferAttack's structure, Wang et al.)::
 Each step is a method an attack may override: ``init``, ``transformed_batches`` (input
 diversity: SIA's structure-invariant copies), ``loss``, ``gradient``, ``accumulate``. The
 model is run in eval mode with gradients to the input only (``torch.autograd.grad``, no
-parameter gradients), and its mode is restored afterwards. Images in a batch are independent:
-the loss is summed per image, so an image's perturbation does not depend on its batch-mates.
+parameter gradients), and its mode is restored afterwards. How it is run is
+:mod:`medrobust.attacks.gradient_pass`'s: by default on the CPU with channels-last activations,
+in passes of bounded size and with its batch norms folded for the attack (the user's modules put
+back afterwards): the same gradients up to the order of floating-point operations, in less time.
+Images in a batch are independent: the loss is summed per image, so an image's perturbation does
+not depend on its batch-mates.
 All randomness comes from one ``torch.Generator`` seeded per call, so the same seed gives
 bit-identical results on the CPU.
 
@@ -36,6 +40,7 @@ import torch
 import torch.nn as nn
 
 from medrobust.attacks.budget import Budget, quantize_within
+from medrobust.attacks.gradient_pass import GradientExecution, input_gradient
 from medrobust.data.class_names import class_indices
 from medrobust.data.image_batch import check_image_batch
 from medrobust.models.batched_prediction import eval_mode
@@ -182,6 +187,19 @@ class IterativeAttack(Attack):
     def budget(self) -> Budget:
         return Budget(self.eps, self.norm)
 
+    _execution: GradientExecution = GradientExecution()
+
+    @property
+    def execution(self) -> GradientExecution:
+        """How the model is run for the input gradients (speed only, the same maths; default: the
+        fast path of :mod:`medrobust.attacks.gradient_pass`; ``GradientExecution.plain()``: the
+        plain one). Not part of the attack's settings in run records."""
+        return self._execution
+
+    @execution.setter
+    def execution(self, value: GradientExecution) -> None:
+        self._execution = value
+
     # --- hooks -----------------------------------------------------------------------------
     def init(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The starting point: x itself, or a uniform random point of the ball."""
@@ -213,18 +231,21 @@ class IterativeAttack(Attack):
 
         A model with a randomised preprocessing defense says how many random draws to average
         (``model.eot_samples``, expectation over transformation, Athalye et al. 2018): the
-        gradient is then averaged over that many independent forward/backward passes.
+        gradient is then averaged over that many independent forward/backward passes. The model
+        runs on the copies in passes of :meth:`GradientExecution.pass_size
+        <medrobust.attacks.gradient_pass.GradientExecution.pass_size>` images (the same sum).
         """
         x_var = x_adv.detach().requires_grad_(True)
         total = torch.zeros_like(x_adv)
         draws = max(1, int(getattr(model, "eot_samples", 1)))
         for _ in range(draws):
             for copies, k in self.transformed_batches(x_var, generator):
-                logits = model(copies)
                 target = y.repeat(k, *([1] * (y.ndim - 1))) if k > 1 else y
-                loss = self.loss(model, logits, target).sum()
-                (grad,) = torch.autograd.grad(loss, x_var)
-                total += grad
+
+                def loss_of(images: torch.Tensor, rows: slice, target: torch.Tensor = target) -> torch.Tensor:
+                    return self.loss(model, model(images), target[rows]).sum()
+
+                total += input_gradient(loss_of, copies, x_var, self.execution.pass_size(model, copies))
         return total / (self.n_copies * draws)
 
     def accumulate(self, g: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -242,10 +263,11 @@ class IterativeAttack(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         x_adv = self.init(x, generator)
         g = torch.zeros_like(x)
-        for _ in range(self.steps):
-            grad = self.gradient(model, x_adv, y, generator)
-            g = self.accumulate(g, grad)
-            x_adv = self.budget.project(self.budget.step(x_adv, g, self.alpha), x).detach()
+        with self.execution.running(model, x):
+            for _ in range(self.steps):
+                grad = self.gradient(model, x_adv, y, generator)
+                g = self.accumulate(g, grad)
+                x_adv = self.budget.project(self.budget.step(x_adv, g, self.alpha), x).detach()
         if self.quantize_bits is not None:
             if self.eps * (2**self.quantize_bits - 1) < 1.0 - 1e-6:
                 log.warning("eps %.4g is below one grey level at %d bits; leaving the image unquantised",

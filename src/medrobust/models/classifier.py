@@ -11,6 +11,9 @@ whatever the network.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import torch
@@ -25,6 +28,36 @@ from medrobust.models.output_kind import OutputKind
 
 class NotDifferentiableError(RuntimeError):
     """A white-box (gradient) method was asked of a black-box model."""
+
+
+_NETWORK_MEMORY_FORMAT: ContextVar[torch.memory_format | None] = ContextVar("medrobust_network_memory_format",
+                                                                            default=None)
+
+
+@contextmanager
+def network_memory_format(memory_format: torch.memory_format | None) -> Iterator[None]:
+    """Inside the block, every :class:`Classifier` hands its network 4-D inputs in ``memory_format``
+    (e.g. ``torch.channels_last``; None: as computed, the default). Only the layout of the input
+    tensor changes, never its values, and no module is touched: convolutions given a channels-last
+    input produce channels-last outputs, so the whole network runs in that layout while its
+    parameters stay as they are. The attack engine uses it on the CPU, where oneDNN's channels-last
+    kernels are faster (:mod:`medrobust.attacks.gradient_pass`). A context variable, so another
+    thread or task using the same model is not affected.
+
+    >>> import torch
+    >>> net = torch.nn.Conv2d(3, 2, 3)
+    >>> model = Classifier(net, InputContract(("a", "b"))).eval()
+    >>> with network_memory_format(torch.channels_last):
+    ...     model.prepare(torch.rand(2, 1, 8, 8)).is_contiguous(memory_format=torch.channels_last)
+    True
+    >>> model.prepare(torch.rand(2, 1, 8, 8)).is_contiguous()
+    True
+    """
+    token = _NETWORK_MEMORY_FORMAT.set(memory_format)
+    try:
+        yield
+    finally:
+        _NETWORK_MEMORY_FORMAT.reset(token)
 
 
 @dataclass(frozen=True)
@@ -109,7 +142,8 @@ class Classifier(nn.Module):
 
     ``resize``: bilinear (antialiased) to ``input_size`` if set; ``channels``: a grey channel
     repeated to three (or three averaged to one); ``intensity``: e.g. ImageNet mean/std;
-    ``layout``: channels-last for Keras. ``arch`` names the zoo architecture (None for foreign
+    ``layout``: channels-last for Keras (and, inside :func:`network_memory_format`, the memory
+    format asked for: the same values, another layout). ``arch`` names the zoo architecture (None for foreign
     models); ``metadata`` is kept with checkpoints.
 
     Shapes: ``x`` (B, C_stored, H, W) float in [0, 1]; ``forward`` -> logits (B, K) (binary:
@@ -183,6 +217,10 @@ class Classifier(nn.Module):
         x = c.intensity.apply(x)
         if c.channels_last:
             x = x.permute(0, 2, 3, 1)
+        else:
+            memory_format = _NETWORK_MEMORY_FORMAT.get()
+            if memory_format is not None and x.dim() == 4:
+                x = x.contiguous(memory_format=memory_format)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,204 @@
+"""How the attack engine runs a model for an input gradient: fast, and computing the same thing.
+
+An iterative attack needs, at every step, ``d J(f(c), y) / d x`` summed over its (transformed)
+copies ``c`` of the images: gradients to the *images* only. Done plainly
+(``torch.autograd.grad(J(model(copies)), x)`` on the whole stack of copies at once) the model
+runs as it would for training. :class:`GradientExecution` runs the same computation in a cheaper
+way, by default:
+
+1. **Channels-last activations where they are faster** (the CPU with oneDNN:
+   :func:`medrobust.models.device.channels_last_is_faster`): the Classifier hands its network a
+   channels-last input (:func:`medrobust.models.classifier.network_memory_format`), and the
+   convolutions carry that layout through the network. Nothing in the user's model changes:
+   ``model.to(memory_format=...)`` would rewrite its parameters in place, and the network runs as
+   fast with its weights in their own layout (measured, same speed within noise).
+2. **Passes of bounded size**: on the CPU the copies go through the model in passes of about
+   :data:`PIXELS_PER_PASS` network-input pixels (128 images at 64 px, 10 at 224 px), and the
+   gradients of the passes are gathered before one backward pass through the copies'
+   construction (e.g. SIA's structure-invariant transform). One pass of SIA's 20 copies of 4
+   images at 224 px is 80 images, gigabytes of activations that glibc's malloc maps fresh from
+   the kernel (and zero-fills) at every layer; passes of 10 images reuse their memory, and peak
+   memory stays bounded whatever the batch. Each image's gradient depends only on its own copy
+   (eval mode), so a pass boundary changes no value, only the order of floating-point sums. A model that draws randomness when
+   it runs (a randomised defense, EOT) always runs on the whole stack, so its draws are the ones
+   of a plain run.
+3. **Batch norms folded** (on the CPU): in eval mode a batch norm is a fixed affine map, so
+   for the attack's duration one that follows a convolution is folded into it and the others get
+   a backward of one multiplication (:mod:`medrobust.attacks.batch_norm_folding`; new modules
+   in the parents' slots, checked on a probe image, the originals put back afterwards).
+4. **No parameter gradients**: the engine asks autograd for the input gradient only
+   (``torch.autograd.grad(loss, x)``), so autograd computes no weight gradient, and the folded
+   layers' parameters are frozen copies. Switching the user's parameters to
+   ``requires_grad=False`` for the attack as well (``freeze_parameters=True``, restored
+   afterwards) measured 0.99-1.0x, no gain, so it is off by default (its ablation in the bench).
+
+What it does not do: ``torch.compile`` (on this CPU the first call of DenseNet121's forward and
+backward took 160 s with a cold cache, for a steady-state gain of about 12% over channels-last:
+it would pay only over hours of attacks, and tests and short runs must never pay it); bfloat16
+(it changes the adversarial images: opt-in elsewhere, never here); repeating the grey channel
+and normalising once per image rather than once per copy (impossible for SIA, whose copies are
+built on the stored image and clipped to [0, 1], and under 0.5% of a step anyway).
+
+Numerics: the adversarial images keep their meaning (same algorithm, same random plan), but the
+layouts and pass sizes change the order of floating-point sums inside the kernels, so input
+gradients differ from the plain path by float rounding (relative differences around 1e-6 per
+element for a trained model; larger, up to ~1e-2 of the largest element, on an untrained
+DenseNet121 whose gradients are noise), and a pixel whose accumulated gradient is near zero may
+take the other sign in a step. :meth:`GradientExecution.plain` is the plain path, for
+comparisons.
+
+Measured (``benchmarks/bench_sia.py``, one CPU thread, DenseNet121, SIA with N = 20 copies of a
+batch of 4): see :class:`medrobust.attacks.sia.SIA` for the whole-attack ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from medrobust.attacks.batch_norm_folding import folded_batch_norms
+from medrobust.models.classifier import network_memory_format
+from medrobust.models.device import channels_last_is_faster
+
+PIXELS_PER_PASS = 2**19
+"""Network-input pixels per forward/backward pass on the CPU when the pass size is automatic:
+128 images at 64 px, 10 at 224 px. Measured on DenseNet121 (one thread, input gradients,
+channels-last, glibc's default malloc): at 224 px, 80 images in passes of 10 or 20 took 0.50x the
+time of one pass of 80; at 64 px, 320 images in passes of 80 or 160 took 0.82-0.85x of one pass of
+320, and passes of 40 were slower again (per-pass overheads)."""
+
+
+@dataclass(frozen=True)
+class GradientExecution:
+    """How :class:`~medrobust.attacks.engine.IterativeAttack` runs the model for its input gradients
+    (see the module docstring); speed only, the same maths.
+
+    ``channels_last``: give the network channels-last inputs (None: where
+    :func:`~medrobust.models.device.channels_last_is_faster`, i.e. on the CPU);
+    ``freeze_parameters``: parameters' ``requires_grad`` off during the attack (restored after;
+    off by default: measured no faster);
+    ``images_per_pass``: images per forward/backward pass of the model (None: automatic, about
+    :data:`PIXELS_PER_PASS` network pixels per pass on the CPU and all at once elsewhere; 0: all
+    at once); ``fold_batch_norm``: batch norms folded into the convolutions before them, the
+    others frozen, for the attack's duration (:mod:`medrobust.attacks.batch_norm_folding`; None:
+    on the CPU).
+
+    Example:
+
+    >>> GradientExecution().images_per_pass is None, GradientExecution.plain().images_per_pass
+    (True, 0)
+    """
+
+    channels_last: bool | None = None
+    freeze_parameters: bool = False
+    images_per_pass: int | None = None
+    fold_batch_norm: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.images_per_pass is not None and self.images_per_pass < 0:
+            raise ValueError(f"images_per_pass must be 0 (all at once), a positive count or None (automatic), "
+                             f"got {self.images_per_pass}")
+
+    @classmethod
+    def plain(cls) -> "GradientExecution":
+        """The plain path: the model as it is, in its own layout, all copies in one pass."""
+        return cls(channels_last=False, freeze_parameters=False, images_per_pass=0, fold_batch_norm=False)
+
+    def memory_format(self, device: torch.device) -> torch.memory_format | None:
+        """The layout to ask of the network on ``device`` (None: leave it as computed)."""
+        wanted = channels_last_is_faster(device) if self.channels_last is None else self.channels_last
+        return torch.channels_last if wanted else None
+
+    def pass_size(self, model: nn.Module, images: torch.Tensor) -> int:
+        """Images per pass for running ``model`` on ``images`` (N, C, H, W): N (one pass) unless
+        splitting is asked for or automatic and useful; passes are made as even as possible."""
+        n = images.shape[0]
+        if self.images_per_pass == 0 or draws_randomness(model):
+            return n
+        if self.images_per_pass is not None:
+            per = self.images_per_pass
+        elif images.device.type != "cpu":
+            return n
+        else:
+            size = getattr(model, "input_size", None)
+            pixels = size[0] * size[1] if size else images.shape[-2] * images.shape[-1]
+            per = max(1, PIXELS_PER_PASS // pixels)
+        if n <= per:
+            return n
+        return math.ceil(n / math.ceil(n / per))
+
+    def folds_batch_norm(self, model: nn.Module, device: torch.device) -> bool:
+        """Whether to fold ``model``'s batch norms on ``device`` (None: on the CPU; never for a
+        model that draws randomness, whose draws the fold's probe would consume)."""
+        wanted = device.type == "cpu" if self.fold_batch_norm is None else self.fold_batch_norm
+        return wanted and not draws_randomness(model)
+
+    @contextmanager
+    def running(self, model: nn.Module, x: torch.Tensor) -> Iterator[None]:
+        """The context an attack on images like ``x`` (B, C, H, W) runs in: the memory format asked
+        for, the parameters frozen, the batch norms folded, as this execution says; everything
+        restored on leaving, even on error."""
+        with ExitStack() as stack:
+            memory_format = self.memory_format(x.device)
+            if memory_format is not None:
+                stack.enter_context(network_memory_format(memory_format))
+            if self.freeze_parameters:
+                stack.enter_context(frozen_parameters(model))
+            if self.folds_batch_norm(model, x.device):
+                stack.enter_context(folded_batch_norms(model, x))
+            yield
+
+
+def draws_randomness(model: nn.Module) -> bool:
+    """Whether running ``model`` draws random numbers (a randomised defense in front of it, or
+    expectation over transformation asked for): then it must run on a whole batch at once for its
+    draws to be those of a plain run."""
+    defense = getattr(model, "defense", None)
+    return bool(getattr(defense, "randomized", False)) or int(getattr(model, "eot_samples", 1)) > 1
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """``requires_grad`` off for every parameter of ``model`` that has it on, inside the block;
+    turned back on when leaving (even on error). Parameter objects, values and layouts are not
+    touched."""
+    thawed = [p for p in model.parameters() if p.requires_grad]
+    for p in thawed:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in thawed:
+            p.requires_grad_(True)
+
+
+def input_gradient(loss_of: Callable[[torch.Tensor, slice], torch.Tensor], inputs: torch.Tensor,
+                   wrt: torch.Tensor, per_pass: int) -> torch.Tensor:
+    """``d L / d wrt`` with ``L`` the sum over passes of ``loss_of(inputs[rows], rows)`` (a scalar per
+    pass; ``rows`` the slice of ``inputs`` it covers), ``inputs`` (N, ...) a differentiable function
+    of ``wrt`` (or ``wrt`` itself), ``per_pass`` images per pass.
+
+    One pass: a single ``torch.autograd.grad``. Several: each pass runs on a detached slice of
+    ``inputs`` and yields its gradient; the gradients are gathered and sent back through the
+    construction of ``inputs`` once (``wrt``'s gradient is then exactly the chain rule's, summed in
+    another order).
+    """
+    n = inputs.shape[0]
+    if per_pass >= n:
+        (grad,) = torch.autograd.grad(loss_of(inputs, slice(0, n)), wrt)
+        return grad
+    detached = inputs.detach()
+    grad_inputs = torch.empty_like(detached)
+    for start in range(0, n, per_pass):
+        rows = slice(start, min(start + per_pass, n))
+        part = detached[rows].requires_grad_(True)
+        (grad_inputs[rows],) = torch.autograd.grad(loss_of(part, rows), part)
+    if inputs is wrt:
+        return grad_inputs
+    (grad,) = torch.autograd.grad(inputs, wrt, grad_inputs)
+    return grad
