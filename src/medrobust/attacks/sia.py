@@ -68,7 +68,10 @@ class SIA(IterativeAttack):
     the order of floating-point operations changes (trained DenseNet121, 64 px, 4 images: 0.16%
     of the pixels differ from the plain path's result, where a near-zero gradient took the other
     sign). Measured with ``benchmarks/bench_sia.py`` (one CPU thread, DenseNet121, N = 20, a
-    batch of 4): MEASURED_RATIOS
+    batch of 4, default path against the reference loop / the eager bound): at 64 px, 10 steps,
+    1.54x / 1.53x faster, the same attack success as the reference (97.1% of 70 correctly
+    classified phantoms, a trained checkpoint); at 224 px, 2 steps, untrained network, 1.84x /
+    1.93x (success not assessed at that size).
 
     Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels (targets when
     ``targeted``; (B, K) 0/1 findings for a multilabel model); ``model`` differentiable. Returns
