@@ -215,9 +215,11 @@ def one_step_medians(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack:
         torch.autograd.grad(loss, delta)
 
     def step_of(execution: GradientExecution) -> Callable[[], float]:
+        run = with_execution(attack, execution)
+
         def step() -> float:  # the step alone: an attack sets its execution up once, not per step
             with execution.running(model, x):
-                return timed(lambda: attack.gradient(model, x, y, gen), device)[0]
+                return timed(lambda: run.gradient(model, x, y, gen), device)[0]
         return step
 
     def whole(fn: Callable[[], object]) -> Callable[[], float]:

@@ -11,6 +11,7 @@ import torch.nn as nn
 
 from medrobust.attacks import MIFGSM, PGD, SIA
 from medrobust.attacks.gradient_pass import (
+    MIN_IMAGES_PER_PASS,
     PIXELS_PER_PASS,
     GradientExecution,
     draws_randomness,
@@ -54,6 +55,7 @@ def with_execution(attack, execution: GradientExecution):
 
 def one_gradient(attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, execution: GradientExecution) -> torch.Tensor:
     """One engine gradient with ``execution``, with the generator seeded the same every time."""
+    attack = with_execution(attack, execution)
     with eval_mode(model), torch.enable_grad(), execution.running(model, x):
         return attack.gradient(model, x, y, torch.Generator().manual_seed(3))
 
@@ -187,9 +189,11 @@ def test_pass_sizes() -> None:
     per = PIXELS_PER_PASS // (64 * 64)  # 128 images of 64 px
     assert auto.pass_size(model, torch.zeros(per, 1, 64, 64)) == per
     assert auto.pass_size(model, torch.zeros(320, 1, 64, 64)) == 107  # three even passes, not 128 + 128 + 64
-    assert auto.pass_size(model, torch.zeros(80, 1, 224, 224)) == 10
+    assert auto.pass_size(model, torch.zeros(80, 1, 224, 224)) == MIN_IMAGES_PER_PASS == 16  # 2^19 pixels: 10
     sized = Classifier(model.network, InputContract(("a", "b", "c"), input_size=224))  # resized inside: 224 counts
-    assert auto.pass_size(sized, torch.zeros(80, 1, 64, 64)) == 10
+    assert auto.pass_size(sized, torch.zeros(80, 1, 64, 64)) == 16
+    assert auto.pass_size(model, torch.zeros(40, 1, 512, 512)) == 16  # evenly would be 14: at least 16
+    assert auto.pass_size(model, torch.zeros(12, 1, 512, 512)) == 12
     assert GradientExecution(images_per_pass=0).pass_size(model, torch.zeros(80, 1, 224, 224)) == 80
     assert GradientExecution(images_per_pass=3).pass_size(model, torch.zeros(8, 1, 8, 8)) == 3
     with pytest.raises(ValueError, match="images_per_pass"):

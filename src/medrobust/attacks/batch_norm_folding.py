@@ -21,7 +21,9 @@ model, plain ``nn.Conv2d``/``nn.BatchNorm2d``/``nn.ReLU`` without hooks (and ``g
 the input-side fold).
 
 The user's modules are never changed: the replacements are new modules put in their parents'
-slots, and the originals go back in place when the attack ends, even on error. The first time a
+slots, and the originals go back in place when the attack ends, even on error (while it runs,
+another thread using the same model object sees the rewritten model, computing the same function,
+just as it sees the eval mode every attack switches on). The first time a
 model (with this structure) is rewritten, its logits on a fixed probe image are compared with and
 without the replacements; if they disagree (a module used in a way the rules above cannot see),
 the model runs as it is and a warning says so. A model that draws randomness when it runs (a randomised defense) is left

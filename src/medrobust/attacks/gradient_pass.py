@@ -13,19 +13,21 @@ way, by default:
    ``model.to(memory_format=...)`` would rewrite its parameters in place, and the network runs as
    fast with its weights in their own layout (measured, same speed within noise).
 2. **Passes of bounded size**: on the CPU the copies go through the model in passes of about
-   :data:`PIXELS_PER_PASS` network-input pixels (128 images at 64 px, 10 at 224 px), and the
+   :data:`PIXELS_PER_PASS` network-input pixels (128 images at 64 px, 16 at 224 px), and the
    gradients of the passes are gathered before one backward pass through the copies'
    construction (e.g. SIA's structure-invariant transform). One pass of SIA's 20 copies of 4
    images at 224 px is 80 images, gigabytes of activations that glibc's malloc maps fresh from
-   the kernel (and zero-fills) at every layer; passes of 10 images reuse their memory, and peak
-   memory stays bounded whatever the batch. Each image's gradient depends only on its own copy
-   (eval mode), so a pass boundary changes no value, only the order of floating-point sums. A model that draws randomness when
-   it runs (a randomised defense, EOT) always runs on the whole stack, so its draws are the ones
-   of a plain run.
+   the kernel (and zero-fills) at every layer and that no cache holds; passes of 16 images are
+   faster with either allocator setting, and peak memory stays bounded whatever the batch. Each
+   image's gradient depends only on its own copy (eval mode), so a pass boundary changes no
+   value, only the order of floating-point sums. A model that draws randomness when it runs (a
+   randomised defense, EOT) always runs on the whole stack, so its draws are the ones of a plain
+   run.
 3. **Batch norms folded** (on the CPU): in eval mode a batch norm is a fixed affine map, so
-   for the attack's duration one that follows a convolution is folded into it and the others get
-   a backward of one multiplication (:mod:`medrobust.attacks.batch_norm_folding`; new modules
-   in the parents' slots, checked on a probe image, the originals put back afterwards).
+   for the attack's duration one next to a convolution is folded into it (before it, or after
+   it with a ReLU between, leaving a shift) and the others get a backward of one multiplication
+   (:mod:`medrobust.attacks.batch_norm_folding`; new modules in the parents' slots, checked on a
+   probe image, the originals put back afterwards).
 4. **No parameter gradients**: the engine asks autograd for the input gradient only
    (``torch.autograd.grad(loss, x)``), so autograd computes no weight gradient, and the folded
    layers' parameters are frozen copies. Switching the user's parameters to
@@ -66,11 +68,18 @@ from medrobust.models.classifier import network_memory_format
 from medrobust.models.device import channels_last_is_faster
 
 PIXELS_PER_PASS = 2**19
-"""Network-input pixels per forward/backward pass on the CPU when the pass size is automatic:
-128 images at 64 px, 10 at 224 px. Measured on DenseNet121 (one thread, input gradients,
-channels-last, glibc's default malloc): at 224 px, 80 images in passes of 10 or 20 took 0.50x the
-time of one pass of 80; at 64 px, 320 images in passes of 80 or 160 took 0.82-0.85x of one pass of
-320, and passes of 40 were slower again (per-pass overheads)."""
+"""Network-input pixels per forward/backward pass on the CPU when the pass size is automatic
+(128 images at 64 px), but never fewer than :data:`MIN_IMAGES_PER_PASS` images (16 at 224 px).
+Measured on DenseNet121 (one thread, SIA's input gradient with channels-last and folded batch
+norms; glibc's default malloc / with ``MALLOC_MMAP_THRESHOLD_`` raised as the ``medrobust``
+command runs): 80 copies at 224 px in passes of 16-20 took 0.68-0.78x / 0.75-0.81x the time of
+one pass of 80, passes of 40 1.03x / 0.80x, of 10 0.73x / 0.87x; 320 copies at 64 px in passes
+of 107 (three) took 0.79x / 0.88x of one pass of 320, of 160 0.90x / 0.91x, of 40 0.84x / 0.99x."""
+
+MIN_IMAGES_PER_PASS = 16
+"""Below 16 images, PyTorch runs a 1 x 1 convolution on one CPU thread with its native kernel
+instead of oneDNN's (a heuristic for NCHW tensors), which also copies channels-last inputs to
+NCHW: passes at least this large keep every convolution on oneDNN."""
 
 
 @dataclass(frozen=True)
@@ -83,10 +92,10 @@ class GradientExecution:
     ``freeze_parameters``: parameters' ``requires_grad`` off during the attack (restored after;
     off by default: measured no faster);
     ``images_per_pass``: images per forward/backward pass of the model (None: automatic, about
-    :data:`PIXELS_PER_PASS` network pixels per pass on the CPU and all at once elsewhere; 0: all
-    at once); ``fold_batch_norm``: batch norms folded into the convolutions before them, the
-    others frozen, for the attack's duration (:mod:`medrobust.attacks.batch_norm_folding`; None:
-    on the CPU).
+    :data:`PIXELS_PER_PASS` network pixels and at least :data:`MIN_IMAGES_PER_PASS` images per
+    pass on the CPU, all at once elsewhere; 0: all at once); ``fold_batch_norm``: batch norms
+    folded into the convolutions next to them, the others frozen, for the attack's duration
+    (:mod:`medrobust.attacks.batch_norm_folding`; None: on the CPU).
 
     Example:
 
@@ -127,10 +136,11 @@ class GradientExecution:
         else:
             size = getattr(model, "input_size", None)
             pixels = size[0] * size[1] if size else images.shape[-2] * images.shape[-1]
-            per = max(1, PIXELS_PER_PASS // pixels)
+            per = max(MIN_IMAGES_PER_PASS, PIXELS_PER_PASS // pixels)
         if n <= per:
             return n
-        return math.ceil(n / math.ceil(n / per))
+        even = math.ceil(n / math.ceil(n / per))  # as even as possible: 320 in passes of 107, not 128 + 128 + 64
+        return even if self.images_per_pass is not None else max(even, MIN_IMAGES_PER_PASS)
 
     def folds_batch_norm(self, model: nn.Module, device: torch.device) -> bool:
         """Whether to fold ``model``'s batch norms on ``device`` (None: on the CPU; never for a
