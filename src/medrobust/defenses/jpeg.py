@@ -125,3 +125,10 @@ class JPEG(Defense):
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return jpeg(x, self.quality, self.workers)
+
+    def smooth_approximation(self, x: torch.Tensor) -> torch.Tensor:
+        """A differentiable approximation of this JPEG round trip, for BPDA's backward pass:
+        :func:`~medrobust.defenses.jpeg_smooth.smooth_jpeg` at ``self.quality`` (Shin & Song 2017)."""
+        from medrobust.defenses.jpeg_smooth import smooth_jpeg  # here: jpeg_smooth imports this module
+
+        return smooth_jpeg(x, self.quality)
