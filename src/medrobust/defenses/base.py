@@ -12,7 +12,14 @@ Two class attributes tell an adaptive attacker (Athalye, Carlini & Wagner 2018) 
   attacker uses BPDA (backward pass differentiable approximation: identity backward), see
   :class:`~medrobust.defenses.defended.DefendedClassifier`.
 * ``randomized``: each call draws fresh randomness, and the attacker averages gradients over
-  draws (expectation over transformation, EOT). Randomness comes only from a
+  draws (expectation over transformation, EOT).
+
+Two methods tell the strongest adaptive attacker more (the portfolio of
+:mod:`medrobust.evaluation.adaptive_portfolio`): :meth:`Defense.exact_variant` returns the same
+defense computing exact gradients where it has them but does not compute them by default (TV's
+unrolled solver), and a defense without gradients may offer ``smooth_approximation(x)``, a
+differentiable function close to it (JPEG's, after Shin & Song 2017) for BPDA with a smooth
+backward pass instead of the identity. Randomness comes only from a
   ``torch.Generator``: one passed to ``forward``, or the defense's own, built from ``seed`` on
   first use per device, so the same seed gives the same outputs on the CPU.
 
@@ -127,6 +134,12 @@ class Defense(nn.Module, ABC):
     @abstractmethod
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The defense proper, on a checked, non-empty batch (every defense implements it)."""
+
+    def exact_variant(self) -> "Defense | None":
+        """The same defense (same outputs) with exact gradients through autograd, or None when it
+        has none (a codec, a rounding, a random mask: BPDA is the attacker's tool there). The
+        default: ``self`` when ``differentiable``; TV overrides it with its unrolled solver."""
+        return self if self.differentiable else None
 
     # --- records ------------------------------------------------------------------------------
     def parameters_dict(self) -> dict[str, object]:

@@ -15,6 +15,14 @@ Give a False Sense of Security: Circumventing Defenses to Adversarial Examples")
   ``defense(x)``, Jacobian exactly the identity).
 * ``gradient="auto"`` (default): exact for differentiable defenses, BPDA otherwise; in a
   composition member by member (``jpeg+median``: BPDA through JPEG, exact through the median).
+* ``gradient="unrolled"``: member by member, exact gradients through every member that has them,
+  even one configured without (TV's solver unrolled: :meth:`~medrobust.defenses.base.Defense.exact_variant`),
+  BPDA with the identity only where none exists (JPEG, bit depth: the straight-through estimate,
+  TVM's random mask). The forward values are the defense's own.
+* ``gradient="smooth"``: as ``unrolled``, and a member without gradients that offers a
+  ``smooth_approximation`` (JPEG: a differentiable JPEG, Shin & Song 2017) is passed with BPDA
+  whose backward is that approximation's Jacobian instead of the identity:
+  ``defense(x).detach() + (g(x) - g(x).detach())`` (forward value exactly ``defense(x)``).
 
 For a randomized defense (``tvm``) ``eot_samples`` (default 10; 1 for deterministic defenses)
 tells :class:`~medrobust.attacks.engine.IterativeAttack` to average the input gradient over that
@@ -37,7 +45,7 @@ from medrobust.defenses.compose import Compose
 from medrobust.defenses.registry import build_defense
 from medrobust.models.classifier import Classifier
 
-GRADIENT_MODES = ("auto", "exact", "bpda")
+GRADIENT_MODES = ("auto", "exact", "bpda", "unrolled", "smooth")
 DEFAULT_EOT_SAMPLES = 10
 
 
@@ -47,22 +55,60 @@ def straight_through(defended: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return defended.detach() + (x - x.detach())
 
 
+def smooth_through(defended: torch.Tensor, approximation: torch.Tensor) -> torch.Tensor:
+    """``defended`` in the forward pass, the Jacobian of ``approximation`` (a differentiable
+    function of the input close to the defense) in the backward pass: BPDA with a smooth g."""
+    return defended.detach() + (approximation - approximation.detach())
+
+
 def apply_defense(defense: Defense, x: torch.Tensor, gradient: str = "auto", check_range: bool = True) -> torch.Tensor:
-    """``defense(x)`` with gradients per ``gradient`` ("auto", "exact" or "bpda"); ``check_range``
-    as :meth:`Defense.forward` (False: no read from the device, for inputs known to be in [0, 1])."""
+    """``defense(x)`` with gradients per ``gradient`` (one of :data:`GRADIENT_MODES`, see the
+    module docstring); ``check_range`` as :meth:`Defense.forward` (False: no read from the
+    device, for inputs known to be in [0, 1])."""
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
-    if gradient == "auto" and isinstance(defense, Compose):
+    if gradient in ("auto", "unrolled", "smooth") and isinstance(defense, Compose):
         for member in defense:
-            x = apply_defense(member, x, "auto", check_range)
+            x = apply_defense(member, x, gradient, check_range)
         return x
-    if gradient == "exact" or (gradient == "auto" and defense.differentiable):
+    tracking = torch.is_grad_enabled() and x.requires_grad
+    if gradient in ("unrolled", "smooth"):
+        exact = defense.exact_variant()
+        if exact is not None:
+            return exact(x, check_range=check_range) if tracking else defense(x, check_range=check_range)
+        approximate = getattr(defense, "smooth_approximation", None) if gradient == "smooth" else None
+        if approximate is not None and tracking:
+            with torch.no_grad():
+                defended = defense(x.detach(), check_range=check_range)
+            return smooth_through(defended, approximate(x))
+    elif gradient == "exact" or (gradient == "auto" and defense.differentiable):
         return defense(x, check_range=check_range)
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if not tracking:
         return defense(x, check_range=check_range)
     with torch.no_grad():
         defended = defense(x.detach(), check_range=check_range)
     return straight_through(defended, x)
+
+
+def gradient_route(defense: Defense, gradient: str) -> str:
+    """How an attacker with ``gradient`` differentiates through each member of ``defense``, in
+    words (mirrors :func:`apply_defense`), e.g. "BPDA (identity) through jpeg, exact through tv
+    (unrolled)"."""
+    members = list(defense) if isinstance(defense, Compose) and gradient != "bpda" else [defense]
+    if gradient == "bpda":
+        return f"BPDA (identity) through {defense.name}"
+    parts = []
+    for member in members:
+        exact = member.exact_variant() if gradient in ("unrolled", "smooth") else None
+        if gradient == "exact" or (gradient == "auto" and member.differentiable):
+            parts.append(f"exact through {member.name}")
+        elif exact is not None:
+            parts.append(f"exact through {member.name}" + (" (unrolled)" if exact is not member else ""))
+        elif gradient == "smooth" and getattr(member, "smooth_approximation", None) is not None:
+            parts.append(f"BPDA (smooth approximation) through {member.name}")
+        else:
+            parts.append(f"BPDA (identity) through {member.name}")
+    return ", ".join(parts)
 
 
 class DefendedClassifier(Classifier):

@@ -365,3 +365,10 @@ class TotalVariation(Defense):
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return tv_denoise(x, self.weight, self.max_iter, self.tol, self.method, self.exact_gradients)
+
+    def exact_variant(self) -> "TotalVariation":
+        """This TV with ``exact_gradients=True``: the same minimiser, its iterations recorded by
+        autograd, so an attacker differentiates through the solver exactly."""
+        if self.exact_gradients:
+            return self
+        return TotalVariation(self.weight, self.max_iter, self.tol, self.method, exact_gradients=True)
