@@ -33,7 +33,7 @@ TINY = {
         {"name": "mifgsm", "params": {"eps": "8/255", "steps": 3}, "transfer": False},
     ],
     "defenses": ["jpeg:quality=75+tv"],
-    "adaptive": {"attack": "pgd", "params": {"steps": 3}},
+    "adaptive": {"attack": "pgd", "params": {"steps": 3}, "max_steps": 6, "square_queries": 30, "restarts": 1},
     "detectors": {"squeeze": {"calibration_images": 30}},
 }
 
@@ -71,7 +71,10 @@ def test_metrics_hold_every_stage(finished_run) -> None:
     assert [p.eps for p in m.eps_sweep["pgd"]] == pytest.approx([2 / 255, 8 / 255])
     assert m.transfer is not None and m.transfer.sources == ["model", "other-cnn"]
     (defense,) = m.defenses
-    assert defense.name == "jpeg:quality=75+tv" and defense.gradient_mode == "bpda"
+    assert defense.name == "jpeg:quality=75+tv"
+    assert defense.gradient_mode == "unrolled, smooth, bpda, queries, transfer"  # every member ran
+    assert [m.name for m in defense.adaptive_members] == ["unrolled", "smooth", "bpda", "square", "transfer"]
+    assert defense.adaptive_accuracy <= min(m.accuracy for m in defense.adaptive_members)
     assert set(defense.non_adaptive) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255"}
     assert [d.name for d in m.detectors] == ["reference", "squeeze"]
     for d in m.detectors:
@@ -121,6 +124,8 @@ def _strip_volatile(m) -> dict:
         a.pop("seconds_per_image")
     for d in data["defenses"]:
         d.pop("seconds_per_image")
+        for member in d["adaptive_members"]:
+            member.pop("seconds_per_image")
     for d in data["detectors"]:
         d.pop("latency_ms_per_image")
     data["model"]["metrics"].pop("train_seconds", None)

@@ -72,7 +72,12 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row(f"defense {d.name}: clean cost", f"{d.clean_cost_pp:+.1f} pp")
         for key, acc in d.non_adaptive.items():
             table.add_row(f"  {key} through the defense (non-adaptive)", _pct(acc))
-        table.add_row(f"  {d.adaptive_attack} adaptive", _pct(d.adaptive_accuracy))
+        for m in d.adaptive_members:
+            table.add_row(f"  adaptive: {m.name}", _pct(m.accuracy) if m.accuracy is not None else "not run")
+        flag = (" [bold red]possible gradient masking[/bold red]" if d.gradient_masking else
+                "" if d.gradient_masking_assessed else " (gradient masking not assessed)")
+        table.add_row(f"  [bold]adaptive, worst case{f' of {len(d.adaptive_members)}' if d.adaptive_members else ''}[/bold]",
+                      f"[bold]{_pct(d.adaptive_accuracy)}[/bold]{flag}")
     for det in metrics.detectors:
         rates = ", ".join(f"{k}: {_pct(v)}" for k, v in det.detection_rate.items() if " from " not in k)
         table.add_row(f"detector {det.name}: detection", rates)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medrobust.components import parse_number
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
+from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -151,13 +152,34 @@ class AttackConfig(_Section):
 
 
 class AdaptiveConfig(_Section):
-    """The attacker who knows the defense: differentiates through it (exact / BPDA) and
-    averages over its randomness (EOT)."""
+    """The attacker who knows the defense: a portfolio of attacks, the worst case per image
+    (:mod:`medrobust.evaluation.adaptive_portfolio`). ``attack``/``params``: the gradient
+    members' attack (its ``steps`` the first of the step doubling); ``portfolio``: the members
+    (default all); ``restarts``: random starts of the first gradient member; ``max_steps`` and
+    ``max_eot_samples``: the doubling checks' limits; ``eot_samples``: the first EOT draws (None:
+    10 for randomised defenses, 1 otherwise); ``square_queries``: the Square member's queries;
+    ``masking_eps``: the large budget of the gradient-masking check (None: not run)."""
 
     enabled: bool = True
     attack: str = "pgd"
     params: dict[str, Any] = Field(default_factory=dict)
-    eot_samples: int | None = None  # None: 10 for randomised defenses, 1 otherwise
+    portfolio: list[str] = Field(default_factory=lambda: list(MEMBERS))
+    restarts: int = Field(2, ge=1, le=20)
+    max_steps: int = Field(80, ge=1)
+    eot_samples: int | None = Field(None, ge=1)  # None: 10 for randomised defenses, 1 otherwise
+    max_eot_samples: int = Field(80, ge=1)
+    square_queries: int = Field(1000, ge=1)
+    masking_eps: float | None = 64 / 255
+
+    @field_validator("portfolio")
+    @classmethod
+    def _members(cls, value: list[str]) -> list[str]:
+        return check_portfolio(value)
+
+    @field_validator("masking_eps", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return parse_number(value) if isinstance(value, str) else value
 
 
 class ReferenceDetectorConfig(_Section):

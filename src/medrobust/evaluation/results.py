@@ -93,8 +93,37 @@ class TransferMatrix(_Model):
     success_rate_correct: list[list[float | None]]  # None: the target had no image right
 
 
+class AdaptiveMember(_Model):
+    """One member of the adaptive portfolio (:mod:`medrobust.evaluation.adaptive_portfolio`)
+    against one defense: what ran, and the defended model's accuracy under it alone (an image
+    counts as right when the model is right on every run's images of this member)."""
+
+    name: str  # unrolled | smooth | bpda | square | transfer
+    description: str  # what ran, e.g. "pgd@8/255, 20 steps, 2 restarts; exact gradients through tv, BPDA through jpeg"
+    gradient_based: bool
+    accuracy: float | None  # None: not run (``not_run`` says why)
+    runs: list[str] = Field(default_factory=list)  # the stage keys whose images count
+    not_run: str | None = None
+    seconds_per_image: float = 0.0
+
+
+class ConvergenceCheck(_Model):
+    """A doubling check of the adaptive attacker's effort: ``quantity`` (steps or EOT draws)
+    doubled until the last doubling changed accuracy by at most ``tolerance``."""
+
+    quantity: str
+    values: list[int]
+    accuracies: list[float]
+    tolerance: float  # fraction of the images (steps: one image; EOT draws: the test set's noise)
+    converged: bool
+    text: str
+
+
 class DefenseOutcome(_Model):
-    """A preprocessing defense: its cost on clean images and what it wins back."""
+    """A preprocessing defense: its cost on clean images and what it wins back.
+
+    ``adaptive_accuracy`` is the worst case over the adaptive portfolio (``adaptive_members``):
+    an image counts only when the defended model is right on it clean and under every member."""
 
     name: str  # the spec, e.g. "jpeg:quality=75+tv:weight=0.1"
     clean: ClassificationReport
@@ -105,8 +134,15 @@ class DefenseOutcome(_Model):
     adaptive_attack: str  # the adaptive attack's key, e.g. "pgd@8/255 BPDA"
     adaptive_accuracy: float
     adaptive_recovery_pp: float  # vs the same attack without the defense
-    gradient_mode: str  # how the adaptive attacker differentiated: exact, bpda, bpda+eot
+    gradient_mode: str  # how the adaptive attacker went through the defense, e.g. "unrolled+eot(20), smooth, queries, transfer"
     seconds_per_image: float
+    adaptive_eps: float | None = None
+    adaptive_members: list[AdaptiveMember] = Field(default_factory=list)
+    adaptive_checks: list[ConvergenceCheck] = Field(default_factory=list)
+    masking_eps: float | None = None  # the large budget of the masking check
+    masking_eps_accuracy: float | None = None  # the first gradient member's accuracy there (None: not run)
+    gradient_masking: list[str] = Field(default_factory=list)  # reasons; empty: no sign seen
+    gradient_masking_assessed: bool = True  # False: no gradient member ran (a black-box model)
 
 
 class DetectorOutcome(_Model):

@@ -455,7 +455,7 @@ class Runner:
 
         white, transferred, outcomes, sweeps = self._attacks(inputs, surrogates, y_np, clean_pred)
         transfer = self._transfer(white, transferred, surrogates, inputs, y_np, clean_pred)
-        defenses = self._defenses(inputs, y_np, clean_pred, white)
+        defenses = self._defenses(inputs, y_np, clean_pred, white, bool(getattr(model, "differentiable", True)))
         detectors = self._detection(model, parts, inputs, white)
         self._samples(model, inputs, y_np, white)
 
@@ -576,7 +576,8 @@ class Runner:
                                             cfg.batch_size, cfg.seed, n).summary["pred"]
         return transfer_matrix(first.key, list(runs), targets, clean, adv, y_np)
 
-    def _defenses(self, inputs, y_np, clean_pred, white):
+    def _defenses(self, inputs, y_np, clean_pred, white, differentiable: bool):
+        from medrobust.evaluation.stage_adaptive import AdaptiveSettings
         from medrobust.evaluation.stage_defenses import defense_outcome
 
         cfg = self.config
@@ -589,13 +590,20 @@ class Runner:
         if plain is None:
             plain = self._attack(adaptive_key, cfg.adaptive.attack, {**params, "eps": eps}, inputs,
                                  f"{adaptive_key} (undefended reference)", allow_large_eps=True)
+        adaptive = cfg.adaptive
+        queries = int(adaptive.params.get("queries", adaptive.square_queries)) if adaptive.attack == "square" \
+            else adaptive.square_queries
+        settings = AdaptiveSettings(
+            attack=adaptive.attack, params=dict(adaptive.params), eps=eps, portfolio=tuple(adaptive.portfolio),
+            restarts=adaptive.restarts, max_steps=adaptive.max_steps, eot_samples=adaptive.eot_samples,
+            max_eot_samples=adaptive.max_eot_samples, square_queries=queries, masking_eps=adaptive.masking_eps,
+            differentiable_model=differentiable)
         outcomes: list[DefenseOutcome] = []
         for spec in cfg.defenses:
             t0 = time.perf_counter()
             with self.progress.stage(f"defense {spec}", len(y_np)) as bar:
-                outcome = defense_outcome(self.engine, spec, y_np, clean_pred, inputs, white, cfg.adaptive.attack,
-                                          params, eps, cfg.adaptive.eot_samples, plain, self.stages / "defenses",
-                                          cfg.batch_size, cfg.seed, self.classes, bar.advance)
+                outcome = defense_outcome(self.engine, spec, y_np, clean_pred, inputs, white, settings, plain,
+                                          self.stages / "defenses", cfg.batch_size, cfg.seed, self.classes, bar.advance)
             self.timings[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / len(y_np)
             outcomes.append(outcome)
         return outcomes

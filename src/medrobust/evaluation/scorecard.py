@@ -9,9 +9,11 @@ Threat models (rows):
   surrogate);
 * ``query`` — an attacker who only sees the model's outputs (Square);
 * ``non-adaptive`` / ``adaptive`` (one of each per defense) — the defended model against the
-  undefended attacks' images, and against an attacker who knows the defense (BPDA/EOT). The
+  undefended attacks' images, and against an attacker who knows the defense: the worst case
+  per image over the adaptive portfolio (:mod:`medrobust.evaluation.adaptive_portfolio`). The
   adaptive attacker may also use the non-adaptive images, so its accuracy at each budget is
-  the lower of the two: the adaptive row never reads better than the non-adaptive one.
+  the lower of the two: the adaptive row never reads better than the non-adaptive one. A row
+  whose figure may be optimistic (signs of gradient masking) carries a ``warning``.
 
 Columns: clean accuracy (with its 95% Wilson interval), accuracy at each tested budget, the
 half-accuracy budget (grey levels), the dangerous-flip rate (a finding reported as normal) at
@@ -30,6 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust.components import eps_label
+from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, RunMetrics
 from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
 
@@ -88,6 +91,7 @@ class ThreatRow(_Model):
     detection: list[DetectorRate] = Field(default_factory=list)
     score: float | None
     score_text: str
+    warning: str | None = None  # e.g. possible gradient masking (an adaptive row whose figure may be optimistic)
 
 
 class Scorecard(_Model):
@@ -229,15 +233,21 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
     for d in metrics.defenses:
         plain = [(by_key[k].eps, acc, k) for k, acc in d.non_adaptive.items() if k in by_key and by_key[k].eps > 0
                  and by_key[k].source == "white-box"]
-        adaptive_eps = _eps_of(d.adaptive_attack, plain)
+        adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else _eps_of(d.adaptive_attack, plain)
         note = "not assessed through the defense"
         if plain:
             main = _main_eps([by_key[k] for _, _, k in plain])
             rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
                              None, metrics, flips_override=note))
-        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]  # names its gradient mode
-        rows.append(_row("adaptive", f"{d.name}, adaptive attacker ({d.gradient_mode})", d.clean.accuracy, n, adaptive,
-                         adaptive_eps, None, metrics, flips_override=note))
+        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]  # the worst case over the portfolio
+        how = "worst case" if d.adaptive_members else d.gradient_mode  # the members: the row's attacks
+        row = _row("adaptive", f"{d.name}, adaptive attacker ({how})", d.clean.accuracy, n, adaptive, adaptive_eps, None,
+                   metrics, flips_override=note)
+        if d.gradient_masking:
+            row.warning = f"{MASKING_WARNING} ({'; '.join(d.gradient_masking)})"
+        elif not d.gradient_masking_assessed:
+            row.warning = "gradient masking not assessed: no gradient attack could run through the defense"
+        rows.append(row)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
     if not metrics.detectors:

@@ -40,11 +40,13 @@ LOG_KEY = "log"
 class ModelRef:
     """A model a unit needs: ``name`` (``"model"`` or a surrogate's name), seen through the
     defense ``defense`` (a spec; :class:`~medrobust.defenses.defended.DefendedClassifier`
-    averaging ``eot_samples`` draws of a randomised one) or bare when None."""
+    averaging ``eot_samples`` draws of a randomised one, differentiated through per
+    ``gradient``, one of its modes) or bare when None."""
 
     name: str = "model"
     defense: str | None = None
     eot_samples: int | None = None
+    gradient: str = "auto"
 
 
 class Workbench:
@@ -63,12 +65,17 @@ class Workbench:
         if ref.defense is None:
             return self.models[ref.name]
         if ref not in self._defended:
+            from medrobust.defenses.base import stream_seed
             from medrobust.defenses.defended import DefendedClassifier
             from medrobust.defenses.registry import build_defense
 
             defense = build_defense(ref.defense)
-            self._defense_seeds[ref] = defense.seed
-            self._defended[ref] = DefendedClassifier(defense, self.models[ref.name], eot_samples=ref.eot_samples)
+            seed = defense.seed
+            if seed is not None and ref.gradient != "auto":  # an attacker's own draws, not the evaluation's
+                seed = stream_seed(int(seed), ref.gradient)
+            self._defense_seeds[ref] = seed
+            self._defended[ref] = DefendedClassifier(defense, self.models[ref.name], gradient=ref.gradient,
+                                                     eot_samples=ref.eot_samples)
             self._reseed(ref, self._start)
         return self._defended[ref]
 

@@ -2,15 +2,23 @@
 runs, written out as the experiment configuration it resolves to (``RUN/config.yaml``).
 
 ``quick``     PGD (10 steps) and SIA (N = 5 transformed copies, T = 10) at 8/255 white-box;
-              JPEG+TV against the non-adaptive attacks and against an adaptive PGD (BPDA);
-              the reference and squeeze detectors.
+              JPEG+TV against the non-adaptive attacks and against an adaptive portfolio of two
+              members: PGD with exact gradients where the defense has them (BPDA elsewhere;
+              steps doubled until converged, one random start) and transfer from the
+              undefended model; the reference and squeeze detectors.
 ``standard``  adds MI-FGSM, epsilon sweeps 1, 2, 4, 8, 16/255 for PGD and 2, 4, 8/255 for SIA,
               SIA with N = 10, and, when a training folder is given, a transfer attack from a
               small CNN surrogate trained on it.
 ``thorough``  the study's SIA settings (N = 20, T = 10; Wang et al. 2023's defaults) with a
               1-16/255 sweep; every defense (JPEG+TV, JPEG, TV, Guo et al.'s randomised TVM,
-              bit depth, median), each against an adaptive attacker that averages over the
-              defense's randomness (EOT, 10 draws) where it is randomised.
+              bit depth, median).
+
+The adaptive portfolio (:mod:`medrobust.evaluation.adaptive_portfolio`) of ``standard`` and
+``thorough`` holds every member: PGD with exact gradients where they exist, with a smooth JPEG,
+and with BPDA through everything; Square on the defended model (1000 / 5000 queries); transfer
+from the undefended model; EOT draws doubled until converged for a randomised defense; 2 / 3
+random starts. The step doubling stops at 40 / 80 / 160 steps and the EOT doubling at 20 / 40 /
+80 draws (quick / standard / thorough); a check that did not converge there is reported as such.
 
 A black-box model (ONNX: no gradients) cannot be attacked white-box: every preset then runs the
 query-based Square attack (Andriushchenko et al. 2020; 300 / 1000 / 5000 queries) instead of the
@@ -22,11 +30,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from medrobust.evaluation.adaptive_portfolio import PRESET_PORTFOLIOS
+
 PRESETS = ("quick", "standard", "thorough")
 
 _SWEEP_FULL = ["1/255", "2/255", "4/255", "8/255", "16/255"]
 _ALL_DEFENSES = ["jpeg+tv", "jpeg", "tv", "tvm", "bits:bits=5", "median:size=3"]
 _SQUARE_QUERIES = {"quick": 300, "standard": 1000, "thorough": 5000}
+_RESTARTS = {"quick": 1, "standard": 2, "thorough": 3}
+_MAX_STEPS = {"quick": 40, "standard": 80, "thorough": 160}
+_MAX_EOT = {"quick": 20, "standard": 40, "thorough": 80}
 
 
 def preset_settings(preset: str, *, differentiable: bool = True, train_data: str | None = None) -> dict[str, Any]:
@@ -46,7 +59,10 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         ]
         if preset != "quick":
             attacks.append({"name": "mifgsm", "params": {"eps": "8/255"}, "transfer": transfer})
-        adaptive = {"enabled": True, "attack": "pgd", "params": {"steps": 10}}
+        adaptive = {"enabled": True, "attack": "pgd", "params": {"steps": 10},
+                    "portfolio": list(PRESET_PORTFOLIOS[preset]), "restarts": _RESTARTS[preset],
+                    "square_queries": _SQUARE_QUERIES[preset], "max_steps": _MAX_STEPS[preset],
+                    "max_eot_samples": _MAX_EOT[preset]}
     else:
         queries = _SQUARE_QUERIES[preset]
         attacks = [{"name": "square", "params": {"eps": "8/255", "queries": queries},
@@ -54,7 +70,8 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         if transfer:
             attacks.append({"name": "pgd", "params": {"eps": "8/255", "steps": 10}, "transfer": True,
                             "white_box": False})
-        adaptive = {"enabled": True, "attack": "square", "params": {"queries": queries}}
+        adaptive = {"enabled": True, "attack": "square", "params": {"queries": queries},
+                    "portfolio": ["square", "transfer"], "square_queries": queries}
     settings: dict[str, Any] = {
         "attack_images": {"quick": 50, "standard": 100, "thorough": 300}[preset],
         "attacks": attacks,

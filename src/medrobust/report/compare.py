@@ -2,7 +2,7 @@
 differences that exceed the statistical noise of the test set marked.
 
 Rows are matched by their label across runs (``white-box gradient attacker``, ``jpeg+tv,
-adaptive attacker (bpda)``...); a row a run lacks is "not tested" there. Each accuracy (clean,
+adaptive attacker (worst case)``...); a row a run lacks is "not tested" there. Each accuracy (clean,
 and at each tested budget) of each run is compared with the same accuracy of the first run (the
 reference). The rule: a difference is beyond noise when the two 95% Wilson score intervals
 (scorecard.json's ``interval``) do not overlap. It is conservative — two non-overlapping 95%

@@ -139,6 +139,13 @@ def _defenses(b: _Builder, c: RunContents) -> str:
     if defense is None:
         return note("This run has no defenses.")
     parts = [tables.defenses(c.metrics.defenses)]
+    for d in c.metrics.defenses:
+        if d.adaptive_members:
+            parts += [f"<h3>Adaptive attackers against {escape(d.name)}</h3>",
+                      note("The adaptive accuracy is the worst case per image: an image counts only when the defended "
+                           "model is right on it clean and under every attack below (Athalye et al. 2018; Croce & Hein "
+                           "2020)."),
+                      tables.adaptive_portfolio(d)]
     if main is not None:
         parts.append(b.figure("07_original_attack_defended", "no defended example images in samples/examples.npz.",
                               lambda: fi.original_attack_defended(c, main, defense)))

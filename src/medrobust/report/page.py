@@ -46,6 +46,7 @@ figcaption b { color: var(--ink); }
 table.scorecard td { white-space: normal; }
 .small { font-size: 0.78rem; color: var(--muted); }
 .na { color: var(--muted); font-style: italic; }
+.warning { color: var(--warn); font-weight: 600; font-size: 0.86rem; }
 .not-tested ul { margin: 0.2rem 0 0.8rem; }
 pre { background: #f3f5f8; border: 1px solid var(--rule); padding: 0.7rem; overflow-x: auto; font-size: 0.8rem; }
 footer { margin-top: 2.5rem; font-size: 0.8rem; color: var(--muted); border-top: 1px solid var(--rule);

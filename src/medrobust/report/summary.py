@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
 from medrobust.evaluation.scorecard import QUERY_ATTACKS
@@ -148,13 +149,16 @@ def _defense(w: _Writer, defense: DefenseOutcome, main: AttackOutcome) -> None:
     r = defense.adaptive_recovery_pp
     verb = "wins back" if r >= 0 else "loses"
     parts.append(f"{verb} {w.points('defense_adaptive_recovery_pp', r, f'{src}.adaptive_recovery_pp')} against one who "
-                 f"adapts to it ({escape(defense.adaptive_attack)}, accuracy "
+                 f"adapts to it ({escape(defense.adaptive_attack)}, worst-case accuracy "
                  f"{w.pct('defense_adaptive_accuracy', defense.adaptive_accuracy, f'{src}.adaptive_accuracy')})")
     cost = defense.clean_cost_pp
     cost_text = (f"on clean images it costs {w.points('defense_clean_cost_pp', cost, f'{src}.clean_cost_pp')} of accuracy"
                  if cost >= 0 else
                  f"on clean images it even gains {w.points('defense_clean_cost_pp', cost, f'{src}.clean_cost_pp')}")
     w.sentences.append(f"The defense {escape(defense.name)} " + " and ".join(parts) + f"; {cost_text}.")
+    if defense.gradient_masking:
+        w.sentences.append(f"For {escape(defense.name)}, {escape(MASKING_WARNING)}: "
+                           + "; ".join(escape(r) for r in defense.gradient_masking) + ".")
 
 
 def _detector(w: _Writer, detector: DetectorOutcome, main: AttackOutcome | None) -> None:

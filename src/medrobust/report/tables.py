@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import (
     AttackOutcome,
@@ -106,16 +107,55 @@ def sweeps(values: dict[str, list[SweepPoint]]) -> str:
     return table(["attack", "accuracy at each eps"], rows, "wide")
 
 
+def _adaptive_accuracy(d: DefenseOutcome) -> Raw:
+    """The worst-case accuracy, with the gradient-masking flag beside it when one was raised."""
+    cell = f"<b>{escape(pct(d.adaptive_accuracy))}</b>"
+    if d.gradient_masking:
+        cell += f'<br><span class="warning">{escape(MASKING_WARNING)}</span>'
+    elif not d.gradient_masking_assessed:
+        cell += '<br><span class="na">gradient masking not assessed (no gradient attack ran)</span>'
+    return Raw(cell)
+
+
 def defenses(outcomes: list[DefenseOutcome]) -> str:
     rows = []
     for d in outcomes:
         non_adaptive = "; ".join(f"{k}: {pct(v)} ({d.non_adaptive_recovery_pp.get(k, float('nan')):+.1f} pp)"
                                  for k, v in d.non_adaptive.items())
         rows.append([d.name, pct(d.clean.accuracy), f"{d.clean_cost_pp:+.1f}", non_adaptive, d.adaptive_attack,
-                     pct(d.adaptive_accuracy), f"{d.adaptive_recovery_pp:+.1f}", d.gradient_mode,
+                     _adaptive_accuracy(d), f"{d.adaptive_recovery_pp:+.1f}", d.gradient_mode,
                      f"{d.seconds_per_image:.3g}"])
     return table(["defense", "clean accuracy", "clean cost (pp)", "attacker ignores it: accuracy (recovery)",
-                  "adaptive attack", "adaptive accuracy", "adaptive recovery (pp)", "gradients", "s / image"], rows, "wide")
+                  "adaptive attacker", "adaptive accuracy (worst case)", "adaptive recovery (pp)", "gradients",
+                  "s / image"], rows, "wide")
+
+
+def adaptive_portfolio(d: DefenseOutcome) -> str:
+    """One defense's adaptive portfolio: each member's own accuracy beside the worst case, the
+    doubling checks and the gradient-masking verdict with its reasons."""
+    def accuracy(m) -> Any:
+        return pct(m.accuracy) if m.accuracy is not None else Raw(f'<span class="na">{escape(m.not_run or "not run")}</span>')
+
+    rows = [[m.name, m.description, accuracy(m), "gradients" if m.gradient_based else "no gradients",
+             f"{m.seconds_per_image:.3g}"] for m in d.adaptive_members]
+    rows.append([Raw("<b>worst case</b>"), "right clean and under every member above, per image",
+                 _adaptive_accuracy(d), "", ""])
+    parts = [table(["member", "what ran", "accuracy through the defense", "kind", "s / image"], rows, "wide")]
+    items = [escape(c.text) if c.converged else f'<span class="warning">{escape(c.text)}</span>: the adaptive figure may '
+             "be optimistic; raise the limit" for c in d.adaptive_checks]
+    if d.masking_eps_accuracy is not None and d.masking_eps is not None:
+        items.append(f"first gradient member at eps {escape(format_eps(d.masking_eps))}: accuracy "
+                     f"{escape(pct(d.masking_eps_accuracy))} (should be 0% for a defense that keeps images recognisable)")
+    if d.gradient_masking:
+        items += [f'<span class="warning">{escape(MASKING_WARNING)}</span>: ' + "; ".join(escape(r) for r in d.gradient_masking)]
+    elif d.gradient_masking_assessed:
+        items.append("no sign of gradient masking: no gradient-free or transfer member beat the gradient members"
+                     + (" and accuracy falls to 0% at the large budget" if d.masking_eps_accuracy == 0 else ""))
+    else:
+        items.append("gradient masking not assessed: no gradient attack could run through the defense")
+    if items:
+        parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    return "\n".join(parts)
 
 
 def detectors(outcomes: list[DetectorOutcome]) -> str:

@@ -1,0 +1,204 @@
+"""The adaptive stage of one defense: every member of the portfolio, the EOT and step doubling
+checks, the worst case per image and the gradient-masking flags (the rules are
+:mod:`medrobust.evaluation.adaptive_portfolio`'s). Every run is a resumable attack stage; the
+checks' decisions are functions of finished stages, so a restarted run takes the same path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medrobust.components import eps_label
+from medrobust.evaluation.adaptive_portfolio import (
+    GRADIENT_MEMBERS,
+    MEMBER_DESCRIPTIONS,
+    DoublingCheck,
+    accuracy_noise,
+    double_until_converged,
+    masking_reasons,
+    worst_case,
+)
+from medrobust.evaluation.results import AdaptiveMember, ConvergenceCheck
+from medrobust.evaluation.stage_attacks import AttackRun, run_attack_stage
+from medrobust.evaluation.units import ModelRef
+
+RESTART_SEED_STRIDE = 7919
+"""Seed offset between random restarts (a prime: restart r starts from seed + r x 7919)."""
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """What the portfolio runs against each defense (``adaptive`` of the run's configuration)."""
+
+    attack: str
+    params: dict[str, Any]
+    eps: float
+    portfolio: tuple[str, ...]
+    restarts: int = 2
+    max_steps: int = 80
+    eot_samples: int | None = None
+    max_eot_samples: int = 80
+    square_queries: int = 1000
+    masking_eps: float | None = 64 / 255
+    differentiable_model: bool = True
+
+
+@dataclass
+class AdaptiveResult:
+    """The portfolio's outcome against one defense."""
+
+    accuracy: float  # worst case: right clean and under every member
+    robust: np.ndarray  # per image
+    members: list[AdaptiveMember]
+    checks: list[ConvergenceCheck]
+    masking_eps_accuracy: float | None
+    masking: list[str]
+    masking_assessed: bool
+    gradient_mode: str
+    seconds: float
+    runs: list[AttackRun] = field(default_factory=list)
+
+
+def _check(check: DoublingCheck) -> ConvergenceCheck:
+    return ConvergenceCheck(quantity=check.quantity, values=list(check.values), accuracies=list(check.accuracies),
+                            tolerance=check.tolerance, converged=check.converged, text=check.text())
+
+
+def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, clean_pred: np.ndarray,
+                  target: ModelRef, inputs, transfer: dict[str, np.ndarray], stage_root: Path, batch_size: int,
+                  seed: int, advance=None) -> AdaptiveResult:
+    """Run the portfolio against defense ``spec``. ``clean_pred``: the defended model's decisions
+    on the clean images; ``target``: the defended model as evaluated (its decisions count);
+    ``transfer``: {key: the defended model's decisions on images crafted on the undefended model
+    at ``settings.eps``}; ``inputs``: the clean attack subset."""
+    from medrobust.attacks.registry import attack_parameters, build_attack
+    from medrobust.defenses.defended import DEFAULT_EOT_SAMPLES, gradient_route
+    from medrobust.defenses.registry import build_defense
+
+    defense = build_defense(spec)
+    n = len(y)
+    runs: list[AttackRun] = []
+    base = {k: v for k, v in settings.params.items() if k != "eps"}
+    signature = attack_parameters(settings.attack)
+    has_steps = "steps" in signature
+    first_steps = int(base.pop("steps", signature["steps"][1] if has_steps else 1))
+    uses_gradients = bool(getattr(build_attack(settings.attack), "needs_gradients", True))
+    eot_start = int(settings.eot_samples or (DEFAULT_EOT_SAMPLES if defense.randomized else 1))
+
+    def right(run: AttackRun) -> np.ndarray:
+        return run.pred == y
+
+    def gradient_run(member: str, steps: int, draws: int, restart: int = 0, eps: float | None = None) -> AttackRun:
+        eps = settings.eps if eps is None else eps
+        params = {**base, "eps": eps, "seed": seed + restart * RESTART_SEED_STRIDE}
+        if has_steps:
+            params["steps"] = steps
+        if "alpha" in base and eps != settings.eps:  # a step size set for the budget scales with it
+            params["alpha"] = float(base["alpha"]) * eps / settings.eps
+        key = (f"{settings.attack}@{eps_label(eps)} adaptive {member}" + (f" {steps} steps" if has_steps else "")
+               + (f" eot {draws}" if defense.randomized else "") + (f" restart {restart}" if restart else "")
+               + f" vs {spec}")
+        crafter = ModelRef("model", defense=spec, eot_samples=draws, gradient=member)
+        run = run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs, batch_size,
+                               seed + restart * RESTART_SEED_STRIDE, advance, allow_large_eps=True,
+                               source=f"adaptive vs {spec}")
+        runs.append(run)
+        return run
+
+    gradient_members = [m for m in settings.portfolio if m in GRADIENT_MEMBERS]
+    skipped: dict[str, str] = {}
+    if gradient_members and not settings.differentiable_model:
+        skipped.update({m: "not run: the model gives no gradients (a black box)" for m in gradient_members})
+    elif gradient_members and not uses_gradients:
+        skipped.update({m: f"not run: the adaptive attack {settings.attack} uses no gradients" for m in gradient_members})
+    members_of = list(defense) if hasattr(defense, "members") else [defense]
+    if "smooth" in gradient_members and not any(
+            m.exact_variant() is None and getattr(m, "smooth_approximation", None) is not None for m in members_of):
+        skipped.setdefault("smooth", f"not run: no member of {spec} without gradients has a smooth approximation "
+                                     "(the same attack as unrolled)")
+    if "bpda" in gradient_members and all(m.exact_variant() is None for m in members_of):
+        skipped.setdefault("bpda", f"not run: no member of {spec} has exact gradients (the same attack as unrolled)")
+    active = [m for m in gradient_members if m not in skipped]
+
+    checks: list[ConvergenceCheck] = []
+    member_runs: dict[str, list[AttackRun]] = {}
+    steps, draws = first_steps, eot_start
+    high_eps_accuracy = None
+    if active:
+        primary = active[0]
+        if defense.randomized:
+            check = double_until_converged("EOT draws", draws, settings.max_eot_samples,
+                                           lambda d: float(right(gradient_run(primary, steps, d)).mean()),
+                                           lambda acc: accuracy_noise(acc, n))
+            checks.append(_check(check))
+            draws = check.values[-1]
+        if has_steps:
+            check = double_until_converged("steps", steps, settings.max_steps,
+                                           lambda t: float(right(gradient_run(primary, t, draws)).mean()),
+                                           lambda acc: 1.0 / max(1, n))
+            checks.append(_check(check))
+            steps = check.values[-1]
+        for restart in range(1, settings.restarts):
+            gradient_run(primary, steps, draws, restart)
+        member_runs[primary] = [r for r in runs]
+        for member in active[1:]:
+            member_runs[member] = [gradient_run(member, steps, draws)]
+        if settings.masking_eps is not None and settings.masking_eps > settings.eps:
+            high = gradient_run(primary, steps, draws, eps=settings.masking_eps)  # at the converged effort
+            high_eps_accuracy = float(right(high).mean())
+
+    rights: dict[str, list[np.ndarray]] = {}
+    details: dict[str, tuple[str, list[str], float]] = {}
+    for name in settings.portfolio:
+        if name in skipped:
+            continue
+        if name in GRADIENT_MEMBERS:
+            chosen = member_runs[name]
+            step_text = f", {steps} steps" if has_steps else ""
+            step_text += f" (doubled from {first_steps})" if name == active[0] and has_steps and steps != first_steps else ""
+            eot_text = f", EOT over {draws} draws" if defense.randomized else ""
+            restart_text = f", {settings.restarts} random starts" if name == active[0] and settings.restarts > 1 else ""
+            description = (f"{settings.attack}@{eps_label(settings.eps)}{step_text}{eot_text}{restart_text}; "
+                           f"{gradient_route(defense, name)}")
+            rights[name] = [right(r) for r in chosen]
+            details[name] = (description, [r.key for r in chosen], sum(r.seconds for r in chosen))
+        elif name == "square":
+            key = f"square@{eps_label(settings.eps)} {settings.square_queries} queries adaptive vs {spec}"
+            run = run_attack_stage(engine, stage_root, key, "square",
+                                   {"eps": settings.eps, "queries": settings.square_queries, "seed": seed}, target,
+                                   target, inputs, batch_size, seed, advance, allow_large_eps=True,
+                                   source=f"adaptive vs {spec}")
+            runs.append(run)
+            rights[name] = [right(run)]
+            details[name] = (f"square@{eps_label(settings.eps)}, {settings.square_queries} queries to the defended model",
+                             [run.key], run.seconds)
+        elif transfer:
+            rights[name] = [pred == y for pred in transfer.values()]
+            details[name] = (f"{', '.join(transfer)} crafted on the undefended model, then defended", list(transfer), 0.0)
+        else:
+            skipped[name] = f"not run: no attack was crafted on the undefended model at {eps_label(settings.eps)}"
+    robust, member_accuracy = worst_case(clean_pred == y, rights)
+    members = []
+    for name in settings.portfolio:
+        if name in skipped:
+            members.append(AdaptiveMember(name=name, description=MEMBER_DESCRIPTIONS[name],
+                                          gradient_based=name in GRADIENT_MEMBERS, accuracy=None, not_run=skipped[name]))
+        else:
+            description, keys, seconds = details[name]
+            members.append(AdaptiveMember(name=name, description=description, gradient_based=name in GRADIENT_MEMBERS,
+                                          accuracy=member_accuracy[name], runs=keys, seconds_per_image=seconds / max(1, n)))
+
+    gradient_accs = [member_accuracy[m] for m in active if m in member_accuracy]
+    others = {m: a for m, a in member_accuracy.items() if m not in GRADIENT_MEMBERS}
+    masking_label = eps_label(settings.masking_eps) if settings.masking_eps is not None else ""
+    masking = masking_reasons(min(gradient_accs) if gradient_accs else None, others, high_eps_accuracy, masking_label, n)
+    modes = [f"{m}+eot({draws})" if m in GRADIENT_MEMBERS and defense.randomized else
+             "queries" if m == "square" else m for m in member_accuracy]
+    return AdaptiveResult(
+        accuracy=float(robust.mean()) if n else float("nan"), robust=robust, members=members, checks=checks,
+        masking_eps_accuracy=high_eps_accuracy, masking=masking, masking_assessed=bool(gradient_accs),
+        gradient_mode=", ".join(modes), seconds=sum(r.seconds for r in runs), runs=runs,
+    )
