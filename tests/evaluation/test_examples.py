@@ -13,7 +13,7 @@ from medrobust.evaluation.demo_config import demo_config, demo_settings
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "nih-chestxray14.yaml", "own-model.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_example_configs_validate(name: str) -> None:
     config = load_config(EXAMPLES / name)
     assert config.attacks and config.defenses

@@ -18,7 +18,7 @@ def demo(
 ) -> None:
     """Run the demo experiment on synthetic chest radiographs and write runs/demo/report.html.
 
-    Phantoms at 64 px; DenseNet121 trained from scratch; SIA, PGD and MI-FGSM at 8/255,
+    Phantoms at 64 px (--quick: 48 px); DenseNet121 trained from scratch; SIA, PGD and MI-FGSM at 8/255,
     white-box and transferred from a small CNN; the JPEG+TV defense against non-adaptive and
     adaptive attackers; the reference and squeeze detectors. Started again, it resumes.
     """
