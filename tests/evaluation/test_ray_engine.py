@@ -43,7 +43,8 @@ def _config(root: Path, checkpoint: Path, name: str, execution: dict | None = No
         "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 3}, "transfer": True,
                      "eps_sweep": ["4/255", "8/255"]}],
         "defenses": ["jpeg+tv", "tvm"],
-        "adaptive": {"params": {"steps": 2}, "eot_samples": 2},
+        "adaptive": {"params": {"steps": 2}, "eot_samples": 2, "max_eot_samples": 4, "max_steps": 4, "restarts": 2,
+                     "portfolio": ["unrolled", "smooth", "square", "transfer"], "square_queries": 20},
         "execution": execution or {"engine": "local"},
     }
 
@@ -76,7 +77,11 @@ def test_a_ray_run_equals_a_local_run_bit_for_bit(ray_cluster, checkpoint, local
     metrics = Runner(ExperimentConfig.model_validate(config)).run()
     assert metrics.config["execution"]["engine"] == "ray"
     assert_same_run(local_run, tmp_path / "run")
-    assert metrics.defenses[1].gradient_mode == "bpda+eot(2)"  # tvm: randomised, its draws seeded per batch
+    tvm = metrics.defenses[1]  # randomised: its draws seeded per batch, the EOT and step checks the same on Ray
+    assert tvm.gradient_mode.startswith("unrolled+eot(") and [c.quantity for c in tvm.adaptive_checks] == ["EOT draws",
+                                                                                                         "steps"]
+    assert [m.name for m in metrics.defenses[0].adaptive_members if m.accuracy is not None] == \
+        ["unrolled", "smooth", "square", "transfer"]
 
 
 class KillOneWorker:
