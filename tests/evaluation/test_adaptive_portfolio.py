@@ -189,3 +189,19 @@ def test_step_and_eot_checks_report_their_figures(portfolio_run) -> None:
     assert sum(" restart 1 " in key for key in unrolled.runs) == 1  # the second random start counts in the union
     html = (portfolio_run / "report.html").read_text()
     assert escape(steps.text) in html and escape(eot.text) in html
+
+
+def test_a_black_box_faces_square_and_transfer_and_masking_is_not_assessed(tmp_path, trained_small_cnn) -> None:
+    import copy
+
+    black_box = copy.deepcopy(trained_small_cnn)
+    black_box.differentiable = False  # as an ONNX model: outputs only
+    images = tmp_path / "images"
+    mr.write_phantoms(images, per_class=4, size=32, seed=22)
+    m = mr.evaluate(black_box, str(images), preset="quick", run_dir=tmp_path / "run", size=32, attack_images=12)
+    (d,) = m.defenses
+    assert [(mem.name, mem.accuracy is not None) for mem in d.adaptive_members] == [("square", True), ("transfer", True)]
+    assert d.adaptive_checks == [] and not d.gradient_masking and not d.gradient_masking_assessed
+    assert d.adaptive_accuracy <= min(mem.accuracy for mem in d.adaptive_members)
+    row = next(r for r in read_scorecard(tmp_path / "run").rows if r.threat_model == "adaptive")
+    assert row.warning == "gradient masking not assessed: no gradient attack could run through the defense"
