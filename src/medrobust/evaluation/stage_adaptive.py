@@ -5,7 +5,7 @@ checks' decisions are functions of finished stages, so a restarted run takes the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,13 @@ class AdaptiveResult:
     """The portfolio's outcome against one defense."""
 
     accuracy: float  # worst case: right clean and under every member
-    robust: np.ndarray  # per image
+    robust: np.ndarray  # per image: right clean and under every member
     members: list[AdaptiveMember]
     checks: list[ConvergenceCheck]
     masking_eps_accuracy: float | None
     masking: list[str]
     masking_assessed: bool
     gradient_mode: str
-    seconds: float
-    runs: list[AttackRun] = field(default_factory=list)
 
 
 def _check(check: DoublingCheck) -> ConvergenceCheck:
@@ -200,5 +198,5 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
     return AdaptiveResult(
         accuracy=float(robust.mean()) if n else float("nan"), robust=robust, members=members, checks=checks,
         masking_eps_accuracy=high_eps_accuracy, masking=masking, masking_assessed=bool(gradient_accs),
-        gradient_mode=", ".join(modes), seconds=sum(r.seconds for r in runs), runs=runs,
+        gradient_mode=", ".join(modes),
     )
