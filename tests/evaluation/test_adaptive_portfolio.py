@@ -187,6 +187,7 @@ def test_step_and_eot_checks_report_their_figures(portfolio_run) -> None:
     unrolled = next(mem for mem in tvm.adaptive_members if mem.name == "unrolled")
     assert f"EOT over {eot.values[-1]} draws" in unrolled.description and f"{steps.values[-1]} steps" in unrolled.description
     assert sum(" restart 1 " in key for key in unrolled.runs) == 1  # the second random start counts in the union
+    assert len(set(unrolled.runs)) == len(unrolled.runs)  # the run the EOT and step checks share is listed once
     html = (portfolio_run / "report.html").read_text()
     assert escape(steps.text) in html and escape(eot.text) in html
 

@@ -78,7 +78,6 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
 
     defense = build_defense(spec)
     n = len(y)
-    runs: list[AttackRun] = []
     base = {k: v for k, v in settings.params.items() if k != "eps"}
     signature = attack_parameters(settings.attack)
     has_steps = "steps" in signature
@@ -103,7 +102,6 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
         run = run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs, batch_size,
                                seed + restart * RESTART_SEED_STRIDE, advance, allow_large_eps=True,
                                source=f"adaptive vs {spec}")
-        runs.append(run)
         return run
 
     gradient_members = [m for m in settings.portfolio if m in GRADIENT_MEMBERS]
@@ -127,21 +125,28 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
     high_eps_accuracy = None
     if active:
         primary = active[0]
+        primary_runs: dict[str, AttackRun] = {}  # by key: the EOT and step checks share a run
+
+        def primary_run(steps: int, draws: int, restart: int = 0) -> AttackRun:
+            run = gradient_run(primary, steps, draws, restart)
+            primary_runs[run.key] = run
+            return run
+
         if defense.randomized:
             check = double_until_converged("EOT draws", draws, settings.max_eot_samples,
-                                           lambda d: float(right(gradient_run(primary, steps, d)).mean()),
+                                           lambda d: float(right(primary_run(steps, d)).mean()),
                                            lambda acc: accuracy_noise(acc, n))
             checks.append(_check(check))
             draws = check.values[-1]
         if has_steps:
             check = double_until_converged("steps", steps, settings.max_steps,
-                                           lambda t: float(right(gradient_run(primary, t, draws)).mean()),
+                                           lambda t: float(right(primary_run(t, draws)).mean()),
                                            lambda acc: 1.0 / max(1, n))
             checks.append(_check(check))
             steps = check.values[-1]
         for restart in range(1, settings.restarts):
-            gradient_run(primary, steps, draws, restart)
-        member_runs[primary] = [r for r in runs]
+            primary_run(steps, draws, restart)
+        member_runs[primary] = list(primary_runs.values())
         for member in active[1:]:
             member_runs[member] = [gradient_run(member, steps, draws)]
         if settings.masking_eps is not None and settings.masking_eps > settings.eps:
@@ -169,7 +174,6 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
                                    {"eps": settings.eps, "queries": settings.square_queries, "seed": seed}, target,
                                    target, inputs, batch_size, seed, advance, allow_large_eps=True,
                                    source=f"adaptive vs {spec}")
-            runs.append(run)
             rights[name] = [right(run)]
             details[name] = (f"square@{eps_label(settings.eps)}, {settings.square_queries} queries to the defended model",
                              [run.key], run.seconds)
