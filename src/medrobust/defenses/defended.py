@@ -61,54 +61,63 @@ def smooth_through(defended: torch.Tensor, approximation: torch.Tensor) -> torch
     return defended.detach() + (approximation - approximation.detach())
 
 
+ROUTES = ("exact", "smooth", "identity")
+"""How one part of a defense is differentiated: autograd through it (or through its exact
+variant), BPDA with its smooth approximation's Jacobian, or BPDA with the identity."""
+
+
+def _route(part: Defense, gradient: str) -> tuple[str, Defense]:
+    """``(route, module)`` for one part of a defense under ``gradient``: the module autograd goes
+    through for an ``exact`` route (the part itself or its exact variant), else the part."""
+    if gradient == "exact" or (gradient == "auto" and part.differentiable):
+        return "exact", part
+    if gradient in ("unrolled", "smooth"):
+        exact = part.exact_variant()
+        if exact is not None:
+            return "exact", exact
+        if gradient == "smooth" and getattr(part, "smooth_approximation", None) is not None:
+            return "smooth", part
+    return "identity", part
+
+
+def defense_routes(defense: Defense, gradient: str = "auto") -> list[tuple[Defense, str, Defense]]:
+    """``[(part, route, module), ...]`` in order: how ``gradient`` (one of
+    :data:`GRADIENT_MODES`) goes through ``defense``. ``auto``, ``unrolled`` and ``smooth`` take a
+    composition member by member; ``exact`` and ``bpda`` take the whole defense as one part."""
+    if gradient not in GRADIENT_MODES:
+        raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
+    by_member = gradient in ("auto", "unrolled", "smooth") and isinstance(defense, Compose)
+    return [(part, *_route(part, gradient)) for part in (list(defense) if by_member else [defense])]
+
+
+def follow_routes(routes: list[tuple[Defense, str, Defense]], x: torch.Tensor, check_range: bool = True) -> torch.Tensor:
+    """The defended images along ``routes`` (:func:`defense_routes`): each part's own output in the
+    forward pass, its route's Jacobian in the backward pass; without autograd, the parts alone."""
+    for part, route, module in routes:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            x = part(x, check_range=check_range)
+        elif route == "exact":
+            x = module(x, check_range=check_range)
+        else:
+            with torch.no_grad():
+                defended = part(x.detach(), check_range=check_range)
+            x = smooth_through(defended, part.smooth_approximation(x)) if route == "smooth" else straight_through(defended, x)
+    return x
+
+
 def apply_defense(defense: Defense, x: torch.Tensor, gradient: str = "auto", check_range: bool = True) -> torch.Tensor:
     """``defense(x)`` with gradients per ``gradient`` (one of :data:`GRADIENT_MODES`, see the
     module docstring); ``check_range`` as :meth:`Defense.forward` (False: no read from the
     device, for inputs known to be in [0, 1])."""
-    if gradient not in GRADIENT_MODES:
-        raise ValueError(f"gradient must be one of {', '.join(GRADIENT_MODES)}, got {gradient!r}")
-    if gradient in ("auto", "unrolled", "smooth") and isinstance(defense, Compose):
-        for member in defense:
-            x = apply_defense(member, x, gradient, check_range)
-        return x
-    tracking = torch.is_grad_enabled() and x.requires_grad
-    if gradient in ("unrolled", "smooth"):
-        exact = defense.exact_variant()
-        if exact is not None:
-            return exact(x, check_range=check_range) if tracking else defense(x, check_range=check_range)
-        approximate = getattr(defense, "smooth_approximation", None) if gradient == "smooth" else None
-        if approximate is not None and tracking:
-            with torch.no_grad():
-                defended = defense(x.detach(), check_range=check_range)
-            return smooth_through(defended, approximate(x))
-    elif gradient == "exact" or (gradient == "auto" and defense.differentiable):
-        return defense(x, check_range=check_range)
-    if not tracking:
-        return defense(x, check_range=check_range)
-    with torch.no_grad():
-        defended = defense(x.detach(), check_range=check_range)
-    return straight_through(defended, x)
+    return follow_routes(defense_routes(defense, gradient), x, check_range)
 
 
 def gradient_route(defense: Defense, gradient: str) -> str:
-    """How an attacker with ``gradient`` differentiates through each member of ``defense``, in
-    words (mirrors :func:`apply_defense`), e.g. "BPDA (identity) through jpeg, exact through tv
-    (unrolled)"."""
-    members = list(defense) if isinstance(defense, Compose) and gradient != "bpda" else [defense]
-    if gradient == "bpda":
-        return f"BPDA (identity) through {defense.name}"
-    parts = []
-    for member in members:
-        exact = member.exact_variant() if gradient in ("unrolled", "smooth") else None
-        if gradient == "exact" or (gradient == "auto" and member.differentiable):
-            parts.append(f"exact through {member.name}")
-        elif exact is not None:
-            parts.append(f"exact through {member.name}" + (" (unrolled)" if exact is not member else ""))
-        elif gradient == "smooth" and getattr(member, "smooth_approximation", None) is not None:
-            parts.append(f"BPDA (smooth approximation) through {member.name}")
-        else:
-            parts.append(f"BPDA (identity) through {member.name}")
-    return ", ".join(parts)
+    """How an attacker with ``gradient`` differentiates through each part of ``defense``, in words
+    (from :func:`defense_routes`), e.g. "BPDA (identity) through jpeg, exact through tv (unrolled)"."""
+    words = {"smooth": "BPDA (smooth approximation) through", "identity": "BPDA (identity) through"}
+    return ", ".join(f"exact through {part.name}" + (" (unrolled)" if module is not part else "") if route == "exact"
+                     else f"{words[route]} {part.name}" for part, route, module in defense_routes(defense, gradient))
 
 
 class DefendedClassifier(Classifier):
@@ -170,6 +179,7 @@ class DefendedClassifier(Classifier):
         self.defense = defense
         self.gradient = gradient
         self.differentiable = classifier.differentiable
+        self.routes = defense_routes(defense, gradient)  # resolved once, not at every attack step
         default = DEFAULT_EOT_SAMPLES if defense.randomized else 1
         self.eot_samples = int(eot_samples) if eot_samples is not None else default
 
@@ -177,7 +187,7 @@ class DefendedClassifier(Classifier):
         """The defended images, with this model's gradient rule. Like a Classifier's forward, it
         checks shape and dtype but not the range (that would read from the device at every
         attack step); the defenses assume [0, 1]."""
-        return apply_defense(self.defense, x, self.gradient, check_range=False)
+        return follow_routes(self.routes, x, check_range=False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier.prepare(self.defend(x))

@@ -73,7 +73,7 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
     ``transfer``: {key: the defended model's decisions on images crafted on the undefended model
     at ``settings.eps``}; ``inputs``: the clean attack subset."""
     from medrobust.attacks.registry import attack_parameters, build_attack
-    from medrobust.defenses.defended import DEFAULT_EOT_SAMPLES, gradient_route
+    from medrobust.defenses.defended import DEFAULT_EOT_SAMPLES, defense_routes, gradient_route
     from medrobust.defenses.registry import build_defense
 
     defense = build_defense(spec)
@@ -110,12 +110,10 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
         skipped.update({m: "not run: the model gives no gradients (a black box)" for m in gradient_members})
     elif gradient_members and not uses_gradients:
         skipped.update({m: f"not run: the adaptive attack {settings.attack} uses no gradients" for m in gradient_members})
-    members_of = list(defense) if hasattr(defense, "members") else [defense]
-    if "smooth" in gradient_members and not any(
-            m.exact_variant() is None and getattr(m, "smooth_approximation", None) is not None for m in members_of):
+    if "smooth" in gradient_members and all(route != "smooth" for _, route, _ in defense_routes(defense, "smooth")):
         skipped.setdefault("smooth", f"not run: no member of {spec} without gradients has a smooth approximation "
                                      "(the same attack as unrolled)")
-    if "bpda" in gradient_members and all(m.exact_variant() is None for m in members_of):
+    if "bpda" in gradient_members and all(route != "exact" for _, route, _ in defense_routes(defense, "unrolled")):
         skipped.setdefault("bpda", f"not run: no member of {spec} has exact gradients (the same attack as unrolled)")
     active = [m for m in gradient_members if m not in skipped]
 
