@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust.components import eps_label
-from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
+from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, RunMetrics
 from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
 
@@ -246,7 +246,7 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         if d.gradient_masking:
             row.warning = f"{MASKING_WARNING} ({'; '.join(d.gradient_masking)})"
         elif not d.gradient_masking_assessed:
-            row.warning = "gradient masking not assessed: no gradient attack could run through the defense"
+            row.warning = MASKING_NOT_ASSESSED
         rows.append(row)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
+from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.results import (
     AttackOutcome,
@@ -113,7 +113,7 @@ def _adaptive_accuracy(d: DefenseOutcome) -> Raw:
     if d.gradient_masking:
         cell += f'<br><span class="warning">{escape(MASKING_WARNING)}</span>'
     elif not d.gradient_masking_assessed:
-        cell += '<br><span class="na">gradient masking not assessed (no gradient attack ran)</span>'
+        cell += f'<br><span class="na">{escape(MASKING_NOT_ASSESSED)}</span>'
     return Raw(cell)
 
 
@@ -152,9 +152,8 @@ def adaptive_portfolio(d: DefenseOutcome) -> str:
         items.append("no sign of gradient masking: no gradient-free or transfer member beat the gradient members"
                      + (" and accuracy falls to 0% at the large budget" if d.masking_eps_accuracy == 0 else ""))
     else:
-        items.append("gradient masking not assessed: no gradient attack could run through the defense")
-    if items:
-        parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+        items.append(escape(MASKING_NOT_ASSESSED))
+    parts.append("<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
     return "\n".join(parts)
 
 
