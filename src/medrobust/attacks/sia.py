@@ -61,17 +61,18 @@ class SIA(IterativeAttack):
     By name: ``build_attack("sia:eps=8/255,n_copies=20,ops=transferattack")``.
 
     Speed: the engine's default path (:mod:`medrobust.attacks.gradient_pass`) runs the model, on
-    the CPU, with channels-last activations, in passes of about 2^19 network pixels (128 copies
-    at 64 px, 10 at 224 px; the copies' gradients are gathered, then sent back through the
-    transform once) and with its batch norms folded into its convolutions for the attack's
-    duration (the user's modules are put back afterwards). Same algorithm, same random plan: only
-    the order of floating-point operations changes (trained DenseNet121, 64 px, 4 images: 0.16%
-    of the pixels differ from the plain path's result, where a near-zero gradient took the other
-    sign). Measured with ``benchmarks/bench_sia.py`` (one CPU thread, DenseNet121, N = 20, a
-    batch of 4, default path against the reference loop / the eager bound): at 64 px, 10 steps,
-    1.54x / 1.53x faster, the same attack success as the reference (97.1% of 70 correctly
-    classified phantoms, a trained checkpoint); at 224 px, 2 steps, untrained network, 1.84x /
-    1.93x (success not assessed at that size).
+    the CPU, with channels-last activations, in passes of about 2^19 network pixels and at least
+    16 images (128 copies at 64 px, 16 at 224 px; the copies' gradients are gathered, then sent
+    back through the transform once) and with its batch norms folded into its convolutions for the
+    attack's duration (the user's modules are put back afterwards). Same algorithm, same random
+    plan: only the order of floating-point operations changes (trained DenseNet121, 64 px, 4
+    images: 0.16% of the pixels differ from the plain path's result, where a near-zero gradient
+    took the other sign). Measured with ``benchmarks/bench_sia.py`` (DenseNet121, eps 16/255,
+    N = 20, default path against the reference loop / the eager bound), whole attacks: at 64 px
+    (10 steps, 16 images, trained checkpoint, 2 threads) 2.35x / 2.03x faster, the same success
+    (100% vs 100% of 64 correctly classified phantoms; one thread, 4 images: 1.54x / 1.53x, 97.1%
+    vs 97.1%); at 224 px (2 steps, 4 images, 2 threads) 2.25x / 2.75x, and at 10 steps the same
+    success (96.9% vs 96.9% of 32 correctly classified phantoms, a checkpoint trained at 224 px).
 
     Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels (targets when
     ``targeted``; (B, K) 0/1 findings for a multilabel model); ``model`` differentiable. Returns
