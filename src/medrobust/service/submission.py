@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.contract_names import intensity_name, output_kind_name
-from medrobust.data.class_names import ClassMatchError, find_normal_class, match_classes
+from medrobust.layer.image_folders import ClassMatchError, find_normal_class, match_classes
 from medrobust.layer.presets import PRESETS
 from medrobust.model_archive import ModelArchiveError, check_model_archive
 from medrobust.model_formats import is_torch_pickle, is_torchscript, looks_like_onnx

@@ -18,7 +18,7 @@ service's :class:`~medrobust.service.limits.ServiceLimits`):
   time through a byte budget (listing a ``.tar.gz`` decompresses it), so the listing stops as
   soon as a cap is passed, and an outsized header (pax or GNU long name) is refused too.
 
-Only images (:data:`~medrobust.data.io.IMAGE_SUFFIXES`) are extracted, each by a streaming copy
+Only images (:data:`~medrobust.layer.image_folders.IMAGE_SUFFIXES`) are extracted, each by a streaming copy
 that counts its bytes against the size declared and the total against the cap, into a new file
 whose resolved folder must lie under ``dest``; a refusal removes everything this call wrote.
 Other files are listed as ignored; hidden entries (a name component starting with ``.``) and
@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from medrobust.archive_members import format_size
-from medrobust.data.io import IMAGE_SUFFIXES
+from medrobust.layer.image_folders import IMAGE_SUFFIXES
 from medrobust.service.archive_listing import (
     READ_ERRORS,
     ArchiveContext,

@@ -1,0 +1,146 @@
+"""The arrows of DESIGN.md, checked on the source: faces (``cli``, ``service``) -> public layer
+-> ``evaluation`` -> {``attacks``, ``defenses``, ``detection``} -> ``models`` -> ``data``;
+``report`` reads only ``evaluation``'s result types; the faces import nothing but the public
+layer, its configuration and result types, and ``report``; nothing below imports a face.
+
+Every ``import`` is read from the syntax tree (module level, inside functions and under
+``TYPE_CHECKING`` alike), so a lazy import cannot hide an arrow pointing the wrong way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medrobust"
+
+RANK = {"data": 0, "models": 1, "attacks": 2, "defenses": 2, "detection": 2, "evaluation": 3, "layer": 4}
+"""Rooms below the faces: each imports only rooms of a lower rank (and the package's root modules)."""
+
+SIDEWAYS = {("detection", "defenses")}
+"""Arrows between rooms of one rank, each one-way: feature squeezing's squeezers are defenses."""
+
+FACES = ("cli", "service")
+FACE_MAY_IMPORT = {
+    "layer", "report",
+    "evaluation.config", "evaluation.demo_config", "evaluation.results", "evaluation.scorecard",
+}
+"""What a face may import besides the root modules and itself: the public layer, its configuration
+and result types, and the report."""
+
+FACE_TO_FACE = {("cli", "service")}
+"""``medrobust serve`` and ``medrobust worker`` start the service."""
+
+STARTERS = {"__main__", "launch"}
+"""Root modules whose job is to start the command line."""
+
+
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, package: Path = PACKAGE) -> set[str]:
+    """Every ``medrobust`` module that ``path`` imports, relative imports resolved; ``from X
+    import name`` counts as importing ``X.name`` where that is a module or a room."""
+    own = _module_name(path, package).split(".")
+    here = own if path.name == "__init__.py" else own[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = here[: len(here) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names = [f"{module}.{alias.name}" if _is_module(f"{module}.{alias.name}", package) else module
+                     for alias in node.names]
+        else:
+            continue
+        found.update(name for name in names if name == "medrobust" or name.startswith("medrobust."))
+    return found
+
+
+def _is_module(name: str, package: Path) -> bool:
+    path = package.parent.joinpath(*name.split("."))
+    return path.is_dir() or path.with_suffix(".py").is_file()
+
+
+def _room(module: str) -> str:
+    """``medrobust.evaluation.runner`` -> ``evaluation``; a root module -> ``<root>``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else "<root>"
+
+
+def _wrong_arrow(source: str, target: str) -> str | None:
+    """Why ``source`` may not import ``target``, or None when it may."""
+    here, there = _room(source), _room(target)
+    inner = target.split(".", 1)[1] if "." in target else ""
+    if there == "<root>" or here == there:
+        return None  # the package's root modules are leaves anyone may use; a room uses itself
+    if there in FACES and (here, there) not in FACE_TO_FACE and not (here == "<root>" and source.split(".")[-1] in STARTERS):
+        return "nothing below a face imports it"
+    if here in FACES:
+        if (here, there) in FACE_TO_FACE or any(inner == allowed or inner.startswith(allowed + ".")
+                                                for allowed in FACE_MAY_IMPORT):
+            return None
+        return "a face imports only the public layer, its configuration and result types, and report"
+    if here == "report":
+        return None if there == "evaluation" else "report reads only evaluation's result types"
+    if here == "<root>":
+        # the package's root modules are leaves (the lazy public layer and the starters aside)
+        return None if source == "medrobust" or source.split(".")[-1] in STARTERS else "a root module imports no room"
+    if here == "layer" and there == "report":
+        return None  # mr.compare writes the comparison through report
+    if here in RANK and there in RANK:
+        if RANK[there] < RANK[here] or (here, there) in SIDEWAYS:
+            return None
+        return f"{here} (rank {RANK[here]}) may not import {there} (rank {RANK[there]})"
+    return f"no arrow from {here} to {there}"
+
+
+def _all_arrows() -> list[tuple[str, str]]:
+    return sorted({(_module_name(path), target) for path in PACKAGE.rglob("*.py") for target in _imports(path)})
+
+
+def test_every_import_follows_the_arrows():
+    arrows = _all_arrows()
+    assert len(arrows) > 300  # the scan sees the package (it has several hundred imports)
+    wrong = [f"{source} -> {target}: {why}" for source, target in arrows
+             if (why := _wrong_arrow(source, target)) is not None]
+    assert wrong == [], "\n".join(wrong)
+
+
+@pytest.mark.parametrize(("source", "target", "fine"), [
+    ("medrobust.service.submission", "medrobust.data.class_names", False),
+    ("medrobust.service.submission", "medrobust.layer.image_folders", True),
+    ("medrobust.cli.app", "medrobust.evaluation.runner", False),
+    ("medrobust.cli.app", "medrobust.evaluation.config", True),
+    ("medrobust.cli.serve", "medrobust.service.app", True),
+    ("medrobust.service.api", "medrobust.cli.app", False),
+    ("medrobust.models.classifier", "medrobust.evaluation.config", False),
+    ("medrobust.data.io", "medrobust.models.classifier", False),
+    ("medrobust.attacks.pgd", "medrobust.defenses.jpeg", False),
+    ("medrobust.detection.squeeze", "medrobust.defenses.bit_depth", True),
+    ("medrobust.defenses.bit_depth", "medrobust.detection.squeeze", False),
+    ("medrobust.report.html", "medrobust.attacks.sia", False),
+    ("medrobust.evaluation.runner", "medrobust.layer.evaluate", False),
+    ("medrobust.evaluation.runner", "medrobust.per_image_log", True),
+    ("medrobust.safe_yaml", "medrobust.evaluation.config", False),
+    ("medrobust.launch", "medrobust.cli.app", True),
+])
+def test_the_rule_itself(source, target, fine):
+    """The checker refuses what DESIGN.md forbids (so that the scan above can fail)."""
+    assert (_wrong_arrow(source, target) is None) is fine
+
+
+def test_relative_and_room_imports_are_resolved(tmp_path):
+    assert "medrobust.data.class_names" in _imports(PACKAGE / "evaluation" / "runner.py")
+    package = tmp_path / "medrobust"
+    for room in ("models", "evaluation"):
+        (package / room).mkdir(parents=True)
+        (package / room / "__init__.py").write_text("")
+    (package / "evaluation" / "config.py").write_text("")
+    fake = package / "models" / "fake.py"
+    fake.write_text("from ..evaluation import config\nfrom . import helper\nimport os\nfrom medrobust import data\n")
+    assert _imports(fake, package) == {"medrobust.evaluation.config", "medrobust.models", "medrobust"}
