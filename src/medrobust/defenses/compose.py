@@ -51,6 +51,9 @@ class Compose(Defense):
                 raise TypeError(f"Compose takes Defense objects, got {type(d).__name__}; build them with build_defense")
         self.members = nn.ModuleList(defenses)
         self.name = "+".join(d.name for d in defenses) or "none"
+        # The composition's seed is its first randomized member's, so that whoever reseeds a
+        # defense by its seed (the runner, per batch) reseeds a composition's members too.
+        self.seed = next((d.seed for d in defenses if d.randomized), None)
 
     @property
     def randomized(self) -> bool:  # type: ignore[override]
@@ -82,7 +85,9 @@ class Compose(Defense):
         return x
 
     def manual_seed(self, seed: int | None) -> "Compose":
-        """Seed the randomized members: the i-th gets ``seed + i`` (None: fresh random seeds)."""
+        """Seed the randomized members: the i-th gets ``seed + i`` (None: fresh random seeds).
+        ``seed`` becomes the composition's :attr:`seed`."""
+        self.seed = seed
         for i, d in enumerate(self.members):
             if d.randomized:
                 d.manual_seed(None if seed is None else seed + i)
