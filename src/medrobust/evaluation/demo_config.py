@@ -4,10 +4,11 @@ scratch, SIA (and PGD, MI-FGSM for comparison) at 8/255 white-box and transferre
 CNN surrogate, the study's JPEG+TV defense scored against attackers who ignore it and who adapt
 to it, and both detectors.
 
-Training is a fixed amount of work (its epochs), never a wall-clock budget: the same seed on the
-same machine gives the same model however fast or busy the machine is. Another CPU may round
-differently and so train another model; the recipe is chosen to converge from any start (the
-seeds below), not on one machine's numbers.
+Training is a fixed amount of work (its epochs), never a wall-clock budget: how fast the machine
+runs changes nothing, and with one thread the same seed on the same machine gives the same model.
+With two, oneDNN's convolutions sometimes round differently from run to run (README, "What the
+demo prints"), and another CPU may round differently too; either way another model is trained,
+so the recipe is chosen to converge from any start (the seeds below), not on one machine's numbers.
 
 Departures from the study's settings, for time on 2 CPU cores: 64 px instead of 224 px
 (``--quick``: 48 px), training from scratch (no ImageNet weights offline) with a one-epoch

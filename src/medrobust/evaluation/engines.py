@@ -16,6 +16,8 @@ Results do not depend on the engine: a unit's randomness is seeded by its batch,
 worker or the order of completion. On CPU the equality is bit for bit provided the workers use
 as many threads as the local run (float reductions in a convolution are summed in an order that
 depends on the thread count); :class:`RayEngine` gives each actor ``threads_per_worker`` threads.
+With more than one thread, oneDNN's convolutions sometimes round differently from run to run
+(README, "What the demo prints"); with one thread per process every repeat we tried was identical.
 """
 
 from __future__ import annotations

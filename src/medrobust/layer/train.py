@@ -41,7 +41,8 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
     checkpoint folder to save to (checked before training starts). ``lr_schedule``: ``"plateau"``
     (the study's) or ``"cosine"``, after ``warmup_epochs`` of linear warm-up; ``augment``: the
     study's augmentation on training batches. Training is a fixed amount of work (``epochs``,
-    or fewer by early stopping), so the same seed on the same machine gives the same model."""
+    or fewer by early stopping), so with one thread the same seed on the same machine gives the same
+    model (with more, oneDNN's convolutions may round differently from run to run)."""
     from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
     from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
     from medrobust.models.device import resolve_device
