@@ -131,7 +131,7 @@ class DefenseOutcome(_Model):
     non_adaptive: dict[str, float]  # attack key -> accuracy of the defended model on that attack's images
     non_adaptive_recovery_pp: dict[str, float]  # attack key -> defended minus undefended accuracy, points
     non_adaptive_reports: dict[str, ClassificationReport] = Field(default_factory=dict)  # attack key -> report
-    adaptive_attack: str  # the adaptive attack's key, e.g. "pgd@8/255 BPDA"
+    adaptive_attack: str  # what the figure is over, e.g. "worst case of 2 adaptive attacks at 8/255 (unrolled, transfer)"
     adaptive_accuracy: float
     adaptive_recovery_pp: float  # vs the same attack without the defense
     gradient_mode: str  # how the adaptive attacker went through the defense, e.g. "unrolled+eot(20), smooth, queries, transfer"

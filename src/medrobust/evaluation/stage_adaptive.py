@@ -90,7 +90,8 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
 
     def gradient_run(member: str, steps: int, draws: int, restart: int = 0, eps: float | None = None) -> AttackRun:
         eps = settings.eps if eps is None else eps
-        params = {**base, "eps": eps, "seed": seed + restart * RESTART_SEED_STRIDE}
+        run_seed = seed + restart * RESTART_SEED_STRIDE
+        params = {**base, "eps": eps, "seed": run_seed}
         if has_steps:
             params["steps"] = steps
         if "alpha" in base and eps != settings.eps:  # a step size set for the budget scales with it
@@ -99,10 +100,8 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
                + (f" eot {draws}" if defense.randomized else "") + (f" restart {restart}" if restart else "")
                + f" vs {spec}")
         crafter = ModelRef("model", defense=spec, eot_samples=draws, gradient=member)
-        run = run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs, batch_size,
-                               seed + restart * RESTART_SEED_STRIDE, advance, allow_large_eps=True,
-                               source=f"adaptive vs {spec}")
-        return run
+        return run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs, batch_size,
+                                run_seed, advance, allow_large_eps=True, source=f"adaptive vs {spec}")
 
     gradient_members = [m for m in settings.portfolio if m in GRADIENT_MEMBERS]
     skipped: dict[str, str] = {}

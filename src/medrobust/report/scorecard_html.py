@@ -74,7 +74,6 @@ def scorecard_table(f: Fields) -> str:
                   _detection(f, i, row), f'<b>{f.span(SC, r + "/score_text", "text")}</b>']
         if row.get("warning"):
             cells[1] += f'<br><span class="warning">{f.span(SC, r + "/warning", "text")}</span>'
-
         rows.append(f'<tr data-row="{escape(row["label"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if not rows:
         rows.append(f'<tr><td colspan="{len(head)}"><span class="na">no threat model was tested</span></td></tr>')
