@@ -172,3 +172,15 @@ def find_normal_class(classes: Sequence[str], override: str | None = None) -> in
 
 NOT_ASSESSED_NO_NORMAL = ("dangerous flips not assessed: no class is named as normal (set data.normal_class)")
 """What every face says when no class can be identified as normal."""
+
+
+NO_ANSWER = -1
+"""The decision of an image whose model output is not all finite (NaN or infinite): no class.
+Such an output is never a prediction; metrics count it as wrong and the baseline lists the image
+as not tested (an argmax of NaN would silently read as the first class)."""
+NO_ANSWER_NAME = "no answer (output not finite)"
+
+
+def decision_name(classes: list[str], k: int) -> str:
+    """The class name of decision ``k`` (:data:`NO_ANSWER_NAME` for :data:`NO_ANSWER`)."""
+    return NO_ANSWER_NAME if k == NO_ANSWER else classes[k] if 0 <= k < len(classes) else str(k)

@@ -58,8 +58,13 @@ def _scores(scores_clean: np.ndarray, scores_attacked: np.ndarray) -> tuple[np.n
         raise ValueError(f"a ROC needs clean and attacked scores, got {clean.size} clean and {attacked.size} attacked")
     if np.isnan(clean).any() or np.isnan(attacked).any():
         raise ValueError("scores contain NaN")
+    scores = np.concatenate([clean, attacked])
+    finite = scores[np.isfinite(scores)]
+    if len(finite) < len(scores):  # +inf (a model output that was not finite): above every finite score, same order
+        top, bottom = (float(finite.max()), float(finite.min())) if len(finite) else (0.0, 0.0)
+        scores = np.where(np.isposinf(scores), top + 1.0, np.where(np.isneginf(scores), bottom - 1.0, scores))
     y = np.concatenate([np.zeros(clean.size), np.ones(attacked.size)])
-    return y, np.concatenate([clean, attacked])
+    return y, scores
 
 
 def roc_auc(scores_clean: np.ndarray, scores_attacked: np.ndarray) -> float:

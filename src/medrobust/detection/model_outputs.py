@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medrobust.models.batched_prediction import batched_logits, eval_mode
-from medrobust.models.output_kind import OutputKind
+from medrobust.models.output_kind import NO_ANSWER, NO_ANSWER_NAME, OutputKind, decision_name
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ def model_outputs(model: nn.Module, x: torch.Tensor, batch_size: int = 64) -> Mo
     labels = kind.decide(logits, threshold)
     confidence = kind.confidence(logits, threshold)
     if kind is OutputKind.MULTILABEL:
-        names = ["+".join(c for c, on in zip(classes, row.tolist()) if on) or "none" for row in labels]
+        names = [NO_ANSWER_NAME if int(row[0]) == NO_ANSWER else
+                 "+".join(c for c, on in zip(classes, row.tolist()) if on) or "none" for row in labels]
     else:
-        names = [classes[int(k)] if int(k) < len(classes) else str(int(k)) for k in labels]
+        names = [decision_name(classes, int(k)) for k in labels]
     return ModelOutputs(probabilities, confidence, labels, names)
 
 

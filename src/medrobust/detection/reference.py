@@ -257,4 +257,6 @@ class ReferenceDetector(Detector):
 
     @staticmethod
     def _score(ratios: dict[str, np.ndarray]) -> np.ndarray:
-        return np.max(np.stack(list(ratios.values())), axis=0)
+        """The largest ratio; +inf where one is NaN (a model output that is not finite is as
+        suspicious as it gets: the image is flagged, never passed)."""
+        return np.nan_to_num(np.max(np.stack(list(ratios.values())), axis=0), nan=np.inf)

@@ -156,7 +156,8 @@ class SqueezeDetector(Detector):
             out.append(torch.stack(cols, dim=1).double().cpu().numpy())
         if not out:
             return np.zeros((0, len(self.squeezers)))
-        return np.concatenate(out)
+        # a squeezed or plain image whose model output is not finite: as far from its squeeze as can be
+        return np.nan_to_num(np.concatenate(out), nan=np.inf)
 
     # --- the contract
     def fit(self, model: nn.Module, clean: torch.Tensor, target_fpr: float | None = None,

@@ -10,16 +10,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL
+from medrobust.data.class_names import NO_ANSWER, NOT_ASSESSED_NO_NORMAL, decision_name
 from medrobust.evaluation.results import ClassificationReport, ClassMetrics, DangerousFlip
 
-__all__ = ["NOT_ASSESSED_NO_NORMAL", "accuracy_drop_pp", "classification_report", "confusion_matrix",
-           "dangerous_flips"]
+__all__ = ["NOT_ASSESSED_NO_NORMAL", "NO_ANSWER", "accuracy_drop_pp", "classification_report", "confusion_matrix",
+           "dangerous_flips", "decision_name"]
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """(K, K) counts, rows true class, columns predicted class."""
+    """(K, K) counts, rows true class, columns predicted class; an image without an answer
+    (prediction :data:`~medrobust.models.output_kind.NO_ANSWER`, the model's output was not
+    finite) is in no column."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
+    answered = y_pred >= 0
+    y_true, y_pred = y_true[answered], y_pred[answered]
     return np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
@@ -34,15 +38,19 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
     For class k: TP = cm[k, k], FN = row k minus TP, FP = column k minus TP, TN = the rest;
     precision = TP / (TP + FP), recall (sensitivity) = TP / (TP + FN),
     specificity = TN / (TN + FP), F1 = 2 PR / (P + R); None where undefined (a zero
-    denominator), accuracy 0 for no images.
+    denominator), accuracy 0 for no images. An image without an answer (``NO_ANSWER``: the
+    model's output was not finite) is wrong: a false negative of its class, in no column of the
+    confusion matrix, counted in ``no_answer``.
     """
     k = len(classes)
+    y_true = np.asarray(y_true, dtype=np.int64)
     cm = confusion_matrix(y_true, y_pred, k)
-    n = int(cm.sum())
+    n = int(len(y_true))
+    support = np.bincount(y_true, minlength=k)
     per: dict[str, ClassMetrics] = {}
     for i, name in enumerate(classes):
         tp = cm[i, i]
-        fn = cm[i].sum() - tp
+        fn = support[i] - tp
         fp = cm[:, i].sum() - tp
         tn = n - tp - fn - fp
         precision = _ratio(tp, tp + fp)
@@ -51,7 +59,7 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Seque
         per[name] = ClassMetrics(precision=precision, recall=recall, specificity=_ratio(tn, tn + fp), f1=f1,
                                  support=int(tp + fn))
     return ClassificationReport(n=n, accuracy=_ratio(np.trace(cm), n) or 0.0, classes=list(classes),
-                                confusion_matrix=cm.tolist(), per_class=per)
+                                confusion_matrix=cm.tolist(), per_class=per, no_answer=n - int(cm.sum()))
 
 
 def accuracy_drop_pp(before: ClassificationReport, after: ClassificationReport) -> dict[str, float | None]:

@@ -40,6 +40,7 @@ class ClassificationReport(_Model):
     classes: list[str]
     confusion_matrix: list[list[int]]
     per_class: dict[str, ClassMetrics]
+    no_answer: int = 0  # images whose model output was not finite (no class; counted wrong, in no column)
 
 
 class DangerousFlip(_Model):

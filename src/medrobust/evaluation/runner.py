@@ -43,6 +43,7 @@ import torch.nn as nn
 from medrobust import __version__
 from medrobust.components import eps_label
 from medrobust.data.class_names import (
+    NO_ANSWER,
     NOT_ASSESSED_NO_NORMAL,
     canonical_class_name,
     find_classes,
@@ -82,6 +83,8 @@ class ConfigMismatchError(ValueError):
 
 
 SKIPPED_FILE = "skipped.txt"
+NON_FINITE_EARLY_STOP = 32
+"""Images after which a model whose outputs are mostly not finite stops the run (or all, if fewer)."""
 TRAIN_DATA_SPLIT = (0.8, 0.2, 0.0)
 """How a model's own training folder (``train.data``) is split: train and validation only."""
 
@@ -404,7 +407,14 @@ class Runner:
                        "position": np.array(kept, dtype=np.int64)}
             return PredictUnit(seed=self.config.seed, start=sl.start, images=images)
 
+        seen = {"answered": 0, "broken": 0}
+
         def finish(b: int, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            broken = int((arrays["pred"] == NO_ANSWER).sum())
+            seen["broken"] += broken
+            seen["answered"] += len(arrays["pred"]) - broken
+            if seen["answered"] + seen["broken"] >= min(len(test), NON_FINITE_EARLY_STOP):
+                self._check_finite_outputs(seen["broken"], seen["answered"] + seen["broken"])
             return {**arrays, **read.pop(b)}
 
         with self.progress.stage("baseline", len(test)) as bar:
@@ -420,7 +430,20 @@ class Runner:
             line = f"{record.path or record.id}: unreadable (skipped in an earlier part of this run)"
             if not any(str(record.path or record.id) in s for s in self.skipped):
                 self.skipped.append(line)
-        return summary
+        broken = summary["pred"] == NO_ANSWER
+        self._check_finite_outputs(int(broken.sum()), len(broken))
+        for name in summary["ids"][broken]:
+            self.skipped.append(f"{name}: not tested: the model's output for this image is not finite (NaN or infinite)")
+        return {k: v[~broken] if k in ("pred", "label", "ids", "position") else v for k, v in summary.items()}
+
+    def _check_finite_outputs(self, broken: int, seen: int) -> None:
+        """Stop the run when the model's output is not finite for most images: it cannot be evaluated."""
+        if broken * 2 > seen:
+            load = self.config.model.load
+            who = load.path if load is not None else "the model"
+            raise ValueError(f"{who}: its output is not a finite number (NaN or infinite) for {broken} of the first "
+                             f"{seen} test images, so it cannot be evaluated; check the model on a known image "
+                             "(its weights, its input size and intensity)")
 
     def _inputs(self, test, positions: np.ndarray):
         """The attack subset's clean images, read once from the data into stage ``inputs``

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS, find_classes, find_normal_class, match_classes
+from medrobust.data.class_names import (
+    DEFAULT_EMERGENCY_FINDINGS,
+    decision_name,
+    find_classes,
+    find_normal_class,
+    match_classes,
+)
 from medrobust.detection.model_outputs import model_outputs
 from medrobust.evaluation.attack_success import AttackSuccess, attack_success
 from medrobust.evaluation.classification import dangerous_flips
@@ -73,8 +79,10 @@ class AttackResult:
                 row["file"] = self.files[i]
             row.update({
                 "true": self.classes[int(self.labels[i])],
-                "pred_clean": self.classes[int(self.pred_clean[i])], "conf_clean": round(float(self.confidence_clean[i]), 4),
-                "pred_adv": self.classes[int(self.pred_adv[i])], "conf_adv": round(float(self.confidence_adv[i]), 4),
+                "pred_clean": decision_name(self.classes, int(self.pred_clean[i])),
+                "conf_clean": round(float(self.confidence_clean[i]), 4),
+                "pred_adv": decision_name(self.classes, int(self.pred_adv[i])),
+                "conf_adv": round(float(self.confidence_adv[i]), 4),
                 "flipped": int(self.pred_clean[i] != self.pred_adv[i]),
                 **{k: round(float(v[i]), 6) for k, v in self.perturbation.items()},
             })

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.contract_names import output_kind_name
+from medrobust.data.class_names import NO_ANSWER, NO_ANSWER_NAME, decision_name
+
+__all__ = ["NO_ANSWER", "NO_ANSWER_NAME", "OutputKind", "decision_name"]
 
 
 class OutputKind(str, Enum):
@@ -50,13 +53,18 @@ class OutputKind(str, Enum):
         return p
 
     def decide(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """Predicted labels: (B,) class indices (softmax, binary) or (B, K) 0/1 (multilabel)."""
+        """Predicted labels: (B,) class indices (softmax, binary) or (B, K) 0/1 (multilabel);
+        :data:`NO_ANSWER` for an image whose logits are not all finite (every entry of its row
+        for multilabel)."""
+        broken = ~torch.isfinite(logits).reshape(len(logits), -1).all(dim=1)
         if self is OutputKind.SOFTMAX:
-            return logits.argmax(dim=1)
-        positive = torch.sigmoid(logits) > threshold
-        if self is OutputKind.BINARY:
-            return positive[:, 0].long()
-        return positive.long()
+            decided = logits.argmax(dim=1)
+        else:
+            positive = (torch.sigmoid(logits) > threshold).long()
+            decided = positive[:, 0] if self is OutputKind.BINARY else positive
+        if decided.ndim == 2:
+            broken = broken.unsqueeze(1)
+        return torch.where(broken, torch.full_like(decided, NO_ANSWER), decided)  # no host sync
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean",
              weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medrobust.evaluation.classification import decision_name
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, RunMetrics, read_metrics
 from medrobust.evaluation.samples import array_key, load_samples
 
@@ -133,7 +134,7 @@ class RunContents:
     def label_name(self, index: int) -> str:
         classes = self.samples.get("classes")
         names = [str(c) for c in classes] if classes is not None else self.classes
-        return names[index] if 0 <= index < len(names) else str(index)
+        return decision_name(names, index)
 
     def true_label(self, i: int) -> str:
         labels = self.samples.get("labels")
