@@ -163,4 +163,5 @@ def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, finished_ru
     path = tmp_path / "other.yaml"
     path.write_text(yaml.safe_dump(config))
     result = CliRunner().invoke(app, ["evaluate", str(path)])
-    assert result.exit_code == 2 and "different configuration" in result.output
+    assert result.exit_code == 2 and "another configuration (attack_images differ)" in result.output
+    assert "--restart" in result.output and "restart=True" not in result.output  # the fix in the CLI's words

@@ -23,7 +23,7 @@ from medrobust.data.io import write_png
 from medrobust.data.phantom import PhantomDataset
 from medrobust.evaluation.config import ExperimentConfig, load_config
 from medrobust.evaluation.results import read_metrics
-from medrobust.evaluation.runner import ConfigMismatchError, Runner
+from medrobust.evaluation.runner import RunFolderConflict, Runner
 
 SIZE = 32
 MODEL_CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
@@ -253,15 +253,15 @@ def test_bad_component_is_refused_before_any_file_and_the_corrected_config_runs(
 def test_an_unfinished_run_folder_is_taken_over_and_restart_starts_afresh(vendor_model, tmp_path) -> None:
     source = _folder(tmp_path / "images", CAPITALS, per_class=2)
     cfg = ExperimentConfig.model_validate(_config(tmp_path, source, vendor_model))
-    Runner(cfg).prepare()  # a folder claimed, nothing finished
+    Runner(cfg).prepare("sha256:a")  # a folder claimed, nothing finished
     changed = cfg.model_copy(update={"attack_images": 6})
     runner = Runner(changed)
-    runner.prepare()
+    runner.prepare("sha256:a")
     assert any("took it over" in n for n in runner.notes)
     (changed.run_dir / "metrics.json").write_text("{}")  # now it holds a finished result
-    with pytest.raises(ConfigMismatchError):
-        Runner(cfg).prepare()
-    Runner(cfg, restart=True).prepare()
+    with pytest.raises(RunFolderConflict, match=r"attack_images differ\): start afresh with restart=True"):
+        Runner(cfg).prepare("sha256:a")
+    Runner(cfg, restart=True).prepare("sha256:a")
     assert not (cfg.run_dir / "metrics.json").exists()
 
 
@@ -361,3 +361,24 @@ def test_a_surrogate_trains_on_its_own_folder_when_every_image_is_tested(vendor_
     assert m.data["tested"] == 6 and [a.key for a in m.attacks] == ["pgd@8/255", "pgd@8/255 from sur"]
     meta = json.loads((cfg.run_dir / "surrogates" / "sur" / "model.json").read_text())
     assert meta["training"]["data"] == str(training)
+
+
+def test_a_run_folder_is_not_resumed_on_changed_images(vendor_model, tmp_path) -> None:
+    """The same configuration over a folder whose images were replaced, edited, added or removed
+    is refused (never the old stages' numbers for images no longer there); restart recomputes."""
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    cfg = _config(tmp_path, source, vendor_model)
+    cfg["detectors"] = {"reference": {"enabled": False}, "squeeze": {"enabled": False}}
+    assert _run(tmp_path, cfg).exit_code == 0
+    assert _run(tmp_path, cfg).exit_code == 0  # unchanged: resumed
+    victim = sorted((source / "NORMAL").iterdir())[0]
+    victim.write_bytes(sorted((source / "PNEUMONIA").iterdir())[0].read_bytes())  # replaced by another image
+    result = _run(tmp_path, cfg)
+    assert result.exit_code == 2
+    assert "the images changed since this run folder was written" in result.output
+    assert "--restart" in result.output
+    path = tmp_path / "vendor.yaml"
+    result = CliRunner().invoke(app, ["evaluate", str(path), "--restart"])
+    assert result.exit_code == 0, result.output
+    (source / "NORMAL" / "extra.png").write_bytes(victim.read_bytes())  # an image added
+    assert "images changed" in _run(tmp_path, cfg).output

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import medrobust as mr
-from medrobust.evaluation.runner import ConfigMismatchError
+from medrobust.evaluation.runner import RunFolderConflict
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 
@@ -67,7 +67,7 @@ def test_evaluate_an_in_memory_model_on_tensors_and_refuse_other_tensors_in_the_
     metrics = mr.evaluate(net, (x, y), settings, run_dir=tmp_path / "run")
     assert metrics.data["tested"] == 9 and metrics.data["source"].startswith("(in memory) sha256:")
     assert metrics.attacks[0].key == "fgsm@4/255"
-    with pytest.raises(ConfigMismatchError):  # other images: not mixed with the finished stages
+    with pytest.raises(RunFolderConflict):  # other images: not mixed with the finished stages
         mr.evaluate(net, (torch.rand(9, 1, 32, 32), y), settings, run_dir=tmp_path / "run")
 
 

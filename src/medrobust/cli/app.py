@@ -126,7 +126,7 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=2) from None
         except USER_ERRORS as err:
             logging.getLogger("medrobust").debug("traceback", exc_info=True)
-            print_error(str(err))
+            print_error(getattr(err, "cli_message", None) or str(err))  # an error may word its fix in CLI terms
             raise typer.Exit(code=2) from None
 
     return wrapper

@@ -78,11 +78,39 @@ from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
-class ConfigMismatchError(ValueError):
-    """The run directory holds a run with another configuration."""
+class RunFolderConflict(ValueError):
+    """The run folder holds finished results that this run cannot resume: another configuration,
+    other images, or a folder that is not a run. ``str()`` gives the fix in Python's terms
+    (``restart=True``, ``name=``); :attr:`cli_message` in the command line's (``--restart``,
+    ``--name``), which the CLI prints instead."""
+
+    def __init__(self, problem: str, fix: str = "restart") -> None:
+        self.problem = problem
+        if fix == "restart":
+            python = "start afresh with restart=True (deleting them), or choose another name= or run_dir="
+            cli = "start afresh with --restart (deleting them), or choose another --name or --output-dir"
+        else:
+            python, cli = "choose another name= or run_dir=", "choose another --name or --output-dir"
+        super().__init__(f"{problem}: {python}")
+        self.cli_message = f"{problem}: {cli}"
+
+
+def differing_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted paths of the fields whose values differ between two configuration dicts."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        where = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differing_fields(a, b, where + ".")
+        elif a != b:
+            out.append(where)
+    return out
 
 
 SKIPPED_FILE = "skipped.txt"
+DATA_FILE = "data.json"
+"""The run folder's record of the images its stages were computed on (their fingerprint)."""
 NON_FINITE_EARLY_STOP = 32
 """Images after which a model whose outputs are mostly not finite stops the run (or all, if fewer)."""
 TRAIN_DATA_SPLIT = (0.8, 0.2, 0.0)
@@ -132,27 +160,31 @@ class Runner:
         return any(p.is_file() for folder in (self.stages, self.dir / "surrogates")
                    if folder.is_dir() for p in folder.rglob("*"))
 
-    def prepare(self) -> None:
-        """Claim the run folder: write config.yaml, or check the one there (see the module docstring)."""
+    def prepare(self, data_fingerprint: str) -> None:
+        """Claim the run folder: write config.yaml and the data's fingerprint (``data.json``), or
+        check the ones there (see the module docstring); ``data_fingerprint``: the images this run
+        reads (:func:`~medrobust.data.fingerprint.dataset_fingerprint`)."""
         import yaml
 
         path = self.dir / "config.yaml"
         if self.restart and self.dir.exists():
             if self.dir.is_dir() and not path.is_file() and any(self.dir.iterdir()):
-                raise ValueError(f"{self.dir}: --restart empties a run folder, and this one holds no config.yaml; "
-                                 "it may not be a medrobust run: choose another name or output_dir")
+                raise RunFolderConflict(f"{self.dir}: starting afresh empties a run folder, and this one holds no "
+                                        "config.yaml; it may not be a medrobust run", fix="another")
             if self.dir.is_dir():
-                log.warning("%s: starting the run afresh (--restart): its previous results are deleted", self.dir)
+                log.warning("%s: starting the run afresh (restart): its previous results are deleted", self.dir)
                 shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         text = self.config.resolved_yaml()
+        taken_over = False
         if path.is_file() and path.read_text() != text:
             try:
                 old = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()))
-                same_work = old.without_report_only() == self.config.without_report_only()
+                differing = differing_fields(old.without_report_only(), self.config.without_report_only())
             except Exception:  # noqa: BLE001 — an old or hand-edited config.yaml is just "different"
-                same_work = False
-            if same_work:
+                old, differing = None, ["config.yaml (unreadable by this version)"]
+            if not differing:
+                assert old is not None
                 if old.execution != self.config.execution:
                     log.info("%s: resuming on another engine (%s); finished batches are kept", path,
                              self.config.execution.engine)
@@ -168,12 +200,29 @@ class Runner:
                             "the folder over", self.dir)
                 for leftover in (self.stages, self.dir / "samples"):
                     shutil.rmtree(leftover, ignore_errors=True)
+                taken_over = True
             else:
-                raise ConfigMismatchError(
-                    f"{path}: this run directory holds finished results of a different configuration; use another "
-                    "name (or output_dir), or --restart to delete them and start over"
-                )
+                shown = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+                raise RunFolderConflict(f"{self.dir}: this run folder holds finished results of another configuration "
+                                        f"({shown} differ)")
+        self._check_data(data_fingerprint, taken_over)
         atomic_write_text(path, text)
+
+    def _check_data(self, fingerprint: str, taken_over: bool) -> None:
+        """Resume only on the images the finished stages were computed on (``data.json``)."""
+        path = self.dir / DATA_FILE
+        if path.is_file() and not taken_over and self.has_finished_stage():
+            try:
+                recorded = load_json(path).get("fingerprint")
+            except (ValueError, AttributeError):
+                recorded = None
+            if recorded != fingerprint:
+                raise RunFolderConflict(f"{self.dir}: the images changed since this run folder was written "
+                                        f"({self.config.data.source}: files added, removed, replaced or edited)")
+        elif not path.is_file() and self.has_finished_stage():
+            log.info("%s: no data.json (written by an older medrobust); the images cannot be checked against the "
+                     "finished stages", self.dir)
+        save_json(path, {"source": self.config.data.source, "fingerprint": fingerprint})
 
     def _stage_json(self, name: str, compute):
         path = self.stages / f"{name}.json"
@@ -345,7 +394,9 @@ class Runner:
                              if s.load is not None}
         for name, sur in loaded_surrogates.items():
             self.check_surrogate(name, sur)
-        self.prepare()
+        from medrobust.data.fingerprint import dataset_fingerprint
+
+        self.prepare(dataset_fingerprint(dataset))
         with run_log(self.dir):
             for line in self.skipped:  # found while listing, before the log was open
                 per_image_log.warning("skipping %s", line)
