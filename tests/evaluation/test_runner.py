@@ -165,3 +165,27 @@ def test_a_different_config_in_the_same_run_dir_is_refused(tmp_path, finished_ru
     result = CliRunner().invoke(app, ["evaluate", str(path)])
     assert result.exit_code == 2 and "another configuration (attack_images differ)" in result.output
     assert "--restart" in result.output and "restart=True" not in result.output  # the fix in the CLI's words
+
+
+def test_report_re_reads_a_run_with_another_normal_class_and_emergency_findings(tmp_path, finished_run) -> None:
+    """`medrobust report RUN --normal-class/--emergency-findings` re-reads the stored stages (as
+    `evaluate` does) — in a run folder that was moved, so its recorded output_dir is stale."""
+    import shutil
+
+    run_dir, _ = finished_run
+    moved = tmp_path / "elsewhere" / "tiny-copy"
+    shutil.copytree(run_dir, moved)
+    before = read_metrics(moved)
+    stage_files = {p: p.stat().st_mtime_ns for p in (moved / "stages").rglob("*.npz")}
+    result = CliRunner().invoke(app, ["report", str(moved), "--normal-class", "Pneumonia",
+                                      "--emergency-findings", "Normal"])
+    assert result.exit_code == 0, result.output
+    after = read_metrics(moved)
+    assert before.data["normal_class"] == "Normal" and after.data["normal_class"] == "Pneumonia"
+    assert after.data["emergency_findings"] == ["Normal"]
+    flips = {f.true_class: f for f in after.attacks[0].dangerous_flips}
+    assert set(flips) == {"Normal", "Pneumothorax"} and flips["Normal"].emergency
+    assert not flips["Pneumothorax"].emergency
+    assert after.attacks[0].adversarial == before.attacks[0].adversarial  # nothing recomputed
+    assert all(p.stat().st_mtime_ns == t for p, t in stage_files.items())
+    assert "Pneumonia" in (moved / "report.html").read_text()

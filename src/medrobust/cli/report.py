@@ -5,7 +5,7 @@ scorecards side by side."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -16,12 +16,26 @@ from medrobust.cli.app import app, console, user_errors
 @user_errors
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (holds metrics.json).")],
+    normal_class: Annotated[Optional[str], typer.Option(
+        "--normal-class", help="Re-read the run with this class as 'nothing found' (dangerous flips).")] = None,
+    emergency_findings: Annotated[Optional[str], typer.Option(
+        "--emergency-findings", help="Re-read the run with these findings (comma-separated) as emergencies.")] = None,
 ) -> None:
     """Rebuild figures/*.png, scorecard.json, the self-contained report.html and the printable statement.html of a
-    finished run, without running any model."""
+    finished run, without running any model. With --normal-class or --emergency-findings the run's stored
+    per-image results are first re-read with those settings (its model is loaded, nothing is attacked again)."""
     from medrobust.report import build_report
 
     _check_run_dir(run_dir)
+    if normal_class is not None or emergency_findings is not None:
+        import medrobust as mr
+
+        config = run_dir / "config.yaml"
+        if not config.is_file():
+            raise FileNotFoundError(f"{config}: no configuration to re-read the run with; --normal-class and "
+                                    "--emergency-findings need the run folder's config.yaml")
+        findings = [f.strip() for f in emergency_findings.split(",") if f.strip()] if emergency_findings else None
+        mr.evaluate(preset=config, run_dir=run_dir, normal_class=normal_class, emergency_findings=findings)
     path = build_report(run_dir)
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)
 

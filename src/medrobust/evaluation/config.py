@@ -38,11 +38,12 @@ from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
-REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None))
-"""Fields that change no computed result: report settings, and where the work runs (an engine
-never changes a batch's result, so a run may be resumed on another engine)."""
-"""Settings that change only how finished results are read, not what is computed: a run may be
-resumed with them changed (its metrics and report are rebuilt from the stored stages)."""
+REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
+                      ("output_dir", None))
+"""Fields that change no computed result: report settings (a run resumed with them changed has its
+metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
+batch's result, so a run may be resumed on another engine) and where the run folder is (it may
+have been moved or renamed)."""
 
 
 class _Section(BaseModel):

@@ -28,7 +28,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              = "standard", run_dir: str | Path | None = None, progress: Progress | None = None, *,
              classes: Sequence[str] | str | None = None, input_size: int | None = None, intensity: str | None = None,
              output_kind: str | None = None, arch: str | None = None, trust_pickle: bool = False,
-             size: int | None = None, normal_class: str | None = None, class_map: Mapping[str, str] | None = None,
+             size: int | None = None, normal_class: str | None = None,
+             emergency_findings: Sequence[str] | None = None, class_map: Mapping[str, str] | None = None,
              split: str | Sequence[float] | None = None, train_data: str | None = None, device: str | None = None,
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
              output_dir: str | Path | None = None, restart: bool = False,
@@ -39,7 +40,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
     same run is reused (or ``name`` under ``output_dir``). The contract options (``classes``, ``input_size``, ``intensity``,
     ``output_kind``, ``arch``) describe a foreign model file; ``normal_class``/``class_map``
-    how the data's classes read; ``split``: ``"test"`` (every image tested, the default for a
+    how the data's classes read, ``emergency_findings`` which findings' misses are emergencies
+    (these two are report settings: a finished run is re-read with them, nothing recomputed); ``split``: ``"test"`` (every image tested, the default for a
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
     to train a transfer surrogate on (the standard and thorough presets); ``execution``: where the
     work runs, e.g. ``{"engine": "ray", "address": "auto", "workers": 8}`` (a Ray cluster; the
@@ -65,7 +67,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         if images is not None:
             raw.setdefault("data", {})["source"] = _data_name(images)
     data = raw.setdefault("data", {})
-    for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None}.items():
+    for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None,
+                       "emergency_findings": list(emergency_findings) if emergency_findings is not None else None}.items():
         if value is not None:
             data[key] = value
     if split is not None:
