@@ -136,3 +136,30 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, runs) -> None:
         mr.compare(run_a, tmp_path / "empty")
     with pytest.raises(ValueError, match="is a folder"):
         mr.compare(run_a, run_a, out=tmp_path)
+
+
+def test_runs_on_other_budgets_or_sizes_are_said_not_like_for_like(tmp_path: Path, write_run) -> None:
+    """One model tested at 8/255 only (a quick run) and swept at 1-8/255: its accuracies at 8/255
+    may differ beyond noise, but the rows rest on other grids, so nothing is marked and the page
+    and the command say why the runs are not like for like."""
+    from typer.testing import CliRunner
+
+    from medrobust.cli import app
+
+    metrics = write_run(tmp_path / "source", samples=False, history=False)
+    write_scorecard_run(tmp_path / "quick", metrics, {8.0: 0}, clean=160)
+    swept = write_scorecard_run(tmp_path / "swept", metrics, {1.0: 150, 2.0: 120, 4.0: 60, 8.0: 40}, clean=160)
+    swept["data"]["size"] = 224
+    (tmp_path / "swept" / SCORECARD_FILE).write_text(json.dumps(swept))
+    c = mr.compare(tmp_path / "quick", tmp_path / "swept", out=tmp_path / "c.html")
+    at8 = next(m for m in c.row(WHITE).measures if m.name == "accuracy at 8/255")
+    assert at8.change == [None, "other budgets"] and not c.differences()
+    setup = c.incomparable()
+    assert any("image size (224 vs" in s for s in setup)
+    assert any(f"{WHITE} at other budgets (1/255, 2/255, 4/255, 8/255 vs 8/255)" in s for s in setup)
+    page = (tmp_path / "c.html").read_text()
+    assert "Not like for like" in page and "where the runs can be compared" in page
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "quick"), str(tmp_path / "swept"),
+                                      "--out", str(tmp_path / "c2.html")])
+    assert result.exit_code == 0, result.output
+    assert "not like for like" in result.output and "beyond noise where the runs can be compared" in result.output

@@ -75,8 +75,11 @@ def compare(
         console.print(f"{row.label}, {measure.name}: {result.runs[run].run_dir.name} {100 * other.value:.1f}% vs "
                       f"{result.runs[0].run_dir.name} {100 * ref.value:.1f}% ({measure.change[run]}, beyond noise)",
                       markup=False, highlight=False, soft_wrap=True)
+    for line in result.incomparable():
+        console.print(f"not like for like: {line}", style="bold yellow", markup=False, highlight=False, soft_wrap=True)
     if not result.differences():
-        console.print("no accuracy differs from the first run's beyond noise", markup=False, highlight=False)
+        where = " where the runs can be compared" if result.incomparable() else ""
+        console.print(f"no accuracy differs from the first run's beyond noise{where}", markup=False, highlight=False)
     console.print(str(result.html), markup=False, highlight=False, soft_wrap=True)
 
 

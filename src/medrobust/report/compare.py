@@ -95,6 +95,11 @@ class Comparison:
     html: Path | None = None
     documents: list[dict[str, Any]] = field(default_factory=list, repr=False)  # each run's scorecard, as JSON
 
+    def incomparable(self) -> list[str]:
+        """Sentences saying where a run tested something other than the reference (image size,
+        images, attacks, budgets): its differences are then not only the model's."""
+        return differences_in_setup(self.documents)
+
     def differences(self) -> list[tuple[ComparedRow, Measure, int]]:
         """(row, measure, run) for every accuracy that differs from the reference beyond noise."""
         return [(r, m, i) for r in self.rows for m in r.measures for i in range(len(self.runs)) if m.beyond_noise(i)]
@@ -124,6 +129,37 @@ def read_run_scorecard(run_dir: str | Path) -> tuple[dict[str, Any], bool]:
     return build_scorecard(read_metrics(run_dir)).model_dump(mode="json"), True
 
 
+def _grid(row: dict[str, Any]) -> list[float]:
+    return sorted(round(p["grey_levels"], 6) for p in row["points"] if p["grey_levels"] > 0)
+
+
+def differences_in_setup(documents: Sequence[dict[str, Any]]) -> list[str]:
+    """What each run tested differently from the first (see :meth:`Comparison.incomparable`)."""
+    ref = documents[0]
+    out = []
+    for doc in documents[1:]:
+        who = f"{doc['run']} and {ref['run']}"
+        for key, what in (("size", "image size"), ("source", "images"), ("attack_images", "number of attacked images")):
+            a, b = ref["data"].get(key), doc["data"].get(key)
+            if a != b:
+                out.append(f"{who} tested a different {what} ({b} vs {a})")
+        rows = {r["label"]: r for r in ref["rows"]}
+        for row in doc["rows"]:
+            other = rows.get(row["label"])
+            if other is None:
+                continue
+            if _grid(row) != _grid(other):
+                out.append(f"{who} tested {row['label']} at other budgets ({_grids_text(row)} vs {_grids_text(other)})")
+            elif sorted(row["attacks"]) != sorted(other["attacks"]):
+                out.append(f"{who} tested {row['label']} with other attacks ({', '.join(row['attacks'])} vs "
+                           f"{', '.join(other['attacks'])})")
+    return out
+
+
+def _grids_text(row: dict[str, Any]) -> str:
+    return ", ".join(f"{g:g}/255" for g in _grid(row)) or "no budget"
+
+
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
@@ -136,8 +172,11 @@ def _change(reference: Accuracy | None, other: Accuracy | None) -> str | None:
     return "higher" if other.value > reference.value else "lower"
 
 
-def _measure(name: str, grey: float | None, values: list[Accuracy | None]) -> Measure:
-    return Measure(name, grey, values, [None] + [_change(values[0], v) for v in values[1:]])
+def _measure(name: str, grey: float | None, values: list[Accuracy | None], same_grid: list[bool]) -> Measure:
+    """``same_grid[i]``: run i's row was tested on the reference's budgets; otherwise its accuracies
+    are shown but never marked beyond noise (the rows' scores rest on different curves)."""
+    return Measure(name, grey, values, [None] + [_change(values[0], v) if same else "other budgets"
+                                                 for v, same in zip(values[1:], same_grid[1:])])
 
 
 def _budget_text(grey: float) -> str:
@@ -157,7 +196,8 @@ def compare_scorecards(documents: Sequence[dict[str, Any]]) -> list[ComparedRow]
         clean = [None if r is None else Accuracy(r["clean_accuracy"], _pair(r["clean_interval"]), r["n_images"],
                                                  pointer("rows", k, "clean_accuracy"))
                  for r, k in zip(rows, index)]
-        measures = [_measure("clean accuracy", None, clean)]
+        same_grid = [r is None or rows[0] is None or _grid(r) == _grid(rows[0]) for r in rows]
+        measures = [_measure("clean accuracy", None, clean, [True] * len(rows))]
         budgets = sorted({round(p["grey_levels"], 6) for r in rows if r for p in r["points"] if p["grey_levels"] > 0})
         for grey in budgets:
             values: list[Accuracy | None] = []
@@ -170,7 +210,7 @@ def compare_scorecards(documents: Sequence[dict[str, Any]]) -> list[ComparedRow]
                 p = r["points"][j]
                 values.append(Accuracy(p["accuracy"], _pair(p["interval"]), r["n_images"],
                                        pointer("rows", k, "points", j, "accuracy")))
-            measures.append(_measure(f"accuracy at {_budget_text(grey)}", grey, values))
+            measures.append(_measure(f"accuracy at {_budget_text(grey)}", grey, values, same_grid))
         out.append(ComparedRow(label, threat, index, measures))
     return out
 
@@ -240,7 +280,8 @@ def _accuracy_cell(f: Fields, m: Measure, i: int, reference: str) -> str:
         arrow = "&#9650;" if change == "higher" else "&#9660;"
         return (f'<td class="beyond" data-run="{i}" data-change="{change}">{text}<br>'
                 f'<span class="mark">{arrow} {change} than {escape(reference)}, beyond noise</span></td>')
-    note = '<br><span class="small">within noise</span>' if change == "within noise" else ""
+    note = (f'<br><span class="small">{escape(change)}</span>' if change in ("within noise", "other budgets")
+            else "")
     return f'<td data-run="{i}" data-change="{change or ""}">{text}{note}</td>'
 
 
@@ -269,9 +310,15 @@ def _row_table(c: Comparison, f: Fields, row: ComparedRow) -> str:
 def comparison_html(c: Comparison) -> str:
     f = Fields(**{f"run{i}": doc for i, doc in enumerate(c.documents)})
     differences = c.differences()
+    setup = c.incomparable()
     summary = (f"<p><b>{len(differences)}</b> accurac{'y differs' if len(differences) == 1 else 'ies differ'} from the "
                "reference beyond noise.</p>" if differences else
-               "<p>No accuracy differs from the reference beyond noise.</p>")
+               "<p>No accuracy differs from the reference beyond noise"
+               + (" where the runs can be compared (see below).</p>" if setup else ".</p>"))
+    if setup:
+        summary += ('<div class="warning"><b>Not like for like:</b><ul>' + "".join(f"<li>{escape(s)}</li>" for s in setup)
+                    + "</ul>Differences between these runs are not only the models'; a row tested at other budgets "
+                    "is never marked beyond noise.</div>")
     not_tested = "".join(
         f"<li><b>{escape(r.run_dir.name)}</b>: " + ("; ".join(
             f.span(f"run{i}", pointer("not_tested", k), "text") for k in range(len(r.scorecard.not_tested)))
