@@ -79,6 +79,16 @@ def _finished_summary(path: Path, required: frozenset[str]) -> dict[str, np.ndar
         return {k: data[k] for k in data.files if k not in IMAGE_KEYS}
 
 
+def finished_summary(folder: Path) -> dict[str, np.ndarray] | None:
+    """A finished stage's per-image arrays, read from its batch files in order (None when the
+    folder holds none); images stay on disk."""
+    paths = sorted(folder.glob("batch-*.npz")) if folder.is_dir() else []
+    parts = [part for part in (_finished_summary(p, frozenset()) for p in paths) if part is not None]
+    if not parts:
+        return None
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
 def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable[[int, slice], object],
               advance: Callable[[int], None] | None = None, required: frozenset[str] = frozenset(),
               finish: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None) -> StageResult:

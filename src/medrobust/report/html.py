@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from medrobust import __version__
+from medrobust.evaluation.per_image_table import PER_IMAGE_FILE
 from medrobust.evaluation.results import METRICS_FILE
 from medrobust.evaluation.run_dir import atomic_write_bytes, atomic_write_text
 from medrobust.evaluation.scorecard import build_scorecard, write_scorecard
@@ -117,7 +118,17 @@ def _attacks(b: _Builder, c: RunContents) -> str:
         b.figure("13_perturbation_heatmaps", no_images, lambda: fi.perturbation_heatmaps(c, c.metrics.attacks)),
         b.figure("14_gradcam", "no Grad-CAM heatmaps in samples/examples.npz.", lambda: fi.gradcam(c, main)),
         "<h3>Attack parameters</h3>", tables.attack_params(c.metrics.attacks),
+        _per_image_link(c),
     ])
+
+
+def _per_image_link(c: RunContents) -> str:
+    """A link to the run's per-image table, when it has one (runs before it existed do not)."""
+    if not (c.run_dir / PER_IMAGE_FILE).is_file():
+        return ""
+    return (f'<p>Per image: <a href="{PER_IMAGE_FILE}">{PER_IMAGE_FILE}</a> in the run folder, one row per attacked '
+            "image and attack: its true class, the model's answer before and after the attack, the budget, the "
+            "defended model's answer under each defense and whether each detector flagged it.</p>")
 
 
 def _sweep(b: _Builder, c: RunContents) -> str:
