@@ -30,9 +30,20 @@ def as_display(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0.0, 1.0)
 
 
+TITLE_CHARACTERS = 26
+"""Characters per title line that fit a 2-inch picture column at 8 pt (longer lines are wrapped)."""
+
+
+def fit_title(text: str, width: int = TITLE_CHARACTERS) -> str:
+    """``text`` wrapped line by line to ``width`` characters, so neighbouring titles never overlap
+    (long file names are broken too)."""
+    return "\n".join(textwrap.fill(line, width, break_long_words=True, break_on_hyphens=False) or line
+                     for line in text.split("\n"))
+
+
 def show(ax: Axes, image: np.ndarray, title: str, colour: str = "black") -> None:
     ax.imshow(as_display(image), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_title(title, fontsize=8, color=colour)
+    ax.set_title(fit_title(title), fontsize=8, color=colour)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -44,7 +55,7 @@ def _verdict_colour(true: str, predicted: str) -> str:
 def _rows_figure(contents: RunContents, rows: list[tuple[str, np.ndarray, str]], n: int) -> Figure:
     """A grid with one row per image set (label, images, prediction key) and one column per example;
     the first row's titles also give the image and its true class."""
-    fig = new_figure(1.0 + 2.0 * n, 0.4 + 2.1 * len(rows))
+    fig = new_figure(1.0 + 2.0 * n, 0.4 + 2.5 * len(rows))  # room for titles of up to four lines
     axes = np.asarray(fig.subplots(len(rows), n, squeeze=False))
     for r, (label, images, pred_key) in enumerate(rows):
         for i in range(n):
@@ -113,7 +124,7 @@ def perturbation_heatmaps(contents: RunContents, attacks: list[AttackOutcome]) -
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"{contents.sample_id(i)} ({contents.true_label(i)})", fontsize=8)
+                ax.set_title(fit_title(f"{contents.sample_id(i)} ({contents.true_label(i)})", 22), fontsize=8)
         axes[r, 0].set_ylabel(textwrap.fill(attack.key, 16), fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes, shrink=0.8, label="perturbation / eps")

@@ -62,17 +62,26 @@ def transfer_matrix(transfer: TransferMatrix) -> ReportFigure | None:
     )
 
 
-def undefended_accuracy(defense: DefenseOutcome, metrics: RunMetrics) -> tuple[str | None, float | None]:
-    """The non-adaptive attack matching the defense's adaptive attack (the longest attack key that
-    starts it, e.g. ``pgd@8/255`` for ``pgd@8/255 BPDA``) and the undefended accuracy against it."""
-    keys = [k for k in defense.non_adaptive if defense.adaptive_attack.startswith(k)]
-    key = max(keys, key=len) if keys else None
-    if key is None:
-        return None, None
+def strongest_non_adaptive(defense: DefenseOutcome, metrics: RunMetrics) -> tuple[str | None, float | None,
+                                                                                      float | None]:
+    """At the adaptive attacker's budget: the non-adaptive attack that left the defended model the
+    lowest accuracy, that accuracy, and the undefended model's accuracy under the same attack
+    (``(None, None, None)`` when no attack ran at that budget)."""
+    budget = defense.adaptive_eps
+    keys = [k for k in defense.non_adaptive
+            if budget is None or abs(defense.non_adaptive_eps.get(k, _attack_eps(metrics, k)) - budget) < 1e-9]
+    if not keys:
+        return None, None, None
+    key = min(keys, key=lambda k: defense.non_adaptive[k])
+    undefended = defense.non_adaptive[key] - defense.non_adaptive_recovery_pp.get(key, 0.0) / 100
+    return key, defense.non_adaptive[key], undefended
+
+
+def _attack_eps(metrics: RunMetrics, key: str) -> float:
     try:
-        return key, metrics.attack(key).adversarial.accuracy
+        return metrics.attack(key).eps
     except KeyError:
-        return key, defense.non_adaptive[key] - defense.non_adaptive_recovery_pp.get(key, 0.0) / 100
+        return float("nan")
 
 
 def adaptive_defense(metrics: RunMetrics) -> ReportFigure | None:
@@ -82,17 +91,15 @@ def adaptive_defense(metrics: RunMetrics) -> ReportFigure | None:
                                       "defended, adaptive attacker": [], "defended, clean images": []}
     notes = []
     for defense in metrics.defenses:
-        key, undefended = undefended_accuracy(defense, metrics)
-        # adaptive_recovery_pp is measured against the same attack without the defense
-        if undefended is None:
+        key, ignored, undefended = strongest_non_adaptive(defense, metrics)
+        if undefended is None:  # adaptive_recovery_pp is measured against the same attack without the defense
             undefended = defense.adaptive_accuracy - defense.adaptive_recovery_pp / 100
         series["undefended, under attack"].append(100 * undefended)
-        series["defended, attacker ignores the defense"].append(
-            100 * defense.non_adaptive[key] if key is not None else float("nan"))
+        series["defended, attacker ignores the defense"].append(100 * ignored if ignored is not None else float("nan"))
         series["defended, adaptive attacker"].append(100 * defense.adaptive_accuracy)
         series["defended, clean images"].append(100 * defense.clean.accuracy)
-        notes.append(f"{defense.name}: non-adaptive {key or 'n/a'}, adaptive {defense.adaptive_attack} "
-                     f"({defense.gradient_mode} gradients)")
+        notes.append(f"{defense.name}: the attacker who ignores it is the strongest non-adaptive attack at the same "
+                     f"budget ({key or 'none ran at it'}); the adaptive one is the {defense.adaptive_attack}")
     fig = new_figure(max(6.5, 1.5 + 2.6 * len(metrics.defenses)), 3.8)
     ax = fig.add_subplot()
     grouped_bars(ax, [d.name for d in metrics.defenses], series)

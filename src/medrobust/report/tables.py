@@ -126,7 +126,7 @@ def defenses(outcomes: list[DefenseOutcome]) -> str:
                      _adaptive_accuracy(d), f"{d.adaptive_recovery_pp:+.1f}", d.gradient_mode,
                      f"{d.seconds_per_image:.3g}"])
     return table(["defense", "clean accuracy", "clean cost (pp)", "attacker ignores it: accuracy (recovery)",
-                  "adaptive attacker", "adaptive accuracy (worst case)", "adaptive recovery (pp)", "gradients",
+                  "adaptive attacker", "adaptive accuracy (worst case)", "adaptive recovery (pp)", "members (route)",
                   "s / image"], rows, "wide")
 
 
