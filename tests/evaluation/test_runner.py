@@ -34,7 +34,7 @@ TINY = {
     ],
     "defenses": ["jpeg:quality=75+tv"],
     "adaptive": {"attack": "pgd", "params": {"steps": 3}, "max_steps": 6, "square_queries": 30, "restarts": 1},
-    "detectors": {"squeeze": {"calibration_images": 30}},
+    "detectors": {"reference": {}, "squeeze": {"calibration_images": 30}},
 }
 
 
@@ -189,3 +189,30 @@ def test_report_re_reads_a_run_with_another_normal_class_and_emergency_findings(
     assert after.attacks[0].adversarial == before.attacks[0].adversarial  # nothing recomputed
     assert all(p.stat().st_mtime_ns == t for p, t in stage_files.items())
     assert "Pneumonia" in (moved / "report.html").read_text()
+
+
+def test_per_image_csv_has_a_row_per_image_and_attack_and_agrees_with_the_metrics(finished_run) -> None:
+    import csv
+
+    run_dir, _ = finished_run
+    m = read_metrics(run_dir)
+    with (run_dir / "per_image.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    keys = [a.key for a in m.attacks]
+    sweep_keys = ["sia@4/255", "pgd@2/255"]
+    assert sorted({r["attack"] for r in rows}) == sorted(keys + sweep_keys)
+    assert len(rows) == m.data["attack_images"] * len(keys + sweep_keys)
+    assert set(rows[0]) >= {"id", "true_class", "clean_prediction", "adversarial_prediction", "budget_grey_levels",
+                            "defended_prediction[jpeg:quality=75+tv]", "flagged[reference]", "flagged[squeeze]"}
+    for attack in m.attacks:  # each attack's accuracy, recomputed from the table
+        mine = [r for r in rows if r["attack"] == attack.key]
+        assert sum(int(r["adversarial_correct"]) for r in mine) / len(mine) == pytest.approx(attack.adversarial.accuracy)
+        assert {r["crafted_on"] for r in mine} == {attack.source}
+    pgd = [r for r in rows if r["attack"] == "pgd@8/255"]
+    reference = next(d for d in m.detectors if d.name == "reference")
+    assert sum(int(r["flagged[reference]"]) for r in pgd) / len(pgd) == pytest.approx(reference.detection_rate["pgd@8/255"])
+    defense = m.defenses[0]
+    assert sum(r["defended_prediction[jpeg:quality=75+tv]"] == r["true_class"] for r in pgd) / len(pgd) == \
+        pytest.approx(defense.non_adaptive["pgd@8/255"])
+    assert all(r["flagged[reference]"] == "" for r in rows if r["attack"] in sweep_keys)
+    assert 'href="per_image.csv"' in (run_dir / "report.html").read_text()

@@ -18,7 +18,8 @@ from medrobust.models.augment import AugmentConfig
 SWEEP = ["1/255", "2/255", "4/255", "8/255"]
 SETTINGS = {
     "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 10}, "eps_sweep": SWEEP}],
-    "defenses": ["jpeg+tv"], "detectors": {"reference": {}, "squeeze": {"enabled": False}},
+    "defenses": ["jpeg+tv"], "detectors": {"reference": {}},
+    "adaptive": {"eps_sweep": SWEEP, "portfolio": ["unrolled", "transfer"], "restarts": 1, "max_steps": 20},
     "attack_images": 60, "data": {"size": 32},
 }
 DATA = "phantom:seed=7,per_class=20"  # 60 phantoms none of the models trained on
@@ -60,6 +61,8 @@ def test_the_adaptive_row_never_reads_better_than_the_non_adaptive_one(scorecard
     for card in cards.values():
         plain = card.row("non-adaptive")
         adaptive = card.row("adaptive")
+        # both measured on the undefended model's grid (the sweep's images defended; the portfolio at each budget)
+        assert [p.grey_levels for p in plain.points] == [p.grey_levels for p in adaptive.points] == [1, 2, 4, 8]
         assert adaptive.score <= plain.score
         assert [p.accuracy for p in adaptive.points][-1] <= [p.accuracy for p in plain.points][-1]
 
@@ -77,7 +80,8 @@ def test_schema_and_missing_evidence(scorecards) -> None:
     assert row.dangerous_flip_rate is not None and "of" in row.dangerous_flips_text
     assert [d.detector for d in row.detection] == ["reference"]
     missing = " ".join(cards["normal"].not_tested)
-    assert "no surrogate given" in missing and "Square" in missing
+    assert "no surrogate given" in missing and "Square" in missing and "squeeze detector: not tested (not configured)" \
+        in missing
     assert {r.threat_model for r in cards["normal"].rows} == {"white-box", "non-adaptive", "adaptive"}
     metrics = json.loads((root / "normal" / "metrics.json").read_text())
     assert metrics["robustness_score"]["value"] == pytest.approx(round(cards["normal"].overall, 1))
@@ -106,7 +110,8 @@ def test_a_model_without_skill_gets_no_score_not_a_perfect_one(tmp_path) -> None
     card = read_scorecard(tmp_path / "run")
     assert card.overall is None and card.overall_text.startswith("not assessed: clean accuracy 33.3%")
     assert "always answering" in card.overall_text and card.rows
-    assert all(row.score is None and row.score_text == card.overall_text for row in card.rows)
+    assert all(row.score is None and row.score_text.startswith("not assessed: the model does not tell") for row in card.rows)
+    assert card.overall_text not in card.not_tested  # said once, as the overall score
     assert metrics.robustness_score.value is None
 
 
@@ -123,3 +128,22 @@ def test_no_skill_compares_with_the_most_frequent_class() -> None:
     assert "always answering Normal" in no_skill(report([[90, 0], [10, 0]]))
     assert no_skill(report([[6, 4], [4, 6]])) is not None  # 60% of 20: the interval reaches 50%
     assert no_skill(report([[45, 5], [5, 45]])) is None  # 90% of 100 on balanced data
+
+
+def test_a_row_tested_at_one_budget_gets_no_score_and_no_interpolated_half_budget() -> None:
+    """Tested only at 8/255, a model at 0% there would score exactly 50 (the straight line from its
+    clean accuracy) and "half accuracy at 4.00 grey levels", whatever it does below 8/255."""
+    from medrobust.evaluation.scorecard import _row
+
+    class _Metrics:  # only what _row reads
+        detectors: list = []
+
+    row = _row("white-box", "w", 0.9, 50, [(8 / 255, 0.0, "pgd@8/255")], 8 / 255, None, _Metrics(),
+               flips_override="n/a")
+    assert row.score is None
+    assert row.score_text == "not defined: tested at fewer than 3 budgets up to 8/255 (only 8/255)"
+    assert row.half_accuracy_budget is None and row.half_accuracy_text.startswith("between 0 and 8 grey levels")
+    swept = _row("white-box", "w", 0.9, 50, [(e / 255, 0.0, f"pgd@{e}/255") for e in (1, 2, 4, 8)], 8 / 255, None,
+                 _Metrics(), flips_override="n/a")
+    assert swept.score == pytest.approx(100 * (0.5 / 255 * 0.9) / (0.9 * 8 / 255))  # the triangle up to 1/255
+    assert swept.half_accuracy_text == "0.50 grey levels"

@@ -63,7 +63,7 @@ def _config(tmp_path: Path, source: Path, model: Path, **data) -> dict:
         "data": {"source": str(source), "size": SIZE, **data},
         "model": {"load": {"path": str(model)}},
         "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 4}}],
-        "defenses": [], "detectors": {"squeeze": {"squeezers": ["bits:bits=5"], "folds": 3}},
+        "defenses": [], "detectors": {"reference": {}, "squeeze": {"squeezers": ["bits:bits=5"], "folds": 3}},
     }
 
 
@@ -208,7 +208,7 @@ def test_a_missing_model_class_needs_an_explicit_map(vendor_model, tmp_path) -> 
     assert result.exit_code == 2 and "['Pneumothorax'] have no data" in result.output
     # a 3-class model on 2-class data, mapped explicitly
     cfg = _config(tmp_path, source, vendor_model, class_map={"PNEU": "Pneumonia"})
-    cfg["detectors"] = {"squeeze": {"enabled": False}}
+    cfg["detectors"] = {"reference": {}}
     result = _run(tmp_path, cfg)
     assert result.exit_code == 0, result.output
     m = read_metrics(tmp_path / "runs" / "vendor")
@@ -286,7 +286,7 @@ def test_metrics_with_undefined_rates_read_back_and_report(tmp_path) -> None:
     model = save_checkpoint(net, tmp_path / "model")
     source = _folder(tmp_path / "images", {"Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax"}, per_class=3)
     cfg = _config(tmp_path, source, model, class_map={"Pneumonia": "Pneumonia"})
-    cfg["detectors"] = {"squeeze": {"enabled": False}}
+    cfg["detectors"] = {"reference": {}}
     result = _run(tmp_path, cfg)
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "vendor"
@@ -382,3 +382,42 @@ def test_a_run_folder_is_not_resumed_on_changed_images(vendor_model, tmp_path) -
     assert result.exit_code == 0, result.output
     (source / "NORMAL" / "extra.png").write_bytes(victim.read_bytes())  # an image added
     assert "images changed" in _run(tmp_path, cfg).output
+
+
+def test_only_the_configured_detectors_run(vendor_model, tmp_path) -> None:
+    """``detectors: {reference: {}}`` runs the reference detector alone; the scorecard says the
+    squeeze detector was not tested because it was not configured."""
+    from medrobust.evaluation.scorecard import read_scorecard
+
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    cfg = _config(tmp_path, source, vendor_model)
+    cfg["detectors"] = {"reference": {}}
+    result = _run(tmp_path, cfg)
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "vendor"
+    assert [d.name for d in read_metrics(run_dir).detectors] == ["reference"]
+    assert "detector squeeze" not in result.output
+    not_tested = read_scorecard(run_dir).not_tested
+    assert "the reference-free squeeze detector: not tested (not configured)" in not_tested
+    assert not any("reference detector" in line for line in not_tested)
+
+
+def test_the_data_size_follows_the_model_and_a_set_mismatch_is_said(vendor_model, tmp_path) -> None:
+    """A configuration without data.size reads the images at the model's input size (it used to
+    read them at 64 px whatever the model took); a size the user set that differs is stated."""
+    source = _folder(tmp_path / "images", CAPITALS, per_class=2)
+    cfg = _config(tmp_path, source, vendor_model)
+    cfg["detectors"] = {}
+    del cfg["data"]["size"]
+    assert _run(tmp_path, cfg).exit_code == 0
+    run_dir = tmp_path / "runs" / "vendor"
+    m = read_metrics(run_dir)
+    assert m.data["size"] == SIZE and m.config["data"]["size"] == SIZE
+    assert not any("resized by the model" in n for n in m.data["notes"])
+    cfg["data"]["size"] = 48
+    cfg["name"] = "vendor-48"
+    result = _run(tmp_path, cfg)
+    assert result.exit_code == 0, result.output
+    notes = read_metrics(tmp_path / "runs" / "vendor-48").data["notes"]
+    assert any(f"read at 48 x 48 px (data.size) and resized by the model to its input size {SIZE} x {SIZE}" in n
+               for n in notes)

@@ -42,6 +42,19 @@ def _flips(a) -> str:
             + (f", {emergencies} missed emergenc{'ies' if emergencies != 1 else 'y'}" if emergencies else "") + ")")
 
 
+def _member_label(m) -> str:
+    """An adaptive portfolio member's name and what it ran, in a few words."""
+    if m.name == "transfer":
+        return f"transfer ({', '.join(m.runs)} from the undefended model, per-image worst case)"
+    if m.name == "square":
+        return "square (queries to the defended model)"
+    return f"{m.name} ({'gradients' if m.gradient_based else 'no gradients'})"
+
+
+def _eps(eps: float | None) -> str:
+    return "its budget" if eps is None else f"{eps * 255:.3g}/255"
+
+
 def _scorecard(metrics, run_dir: Path | None):
     """The run's scorecard.json when it is there, else computed from the metrics."""
     from medrobust.evaluation.scorecard import build_scorecard, read_scorecard
@@ -68,15 +81,21 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row("dangerous flips", "not assessed (see below)")
     for a in metrics.attacks:
         table.add_row(f"{a.key}", f"{_pct(a.clean.accuracy)} -> {_pct(a.adversarial.accuracy)}" + _flips(a))
+    attack_keys = {a.key for a in metrics.attacks}
     for d in metrics.defenses:
         table.add_row(f"defense {d.name}: clean cost", f"{d.clean_cost_pp:+.1f} pp")
         for key, acc in d.non_adaptive.items():
-            table.add_row(f"  {key} through the defense (non-adaptive)", _pct(acc))
+            if key in attack_keys:  # the sweeps' other budgets are in the scorecard row below
+                table.add_row(f"  {key} through the defense (non-adaptive)", _pct(acc))
         for m in d.adaptive_members:
-            table.add_row(f"  adaptive: {m.name}", _pct(m.accuracy) if m.accuracy is not None else "not run")
+            if m.name == "transfer" and len(m.runs) == 1 and m.runs[0] in d.non_adaptive:
+                continue  # the non-adaptive line above, by another name
+            table.add_row(f"  adaptive: {_member_label(m)}", _pct(m.accuracy) if m.accuracy is not None else "not run")
         flag = (" [bold red]possible gradient masking[/bold red]" if d.gradient_masking else
                 "" if d.gradient_masking_assessed else " (gradient masking not assessed)")
-        table.add_row(f"  [bold]adaptive, worst case{f' of {len(d.adaptive_members)}' if d.adaptive_members else ''}[/bold]",
+        ran = [m.name for m in d.adaptive_members if m.accuracy is not None]
+        members = f" of {len(ran)} ({', '.join(ran)})" if ran else ""
+        table.add_row(f"  [bold]adaptive, worst case{members} at {_eps(d.adaptive_eps)}[/bold]",
                       f"[bold]{_pct(d.adaptive_accuracy)}[/bold]{flag}")
     for det in metrics.detectors:
         rates = ", ".join(f"{k}: {_pct(v)}" for k, v in det.detection_rate.items() if " from " not in k)

@@ -53,8 +53,10 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the images come from and how their classes are read.
 
-    ``split``: ``test`` makes every image a test image (the default when the model is loaded
-    and nothing needs training); (train, val, test) fractions otherwise. ``class_map``:
+    ``size``: the side images are read at; left out, the loaded model's own input size (224 for
+    a model that takes any size; 64 for a model trained in the run), so a model is never tested
+    on images it must upscale. ``split``: ``test`` makes every image a test image (the default
+    when the model is loaded and nothing needs training); (train, val, test) fractions otherwise. ``class_map``:
     {data class (folder name): model class} for names that differ, or to evaluate a model on
     a subset of its classes. ``normal_class``: the class meaning "nothing found" (found by name
     when left out: normal, no finding, negative, healthy, ...). ``emergency_findings``: the
@@ -62,7 +64,7 @@ class DataConfig(_Section):
     """
 
     source: str = "phantom"  # phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz
-    size: int = Field(64, ge=16, le=1024)
+    size: int | None = Field(None, ge=16, le=1024)  # None: the loaded model's input size (224 if it takes any), else 64
     per_class: int = Field(300, ge=2)  # phantom only
     phantom_seed: int = 0
     split: Literal["test"] | tuple[float, float, float] | None = None  # None: resolved (see ExperimentConfig)
@@ -171,6 +173,8 @@ class AdaptiveConfig(_Section):
     max_eot_samples: int = Field(80, ge=1)
     square_queries: int = Field(1000, ge=1)
     masking_eps: float | None = 64 / 255
+    eps_sweep: list[float] = Field(default_factory=list)  # further budgets the portfolio runs at (the effort the
+    # main budget's checks reached), so a defense's adaptive row is measured on a grid like the attacks' sweeps
 
     @field_validator("portfolio")
     @classmethod
@@ -181,6 +185,11 @@ class AdaptiveConfig(_Section):
     @classmethod
     def _number(cls, value: Any) -> Any:
         return parse_number(value) if isinstance(value, str) else value
+
+    @field_validator("eps_sweep", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        return [parse_number(v) for v in value] if isinstance(value, list) else value
 
 
 class ReferenceDetectorConfig(_Section):
@@ -200,8 +209,20 @@ class SqueezeDetectorConfig(_Section):
 
 
 class DetectorsConfig(_Section):
-    reference: ReferenceDetectorConfig = Field(default_factory=ReferenceDetectorConfig)
-    squeeze: SqueezeDetectorConfig = Field(default_factory=SqueezeDetectorConfig)
+    """The detectors to run: each runs only when it is listed (``reference: {}`` runs the study's
+    detector with its defaults) and not ``enabled: false``; a preset lists the ones it runs.
+    Nothing listed: no detector runs, and the report says detection was not tested."""
+
+    reference: ReferenceDetectorConfig | None = None
+    squeeze: SqueezeDetectorConfig | None = None
+
+    @property
+    def runs_reference(self) -> bool:
+        return self.reference is not None and self.reference.enabled
+
+    @property
+    def runs_squeeze(self) -> bool:
+        return self.squeeze is not None and self.squeeze.enabled
 
 
 class ExecutionConfig(_Section):
@@ -347,11 +368,11 @@ class ExperimentConfig(_Section):
             check(f"defenses[{i}]", lambda spec=spec: build_defense(spec))
         if self.defenses and self.adaptive.enabled:
             check("adaptive", lambda: build_attack(self.adaptive.attack, **self.adaptive.params))
-        if self.detectors.squeeze.enabled:
+        squeeze = self.detectors.squeeze
+        if squeeze is not None and squeeze.enabled:
             from medrobust.detection.squeeze import SqueezeDetector
 
-            check("detectors.squeeze", lambda: SqueezeDetector(self.detectors.squeeze.squeezers,
-                                                               target_fpr=self.detectors.squeeze.target_fpr))
+            check("detectors.squeeze", lambda: SqueezeDetector(squeeze.squeezers, target_fpr=squeeze.target_fpr))
         for who, m in [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]:
             if m.train is not None and m.train.adversarial:
                 check(f"{who}.train.adversarial", lambda m=m: build_attack(m.train.adversarial))

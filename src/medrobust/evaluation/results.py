@@ -130,6 +130,7 @@ class DefenseOutcome(_Model):
     clean: ClassificationReport
     clean_cost_pp: float  # undefended minus defended clean accuracy, in points
     non_adaptive: dict[str, float]  # attack key -> accuracy of the defended model on that attack's images
+    non_adaptive_eps: dict[str, float] = Field(default_factory=dict)  # attack key -> its budget (sweeps included)
     non_adaptive_recovery_pp: dict[str, float]  # attack key -> defended minus undefended accuracy, points
     non_adaptive_reports: dict[str, ClassificationReport] = Field(default_factory=dict)  # attack key -> report
     adaptive_attack: str  # what the figure is over, e.g. "worst case of 2 adaptive attacks at 8/255 (unrolled, transfer)"
@@ -138,6 +139,7 @@ class DefenseOutcome(_Model):
     gradient_mode: str  # how the adaptive attacker went through the defense, e.g. "unrolled+eot(20), smooth, queries, transfer"
     seconds_per_image: float
     adaptive_eps: float | None = None
+    adaptive_sweep: list[SweepPoint] = Field(default_factory=list)  # the worst case at each budget of the grid
     adaptive_members: list[AdaptiveMember] = Field(default_factory=list)
     adaptive_checks: list[ConvergenceCheck] = Field(default_factory=list)
     masking_eps: float | None = None  # the large budget of the masking check

@@ -24,6 +24,9 @@ from collections.abc import Sequence
 
 AUC_BUDGET = 8 / 255
 """The budget up to which the area under the accuracy curve is taken (8 grey levels)."""
+MIN_SCORED_BUDGETS = 3
+"""Budgets in (0, AUC_BUDGET] a curve needs before its area is a score: tested at 8/255 alone, any
+model at 0% there would score 50 (the straight line from the clean accuracy), whatever it does below."""
 
 
 def lower_envelope(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -251,6 +251,25 @@ class Runner:
             return dataset.all_in_split("test")
         return dataset
 
+    def resolve_size(self, model: nn.Module | None) -> None:
+        """``data.size`` left out: the model's input size (224 if it takes any size; 64 for a
+        model trained here). Set to another size than the model's: said, since the model then
+        resizes every image (an upscaled image may be all one class to it)."""
+        d = self.config.data
+        fixed = getattr(model, "input_size", None) if model is not None else None
+        side = fixed[0] if fixed and fixed[0] == fixed[1] else None
+        if d.size is None:
+            size = (side or 224) if model is not None else 64
+            self.config = self.config.model_copy(update={"data": d.model_copy(update={"size": size})})
+            log.info("data.size not set: images are read at %d px (%s)", size,
+                     "the model's input size" if side else "a model that takes any size" if model is not None
+                     else "the size a model trained here is built for")
+        elif fixed and tuple(fixed) != (d.size, d.size):
+            note = (f"images were read at {d.size} x {d.size} px (data.size) and resized by the model to its input "
+                    f"size {fixed[0]} x {fixed[1]}: its accuracy here may be lower than on images of its own size")
+            self.notes.append(note)
+            log.warning("%s", note)
+
     def load_model(self, cfg: ModelConfig, name: str) -> nn.Module:
         """A user's model (``cfg.load``), on the run's device."""
         from medrobust.models.loading import load_classifier
@@ -386,9 +405,10 @@ class Runner:
         start = time.perf_counter()
         cfg = self.config
         cfg.check_components()
-        dataset = self.open_data()
         loaded = self.given_model.to(self.device).eval() if self.given_model is not None else (
             self.load_model(cfg.model, "model") if cfg.model.load is not None else None)
+        self.resolve_size(loaded)
+        dataset = self.open_data()
         self.resolve_classes(dataset, loaded)
         loaded_surrogates = {s.name: self.load_model(s, f"surrogate {s.name}") for s in cfg.surrogates
                              if s.load is not None}
@@ -532,6 +552,8 @@ class Runner:
         defenses = self._defenses(inputs, y_np, clean_pred, white, bool(getattr(model, "differentiable", True)))
         detectors = self._detection(model, parts, inputs, white)
         self._samples(model, inputs, y_np, white)
+        self._per_image_table(inputs, clean_pred, [*white, *self.sweep_runs, *transferred],
+                              [d.name for d in detectors], [r.key for r in white])
 
         skipped = sorted(set(self.skipped))
         atomic_write_text(self.dir / SKIPPED_FILE, "".join(f"{line}\n" for line in skipped))
@@ -595,6 +617,7 @@ class Runner:
         transferred: list[AttackRun] = []
         outcomes: list[AttackOutcome] = []
         sweeps: dict[str, list] = {}
+        self.sweep_runs: list[AttackRun] = []  # the sweeps' other budgets (the defenses score their images too)
         n = len(y_np)
         for acfg in cfg.attacks:
             params = {**acfg.params, "seed": acfg.params.get("seed", cfg.seed)}
@@ -624,6 +647,7 @@ class Runner:
                         continue
                     runs.append(self._attack(skey, acfg.name, {**params, "eps": e}, inputs, f"{skey} sweep",
                                              allow_large_eps=acfg.allow_large_eps))
+                    self.sweep_runs.append(runs[-1])
                 sweeps[acfg.name] = sweep_points(runs, y_np)
         return white, transferred, outcomes, sweeps
 
@@ -671,13 +695,13 @@ class Runner:
             attack=adaptive.attack, params=dict(adaptive.params), eps=eps, portfolio=tuple(adaptive.portfolio),
             restarts=adaptive.restarts, max_steps=adaptive.max_steps, eot_samples=adaptive.eot_samples,
             max_eot_samples=adaptive.max_eot_samples, square_queries=queries, masking_eps=adaptive.masking_eps,
-            differentiable_model=differentiable)
+            differentiable_model=differentiable, eps_sweep=tuple(adaptive.eps_sweep))
         outcomes: list[DefenseOutcome] = []
         for spec in cfg.defenses:
             t0 = time.perf_counter()
-            with self.progress.stage(f"defense {spec}", len(y_np)) as bar:
-                outcome = defense_outcome(self.engine, spec, y_np, clean_pred, inputs, white, settings, plain,
-                                          self.stages / "defenses", cfg.batch_size, cfg.seed, self.classes, bar.advance)
+            outcome = defense_outcome(self.engine, spec, y_np, clean_pred, inputs, white + self.sweep_runs, settings,
+                                      plain, self.stages / "defenses", cfg.batch_size, cfg.seed, self.classes,
+                                      self.progress)  # a progress stage per attack run: counts never overflow
             self.timings[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / len(y_np)
             outcomes.append(outcome)
         return outcomes
@@ -686,11 +710,13 @@ class Runner:
         from medrobust.evaluation.stage_detection import detection_stage, detector_outcome
 
         cfg = self.config.detectors
-        if not white or not (cfg.reference.enabled or cfg.squeeze.enabled):
+        if not white or not (cfg.runs_reference or cfg.runs_squeeze):
             return []
         out = []
         bs, seed = self.config.batch_size, self.config.seed
-        if cfg.reference.enabled:
+        if cfg.runs_reference:
+            assert cfg.reference is not None
+
             def compute_reference():
                 from medrobust.detection.reference import ReferenceDetector
 
@@ -702,7 +728,9 @@ class Runner:
                 return detector_outcome("reference", det, stage, white).model_dump()
 
             out.append(DetectorOutcome.model_validate(self._stage_json("detection-reference", compute_reference)))
-        if cfg.squeeze.enabled:
+        if cfg.runs_squeeze:
+            assert cfg.squeeze is not None
+
             def compute_squeeze():
                 from medrobust.detection.squeeze import SqueezeDetector
                 from medrobust.evaluation.stage_detection import (
@@ -744,6 +772,29 @@ class Runner:
 
             out.append(DetectorOutcome.model_validate(self._stage_json("detection-squeeze", compute_squeeze)))
         return out
+
+    def _per_image_table(self, inputs, clean_pred: np.ndarray, runs: list[AttackRun], detectors: list[str],
+                         judged: list[str]) -> None:
+        """``per_image.csv`` from the stored stages (:mod:`medrobust.evaluation.per_image_table`);
+        ``judged``: the attack keys the detectors judged, in their stage's order."""
+        from medrobust.detection.benign import BENIGN_CHANGES
+        from medrobust.evaluation.batches import finished_summary
+        from medrobust.evaluation.per_image_table import PER_IMAGE_FILE, AttackColumns, per_image_csv
+
+        flags = {name: finished_summary(self.stages / "detection" / name) for name in detectors}
+        columns = []
+        for run in runs:
+            defended = {spec: summary["pred"] for spec in self.config.defenses if (summary := finished_summary(
+                self.stages / "defenses" / array_key(spec) / array_key(run.key))) is not None}
+            flagged = {}
+            if run.key in judged:
+                i = 1 + len(BENIGN_CHANGES) + judged.index(run.key)
+                flagged = {name: f[f"s{i}__flags"] for name, f in flags.items() if f is not None and f"s{i}__flags" in f}
+            columns.append(AttackColumns(key=run.key, source=run.source, eps=run.eps, pred=run.pred, defended=defended,
+                                         flagged=flagged))
+        text = per_image_csv(inputs.summary["ids"], inputs.summary["labels"], clean_pred, self.classes, columns,
+                             list(self.config.defenses), detectors)
+        atomic_write_text(self.dir / PER_IMAGE_FILE, text)
 
     def _first_readable(self, dataset, limit: int) -> torch.Tensor:
         """Up to ``limit`` readable images of ``dataset`` (8-bit grid), read batch by batch."""

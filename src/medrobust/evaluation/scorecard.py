@@ -33,24 +33,35 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medrobust.components import eps_label
 from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
-from medrobust.evaluation.results import AttackOutcome, ClassificationReport, RunMetrics
-from medrobust.evaluation.robustness_curve import AUC_BUDGET, half_accuracy_budget, normalised_auc, wilson_interval
+from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
+from medrobust.evaluation.robustness_curve import (
+    AUC_BUDGET,
+    MIN_SCORED_BUDGETS,
+    half_accuracy_budget,
+    normalised_auc,
+    wilson_interval,
+)
 
 SCHEMA_VERSION = 1
 SCORECARD_FILE = "scorecard.json"
 QUERY_ATTACKS = frozenset({"square"})
+NO_SKILL_ROW = "not assessed: the model does not tell the classes apart (see the overall score)"
 
 DEFINITIONS = {
     "score": ("Robustness score = 100 x (area under accuracy versus L-inf budget from 0 to 8/255) / (clean accuracy "
               "x 8/255); 100: accuracy never falls, 0: it is zero at once. The curve joins the tested budgets by "
-              "straight lines from the clean accuracy at 0, each point the lowest accuracy at that budget or below."),
+              "straight lines from the clean accuracy at 0, each point the lowest accuracy at that budget or below; "
+              "a row tested at fewer than three budgets up to 8/255 gets no score (its area would be the straight "
+              "line's)."),
     "overall": "Overall = the lowest score among the undefended model's threat models (the attacker picks the best).",
     "half_accuracy_budget": ("Half-accuracy budget = the smallest L-inf budget, in grey levels of the stored 8-bit "
                              "image, at which accuracy falls to half of clean or below (interpolated)."),
     "dangerous_flip_rate": ("Dangerous-flip rate = images with a finding, correct before the attack, that the "
                             "strongest attack at the main budget made the model call normal, over those images."),
-    "detection_rate": ("Detection rate = attacked images a detector flags, at the false-alarm rate on clean "
-                       "images its threshold was calibrated to."),
+    "detection_rate": ("Detection rate = attacked images a detector flags, beside its false-alarm rate: the "
+                       "worst over clean images and the benign changes a pipeline makes (re-encoding, re-windowing, "
+                       "resizing); a detector whose ROC-AUC is at or below 0.5, or that flags no more attacked images "
+                       "than benign ones, is marked no better than chance."),
     "interval": "Accuracies carry a 95% Wilson score interval over the images tested.",
 }
 
@@ -71,8 +82,11 @@ class DetectorRate(_Model):
     detector: str
     attack: str
     detection_rate: float
-    false_alarm_rate: float  # on the clean images
+    false_alarm_rate: float  # the worst over the clean images and every benign change (re-encoding, resizing, ...)
+    false_alarms_on: str = "clean images"  # where that worst false-alarm rate was measured
+    roc_auc: float | None = None  # clean vs attacked (0.5: chance)
     calibration: str
+    note: str | None = None  # e.g. "no better than chance" (ROC-AUC at or below 0.5, or flags no more attacks than alarms)
 
 
 class ThreatRow(_Model):
@@ -147,21 +161,27 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
     curve = [(e, a) for e, (a, _) in sorted(envelope.items())]
     score = normalised_auc(clean, curve)
     largest = max(envelope) if envelope else 0.0
+    scored = sorted(e for e in envelope if e <= AUC_BUDGET + 1e-9)
+    coarse = len(scored) < MIN_SCORED_BUDGETS
     if score is None:
         score_text = ("not defined: clean accuracy is 0" if clean <= 0 else
                       f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255")
+    elif coarse:  # the area would be the straight line's, whatever the model does in between
+        score = None
+        score_text = (f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to 8/255 (only "
+                      f"{', '.join(eps_label(e) for e in scored)})")
     else:
         score_text = f"{score:.1f} / 100"
     half = half_accuracy_budget(clean, curve)
     half_text = (f"{half * 255:.2f} grey levels" if half is not None else
                  "not defined (clean accuracy 0)" if clean <= 0 else f"> {largest * 255:.3g} (the largest tested)")
+    if half is not None and coarse:  # only the tested budgets around it are known (accuracy cannot rise with eps)
+        below = max((e for e, (a, _) in envelope.items() if e < half and a > clean / 2), default=0.0)
+        above = min(e for e, (a, _) in envelope.items() if e >= half)
+        half, half_text = None, f"between {below * 255:.3g} and {above * 255:.3g} grey levels (not resolved: too few budgets)"
     flip_rate, flip_text = (None, flips_override) if flips_override else _flip_rate(strongest)
-    detection = []
-    for det in metrics.detectors:
-        for key in detector_keys or []:
-            if key in det.detection_rate:
-                detection.append(DetectorRate(detector=det.name, attack=key, detection_rate=det.detection_rate[key],
-                                              false_alarm_rate=det.fpr_clean, calibration=det.calibration))
+    detection = [detector_rate(det, key) for det in metrics.detectors for key in detector_keys or []
+                 if key in det.detection_rate]
     return ThreatRow(
         threat_model=threat_model, label=label, attacks=sorted({k for _, _, k in points}), n_images=n,
         clean_accuracy=clean, clean_interval=_interval(clean, n),
@@ -170,6 +190,24 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
         main_eps=main_eps, half_accuracy_budget=None if half is None else half * 255, half_accuracy_text=half_text,
         dangerous_flip_rate=flip_rate, dangerous_flips_text=flip_text, detection=detection, score=score,
         score_text=score_text)
+
+
+def detector_rate(det: DetectorOutcome, key: str) -> DetectorRate:
+    """A detector's figure on attack ``key``: its detection rate beside its worst false-alarm rate
+    (clean images judged against themselves cost a reference detector nothing; a benign resize may
+    cost it a third), and "no better than chance" when its ROC-AUC is at or below 0.5 or it flags
+    no larger share of attacked images than of benign ones."""
+    alarms = {"clean images": det.fpr_clean, **{f"benign change: {k}": v for k, v in det.fpr_benign.items()}}
+    worst = max(alarms, key=alarms.__getitem__)
+    auc = det.roc_auc.get(key)
+    rate = det.detection_rate[key]
+    note = None
+    if (auc is not None and auc <= 0.5) or rate <= alarms[worst]:
+        note = (f"no better than chance: ROC-AUC {auc:.2f}" if auc is not None and auc <= 0.5 else
+                f"no better than chance: it flags {rate:.1%} of attacked images and {alarms[worst]:.1%} of "
+                f"{worst.removeprefix('benign change: ')} images")
+    return DetectorRate(detector=det.name, attack=key, detection_rate=rate, false_alarm_rate=alarms[worst],
+                        false_alarms_on=worst, roc_auc=auc, calibration=det.calibration, note=note)
 
 
 def _strongest(outcomes: list[AttackOutcome], eps: float) -> AttackOutcome | None:
@@ -231,15 +269,20 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         not_tested.append("transfer attacker without model access: not tested (no surrogate given)")
     by_key = {o.key: o for o in metrics.attacks}
     for d in metrics.defenses:
-        plain = [(by_key[k].eps, acc, k) for k, acc in d.non_adaptive.items() if k in by_key and by_key[k].eps > 0
-                 and by_key[k].source == "white-box"]
+        plain = [(d.non_adaptive_eps[k] if k in d.non_adaptive_eps else by_key[k].eps, acc, k)
+                 for k, acc in d.non_adaptive.items()
+                 if k in d.non_adaptive_eps or (k in by_key and by_key[k].source == "white-box")]
+        plain = [p for p in plain if p[0] > 0]
         adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else _eps_of(d.adaptive_attack, plain)
         note = "not assessed through the defense"
         if plain:
-            main = _main_eps([by_key[k] for _, _, k in plain])
+            main = _main_eps([by_key[k] for _, _, k in plain if k in by_key]) if any(k in by_key for _, _, k in plain) \
+                else adaptive_eps
             rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
                              None, metrics, flips_override=note))
-        adaptive = [*plain, (adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]  # the worst case over the portfolio
+        worst = [(p.eps, p.accuracy, f"adaptive worst case@{eps_label(p.eps)}") for p in d.adaptive_sweep] \
+            or [(adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]
+        adaptive = [*plain, *worst]  # the worst case over the portfolio, at each budget it ran
         how = "worst case" if d.adaptive_members else d.gradient_mode  # the members: the row's attacks
         row = _row("adaptive", f"{d.name}, adaptive attacker ({how})", d.clean.accuracy, n, adaptive, adaptive_eps, None,
                    metrics, flips_override=note)
@@ -250,16 +293,14 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         rows.append(row)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
-    if not metrics.detectors:
-        not_tested.append("detectors: not tested")
+    not_tested += _detectors_not_run(metrics)
     undefended = [r.score for r in rows if r.threat_model in ("white-box", "transfer", "query") and r.score is not None]
     overall = min(undefended) if undefended else None
     unskilled = no_skill(metrics.baseline)
     if unskilled is not None:  # robustness of a model that cannot classify is no robustness at all
         for row in rows:
-            row.score, row.score_text = None, unskilled
+            row.score, row.score_text = None, NO_SKILL_ROW
         overall = None
-        not_tested.insert(0, unskilled)
     return Scorecard(
         run=metrics.name, created=metrics.created, medrobust_version=metrics.medrobust_version,
         seed=metrics.config.get("seed"), model={k: v for k, v in metrics.model.items() if k in (
@@ -268,7 +309,27 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
                                                "normal_class")},
         rows=rows, not_tested=not_tested, overall=overall,
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
-        "model was tested up to 8/255", definitions=DEFINITIONS)
+        f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255", definitions=DEFINITIONS)
+
+
+DETECTOR_NAMES = {"reference": "the study's reference detector (needs the original image)",
+                  "squeeze": "the reference-free squeeze detector"}
+
+
+def _detectors_not_run(metrics: RunMetrics) -> list[str]:
+    """One line per detector that did not run, saying why (not configured, or no attack to detect)."""
+    ran = {d.name for d in metrics.detectors}
+    configured = metrics.config.get("detectors") or {}
+    out = []
+    for name, what in DETECTOR_NAMES.items():
+        if name in ran:
+            continue
+        section = configured.get(name)
+        if section is None or not section.get("enabled", True):
+            out.append(f"{what}: not tested (not configured)")
+        else:
+            out.append(f"{what}: not tested (no white-box attack ran whose images it could judge)")
+    return out
 
 
 def no_skill(baseline: ClassificationReport) -> str | None:

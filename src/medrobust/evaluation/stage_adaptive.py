@@ -21,6 +21,7 @@ from medrobust.evaluation.adaptive_portfolio import (
     masking_reasons,
     worst_case,
 )
+from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import AdaptiveMember, ConvergenceCheck
 from medrobust.evaluation.stage_attacks import AttackRun, run_attack_stage
 from medrobust.evaluation.units import ModelRef
@@ -44,6 +45,7 @@ class AdaptiveSettings:
     square_queries: int = 1000
     masking_eps: float | None = 64 / 255
     differentiable_model: bool = True
+    eps_sweep: tuple[float, ...] = ()  # further budgets the portfolio runs at, with the effort ``eps``'s checks reached
 
 
 @dataclass
@@ -58,6 +60,7 @@ class AdaptiveResult:
     masking: list[str]
     masking_assessed: bool
     gradient_mode: str
+    effort: tuple[int, int] = (1, 1)  # the (steps, EOT draws) the checks reached
 
 
 def _check(check: DoublingCheck) -> ConvergenceCheck:
@@ -67,11 +70,17 @@ def _check(check: DoublingCheck) -> ConvergenceCheck:
 
 def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, clean_pred: np.ndarray,
                   target: ModelRef, inputs, transfer: dict[str, np.ndarray], stage_root: Path, batch_size: int,
-                  seed: int, advance=None) -> AdaptiveResult:
-    """Run the portfolio against defense ``spec``. ``clean_pred``: the defended model's decisions
-    on the clean images; ``target``: the defended model as evaluated (its decisions count);
-    ``transfer``: {key: the defended model's decisions on images crafted on the undefended model
-    at ``settings.eps``}; ``inputs``: the clean attack subset."""
+                  seed: int, progress: Progress | None = None, eps: float | None = None,
+                  effort: tuple[int, int] | None = None) -> AdaptiveResult:
+    """Run the portfolio against defense ``spec`` at budget ``eps`` (default ``settings.eps``).
+    ``clean_pred``: the defended model's decisions on the clean images; ``target``: the defended
+    model as evaluated (its decisions count); ``transfer``: {key: the defended model's decisions
+    on images crafted on the undefended model at that budget}; ``inputs``: the clean attack subset.
+    ``effort``: (steps, EOT draws) reached by the checks at the main budget: given, the gradient
+    members run with it (one start each) and neither the doubling checks nor the masking check run
+    again (a sweep budget)."""
+    budget = settings.eps if eps is None else eps
+    progress = progress or SilentProgress()
     from medrobust.attacks.registry import attack_parameters, build_attack
     from medrobust.defenses.defended import DEFAULT_EOT_SAMPLES, defense_routes, gradient_route
     from medrobust.defenses.registry import build_defense
@@ -89,7 +98,7 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
         return run.pred == y
 
     def gradient_run(member: str, steps: int, draws: int, restart: int = 0, eps: float | None = None) -> AttackRun:
-        eps = settings.eps if eps is None else eps
+        eps = budget if eps is None else eps
         run_seed = seed + restart * RESTART_SEED_STRIDE
         params = {**base, "eps": eps, "seed": run_seed}
         if has_steps:
@@ -100,8 +109,9 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
                + (f" eot {draws}" if defense.randomized else "") + (f" restart {restart}" if restart else "")
                + f" vs {spec}")
         crafter = ModelRef("model", defense=spec, eot_samples=draws, gradient=member)
-        return run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs, batch_size,
-                                run_seed, advance, allow_large_eps=True, source=f"adaptive vs {spec}")
+        with progress.stage(f"defense {spec}: {key.removesuffix(f' vs {spec}')}", n) as bar:
+            return run_attack_stage(engine, stage_root, key, settings.attack, params, crafter, target, inputs,
+                                    batch_size, run_seed, bar.advance, allow_large_eps=True, source=f"adaptive vs {spec}")
 
     gradient_members = [m for m in settings.portfolio if m in GRADIENT_MEMBERS]
     skipped: dict[str, str] = {}
@@ -118,9 +128,11 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
 
     checks: list[ConvergenceCheck] = []
     member_runs: dict[str, list[AttackRun]] = {}
-    steps, draws = first_steps, eot_start
+    steps, draws = effort if effort is not None else (first_steps, eot_start)
     high_eps_accuracy = None
-    if active:
+    if active and effort is not None:
+        member_runs = {member: [gradient_run(member, steps, draws)] for member in active}
+    elif active:
         primary = active[0]
         primary_runs: dict[str, AttackRun] = {}  # by key: the EOT and step checks share a run
 
@@ -146,7 +158,7 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
         member_runs[primary] = list(primary_runs.values())
         for member in active[1:]:
             member_runs[member] = [gradient_run(member, steps, draws)]
-        if settings.masking_eps is not None and settings.masking_eps > settings.eps:
+        if settings.masking_eps is not None and settings.masking_eps > budget:
             high = gradient_run(primary, steps, draws, eps=settings.masking_eps)  # at the converged effort
             high_eps_accuracy = float(right(high).mean())
 
@@ -158,27 +170,30 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
         if name in GRADIENT_MEMBERS:
             chosen = member_runs[name]
             step_text = f", {steps} steps" if has_steps else ""
-            step_text += f" (doubled from {first_steps})" if name == active[0] and has_steps and steps != first_steps else ""
+            step_text += (f" (doubled from {first_steps})" if name == active[0] and has_steps and steps != first_steps
+                          and effort is None else "")
             eot_text = f", EOT over {draws} draws" if defense.randomized else ""
-            restart_text = f", {settings.restarts} random starts" if name == active[0] and settings.restarts > 1 else ""
-            description = (f"{settings.attack}@{eps_label(settings.eps)}{step_text}{eot_text}{restart_text}; "
+            restart_text = (f", {settings.restarts} random starts" if name == active[0] and settings.restarts > 1
+                            and effort is None else "")
+            description = (f"{settings.attack}@{eps_label(budget)}{step_text}{eot_text}{restart_text}; "
                            f"{gradient_route(defense, name)}")
             rights[name] = [right(r) for r in chosen]
             details[name] = (description, [r.key for r in chosen], sum(r.seconds for r in chosen))
         elif name == "square":
-            key = f"square@{eps_label(settings.eps)} {settings.square_queries} queries adaptive vs {spec}"
-            run = run_attack_stage(engine, stage_root, key, "square",
-                                   {"eps": settings.eps, "queries": settings.square_queries, "seed": seed}, target,
-                                   target, inputs, batch_size, seed, advance, allow_large_eps=True,
-                                   source=f"adaptive vs {spec}")
+            key = f"square@{eps_label(budget)} {settings.square_queries} queries adaptive vs {spec}"
+            with progress.stage(f"defense {spec}: {key.removesuffix(f' vs {spec}')}", n) as bar:
+                run = run_attack_stage(engine, stage_root, key, "square",
+                                       {"eps": budget, "queries": settings.square_queries, "seed": seed}, target,
+                                       target, inputs, batch_size, seed, bar.advance, allow_large_eps=True,
+                                       source=f"adaptive vs {spec}")
             rights[name] = [right(run)]
-            details[name] = (f"square@{eps_label(settings.eps)}, {settings.square_queries} queries to the defended model",
+            details[name] = (f"square@{eps_label(budget)}, {settings.square_queries} queries to the defended model",
                              [run.key], run.seconds)
         elif transfer:
             rights[name] = [pred == y for pred in transfer.values()]
-            details[name] = (f"{', '.join(transfer)} crafted on the undefended model, then defended", list(transfer), 0.0)
+            details[name] = (transfer_description(list(transfer)), list(transfer), 0.0)
         else:
-            skipped[name] = f"not run: no attack was crafted on the undefended model at {eps_label(settings.eps)}"
+            skipped[name] = f"not run: no attack was crafted on the undefended model at {eps_label(budget)}"
     robust, member_accuracy = worst_case(clean_pred == y, rights)
     members = []
     for name in settings.portfolio:
@@ -199,5 +214,14 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
     return AdaptiveResult(
         accuracy=float(robust.mean()) if n else float("nan"), robust=robust, members=members, checks=checks,
         masking_eps_accuracy=high_eps_accuracy, masking=masking, masking_assessed=bool(gradient_accs),
-        gradient_mode=", ".join(modes),
+        gradient_mode=", ".join(modes), effort=(steps, draws),
     )
+
+
+def transfer_description(keys: list[str]) -> str:
+    """What the ``transfer`` member ran: the non-adaptive attacks' images (crafted on the
+    undefended model), defended — one attack's figure is its non-adaptive row's, several give
+    their worst case per image."""
+    if len(keys) == 1:
+        return f"the non-adaptive {keys[0]} images (crafted on the undefended model), defended: its figure above"
+    return f"worst case per image of the non-adaptive {', '.join(keys)} images (crafted on the undefended model), defended"

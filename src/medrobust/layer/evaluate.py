@@ -38,10 +38,11 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     with labels) with a ``preset`` or a configuration; returns the run's metrics.
 
     ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
-    same run is reused (or ``name`` under ``output_dir``). The contract options (``classes``, ``input_size``, ``intensity``,
-    ``output_kind``, ``arch``) describe a foreign model file; ``normal_class``/``class_map``
-    how the data's classes read, ``emergency_findings`` which findings' misses are emergencies
-    (these two are report settings: a finished run is re-read with them, nothing recomputed); ``split``: ``"test"`` (every image tested, the default for a
+    same run is reused (or ``name`` under ``output_dir``). The contract options (``classes``,
+    ``input_size``, ``intensity``, ``output_kind``, ``arch``) describe a foreign model file;
+    ``normal_class``/``class_map`` how the data's classes read, ``emergency_findings`` which
+    findings' misses are emergencies (these two are report settings: a finished run is re-read
+    with them, nothing recomputed); ``split``: ``"test"`` (every image tested, the default for a
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
     to train a transfer surrogate on (the standard and thorough presets); ``execution``: where the
     work runs, e.g. ``{"engine": "ray", "address": "auto", "workers": 8}`` (a Ray cluster; the

@@ -37,10 +37,16 @@ def _detection(f: Fields, i: int, row: dict[str, Any]) -> str:
     if not row["detection"]:
         return '<span class="na">none run on this threat</span>'
     lines = []
-    for k, _ in enumerate(row["detection"]):
+    for k, rate in enumerate(row["detection"]):
         p = pointer("rows", i, "detection", k)
-        lines.append(f"{f.span(SC, p + '/detector', 'text')} {f.span(SC, p + '/detection_rate', 'pct')} "
-                     f'<span class="small">at {f.span(SC, p + "/false_alarm_rate", "pct")}</span>')
+        line = (f"{f.span(SC, p + '/detector', 'text')} {f.span(SC, p + '/detection_rate', 'pct')} "
+                f'<span class="small">at {f.span(SC, p + "/false_alarm_rate", "pct")} false alarms')
+        if "false_alarms_on" in rate:  # scorecards written before the worst benign change was shown lack it
+            line += f' ({f.span(SC, p + "/false_alarms_on", "text")})'
+        line += "</span>"
+        if rate.get("note"):
+            line += f'<br><span class="warning">{f.span(SC, p + "/note", "text")}</span>'
+        lines.append(line)
     return "<br>".join(lines)
 
 
