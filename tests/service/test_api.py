@@ -301,6 +301,7 @@ def test_unknown_model_extension_is_refused(service, uploads, filename):
     ("model: {load: {classes: [Normal, Pneumonia, Pneumothorax]}}\n", "form fields classes"),
     ("detectors: {squeeze: {calibration: /srv/clean}}\n", "detectors.squeeze.calibration"),
     ("surrogates: [{name: s, load: {path: /srv/s.pt}}]\n", "surrogates[0]"),
+    ("surrogates: [{name: s, train: {arch: small-cnn, weights: /etc/passwd}}]\n", "surrogates[0].train.weights"),
     ("attacks: [{name: pgd, steps_typo: 3}]\n", "invalid configuration"),
     ("a: &x [1]\nb: *x\n", "anchor"),
     ("execution: {engine: ray, address: 'ray://10.0.0.9:10001'}\n", "execution"),
