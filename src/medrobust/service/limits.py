@@ -37,6 +37,9 @@ class ServiceLimits:
     PNG, JPEG and compressed DICOM shrink by under 2x in an archive, raw DICOM by 2-5x."""
     ratio_checked_above_bytes: int = 64 * MiB
     """Expanded size below which the ratio is not checked (a small archive cannot cost much)."""
+    upload_idle_timeout_s: float = 30.0
+    """Seconds an upload may send no bytes before its body is complete; then it is answered 400
+    and its partial files are removed (a client that stops sending would otherwise hold them)."""
     max_active_jobs: int = 2
     """Most queued plus running jobs of one tenant."""
     max_stored_bytes: int = 50 * GiB
