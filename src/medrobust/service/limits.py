@@ -30,6 +30,10 @@ class ServiceLimits:
     """Most parts in one request."""
     max_archive_members: int = 200_000
     """Most members in an images archive (the NIH set is 112,120 images)."""
+    max_images: int = 20_000
+    """Most images one job tests, counted on the archive's listing before anything is extracted:
+    the work of a job grows with its images, not with its upload's size (100,000 empty PNG files
+    zip into 11 MB), and a robustness evaluation is sound on a few thousand."""
     max_expanded_bytes: int = 16 * GiB
     """Largest total uncompressed size of an images archive."""
     max_ratio: float = 200.0
