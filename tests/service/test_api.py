@@ -116,6 +116,13 @@ def test_compare_two_finished_jobs(finished):
     assert response.text.count("chest-cnn-") >= 2
 
 
+def test_a_finished_job_is_not_compared_with_itself(finished):
+    client, token, _, a, _, _ = finished
+    response = client.get(f"{API}/{a}/compare/{a}", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 422, response.text[:200]
+    assert response.json()["detail"].startswith(f"job {a} cannot be compared with itself")
+
+
 def test_events_stream_of_a_finished_job_ends(finished):
     client, token, _, a, _, _ = finished
     with client.stream("GET", f"{API}/{a}/events", headers={"Authorization": f"Bearer {token}"}) as response:
@@ -301,6 +308,7 @@ def test_unknown_model_extension_is_refused(service, uploads, filename):
     ("model: {load: {classes: [Normal, Pneumonia, Pneumothorax]}}\n", "form fields classes"),
     ("detectors: {squeeze: {calibration: /srv/clean}}\n", "detectors.squeeze.calibration"),
     ("surrogates: [{name: s, load: {path: /srv/s.pt}}]\n", "surrogates[0]"),
+    ("surrogates: [{name: s, train: {arch: small-cnn, weights: /etc/passwd}}]\n", "surrogates[0].train.weights"),
     ("attacks: [{name: pgd, steps_typo: 3}]\n", "invalid configuration"),
     ("a: &x [1]\nb: *x\n", "anchor"),
     ("execution: {engine: ray, address: 'ray://10.0.0.9:10001'}\n", "execution"),

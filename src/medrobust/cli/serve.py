@@ -64,6 +64,9 @@ def serve(
     max_expanded_mb: Annotated[float, typer.Option(
         "--max-expanded-mb", help="Largest uncompressed size of an images archive.")] = 16384,
     max_ratio: Annotated[float, typer.Option("--max-ratio", help="Highest compression ratio of an archive.")] = 200,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Most images one job may test.")] = 20_000,
+    upload_idle_seconds: Annotated[float, typer.Option(
+        "--upload-idle-seconds", min=0.1, help="An upload that sends no bytes this long is refused (400).")] = 30,
     tenant_jobs: Annotated[int, typer.Option("--tenant-jobs", help="Most queued + running jobs per tenant.")] = 2,
     tenant_gb: Annotated[float, typer.Option("--tenant-gb", help="Most GiB stored per tenant.")] = 50,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
@@ -87,7 +90,8 @@ def serve(
         max_model_bytes=int(max_model_mb * MiB), max_images_bytes=int(max_images_mb * MiB),
         max_request_bytes=int(max_request_mb * MiB), max_field_bytes=int(max_field_mb * MiB), max_fields=max_fields,
         max_archive_members=max_members, max_expanded_bytes=int(max_expanded_mb * MiB), max_ratio=max_ratio,
-        max_active_jobs=tenant_jobs, max_stored_bytes=int(tenant_gb * GiB))
+        max_images=max_images, upload_idle_timeout_s=upload_idle_seconds, max_active_jobs=tenant_jobs,
+        max_stored_bytes=int(tenant_gb * GiB))
     web = service_app.create_app(data_dir, limits)
     command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir), "--lease-seconds",
                str(lease_seconds), "--stop-with-parent", str(os.getpid()), "--nice", str(worker_nice)] \

@@ -6,7 +6,9 @@ tenant sees only its own jobs (another tenant's job answers 404, as a missing on
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -20,7 +22,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 
+from medrobust.service.incoming_uploads import receiving_folder
 from medrobust.service.job_files import JobFiles, folder_bytes, incoming_dir, job_files, run_name
 from medrobust.service.job_view import API, job_json
 from medrobust.service.limits import MiB, ServiceLimits
@@ -29,8 +33,13 @@ from medrobust.service.submission import TEXT_FIELDS, SubmissionRefused, prepare
 from medrobust.service.upload_stream import UploadRefused, receive_multipart
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+log = logging.getLogger(__name__)
 _bearer = HTTPBearer(auto_error=False, description="A token from `medrobust tokens create --data-dir DIR --tenant NAME`")
 
+MAX_OFFSET = 10**9
+"""Largest ``offset`` of the job list: far beyond any tenant's jobs, and within SQLite's integers."""
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""A write failed for want of room (the disk, or the service user's quota): answered 507."""
 EVENTS_POLL_S = 0.5
 EVENTS_KEEPALIVE_S = 15.0
 HTML_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox; default-src 'none'; "
@@ -96,43 +105,67 @@ def _own_job(request: Request, job_id: str, who: Tenant):
 
 @router.post("/jobs", status_code=202, summary="Submit a model and images for evaluation", openapi_extra=_UPLOAD_SCHEMA)
 async def submit_job(request: Request, who: Caller) -> JSONResponse:
-    """Receive the upload (caps enforced while it streams), check it, queue the job: 202 with the job."""
+    """Receive the upload (caps enforced while it streams), check all of it, then the tenant's
+    job quota, and queue the job: 202 with the job. A request that is refused (or whose client
+    goes away) leaves no file behind."""
     store, limits = _store(request), request.app.state.limits
     data_dir: Path = request.app.state.data_dir
-    if store.active_jobs(who) >= limits.max_active_jobs:
-        raise _too_many_jobs(limits)
     room = limits.max_stored_bytes - store.stored_bytes(who)
     declared = request.headers.get("content-length")
     if room <= 0 or (declared and declared.isdigit() and int(declared) > room):
         raise HTTPException(413, _quota_message(limits, room))
     job_id = store.new_job_id()
-    folder = incoming_dir(data_dir) / job_id
     try:
-        try:
-            form = await receive_multipart(
-                request, folder, file_caps={"model": min(limits.max_model_bytes, room),
-                                            "images": min(limits.max_images_bytes, room)},
-                text_fields=set(TEXT_FIELDS), max_request_bytes=min(limits.max_request_bytes, room + MiB),
-                max_field_bytes=limits.max_field_bytes, max_fields=limits.max_fields)
-        except UploadRefused as err:
-            over_quota = err.status_code == 413 and room < limits.max_request_bytes
-            raise HTTPException(err.status_code, _quota_message(limits, room) if over_quota else err.message) from None
-        try:
-            prepared = await run_in_threadpool(prepare_job, form, folder, limits)
-        except SubmissionRefused as err:
-            raise HTTPException(err.status_code, err.message) from None
-        size = await run_in_threadpool(folder_bytes, folder)
-        if size > room:
-            raise HTTPException(413, _quota_message(limits, room, f"the extracted upload takes {size / 2**30:.2f} GiB; "))
-        request_json = {**prepared.request, "run_name": run_name(prepared.request["model_file"], job_id)}
-        files = JobFiles(data_dir, job_id, request_json["run_name"])
+        with receiving_folder(incoming_dir(data_dir) / job_id) as folder:
+            return await _receive_and_queue(request, who, job_id, folder, room)
+    except ClientDisconnect:  # nobody is left to answer: one line in the log, not a traceback
+        log.info("job %s (tenant %s): client disconnected mid-upload", job_id, who.name)  # its files are removed
+        return JSONResponse({"detail": "the client disconnected before the upload was complete"}, status_code=400)
+    except OSError as err:
+        if err.errno not in _DISK_FULL:
+            raise
+        log.error("upload of job %s (tenant %s) refused: the data folder %s is full (%s)", job_id, who.name,
+                  data_dir, err.strerror)
+        raise HTTPException(507, "the server has no room left to store this upload (its disk is full); nothing was "
+                                 "kept: try again later, and tell the service's administrator if it persists") from None
+
+
+async def _receive_and_queue(request: Request, who: Tenant, job_id: str, folder: Path, room: int) -> JSONResponse:
+    store, limits = _store(request), request.app.state.limits
+    data_dir: Path = request.app.state.data_dir
+    try:
+        # parts are stored apart from what the checks write beside them (images/, model/, the model's name)
+        form = await receive_multipart(
+            request, folder / "received", file_caps={"model": min(limits.max_model_bytes, room),
+                                                     "images": min(limits.max_images_bytes, room)},
+            text_fields=set(TEXT_FIELDS), max_request_bytes=min(limits.max_request_bytes, room + MiB),
+            max_field_bytes=limits.max_field_bytes, max_fields=limits.max_fields,
+            idle_timeout_s=limits.upload_idle_timeout_s)
+    except UploadRefused as err:
+        over_quota = err.status_code == 413 and room < limits.max_request_bytes
+        raise HTTPException(err.status_code, _quota_message(limits, room) if over_quota else err.message) from None
+    try:
+        prepared = await run_in_threadpool(prepare_job, form, folder, limits)
+    except SubmissionRefused as err:
+        raise HTTPException(err.status_code, err.message) from None
+    shutil.rmtree(folder / "received", ignore_errors=True)
+    if store.active_jobs(who) >= limits.max_active_jobs:  # after every check: a bad request hears what is wrong
+        raise _too_many_jobs(limits)
+    size = await run_in_threadpool(folder_bytes, folder)
+    if size > room:
+        raise HTTPException(413, _quota_message(limits, room, f"the extracted upload takes {size / 2**30:.2f} GiB; "))
+    request_json = {**prepared.request, "run_name": run_name(prepared.request["model_file"], job_id)}
+    files = JobFiles(data_dir, job_id, request_json["run_name"])
+    try:
         files.root.mkdir(parents=True, exist_ok=True)
         os.replace(folder, files.upload)
-        if not store.add_job(job_id, who, request_json, size, limits.max_active_jobs):  # another upload won the race
-            files.delete()
-            raise _too_many_jobs(limits)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        queued = store.add_job(job_id, who, request_json, size, limits.max_active_jobs)
+    except BaseException:
+        files.delete()
+        raise
+    if not queued:  # another upload won the race for the last place
+        files.delete()
+        raise _too_many_jobs(limits)
     row = store.job(job_id)
     return JSONResponse(job_json(row), status_code=202, headers={"Location": f"{API}/{job_id}"})
 
@@ -153,12 +186,13 @@ async def whoami(request: Request, who: Caller) -> dict[str, Any]:
     store, limits = _store(request), request.app.state.limits
     return {"tenant": who.name, "active_jobs": store.active_jobs(who), "max_active_jobs": limits.max_active_jobs,
             "stored_bytes": store.stored_bytes(who), "max_stored_bytes": limits.max_stored_bytes,
-            "max_model_bytes": limits.max_model_bytes, "max_images_bytes": limits.max_images_bytes}
+            "max_model_bytes": limits.max_model_bytes, "max_images_bytes": limits.max_images_bytes,
+            "max_images": limits.max_images}
 
 
 @router.get("/jobs", summary="Your jobs, newest first")
 async def list_jobs(request: Request, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 20,
-              offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
     rows, total = _store(request).jobs(who, limit, offset)
     now = time.time()
     return {"jobs": [job_json(r, now) for r in rows], "total": total, "limit": limit, "offset": offset}
@@ -261,6 +295,10 @@ def _zip_folder(folder: Path, out: Path) -> None:
 def compare_jobs(request: Request, job_id: str, other_id: str, who: Caller) -> HTMLResponse:
     from medrobust.report.compare import comparison, comparison_html
 
+    rows = [_own_job(request, j, who) for j in (job_id, other_id)]
+    if rows[0]["id"] == rows[1]["id"]:
+        raise HTTPException(422, f"job {rows[0]['id']} cannot be compared with itself: a comparison shows how two "
+                                 f"evaluations differ; give another finished job's id ({API}/{job_id}/compare/OTHER)")
     runs = [_finished_run(request, j, who).run for j in (job_id, other_id)]
     try:
         html = comparison_html(comparison(runs))

@@ -7,6 +7,7 @@ a data directory; the routes are in :mod:`medrobust.service.api`. See docs/servi
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from medrobust import __version__
 from medrobust.service.api import router
+from medrobust.service.incoming_uploads import remove_stale_uploads
 from medrobust.service.limits import ServiceLimits
 from medrobust.service.store import Store
 
@@ -35,7 +37,8 @@ DASHBOARD_HEADERS = {
 
 
 def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> FastAPI:
-    """The service's app over ``data_dir`` (created when missing) with upload ``limits``."""
+    """The service's app over ``data_dir`` (created when missing) with upload ``limits``; removes
+    the unfinished uploads a web process that died left in ``incoming/``."""
     app = FastAPI(
         docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
         redoc_url=None,
@@ -48,6 +51,7 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
     app.state.store = Store(data_dir)
     app.state.data_dir = Path(data_dir)
     app.state.limits = limits or ServiceLimits()
+    remove_stale_uploads(app.state.data_dir, started=time.time())  # left by a web process killed mid-upload
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

@@ -3,25 +3,27 @@ before the job is queued.
 
 Every path in a configuration names a file on the machine that reads it, so on the service
 the paths are the service's to fill: the model is the uploaded file, the data the uploaded
-images, the run folder the job's. A configuration that sets any of them is refused, as is
-one that asks to train a model or a surrogate from another source, or to calibrate a
-detector on another folder; and one that says where to run (``execution``: the service's
-workers, or the Ray cluster the operator gave them, decide). The rest is validated with the same pydantic schema the command
-line uses, after the service has filled its part.
+images, the run folder the job's. A configuration that sets any of them is refused, as is one
+that sets any other path-valued field (a surrogate's or a model's weights or training data, a
+detector's calibration folder: the one list is
+:data:`medrobust.evaluation.config.PATH_FIELDS`, beside the schema); and one that says where to
+run (``execution``: the service's workers, or the Ray cluster the operator gave them, decide).
+The rest is validated with the same pydantic schema the command line uses, after the service
+has filled its part.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from medrobust.evaluation.config import ExperimentConfig
+from pydantic import ValidationError
+
+from medrobust.evaluation.config import PATH_FIELDS, ExperimentConfig
 from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
 
-_SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (
-    ("name",), ("output_dir",), ("data", "source"), ("model",),
-    ("detectors", "squeeze", "calibration"),
-)
-"""Fields the service fills or does not allow: names of files and folders on the server."""
+_SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (("name",), ("output_dir",), ("data", "source"), ("model",))
+"""Fields the service fills itself: the run's name and folder, the uploaded images and model."""
 
 
 class ConfigRefused(ValueError):
@@ -52,28 +54,72 @@ def parse_job_config(text: str) -> dict[str, Any]:
                 f"config: {'.'.join(path)} names {'the model' if path == ('model',) else 'a file or folder'} on the "
                 "server, which the service fills itself (the uploaded model and images, the job's run folder); "
                 "remove it from the configuration")
-    for i, surrogate in enumerate(raw.get("surrogates") or []):
-        if isinstance(surrogate, dict) and (surrogate.get("load") is not None or
-                                            (surrogate.get("train") or {}).get("data") is not None):
-            raise ConfigRefused(
-                f"config: surrogates[{i}] loads a model or training data from a path on the server; on the service a "
-                "surrogate can only be trained on the uploaded images (give data.split fractions and "
-                "surrogates: [{name: small-cnn, train: {arch: small-cnn}}])")
+    _refuse_paths(raw)
     return raw
 
 
+def _refuse_paths(raw: dict[str, Any]) -> None:
+    """Refuse every field of :data:`~medrobust.evaluation.config.PATH_FIELDS` that the
+    configuration sets to anything but a value naming no file. The file is never looked at and
+    the value never shown, so the answer is the same whether the server has such a file or not."""
+    for field, keywords in PATH_FIELDS.items():
+        for where, value in _values_at(raw, field.split(".")):
+            if value is None or (isinstance(value, str) and value in keywords):
+                continue
+            allowed = f" (or give one of: {', '.join(sorted(keywords))}, which name no file)" if keywords else ""
+            raise ConfigRefused(
+                f"config: {where} names a file or folder on the server, which a configuration sent to the service may "
+                f"not: the service reads only what you upload (the model and the images); remove it{allowed}")
+
+
+def _values_at(node: Any, keys: list[str], where: str = "") -> Iterator[tuple[str, Any]]:
+    """The values at a dotted field path (``surrogates[].train.weights``) in a raw mapping, each
+    with its place (``surrogates[1].train.weights``); parts of another type than the schema's are
+    skipped here (the schema refuses them)."""
+    if not keys:
+        yield where, node
+        return
+    key, each = (keys[0][:-2], True) if keys[0].endswith("[]") else (keys[0], False)
+    if not isinstance(node, dict) or key not in node:
+        return
+    place = f"{where}.{key}" if where else key
+    if not each:
+        yield from _values_at(node[key], keys[1:], place)
+    elif isinstance(node[key], list):
+        for i, item in enumerate(node[key]):
+            yield from _values_at(item, keys[1:], f"{place}[{i}]")
+
+
 def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, contract: dict[str, Any]) -> None:
-    """Validate the configuration as the worker will run it (the service's paths filled in);
-    raises :class:`ConfigRefused` listing every bad field."""
+    """Validate the configuration as the worker will run it, the service's fields filled in
+    (``model_path`` and ``images_path`` relative to the job's upload folder, as the worker reads
+    them: no server path can reach a message); raises :class:`ConfigRefused` naming every bad
+    field."""
+    data = raw.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ConfigRefused(f"config: data: is a {type(data).__name__}, where a mapping of settings is expected "
+                            "(e.g. data: {split: [0.6, 0.2, 0.2]})")
     load = {"path": model_path, **{k: v for k, v in contract.items() if v is not None and k != "normal_class"}}
     filled = {**raw, "name": "job", "output_dir": "jobs", "model": {"load": load},
-              "data": {**(raw.get("data") or {}), "source": images_path}}
+              "data": {**(data or {}), "source": images_path}}
     if contract.get("normal_class"):
         filled["data"]["normal_class"] = contract["normal_class"]
     try:
         ExperimentConfig.model_validate(filled)
-    except Exception as err:  # pydantic's ValidationError lists every bad field
-        raise ConfigRefused(f"config: invalid configuration:\n{err}") from None
+    except ValidationError as err:
+        raise ConfigRefused(f"config: invalid configuration: {_problems(err)}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    """Each bad field and what is wrong with it, ``; ``-separated on one line
+    (``attacks[0].steps_typo: Extra inputs are not permitted``), without
+    the input values pydantic would echo (the filled configuration) or its documentation URLs."""
+    lines = []
+    for problem in err.errors(include_url=False, include_input=False, include_context=False):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.get("loc", ())).lstrip(".")
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{where or 'config'}: {message}")
+    return "; ".join(lines)
 
 
 def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:

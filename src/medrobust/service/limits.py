@@ -30,6 +30,10 @@ class ServiceLimits:
     """Most parts in one request."""
     max_archive_members: int = 200_000
     """Most members in an images archive (the NIH set is 112,120 images)."""
+    max_images: int = 20_000
+    """Most images one job tests, counted on the archive's listing before anything is extracted:
+    the work of a job grows with its images, not with its upload's size (100,000 empty PNG files
+    zip into 11 MB), and a robustness evaluation is sound on a few thousand."""
     max_expanded_bytes: int = 16 * GiB
     """Largest total uncompressed size of an images archive."""
     max_ratio: float = 200.0
@@ -37,6 +41,9 @@ class ServiceLimits:
     PNG, JPEG and compressed DICOM shrink by under 2x in an archive, raw DICOM by 2-5x."""
     ratio_checked_above_bytes: int = 64 * MiB
     """Expanded size below which the ratio is not checked (a small archive cannot cost much)."""
+    upload_idle_timeout_s: float = 30.0
+    """Seconds an upload may send no bytes before its body is complete; then it is answered 400
+    and its partial files are removed (a client that stops sending would otherwise hold them)."""
     max_active_jobs: int = 2
     """Most queued plus running jobs of one tenant."""
     max_stored_bytes: int = 50 * GiB

@@ -84,7 +84,7 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
     if config_text:
         try:
             config = parse_job_config(config_text)
-            check_job_config(config, str(folder / model_path), str(extracted.root), contract)
+            check_job_config(config, model_path, images_path, contract)  # as the worker reads them
         except ConfigRefused as err:
             raise SubmissionRefused(422, str(err)) from None
     return PreparedJob({

@@ -10,7 +10,8 @@ service's :class:`~medrobust.service.limits.ServiceLimits`):
 * no member may be absolute or climb out with ``..`` (zip slip), be a symbolic or hard link
   (which could point outside the job's folder), a device, FIFO or other special file, be
   encrypted, or have a control character or undecodable byte in its name;
-* at most ``limits.max_archive_members`` members, at most ``limits.max_expanded_bytes`` in all
+* at most ``limits.max_images`` images (the work of a job grows with them, not with the
+  upload's size) and ``limits.max_archive_members`` members, at most ``limits.max_expanded_bytes`` in all
   as declared, and a compression ratio (expanded / compressed, of the whole archive and of each
   zip member) of at most ``limits.max_ratio`` once over ``limits.ratio_checked_above_bytes``:
   images barely compress, so a high ratio is a bomb. A zip's members are counted by walking its
@@ -97,6 +98,9 @@ def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
     if not kept:
         raise context.refuse(f"holds no image ({', '.join(IMAGE_SUFFIXES)}){_some_of(ignored)}; images are "
                              "recognised by their extension, so DICOM files need .dcm (PACS exports often have none)")
+    if len(kept) > limits.max_images:
+        raise context.refuse(f"holds {len(kept):,} images, over the {limits.max_images:,} one job may test (the work "
+                             "grows with every image); send a sample of them, or split them into several jobs")
     wrapper, classes = _class_layout(kept, context)
     _extract(kind, Path(archive), kept, Path(dest), context)
     return ExtractedImages(Path(dest).joinpath(*wrapper), classes, len(kept), ignored)

@@ -18,6 +18,7 @@ service reads); the client's name is kept, sanitised, for display only.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Iterable
@@ -292,6 +293,7 @@ async def receive_multipart(
     max_request_bytes: int,
     max_field_bytes: int,
     max_fields: int,
+    idle_timeout_s: float | None = None,
 ) -> ReceivedForm:
     """Read ``request``'s ``multipart/form-data`` body as it streams in, storing each file part in
     ``folder`` (created if missing) and checking every cap on the running counts.
@@ -306,8 +308,11 @@ async def receive_multipart(
     ``max_request_bytes`` (413, before any of the body is read); as soon as the bytes read pass
     ``max_request_bytes``, a file part passes its cap, a text field passes ``max_field_bytes``
     or the parts pass ``max_fields`` (413); on an unknown or repeated field (422); on a
-    malformed or truncated body or a text field that is not UTF-8 (400). Any other error (the
-    client disconnecting, say) deletes the files too and propagates.
+    malformed or truncated body or a text field that is not UTF-8 (400); when no byte arrives
+    for ``idle_timeout_s`` seconds before the body is complete (400: a client that declared more
+    than it sends, or stalled, would otherwise hold the request and its files for ever; the
+    server's own timeouts do not cover a request whose headers have arrived). Any other error
+    (the client disconnecting, a full disk) deletes the files too and propagates.
     """
     for field in file_caps:
         if not _FIELD_NAME.fullmatch(field):
@@ -346,8 +351,20 @@ async def receive_multipart(
 
     folder.mkdir(parents=True, exist_ok=True)
     total = 0
+    chunks = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                async with asyncio.timeout(idle_timeout_s):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise UploadRefused(
+                    400,
+                    f"The upload stopped: no bytes arrived for {idle_timeout_s:g} s after {_mb(total)} of the body "
+                    "(shorter than its declared Content-Length, or the connection stalled); send it again.",
+                ) from None
             total += len(chunk)
             if total > max_request_bytes:
                 raise UploadRefused(
