@@ -75,7 +75,9 @@ def test_metrics_hold_every_stage(finished_run) -> None:
     assert defense.gradient_mode == "unrolled, smooth, bpda, queries, transfer"  # every member ran
     assert [m.name for m in defense.adaptive_members] == ["unrolled", "smooth", "bpda", "square", "transfer"]
     assert defense.adaptive_accuracy <= min(m.accuracy for m in defense.adaptive_members)
-    assert set(defense.non_adaptive) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255"}
+    # the attacks' images through the defense, the sweeps' other budgets too (the non-adaptive row's grid)
+    assert set(defense.non_adaptive) == {"sia@8/255", "pgd@8/255", "mifgsm@8/255", "pgd@2/255", "sia@4/255"}
+    assert defense.non_adaptive_eps["pgd@2/255"] == pytest.approx(2 / 255)
     assert [d.name for d in m.detectors] == ["reference", "squeeze"]
     for d in m.detectors:
         assert set(d.fpr_benign) == {"jpeg90", "rewindow", "resize", "noise"}
