@@ -17,7 +17,9 @@ Colour images (3 samples per pixel, or PALETTE COLOR) are reduced to ITU-R 601-2
 multi-frame files give their first frame. A Rescale Slope/Intercept or Window Center/Width
 that is not a finite number (``inf``, ``nan``) is refused with its name: it would turn every
 pixel into NaN or one flat grey, which a model would classify as confidently as a radiograph.
-Every failure raises
+So is a finite one that flattens the image (a Rescale Slope of 0, an intercept that swamps the
+stored values, a window far from them): the image is refused as degenerate, naming the header
+values that flattened it. Every failure raises
 :class:`~medrobust.data.errors.ImageReadError` naming the file, the problem and the fix.
 
 Writing (:func:`write_dicom`) produces a minimal, valid Secondary Capture object, used by
@@ -29,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ from pydicom.uid import (
 
 from medrobust.atomic_files import open_atomic
 from medrobust.data.errors import ImageReadError
-from medrobust.data.io import DEFAULT_MAX_PIXELS, quantize
+from medrobust.data.io import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 
 log = logging.getLogger(__name__)
 
@@ -260,12 +263,20 @@ def _modality_range(ds: Dataset, bits: int, signed: bool, path: Path) -> tuple[f
 
 
 def _grayscale(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, path: Path) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window (or the modality range), giving [0, 1]."""
+    """Modality LUT, then VOI LUT or window (or the modality range), giving [0, 1]. A step that
+    turns varied values into one flat value is refused, naming the header values it used."""
     values = _apply_modality(ds, pixels, signed, path)
+    _keeps_variation(pixels, values, path, lambda: _modality_cause(ds, values))
     if _has_voi_lut(ds):
-        return _apply_voi_lut_sequence(ds, values, signed)
+        image = _apply_voi_lut_sequence(ds, values, signed)
+        _keeps_variation(values, image, path, lambda: f"its VOI LUT maps every value to {float(image.flat[0]):.4g}")
+        return image
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        return _apply_window(ds, values, path)
+        image = _apply_window(ds, values, path)
+        _keeps_variation(values, image, path, lambda: (
+            f"its Window Center {ds.WindowCenter} and Window Width {ds.WindowWidth} leave every pixel "
+            f"{'black' if float(image.flat[0]) <= 0 else 'white' if float(image.flat[0]) >= 1 else 'one grey'}"))
+        return image
     lo, hi = _modality_range(ds, bits, signed, path)
     if values.size and (values.min() < lo or values.max() > hi):
         log.debug("%s: values exceed the range implied by BitsStored; scaling by the image min/max", path)
@@ -273,6 +284,22 @@ def _grayscale(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, path: P
     if hi <= lo:
         return np.zeros_like(values)
     return (values - lo) / (hi - lo)
+
+
+def _keeps_variation(before: np.ndarray, after: np.ndarray, path: Path, cause: Callable[[], str]) -> None:
+    """Refuse ``after`` as degenerate when one step of the pipeline flattened a varied ``before``
+    (values that overflowed to infinity are left to :func:`~medrobust.data.io.read_image`'s count)."""
+    if before.size > 1 and after.size and float(before.min()) != float(before.max()) \
+            and float(after.min()) == float(after.max()) and math.isfinite(float(after.flat[0])):
+        check_not_flat(after, path, cause=cause())
+
+
+def _modality_cause(ds: Dataset, values: np.ndarray) -> str:
+    value = float(values.flat[0])
+    if ds.get("ModalityLUTSequence"):
+        return f"its Modality LUT maps every stored value to {value:.4g}"
+    return (f"its Rescale Slope {ds.RescaleSlope} and Rescale Intercept {ds.RescaleIntercept} map every stored "
+            f"value to {value:.4g}")
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

@@ -10,7 +10,8 @@ place that knows about file formats, bit depths and colour modes:
   grayscale-with-alpha (alpha dropped, colour reduced to ITU-R 601-2 luma).
 
 Every problem with a file (missing, empty, not an image, truncated, too large, a pixel
-format we cannot map to [0, 1], pixels that decode to NaN or infinity) raises
+format we cannot map to [0, 1], pixels that decode to NaN or infinity, an image of one flat
+value) raises
 :class:`~medrobust.data.errors.ImageReadError` with one sentence naming the file, the
 problem and the fix, so a dataset can skip the file and the run can go on.
 
@@ -120,6 +121,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     else:
         image = _read_with_pillow(path, limit)
     _check_finite(image, path)
+    check_not_flat(image, path)
     return image
 
 
@@ -191,6 +193,26 @@ def _check_finite(image: np.ndarray, path: Path) -> None:
         "because of a header value of inf or nan or one too large to compute with (a DICOM Rescale "
         "Slope/Intercept or Window Center/Width)",
         "correct the header values or re-export the image as an 8- or 16-bit PNG",
+    )
+
+
+def check_not_flat(image: np.ndarray, path: str | os.PathLike[str], cause: str | None = None) -> None:
+    """Refuse an image whose pixels all hold one value (a 1 x 1 image aside): it carries nothing
+    to classify, yet a model would answer on it as confidently as on a radiograph. Such images
+    come from a broken header (a DICOM Rescale Slope of 0, an intercept that swamps the stored
+    values, a window far outside them) or a broken file (a JPEG whose quantisation tables are all
+    zero decodes to one grey). ``cause``: the header value that flattened it, when the decoder
+    knows it; else the message gives the value every pixel holds."""
+    if image.size <= 1:
+        return
+    low, high = float(image.min()), float(image.max())
+    if low != high or not np.isfinite(low):
+        return
+    what = cause or f"every pixel is {low:.4g} (grey level {round(low * 255)} of 255)"
+    raise ImageReadError(
+        path,
+        f"is degenerate: {what}, so the image has no variation at all",
+        "correct the header or re-export the image; a blank image cannot be classified",
     )
 
 
