@@ -167,7 +167,9 @@ def main(
 ClassesOption = Annotated[Optional[str], typer.Option(
     "--classes", help="Comma-separated class names of a foreign model, in its output order.")]
 InputSizeOption = Annotated[Optional[int], typer.Option("--input-size", help="Input size the model expects.")]
-IntensityOption = Annotated[Optional[str], typer.Option("--intensity", help="unit | imagenet | symmetric | byte")]
+IntensityOption = Annotated[Optional[str], typer.Option(
+    "--intensity", help="How the model's training scaled its input: unit ([0, 1]) | imagenet (ImageNet mean/std) | "
+    "symmetric ([-1, 1]) | byte ([0, 255]). Required for any model file but a medrobust checkpoint.")]
 OutputKindOption = Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")]
 ArchOption = Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")]
 TrustPickleOption = Annotated[bool, typer.Option(

@@ -52,8 +52,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
                 "arch": arch, "trust_pickle": trust_pickle}
     if isinstance(preset, str) and preset not in PRESETS and Path(preset).suffix in (".yaml", ".yml"):
         preset = Path(preset)
-    loaded = load_model(model, device=device or "cpu", **{k: v for k, v in contract.items() if v}) \
-        if model is not None else None
+    given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
+    loaded = load_model(model, device=device or "cpu", **given) if model is not None else None
     if isinstance(preset, str):
         if model is None or images is None:
             raise ValueError("mr.evaluate with a preset needs a model and images (or pass a configuration)")
@@ -111,7 +111,7 @@ def _given_config(preset: Any) -> dict[str, Any]:
 
 def _load_section(model: Any, loaded, contract: dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, (str, os.PathLike)):
-        section = {"path": str(model), **{k: v for k, v in contract.items() if v}}
+        section = {"path": str(model), **{k: v for k, v in contract.items() if v is not None and v is not False}}
         if isinstance(section.get("classes"), str):
             section["classes"] = [c.strip() for c in section["classes"].split(",")]
         return section
