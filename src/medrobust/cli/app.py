@@ -126,10 +126,22 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=2) from None
         except USER_ERRORS as err:
             logging.getLogger("medrobust").debug("traceback", exc_info=True)
-            print_error(str(err))
+            print_error(_one_line_per_field(err))
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _one_line_per_field(err: BaseException) -> str:
+    """The error's text; a pydantic report that reached here unformatted (a ValueError too) reads
+    one line per field, without error codes and links, as a configuration's does."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        from medrobust.evaluation.config import invalid_configuration
+
+        return str(invalid_configuration(err, what=err.title))
+    return str(err)
 
 
 def print_error(message: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medrobust.evaluation.config import ExperimentConfig, load_config
+from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
 from medrobust.evaluation.progress import Progress
 from medrobust.evaluation.results import RunMetrics
 from medrobust.layer.presets import PRESETS, preset_settings
@@ -79,10 +79,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
         if value is not None:
             raw[key] = str(value)
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except Exception as err:  # pydantic's ValidationError lists every bad field
-        raise ValueError(f"invalid configuration:\n{err}") from None
+    config = validate_config(raw)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)
     return Runner(config, progress=progress, restart=restart, model=loaded, dataset=dataset).run()

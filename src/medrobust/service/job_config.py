@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medrobust.evaluation.config import ExperimentConfig
+from medrobust.evaluation.config import validate_config
 from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
 
 _SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -71,9 +71,9 @@ def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, con
     if contract.get("normal_class"):
         filled["data"]["normal_class"] = contract["normal_class"]
     try:
-        ExperimentConfig.model_validate(filled)
-    except Exception as err:  # pydantic's ValidationError lists every bad field
-        raise ConfigRefused(f"config: invalid configuration:\n{err}") from None
+        validate_config(filled, "config")
+    except ValueError as err:  # one line per bad field (evaluation.config.invalid_configuration)
+        raise ConfigRefused(str(err)) from None
 
 
 def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:
