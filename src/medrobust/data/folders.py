@@ -6,13 +6,14 @@ Two layouts are recognised::
     root/{train,val,test}/<Class>/**/*.png|...       split taken from the folders
 
 The second is detected when every visible top-level folder is a split name (``train``,
-``val``, ``valid``, ``validation``, ``test``; any case). Suffixes match case-insensitively, and a file
-of any other name is an image when it is DICOM (``DICM`` at byte 128: clinical exports often
-carry no suffix; :func:`~medrobust.data.io.is_image_file` decides). Hidden files and folders (and macOS ``__MACOSX`` archive debris) are skipped, other files
-are ignored, and files are listed in sorted order so a dataset is the same on every
-machine. Record ids are paths relative to ``root`` in posix form, with any byte of a name
-that is not valid UTF-8 escaped as ``\\xNN`` (:mod:`medrobust.data.record_ids`), so ids
-always survive JSON; the record keeps the real path.
+``val``, ``valid``, ``validation``, ``test``; any case). Suffixes match case-insensitively,
+and a file of any other name is an image when it is DICOM (``DICM`` at byte 128: clinical
+exports often carry no suffix; :func:`~medrobust.data.io.is_image_file` decides). Hidden
+files and folders (and macOS ``__MACOSX`` archive debris) are skipped, other files are
+ignored, and files are listed in sorted order so a dataset is the same on every machine.
+Record ids are paths relative to ``root`` in posix form, with any byte of a name that is not
+valid UTF-8 escaped as ``\\xNN`` (:mod:`medrobust.data.record_ids`), so ids always survive
+JSON; the record keeps the real path.
 
 An image-named entry that is not a readable file (a broken or looping symbolic link, a FIFO)
 is not dropped silently: it is listed in ``dataset.skipped`` from the start, like a file

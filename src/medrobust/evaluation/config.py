@@ -421,24 +421,26 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     return validate_config(raw, str(path))
 
 
-def validate_config(raw: Any, where: str | None = None) -> ExperimentConfig:
+def validate_config(raw: Any, where: str | None = None, show_values: bool = True) -> ExperimentConfig:
     """``raw`` (a mapping, as read from YAML) as an :class:`ExperimentConfig`; a ValueError from
     :func:`invalid_configuration` (``where`` names the file or field it came from) otherwise."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise invalid_configuration(err, where) from None
+        raise invalid_configuration(err, where, show_values=show_values) from None
 
 
-def invalid_configuration(err: ValidationError, where: str | None = None, what: str = "configuration") -> ValueError:
+def invalid_configuration(err: ValidationError, where: str | None = None, what: str = "configuration",
+                          show_values: bool = True) -> ValueError:
     """pydantic's report as the user should read it: one line per setting, named by its place in
     the file (``attacks[0].eps_sweep``), saying what is wrong and, for pydantic's own checks, the
-    value given; no error codes, no links. The alternatives of a union (``split``: ``test`` or
-    three fractions) are one line. ``where``: the file or field it came from; ``what``: what
-    was being read (any pydantic model's errors read the same way)."""
+    value given (unless ``show_values`` is False: the service echoes no value it filled in); no
+    error codes, no links. The alternatives of a union (``split``: ``test`` or three fractions)
+    are one line. ``where``: the file or field it came from; ``what``: what was being read (any
+    pydantic model's errors read the same way)."""
     fields: dict[str, list[str]] = {}
     for error in err.errors(include_url=False):
-        path, message = _located(error)
+        path, message = _located(error, show_values)
         fields.setdefault(path, [])
         if message not in fields[path]:
             fields[path].append(message)
@@ -457,7 +459,7 @@ _SECTION_NAMES = frozenset({"DataConfig", "TrainSection", "LoadSection", "ModelC
                             "DetectorsConfig", "ExecutionConfig"})
 
 
-def _located(error: Any) -> tuple[str, str]:
+def _located(error: Any, show_values: bool = True) -> tuple[str, str]:
     """(the setting's place, the message) of one pydantic error."""
     path, member, inner = "", None, ""
     for item in error["loc"]:
@@ -477,7 +479,7 @@ def _located(error: Any) -> tuple[str, str]:
     elif kind == "missing":
         message = "is required"
     else:
-        message = text[:1].lower() + text[1:] + f" (got {_shown(error.get('input'))})"
+        message = text[:1].lower() + text[1:] + (f" (got {_shown(error.get('input'))})" if show_values else "")
     if inner:
         message += f" (at {inner.lstrip('.')} of {member})"
     return path, message

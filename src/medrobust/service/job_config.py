@@ -71,7 +71,7 @@ def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, con
     if contract.get("normal_class"):
         filled["data"]["normal_class"] = contract["normal_class"]
     try:
-        validate_config(filled, "config")
+        validate_config(filled, "config", show_values=False)  # no value the service filled in is echoed
     except ValueError as err:  # one line per bad field (evaluation.config.invalid_configuration)
         raise ConfigRefused(str(err)) from None
 
