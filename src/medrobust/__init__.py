@@ -5,7 +5,7 @@ The public layer, one function per job, each returning a typed result and printi
 
     import medrobust as mr
 
-    model = mr.load_model("model.onnx", classes=["Normal", "Pneumonia", "Pneumothorax"])
+    model = mr.load_model("model.onnx", classes=["Normal", "Pneumonia", "Pneumothorax"], intensity="imagenet")
     images = mr.open_images("my_images/")               # <Class>/<image>.png
     mr.predict(model, images)                            # Predictions
     mr.attack(model, images, "sia:eps=8/255")            # AttackResult

@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections.abc
 import fnmatch
 import inspect
+import math
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,15 +47,34 @@ def eps_label(eps: float) -> str:
     return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
 
 
+MAX_SEED = 2**32 - 1
+"""The largest seed accepted anywhere (configuration, component parameters): numpy's and torch's
+generators take every seed from 0 to here, with room for the offsets a run adds per batch."""
+
+
 def parse_number(value: str | float | int) -> float:
-    """``"8/255"`` -> 0.03137..., ``"0.1"`` -> 0.1, numbers unchanged."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = str(value).strip()
-    try:
-        return float(Fraction(text)) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
-        raise ValueError(f"{value!r} is not a number; write e.g. 8/255 or 0.03") from None
+    """``"8/255"`` -> 0.03137..., ``"0.1"`` -> 0.1, numbers unchanged; NaN and infinity (``.nan``
+    in YAML, ``"inf"``) are refused: no setting means anything with them."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = float(Fraction(text)) if "/" in text else float(text)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{value!r} is not a number; write e.g. 8/255 or 0.03") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number; write e.g. 8/255 or 0.03")
+    return number
+
+
+def check_seed(value: int, what: str | None = None) -> int:
+    """``value`` when it is a seed numpy and torch both take (0 to :data:`MAX_SEED`), else a
+    ValueError that starts with ``what`` (what the value is) when given."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        subject = f"{what} {value!r}" if what else repr(value)
+        raise ValueError(f"{subject} is not a seed: give a whole number from 0 to {MAX_SEED:,} (2**32 - 1)")
+    return value
 
 
 def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
@@ -70,15 +90,28 @@ def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
 
 
 def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any:
-    """A command-line string to the parameter's declared type (non-strings pass unchanged)."""
-    if not isinstance(value, str):
-        return value
+    """A command-line string to the parameter's declared type (other values pass unchanged); a
+    number that is NaN or infinite, or a seed numpy and torch do not take, is refused."""
+    converted = _from_text(kind, name, key, value, annotation) if isinstance(value, str) else value
+    if isinstance(converted, float) and not math.isfinite(converted):
+        raise ValueError(f"{kind} {name}: parameter {key}={value!r} is not a finite number; write e.g. 8/255 or 0.03")
+    if key == "seed" and converted is not None:
+        check_seed(converted, f"{kind} {name}: parameter seed")
+    return converted
+
+
+def _from_text(kind: str, name: str, key: str, value: str, annotation: Any) -> Any:
     args = typing.get_args(annotation)
     base = [a for a in args if a is not type(None)] if args else [annotation]
     target = base[0] if base else str
     text = value.strip()
     if type(None) in args and text.lower() in ("none", "null", ""):
         return None
+    if target is float:
+        try:
+            return parse_number(text)
+        except ValueError as err:  # "'nan' is not a finite number; ..." after the parameter's name
+            raise ValueError(f"{kind} {name}: parameter {key}={err}") from None
     try:
         if target is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -88,8 +121,6 @@ def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any
             raise ValueError(text)
         if target is int:
             return int(text)
-        if target is float:
-            return parse_number(text)
         if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
             return [t for t in (s.strip() for s in text.split(";")) if t]
     except ValueError:

@@ -49,7 +49,8 @@ def test_predict_refuses_an_untrusted_pickle(tmp_path) -> None:
 
     path = tmp_path / "model.pt"
     torch.save({"not": np.array([1])}, path)  # a pickle that is not a state dict of tensors
-    result = runner.invoke(app, ["predict", "--model", str(path), "--classes", "a,b,c", str(tmp_path)])
+    result = runner.invoke(app, ["predict", "--model", str(path), "--classes", "a,b,c", "--intensity", "unit",
+                                 str(tmp_path)])
     assert result.exit_code == 2
     assert "error:" in result.stderr and "--trust-pickle" in result.stderr
 

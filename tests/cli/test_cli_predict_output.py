@@ -80,7 +80,7 @@ def test_a_truncated_file_is_listed_on_stderr_not_stdout(checkpoint, images):
 
 def test_long_file_names_are_not_wrapped(checkpoint, images):
     long_name = "x" * 180 + ".png"
-    write_png(images / long_name, np.zeros((40, 40)))
+    write_png(images / long_name, np.eye(40))
     result = runner.invoke(app, ["predict", "--model", str(checkpoint), "--json", str(images)], terminal_width=60)
     assert result.exit_code == 0, result.output
     assert any(r["file"].endswith(long_name) for r in _json_lines(result.stdout))

@@ -20,8 +20,11 @@ from medrobust.data.nih import nih_dataset
 
 
 def _png_bytes(size=(8, 8), value=100) -> bytes:
+    """A PNG of ``value`` but for its first pixel (one flat value is skipped as degenerate)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.full(size, value, np.uint8)).save(buffer, format="PNG")
+    pixels = np.full(size, value, np.uint8)
+    pixels[0, 0] = 255 - value
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 

@@ -14,9 +14,12 @@ from medrobust.data.folders import folder_dataset
 
 
 def _png(path, value=128, size=(8, 8)):
+    """An image of ``value`` but for its first pixel (one flat value would be skipped as degenerate)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     image_format = "PNG" if path.suffix.lower() == ".png" else "JPEG"
-    Image.fromarray(np.full(size, value, np.uint8)).save(path, format=image_format)
+    pixels = np.full(size, value, np.uint8)
+    pixels[0, 0] = 255 - value
+    Image.fromarray(pixels).save(path, format=image_format)
     return path
 
 
@@ -26,7 +29,7 @@ def flat_tree(tmp_path):
     _png(root / "Normal" / "b.png", 10)
     _png(root / "Normal" / "a.PNG", 20)
     _png(root / "Normal" / "sub" / "c.jpg", 30)
-    write_dicom(root / "Normal" / "d.dcm", np.full((8, 8), 0.5), bits=8)
+    write_dicom(root / "Normal" / "d.dcm", np.linspace(0, 1, 64).reshape(8, 8), bits=8)
     _png(root / "Pneumonia" / "x.jpeg", 40)
     _png(root / "Pneumonia" / ".hidden.png", 50)
     _png(root / "Pneumonia" / ".cache" / "y.png", 60)
@@ -49,7 +52,7 @@ def test_flat_layout(flat_tree):
     images, labels, ids = ds.load()
     assert images.shape == (5, 1, 8, 8)
     assert ids[0] == "Normal/a.PNG"
-    assert images[0].mean().item() == pytest.approx(20 / 255, abs=1e-6)
+    assert images[0, 0, -1, -1].item() == pytest.approx(20 / 255, abs=1e-6)
     assert labels.tolist() == [0, 0, 0, 0, 1]
 
 

@@ -89,10 +89,12 @@ def test_png_palette(tmp_path):
 
 
 def test_png_palette_with_transparency(tmp_path):
-    img = Image.fromarray(np.zeros((4, 4), np.uint8), mode="P")
-    img.putpalette([120, 120, 120] * 256)
+    indices = np.zeros((4, 4), np.uint8)
+    indices[0, 0] = 1
+    img = Image.fromarray(indices, mode="P")
+    img.putpalette([120, 120, 120] + [30, 30, 30] * 255)
     img.save(tmp_path / "a.png", transparency=0)
-    np.testing.assert_allclose(read_image(tmp_path / "a.png"), 120 / 255, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "a.png"), np.where(indices == 0, 120, 30) / 255, atol=1e-6)
 
 
 def test_bilevel_png(tmp_path):
@@ -116,12 +118,14 @@ def test_jpeg(tmp_path, mode):
 
 
 def test_multiframe_takes_first_frame(tmp_path):
-    first = Image.fromarray(np.full((6, 6), 10, np.uint8))
-    second = Image.fromarray(np.full((6, 6), 200, np.uint8))
+    frame = np.full((6, 6), 10, np.uint8)
+    frame[0, 0] = 0
+    first = Image.fromarray(frame)
+    second = Image.fromarray(frame + 190)
     first.save(tmp_path / "a.png", save_all=True, append_images=[second])
     with Image.open(tmp_path / "a.png") as img:
         assert img.n_frames == 2
-    np.testing.assert_allclose(read_image(tmp_path / "a.png"), 10 / 255, atol=1e-6)
+    np.testing.assert_allclose(read_image(tmp_path / "a.png"), frame / 255, atol=1e-6)
 
 
 def test_int32_mode_within_16bit_range(tmp_path):
@@ -169,8 +173,8 @@ def test_write_png_accepts_channel_first_tensor(tmp_path):
 def test_write_png_replaces_atomically(tmp_path):
     target = tmp_path / "a.png"
     write_png(target, np.zeros((4, 4)))
-    write_png(target, np.ones((4, 4)))
-    np.testing.assert_array_equal(read_image(target), 1.0)
+    write_png(target, np.eye(4))
+    np.testing.assert_array_equal(read_image(target), np.eye(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]  # no temporary left behind
 
 
@@ -195,6 +199,9 @@ def test_write_png_rejects_bad_input(tmp_path, image, bits):
     bits=st.sampled_from([8, 16]),
 )
 def test_round_trip_property(tmp_path_factory, image, bits):
+    if image.size > 1:  # a black and a white pixel: an image of one flat value is refused as degenerate
+        image = image.copy()
+        image.flat[0], image.flat[-1] = 0.0, 1.0
     path = tmp_path_factory.mktemp("rt") / "a.png"
     write_png(path, image, bits=bits)
     back = read_image(path)

@@ -74,6 +74,7 @@ def nih(tmp_path):
         folder = root / ("images_001" if i % 2 == 0 else "images_002") / "images"
         folder.mkdir(parents=True, exist_ok=True)
         value = np.full((8, 8), (i * 5) % 256, np.uint8)
+        value[0, 0] = 255 - value[0, 0]  # one flat value would be skipped as degenerate
         image = Image.fromarray(value)
         if i % 7 == 3:  # a few RGBA files, as in the real set
             image = image.convert("RGBA")

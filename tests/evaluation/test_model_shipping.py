@@ -42,7 +42,7 @@ def test_a_shipped_model_loads_and_leaves_no_files(model, tmp_path, kind) -> Non
         source = ModelSource.from_path("shipped", save_checkpoint(model, tmp_path / "ckpt"))
     else:
         pytest.importorskip("onnxruntime", reason="ONNX models need the onnx extra")
-        source = ModelSource.from_path("shipped", _onnx(model, tmp_path), load={"classes": CLASSES})
+        source = ModelSource.from_path("shipped", _onnx(model, tmp_path), load={"classes": CLASSES, "intensity": "unit"})
     before = _leftovers()
     loaded = source.materialise(torch.device("cpu"))
     assert _leftovers() == before

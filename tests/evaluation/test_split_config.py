@@ -10,12 +10,17 @@ from pydantic import ValidationError
 from medrobust.evaluation.config import ExperimentConfig, load_config
 
 
-@pytest.mark.parametrize("split", [[0.5, 0.5, 0.5], [0.7, 0.4, -0.1], [float("nan"), 0.5, 0.5], [0, 0, 0],
-                                   [0.6, 0.2, 0.19]])
+@pytest.mark.parametrize("split", [[0.5, 0.5, 0.5], [0.7, 0.4, -0.1], [0, 0, 0], [0.6, 0.2, 0.19]])
 def test_fractions_that_are_not_a_split_are_refused(split):
     with pytest.raises(ValidationError, match="summing to 1") as refused:
         ExperimentConfig.model_validate({"data": {"split": split}})
     assert refused.value.errors()[0]["loc"] == ("data", "split")
+
+
+def test_a_fraction_that_is_not_a_number_is_refused():
+    with pytest.raises(ValidationError, match="finite number") as refused:
+        ExperimentConfig.model_validate({"data": {"split": [float("nan"), 0.5, 0.5]}})
+    assert refused.value.errors()[0]["loc"][:2] == ("data", "split")
 
 
 @pytest.mark.parametrize("split", [[0.6, 0.2, 0.2], [0.8, 0.0, 0.2], [1 / 3, 1 / 3, 1 / 3], "test"])

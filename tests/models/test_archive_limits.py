@@ -71,7 +71,7 @@ def _torchscript_bomb(path):
 def test_keras_zip_bomb_is_refused_before_keras_reads_it(tmp_path, small_limits, nothing_is_decompressed):
     path = _keras_bomb(tmp_path / "model.keras")
     with pytest.raises(ModelArchiveError) as info:
-        load_classifier(path, classes=CLASSES)
+        load_classifier(path, classes=CLASSES, intensity="unit")
     message = str(info.value)
     assert message.startswith(f"{path}: archive expands to 4.2 MB from ")
     assert "refusing a likely zip bomb" in message and "re-save the model" in message
@@ -91,13 +91,13 @@ def test_torchscript_looking_bomb_is_refused_whatever_its_suffix(tmp_path, small
                                                                   suffix):
     path = _torchscript_bomb(tmp_path / f"model{suffix}")
     with pytest.raises(ModelArchiveError, match=r"archive expands to 4\.2 MB from .*likely zip bomb"):
-        load_classifier(path, classes=CLASSES)
+        load_classifier(path, classes=CLASSES, intensity="unit")
 
 
 def test_torch_save_state_dict_bomb_is_refused_with_arch(tmp_path, small_limits, nothing_is_decompressed):
     path = _zip(tmp_path / "weights.pth", {"archive/data.pkl": b"\x80\x02}.", "archive/data/0": bytes(BOMB_BYTES)})
     with pytest.raises(ModelArchiveError, match="likely zip bomb"):
-        load_classifier(path, arch="small-cnn", classes=CLASSES, input_size=32)
+        load_classifier(path, arch="small-cnn", classes=CLASSES, intensity="unit", input_size=32)
 
 
 def test_one_bomb_member_inside_a_large_honest_archive_is_refused(tmp_path, small_limits):
@@ -131,14 +131,14 @@ def test_too_many_members_are_refused_from_the_end_record(tmp_path, monkeypatch)
 def test_member_names_that_escape_are_refused(tmp_path, name):
     path = _zip(tmp_path / "model.keras", {"config.json": b"{}", name: b"x"})
     with pytest.raises(ModelArchiveError, match=r"has an absolute path or climbs out with '\.\.'"):
-        load_classifier(path, classes=CLASSES)
+        load_classifier(path, classes=CLASSES, intensity="unit")
 
 
 def test_damaged_zip_is_named_as_such(tmp_path):
     path = tmp_path / "model.pt"
     path.write_bytes(b"PK\x03\x04" + bytes(100))  # a local header, no central directory
     with pytest.raises(ModelArchiveError, match="looks like a zip archive .* cannot be read"):
-        load_classifier(path, classes=CLASSES)
+        load_classifier(path, classes=CLASSES, intensity="unit")
 
 
 def test_files_that_are_not_archives_pass(tmp_path):
@@ -153,7 +153,7 @@ def test_genuine_torchscript_passes_even_with_the_ratio_checked_on_every_member(
     model = build_classifier("small-cnn", CLASSES, input_size=32).eval()
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(model.network), path)
-    loaded = load_classifier(path, classes=CLASSES, input_size=32, network_channels=1)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit", input_size=32, network_channels=1)
     x = torch.rand(2, 1, 32, 32)
     torch.testing.assert_close(loaded(x), model(x))
 
@@ -165,5 +165,5 @@ def test_genuine_keras_passes_even_with_the_ratio_checked_on_every_member(tmp_pa
     hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
     path = tmp_path / "model.keras"
     keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden)).save(path)
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
     assert loaded.metadata["format"] == "keras" and loaded.predict_proba(torch.rand(1, 1, 32, 32)).shape == (1, 3)

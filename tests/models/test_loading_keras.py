@@ -43,7 +43,7 @@ def images() -> torch.Tensor:
 
 def test_probabilities_match_keras_predict(softmax_file, images):
     model, path = softmax_file
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
 
     assert loaded.metadata["format"] == "keras" and loaded.metadata["logits"] == "exact"
     assert loaded.contract.channels_last and loaded.input_size == (32, 32)
@@ -54,7 +54,7 @@ def test_probabilities_match_keras_predict(softmax_file, images):
 
 def test_network_returns_logits_not_probabilities(softmax_file, images):
     model, path = softmax_file
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
     assert isinstance(loaded.network, KerasNetwork)
     nhwc = images.permute(0, 2, 3, 1)
     with torch.no_grad():
@@ -69,7 +69,7 @@ def test_network_returns_logits_not_probabilities(softmax_file, images):
 
 def test_input_gradients_flow_through_keras(softmax_file, images):
     _, path = softmax_file
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
     x = images.clone().requires_grad_(True)
     loss = loaded.loss(loaded(x), torch.tensor([0, 1, 2, 0, 1, 2]))
     (grad,) = torch.autograd.grad(loss, x)
@@ -88,7 +88,7 @@ def test_sigmoid_binary_model(tmp_path, images, style):
     path = tmp_path / "binary.keras"
     model.save(path)
 
-    loaded = load_classifier(path, classes=["Normal", "Pneumonia"], output_kind="binary")
+    loaded = load_classifier(path, classes=["Normal", "Pneumonia"], intensity="unit", output_kind="binary")
 
     assert loaded.metadata["logits"] == "exact"
 
@@ -113,7 +113,7 @@ def test_final_activation_layer_is_peeled_off(tmp_path, images, final):
     model = keras.Model(inputs, outputs)
     path = tmp_path / "act.keras"
     model.save(path)
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
     assert loaded.metadata["logits"] == "exact"
     expected = model.predict(images.permute(0, 2, 3, 1).numpy(), verbose=0)
     np.testing.assert_allclose(loaded.predict_proba(images).numpy(), expected, rtol=0, atol=1e-5)
@@ -122,17 +122,17 @@ def test_final_activation_layer_is_peeled_off(tmp_path, images, final):
 def test_contract_mismatch_with_the_file_is_a_clear_error(softmax_file):
     _, path = softmax_file
     with pytest.raises(ValueError, match=r"m\.keras: input size \(64, 64\) was given but the Keras model takes \(32, 32\)"):
-        load_classifier(path, classes=CLASSES, input_size=64)
+        load_classifier(path, classes=CLASSES, intensity="unit", input_size=64)
     with pytest.raises(ValueError, match=r"m\.keras: 3 network channels were given but the Keras model takes 1"):
-        load_classifier(path, classes=CLASSES, network_channels=3)
+        load_classifier(path, classes=CLASSES, intensity="unit", network_channels=3)
     with pytest.raises(ValueError, match=r"m\.keras: a softmax model with 2 classes"):
-        load_classifier(path, classes=["a", "b"])
+        load_classifier(path, classes=["a", "b"], intensity="unit")
 
 
 def test_probability_fallback_when_told(softmax_file, images):
     """outputs="probabilities" inverts the softmax (log p): same probabilities, finite gradients."""
     model, path = softmax_file
-    loaded = load_classifier(path, classes=CLASSES, outputs="probabilities")
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit", outputs="probabilities")
     assert loaded.metadata["logits"] == "inverted softmax"
     expected = model.predict(images.permute(0, 2, 3, 1).numpy(), verbose=0)
     np.testing.assert_allclose(loaded.predict_proba(images).numpy(), expected, rtol=0, atol=1e-5)

@@ -56,13 +56,13 @@ def test_predictions_match_torch(exported, images):
 
 def test_size_and_channels_come_from_the_graph(exported, images):
     model, path = exported
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
     assert loaded.input_size == (32, 32) and loaded.contract.network_channels == 1
     # a larger stored image is resized by the contract, as for the torch model
     big = torch.rand(2, 1, 48, 48)
     torch.testing.assert_close(loaded.logits(big), model.logits(big), rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match=r"model\.onnx: 3 network channels were given but the ONNX model takes 1"):
-        load_classifier(path, classes=CLASSES, network_channels=3)
+        load_classifier(path, classes=CLASSES, intensity="unit", network_channels=3)
 
 
 def test_onnx_is_a_black_box(exported, images):
@@ -94,7 +94,7 @@ def test_probability_output_is_turned_back_into_logits(exported, images, tmp_pat
     path = tmp_path / "softmax.onnx"
     _export(_SoftmaxNet(model.network), path)
 
-    loaded = load_classifier(path, classes=CLASSES)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit")
 
     assert loaded.metadata["logits"] == "inverted softmax"
     torch.testing.assert_close(loaded.predict_proba(images), model.predict_proba(images), rtol=0, atol=1e-5)

@@ -71,7 +71,7 @@ def test_torchscript_loads_and_predicts_identically(small, images, tmp_path, exp
     torch.jit.save(net, str(path))
     assert is_torchscript(path)
 
-    loaded = load_classifier(path, classes=CLASSES, input_size=32, network_channels=1)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit", input_size=32, network_channels=1)
 
     assert loaded.metadata["format"] == "torchscript" and loaded.metadata["source"] == str(path)
     assert loaded.classes == CLASSES and loaded.input_size == (32, 32) and loaded.arch is None
@@ -84,7 +84,7 @@ def test_torchscript_of_a_grey_network_is_read_as_one_channel(small, images, tmp
     torch.jit.save(torch.jit.script(small.network), str(path))
     # The scripted small-cnn takes one channel: the default (3, an RGB export) fails, 1 works,
     # so the file needs no channel option (the CLI and the service have none).
-    loaded = load_classifier(path, classes=CLASSES, input_size=32)
+    loaded = load_classifier(path, classes=CLASSES, intensity="unit", input_size=32)
     assert loaded.contract.network_channels == 1
     torch.testing.assert_close(loaded.logits(images), small.logits(images), rtol=0, atol=1e-6)
 
@@ -94,7 +94,7 @@ def test_torchscript_fitting_no_channel_count_fails_clearly(tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     torch.jit.save(torch.jit.script(net), str(path))
     with pytest.raises(ValueError, match=r"model\.pt: the model failed on a blank \(1, 1, 32, 32\) image .*network_channels"):
-        load_classifier(path, classes=CLASSES, input_size=32)
+        load_classifier(path, classes=CLASSES, intensity="unit", input_size=32)
 
 
 @pytest.mark.parametrize("layout", ["network", "classifier", "safetensors"])
@@ -109,7 +109,7 @@ def test_state_dict_with_arch_loads_identically(small, images, tmp_path, layout)
         torch.save((small if layout == "classifier" else small.network).state_dict(), path)
     assert not is_torchscript(path)
 
-    loaded = load_classifier(path, arch="small-cnn", classes=CLASSES, input_size=32)
+    loaded = load_classifier(path, arch="small-cnn", classes=CLASSES, intensity="unit", input_size=32)
 
     assert loaded.metadata["format"] == "state_dict" and loaded.arch == "small-cnn"
     assert loaded.contract.network_channels == 1 and loaded.contract.intensity.value == "unit"  # the spec's
@@ -128,7 +128,7 @@ def test_state_dict_in_monai_layout_keeps_its_trained_head(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(state, path)
 
-    loaded = load_classifier(path, arch="resnet18", classes=["Normal", "Pneumonia"], input_size=32)
+    loaded = load_classifier(path, arch="resnet18", classes=["Normal", "Pneumonia"], intensity="imagenet", input_size=32)
 
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(loaded.logits(x), model.logits(x), rtol=0, atol=0)
@@ -138,9 +138,9 @@ def test_state_dict_for_wrong_arch_or_classes_is_a_clear_error(small, tmp_path):
     path = tmp_path / "weights.pth"
     torch.save(small.network.state_dict(), path)
     with pytest.raises(WeightsError, match=r"weights\.pth: does not fit resnet18 .*missing.*--arch"):
-        load_classifier(path, arch="resnet18", classes=CLASSES)
+        load_classifier(path, arch="resnet18", classes=CLASSES, intensity="imagenet")
     with pytest.raises(WeightsError, match=r"does not fit small-cnn with 2 outputs.*head\.weight \(3, 128\) in the file"):
-        load_classifier(path, arch="small-cnn", classes=["a", "b"])
+        load_classifier(path, arch="small-cnn", classes=["a", "b"], intensity="unit")
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle"])
@@ -154,12 +154,12 @@ def test_malicious_pickle_is_never_unpickled(tmp_path, writer):
     assert not marker.exists()
 
     with pytest.raises(ValueError, match=r"evil\.pt: .*refusing to unpickle.*arbitrary code.*--arch.*--trust-pickle"):
-        load_classifier(evil, classes=["a", "b"])
+        load_classifier(evil, classes=["a", "b"], intensity="unit")
     assert not marker.exists()
 
     # with an arch the file is read as a state dict with weights_only=True: refused as well
     with pytest.raises(WeightsError, match=r"evil\.pt: could not be read .*weights_only=True"):
-        load_classifier(evil, arch="small-cnn", classes=["a", "b"])
+        load_classifier(evil, arch="small-cnn", classes=["a", "b"], intensity="unit")
     assert not marker.exists()
 
     # control: the file really is armed — plain unpickling creates the marker
@@ -176,9 +176,9 @@ def test_trusted_whole_module_pickle_loads_and_predicts(tmp_path, caplog):
     x = torch.rand(4, 1, 16, 16)
 
     with pytest.raises(ValueError, match="refusing to unpickle"):
-        load_classifier(path, classes=["Normal", "Pneumonia"], network_channels=1)
+        load_classifier(path, classes=["Normal", "Pneumonia"], intensity="unit", network_channels=1)
     with caplog.at_level(logging.WARNING, logger="medrobust.models.loading"):
-        loaded = load_classifier(path, classes=["Normal", "Pneumonia"], network_channels=1, trust_pickle=True)
+        loaded = load_classifier(path, classes=["Normal", "Pneumonia"], intensity="unit", network_channels=1, trust_pickle=True)
 
     assert any("trust_pickle" in r.getMessage() for r in caplog.records)
     assert isinstance(loaded.network, TinyNet) and loaded.metadata["format"] == "pickle"
@@ -199,9 +199,9 @@ def test_output_shape_must_match_classes(small, tmp_path):
     path = tmp_path / "model.pt"
     torch.jit.save(torch.jit.script(small.network), str(path))
     with pytest.raises(ValueError, match=r"model\.pt: a softmax model with 2 classes must return logits of shape \(B, 2\)"):
-        load_classifier(path, classes=["a", "b"], network_channels=1)
+        load_classifier(path, classes=["a", "b"], intensity="unit", network_channels=1)
     with pytest.raises(ValueError, match=r"model\.pt: a binary model .* \(B, 1\)"):
-        load_classifier(path, classes=["a", "b"], network_channels=1, output_kind="binary")
+        load_classifier(path, classes=["a", "b"], intensity="unit", network_channels=1, output_kind="binary")
 
 
 def test_checkpoint_directory_ignores_user_contract(small, images, tmp_path):

@@ -54,7 +54,7 @@ def finished(tmp_path_factory, uploads):
     with TestClient(create_app(data_dir)) as client:
         a = submit(client, token, uploads.checkpoint_zip, uploads.images_zip, preset="quick")
         b = submit(client, token, uploads.torchscript, uploads.images_zip, preset="quick",
-                   classes="normal,PNEUMONIA,pneumothorax", input_size=32)
+                   classes="normal,PNEUMONIA,pneumothorax", input_size=32, intensity="unit")
         assert a.status_code == 202, a.text
         assert b.status_code == 202, b.text
         Worker(data_dir, poll_s=0.05).run(once=True)
@@ -356,6 +356,20 @@ def test_unknown_class_folder_and_missing_classes_are_refused(service, uploads):
         response = service.client.post(API, headers=service.headers(),
                                         files={"model": ("m.pt", model), "images": ("x.zip", images)})
     assert response.status_code == 422 and "classes" in response.json()["detail"]
+    _nothing_left(service)
+
+
+def test_a_model_file_without_its_intensity_is_refused_before_queueing(service, uploads):
+    """Only a checkpoint records how its network expects its input scaled; a TorchScript, Keras or
+    ONNX upload without the intensity field is refused with the choices, and nothing is queued."""
+    with uploads.torchscript.open("rb") as model, uploads.images_zip.open("rb") as images:
+        response = service.client.post(API, headers=service.headers(), data={"classes": "Normal,Pneumonia,Pneumothorax"},
+                                        files={"model": ("chest v2.pt", model), "images": ("x.zip", images)})
+    detail = response.json()["detail"]
+    assert response.status_code == 422, detail
+    assert detail.startswith("intensity: chest v2.pt: the file does not record how the model expects its input scaled, "
+                             "so give the intensity convention its training used (the form's field intensity) - unit: ")
+    assert "imagenet: (x - mean) / std" in detail and "symmetric: [-1, 1]" in detail and "byte: [0, 255]" in detail
     _nothing_left(service)
 
 

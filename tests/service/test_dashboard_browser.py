@@ -28,13 +28,14 @@ DONE_TIMEOUT_MS = 240_000
 NUMBER = re.compile(r"^\d+(\.\d+)?\b")  # "50.0 / 100"
 
 
-def upload(page, model: Path, images: Path, classes: str = "", input_size: str = "") -> str:
+def upload(page, model: Path, images: Path, classes: str = "", input_size: str = "", intensity: str = "") -> str:
     """Fill the upload form, submit it and return the new job's id (from its row)."""
     before = set(page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
     page.set_input_files("#model", str(model))
     page.set_input_files("#images", str(images))
     page.fill("#classes", classes)
     page.fill("#input_size", input_size)
+    page.select_option("#intensity", intensity)
     page.select_option("#preset", "quick")
     page.click("#submit")
     expect(page.locator("#jobs [data-job-id]")).to_have_count(len(before) + 1, timeout=60_000)
@@ -110,7 +111,7 @@ def test_dashboard_end_to_end(live_service, tmp_path):
             # two jobs: the zipped checkpoint (classes from the checkpoint), and the TorchScript export
             first = upload(page, uploads.checkpoint_zip, uploads.images_zip)
             second = upload(page, uploads.torchscript, uploads.images_zip,
-                            classes="Normal, Pneumonia, Pneumothorax", input_size="32")
+                            classes="Normal, Pneumonia, Pneumothorax", input_size="32", intensity="unit")
             expect(page.locator("#upload-progress")).to_have_attribute("value", "1")
             rows = {job_id: page.locator(f'#jobs [data-job-id="{job_id}"]') for job_id in (first, second)}
             # newest first

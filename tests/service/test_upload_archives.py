@@ -188,8 +188,34 @@ def test_images_outside_class_folders_are_refused_with_the_layout_expected(tmp_p
 def test_an_archive_without_images_lists_some_of_its_files(tmp_path, dest):
     archive = _zip(tmp_path / "docs.zip", {f"Normal/{i}.txt": b"t" for i in range(7)} | {".DS_Store": b"x"})
     message = _refused(archive, dest)
-    assert message.startswith("docs.zip: holds no image (.png, .jpg, .jpeg, .dcm, .dicom), only other files "
-                              "('Normal/0.txt', 'Normal/1.txt', 'Normal/2.txt', 'Normal/3.txt', 'Normal/4.txt' and 2 more)")
+    assert message.startswith("docs.zip: holds no image (.png, .jpg, .jpeg, .dcm, .dicom, or DICOM files of any name), "
+                              "only other files ('Normal/0.txt', 'Normal/1.txt', 'Normal/2.txt', 'Normal/3.txt', "
+                              "'Normal/4.txt' and 2 more)")
+    assert "or as DICOM by the 'DICM' marker at byte 128" in message
+
+
+DICOM_HEAD = b"\0" * 128 + b"DICM"
+
+
+@pytest.mark.parametrize("kind", ["zip", "tgz", "tar"])
+def test_dicom_without_a_suffix_is_recognised_by_its_marker(tmp_path, dest, kind):
+    """Clinical exports often name DICOM files IM000123 or by their UID: kept by the 'DICM' marker
+    at byte 128 (read from the member, only for names without an image suffix); other files of such
+    names (text, an empty file, a short one) are ignored and listed, hidden ones skipped silently."""
+    members = {"Normal/IM000001": DICOM_HEAD + b"rest of a dataset", "Normal/1.2.840.113619.2.55.320": DICOM_HEAD,
+               "Normal/notes.txt": b"a note", "Normal/empty": b"", "Normal/short": b"DICM",
+               "Normal/.DS_Store": b"\0\0\0\1Bud1" + b"\0" * 200, "Pneumonia/a.png": PNG,
+               "Pneumonia/garbage": b"\0" * 128 + b"DICM" + bytes(range(256))}
+    if kind == "zip":
+        archive = _zip(tmp_path / "xrays", members)  # no suffix on the archive either
+    else:
+        archive = _tar(tmp_path / "xrays", list(members.items()), mode="w:gz" if kind == "tgz" else "w")
+    extracted = extract_images_archive(archive, dest, LIMITS, display_name="xrays")
+    assert extracted.kept == 4 and extracted.classes == ["Normal", "Pneumonia"]
+    assert _tree(dest) == ["Normal", "Normal/1.2.840.113619.2.55.320", "Normal/IM000001", "Pneumonia",
+                           "Pneumonia/a.png", "Pneumonia/garbage"]
+    assert (dest / "Normal" / "IM000001").read_bytes() == DICOM_HEAD + b"rest of a dataset"
+    assert sorted(extracted.ignored) == ["Normal/empty", "Normal/notes.txt", "Normal/short"]
 
 
 def test_not_an_archive_is_refused_with_the_formats_accepted(tmp_path, dest):

@@ -126,10 +126,23 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=2) from None
         except USER_ERRORS as err:
             logging.getLogger("medrobust").debug("traceback", exc_info=True)
-            print_error(getattr(err, "cli_message", None) or str(err))  # an error may word its fix in CLI terms
+            # an error may word its fix in CLI terms; a pydantic report reads one line per field
+            print_error(getattr(err, "cli_message", None) or _one_line_per_field(err))
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def _one_line_per_field(err: BaseException) -> str:
+    """The error's text; a pydantic report that reached here unformatted (a ValueError too) reads
+    one line per field, without error codes and links, as a configuration's does."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        from medrobust.evaluation.config import invalid_configuration
+
+        return str(invalid_configuration(err, what=err.title))
+    return str(err)
 
 
 def print_error(message: str) -> None:
@@ -167,7 +180,9 @@ def main(
 ClassesOption = Annotated[Optional[str], typer.Option(
     "--classes", help="Comma-separated class names of a foreign model, in its output order.")]
 InputSizeOption = Annotated[Optional[int], typer.Option("--input-size", help="Input size the model expects.")]
-IntensityOption = Annotated[Optional[str], typer.Option("--intensity", help="unit | imagenet | symmetric | byte")]
+IntensityOption = Annotated[Optional[str], typer.Option(
+    "--intensity", help="How the model's training scaled its input: unit ([0, 1]) | imagenet (ImageNet mean/std) | "
+    "symmetric ([-1, 1]) | byte ([0, 255]). Required for any model file but a medrobust checkpoint.")]
 OutputKindOption = Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")]
 ArchOption = Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")]
 TrustPickleOption = Annotated[bool, typer.Option(

@@ -17,8 +17,16 @@ Colour images (3 samples per pixel, or PALETTE COLOR) are reduced to ITU-R 601-2
 multi-frame files give their first frame. A Rescale Slope/Intercept or Window Center/Width
 that is not a finite number (``inf``, ``nan``) is refused with its name: it would turn every
 pixel into NaN or one flat grey, which a model would classify as confidently as a radiograph.
-Every failure raises
-:class:`~medrobust.data.errors.ImageReadError` naming the file, the problem and the fix.
+So is a finite one that flattens the image (a Rescale Slope of 0, an intercept that swamps the
+stored values, a window far from them): the image is refused as degenerate, naming the header
+values that flattened it. Every failure raises
+:class:`~medrobust.data.errors.ImageReadError` naming the file, the problem and the fix, in
+one line.
+
+pydicom reports oddities of a file through its loggers (a decoder's failure with a whole
+traceback) and as warnings, often both for the same remark. While a file is read they are
+captured: they join the file's skip reason when it cannot be read, and otherwise make one
+per-image log line, so that neither tracebacks nor doubled warnings reach the terminal.
 
 Writing (:func:`write_dicom`) produces a minimal, valid Secondary Capture object, used by
 the tests and to write adversarial images back in the format that reaches a PACS.
@@ -29,6 +37,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +60,8 @@ from pydicom.uid import (
 
 from medrobust.atomic_files import open_atomic
 from medrobust.data.errors import ImageReadError
-from medrobust.data.io import DEFAULT_MAX_PIXELS, quantize
+from medrobust.data.io import DEFAULT_MAX_PIXELS, check_not_flat, quantize
+from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,18 @@ def read_dicom(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     """
     path = Path(path)
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
+    remarks: list[str] = []
+    try:
+        with _pydicom_remarks(remarks):
+            image = _read_image(path, limit)
+    except ImageReadError as err:
+        raise _with_remarks(err, path, remarks) from err.__cause__
+    if remarks:
+        per_image_log.warning("%s: read, with pydicom's remarks: %s", path, _joined(_unique(remarks)))
+    return image
+
+
+def _read_image(path: Path, limit: int) -> np.ndarray:
     ds = _read_dataset(path)
     try:
         # Overflow from extreme header values becomes inf/NaN, which read_image then refuses by count.
@@ -72,8 +98,81 @@ def read_dicom(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         raise
     except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
         # Header values are parsed lazily, so a malformed one surfaces here.
-        raise ImageReadError(path, f"has a malformed image header ({type(err).__name__}: {err})", _REEXPORT) from err
+        raise ImageReadError(path, f"has a malformed image header ({_one_line(err)})", _REEXPORT) from err
     return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+
+
+_MAX_REMARK = 300
+_SEE_ALSO = re.compile(r"\s*Please see <[^>]*> for [^.]*\.")  # pydicom's pointer to the standard's tables
+_remarks: ContextVar[list[str] | None] = ContextVar("medrobust_pydicom_remarks", default=None)
+
+
+class _CaptureRemarks(logging.Filter):
+    """On pydicom's loggers: while a file is read (see :func:`_pydicom_remarks`), a record is
+    kept as a one-line remark and goes no further; otherwise it passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        remarks = _remarks.get()
+        if remarks is None:
+            return True
+        remarks.append(_one_line(record.getMessage()))
+        return False
+
+
+_CAPTURE = _CaptureRemarks()
+
+
+@contextmanager
+def _pydicom_remarks(remarks: list[str]) -> Iterator[None]:
+    """Collect into ``remarks`` what pydicom logs or warns inside the block, instead of showing it.
+
+    A logger's filters see only the records made on that logger, so the filter goes on every
+    ``pydicom`` logger that exists (its decoders log on their own module's logger). Warnings are
+    recorded with :func:`warnings.catch_warnings`, which, like any use of it, is not thread-safe."""
+    for name in ["pydicom", *(n for n in list(logging.root.manager.loggerDict) if n.startswith("pydicom."))]:
+        logger = logging.getLogger(name)
+        if _CAPTURE not in logger.filters:
+            logger.addFilter(_CAPTURE)
+    token = _remarks.set(remarks)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                remarks.extend(_one_line(str(w.message)) for w in caught)
+    finally:
+        _remarks.reset(token)
+
+
+def _with_remarks(err: ImageReadError, path: Path, remarks: list[str]) -> ImageReadError:
+    """``err`` with pydicom's remarks that it does not already say added to the problem."""
+    new = [r for r in _unique(remarks) if r not in err.problem]
+    if not new:
+        return err
+    return ImageReadError(path, f"{err.problem} (pydicom: {_joined(new)})", err.fix)
+
+
+def _unique(remarks: list[str]) -> list[str]:
+    return list(dict.fromkeys(r for r in remarks if r))
+
+
+def _joined(remarks: list[str], shown: int = 2) -> str:
+    more = f"; and {len(remarks) - shown} more" if len(remarks) > shown else ""
+    return "; ".join(remarks[:shown]) + more
+
+
+def _one_line(message: object) -> str:
+    """An exception's or a remark's text in one line: a traceback pasted into it (pydicom puts
+    one into some messages) cut off, the lines joined, at most 300 characters."""
+    if isinstance(message, BaseException):
+        text = f"{type(message).__name__}: {message}" if str(message) else type(message).__name__
+    else:
+        text = str(message)
+    text = text.split("Traceback (most recent call last)", 1)[0]
+    text = _SEE_ALSO.sub("", text)
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return text if len(text) <= _MAX_REMARK else text[: _MAX_REMARK - 3] + "..."
 
 
 def write_dicom(
@@ -214,7 +313,7 @@ def _read_dataset(path: Path) -> Dataset:
             _REEXPORT,
         ) from err
     except Exception as err:  # pydicom raises many unrelated types for malformed files
-        raise ImageReadError(path, f"cannot be parsed as DICOM ({type(err).__name__}: {err})", _REEXPORT) from err
+        raise ImageReadError(path, f"cannot be parsed as DICOM ({_one_line(err)})", _REEXPORT) from err
 
 
 def _decode_first_frame(ds: Dataset, path: Path) -> np.ndarray:
@@ -231,7 +330,7 @@ def _decode_first_frame(ds: Dataset, path: Path) -> np.ndarray:
             )
         else:
             fix = _REEXPORT
-        raise ImageReadError(path, f"pixel data cannot be decoded ({type(err).__name__}: {err})", fix) from err
+        raise ImageReadError(path, f"pixel data cannot be decoded ({_one_line(err)})", fix) from err
 
 
 def _stored_range(bits: int, signed: bool) -> tuple[float, float]:
@@ -260,12 +359,20 @@ def _modality_range(ds: Dataset, bits: int, signed: bool, path: Path) -> tuple[f
 
 
 def _grayscale(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, path: Path) -> np.ndarray:
-    """Modality LUT, then VOI LUT or window (or the modality range), giving [0, 1]."""
+    """Modality LUT, then VOI LUT or window (or the modality range), giving [0, 1]. A step that
+    turns varied values into one flat value is refused, naming the header values it used."""
     values = _apply_modality(ds, pixels, signed, path)
+    _keeps_variation(pixels, values, path, lambda: _modality_cause(ds, values))
     if _has_voi_lut(ds):
-        return _apply_voi_lut_sequence(ds, values, signed)
+        image = _apply_voi_lut_sequence(ds, values, signed)
+        _keeps_variation(values, image, path, lambda: f"its VOI LUT maps every value to {float(image.flat[0]):.4g}")
+        return image
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        return _apply_window(ds, values, path)
+        image = _apply_window(ds, values, path)
+        _keeps_variation(values, image, path, lambda: (
+            f"its Window Center {ds.WindowCenter} and Window Width {ds.WindowWidth} leave every pixel "
+            f"{'black' if float(image.flat[0]) <= 0 else 'white' if float(image.flat[0]) >= 1 else 'one grey'}"))
+        return image
     lo, hi = _modality_range(ds, bits, signed, path)
     if values.size and (values.min() < lo or values.max() > hi):
         log.debug("%s: values exceed the range implied by BitsStored; scaling by the image min/max", path)
@@ -273,6 +380,22 @@ def _grayscale(ds: Dataset, pixels: np.ndarray, bits: int, signed: bool, path: P
     if hi <= lo:
         return np.zeros_like(values)
     return (values - lo) / (hi - lo)
+
+
+def _keeps_variation(before: np.ndarray, after: np.ndarray, path: Path, cause: Callable[[], str]) -> None:
+    """Refuse ``after`` as degenerate when one step of the pipeline flattened a varied ``before``
+    (values that overflowed to infinity are left to :func:`~medrobust.data.io.read_image`'s count)."""
+    if before.size > 1 and after.size and float(before.min()) != float(before.max()) \
+            and float(after.min()) == float(after.max()) and math.isfinite(float(after.flat[0])):
+        check_not_flat(after, path, cause=cause())
+
+
+def _modality_cause(ds: Dataset, values: np.ndarray) -> str:
+    value = float(values.flat[0])
+    if ds.get("ModalityLUTSequence"):
+        return f"its Modality LUT maps every stored value to {value:.4g}"
+    return (f"its Rescale Slope {ds.RescaleSlope} and Rescale Intercept {ds.RescaleIntercept} map every stored "
+            f"value to {value:.4g}")
 
 
 def _has_voi_lut(ds: Dataset) -> bool:

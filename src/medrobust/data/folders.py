@@ -2,16 +2,18 @@
 
 Two layouts are recognised::
 
-    root/<Class>/**/*.png|jpg|jpeg|dcm               split assigned here (optional)
+    root/<Class>/**/*.png|jpg|jpeg|dcm|dicom         split assigned here (optional)
     root/{train,val,test}/<Class>/**/*.png|...       split taken from the folders
 
 The second is detected when every visible top-level folder is a split name (``train``,
 ``val``, ``valid``, ``validation``, ``test``; any case). Suffixes match case-insensitively,
-hidden files and folders (and macOS ``__MACOSX`` archive debris) are skipped, other files
-are ignored, and files are listed in sorted order so a dataset is the same on every
-machine. Record ids are paths relative to ``root`` in posix form, with any byte of a name
-that is not valid UTF-8 escaped as ``\\xNN`` (:mod:`medrobust.data.record_ids`), so ids
-always survive JSON; the record keeps the real path.
+and a file of any other name is an image when it is DICOM (``DICM`` at byte 128: clinical
+exports often carry no suffix; :func:`~medrobust.data.io.is_image_file` decides). Hidden
+files and folders (and macOS ``__MACOSX`` archive debris) are skipped, other files are
+ignored, and files are listed in sorted order so a dataset is the same on every machine.
+Record ids are paths relative to ``root`` in posix form, with any byte of a name that is not
+valid UTF-8 escaped as ``\\xNN`` (:mod:`medrobust.data.record_ids`), so ids always survive
+JSON; the record keeps the real path.
 
 An image-named entry that is not a readable file (a broken or looping symbolic link, a FIFO)
 is not dropped silently: it is listed in ``dataset.skipped`` from the start, like a file
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from medrobust.data.dataset import FileImageDataset, ImageRecord
 from medrobust.data.errors import DataSourceError, SkippedFile
-from medrobust.data.io import IMAGE_SUFFIXES, is_image_file
+from medrobust.data.io import IMAGE_FILES, is_image_file
 from medrobust.data.record_ids import printable_path
 from medrobust.data.splits import SPLIT_NAMES, stratified_split
 from medrobust.per_image_log import per_image_log
@@ -96,7 +98,7 @@ def folder_dataset(
                 also = f" ({len(not_files)} entries that are not readable files were skipped)" if not_files else ""
                 raise DataSourceError(
                     f"{printable_path(base / name)}: class folder holds no image files "
-                    f"({', '.join(IMAGE_SUFFIXES)}){also}; add images or remove the folder"
+                    f"({IMAGE_FILES}){also}; add images or remove the folder"
                 )
             for f in files:
                 record_id = printable_path(f.relative_to(root).as_posix())
@@ -164,9 +166,9 @@ def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _IGNORED_FOLDERS)
         base = Path(current)
         for name in names:
-            if name.startswith(".") or not is_image_file(name):
-                continue
             path = base / name
+            if name.startswith(".") or not is_image_file(path):
+                continue
             if path.is_file():  # follows links; False for a broken or looping one
                 files.append(path)
             else:
@@ -221,7 +223,7 @@ def unlabelled_images(
             records.append(ImageRecord(label=0, id=record_id, path=f, split="test"))
     if not records and not skipped:
         where = ", ".join(printable_path(s) for s in sources)
-        raise DataSourceError(f"{where}: holds no image files ({', '.join(IMAGE_SUFFIXES)}); check the folder")
+        raise DataSourceError(f"{where}: holds no image files ({IMAGE_FILES}); check the folder")
     dataset = FileImageDataset(records, [UNLABELLED], size=size, max_pixels=max_pixels)
     for entry in skipped:
         per_image_log.warning("skipping %s", entry)

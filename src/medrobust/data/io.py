@@ -3,13 +3,15 @@
 Everything downstream works on float32 (H, W) arrays in [0, 1], so this module is the one
 place that knows about file formats, bit depths and colour modes:
 
-* DICOM (``.dcm``/``.dicom``, or any file with ``DICM`` at byte 128) goes to
-  :func:`medrobust.data.dicom.read_dicom` (modality LUT, windowing, MONOCHROME1).
+* DICOM (``.dcm``/``.dicom``, or any file with ``DICM`` at byte 128, as clinical exports often
+  carry no suffix) goes to :func:`medrobust.data.dicom.read_dicom` (modality LUT, windowing,
+  MONOCHROME1).
 * Everything else goes through Pillow: 8-bit and 16-bit grayscale, palette, RGB(A) and
   grayscale-with-alpha (alpha dropped, colour reduced to ITU-R 601-2 luma).
 
 Every problem with a file (missing, empty, not an image, truncated, too large, a pixel
-format we cannot map to [0, 1], pixels that decode to NaN or infinity) raises
+format we cannot map to [0, 1], pixels that decode to NaN or infinity, an image of one flat
+value) raises
 :class:`~medrobust.data.errors.ImageReadError` with one sentence naming the file, the
 problem and the fix, so a dataset can skip the file and the run can go on.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,14 @@ DEFAULT_MAX_PIXELS = 50_000_000
 decompression bomb does not."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-"""File suffixes (lowercase) that datasets treat as images; matching is case-insensitive."""
+"""File suffixes (lowercase) that name an image; matching is case-insensitive. A file of any
+other name is an image when it is DICOM (:func:`is_image_file`)."""
+
+IMAGE_FILES = f"{', '.join(IMAGE_SUFFIXES)}, or DICOM files of any name"
+"""The image files read, as messages name them."""
+
+DICOM_HEAD_BYTES = 132
+"""Bytes that say whether a file is DICOM: a 128-byte preamble, then ``DICM`` (PS3.10 7.1)."""
 
 _DICOM_SUFFIXES = (".dcm", ".dicom")
 _DICOM_MAGIC_OFFSET = 128
@@ -54,9 +64,40 @@ _GRAY_ALPHA_MODES = ("LA", "La")
 _warned_truncated = False
 
 
-def is_image_file(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` ends in one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+def is_image_name(name: str | os.PathLike[str]) -> bool:
+    """True when ``name`` ends in one of :data:`IMAGE_SUFFIXES` (case-insensitive): an image by
+    its name alone. Any other file may still be DICOM; :func:`is_image_file` decides."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def has_dicom_marker(head: bytes) -> bool:
+    """True when ``head`` (a file's first bytes) holds ``DICM`` at byte 128: a DICOM Part 10 file."""
+    return head[_DICOM_MAGIC_OFFSET:DICOM_HEAD_BYTES] == _DICOM_MAGIC
+
+
+def is_image_file(path: str | os.PathLike[str], head: Callable[[], bytes] | None = None) -> bool:
+    """Whether ``path`` is an image file medrobust reads: the one rule for folders, uploaded
+    archives and file lists alike.
+
+    A name with an image suffix (:func:`is_image_name`) is one without reading anything (a
+    broken one is then reported by the reader, not dropped). Any other name is one when its
+    first :data:`DICOM_HEAD_BYTES` bytes carry the DICOM marker (clinical exports such as
+    ``IM000123`` or ``1.2.840.113619.2.55.3.320`` often have no ``.dcm``): ``head()`` gives them
+    when the caller has the bytes (an archive member), else they are read from ``path``. Only
+    a regular file is opened (a FIFO would block); one that cannot be read is not an image.
+    Hidden files are the caller's to skip.
+    """
+    if is_image_name(path):
+        return True
+    if head is not None:
+        return has_dicom_marker(head())
+    try:
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as handle:
+            return has_dicom_marker(handle.read(DICOM_HEAD_BYTES))
+    except OSError:
+        return False
 
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
@@ -73,13 +114,14 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     path = Path(path)
     limit = _check_limit(max_pixels)
     head = _read_head(path)
-    if path.suffix.lower() in _DICOM_SUFFIXES or head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC:
+    if path.suffix.lower() in _DICOM_SUFFIXES or has_dicom_marker(head):
         from medrobust.data.dicom import read_dicom
 
         image = read_dicom(path, max_pixels=limit)
     else:
         image = _read_with_pillow(path, limit)
     _check_finite(image, path)
+    check_not_flat(image, path)
     return image
 
 
@@ -154,6 +196,26 @@ def _check_finite(image: np.ndarray, path: Path) -> None:
     )
 
 
+def check_not_flat(image: np.ndarray, path: str | os.PathLike[str], cause: str | None = None) -> None:
+    """Refuse an image whose pixels all hold one value (a 1 x 1 image aside): it carries nothing
+    to classify, yet a model would answer on it as confidently as on a radiograph. Such images
+    come from a broken header (a DICOM Rescale Slope of 0, an intercept that swamps the stored
+    values, a window far outside them) or a broken file (a JPEG whose quantisation tables are all
+    zero decodes to one grey). ``cause``: the header value that flattened it, when the decoder
+    knows it; else the message gives the value every pixel holds."""
+    if image.size <= 1:
+        return
+    low, high = float(image.min()), float(image.max())
+    if low != high or not np.isfinite(low):
+        return
+    what = cause or f"every pixel is {low:.4g} (grey level {round(low * 255)} of 255)"
+    raise ImageReadError(
+        path,
+        f"is degenerate: {what}, so the image has no variation at all",
+        "correct the header or re-export the image; a blank image cannot be classified",
+    )
+
+
 def _check_limit(max_pixels: int | None) -> int:
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
     if limit < 1:
@@ -162,7 +224,7 @@ def _check_limit(max_pixels: int | None) -> int:
 
 
 def _read_head(path: Path) -> bytes:
-    """The first 132 bytes of ``path`` (enough for the DICOM magic), after existence checks."""
+    """The first :data:`DICOM_HEAD_BYTES` bytes of ``path`` (the DICOM marker), after existence checks."""
     if not path.exists():
         if path.is_symlink():
             raise ImageReadError(path, "broken or looping symbolic link", "remove it or point it at an image")
@@ -171,7 +233,7 @@ def _read_head(path: Path) -> bytes:
         raise ImageReadError(path, "is a folder, not an image file", "point at an image file inside it")
     try:
         with path.open("rb") as handle:
-            head = handle.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+            head = handle.read(DICOM_HEAD_BYTES)
     except OSError as err:
         raise ImageReadError(path, f"cannot be opened ({err.strerror or err})", "check its permissions") from err
     if not head:

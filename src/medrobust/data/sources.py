@@ -89,11 +89,12 @@ def clean_image_folder(root: str | Path, size: int | None = None, max_pixels: in
     """Every image under ``root`` (class sub-folders or none), unlabelled: images known to be
     unattacked, e.g. to calibrate a detector (:func:`~medrobust.data.folders.unlabelled_images`)."""
     from medrobust.data.folders import unlabelled_images
+    from medrobust.data.io import IMAGE_FILES
 
     root = Path(root)
     if not root.is_dir():
         raise DataSourceError(f"{root}: folder not found; point at a folder of clean images")
     dataset = unlabelled_images([root], size=size, max_pixels=max_pixels)
     if not dataset.records:
-        raise DataSourceError(f"{root}: holds no image files (.png, .jpg, .dcm); add clean images to calibrate on")
+        raise DataSourceError(f"{root}: holds no image files ({IMAGE_FILES}); add clean images to calibrate on")
     return dataset

@@ -19,21 +19,27 @@ A vendor's evaluation of their own trained model on all of their images::
     data: {source: my_images/, normal_class: NORMAL}    # split: test is then the default
     model: {load: {path: model.keras, classes: [NORMAL, PNEUMONIA]}}
 
-Everything is checked before any work is done or any file written: the fields (pydantic),
-the run name, every attack, defense and detector spec (:meth:`ExperimentConfig.check_components`).
+Everything is checked before any work is done or any file written: the fields (pydantic:
+numbers finite, seeds within what numpy and torch take, no NUL character in any text, the
+model's input size an image size), the run name, every attack, defense and detector spec
+(:meth:`ExperimentConfig.check_components`). A configuration that fails is reported one line
+per setting, named by its place in the file (:func:`invalid_configuration`).
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medrobust.components import parse_number
+from medrobust.components import check_seed, parse_number
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
+from medrobust.data.image_size import check_input_size
 from medrobust.data.splits import check_fractions
 from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 
@@ -83,8 +89,43 @@ TEXT_FIELDS_NOT_PATHS: frozenset[str] = frozenset({
 """Every other field that can hold text, each declared not to name a file (see :data:`PATH_FIELDS`)."""
 
 
+Seed = Annotated[int, AfterValidator(check_seed)]
+"""A seed numpy and torch both take (0 to 2**32 - 1): a larger one would fail deep in a run."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Every section: unknown settings refused, and NaN and infinity (``.nan``, ``.inf`` in
+    YAML) and NUL characters refused in every value, those held in free-form parameters too."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _plain_values(cls, value: Any) -> Any:
+        """A NUL character ends a file name in the operating system (an ``output_dir`` with one
+        would fail as "embedded null byte" mid-run), and no setting means anything with NaN or
+        infinity (an attack's ``eps: .nan`` would be written to config.yaml as null)."""
+        for where, item in _leaves(value):
+            at = f"{where} " if where else ""
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError(f"{at}contains a NUL character (\\x00), which no file name or setting can hold; remove it")
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{at}is {item}, not a finite number; write e.g. 8/255 or 0.03")
+        return value
+
+
+def _leaves(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """The plain values in ``value`` with their place in it (``eps``, ``[1]``; "" for ``value``
+    itself): those inside its lists and mappings, keys included."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(key, where)
+            yield from _leaves(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{where}[{i}]")
+    else:
+        yield where, value
 
 
 class DataConfig(_Section):
@@ -103,9 +144,9 @@ class DataConfig(_Section):
     source: str = "phantom"  # phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz
     size: int | None = Field(None, ge=16, le=1024)  # None: the loaded model's input size (224 if it takes any), else 64
     per_class: int = Field(300, ge=2)  # phantom only
-    phantom_seed: int = 0
+    phantom_seed: Seed = 0
     split: Literal["test"] | tuple[float, float, float] | None = None  # None: resolved (see ExperimentConfig)
-    split_seed: int = 42
+    split_seed: Seed = 42
     classes: list[str] | None = None
     class_map: dict[str, str] = Field(default_factory=dict)
     normal_class: str | None = None
@@ -155,6 +196,10 @@ class TrainSection(_Section):
 
 
 class LoadSection(_Section):
+    """A user's model file and its contract: ``classes`` in the model's output order and
+    ``intensity`` (unit | imagenet | symmetric | byte) are required for anything but a medrobust
+    checkpoint folder (checked when the model loads, before any image is read)."""
+
     path: str
     arch: str | None = None
     classes: list[str] | None = None
@@ -162,6 +207,12 @@ class LoadSection(_Section):
     intensity: str | None = None
     output_kind: str | None = None
     trust_pickle: bool = False
+
+    @field_validator("input_size")
+    @classmethod
+    def _image_size(cls, value: int | None) -> int | None:
+        check_input_size(value)
+        return value
 
 
 class ModelConfig(_Section):
@@ -322,7 +373,7 @@ def check_ray_address(value: str) -> str | None:
 class ExperimentConfig(_Section):
     name: str = "experiment"
     output_dir: str = "runs"
-    seed: int = 0
+    seed: Seed = 0
     device: str = "auto"
     batch_size: int = Field(32, ge=1)
     attack_images: int = Field(90, ge=3)  # test images the attack stages use (stratified)
@@ -433,10 +484,76 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     path = Path(path)
     raw = load_yaml_mapping(path)
     _merge(raw, overrides or {})
+    return validate_config(raw, str(path))
+
+
+def validate_config(raw: Any, where: str | None = None, show_values: bool = True) -> ExperimentConfig:
+    """``raw`` (a mapping, as read from YAML) as an :class:`ExperimentConfig`; a ValueError from
+    :func:`invalid_configuration` (``where`` names the file or field it came from) otherwise."""
     try:
         return ExperimentConfig.model_validate(raw)
-    except Exception as err:  # pydantic.ValidationError: list every bad field
-        raise ValueError(f"{path}: invalid configuration:\n{err}") from None
+    except ValidationError as err:
+        raise invalid_configuration(err, where, show_values=show_values) from None
+
+
+def invalid_configuration(err: ValidationError, where: str | None = None, what: str = "configuration",
+                          show_values: bool = True) -> ValueError:
+    """pydantic's report as the user should read it: one line per setting, named by its place in
+    the file (``attacks[0].eps_sweep``), saying what is wrong and, for pydantic's own checks, the
+    value given (unless ``show_values`` is False: the service echoes no value it filled in); no
+    error codes, no links. The alternatives of a union (``split``: ``test`` or three fractions)
+    are one line. ``where``: the file or field it came from; ``what``: what was being read (any
+    pydantic model's errors read the same way)."""
+    fields: dict[str, list[str]] = {}
+    for error in err.errors(include_url=False):
+        path, message = _located(error, show_values)
+        fields.setdefault(path, [])
+        if message not in fields[path]:
+            fields[path].append(message)
+    lines = [f"{path or 'configuration'}: {' or '.join(messages)}" for path, messages in fields.items()]
+    head = f"{where}: invalid {what}" if where else f"invalid {what}"
+    if len(lines) == 1:
+        return ValueError(f"{head}: {lines[0]}")
+    return ValueError(f"{head} ({len(lines)} settings):\n" + "\n".join(f"  {line}" for line in lines))
+
+
+_UNION_MEMBER = re.compile(r"^(literal|tuple|list|dict|set|frozenset|function-[a-z]+|union|tagged-union|nullable|"
+                           r"is-instance|chain|lax-or-strict|json-or-python)\[|^(int|float|str|bool|bytes|none)$")
+"""How pydantic names the member of a union that an error is about (``literal['test']``)."""
+_SECTION_NAMES = frozenset({"DataConfig", "TrainSection", "LoadSection", "ModelConfig", "SurrogateConfig",
+                            "AttackConfig", "AdaptiveConfig", "ReferenceDetectorConfig", "SqueezeDetectorConfig",
+                            "DetectorsConfig", "ExecutionConfig"})
+
+
+def _located(error: Any, show_values: bool = True) -> tuple[str, str]:
+    """(the setting's place, the message) of one pydantic error."""
+    path, member, inner = "", None, ""
+    for item in error["loc"]:
+        if member is not None:
+            inner += f"[{item}]" if isinstance(item, int) else f".{item}"
+        elif isinstance(item, int):
+            path += f"[{item}]"
+        elif _UNION_MEMBER.match(item) or item in _SECTION_NAMES:
+            member = item
+        else:
+            path += f".{item}" if path else item
+    kind, text = error["type"], str(error["msg"])
+    if kind == "value_error":  # our own sentence, which names the value
+        message = text.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        message = "is not a setting here; remove it or check its spelling"
+    elif kind == "missing":
+        message = "is required"
+    else:
+        message = text[:1].lower() + text[1:] + (f" (got {_shown(error.get('input'))})" if show_values else "")
+    if inner:
+        message += f" (at {inner.lstrip('.')} of {member})"
+    return path, message
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:

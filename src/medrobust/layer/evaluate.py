@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from medrobust.evaluation.config import ExperimentConfig, load_config
+from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
 from medrobust.evaluation.progress import Progress
 from medrobust.evaluation.results import RunMetrics
 from medrobust.layer.presets import PRESETS, preset_settings
@@ -55,8 +55,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
                 "arch": arch, "trust_pickle": trust_pickle}
     if isinstance(preset, str) and preset not in PRESETS and Path(preset).suffix in (".yaml", ".yml"):
         preset = Path(preset)
-    loaded = load_model(model, device=device or "cpu", **{k: v for k, v in contract.items() if v}) \
-        if model is not None else None
+    given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
+    loaded = load_model(model, device=device or "cpu", **given) if model is not None else None
     if isinstance(preset, str):
         if model is None or images is None:
             raise ValueError("mr.evaluate with a preset needs a model and images (or pass a configuration)")
@@ -83,10 +83,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
         if value is not None:
             raw[key] = str(value)
-    try:
-        config = ExperimentConfig.model_validate(raw)
-    except Exception as err:  # pydantic's ValidationError lists every bad field
-        raise ValueError(f"invalid configuration:\n{err}") from None
+    config = validate_config(raw)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)
     return Runner(config, progress=progress, restart=restart, model=loaded, dataset=dataset).run()
@@ -115,7 +112,7 @@ def _given_config(preset: Any) -> dict[str, Any]:
 
 def _load_section(model: Any, loaded, contract: dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, (str, os.PathLike)):
-        section = {"path": str(model), **{k: v for k, v in contract.items() if v}}
+        section = {"path": str(model), **{k: v for k, v in contract.items() if v is not None and v is not False}}
         if isinstance(section.get("classes"), str):
             section["classes"] = [c.strip() for c in section["classes"].split(",")]
         return section

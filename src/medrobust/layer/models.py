@@ -18,7 +18,8 @@ def load_model(source: Any, *, classes: Sequence[str] | str | None = None, input
                intensity: str | None = None, output_kind: str | None = None, arch: str | None = None,
                trust_pickle: bool = False, device: str = "cpu", **contract: Any) -> Classifier:
     """A Classifier from a path (medrobust checkpoint folder, TorchScript, state dict,
-    ``.keras``, ``.onnx``), a Classifier (returned as it is), or a plain ``nn.Module`` taking
+    ``.keras``, ``.onnx``: any file but a checkpoint needs ``classes`` and ``intensity``, which
+    it cannot record), a Classifier (returned as it is), or a plain ``nn.Module`` taking
     images in [0, 1] and returning logits (wrapped with ``classes`` and the other contract
     options: ``input_size``, ``intensity`` (default ``unit``: the module takes [0, 1]),
     ``output_kind``, ``network_channels``...).

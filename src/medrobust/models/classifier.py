@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from medrobust.data.image_batch import check_image_batch
+from medrobust.data.image_size import check_input_size
 from medrobust.models.batched_prediction import batched_logits
 from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind
@@ -64,7 +65,9 @@ def network_memory_format(memory_format: torch.memory_format | None) -> Iterator
 class InputContract:
     """What a network expects and what it returns.
 
-    ``input_size`` (H, W) is the size the network was trained at (None: any size);
+    ``input_size`` (H, W) is the size the network was trained at (None: any size; each side at
+    least 1 pixel and H x W within the readers' pixel limit, else ValueError:
+    :func:`~medrobust.data.image_size.check_input_size`);
     ``stored_channels`` the channels of the images medrobust feeds (1 for radiographs);
     ``network_channels`` what the network's first layer takes (1 -> 3 is a repeat, 3 -> 1 a
     luminance average); ``channels_last`` for networks that take (B, H, W, C) (Keras).
@@ -99,9 +102,8 @@ class InputContract:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
         object.__setattr__(self, "output_kind", OutputKind.parse(self.output_kind))
-        if self.input_size is not None:
-            size = (self.input_size, self.input_size) if isinstance(self.input_size, int) else tuple(self.input_size)
-            object.__setattr__(self, "input_size", (int(size[0]), int(size[1])))
+        # A side of 0, a negative one or one past the readers' pixel limit is refused here, before any image is read.
+        object.__setattr__(self, "input_size", check_input_size(self.input_size))
         if self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
             raise ValueError(
                 f"channels must be 1 or 3 (stored {self.stored_channels}, network {self.network_channels})"

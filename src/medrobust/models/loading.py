@@ -20,10 +20,12 @@ safetensors; a whole pickled module, which can execute arbitrary code while load
 read when the user passes ``trust_pickle=True``.
 
 A foreign (non-checkpoint) model does not say what it expects, so the user states the
-contract: class names (required), output kind, intensity, network channels, input size.
-One forward pass on a blank image then checks the output has the shape the contract implies,
-so a wrong ``classes`` or ``output_kind`` fails at load time with the file named, not in
-the middle of a run.
+contract: class names and the intensity convention (both required: no file format but a
+medrobust checkpoint records its preprocessing, and a guessed [0, 1] would silently evaluate
+another model), output kind, network channels, input size. The stated values are checked
+before the file is read; one forward pass on a blank image then checks the output has the
+shape the contract implies, so a wrong ``classes`` or ``output_kind`` fails at load time with
+the file named and the shape the model returned, not in the middle of a run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medrobust.contract_names import intensity_required
+from medrobust.data.image_size import check_input_size
 from medrobust.model_archive import check_model_archive
 from medrobust.model_formats import is_torchscript
 from medrobust.models.batched_prediction import eval_mode
@@ -74,11 +78,12 @@ def load_classifier(
 ) -> Classifier:
     """Load any supported model file as a Classifier in eval mode on ``device``.
 
-    ``classes`` (names, or one comma-separated string) is required except for medrobust
-    checkpoints, which carry their own contract (the other options are then ignored).
-    Defaults for foreign models: ``output_kind`` softmax; ``intensity`` and
-    ``network_channels`` the zoo spec's when ``arch`` is given, else ``"unit"`` and 3
-    (Keras and ONNX read channels and size from the file). ``outputs`` (Keras/ONNX only):
+    ``classes`` (names, or one comma-separated string) and ``intensity`` (``unit``,
+    ``imagenet``, ``symmetric`` or ``byte``: how the network's training scaled its input) are
+    required except for medrobust checkpoints, which carry their own contract (the other
+    options are then ignored). Defaults for foreign models: ``output_kind`` softmax;
+    ``network_channels`` the zoo spec's when ``arch`` is given, else 3 (Keras and ONNX read
+    channels and size from the file). ``outputs`` (Keras/ONNX only):
     ``"logits"`` or ``"probabilities"`` to override the detection of a final softmax/sigmoid.
 
     Shapes: the returned Classifier takes (B, stored_channels, H, W) float in [0, 1] and
@@ -114,6 +119,13 @@ def load_classifier(
         raise FileNotFoundError(f"{path}: model file not found; check the path")
     check_model_archive(path)
     names = _class_names(classes, path)
+    if intensity is None:
+        raise ValueError(intensity_required(str(path)))
+    try:
+        Intensity.parse(intensity)
+        check_input_size(input_size)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
     suffix = path.suffix.lower()
     common = {"classes": names, "input_size": input_size, "stored_channels": stored_channels,
@@ -173,7 +185,7 @@ def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_s
             ) from None
         if arch:
             log.info("%s: a TorchScript archive carries its own network; arch=%r only sets the defaults "
-                     "(channels, intensity) and is not recorded on the model", path, arch)
+                     "(channels) and is not recorded on the model", path, arch)
     elif arch:
         fmt = "state_dict"
         spec = get_spec(arch)
@@ -210,7 +222,7 @@ def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_s
             input_size=size,
             stored_channels=stored_channels,
             network_channels=network_channels or (spec.channels if spec else 3),
-            intensity=Intensity.parse(intensity) if intensity else (spec.intensity if spec else Intensity.UNIT),
+            intensity=Intensity.parse(intensity),  # required: load_classifier checked it was given
             output_kind=kind,
             channels_last=channels_last,
         )
@@ -280,19 +292,29 @@ def _layout_candidates(state: dict[str, torch.Tensor], arch: str) -> list[dict[s
 
 def _torchscript_channels(model: Classifier, path: Path) -> Classifier:
     """A TorchScript archive does not say how many channels its network takes: when the default
-    (3, an RGB export) fails on a blank image and 1 (a grey radiograph network) works, use 1."""
+    (3, an RGB export) fails on a blank image and 1 (a grey radiograph network) works, use 1.
+    A network that runs but returns the wrong shape, on either, is reported as that."""
     try:
         check_forward(model, path)
         return model
+    except ModelOutputError:
+        raise  # it ran on 3 channels: what is wrong is its output
     except ValueError as three_failed:
         grey = Classifier(model.network, replace(model.contract, network_channels=1), arch=model.arch,
                           metadata=model.metadata).to(model.device).eval()
         try:
             check_forward(grey, path)
+        except ModelOutputError:
+            raise  # it runs on 1 channel: what is wrong is its output, not the input
         except ValueError:
             raise three_failed from None
         log.info("%s: the TorchScript network takes 1 channel (it failed on 3); reading it as a grey network", path)
         return grey
+
+
+class ModelOutputError(ValueError):
+    """The model ran on the blank image, but its output does not fit the contract (a wrong shape,
+    not a tensor): ``str(err)`` names the file, what it returned and what was expected."""
 
 
 def check_forward(model: Classifier, path: str | Path) -> None:
@@ -309,11 +331,11 @@ def check_forward(model: Classifier, path: str | Path) -> None:
             "network_channels and channels_last match how it was trained"
         ) from None
     if not isinstance(logits, torch.Tensor):
-        raise ValueError(  # noqa: TRY004 — a bad model file, reported like the other load errors
+        raise ModelOutputError(
             f"{path}: the model returned a {type(logits).__name__}, not a tensor of logits; "
             "export a model whose forward returns one (B, K) tensor"
         )
     try:
         model.output_kind.check_logits(logits, len(model.classes))
     except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
+        raise ModelOutputError(f"{path}: {err}") from None

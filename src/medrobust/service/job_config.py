@@ -17,9 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
-from medrobust.evaluation.config import PATH_FIELDS, ExperimentConfig
+from medrobust.evaluation.config import PATH_FIELDS, validate_config
 from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
 
 _SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (("name",), ("output_dir",), ("data", "source"), ("model",))
@@ -105,21 +103,10 @@ def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, con
     if contract.get("normal_class"):
         filled["data"]["normal_class"] = contract["normal_class"]
     try:
-        ExperimentConfig.model_validate(filled)
-    except ValidationError as err:
-        raise ConfigRefused(f"config: invalid configuration: {_problems(err)}") from None
-
-
-def _problems(err: ValidationError) -> str:
-    """Each bad field and what is wrong with it, ``; ``-separated on one line
-    (``attacks[0].steps_typo: Extra inputs are not permitted``), without
-    the input values pydantic would echo (the filled configuration) or its documentation URLs."""
-    lines = []
-    for problem in err.errors(include_url=False, include_input=False, include_context=False):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in problem.get("loc", ())).lstrip(".")
-        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"{where or 'config'}: {message}")
-    return "; ".join(lines)
+        validate_config(filled, "config", show_values=False)  # no value the service filled in is echoed
+    except ValueError as err:  # one line per bad field (evaluation.config.invalid_configuration); an answer is one line
+        head, *fields = (line.strip() for line in str(err).splitlines())
+        raise ConfigRefused(" ".join([head, "; ".join(fields)]) if fields else head) from None
 
 
 def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -1,7 +1,8 @@
 """Turn a received upload into a queued job's request, or refuse it with a message the sender can act on.
 
 Everything that can be checked without loading the model is checked here, in the web process,
-before the job is queued: the fields (preset or configuration, the model's contract), the model
+before the job is queued: the fields (preset or configuration, the model's contract: classes and
+the intensity convention are required for any model but a medrobust checkpoint), the model
 file's format from its bytes (a ``.pt`` must be TorchScript: a pickled module is never loaded;
 a ``.keras`` must be a Keras 3 archive; zip archives are checked from their table of contents
 against zip bombs), the images archive (members checked before extraction, then extracted),
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medrobust.contract_names import intensity_name, output_kind_name
+from medrobust.contract_names import intensity_name, intensity_required, output_kind_name
 from medrobust.layer.image_folders import ClassMatchError, find_normal_class, match_classes
 from medrobust.layer.presets import PRESETS
 from medrobust.model_archive import ModelArchiveError, check_model_archive
@@ -172,6 +173,8 @@ def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, 
     if not classes:
         raise SubmissionRefused(422, "classes: give the model's classes in its output order, comma-separated "
                                      "(e.g. Normal,Pneumonia,Pneumothorax); only a medrobust checkpoint carries its own")
+    if not contract.get("intensity"):  # the worker's loader refuses it too; said here before the job is queued
+        raise SubmissionRefused(422, "intensity: " + intensity_required(shown, "the form's field intensity"))
     named = folder / _model_file_name(shown, path.suffix)
     path.rename(named)
     return named.relative_to(folder).as_posix(), list(classes)

@@ -19,7 +19,9 @@ service's :class:`~medrobust.service.limits.ServiceLimits`):
   time through a byte budget (listing a ``.tar.gz`` decompresses it), so the listing stops as
   soon as a cap is passed, and an outsized header (pax or GNU long name) is refused too.
 
-Only images (:data:`~medrobust.layer.image_folders.IMAGE_SUFFIXES`) are extracted, each by a streaming copy
+Only images are extracted, as a folder lists them (:func:`~medrobust.layer.image_folders.is_image_file`:
+an image suffix, or for any other name the DICOM marker in the member's first bytes, so that
+suffix-less clinical exports are kept), each by a streaming copy
 that counts its bytes against the size declared and the total against the cap, into a new file
 whose resolved folder must lie under ``dest``; a refusal removes everything this call wrote.
 Other files are listed as ignored; hidden entries (a name component starting with ``.``) and
@@ -41,7 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from medrobust.archive_members import format_size
-from medrobust.layer.image_folders import IMAGE_SUFFIXES
+from medrobust.layer.image_folders import DICOM_HEAD_BYTES, IMAGE_FILES, is_image_file, is_image_name
 from medrobust.service.archive_listing import (
     READ_ERRORS,
     ArchiveContext,
@@ -93,11 +95,13 @@ def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
     context = ArchiveContext(display_name or Path(archive).name, limits, _IMAGES_FIX)
     kind, members = list_members(Path(archive), context)
     files = [m for m in members if not m.is_dir and not m.hidden]
-    kept = [m for m in files if m.suffix in IMAGE_SUFFIXES]
-    ignored = list(dict.fromkeys(m.path for m in files if m.suffix not in IMAGE_SUFFIXES))
+    heads = _member_heads(kind, Path(archive), [m for m in files if not is_image_name(m.path)], context)
+    kept = [m for m in files if is_image_file(m.path, head=lambda m=m: heads[m.index])]
+    kept_indices = {m.index for m in kept}
+    ignored = list(dict.fromkeys(m.path for m in files if m.index not in kept_indices))
     if not kept:
-        raise context.refuse(f"holds no image ({', '.join(IMAGE_SUFFIXES)}){_some_of(ignored)}; images are "
-                             "recognised by their extension, so DICOM files need .dcm (PACS exports often have none)")
+        raise context.refuse(f"holds no image ({IMAGE_FILES}){_some_of(ignored)}; images are recognised by "
+                             "their extension, or as DICOM by the 'DICM' marker at byte 128")
     if len(kept) > limits.max_images:
         raise context.refuse(f"holds {len(kept):,} images, over the {limits.max_images:,} one job may test (the work "
                              "grows with every image); send a sample of them, or split them into several jobs")
@@ -128,6 +132,20 @@ def extract_checkpoint_archive(archive: Path, dest: Path, limits: ServiceLimits,
         raise context.refuse(f"has no {CHECKPOINT_WEIGHTS} beside {metas[0].path!r}, so the model has no weights")
     _extract(kind, Path(archive), kept, Path(dest), context)
     return Path(dest).joinpath(*folder)
+
+
+def _member_heads(kind: str, archive: Path, members: list[ArchiveMember],
+                  context: ArchiveContext) -> dict[int, bytes]:
+    """The first :data:`DICOM_HEAD_BYTES` bytes of each of ``members`` (by index), read in one pass
+    over the archive: enough to tell a DICOM file whose name has no image suffix."""
+    heads: dict[int, bytes] = {}
+    if members:
+        for member, source in _member_streams(kind, archive, members, context):
+            head = b""
+            while len(head) < DICOM_HEAD_BYTES and (chunk := _read(source, context, member, DICOM_HEAD_BYTES - len(head))):
+                head += chunk
+            heads[member.index] = head
+    return heads
 
 
 def _some_of(names: list[str]) -> str:
@@ -208,9 +226,9 @@ def _extract(kind: str, archive: Path, kept: list[ArchiveMember], dest: Path, co
         raise
 
 
-def _read(source: BinaryIO, context: ArchiveContext, member: ArchiveMember) -> bytes:
+def _read(source: BinaryIO, context: ArchiveContext, member: ArchiveMember, size: int = _CHUNK) -> bytes:
     try:
-        return source.read(_CHUNK)
+        return source.read(size)
     except (*READ_ERRORS, OSError, OverBudget) as err:
         raise context.refuse(f"cannot be read ({err}): the archive is damaged or truncated", member.name) from None
 

@@ -1,0 +1,61 @@
+"""The image size a model's contract declares (``input_size``), checked wherever it is declared.
+
+A model's input size comes from the user (``--input-size``, ``model.load.input_size``,
+``input_size=`` in Python, the service form), from a Keras or ONNX file, or from a checkpoint's
+model.json, and every image is resized to it before the model sees it. A side of 0 or less
+names no image, and a size beyond what the readers accept
+(:data:`~medrobust.data.io.DEFAULT_MAX_PIXELS`) would have every radiograph blown up to
+gigabytes: either would otherwise surface much later, as a tensor error, a failed allocation
+or a run that seems to hang. :func:`check_input_size` refuses them where they are declared,
+before any image is read. No torch here: the configuration's schema uses it too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from medrobust.data.io import DEFAULT_MAX_PIXELS
+
+MAX_INPUT_SIDE = math.isqrt(DEFAULT_MAX_PIXELS)
+"""The longest side of a square input size: its pixels stay within the readers' limit."""
+
+
+def check_input_size(value: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``value`` (None: any size; a side; or (height, width)) as (height, width), or ValueError.
+
+    Each side must be a whole number of at least 1 pixel, and height x width at most the
+    readers' limit of :data:`~medrobust.data.io.DEFAULT_MAX_PIXELS` pixels.
+
+    >>> check_input_size(224), check_input_size([150, 200]), check_input_size(None)
+    ((224, 224), (150, 200), None)
+    >>> check_input_size(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: input size 0 is not an image size: give the side in pixels the model takes, a whole number from 1 ...
+    """
+    if value is None:
+        return None
+    sides = [value, value] if _is_number(value) else list(value) if isinstance(value, Sequence) else None
+    if sides is None or len(sides) != 2 or not all(_is_whole(s) for s in sides):
+        raise _refused(value)
+    height, width = int(sides[0]), int(sides[1])  # type: ignore[arg-type]
+    if height < 1 or width < 1 or height * width > DEFAULT_MAX_PIXELS:
+        raise _refused(value)
+    return height, width
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_whole(value: object) -> bool:
+    return _is_number(value) and math.isfinite(value) and float(value).is_integer()  # type: ignore[arg-type]
+
+
+def _refused(value: object) -> ValueError:
+    shown = value if _is_number(value) else tuple(value) if isinstance(value, Sequence) else repr(value)
+    return ValueError(
+        f"input size {shown} is not an image size: give the side in pixels the model takes, a whole number from 1 "
+        f"to {MAX_INPUT_SIDE:,} (e.g. 224), or a height and width of at most {DEFAULT_MAX_PIXELS:,} pixels in all"
+    )
