@@ -1,5 +1,5 @@
-"""The ``medrobust`` application object and what its commands share: the consoles, progress
-bars, and turning user errors into one clear line.
+"""The ``medrobust`` application object and what its commands share: the consoles and turning
+user errors into one clear line (the progress display is :mod:`medrobust.cli.progress`).
 
 Two consoles: :data:`console` (stdout) carries a command's results, :data:`err_console`
 (stderr) carries errors, warnings and summaries of skipped files, so that ``--json`` output on
@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, ParamSpec, TypeVar
 
@@ -19,14 +18,6 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from medrobust import __version__
 
@@ -44,59 +35,6 @@ console = Console(soft_wrap=True)
 """Results (stdout)."""
 err_console = Console(stderr=True, soft_wrap=True)
 """Errors, log messages and skipped-file summaries (stderr)."""
-
-
-def progress_bar() -> Progress:
-    """A progress bar with count, elapsed time and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-class RichProgress:
-    """The public layer's progress protocol (:class:`medrobust.Progress`) drawn as rich bars:
-    one bar per stage, with count, elapsed time and ETA. ``enabled=False`` draws nothing (when
-    stdout carries JSON lines). Use as a context manager around the layer call."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.bar = progress_bar() if enabled else None
-        self._started = False
-
-    def __enter__(self) -> "RichProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None and self._started:
-            self.bar.__exit__(*exc)
-
-    @contextmanager
-    def stage(self, name: str, total: int) -> Iterator["_Stage"]:
-        if self.bar is None:
-            yield _Stage(None, None)
-            return
-        if not self._started:  # drawn from the first stage on: an early error leaves stdout empty
-            self.bar.__enter__()
-            self._started = True
-        task = self.bar.add_task(name, total=total)
-        yield _Stage(self.bar, task)
-        self.bar.update(task, completed=total)
-
-
-class _Stage:
-    def __init__(self, bar, task) -> None:
-        self.bar, self.task = bar, task
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
 
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)

@@ -15,7 +15,6 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
@@ -23,6 +22,7 @@ from medrobust.cli.app import (
     print_skipped,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("attack")
@@ -73,7 +73,7 @@ def attack(
         params["eps"] = eps
     images = mr.open_images(data, size=size or (target.input_size[0] if target.input_size else 64), per_class=per_class,
                             seed=seed)
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         result = mr.attack(target, images, attack_name, crafter, seed=seed, batch_size=batch_size, limit=limit,
                            split=split, class_map=parse_class_map(class_map or []), normal_class=normal_class,
                            allow_large_eps=allow_large_eps, out=out, progress=progress, **params)

@@ -23,13 +23,13 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
     load_cli_model,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("detect")
@@ -69,7 +69,7 @@ def detect(
             else:
                 console.print(result.details["line"][i], markup=False, highlight=False)
 
-    with RichProgress(enabled=not as_json) as progress:
+    with CliProgress(enabled=not as_json) as progress:
         detection = mr.detect(model, inputs, reference, detector_name, calibration=calibrate, fpr=fpr, size=size,
                               batch_size=batch_size, progress=progress, on_batch=show)
     summary = detection.summary()

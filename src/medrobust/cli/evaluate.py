@@ -16,12 +16,12 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def run_experiment(config, restart: bool = False, closing: str | None = None, **
     clickable) and ``closing``, a sentence for the reader, when given."""
     import medrobust as mr
 
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         metrics = mr.evaluate(preset=config, progress=progress, restart=restart, **evaluate_options)
     run_dir = Path(metrics.config["output_dir"]) / metrics.name
     report_path = None

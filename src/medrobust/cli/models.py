@@ -17,7 +17,6 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
@@ -25,6 +24,7 @@ from medrobust.cli.app import (
     print_skipped,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("models")
@@ -75,7 +75,7 @@ def train(
 
     if adversarial:
         console.print(f"adversarial training on {adversarial} examples (Madry et al. 2018)")
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         trained = mr.train(data, arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
                            trainable=trainable, two_phase=two_phase, class_weighted=class_weighted,
                            lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class,
