@@ -1,5 +1,6 @@
-"""The ``medrobust`` application object and what its commands share: the consoles and turning
-user errors into one clear line (the progress display is :mod:`medrobust.cli.progress`).
+"""The ``medrobust`` application object and what its commands share: the consoles, turning
+user errors into one clear line, and what an interrupted command says (the progress display
+is :mod:`medrobust.cli.progress`).
 
 Two consoles: :data:`console` (stdout) carries a command's results, :data:`err_console`
 (stderr) carries errors, warnings and summaries of skipped files, so that ``--json`` output on
@@ -40,7 +41,15 @@ err_console = Console(stderr=True, soft_wrap=True)
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
 
 
-def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+INTERRUPTED_EXIT = 130
+"""Exit status after Ctrl-C: the shell's convention for a command ended by SIGINT (128 + 2)."""
+
+InterruptLine = Callable[[dict[str, object]], str]
+"""What a command says when interrupted, from its options by flag (``{"--out": Path(...)}``)."""
+
+
+def user_errors(command: Callable[P, R] | None = None, *,
+                on_interrupt: InterruptLine | None = None):  # noqa: ANN201  (a decorator, bare or with options)
     """Turn an error meant for the user (a bad path, value or file) into one clear line on
     stderr and exit status 2, instead of a traceback; ``--verbose`` still logs the traceback.
 
@@ -48,7 +57,13 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     full disk, no permission) become a line naming the path and the fix
     (:func:`medrobust.cli.os_errors.os_error_line`); they are a fact about the user's machine,
     not a bug, so they get no traceback either.
+
+    Ctrl-C ends the command with exit status 130 and one line on stderr: ``interrupted``, and,
+    given ``on_interrupt(options)``, what was kept and the command that resumes it. Use as
+    ``@user_errors`` or ``@user_errors(on_interrupt=...)``.
     """
+    if command is None:
+        return functools.partial(user_errors, on_interrupt=on_interrupt)
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -56,6 +71,14 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:
+            from medrobust.cli.os_errors import command_options
+
+            line = "interrupted"
+            if on_interrupt is not None:
+                line += ": " + on_interrupt(command_options(command, args, kwargs))
+            err_console.print(line, markup=False, highlight=False)
+            raise typer.Exit(code=INTERRUPTED_EXIT) from None
         except OSError as err:
             from medrobust.cli.os_errors import command_options, os_error_line
 
@@ -68,6 +91,16 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(code=2) from None
 
     return wrapper
+
+
+def same_command(drop: tuple[str, ...] = ()) -> str:
+    """The command line as the user typed it (``medrobust`` and its arguments, quoted for the
+    shell), without the flags in ``drop`` (``--restart``: repeated, it would delete what a
+    resume keeps)."""
+    import shlex
+    import sys
+
+    return shlex.join(["medrobust", *(arg for arg in sys.argv[1:] if arg not in drop)])
 
 
 def print_error(message: str) -> None:

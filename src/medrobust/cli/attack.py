@@ -25,8 +25,13 @@ from medrobust.cli.app import (
 from medrobust.cli.progress import CliProgress
 
 
+def _attack_interrupted_line(options: dict[str, object]) -> str:
+    return (f"medrobust attack does not resume; the images written so far stay in {options.get('--out')}: run the "
+            "command again to attack every image")
+
+
 @app.command("attack")
-@user_errors
+@user_errors(on_interrupt=_attack_interrupted_line)
 def attack(
     model_path: Annotated[Path, typer.Option("--model", help="The target model (checkpoint, TorchScript, .keras, .onnx...).")],
     data: Annotated[str, typer.Option("--data", help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")],

@@ -19,6 +19,7 @@ from medrobust.cli.app import (
     TrustPickleOption,
     app,
     console,
+    same_command,
     user_errors,
 )
 from medrobust.cli.progress import CliProgress
@@ -137,8 +138,17 @@ def run_experiment(config, restart: bool = False, closing: str | None = None, **
         raise typer.Exit(code=3)
 
 
+KEPT = "finished batches and training epochs are kept in the run folder"
+
+
+def resume_line(options: dict[str, object]) -> str:
+    """What an interrupted ``evaluate`` (or ``demo``) says: what was kept and the command that
+    resumes it (the one typed, without ``--restart``, which would delete what was kept)."""
+    return f"{KEPT}; resume with: {same_command(drop=('--restart',))}"
+
+
 @app.command("evaluate")
-@user_errors
+@user_errors(on_interrupt=resume_line)
 def evaluate(
     config_path: Annotated[Optional[Path], typer.Argument(
         help="Experiment YAML (see examples/), or leave out and give --model and --data.")] = None,

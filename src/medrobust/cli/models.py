@@ -22,6 +22,7 @@ from medrobust.cli.app import (
     console,
     load_cli_model,
     print_skipped,
+    same_command,
     user_errors,
 )
 from medrobust.cli.progress import CliProgress
@@ -45,8 +46,13 @@ def models_list(pattern: Annotated[str, typer.Argument(help="Shell-style filter,
         console.print(f"{info.name}: {info.description}", highlight=False)
 
 
+def _train_resume_line(options: dict[str, object]) -> str:
+    return (f"the last finished epoch is kept in {options.get('--out')}; the same command resumes training from it: "
+            f"{same_command()}")
+
+
 @app.command("train")
-@user_errors
+@user_errors(on_interrupt=_train_resume_line)
 def train(
     data: Annotated[str, typer.Option("--data", help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")] = "phantom",
     arch: Annotated[str, typer.Option("--arch", help="Zoo architecture (see `medrobust models`).")] = "densenet121",
