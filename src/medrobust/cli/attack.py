@@ -65,9 +65,8 @@ def attack(
 
     import medrobust as mr
     from medrobust.cli.evaluate import parse_class_map
+    from medrobust.layer.attack import attack_to_run
 
-    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
-    crafter = load_cli_model(surrogate) if surrogate else None
     params: dict[str, str] = {}
     for item in param or []:
         if "=" not in item:
@@ -76,6 +75,9 @@ def attack(
         params[key.strip().replace("-", "_")] = value.strip()
     if eps is not None:
         params["eps"] = eps
+    attack_to_run(attack_name, seed=seed, allow_large_eps=allow_large_eps, **params)  # before loading the models
+    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    crafter = load_cli_model(surrogate) if surrogate else None
     images = mr.open_images(data, size=size or (target.input_size[0] if target.input_size else 64), per_class=per_class,
                             seed=seed)
     with CliProgress() as progress:

@@ -59,7 +59,9 @@ def detect(
 ) -> None:
     """Flag attacked images: the study's detector against originals, or feature squeezing without them."""
     import medrobust as mr
+    from medrobust.layer.detect import detector_to_run
 
+    detector_to_run(detector_name, reference, calibrate)  # a misspelt detector before the model loads
     model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
 
     def show(result) -> None:

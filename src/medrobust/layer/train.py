@@ -54,6 +54,13 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
         from medrobust.evaluation.run_dir import check_output_folder
 
         check_output_folder(Path(out))  # before training, not after it: a run must not end by failing to save
+    from medrobust.layer.models import check_contract
+
+    check_contract(arch=arch)  # the names, before any image is read
+    if adversarial:
+        from medrobust.attacks.registry import build_attack
+
+        build_attack(adversarial)  # as the training will build it
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
                          class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                          augment=AugmentConfig() if augment else NO_AUGMENTATION)
