@@ -62,6 +62,8 @@ CASES = {
     "plateau": (dict(epochs=4, lr=0.03, plateau_patience=0, early_stopping_patience=2), (2, 1)),
     # early stopping counts the epochs without improvement from before the interruption (stops at 4)
     "early stopping": (dict(epochs=6, lr=0.02, early_stopping_patience=2), (4, 1)),
+    # interrupted right after the best epoch (2): its weights, saved once as the model's, are the result
+    "after the best epoch": (dict(epochs=6, lr=0.02, early_stopping_patience=2), (3, 1)),
     # two phases (head, then all), warm-up and cosine: interrupted in the first epoch of phase 2
     "phase boundary": (dict(epochs=3, two_phase=True, head_epochs=1, lr_schedule="cosine", warmup_epochs=0.5), (2, 2)),
     # interrupted in the middle of phase 2 (its optimiser, cosine schedule and early stopping continue)

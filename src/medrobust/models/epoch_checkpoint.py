@@ -19,7 +19,6 @@ finished checkpoint and is removed once the checkpoint is saved
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import shutil
@@ -29,7 +28,7 @@ from typing import Any
 
 import torch
 
-from medrobust.atomic_files import atomic_write_bytes
+from medrobust.atomic_files import open_atomic
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +64,8 @@ def _update(digest, t: torch.Tensor) -> None:
 
 def save_epoch_checkpoint(path: Path, key: str, state: dict[str, Any]) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) under ``key``, atomically."""
-    buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "key": key, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    with open_atomic(path) as handle:
+        torch.save({"format": FORMAT, "key": key, **state}, handle)
 
 
 def load_epoch_checkpoint(path: Path, key: str, who: str) -> dict[str, Any] | None:

@@ -179,6 +179,8 @@ def train_classifier(
     if saved is not None:
         epoch, history, stopped_early = int(saved["epoch"]), list(saved["history"]), bool(saved["stopped_early"])
         best_loss, best_epoch, best_state = float(saved["best_loss"]), int(saved["best_epoch"]), saved["best_state"]
+        if best_epoch == epoch:  # saved once, as the model's weights
+            best_state = copy.deepcopy(saved["model"])
         seconds_before = float(saved["seconds"])
         model.load_state_dict(saved["model"])
         restore_rng_states(saved["rng"], generators)
@@ -253,7 +255,8 @@ def train_classifier(
                 save_epoch_checkpoint(checkpoint, key, {
                     "epoch": epoch, "history": history, "stopped_early": stop, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "since_best": since_best,
-                    "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
+                    "best_loss": best_loss, "best_epoch": best_epoch,  # the best weights: the model's, if this epoch's
+                    "best_state": best_state if best_epoch != epoch else None,
                     "rng": rng_states(generators), "seconds": seconds_before + time.perf_counter() - start})
             if on_epoch is not None:
                 on_epoch(record)
