@@ -30,6 +30,12 @@ SLOW_TRAINING = {
 }
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it (a test run in the background, without job
+    control, starts its children with SIGINT ignored, and Python then installs no handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _lines(stream, out: queue.Queue) -> None:
     for line in stream:
         out.put(line.rstrip("\n"))
@@ -41,7 +47,7 @@ def test_ctrl_c_on_evaluate_says_how_to_resume_and_exits_130(tmp_path) -> None:
     config.write_text(yaml.safe_dump({**SLOW_TRAINING, "output_dir": str(tmp_path / "runs")}))
     epoch_file = tmp_path / "runs" / "interrupted" / "model" / "training" / "epoch.pt"
     proc = subprocess.Popen([sys.executable, "-m", "medrobust", "evaluate", str(config), "--restart"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
     try:
         stdout: queue.Queue = queue.Queue()

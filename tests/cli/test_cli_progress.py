@@ -96,6 +96,19 @@ def test_the_estimate_reads_in_minutes_hours_or_days() -> None:
     assert time_left_text(1e9 / 100) == "about 116 days left"
 
 
+def test_resumed_work_is_said_with_the_first_new_batch_even_for_a_short_stage() -> None:
+    console, out = _console(terminal=False)
+    clock = Clock()
+    with CliProgress(console=console, clock=clock) as progress, progress.stage("train model", 8) as bar:
+        bar.resumed(5)
+        clock.t += 10
+        bar.advance(1)
+        assert out.getvalue().splitlines()[-1] == "stage train model: 5/8 done by an earlier run"
+        clock.t += 20
+        bar.advance(2)
+    assert out.getvalue().splitlines()[-1] == "stage train model: finished, 8/8 in 0:30"
+
+
 def test_no_display_when_disabled() -> None:
     console, out = _console(terminal=False)
     with CliProgress(enabled=False, console=console) as progress, progress.stage("x", 10) as bar:

@@ -5,7 +5,7 @@ not a terminal (a pipe, a file, a CI log), where a live bar draws nothing until 
 Plain lines, per stage::
 
     stage baseline: started, 600 to do
-    stage baseline: 400/600 done by an earlier run
+    stage baseline: 400/600 done by an earlier run    (said with the first batch of new work)
     stage baseline: about 12 min left
     stage baseline: 480/600 (80%), 2:12 elapsed, about 3 min left
     stage baseline: finished, 600/600 in 5:01
@@ -137,9 +137,9 @@ class _Stage:
             self.owner.bar.advance(self.task, n)
         if not self.estimate_given:  # after the first batch of this run's own work
             self.estimate_given = True
+            self.flush_resumed()
             left = self.timer.seconds_left()
             if left is not None and left >= WORTH_SAYING_S:
-                self.flush_resumed()
                 self.line(time_left_text(left))
         if self.owner.plain:
             self._count_line()
