@@ -161,3 +161,21 @@ def test_a_zoo_model_resumes_in_its_folder_and_the_epoch_checkpoint_goes_when_it
     _assert_same_weights(model, whole)
     save_trained_model(model, folder, config, result, weights="none", adversarial=None, data="phantom")
     assert (folder / "model.json").is_file() and not (folder / "training").exists()
+
+
+def test_ctrl_c_while_the_epoch_is_saved_takes_effect_once_the_file_is_complete(tmp_path, monkeypatch) -> None:
+    import signal
+
+    import medrobust.models.epoch_checkpoint as epoch_checkpoint
+
+    def save_interrupted_half_way(obj, handle) -> None:
+        handle.write(b"first half, ")
+        signal.raise_signal(signal.SIGINT)  # torch.save would turn the KeyboardInterrupt into its own error
+        handle.write(b"second half")
+
+    monkeypatch.setattr(epoch_checkpoint.torch, "save", save_interrupted_half_way)
+    path = tmp_path / "training" / "epoch.pt"
+    with pytest.raises(KeyboardInterrupt):
+        epoch_checkpoint.save_epoch_checkpoint(path, "key", {})
+    assert path.read_bytes() == b"first half, second half"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -22,7 +22,10 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterable
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +66,30 @@ def _update(digest, t: torch.Tensor) -> None:
 
 
 def save_epoch_checkpoint(path: Path, key: str, state: dict[str, Any]) -> None:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) under ``key``, atomically."""
-    with open_atomic(path) as handle:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) under ``key``, atomically; a
+    Ctrl-C while it is written takes effect once the file is complete."""
+    with interrupt_after(), open_atomic(path) as handle:
         torch.save({"format": FORMAT, "key": key, **state}, handle)
+
+
+@contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) that arrives during the block, and raise its KeyboardInterrupt once
+    the block is done. torch.save interrupted half-way replaces the KeyboardInterrupt by its own
+    error ("unexpected pos ...": the user would read a failure, not an interruption). Only where
+    Python's own SIGINT handler is in place, in the main thread; elsewhere the block runs as is."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 def load_epoch_checkpoint(path: Path, key: str, who: str) -> dict[str, Any] | None:
