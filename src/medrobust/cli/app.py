@@ -1,5 +1,6 @@
-"""The ``medrobust`` application object and what its commands share: the consoles, progress
-bars, and turning user errors into one clear line.
+"""The ``medrobust`` application object and what its commands share: the consoles, turning
+user errors into one clear line, and what an interrupted command says (the progress display
+is :mod:`medrobust.cli.progress`).
 
 Two consoles: :data:`console` (stdout) carries a command's results, :data:`err_console`
 (stderr) carries errors, warnings and summaries of skipped files, so that ``--json`` output on
@@ -10,8 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, ParamSpec, TypeVar
 
@@ -19,14 +19,6 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from medrobust import __version__
 
@@ -46,63 +38,18 @@ err_console = Console(stderr=True, soft_wrap=True)
 """Errors, log messages and skipped-file summaries (stderr)."""
 
 
-def progress_bar() -> Progress:
-    """A progress bar with count, elapsed time and ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-class RichProgress:
-    """The public layer's progress protocol (:class:`medrobust.Progress`) drawn as rich bars:
-    one bar per stage, with count, elapsed time and ETA. ``enabled=False`` draws nothing (when
-    stdout carries JSON lines). Use as a context manager around the layer call."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.bar = progress_bar() if enabled else None
-        self._started = False
-
-    def __enter__(self) -> "RichProgress":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None and self._started:
-            self.bar.__exit__(*exc)
-
-    @contextmanager
-    def stage(self, name: str, total: int) -> Iterator["_Stage"]:
-        if self.bar is None:
-            yield _Stage(None, None)
-            return
-        if not self._started:  # drawn from the first stage on: an early error leaves stdout empty
-            self.bar.__enter__()
-            self._started = True
-        task = self.bar.add_task(name, total=total)
-        yield _Stage(self.bar, task)
-        self.bar.update(task, completed=total)
-
-
-class _Stage:
-    def __init__(self, bar, task) -> None:
-        self.bar, self.task = bar, task
-
-    def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
-
-
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, RuntimeError)
 
 
-def user_errors(command: Callable[P, R]) -> Callable[P, R]:
+INTERRUPTED_EXIT = 130
+"""Exit status after Ctrl-C: the shell's convention for a command ended by SIGINT (128 + 2)."""
+
+InterruptLine = Callable[[dict[str, object]], str]
+"""What a command says when interrupted, from its options by flag (``{"--out": Path(...)}``)."""
+
+
+def user_errors(command: Callable[P, R] | None = None, *,
+                on_interrupt: InterruptLine | None = None):  # noqa: ANN201  (a decorator, bare or with options)
     """Turn an error meant for the user (a bad path, value or file) into one clear line on
     stderr and exit status 2, instead of a traceback; ``--verbose`` still logs the traceback.
 
@@ -110,7 +57,13 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
     full disk, no permission) become a line naming the path and the fix
     (:func:`medrobust.cli.os_errors.os_error_line`); they are a fact about the user's machine,
     not a bug, so they get no traceback either.
+
+    Ctrl-C ends the command with exit status 130 and one line on stderr: ``interrupted``, and,
+    given ``on_interrupt(options)``, what was kept and the command that resumes it. Use as
+    ``@user_errors`` or ``@user_errors(on_interrupt=...)``.
     """
+    if command is None:
+        return functools.partial(user_errors, on_interrupt=on_interrupt)
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -118,6 +71,14 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt:
+            from medrobust.cli.os_errors import command_options
+
+            line = "interrupted"
+            if on_interrupt is not None:
+                line += ": " + on_interrupt(command_options(command, args, kwargs))
+            err_console.print(line, markup=False, highlight=False)
+            raise typer.Exit(code=INTERRUPTED_EXIT) from None
         except OSError as err:
             from medrobust.cli.os_errors import command_options, os_error_line
 
@@ -143,6 +104,16 @@ def _one_line_per_field(err: BaseException) -> str:
 
         return str(invalid_configuration(err, what=err.title))
     return str(err)
+
+
+def same_command(drop: tuple[str, ...] = ()) -> str:
+    """The command line as the user typed it (``medrobust`` and its arguments, quoted for the
+    shell), without the flags in ``drop`` (``--restart``: repeated, it would delete what a
+    resume keeps)."""
+    import shlex
+    import sys
+
+    return shlex.join(["medrobust", *(arg for arg in sys.argv[1:] if arg not in drop)])
 
 
 def print_error(message: str) -> None:

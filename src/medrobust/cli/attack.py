@@ -15,7 +15,6 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
@@ -23,10 +22,16 @@ from medrobust.cli.app import (
     print_skipped,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
+
+
+def _attack_interrupted_line(options: dict[str, object]) -> str:
+    return (f"medrobust attack does not resume; the images written so far stay in {options.get('--out')}: run the "
+            "command again to attack every image")
 
 
 @app.command("attack")
-@user_errors
+@user_errors(on_interrupt=_attack_interrupted_line)
 def attack(
     model_path: Annotated[Path, typer.Option("--model", help="The target model (checkpoint, TorchScript, .keras, .onnx...).")],
     data: Annotated[str, typer.Option("--data", help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")],
@@ -60,9 +65,8 @@ def attack(
 
     import medrobust as mr
     from medrobust.cli.evaluate import parse_class_map
+    from medrobust.layer.attack import attack_to_run
 
-    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
-    crafter = load_cli_model(surrogate) if surrogate else None
     params: dict[str, str] = {}
     for item in param or []:
         if "=" not in item:
@@ -71,9 +75,12 @@ def attack(
         params[key.strip().replace("-", "_")] = value.strip()
     if eps is not None:
         params["eps"] = eps
+    attack_to_run(attack_name, seed=seed, allow_large_eps=allow_large_eps, **params)  # before loading the models
+    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    crafter = load_cli_model(surrogate) if surrogate else None
     images = mr.open_images(data, size=size or (target.input_size[0] if target.input_size else 64), per_class=per_class,
                             seed=seed)
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         result = mr.attack(target, images, attack_name, crafter, seed=seed, batch_size=batch_size, limit=limit,
                            split=split, class_map=parse_class_map(class_map or []), normal_class=normal_class,
                            allow_large_eps=allow_large_eps, out=out, progress=progress, **params)

@@ -9,7 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from medrobust.cli.app import RichProgress, app, console, print_skipped, user_errors
+from medrobust.cli.app import app, console, print_skipped, user_errors
+from medrobust.cli.progress import CliProgress
 
 data_app = typer.Typer(help="Datasets: the synthetic chest radiographs (phantoms) and real data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -28,7 +29,7 @@ def data_phantom(
 
     total = 3 * per_class
     start = time.perf_counter()
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         manifest = mr.write_phantoms(out, per_class, size, seed, progress=progress)
     elapsed = time.perf_counter() - start
     _print_manifest_counts(manifest)
@@ -65,7 +66,7 @@ def data_info(
     console.print(f"{spec}: {len(images)} images, classes {', '.join(images.classes or ['(unlabelled)'])}")
     console.print(images.split_summary(), markup=False, highlight=False)
     if check:
-        with RichProgress() as progress, progress.stage("reading", len(images)) as bar:
+        with CliProgress() as progress, progress.stage("reading", len(images)) as bar:
             images.check(bar.advance)
     if images.skipped:
         print_skipped(images.skipped)

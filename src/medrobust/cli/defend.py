@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from medrobust.cli.app import RichProgress, app, console, print_skipped, user_errors
+from medrobust.cli.app import app, console, print_skipped, user_errors
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("defend")
@@ -30,7 +31,7 @@ def defend(
 
     if not input_dir.is_dir():
         raise ValueError(f"{input_dir}: not a folder; point --input at a folder of images")
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         result = mr.defend(input_dir, defense, out=out, seed=seed, device=device, batch_size=batch_size,
                            progress=progress)
     console.print(f"defended {len(result.ids)} images with {result.defense} on {result.device} "

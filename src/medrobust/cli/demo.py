@@ -7,10 +7,11 @@ from typing import Annotated, Optional
 import typer
 
 from medrobust.cli.app import app, user_errors
+from medrobust.cli.evaluate import resume_line
 
 
 @app.command("demo")
-@user_errors
+@user_errors(on_interrupt=resume_line)
 def demo(
     quick: Annotated[bool, typer.Option("--quick", help="A smaller run (about 2 minutes on 2 CPU cores).")] = False,
     output_dir: Annotated[str, typer.Option("--output-dir", help="Where the run folder goes.")] = "runs",

@@ -23,13 +23,13 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
     load_cli_model,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("detect")
@@ -59,7 +59,9 @@ def detect(
 ) -> None:
     """Flag attacked images: the study's detector against originals, or feature squeezing without them."""
     import medrobust as mr
+    from medrobust.layer.detect import detector_to_run
 
+    detector_to_run(detector_name, reference, calibrate)  # a misspelt detector before the model loads
     model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
 
     def show(result) -> None:
@@ -69,7 +71,7 @@ def detect(
             else:
                 console.print(result.details["line"][i], markup=False, highlight=False)
 
-    with RichProgress(enabled=not as_json) as progress:
+    with CliProgress(enabled=not as_json) as progress:
         detection = mr.detect(model, inputs, reference, detector_name, calibration=calibrate, fpr=fpr, size=size,
                               batch_size=batch_size, progress=progress, on_batch=show)
     summary = detection.summary()

@@ -16,12 +16,13 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
+    same_command,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def run_experiment(config, restart: bool = False, closing: str | None = None, **
     clickable) and ``closing``, a sentence for the reader, when given."""
     import medrobust as mr
 
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         metrics = mr.evaluate(preset=config, progress=progress, restart=restart, **evaluate_options)
     run_dir = Path(metrics.config["output_dir"]) / metrics.name
     report_path = None
@@ -156,8 +157,17 @@ def run_experiment(config, restart: bool = False, closing: str | None = None, **
         raise typer.Exit(code=3)
 
 
+KEPT = "finished batches and training epochs are kept in the run folder"
+
+
+def resume_line(options: dict[str, object]) -> str:
+    """What an interrupted ``evaluate`` (or ``demo``) says: what was kept and the command that
+    resumes it (the one typed, without ``--restart``, which would delete what was kept)."""
+    return f"{KEPT}; resume with: {same_command(drop=('--restart',))}"
+
+
 @app.command("evaluate")
-@user_errors
+@user_errors(on_interrupt=resume_line)
 def evaluate(
     config_path: Annotated[Optional[Path], typer.Argument(
         help="Experiment YAML (see examples/), or leave out and give --model and --data.")] = None,

@@ -17,14 +17,15 @@ from medrobust.cli.app import (
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
-    RichProgress,
     TrustPickleOption,
     app,
     console,
     load_cli_model,
     print_skipped,
+    same_command,
     user_errors,
 )
+from medrobust.cli.progress import CliProgress
 
 
 @app.command("models")
@@ -45,8 +46,13 @@ def models_list(pattern: Annotated[str, typer.Argument(help="Shell-style filter,
         console.print(f"{info.name}: {info.description}", highlight=False)
 
 
+def _train_resume_line(options: dict[str, object]) -> str:
+    return (f"the last finished epoch is kept in {options.get('--out')}; the same command resumes training from it: "
+            f"{same_command()}")
+
+
 @app.command("train")
-@user_errors
+@user_errors(on_interrupt=_train_resume_line)
 def train(
     data: Annotated[str, typer.Option("--data", help="phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz")] = "phantom",
     arch: Annotated[str, typer.Option("--arch", help="Zoo architecture (see `medrobust models`).")] = "densenet121",
@@ -75,7 +81,7 @@ def train(
 
     if adversarial:
         console.print(f"adversarial training on {adversarial} examples (Madry et al. 2018)")
-    with RichProgress() as progress:
+    with CliProgress() as progress:
         trained = mr.train(data, arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
                            trainable=trainable, two_phase=two_phase, class_weighted=class_weighted,
                            lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medrobust.evaluation.progress import report_resumed
 from medrobust.evaluation.run_dir import save_arrays
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable
             todo.append(b)
         else:
             parts[b] = found
-            if advance is not None:
-                advance(sl.stop - sl.start)
+            if advance is not None:  # read back, not computed: counted but not timed
+                report_resumed(advance, sl.stop - sl.start)
     units = ((b, make_unit(b, slices[b])) for b in todo)
     for b, result in engine.map(units):
         if LOG_KEY in result:

@@ -38,6 +38,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medrobust.components import check_seed, parse_number
+from medrobust.contract_names import intensity_name, output_kind_name
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
 from medrobust.data.image_size import check_input_size
 from medrobust.data.splits import check_fractions
@@ -212,6 +213,20 @@ class LoadSection(_Section):
     @classmethod
     def _image_size(cls, value: int | None) -> int | None:
         check_input_size(value)
+        return value
+
+    @field_validator("intensity")
+    @classmethod
+    def _intensity(cls, value: str | None) -> str | None:
+        if value is not None:
+            intensity_name(value)  # a misspelt name is refused here, not after the model has loaded
+        return value
+
+    @field_validator("output_kind")
+    @classmethod
+    def _output_kind(cls, value: str | None) -> str | None:
+        if value is not None:
+            output_kind_name(value)
         return value
 
 
@@ -442,8 +457,9 @@ class ExperimentConfig(_Section):
         return data
 
     def check_components(self) -> None:
-        """Build every attack, defense and detector spec once, so a bad name or parameter is an
-        error before any data is read or any file written (ValueError naming the field)."""
+        """Build every attack, defense and detector spec once, and look up every architecture
+        name, so a bad name or parameter is an error before any model is loaded, any data read
+        or any file written (ValueError naming the field)."""
         from medrobust.attacks.registry import build_attack
         from medrobust.defenses.registry import build_defense
 
@@ -468,9 +484,14 @@ class ExperimentConfig(_Section):
             from medrobust.detection.squeeze import SqueezeDetector
 
             check("detectors.squeeze", lambda: SqueezeDetector(squeeze.squeezers, target_fpr=squeeze.target_fpr))
+        from medrobust.models.registry import get_spec
+
         for who, m in [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]:
             if m.train is not None and m.train.adversarial:
                 check(f"{who}.train.adversarial", lambda m=m: build_attack(m.train.adversarial))
+            for section, arch in (("train", m.train.arch if m.train else None), ("load", m.load.arch if m.load else None)):
+                if arch is not None:
+                    check(f"{who}.{section}.arch", lambda arch=arch: get_spec(arch))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:

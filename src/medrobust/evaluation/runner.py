@@ -394,7 +394,7 @@ class Runner:
         start = time.perf_counter()
         model, result = train_zoo_model(t.arch, self.classes, self.config.data.size, train[:2], val[:2], train_cfg,
                                         weights=t.weights, adversarial=t.adversarial, device=self.device,
-                                        progress=self.progress, name=name)
+                                        progress=self.progress, name=name, folder=target)
         self.timings[f"train {name}"] = (time.perf_counter() - start) / max(1, len(train[0]))
         save_trained_model(model, target, train_cfg, result, weights=t.weights, adversarial=t.adversarial,
                            data=t.data or self.config.data.source)

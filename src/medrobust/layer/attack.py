@@ -107,6 +107,19 @@ class AttackResult:
         }
 
 
+def attack_to_run(attack: Any, *, seed: int = 0, allow_large_eps: bool = False, **params: Any) -> Any:
+    """The attack :func:`attack` runs: ``attack`` built from its spec with ``params`` (which win)
+    and ``seed``, or an Attack as it is. A misspelt name or a bad parameter is a ValueError here,
+    so a caller can check it before loading a model (a load can take minutes)."""
+    if not isinstance(attack, str):
+        return attack
+    from medrobust.attacks.registry import build_attack
+
+    params = {k: str(v) if not isinstance(v, (int, float)) else v for k, v in params.items()}
+    params.setdefault("seed", seed)
+    return build_attack(attack, allow_large_eps=allow_large_eps, **params)
+
+
 def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: Any = None, *, seed: int = 0,
            batch_size: int = 16, limit: int | None = None, split: str | None = None, size: int | None = None,
            class_map: Mapping[str, str] | None = None, normal_class: str | None = None,
@@ -128,19 +141,13 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     >>> tuple(result.adversarial.shape), bool((result.adversarial - x).abs().max() <= 8 / 255 + 1 / 510)
     ((4, 1, 8, 8), True)
     """
-    from medrobust.attacks.registry import build_attack
     from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
 
+    atk = attack_to_run(attack, seed=seed, allow_large_eps=allow_large_eps, **params)  # before any model is loaded
     target = load_model(model)
     crafter = load_model(surrogate) if surrogate is not None else target
     if list(crafter.classes) != list(target.classes):
         raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
-    if isinstance(attack, str):
-        params = {k: str(v) if not isinstance(v, (int, float)) else v for k, v in params.items()}
-        params.setdefault("seed", seed)
-        atk = build_attack(attack, allow_large_eps=allow_large_eps, **params)
-    else:
-        atk = attack
     fixed = target.input_size[0] if target.input_size and target.input_size[0] == target.input_size[1] else None
     data = open_images(images, size=size or fixed or 64, split=split, seed=seed)
     if not data.labelled:

@@ -45,6 +45,22 @@ class Detection:
                 "by_reason": dict(sorted(by_reason.items())), "skipped": self.skipped}
 
 
+def detector_to_run(detector: Any, reference: Any = None, calibration: Any = None) -> Any:
+    """The detector :func:`detect` runs: built from its spec (or a Detector as it is), checked to
+    have what it needs (originals for a reference detector, clean images or a threshold for a
+    calibrated one). A ValueError here, before any model is loaded (a load can take minutes)."""
+    from medrobust.detection.registry import build_detector
+
+    det = build_detector(detector) if isinstance(detector, str) else detector
+    if det.requires_reference and reference is None:
+        raise ValueError(f"the {det.name} detector compares each image with its original: pass --reference DIR "
+                         "(originals at the same relative paths), or use --detector squeeze, which needs none")
+    if det.requires_calibration and calibration is None and getattr(det, "threshold", None) is None:
+        raise ValueError(f"the {det.name} detector needs clean images to set its threshold: pass --calibrate DIR "
+                         "(clean images like the ones checked; --fpr sets the target false positive rate)")
+    return det
+
+
 def detect(model: Any, images: Any, reference: Any = None, detector: Any = "reference", *, calibration: Any = None,
            fpr: float = 0.05, size: int | None = None, batch_size: int = 32, progress: Progress | None = None,
            on_batch=None) -> Detection:
@@ -60,15 +76,7 @@ def detect(model: Any, images: Any, reference: Any = None, detector: Any = "refe
     >>> mr.detect(model, x, reference=x).result.n_flagged  # an image identical to its original
     0
     """
-    from medrobust.detection.registry import build_detector
-
-    det = build_detector(detector) if isinstance(detector, str) else detector
-    if det.requires_reference and reference is None:
-        raise ValueError(f"the {det.name} detector compares each image with its original: pass --reference DIR "
-                         "(originals at the same relative paths), or use --detector squeeze, which needs none")
-    if det.requires_calibration and calibration is None and getattr(det, "threshold", None) is None:
-        raise ValueError(f"the {det.name} detector needs clean images to set its threshold: pass --calibrate DIR "
-                         "(clean images like the ones checked; --fpr sets the target false positive rate)")
+    det = detector_to_run(detector, reference, calibration)  # before the model is loaded
     if not det.requires_reference and reference is not None:
         log.warning("the %s detector does not use the originals; ignoring them", det.name)
         reference = None

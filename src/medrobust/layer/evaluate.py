@@ -49,41 +49,59 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     results are the same as a local run's).
     """
     from medrobust.evaluation.runner import Runner
-    from medrobust.layer.models import load_model
+    from medrobust.layer.models import check_contract, load_model
 
     contract = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
                 "arch": arch, "trust_pickle": trust_pickle}
     if isinstance(preset, str) and preset not in PRESETS and Path(preset).suffix in (".yaml", ".yml"):
         preset = Path(preset)
-    given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
-    loaded = load_model(model, device=device or "cpu", **given) if model is not None else None
+
+    def resolve(loaded) -> ExperimentConfig:
+        """The configuration, validated, its component specs built once (ValueError naming the field)."""
+        if isinstance(preset, str):
+            raw = _preset_config(preset, model, loaded, images, contract, size, train_data)
+        else:
+            raw = _given_config(preset)
+            if model is not None:
+                raw["model"] = {"load": _load_section(model, loaded, contract)}
+            if images is not None:
+                raw.setdefault("data", {})["source"] = _data_name(images)
+        data = raw.setdefault("data", {})
+        for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None,
+                           "emergency_findings": list(emergency_findings) if emergency_findings is not None
+                           else None}.items():
+            if value is not None:
+                data[key] = value
+        if split is not None:
+            data["split"] = ("test" if isinstance(split, str) and split.strip().lower() == "test"
+                             else [float(s) for s in split])
+        for key, value in {"device": device, "seed": seed, "attack_images": attack_images,
+                           "execution": dict(execution) if execution is not None else None}.items():
+            if value is not None:
+                raw[key] = value
+        if run_dir is not None:
+            raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
+        for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
+            if value is not None:
+                raw[key] = str(value)
+        config = validate_config(raw)
+        config.check_components()
+        return config
+
+    # Every name is checked before a model is loaded or an image read (a load can take minutes):
+    # the preset, the contract's names, and a configuration's fields and attack, defense and
+    # detector specs (a preset's own are built in; it needs the loaded model to resolve).
     if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if model is None or images is None:
             raise ValueError("mr.evaluate with a preset needs a model and images (or pass a configuration)")
-        raw = _preset_config(preset, model, loaded, images, contract, size, train_data)
-    else:
-        raw = _given_config(preset)
-        if model is not None:
-            raw["model"] = {"load": _load_section(model, loaded, contract)}
-        if images is not None:
-            raw.setdefault("data", {})["source"] = _data_name(images)
-    data = raw.setdefault("data", {})
-    for key, value in {"normal_class": normal_class, "class_map": dict(class_map) if class_map else None,
-                       "emergency_findings": list(emergency_findings) if emergency_findings is not None else None}.items():
-        if value is not None:
-            data[key] = value
-    if split is not None:
-        data["split"] = "test" if isinstance(split, str) and split.strip().lower() == "test" else [float(s) for s in split]
-    for key, value in {"device": device, "seed": seed, "attack_images": attack_images,
-                       "execution": dict(execution) if execution is not None else None}.items():
-        if value is not None:
-            raw[key] = value
-    if run_dir is not None:
-        raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
-    for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
-        if value is not None:
-            raw[key] = str(value)
-    config = validate_config(raw)
+    check_contract(intensity=intensity, output_kind=output_kind, arch=arch)
+    if not isinstance(preset, str) and (model is None or isinstance(model, (str, os.PathLike))):
+        resolve(None)  # a model held in memory is named by its weights' digest: resolved once it is wrapped
+    given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
+    loaded = load_model(model, device=device or "cpu", **given) if model is not None else None
+    config = resolve(loaded)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)
     return Runner(config, progress=progress, restart=restart, model=loaded, dataset=dataset).run()

@@ -45,10 +45,27 @@ def load_model(source: Any, *, classes: Sequence[str] | str | None = None, input
         return model.to(_device(device)).eval()
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"mr.load_model: expected a path or a torch module, got {type(source).__name__}")
+    check_contract(intensity=intensity, output_kind=output_kind, arch=arch)  # before the file is read
     from medrobust.models.loading import load_classifier
 
     return load_classifier(Path(source), arch=arch, classes=classes, input_size=input_size, intensity=intensity,
                            output_kind=output_kind, trust_pickle=trust_pickle, device=device, **contract)
+
+
+def check_contract(*, intensity: Any = None, output_kind: Any = None, arch: str | None = None) -> None:
+    """The names of a model's contract, checked before any model file is read (a load can take
+    minutes): the intensity convention, the output kind and the zoo architecture. A ValueError
+    names the misspelt value and the known ones."""
+    from medrobust.contract_names import intensity_name, output_kind_name
+
+    if isinstance(intensity, str):
+        intensity_name(intensity)
+    if isinstance(output_kind, str):
+        output_kind_name(output_kind)
+    if arch is not None:
+        from medrobust.models.registry import get_spec
+
+        get_spec(arch)
 
 
 def _device(name: str):

@@ -38,7 +38,9 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
     """Train ``arch`` on the train split of ``data`` (validated on val, tested on test; a
     folder is split 60/20/20 unless it has train/val/test folders). ``adversarial``: an attack
     spec for adversarial training (Madry et al. 2018), e.g. ``"pgd:eps=4/255"``. ``out``: a
-    checkpoint folder to save to (checked before training starts). ``lr_schedule``: ``"plateau"``
+    checkpoint folder to save to (checked before training starts); the state after each epoch is
+    kept in ``out/training/`` until the model is saved, and an interrupted training of the same
+    settings and images resumes there after its last finished epoch. ``lr_schedule``: ``"plateau"``
     (the study's) or ``"cosine"``, after ``warmup_epochs`` of linear warm-up; ``augment``: the
     study's augmentation on training batches. Training is a fixed amount of work (``epochs``,
     or fewer by early stopping), so with one thread the same seed on the same machine gives the same
@@ -52,6 +54,13 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
         from medrobust.evaluation.run_dir import check_output_folder
 
         check_output_folder(Path(out))  # before training, not after it: a run must not end by failing to save
+    from medrobust.layer.models import check_contract
+
+    check_contract(arch=arch)  # the names, before any image is read
+    if adversarial:
+        from medrobust.attacks.registry import build_attack
+
+        build_attack(adversarial)  # as the training will build it
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
                          class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
                          augment=AugmentConfig() if augment else NO_AUGMENTATION)
@@ -71,7 +80,7 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
     skipped = list(dict.fromkeys([*images.skipped, *(str(s) for p in parts.values() for s in p.skipped)]))
     model, result = train_zoo_model(arch, images.classes or [], size, loaded["train"][:2], loaded["val"][:2], config,
                                     weights=weights, adversarial=adversarial, device=dev, download=download,
-                                    progress=progress)
+                                    progress=progress, folder=out)
     test_loss, test_acc = evaluate_loss(model, *loaded["test"][:2])
     saved = None
     if out is not None:

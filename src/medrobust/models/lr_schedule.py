@@ -66,3 +66,12 @@ class LearningRateSchedule:
     def after_epoch(self, val_loss: float) -> None:
         if self.plateau is not None and self.step_index >= self.warmup_steps:
             self.plateau.step(val_loss)
+
+    def state_dict(self) -> dict[str, object]:
+        """What continues the schedule after an interruption (the optimiser's rates are in its own state)."""
+        return {"step_index": self.step_index, "plateau": self.plateau.state_dict() if self.plateau is not None else None}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.step_index = int(state["step_index"])  # type: ignore[arg-type]
+        if self.plateau is not None and state.get("plateau") is not None:
+            self.plateau.load_state_dict(state["plateau"])  # type: ignore[arg-type]

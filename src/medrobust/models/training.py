@@ -10,7 +10,9 @@ unless given. Optional, not the study's: a linear warm-up and a cosine schedule
 
 A run is a fixed amount of work: its epochs (or fewer, by early stopping on the validation
 loss), never a wall-clock budget, so the same seed, data and machine give the same final
-weights however fast the machine is.
+weights however fast the machine is. Given a checkpoint file, the state after each epoch is
+saved there and an interrupted run resumes after its last finished epoch, to the same final
+weights (:mod:`medrobust.models.epoch_checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -80,6 +83,7 @@ class TrainResult:
 
 EpochCallback = Callable[[dict[str, float]], None]
 BatchCallback = Callable[[int, int], None]
+ResumeCallback = Callable[[list[dict[str, float]]], None]
 
 
 def _accuracy(kind: OutputKind, logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -113,6 +117,8 @@ def train_classifier(
     on_epoch: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
     adversary: Callable[..., torch.Tensor] | None = None,
+    checkpoint: str | Path | None = None,
+    on_resume: ResumeCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``train = (images, labels)``, validating on ``val``.
 
@@ -120,13 +126,28 @@ def train_classifier(
     ``adversary(model, x, y, generator=...)``; its adversarial examples replace the clean
     batch in the update (Madry et al. 2018), crafted against the current weights. Returns the history and the best epoch,
     whose weights the model holds on return.
+
+    ``checkpoint``: a file where the training's state is saved after every epoch
+    (:mod:`medrobust.models.epoch_checkpoint`); when it holds this training's state (same
+    settings, initial weights and data), the training resumes after its last epoch, and ends
+    with the weights an uninterrupted run gives. ``on_resume(history)`` then sees the epochs
+    finished earlier. The caller removes the file once the model is saved.
     """
+    from medrobust.models.epoch_checkpoint import (
+        load_epoch_checkpoint,
+        restore_rng_states,
+        rng_states,
+        save_epoch_checkpoint,
+        training_key,
+    )
+
     config = config or TrainConfig()
     device = torch.device(device)
     lr = config.lr if config.lr is not None else (FINE_TUNE_LR if pretrained else SCRATCH_LR)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     adversary_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
+    generators = {"batches": generator, "adversary": adversary_generator}
     model.to(device)
     if config.channels_last and device.type in ("cpu", "cuda"):
         model.to(memory_format=torch.channels_last)
@@ -143,13 +164,35 @@ def train_classifier(
     phases.append((config.trainable, config.epochs - (phases[0][1] if phases else 0), lr))
 
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state = math.inf, -1, None
+    best_loss, best_epoch, best_state, since_best = math.inf, -1, None, 0
     stopped_early = False
-    start = time.perf_counter()
+    seconds_before = 0.0
     epoch = 0
+    key, saved = "", None
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        describe = getattr(adversary, "describe", None)
+        settings = {"config": config.to_json(), "lr": lr, "pretrained": pretrained, "device": device.type,
+                    "adversary": describe() if callable(describe) else (type(adversary).__name__ if adversary else None)}
+        key = training_key(settings, model.state_dict(), [x_train, y_train, x_val, y_val])
+        saved = load_epoch_checkpoint(checkpoint, key, model.arch or "model")
+    if saved is not None:
+        epoch, history, stopped_early = int(saved["epoch"]), list(saved["history"]), bool(saved["stopped_early"])
+        best_loss, best_epoch, best_state = float(saved["best_loss"]), int(saved["best_epoch"]), saved["best_state"]
+        if best_epoch == epoch:  # saved once, as the model's weights
+            best_state = copy.deepcopy(saved["model"])
+        seconds_before = float(saved["seconds"])
+        model.load_state_dict(saved["model"])
+        restore_rng_states(saved["rng"], generators)
+        log.debug("%s: resuming training after epoch %d of %d (saved in %s)", model.arch, epoch, config.epochs, checkpoint)
+        if on_resume is not None:
+            on_resume(list(history))
+    start = time.perf_counter()
+    phase_end = 0  # epochs (over all phases) up to the end of the phase
     for policy, n_epochs, phase_lr in phases:
-        if n_epochs <= 0:
-            continue
+        first, phase_end = phase_end, phase_end + max(0, n_epochs)
+        if n_epochs <= 0 or stopped_early or epoch >= first + n_epochs:
+            continue  # empty, stopped, or finished before an interruption
         n_trainable, n_total = apply_trainable(network, policy)
         log.info("training %s: %d of %d parameters trainable (%s), lr %.1e", model.arch, n_trainable, n_total, policy, phase_lr)
         params = [p for p in network.parameters() if p.requires_grad]
@@ -159,7 +202,11 @@ def train_classifier(
                                         warmup_steps=round(config.warmup_epochs * n_batches), min_lr=config.min_lr,
                                         plateau_factor=config.plateau_factor, plateau_patience=config.plateau_patience)
         since_best = 0
-        for _ in range(n_epochs):
+        if saved is not None and epoch > first:  # interrupted inside this phase: continue it
+            optimizer.load_state_dict(saved["optimizer"])
+            schedule.load_state_dict(saved["schedule"])
+            since_best = int(saved["since_best"])
+        for _ in range(epoch - first, n_epochs):
             t0 = time.perf_counter()
             model.train()
             freeze_frozen_batchnorm(network)
@@ -197,20 +244,26 @@ def train_classifier(
                 "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr, "seconds": time.perf_counter() - t0,
             }
             history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
             epoch += 1
             if val_loss < best_loss - 1e-6:
                 best_loss, best_epoch, since_best = val_loss, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 since_best += 1
-            if since_best >= config.early_stopping_patience:
+            stop = since_best >= config.early_stopping_patience
+            if checkpoint is not None:
+                save_epoch_checkpoint(checkpoint, key, {
+                    "epoch": epoch, "history": history, "stopped_early": stop, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "since_best": since_best,
+                    "best_loss": best_loss, "best_epoch": best_epoch,  # the best weights: the model's, if this epoch's
+                    "best_state": best_state if best_epoch != epoch else None,
+                    "rng": rng_states(generators), "seconds": seconds_before + time.perf_counter() - start})
+            if on_epoch is not None:
+                on_epoch(record)
+            if stop:
                 log.info("early stopping after epoch %d (best %d, val loss %.4f)", epoch, best_epoch, best_loss)
                 stopped_early = True
                 break
-        if stopped_early:
-            break
     if best_state is not None:
         model.load_state_dict(best_state)
     for p in network.parameters():
@@ -218,4 +271,4 @@ def train_classifier(
     model.eval()
     if config.channels_last:
         model.to(memory_format=torch.contiguous_format)
-    return TrainResult(history, best_epoch, best_loss, stopped_early, time.perf_counter() - start, lr)
+    return TrainResult(history, best_epoch, best_loss, stopped_early, seconds_before + time.perf_counter() - start, lr)
