@@ -218,3 +218,17 @@ def test_per_image_csv_has_a_row_per_image_and_attack_and_agrees_with_the_metric
         pytest.approx(defense.non_adaptive["pgd@8/255"])
     assert all(r["flagged[reference]"] == "" for r in rows if r["attack"] in sweep_keys)
     assert 'href="per_image.csv"' in (run_dir / "report.html").read_text()
+
+
+def test_evaluate_takes_the_emergency_findings_too(tmp_path, finished_run) -> None:
+    import shutil
+
+    run_dir, _ = finished_run
+    moved = tmp_path / "copy" / "tiny"
+    shutil.copytree(run_dir, moved)
+    result = CliRunner().invoke(app, ["evaluate", str(moved / "config.yaml"), "--output-dir", str(moved.parent),
+                                      "--emergency-findings", "Pneumonia,Pneumothorax"])
+    assert result.exit_code == 0, result.output
+    m = read_metrics(moved)
+    assert m.data["emergency_findings"] == ["Pneumonia", "Pneumothorax"]
+    assert all(f.emergency for f in m.attacks[0].dangerous_flips)

@@ -193,6 +193,9 @@ def evaluate(
     device: Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda")] = None,
     normal_class: Annotated[Optional[str], typer.Option(
         "--normal-class", help="The class meaning 'nothing found' (found by name when left out).")] = None,
+    emergency_findings: Annotated[Optional[str], typer.Option(
+        "--emergency-findings", help="Findings whose miss is an emergency, comma-separated (default Pneumothorax).")]
+    = None,
     class_map: Annotated[Optional[list[str]], typer.Option(
         "--class-map", help="FOLDER=CLASS: a data class is this model class (repeatable).")] = None,
     split: Annotated[Optional[str], typer.Option(
@@ -211,6 +214,7 @@ def evaluate(
     from medrobust.evaluation.config import load_config
 
     split_value = None
+    findings = [f.strip() for f in emergency_findings.split(",") if f.strip()] if emergency_findings is not None else None
     if split:
         split_value = "test" if split.strip().lower() == "test" else [s.strip() for s in split.split(",")]
     if config_path is not None:
@@ -223,6 +227,8 @@ def evaluate(
         section: dict = {}
         if normal_class:
             section["normal_class"] = normal_class
+        if findings is not None:
+            section["emergency_findings"] = findings
         if class_map:
             section["class_map"] = parse_class_map(class_map)
         if split_value is not None:
@@ -236,7 +242,7 @@ def evaluate(
                          "per class)")
     run_experiment(preset, restart=restart, model=model_path, images=data, name=name, output_dir=output_dir,
                    classes=classes, input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
-                   trust_pickle=trust_pickle, size=size, normal_class=normal_class,
+                   trust_pickle=trust_pickle, size=size, normal_class=normal_class, emergency_findings=findings,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
                    device=device, execution=execution_section(ray, workers) if ray is not None or workers else None)
 
