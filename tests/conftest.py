@@ -91,3 +91,19 @@ def ray_cluster():
     from tests.ray_cluster import local_ray_cluster
 
     yield from local_ray_cluster()
+
+
+@pytest.fixture(scope="session")
+def golden_checkpoint(tmp_path_factory):
+    """The golden runs' model (tests/golden.py): a small CNN trained on one thread."""
+    from tests.golden import golden_checkpoint as train
+
+    return train(tmp_path_factory.mktemp("golden-model"))
+
+
+@pytest.fixture(scope="session")
+def golden_full_run(golden_checkpoint, tmp_path_factory):
+    """The golden ``full_config`` run, local, on one thread (tests/golden.py)."""
+    from tests.golden import run_full_config
+
+    return run_full_config(tmp_path_factory.mktemp("golden-full"), golden_checkpoint)

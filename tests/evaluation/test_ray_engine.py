@@ -21,39 +21,24 @@ ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medr
 
 from medrobust.evaluation.config import ExperimentConfig  # noqa: E402
 from medrobust.evaluation.runner import Runner  # noqa: E402
-from medrobust.models.checkpoint import save_checkpoint  # noqa: E402
+from tests.golden import full_config  # noqa: E402
 from tests.ray_cluster import RAY_ENV  # noqa: E402
 from tests.run_equality import assert_same_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def checkpoint(trained_small_cnn, tmp_path_factory) -> Path:
-    return save_checkpoint(trained_small_cnn.cpu(), tmp_path_factory.mktemp("ray") / "model")
+def checkpoint(golden_checkpoint) -> Path:
+    return golden_checkpoint
 
 
 def _config(root: Path, checkpoint: Path, name: str, execution: dict | None = None) -> dict:
-    """A run exercising every kind of unit: attacks (with a sweep and a transfer surrogate, the
-    same checkpoint), the transfer matrix, a randomised and a deterministic defense under their
-    adaptive attack, and both detectors (the squeeze detector cross-fitted)."""
-    return {
-        "name": name, "output_dir": str(root), "seed": 3, "batch_size": 6, "attack_images": 12, "device": "cpu",
-        "data": {"source": "phantom:per_class=6", "size": 32, "split": "test"},
-        "model": {"load": {"path": str(checkpoint)}},
-        "surrogates": [{"name": "twin", "load": {"path": str(checkpoint)}}],
-        "attacks": [{"name": "pgd", "params": {"eps": "8/255", "steps": 3}, "transfer": True,
-                     "eps_sweep": ["4/255", "8/255"]}],
-        "defenses": ["jpeg+tv", "tvm"],
-        "adaptive": {"params": {"steps": 2}, "eot_samples": 2, "max_eot_samples": 4, "max_steps": 4, "restarts": 2,
-                     "portfolio": ["unrolled", "smooth", "square", "transfer"], "square_queries": 20},
-        "execution": execution or {"engine": "local"},
-    }
+    """The golden run's configuration (tests/golden.py): every kind of unit."""
+    return full_config(root, checkpoint, name, execution)
 
 
 @pytest.fixture(scope="module")
-def local_run(checkpoint, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("local")
-    Runner(ExperimentConfig.model_validate(_config(root, checkpoint, "run"))).run()
-    return root / "run"
+def local_run(golden_full_run) -> Path:
+    return golden_full_run
 
 
 def _actor_pids() -> dict[int, str]:

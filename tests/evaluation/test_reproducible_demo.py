@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from medrobust.evaluation.demo_config import demo_settings
+from tests.golden import assert_golden
 from tests.run_equality import assert_same_run, without_timings
 
 
@@ -72,6 +73,7 @@ def test_same_seed_same_machine_gives_the_same_model_and_report(tmp_path, one_th
     assert model_a["metrics"]["epochs_run"] == 2 and model_a["training"]["lr_schedule"] == "cosine"
     assert (first / "model" / "model.safetensors").read_bytes() == (second / "model" / "model.safetensors").read_bytes()
     assert_same_run(first, second, min_arrays=20)
+    assert_golden("reduced_demo", first)  # and what this recipe gave before the evaluation room's redesign
     scorecards = [without_timings(json.loads((run / "scorecard.json").read_text())) for run in runs]
     assert scorecards[0] == scorecards[1]
     reports = []
