@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections.abc
 import fnmatch
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,33 +70,74 @@ def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
     return name.strip(), params
 
 
-def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any:
-    """A command-line string to the parameter's declared type (non-strings pass unchanged)."""
-    if not isinstance(value, str):
-        return value
+_MEMBER_SPLIT = re.compile(r"\+(?!\d)")  # "+" joins members; in "1e+3" it is part of a number
+
+
+def parse_composed_spec(spec: str, kind: str) -> list[tuple[str, dict[str, str]]]:
+    """``"jpeg:quality=50+tv:weight=0.1"`` -> [("jpeg", {"quality": "50"}), ("tv", {"weight": "0.1"})]:
+    members joined by ``+`` (a defense composition), each a :func:`parse_spec`; names lower-cased."""
+    members = []
+    for part in _MEMBER_SPLIT.split(spec.strip()):
+        name, params = parse_spec(part, kind)
+        if not name:
+            raise ValueError(f"{kind} spec {spec!r} has an empty member; write e.g. jpeg:quality=50+tv")
+        members.append((name.lower(), params))
+    return members
+
+
+def parameter_conversion(annotation: Any) -> tuple[str, bool]:
+    """How a command-line string converts to a parameter declared ``annotation``: the target
+    (``"bool"``, ``"int"``, ``"float"``, ``"list"`` or ``"str"``) and whether ``none`` gives None.
+
+    A plain pair of names, so a parameter's conversion can be written down without its type
+    (the service's torch-free catalogue of components, :mod:`medrobust.layer.component_catalogue`)."""
     args = typing.get_args(annotation)
     base = [a for a in args if a is not type(None)] if args else [annotation]
     target = base[0] if base else str
+    optional = type(None) in args
+    if target is bool or target is int or target is float:
+        return target.__name__, optional
+    if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
+        return "list", optional
+    return "str", optional
+
+
+def convert_parameter(kind: str, name: str, key: str, value: Any, conversion: tuple[str, bool]) -> Any:
+    """A command-line string to the parameter's type (:func:`parameter_conversion`); non-strings
+    pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    target, optional = conversion
     text = value.strip()
-    if type(None) in args and text.lower() in ("none", "null", ""):
+    if optional and text.lower() in ("none", "null", ""):
         return None
     try:
-        if target is bool:
+        if target == "bool":
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        if target is int:
+        if target == "int":
             return int(text)
-        if target is float:
+        if target == "float":
             return parse_number(text)
-        if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
+        if target == "list":
             return [t for t in (s.strip() for s in text.split(";")) if t]
     except ValueError:
-        type_name = getattr(target, "__name__", str(target))
-        raise ValueError(f"{kind} {name}: parameter {key}={value!r} is not a valid {type_name}") from None
+        raise ValueError(f"{kind} {name}: parameter {key}={value!r} is not a valid {target}") from None
     return text
+
+
+def checked_parameters(kind: str, name: str, conversions: Mapping[str, tuple[str, bool]],
+                       params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` converted for component ``name`` of ``kind``, whose parameters convert as
+    ``conversions`` says; ValueError naming an unknown parameter or a value that does not convert."""
+    unknown = sorted(set(params) - set(conversions))
+    if unknown:
+        takes = ", ".join(conversions) or "no parameters"
+        raise ValueError(f"{kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
+    return {k: convert_parameter(kind, name, k, v, conversions[k]) for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -181,12 +223,10 @@ class ComponentRegistry(Generic[T]):
             out[pname] = (hints.get(pname, Any), p.default)
         return out
 
+    def conversions(self, name: str) -> dict[str, tuple[str, bool]]:
+        """``{parameter: (target, accepts None)}`` of ``name`` (:func:`parameter_conversion`)."""
+        return {k: parameter_conversion(t) for k, (t, _default) in self.parameters(name).items()}
+
     def build(self, name: str, params: dict[str, Any]) -> T:
         """An instance of ``name`` with ``params`` converted to the constructor's types."""
-        signature = self.parameters(name)
-        unknown = sorted(set(params) - set(signature))
-        if unknown:
-            takes = ", ".join(signature) or "no parameters"
-            raise ValueError(f"{self.kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
-        kwargs = {k: _convert(self.kind, name, k, v, signature[k][0]) for k, v in params.items()}
-        return self.get(name)(**kwargs)
+        return self.get(name)(**checked_parameters(self.kind, name, self.conversions(name), params))

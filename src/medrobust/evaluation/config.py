@@ -26,6 +26,7 @@ the run name, every attack, defense and detector spec (:meth:`ExperimentConfig.c
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -324,11 +325,21 @@ class ExperimentConfig(_Section):
                 data.get(section, {}).pop(key, None)
         return data
 
-    def check_components(self) -> None:
+    def check_components(self, check_attack: Callable[..., Any] | None = None,
+                         check_defense: Callable[[str], Any] | None = None) -> None:
         """Build every attack, defense and detector spec once, so a bad name or parameter is an
-        error before any data is read or any file written (ValueError naming the field)."""
-        from medrobust.attacks.registry import build_attack
-        from medrobust.defenses.registry import build_defense
+        error before any data is read or any file written (ValueError naming the field).
+
+        ``check_attack(spec, allow_large_eps=..., **params)`` and ``check_defense(spec)`` replace
+        the building (default: the registries' ``build_attack`` and ``build_defense``): the
+        service's web process, which never imports torch, checks the specs with
+        :mod:`medrobust.layer.component_catalogue`; the squeeze detector's squeezers are then
+        checked as the defense specs they are."""
+        building = check_defense is None
+        if check_attack is None:
+            from medrobust.attacks.registry import build_attack as check_attack
+        if check_defense is None:
+            from medrobust.defenses.registry import build_defense as check_defense
 
         def check(where: str, build) -> None:
             try:
@@ -337,23 +348,27 @@ class ExperimentConfig(_Section):
                 raise ValueError(f"{where}: {err}") from None
 
         for i, a in enumerate(self.attacks):
-            check(f"attacks[{i}] ({a.name})", lambda a=a: build_attack(a.name, allow_large_eps=a.allow_large_eps,
+            check(f"attacks[{i}] ({a.name})", lambda a=a: check_attack(a.name, allow_large_eps=a.allow_large_eps,
                                                                         **a.params))
             for e in a.eps_sweep:
                 check(f"attacks[{i}].eps_sweep ({e:.4g})",
-                      lambda a=a, e=e: build_attack(a.name, allow_large_eps=a.allow_large_eps, **{**a.params, "eps": e}))
+                      lambda a=a, e=e: check_attack(a.name, allow_large_eps=a.allow_large_eps, **{**a.params, "eps": e}))
         for i, spec in enumerate(self.defenses):
-            check(f"defenses[{i}]", lambda spec=spec: build_defense(spec))
+            check(f"defenses[{i}]", lambda spec=spec: check_defense(spec))
         if self.defenses and self.adaptive.enabled:
-            check("adaptive", lambda: build_attack(self.adaptive.attack, **self.adaptive.params))
+            check("adaptive", lambda: check_attack(self.adaptive.attack, **self.adaptive.params))
         if self.detectors.squeeze.enabled:
-            from medrobust.detection.squeeze import SqueezeDetector
+            squeeze = self.detectors.squeeze
+            if building:
+                from medrobust.detection.squeeze import SqueezeDetector
 
-            check("detectors.squeeze", lambda: SqueezeDetector(self.detectors.squeeze.squeezers,
-                                                               target_fpr=self.detectors.squeeze.target_fpr))
+                check("detectors.squeeze", lambda: SqueezeDetector(squeeze.squeezers, target_fpr=squeeze.target_fpr))
+            else:
+                for i, squeezer in enumerate(squeeze.squeezers):
+                    check(f"detectors.squeeze.squeezers[{i}]", lambda s=squeezer: check_defense(s))
         for who, m in [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]:
             if m.train is not None and m.train.adversarial:
-                check(f"{who}.train.adversarial", lambda m=m: build_attack(m.train.adversarial))
+                check(f"{who}.train.adversarial", lambda m=m: check_attack(m.train.adversarial))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
