@@ -7,6 +7,7 @@ a data directory; the routes are in :mod:`medrobust.service.api`. See docs/servi
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -48,6 +49,7 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
     app.state.store = Store(data_dir)
     app.state.data_dir = Path(data_dir)
     app.state.limits = limits or ServiceLimits()
+    app.state.stopping = threading.Event()  # set when the server shuts down: open event streams then close
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)
