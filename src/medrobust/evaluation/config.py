@@ -39,7 +39,8 @@ from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
-REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None))
+REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("title", None),
+                      ("model_version", None))
 """Fields that change no computed result: report settings, and where the work runs (an engine
 never changes a batch's result, so a run may be resumed on another engine)."""
 """Settings that change only how finished results are read, not what is computed: a run may be
@@ -256,6 +257,8 @@ def check_ray_address(value: str) -> str | None:
 
 class ExperimentConfig(_Section):
     name: str = "experiment"
+    title: str | None = Field(None, max_length=200)  # how reports name the evaluation (default: its name)
+    model_version: str | None = Field(None, max_length=100)  # the evaluated model's version, as its maker names it
     output_dir: str = "runs"
     seed: int = 0
     device: str = "auto"

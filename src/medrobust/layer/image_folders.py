@@ -7,7 +7,14 @@ arrows)."""
 
 from __future__ import annotations
 
-from medrobust.data.class_names import ClassMatchError, find_normal_class, match_classes
+from medrobust.data.class_names import (
+    ClassMatchError,
+    ClassSettings,
+    find_normal_class,
+    match_classes,
+    parse_class_map,
+)
 from medrobust.data.io import IMAGE_SUFFIXES, is_image_file
 
-__all__ = ["IMAGE_SUFFIXES", "ClassMatchError", "find_normal_class", "is_image_file", "match_classes"]
+__all__ = ["IMAGE_SUFFIXES", "ClassMatchError", "ClassSettings", "find_normal_class", "is_image_file", "match_classes",
+           "parse_class_map"]
