@@ -85,12 +85,16 @@ def parse_composed_spec(spec: str, kind: str) -> list[tuple[str, dict[str, str]]
     return members
 
 
+_TARGETS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "list": list[str], "str": str}
+
+
 def parameter_conversion(annotation: Any) -> tuple[str, bool]:
-    """How a command-line string converts to a parameter declared ``annotation``: the target
+    """How :func:`_convert` reads a string for a parameter declared ``annotation``: its target
     (``"bool"``, ``"int"``, ``"float"``, ``"list"`` or ``"str"``) and whether ``none`` gives None.
 
-    A plain pair of names, so a parameter's conversion can be written down without its type
-    (the service's torch-free catalogue of components, :mod:`medrobust.layer.component_catalogue`)."""
+    A plain pair of names, so that a parameter's conversion can be written down without its type
+    (the torch-free catalogue of components, :mod:`medrobust.layer.component_catalogue`), and
+    read back by :func:`conversion_annotation`."""
     args = typing.get_args(annotation)
     base = [a for a in args if a is not type(None)] if args else [annotation]
     target = base[0] if base else str
@@ -102,42 +106,50 @@ def parameter_conversion(annotation: Any) -> tuple[str, bool]:
     return "str", optional
 
 
-def convert_parameter(kind: str, name: str, key: str, value: Any, conversion: tuple[str, bool]) -> Any:
-    """A command-line string to the parameter's type (:func:`parameter_conversion`); non-strings
-    pass unchanged."""
+def conversion_annotation(conversion: tuple[str, bool]) -> Any:
+    """An annotation :func:`_convert` reads as ``conversion`` (:func:`parameter_conversion`'s inverse)."""
+    target, optional = conversion
+    return _TARGETS[target] | None if optional else _TARGETS[target]
+
+
+def checked_parameters(kind: str, name: str, annotations: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` of component ``name`` of ``kind`` converted to the types ``annotations``
+    ({parameter: annotation}) declare; ValueError naming an unknown parameter or a value that
+    does not convert. :meth:`ComponentRegistry.build` and the torch-free checks of a spec share it."""
+    unknown = sorted(set(params) - set(annotations))
+    if unknown:
+        takes = ", ".join(annotations) or "no parameters"
+        raise ValueError(f"{kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
+    return {k: _convert(kind, name, k, v, annotations[k]) for k, v in params.items()}
+
+
+def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any:
+    """A command-line string to the parameter's declared type (non-strings pass unchanged)."""
     if not isinstance(value, str):
         return value
-    target, optional = conversion
+    args = typing.get_args(annotation)
+    base = [a for a in args if a is not type(None)] if args else [annotation]
+    target = base[0] if base else str
     text = value.strip()
-    if optional and text.lower() in ("none", "null", ""):
+    if type(None) in args and text.lower() in ("none", "null", ""):
         return None
     try:
-        if target == "bool":
+        if target is bool:
             if text.lower() in ("1", "true", "yes", "on"):
                 return True
             if text.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
-        if target == "int":
+        if target is int:
             return int(text)
-        if target == "float":
+        if target is float:
             return parse_number(text)
-        if target == "list":
+        if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
             return [t for t in (s.strip() for s in text.split(";")) if t]
     except ValueError:
-        raise ValueError(f"{kind} {name}: parameter {key}={value!r} is not a valid {target}") from None
+        type_name = getattr(target, "__name__", str(target))
+        raise ValueError(f"{kind} {name}: parameter {key}={value!r} is not a valid {type_name}") from None
     return text
-
-
-def checked_parameters(kind: str, name: str, conversions: Mapping[str, tuple[str, bool]],
-                       params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` converted for component ``name`` of ``kind``, whose parameters convert as
-    ``conversions`` says; ValueError naming an unknown parameter or a value that does not convert."""
-    unknown = sorted(set(params) - set(conversions))
-    if unknown:
-        takes = ", ".join(conversions) or "no parameters"
-        raise ValueError(f"{kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
-    return {k: convert_parameter(kind, name, k, v, conversions[k]) for k, v in params.items()}
 
 
 @dataclass(frozen=True)
@@ -229,4 +241,5 @@ class ComponentRegistry(Generic[T]):
 
     def build(self, name: str, params: dict[str, Any]) -> T:
         """An instance of ``name`` with ``params`` converted to the constructor's types."""
-        return self.get(name)(**checked_parameters(self.kind, name, self.conversions(name), params))
+        annotations = {k: t for k, (t, _default) in self.parameters(name).items()}
+        return self.get(name)(**checked_parameters(self.kind, name, annotations, params))

@@ -74,6 +74,7 @@ def renamed_images(uploads, out: Path) -> Path:
         for cls, folder in FOLDERS.items():
             for path in sorted((uploads.images_dir / cls).glob("*.png")):
                 archive.writestr(f"{folder}/{path.name}", path.read_bytes())
+        archive.writestr("README.txt", "not an image: listed as ignored\n")
     out.write_bytes(buffer.getvalue())
     return out
 

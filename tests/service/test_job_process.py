@@ -93,9 +93,9 @@ def test_a_model_failing_its_check_fails_at_once_in_the_model_check_stage(tmp_pa
     with Running(tmp_path / "service") as service:
         job_id = service.submit(seven_outputs, uploads.images_zip, classes=CLASSES)
         job = service.wait(job_id, lambda j: j["status"] not in ("queued", "running"), "ended")
-    assert job["status"] == "failed"
-    assert job["error"].startswith("model check: seven.pt: "), job["error"]
-    assert "(1, 7)" in job["error"] and job["stages_finished"] == 0
+    assert job["status"] == "failed" and job["failed_stage"] == "model check"
+    assert job["error"].startswith("seven.pt: "), job["error"]
+    assert "(1, 7)" in job["error"] and job["stages_finished"] == 0 and job["stage"] is None
 
 
 def test_a_job_whose_forward_never_returns_is_cancelled_within_seconds(tmp_path, uploads, forever_model):
@@ -132,6 +132,7 @@ def test_a_job_past_its_time_limit_fails_and_keeps_its_finished_stages(tmp_path,
                         r"stages it finished are kept\. Test fewer images, attacks or steps, or ask the service's "
                         r"administrator for a longer limit", job["error"]), job["error"]
     assert job["stages_finished"] >= 2 and job["compute_seconds"] >= 1
+    assert job["failed_stage"] not in (None, "model check", "data", "baseline"), job["failed_stage"]
     stages = [p for p in (data_dir / "jobs" / job_id).glob("*/stages/*") if p.is_dir()]
     assert any(p.name == "baseline" for p in stages), stages  # the finished stages are kept
 

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from medrobust.components import checked_parameters, parse_composed_spec, parse_spec
+from medrobust.components import checked_parameters, conversion_annotation, parse_composed_spec, parse_spec
 from medrobust.eps_limit import check_eps_limit
 
 CATALOGUE_FILE = Path(__file__).with_name("component_catalogue.json")
@@ -36,11 +36,12 @@ def catalogue() -> dict[str, dict[str, dict[str, list[Any]]]]:
     return json.loads(CATALOGUE_FILE.read_text(encoding="utf-8"))
 
 
-def _conversions(kind: str, name: str) -> dict[str, tuple[str, bool]]:
+def _annotations(kind: str, name: str) -> dict[str, Any]:
+    """``{parameter: annotation}`` of component ``name``, rebuilt from the catalogue."""
     entries = catalogue()[kind]
     if name not in entries:
         raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(entries))}")
-    return {key: (target, optional) for key, (target, optional, _default) in entries[name].items()}
+    return {key: conversion_annotation((target, optional)) for key, (target, optional, _default) in entries[name].items()}
 
 
 def check_attack_spec(spec: str, allow_large_eps: bool = False, **params: Any) -> dict[str, Any]:
@@ -48,7 +49,7 @@ def check_attack_spec(spec: str, allow_large_eps: bool = False, **params: Any) -
     name, each parameter's name and type, the budget limit), without building it; returns the
     parameters, converted. ValueError with the registry's sentence."""
     name, from_spec = parse_spec(spec, "attack")
-    converted = checked_parameters("attack", name, _conversions("attack", name), {**from_spec, **params})
+    converted = checked_parameters("attack", name, _annotations("attack", name), {**from_spec, **params})
     defaults = {key: default for key, (_t, _o, default) in catalogue()["attack"][name].items()}
     check_eps_limit(name, converted.get("eps", defaults.get("eps")), converted.get("norm", defaults.get("norm")),
                     allow_large_eps)
@@ -61,7 +62,7 @@ def check_defense_spec(spec: str) -> list[tuple[str, dict[str, Any]]]:
     its members with their converted parameters."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"a defense spec is a non-empty string such as 'jpeg+tv', got {spec!r}")
-    return [(name, checked_parameters("defense", name, _conversions("defense", name), params))
+    return [(name, checked_parameters("defense", name, _annotations("defense", name), params))
             for name, params in parse_composed_spec(spec, "defense")]
 
 

@@ -5,7 +5,7 @@ for each attempt and keeps what must outlive it: the job's lease, the cancel and
 checks, and the job's final row. This process runs ``mr.evaluate`` and the report from the
 job's upload folder, writes each stage's progress to the job's row, and ends by writing its
 outcome to ``jobs/ID/attempt.json``: done (the skipped files and the scorecard's headline) or
-failed (the error as the tenant reads it, after the stage it happened in).
+failed (the error as the tenant reads it, and the stage it happened in).
 
 Why a process: a batch that never returns (a model whose forward loops for ever, a
 configuration of a billion steps) cannot be interrupted from inside Python, but a process can
@@ -152,7 +152,7 @@ def run_attempt(data_dir: Path, job_id: str, worker_id: str, *, device: str | No
             out.write(traceback.format_exc())
         message = user_message(err, files, request)
         log.warning("job %s failed: %s", job_id, message)
-        return {"status": "failed", "error": f"{progress.current}: {message}" if progress.current else message}
+        return {"status": "failed", "error": message, "stage": progress.current}
     return {"status": "done", "skipped": [str(s) for s in (metrics.data.get("skipped") or [])],
             "headline": headline(files.run)}
 

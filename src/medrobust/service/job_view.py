@@ -66,6 +66,7 @@ def job_json(row: sqlite3.Row, now: float | None = None, queue_position: int | N
         "time_limit_seconds": row["time_limit_s"],
         "cancel_requested": bool(row["cancel_requested"]),
         "error": row["error"],
+        "failed_stage": row["stage"] if row["status"] == "failed" else None,
         "skipped": json.loads(row["skipped"]) if row["skipped"] else [],
         "ignored_files": request.get("ignored_files", []),
         "image_files": request.get("images_kept"),  # extracted; an unreadable one is listed in skipped once run

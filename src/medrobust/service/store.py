@@ -334,17 +334,19 @@ class Store:
 
     def finish(self, job_id: str, worker_id: str | None, status: str, *, error: str | None = None,
                skipped: list[str] | None = None, headline: dict[str, Any] | None = None,
-               stored_bytes: int | None = None, compute_s: float | None = None) -> bool:
-        """Record the end of a job (only if it is still this worker's); False when it was not."""
+               stored_bytes: int | None = None, compute_s: float | None = None,
+               failed_stage: str | None = None) -> bool:
+        """Record the end of a job (only if it is still this worker's); False when it was not.
+        A failed job keeps in ``stage`` the stage it failed in (``failed_stage``)."""
         assert status in FINISHED
         now = time.time()
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE jobs SET status = ?, finished = ?, updated = ?, error = ?, skipped = ?, headline = ?, "
-                "stored_bytes = COALESCE(?, stored_bytes), compute_s = COALESCE(?, compute_s), stage = NULL, "
+                "stored_bytes = COALESCE(?, stored_bytes), compute_s = COALESCE(?, compute_s), stage = ?, "
                 "lease_until = NULL WHERE id = ? AND (? IS NULL OR worker = ?)",
                 (status, now, now, error, json.dumps(skipped or []), json.dumps(headline) if headline else None,
-                 stored_bytes, compute_s, job_id, worker_id, worker_id))
+                 stored_bytes, compute_s, failed_stage if status == "failed" else None, job_id, worker_id, worker_id))
             return cur.rowcount == 1
 
     def release(self, job_id: str, worker_id: str, *, compute_s: float | None = None,

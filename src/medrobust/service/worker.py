@@ -255,7 +255,7 @@ class Worker:
             log.info("job %s cancelled", job_id)
         elif reason == TIME_LIMIT:
             self.store.finish(job_id, self.id, "failed", error=time_limit_error(seen["time_limit_s"], seen),
-                              stored_bytes=files.size(), compute_s=compute_s)
+                              failed_stage=seen["stage"], stored_bytes=files.size(), compute_s=compute_s)
             log.info("job %s stopped at its time limit", job_id)
         elif (outcome := read_outcome(files)) is None:
             ended = process_end_text(process.returncode)
@@ -270,8 +270,8 @@ class Worker:
                               stored_bytes=files.size(), compute_s=compute_s)
             log.info("job %s done", job_id)
         else:
-            self.store.finish(job_id, self.id, "failed", error=outcome.get("error"), stored_bytes=files.size(),
-                              compute_s=compute_s)
+            self.store.finish(job_id, self.id, "failed", error=outcome.get("error"), failed_stage=outcome.get("stage"),
+                              stored_bytes=files.size(), compute_s=compute_s)
             log.info("job %s failed: %s", job_id, outcome.get("error"))
 
 

@@ -401,13 +401,13 @@ function renderRow(job) {
     });
     head.append(box, el("label", { for: box.id, class: "visually-hidden", text: `select job ${job.id} to compare` }));
   }
-  head.append(
+  head.append(...[  // append(null) would insert the text "null"
     el("span", { class: `status badge badge-${job.status}`, text: job.status }),
     job.name ? el("strong", { class: "job-name", text: job.name })
       : el("span", { class: "job-files" }, el("strong", { text: job.model_file || "model" }), " on ", el("strong", { text: job.images_file || "images" })),
     job.model_version ? el("span", { class: "job-version", text: `version ${job.model_version}` }) : null,
     el("code", { class: "job-id", title: "the job's id in the API", text: job.id }),
-  );
+  ].filter(Boolean));
   row.append(head);
   row.append(el("div", { class: "job-meta" },
     job.name ? el("span", { text: `${job.model_file || "model"} on ${job.images_file || "images"}` }) : null,
@@ -418,7 +418,9 @@ function renderRow(job) {
     Array.isArray(job.classes) && job.classes.length ? el("span", { text: `classes: ${job.classes.join(", ")}` }) : null));
   if (ACTIVE.has(job.status)) row.append(progressBlock(job));
   if (ACTIVE.has(job.status) && job.cancel_requested) row.append(el("p", { class: "note", text: "cancel requested: stopping" }));
-  if (job.status === "failed" && job.error) row.append(el("p", { class: "job-error", text: job.error }));
+  if (job.status === "failed" && job.error) {
+    row.append(el("p", { class: "job-error", text: job.failed_stage ? `failed in stage ${job.failed_stage}: ${job.error}` : job.error }));
+  }
   for (const list of [fileList("skipped", job.skipped, "skipped"), fileList("ignored", job.ignored_files, "ignored")]) {
     if (list) row.append(list);  // append(null) would insert the text "null"
   }
