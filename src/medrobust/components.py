@@ -28,6 +28,7 @@ import collections.abc
 import fnmatch
 import inspect
 import math
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -87,6 +88,59 @@ def parse_spec(spec: str, kind: str) -> tuple[str, dict[str, str]]:
         key, value = part.split("=", 1)
         params[key.strip().replace("-", "_")] = value.strip()
     return name.strip(), params
+
+
+_MEMBER_SPLIT = re.compile(r"\+(?!\d)")  # "+" joins members; in "1e+3" it is part of a number
+
+
+def parse_composed_spec(spec: str, kind: str) -> list[tuple[str, dict[str, str]]]:
+    """``"jpeg:quality=50+tv:weight=0.1"`` -> [("jpeg", {"quality": "50"}), ("tv", {"weight": "0.1"})]:
+    members joined by ``+`` (a defense composition), each a :func:`parse_spec`; names lower-cased."""
+    members = []
+    for part in _MEMBER_SPLIT.split(spec.strip()):
+        name, params = parse_spec(part, kind)
+        if not name:
+            raise ValueError(f"{kind} spec {spec!r} has an empty member; write e.g. jpeg:quality=50+tv")
+        members.append((name.lower(), params))
+    return members
+
+
+_TARGETS: dict[str, Any] = {"bool": bool, "int": int, "float": float, "list": list[str], "str": str}
+
+
+def parameter_conversion(annotation: Any) -> tuple[str, bool]:
+    """How :func:`_convert` reads a string for a parameter declared ``annotation``: its target
+    (``"bool"``, ``"int"``, ``"float"``, ``"list"`` or ``"str"``) and whether ``none`` gives None.
+
+    A plain pair of names, so that a parameter's conversion can be written down without its type
+    (the torch-free catalogue of components, :mod:`medrobust.layer.component_catalogue`), and
+    read back by :func:`conversion_annotation`."""
+    args = typing.get_args(annotation)
+    base = [a for a in args if a is not type(None)] if args else [annotation]
+    target = base[0] if base else str
+    optional = type(None) in args
+    if target is bool or target is int or target is float:
+        return target.__name__, optional
+    if typing.get_origin(target) in (list, tuple, collections.abc.Sequence) or target in (list, tuple):
+        return "list", optional
+    return "str", optional
+
+
+def conversion_annotation(conversion: tuple[str, bool]) -> Any:
+    """An annotation :func:`_convert` reads as ``conversion`` (:func:`parameter_conversion`'s inverse)."""
+    target, optional = conversion
+    return _TARGETS[target] | None if optional else _TARGETS[target]
+
+
+def checked_parameters(kind: str, name: str, annotations: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` of component ``name`` of ``kind`` converted to the types ``annotations``
+    ({parameter: annotation}) declare; ValueError naming an unknown parameter or a value that
+    does not convert. :meth:`ComponentRegistry.build` and the torch-free checks of a spec share it."""
+    unknown = sorted(set(params) - set(annotations))
+    if unknown:
+        takes = ", ".join(annotations) or "no parameters"
+        raise ValueError(f"{kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
+    return {k: _convert(kind, name, k, v, annotations[k]) for k, v in params.items()}
 
 
 def _convert(kind: str, name: str, key: str, value: Any, annotation: Any) -> Any:
@@ -212,12 +266,11 @@ class ComponentRegistry(Generic[T]):
             out[pname] = (hints.get(pname, Any), p.default)
         return out
 
+    def conversions(self, name: str) -> dict[str, tuple[str, bool]]:
+        """``{parameter: (target, accepts None)}`` of ``name`` (:func:`parameter_conversion`)."""
+        return {k: parameter_conversion(t) for k, (t, _default) in self.parameters(name).items()}
+
     def build(self, name: str, params: dict[str, Any]) -> T:
         """An instance of ``name`` with ``params`` converted to the constructor's types."""
-        signature = self.parameters(name)
-        unknown = sorted(set(params) - set(signature))
-        if unknown:
-            takes = ", ".join(signature) or "no parameters"
-            raise ValueError(f"{self.kind} {name}: unknown parameter(s) {unknown}; it takes {takes}")
-        kwargs = {k: _convert(self.kind, name, k, v, signature[k][0]) for k, v in params.items()}
-        return self.get(name)(**kwargs)
+        annotations = {k: t for k, (t, _default) in self.parameters(name).items()}
+        return self.get(name)(**checked_parameters(self.kind, name, annotations, params))

@@ -156,3 +156,31 @@ def test_statement_prints_to_pdf_in_headless_chromium(complete_run, tmp_path: Pa
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page(?!s)", data))
     assert 1 <= pages <= 3, pages
+
+
+def test_a_titled_run_and_its_model_version_head_the_statement_and_the_report(tmp_path: Path, write_run,
+                                                                              tagged_page) -> None:
+    """A run given a title and a model version (a service job's name and version, issue 25) is
+    named by them, not by its folder's id-bearing name; both are tagged fields of scorecard.json."""
+    metrics = write_run(tmp_path, transfer=False, samples=False)
+    titled = RunMetrics.model_validate({**metrics.model_dump(), "config": {
+        **metrics.config, "title": "Chest triage <site B>", "model_version": "2.1.0"}})
+    (tmp_path / "metrics.json").write_text(titled.model_dump_json())
+    report = build_report(tmp_path).read_text()
+    statement = (tmp_path / STATEMENT_FILE).read_text()
+    tagged_page(statement, _documents(tmp_path))
+    scorecard = read_scorecard(tmp_path)
+    assert scorecard.title == "Chest triage <site B>" and scorecard.model["version"] == "2.1.0"
+    assert "<title>Adversarial robustness statement: Chest triage &lt;site B&gt;</title>" in statement
+    assert re.search(r'<h1>Adversarial robustness statement: <span [^>]*data-field="/title"[^>]*>Chest triage '
+                     r'&lt;site B&gt;</span></h1>', statement), statement[:3000]
+    assert re.search(r'version</[a-z]+>\s*<[a-z]+>\s*<span [^>]*data-field="/model/version"[^>]*>2\.1\.0</span>',
+                     statement), statement
+    assert f"<title>Robustness report: Chest triage &lt;site B&gt; ({metrics.name})</title>" in report
+    assert "model version 2.1.0; " in report
+    untitled = tmp_path / "untitled"
+    write_run(untitled, transfer=False, samples=False)
+    build_report(untitled)
+    plain = (untitled / STATEMENT_FILE).read_text()
+    assert f"<title>Adversarial robustness statement: {metrics.name}</title>" in plain
+    assert "<h1>Adversarial robustness statement</h1>" in plain and "/model/version" not in plain

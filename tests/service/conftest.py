@@ -68,6 +68,25 @@ def uploads(tmp_path_factory, trained_small_cnn) -> Uploads:
                    images_dir=images, checkpoint_dir=checkpoint)
 
 
+class _Forever(torch.nn.Module):
+    """A TorchScript forward that never returns: its loop's condition holds for every image in [0, 1]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        while bool(y.sum() > -1.0):
+            y = y * 1.0
+        return y.mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="session")
+def forever_model(tmp_path_factory) -> Path:
+    """A TorchScript model (3-channel input, 3 classes) whose forward never returns: the job is
+    stuck in its first forward (the model check) until its process is ended."""
+    path = tmp_path_factory.mktemp("forever") / "forever.pt"
+    torch.jit.save(torch.jit.script(_Forever()), str(path))
+    return path
+
+
 @dataclass
 class ServiceClient:
     client: object  # fastapi.testclient.TestClient

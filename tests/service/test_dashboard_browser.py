@@ -1,17 +1,26 @@
 """The dashboard in a real browser (headless Chromium through Playwright) against the real
 processes (``medrobust serve`` and a worker): sign in (a wrong token, then the right one),
-upload two models with their images, follow both jobs live to ``done``, read the headline,
+upload two models with their images (one named, with its version; one whose folders are paired
+with its classes by the class map field, after a refusal whose hint names that field), follow
+both jobs live to ``done`` (the "queued" banner follows its job and goes), read the headline,
 open the report, the statement and the comparison in the sandboxed viewer, download the
-artifacts, cancel a third job, delete a job and sign out, with no console error and no failed
-request other than the deliberate 401 (and those a reload aborts in flight)."""
+artifacts, see a third job's place in the queue and cancel it, delete a job and sign out, with
+no console error and no failed request other than the deliberate 401 and 422 (and those a reload
+aborts in flight)."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
+import signal
+import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
+
+from tests.progress_wait import wait_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -24,24 +33,51 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on PATH (chromium or chromium-browser)"),
 ]
 
-DONE_TIMEOUT_MS = 240_000
 NUMBER = re.compile(r"^\d+(\.\d+)?\b")  # "50.0 / 100"
+FOLDERS = {"Normal": "NORMAL", "Pneumonia": "PNEU", "Pneumothorax": "PTX"}
 
 
-def upload(page, model: Path, images: Path, classes: str = "", input_size: str = "", intensity: str = "") -> str:
-    """Fill the upload form, submit it and return the new job's id (from its row)."""
-    before = set(page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
+def fill(page, model: Path, images: Path, classes: str = "", input_size: str = "", name: str = "", version: str = "",
+         class_map: str = "", intensity: str = "") -> None:
     page.set_input_files("#model", str(model))
     page.set_input_files("#images", str(images))
-    page.fill("#classes", classes)
-    page.fill("#input_size", input_size)
+    for field, value in (("#classes", classes), ("#input_size", input_size), ("#name", name),
+                         ("#model_version", version), ("#class_map", class_map)):
+        page.fill(field, value)
     page.select_option("#intensity", intensity)
     page.select_option("#preset", "quick")
+
+
+def upload(page, model: Path, images: Path, **fields: str) -> str:
+    """Fill the upload form, submit it and return the new job's id (from its row)."""
+    before = set(page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)"))
+    fill(page, model, images, **fields)
     page.click("#submit")
     expect(page.locator("#jobs [data-job-id]")).to_have_count(len(before) + 1, timeout=60_000)
     after = page.locator("#jobs [data-job-id]").evaluate_all("rows => rows.map(r => r.dataset.jobId)")
     (job_id,) = set(after) - before
     return job_id
+
+
+def wait_until_finished(service, job_id: str) -> dict:
+    """The job once it has finished, waiting on its progress (not on a fixed total)."""
+    auth = {"Authorization": f"Bearer {service.token}"}
+    return wait_for(lambda: httpx.get(f"{service.base_url}/api/v1/jobs/{job_id}", headers=auth, timeout=10).json(),
+                    lambda j: j["status"] not in ("queued", "running"),
+                    progress=lambda j: (j["status"], j["stage"], j["stage_done"], j["stages_finished"]),
+                    what=f"job {job_id}")
+
+
+def renamed_images(uploads, out: Path) -> Path:
+    """The phantom images with other class folder names (NORMAL, PNEU, PTX)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for cls, folder in FOLDERS.items():
+            for path in sorted((uploads.images_dir / cls).glob("*.png")):
+                archive.writestr(f"{folder}/{path.name}", path.read_bytes())
+        archive.writestr("README.txt", "not an image: listed as ignored\n")
+    out.write_bytes(buffer.getvalue())
+    return out
 
 
 def open_in_viewer(page, button, title_fragment: str) -> str:
@@ -108,23 +144,45 @@ def test_dashboard_end_to_end(live_service, tmp_path):
             assert page.evaluate("document.cookie") == ""
             assert live_service.token not in page.url
 
-            # two jobs: the zipped checkpoint (classes from the checkpoint), and the TorchScript export
-            first = upload(page, uploads.checkpoint_zip, uploads.images_zip)
-            second = upload(page, uploads.torchscript, uploads.images_zip,
-                            classes="Normal, Pneumonia, Pneumothorax", input_size="32", intensity="unit")
+            # two jobs: the zipped checkpoint (classes from the checkpoint), named, with its version...
+            first = upload(page, uploads.checkpoint_zip, uploads.images_zip, name="Chest triage on site B",
+                           version="2.1.0")
+            expect(page.locator("#message")).to_contain_text(f"Job {first} (Chest triage on site B)")
+            # ...and the TorchScript export on images whose folders are named otherwise: refused with a hint
+            # that names the form's class map field, then accepted with it
+            renamed = renamed_images(uploads, tmp_path / "xrays-renamed.zip")
+            fill(page, uploads.torchscript, renamed, classes="Normal, Pneumonia, Pneumothorax", input_size="32",
+                 intensity="unit")
+            page.click("#submit")
+            expect(page.locator("#message")).to_contain_text("the class map field (class_map: FOLDER=CLASS pairs")
+            expect(page.locator("#message")).not_to_contain_text("--class-map")
+            second = upload(page, uploads.torchscript, renamed, classes="Normal, Pneumonia, Pneumothorax",
+                            input_size="32", intensity="unit",
+                            class_map="NORMAL=Normal, PNEU=Pneumonia, PTX=Pneumothorax")
             expect(page.locator("#upload-progress")).to_have_attribute("value", "1")
+            expect(page.locator("#message")).to_contain_text(f"Job {second} (chest-cnn.pt on xrays-renamed.zip)")
             rows = {job_id: page.locator(f'#jobs [data-job-id="{job_id}"]') for job_id in (first, second)}
             # newest first
             assert page.locator("#jobs [data-job-id]").first.get_attribute("data-job-id") == second
+            # the card shows the job's name, its model's version and the id the API answers to
+            expect(rows[first].locator(".job-name")).to_have_text("Chest triage on site B")
+            expect(rows[first].locator(".job-version")).to_have_text("version 2.1.0")
+            shown_id = rows[first].locator(".job-id").inner_text()
+            auth = {"Authorization": f"Bearer {live_service.token}"}
+            assert httpx.get(f"{live_service.base_url}/api/v1/jobs/{shown_id}", headers=auth,
+                             timeout=10).json()["id"] == first
 
             # a running job shows its live progress (stage, bar) from the event stream
-            page.wait_for_function(
-                "() => document.querySelector('#jobs .progress progress[value]') !== null "
-                "|| [...document.querySelectorAll('#jobs .status')].every(s => s.textContent === 'done')",
-                timeout=DONE_TIMEOUT_MS)
+            wait_for(lambda: (page.evaluate(
+                "() => document.querySelector('#jobs .progress progress[value]') !== null"),
+                [httpx.get(f"{live_service.base_url}/api/v1/jobs/{j}", headers=auth, timeout=10).json() for j in rows]),
+                lambda seen: seen[0] or all(j["status"] not in ("queued", "running") for j in seen[1]),
+                progress=lambda seen: [(j["status"], j["stage"], j["stage_done"]) for j in seen[1]],
+                what="a progress bar or the jobs' end")
 
-            for row in rows.values():
-                expect(row.locator(".status")).to_have_text("done", timeout=DONE_TIMEOUT_MS)
+            for job_id, row in rows.items():
+                assert wait_until_finished(live_service, job_id)["status"] == "done"
+                expect(row.locator(".status")).to_have_text("done", timeout=30_000)
                 score = row.locator(".headline .overall-score")
                 expect(score).to_have_text(NUMBER)
                 assert row.locator(".headline .rows li").count() >= 1
@@ -173,11 +231,22 @@ def test_dashboard_end_to_end(live_service, tmp_path):
             page.screenshot(path=str(screenshot), full_page=True)
             shutil.copyfile(screenshot, "/tmp/dashboard.png")
 
-            # a third job, cancelled from its row
-            third = upload(page, uploads.checkpoint_zip, uploads.images_zip)
-            row = page.locator(f'#jobs [data-job-id="{third}"]')
-            row.locator(".cancel").click()
-            expect(row.locator(".status")).to_have_text("cancelled", timeout=120_000)
+            # the banner followed the last job submitted, and went once it was done
+            expect(page.locator("#message")).to_be_hidden()
+
+            # a third job, held in the queue (the worker paused): its place shows; cancelled from its row
+            live_service.workers[0].send_signal(signal.SIGSTOP)
+            try:
+                third = upload(page, uploads.checkpoint_zip, uploads.images_zip)
+                row = page.locator(f'#jobs [data-job-id="{third}"]')
+                expect(row.locator(".queue-position")).to_have_text("waiting for a worker: 1st in the queue")
+                expect(page.locator("#message")).to_contain_text(f"Job {third} (chest-cnn.zip on xrays.zip) queued: "
+                                                                 "1st in the queue.")
+                row.locator(".cancel").click()
+                expect(row.locator(".status")).to_have_text("cancelled", timeout=60_000)
+                expect(page.locator("#message")).to_be_hidden()
+            finally:
+                live_service.workers[0].send_signal(signal.SIGCONT)
 
             # delete asks, then removes the row; the job is gone on the server too
             rows[second].locator(".delete").click()
@@ -200,10 +269,9 @@ def test_dashboard_end_to_end(live_service, tmp_path):
         finally:
             browser.close()
 
-    # the deliberate 401 (and Chromium's console line about it) is the only error
-    assert [r for r in bad_responses if not r.startswith("401 GET ")] == [], bad_responses
-    assert len(bad_responses) == 1, bad_responses
-    assert [e for e in console_errors if "status of 401" not in e] == [], console_errors
+    # the deliberate 401 and 422 (and Chromium's console lines about them) are the only errors
+    assert [r[:8] for r in bad_responses] == ["401 GET ", "422 POST"], bad_responses
+    assert [e for e in console_errors if "status of 401" not in e and "status of 422" not in e] == [], console_errors
     assert failed_requests == [], failed_requests
     assert all("/api/v1/" in line for line in aborted_by_reload), aborted_by_reload
 

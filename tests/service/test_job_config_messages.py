@@ -6,13 +6,15 @@ from __future__ import annotations
 import pytest
 
 from medrobust.service.job_config import ConfigRefused, check_job_config, parse_job_config
+from medrobust.service.limits import ServiceLimits
 
 CONTRACT = {"classes": ["Normal", "Pneumonia"], "intensity": "unit"}
 
 
 def _refusal(text: str) -> str:
     with pytest.raises(ConfigRefused) as info:
-        check_job_config(parse_job_config(text), "/srv/jobs/1/upload/model.pt", "/srv/jobs/1/upload/images", CONTRACT)
+        check_job_config(parse_job_config(text), "/srv/jobs/1/upload/model.pt", "/srv/jobs/1/upload/images", CONTRACT,
+                         ServiceLimits().ceilings)
     return str(info.value)
 
 

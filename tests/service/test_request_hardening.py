@@ -230,12 +230,19 @@ def test_the_image_cap_defaults_to_20000_and_serve_sets_it(make_service, monkeyp
     assert ServiceLimits().max_images == 20_000
     service = make_service()
     assert service.client.get("/api/v1/me", headers=service.auth).json()["max_images"] == 20_000
-    import uvicorn
-
     from medrobust.cli import app
+    from medrobust.service import server
 
     served = {}
-    monkeypatch.setattr(uvicorn, "run", lambda web, **kwargs: served.update(limits=web.state.limits))
+
+    class NotServed:  # the server's configuration, kept instead of being served
+        def __init__(self, config, stopping) -> None:
+            served.update(limits=config.app.state.limits)
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(server, "ShutdownServer", NotServed)
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "srv"), "--workers", "0",
                                       "--max-images", "500", "--upload-idle-seconds", "2.5"])
     assert result.exit_code == 0, result.output

@@ -110,3 +110,29 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_tenants_limit_gives_a_tenant_its_own_compute_time_per_job(tmp_path):
+    data_dir = str(tmp_path / "srv")
+    runner.invoke(app, ["tokens", "create", "--data-dir", data_dir, "--tenant", "acme"])
+    store = Store(data_dir)
+    tenant = store.tenant_for_token(store.create_token("acme"))
+    given = runner.invoke(app, ["tenants", "limit", "--data-dir", data_dir, "--tenant", "acme", "--job-hours", "6"])
+    assert given.exit_code == 0 and "tenant acme: 6 h of compute per job" in given.output, given.output
+    assert store.tenant_job_seconds(tenant) == 6 * 3600
+    back = runner.invoke(app, ["tenants", "limit", "--data-dir", data_dir, "--tenant", "acme"])
+    assert back.exit_code == 0 and "the server's limit" in back.output
+    assert store.tenant_job_seconds(tenant) is None
+    unknown = runner.invoke(app, ["tenants", "limit", "--data-dir", data_dir, "--tenant", "initech", "--job-hours", "1"])
+    assert unknown.exit_code == 2 and "no tenant 'initech'" in unknown.output
+
+
+def test_serve_ceiling_options_raise_one_ceiling_or_say_what_they_take():
+    from medrobust.cli.serve import work_ceilings
+    from medrobust.service.limits import WORK_CEILINGS
+
+    assert work_ceilings(["steps=5000", "queries=50000"]) == {**WORK_CEILINGS, "steps": 5000, "queries": 50000}
+    for bad in ("stepz=10", "steps=0", "steps=many", "steps"):
+        with pytest.raises(ValueError, match=r"--ceiling .*: write NAME=N with N a whole number of at least 1 and NAME "
+                                             r"one of steps, restarts, eot_samples, queries, n_copies, max_iter, epochs"):
+            work_ceilings([bad])

@@ -25,8 +25,6 @@ from medrobust.attacks.budget import Budget
 from medrobust.attacks.engine import Attack, IterativeAttack
 from medrobust.attacks.gradient_attacks import FGSM, MIFGSM, PGD
 from medrobust.attacks.registry import (
-    MAX_EPS,
-    VISIBLE_EPS,
     attack_parameters,
     build_attack,
     list_attacks,
@@ -36,6 +34,7 @@ from medrobust.attacks.registry import (
 from medrobust.attacks.sia import SIA
 from medrobust.attacks.sit import structure_invariant_copies, structure_invariant_transform
 from medrobust.attacks.square import SquareAttack
+from medrobust.eps_limit import MAX_EPS, VISIBLE_EPS
 
 __all__ = [
     "FGSM",

@@ -11,6 +11,7 @@ from typing import Any
 
 from medrobust.attacks.engine import Attack
 from medrobust.components import ComponentRegistry, parse_spec
+from medrobust.eps_limit import check_eps_limit
 
 _ATTACKS: ComponentRegistry[Attack] = ComponentRegistry("attack")
 register_attack = _ATTACKS.register
@@ -33,14 +34,6 @@ def parse_attack_spec(spec: str) -> tuple[str, dict[str, str]]:
     return parse_spec(spec, "attack")
 
 
-MAX_EPS = 64 / 255
-"""The largest L-inf budget built without ``allow_large_eps``: beyond it the "attack" is a
-visibly different image (at 300/255 the SSIM to the original was 0.04), not a perturbation."""
-
-VISIBLE_EPS = 16 / 255
-"""L-inf budgets above this are marked "visible" in reports (a radiologist may see the noise)."""
-
-
 def build_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> Attack:
     """Build an attack from a name or ``name:key=value,...`` plus keyword parameters (which win).
 
@@ -56,12 +49,5 @@ def build_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> Att
     """
     name, from_spec = parse_attack_spec(spec)
     attack = _ATTACKS.build(name, {**from_spec, **params})
-    eps = getattr(attack, "eps", None)
-    if (eps is not None and getattr(attack, "norm", "linf") == "linf" and eps > MAX_EPS + 1e-9
-            and not allow_large_eps):
-        raise ValueError(
-            f"attack {name}: eps {eps * 255:.4g}/255 is above the {round(MAX_EPS * 255)}/255 limit: such an image is "
-            "visibly another image, not an adversarial perturbation; use a smaller eps (e.g. 8/255), or set "
-            "allow_large_eps: true (--allow-large-eps) if that is really meant"
-        )
+    check_eps_limit(name, getattr(attack, "eps", None), getattr(attack, "norm", "linf"), allow_large_eps)
     return attack

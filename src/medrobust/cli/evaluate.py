@@ -258,10 +258,6 @@ def execution_section(ray: str | None, workers: int | None) -> dict:
 
 def parse_class_map(items: list[str]) -> dict[str, str]:
     """``["NORMAL=Normal", "PNEU=Pneumonia"]`` -> {"NORMAL": "Normal", "PNEU": "Pneumonia"}."""
-    out = {}
-    for item in items:
-        folder, sep, cls = item.partition("=")
-        if not sep or not folder.strip() or not cls.strip():
-            raise ValueError(f"--class-map {item!r} must look like FOLDER=CLASS (e.g. --class-map NORMAL=Normal)")
-        out[folder.strip()] = cls.strip()
-    return out
+    from medrobust.layer.image_folders import parse_class_map as parse_pairs
+
+    return parse_pairs(items, "--class-map")

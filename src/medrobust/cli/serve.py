@@ -20,11 +20,16 @@ from medrobust.cli.app import app, console, user_errors
 tokens_app = typer.Typer(help="Create, list and revoke the service's API tokens (stored hashed in DIR).",
                          no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
+tenants_app = typer.Typer(help="Set a tenant's own limits (stored in DIR; the server's options apply otherwise).",
+                          no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="The service's data directory (database, uploads, runs).")]
 LeaseOption = Annotated[float, typer.Option(
     "--lease-seconds", help="A running job whose worker is silent this long is taken over by another worker.")]
 WORKER_RESTART_DELAY_S = 2.0
+GRACEFUL_SHUTDOWN_S = 10.0
+"""At shutdown, the longest the web process waits for requests in flight (an upload) to end."""
 log = logging.getLogger(__name__)
 
 
@@ -69,6 +74,14 @@ def serve(
         "--upload-idle-seconds", min=0.1, help="An upload that sends no bytes this long is refused (400).")] = 30,
     tenant_jobs: Annotated[int, typer.Option("--tenant-jobs", help="Most queued + running jobs per tenant.")] = 2,
     tenant_gb: Annotated[float, typer.Option("--tenant-gb", help="Most GiB stored per tenant.")] = 50,
+    job_hours: Annotated[float, typer.Option(
+        "--job-hours", min=0.0001, help="Compute time after which a job is stopped (a tenant's own limit: medrobust "
+        "tenants limit).")] = 2.0,
+    max_attempts: Annotated[int, typer.Option(
+        "--max-attempts", min=1, help="Workers that may take a job whose work was killed before it fails.")] = 3,
+    ceiling: Annotated[Optional[list[str]], typer.Option(
+        "--ceiling", metavar="NAME=N", help="Raise (or lower) a ceiling on a configuration's work parameters: steps, "
+        "restarts, eot_samples, queries, n_copies, max_iter, epochs (repeatable).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = False,
     worker_nice: Annotated[int, typer.Option(
         "--worker-nice", help="Priority the workers give up (0-19) so that requests are answered first.")] = 10,
@@ -91,20 +104,48 @@ def serve(
         max_request_bytes=int(max_request_mb * MiB), max_field_bytes=int(max_field_mb * MiB), max_fields=max_fields,
         max_archive_members=max_members, max_expanded_bytes=int(max_expanded_mb * MiB), max_ratio=max_ratio,
         max_images=max_images, upload_idle_timeout_s=upload_idle_seconds, max_active_jobs=tenant_jobs,
-        max_stored_bytes=int(tenant_gb * GiB))
+        max_stored_bytes=int(tenant_gb * GiB), max_job_seconds=job_hours * 3600, max_attempts=max_attempts,
+        ceilings=work_ceilings(ceiling or []))
     web = service_app.create_app(data_dir, limits)
     command = [sys.executable, "-m", "medrobust", "worker", "--data-dir", str(data_dir), "--lease-seconds",
                str(lease_seconds), "--stop-with-parent", str(os.getpid()), "--nice", str(worker_nice)] \
         + (["--device", device] if device else []) + (["--ray", ray] if ray else []) \
         + (["--ray-workers", str(ray_workers)] if ray_workers else [])
     pool = WorkerPool(command, workers)
+    from medrobust.service.server import ShutdownServer
+
+    server = ShutdownServer(uvicorn.Config(web, host=host, port=port, log_level="info", access_log=access_log,
+                                           timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S), web.state.stopping)
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # uvicorn raises the signal again once shut down: we stop the workers first
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     pool.start()
     console.print(f"medrobust service on http://{host}:{port}/ (API docs /docs), data in {data_dir}, "
                   f"{workers} worker{'s' if workers != 1 else ''}", highlight=False)
     try:
-        uvicorn.run(web, host=host, port=port, log_level="info", access_log=access_log)
-    finally:  # not reached when uvicorn re-raises SIGTERM: the workers then stop by themselves (--stop-with-parent)
+        server.run()
+    finally:  # the workers stop by themselves too when this process is killed (--stop-with-parent)
         pool.stop()
+    if signal.SIGTERM in received:  # end as a process stopped by SIGTERM does
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    if received:
+        raise typer.Exit(130)
+
+
+def work_ceilings(items: list[str]) -> dict[str, int]:
+    """The service's ceilings on work parameters with ``--ceiling NAME=N`` applied."""
+    from medrobust.service.limits import WORK_CEILINGS
+
+    ceilings = dict(WORK_CEILINGS)
+    for item in items:
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in ceilings or not value.strip().isdigit() or int(value) < 1:
+            raise ValueError(f"--ceiling {item!r}: write NAME=N with N a whole number of at least 1 and NAME one of "
+                             f"{', '.join(ceilings)}")
+        ceilings[name] = int(value)
+    return ceilings
 
 
 class WorkerPool:
@@ -225,3 +266,22 @@ def tokens_revoke(data_dir: DataDir,
     if not count:
         raise ValueError(f"no active token matches {token!r}; see medrobust tokens list --data-dir {data_dir}")
     console.print(f"revoked {count} token{'s' if count != 1 else ''}", highlight=False)
+
+
+@tenants_app.command("limit")
+@user_errors
+def tenants_limit(
+    data_dir: DataDir,
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant (as in medrobust tokens create).")],
+    job_hours: Annotated[Optional[float], typer.Option(
+        "--job-hours", min=0.0001, help="Compute time after which the tenant's jobs are stopped; leave out to "
+        "return to the server's --job-hours.")] = None,
+) -> None:
+    """Give TENANT its own compute-time limit per job, for the jobs it submits from now on."""
+    from medrobust.service.store import Store
+
+    if not Store(data_dir).set_tenant_job_seconds(tenant, job_hours * 3600 if job_hours is not None else None):
+        raise ValueError(f"no tenant {tenant!r} in {data_dir}; create it with medrobust tokens create --data-dir "
+                         f"{data_dir} --tenant {tenant}")
+    limit = f"{job_hours:g} h of compute per job" if job_hours is not None else "the server's limit (--job-hours)"
+    console.print(f"tenant {tenant}: {limit}", highlight=False)

@@ -12,13 +12,19 @@ surrogate, the normal class, the emergency findings) goes through this module:
 * :func:`find_normal_class`: the class that means "nothing found", so that a finding reported
   as it can be named a dangerous flip;
 * :func:`find_classes`: configured names (e.g. the emergency findings) among a model's classes;
-  :func:`class_indices` the same for names that must all be there (an attack's findings).
+  :func:`class_indices` the same for names that must all be there (an attack's findings);
+* :func:`parse_class_map`: ``FOLDER=CLASS`` pairs as a person types them.
+
+An error that tells the user to set a class map or a normal class names the setting as the
+face the user is in shows it (:class:`ClassSettings`): a configuration field and a command-line
+option by default, the dashboard's form fields on the service.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -37,6 +43,34 @@ DEFAULT_EMERGENCY_FINDINGS: tuple[str, ...] = ("pneumothorax",)
 
 class ClassMatchError(ValueError):
     """Two lists of class names cannot be paired; the message names both lists and the fix."""
+
+
+@dataclass(frozen=True)
+class ClassSettings:
+    """How a face names the settings a class-matching error asks the user to set."""
+
+    class_map: str = "data.class_map"
+    """The class map, as the face calls it."""
+    class_map_how: str = "data.class_map: {folder name: model class} (--class-map FOLDER=CLASS)"
+    """How to give one."""
+    normal_class: str = "data.normal_class (--normal-class)"
+    """The normal class, as the face calls it."""
+
+
+CONFIG_AND_CLI = ClassSettings()
+"""The configuration's field and the command line's option (the default)."""
+
+
+def parse_class_map(pairs: Sequence[str], what: str = "--class-map") -> dict[str, str]:
+    """``["NORMAL=Normal", "PNEU=Pneumonia"]`` -> {"NORMAL": "Normal", "PNEU": "Pneumonia"};
+    ValueError naming ``what`` (the option or field the pairs came from) for a malformed pair."""
+    out = {}
+    for pair in pairs:
+        folder, sep, cls = pair.partition("=")
+        if not sep or not folder.strip() or not cls.strip():
+            raise ValueError(f"{what} {pair.strip()!r} must look like FOLDER=CLASS (e.g. NORMAL=Normal)")
+        out[folder.strip()] = cls.strip()
+    return out
 
 
 def canonical_class_name(name: str) -> str:
@@ -61,14 +95,15 @@ def _index(names: Sequence[str], what: str) -> dict[str, int]:
 
 def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
                   class_map: Mapping[str, str] | None = None, *, data_what: str = "data",
-                  model_what: str = "model") -> np.ndarray:
+                  model_what: str = "model", settings: ClassSettings = CONFIG_AND_CLI) -> np.ndarray:
     """For each data class, the index of the model class it is (an int64 array).
 
     Names match canonically (:func:`canonical_class_name`). ``class_map`` ({data class: model
     class}, also canonical) pairs names that differ. Without a map every data class must be a
     model class and every model class must have data; with one, model classes without data
     are allowed (a 3-class model on 2-class data: those classes' sensitivity is then not
-    assessed). Raises :class:`ClassMatchError` naming both lists and the fix.
+    assessed). Raises :class:`ClassMatchError` naming both lists and the fix (the settings as
+    ``settings`` names them).
     """
     model_index = _index(model_classes, model_what)
     _index(data_classes, data_what)
@@ -77,7 +112,7 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
                     {canonical_class_name(c) for c in data_classes}]
     if unknown_keys:
         raise ClassMatchError(
-            f"class_map names {unknown_keys}, which are not {data_what} classes ({', '.join(data_classes)}); "
+            f"{settings.class_map} names {unknown_keys}, which are not {data_what} classes ({', '.join(data_classes)}); "
             "map each data class (folder name) to a model class"
         )
     out = np.empty(len(data_classes), dtype=np.int64)
@@ -88,7 +123,7 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
         if j is None:
             if canonical_class_name(name) in mapping:
                 raise ClassMatchError(
-                    f"class_map maps {data_what} class {name!r} to {target!r}, which is not a {model_what} class "
+                    f"{settings.class_map} maps {data_what} class {name!r} to {target!r}, which is not a {model_what} class "
                     f"({', '.join(model_classes)}); use one of those names"
                 )
             missing.append(name)
@@ -98,7 +133,7 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
         raise ClassMatchError(
             f"{data_what} classes {missing} are not {model_what} classes: {data_what} has {', '.join(data_classes)}; "
             f"{model_what} has {', '.join(model_classes)}. Rename the folders, or map them with "
-            "data.class_map: {folder name: model class} (--class-map FOLDER=CLASS)"
+            f"{settings.class_map_how}"
         )
     if len(set(out.tolist())) != len(out):
         raise ClassMatchError(
@@ -110,7 +145,7 @@ def match_classes(data_classes: Sequence[str], model_classes: Sequence[str],
         raise ClassMatchError(
             f"{model_what} classes {unused} have no {data_what}: {data_what} has {', '.join(data_classes)}; "
             f"{model_what} has {', '.join(model_classes)}. Add their images, or confirm a subset evaluation with "
-            "data.class_map: {folder name: model class} (--class-map FOLDER=CLASS)"
+            f"{settings.class_map_how}"
         )
     return out
 
@@ -149,7 +184,8 @@ def class_indices(wanted: Sequence[str], classes: Sequence[str], what: str = "fi
     return [int(i) for i in positions if i is not None]
 
 
-def find_normal_class(classes: Sequence[str], override: str | None = None) -> int | None:
+def find_normal_class(classes: Sequence[str], override: str | None = None,
+                      settings: ClassSettings = CONFIG_AND_CLI) -> int | None:
     """The index of the class meaning "nothing found", or None when none can be identified.
 
     ``override`` (the user's ``data.normal_class``) must name one of ``classes``; otherwise the
@@ -160,7 +196,7 @@ def find_normal_class(classes: Sequence[str], override: str | None = None) -> in
         if not found:
             raise ClassMatchError(
                 f"normal class {override!r} is not among the classes ({', '.join(classes)}); "
-                "set data.normal_class (--normal-class) to one of them"
+                f"set {settings.normal_class} to one of them"
             )
         return found[0]
     for name in NORMAL_CLASS_NAMES:

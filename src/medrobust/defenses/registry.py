@@ -12,14 +12,10 @@ to the constructor's declared types (floats accept fractions: ``weight=1/10``).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from medrobust.components import ComponentRegistry, parse_spec
+from medrobust.components import ComponentRegistry, parse_composed_spec
 from medrobust.defenses.base import Defense
-
-_MEMBER_SPLIT = re.compile(r"\+(?!\d)")  # "+" joins members; in "1e+3" it is part of a number
-
 
 _DEFENSES: ComponentRegistry[Defense] = ComponentRegistry("defense")
 register_defense = _DEFENSES.register
@@ -39,13 +35,7 @@ def defense_parameters(name: str) -> dict[str, tuple[Any, Any]]:
 
 def parse_defense_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
     """``"jpeg:quality=50+tv:weight=0.1"`` -> [("jpeg", {"quality": "50"}), ("tv", {"weight": "0.1"})]."""
-    members = []
-    for part in _MEMBER_SPLIT.split(spec.strip()):
-        name, params = parse_spec(part, "defense")
-        if not name:
-            raise ValueError(f"defense spec {spec!r} has an empty member; write e.g. jpeg:quality=50+tv")
-        members.append((name.lower(), params))
-    return members
+    return parse_composed_spec(spec, "defense")
 
 
 def build_defense(spec: str | Defense, **params: Any) -> Defense:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,11 +47,11 @@ from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
-                      ("output_dir", None))
+                      ("output_dir", None), ("title", None), ("model_version", None))
 """Fields that change no computed result: report settings (a run resumed with them changed has its
 metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
-batch's result, so a run may be resumed on another engine) and where the run folder is (it may
-have been moved or renamed)."""
+batch's result, so a run may be resumed on another engine), where the run folder is (it may
+have been moved or renamed) and what the run is called in its report (title, model version)."""
 
 
 PATH_FIELDS: dict[str, frozenset[str]] = {
@@ -76,6 +76,7 @@ listed neither here nor in :data:`TEXT_FIELDS_NOT_PATHS`."""
 
 TEXT_FIELDS_NOT_PATHS: frozenset[str] = frozenset({
     "name",  # the run's folder name: one component, checked by RUN_NAME
+    "title", "model_version",  # words for the report's title
     "device",
     "data.classes", "data.class_map", "data.normal_class", "data.emergency_findings",  # class names
     *(f"{m}.{f}" for m in ("model", "surrogates[]") for f in (
@@ -387,6 +388,8 @@ def check_ray_address(value: str) -> str | None:
 
 class ExperimentConfig(_Section):
     name: str = "experiment"
+    title: str | None = Field(None, max_length=200)  # how reports name the evaluation (default: its name)
+    model_version: str | None = Field(None, max_length=100)  # the evaluated model's version, as its maker names it
     output_dir: str = "runs"
     seed: Seed = 0
     device: str = "auto"
@@ -456,12 +459,22 @@ class ExperimentConfig(_Section):
                 data.get(section, {}).pop(key, None)
         return data
 
-    def check_components(self) -> None:
+    def check_components(self, check_attack: Callable[..., Any] | None = None,
+                         check_defense: Callable[[str], Any] | None = None) -> None:
         """Build every attack, defense and detector spec once, and look up every architecture
         name, so a bad name or parameter is an error before any model is loaded, any data read
-        or any file written (ValueError naming the field)."""
-        from medrobust.attacks.registry import build_attack
-        from medrobust.defenses.registry import build_defense
+        or any file written (ValueError naming the field).
+
+        ``check_attack(spec, allow_large_eps=..., **params)`` and ``check_defense(spec)`` replace
+        the building (default: the registries' ``build_attack`` and ``build_defense``): the
+        service's web process, which never imports torch, checks the specs with
+        :mod:`medrobust.layer.component_catalogue`; the squeeze detector's squeezers are then
+        checked as the defense specs they are."""
+        building = check_defense is None
+        if check_attack is None:
+            from medrobust.attacks.registry import build_attack as check_attack
+        if check_defense is None:
+            from medrobust.defenses.registry import build_defense as check_defense
 
         def check(where: str, build) -> None:
             try:
@@ -470,25 +483,31 @@ class ExperimentConfig(_Section):
                 raise ValueError(f"{where}: {err}") from None
 
         for i, a in enumerate(self.attacks):
-            check(f"attacks[{i}] ({a.name})", lambda a=a: build_attack(a.name, allow_large_eps=a.allow_large_eps,
+            check(f"attacks[{i}] ({a.name})", lambda a=a: check_attack(a.name, allow_large_eps=a.allow_large_eps,
                                                                         **a.params))
             for e in a.eps_sweep:
                 check(f"attacks[{i}].eps_sweep ({e:.4g})",
-                      lambda a=a, e=e: build_attack(a.name, allow_large_eps=a.allow_large_eps, **{**a.params, "eps": e}))
+                      lambda a=a, e=e: check_attack(a.name, allow_large_eps=a.allow_large_eps, **{**a.params, "eps": e}))
         for i, spec in enumerate(self.defenses):
-            check(f"defenses[{i}]", lambda spec=spec: build_defense(spec))
+            check(f"defenses[{i}]", lambda spec=spec: check_defense(spec))
         if self.defenses and self.adaptive.enabled:
-            check("adaptive", lambda: build_attack(self.adaptive.attack, **self.adaptive.params))
+            check("adaptive", lambda: check_attack(self.adaptive.attack, **self.adaptive.params))
         squeeze = self.detectors.squeeze
         if squeeze is not None and squeeze.enabled:
-            from medrobust.detection.squeeze import SqueezeDetector
+            if building:
+                from medrobust.detection.squeeze import SqueezeDetector
 
-            check("detectors.squeeze", lambda: SqueezeDetector(squeeze.squeezers, target_fpr=squeeze.target_fpr))
-        from medrobust.models.registry import get_spec
-
+                check("detectors.squeeze", lambda: SqueezeDetector(squeeze.squeezers, target_fpr=squeeze.target_fpr))
+            else:
+                for i, squeezer in enumerate(squeeze.squeezers):
+                    check(f"detectors.squeeze.squeezers[{i}]", lambda s=squeezer: check_defense(s))
         for who, m in [("model", self.model)] + [(f"surrogates[{s.name}]", s) for s in self.surrogates]:
             if m.train is not None and m.train.adversarial:
-                check(f"{who}.train.adversarial", lambda m=m: build_attack(m.train.adversarial))
+                check(f"{who}.train.adversarial", lambda m=m: check_attack(m.train.adversarial))
+            if not building:  # the zoo's names are looked up in the registry, which imports torch
+                continue
+            from medrobust.models.registry import get_spec
+
             for section, arch in (("train", m.train.arch if m.train else None), ("load", m.load.arch if m.load else None)):
                 if arch is not None:
                     check(f"{who}.{section}.arch", lambda arch=arch: get_spec(arch))

@@ -111,6 +111,7 @@ class ThreatRow(_Model):
 class Scorecard(_Model):
     schema_version: int = SCHEMA_VERSION
     run: str
+    title: str | None = None  # the run's title (config ``title``), when it was given one
     created: str
     medrobust_version: str
     seed: int | None
@@ -302,9 +303,11 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
             row.score, row.score_text = None, NO_SKILL_ROW
         overall = None
     return Scorecard(
-        run=metrics.name, created=metrics.created, medrobust_version=metrics.medrobust_version,
-        seed=metrics.config.get("seed"), model={k: v for k, v in metrics.model.items() if k in (
-            "arch", "parameters", "contract", "file", "sha256", "surrogates")},
+        run=metrics.name, title=metrics.config.get("title"), created=metrics.created,
+        medrobust_version=metrics.medrobust_version, seed=metrics.config.get("seed"),
+        model={**{k: v for k, v in metrics.model.items() if k in ("arch", "parameters", "contract", "file", "sha256",
+                                                                    "surrogates")},
+               **({"version": metrics.config["model_version"]} if metrics.config.get("model_version") else {})},
         data={k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
                                                "normal_class")},
         rows=rows, not_tested=not_tested, overall=overall,

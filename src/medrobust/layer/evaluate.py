@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
-from medrobust.evaluation.progress import Progress
+from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import RunMetrics
 from medrobust.layer.presets import PRESETS, preset_settings
 
 IN_MEMORY = "(in memory)"
+MODEL_CHECK_STAGE = "model check"
+"""The first stage a run reports: the model is loaded and, for a model file that does not carry
+medrobust's contract, one blank image is run through it and its output checked against the
+classes, so that a model that cannot be evaluated fails in seconds, with this stage named."""
 
 
 def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConfig | Mapping[str, Any] | os.PathLike
@@ -33,7 +37,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              split: str | Sequence[float] | None = None, train_data: str | None = None, device: str | None = None,
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
              output_dir: str | Path | None = None, restart: bool = False,
-             execution: Mapping[str, Any] | None = None) -> RunMetrics:
+             execution: Mapping[str, Any] | None = None, title: str | None = None,
+             model_version: str | None = None) -> RunMetrics:
     """Evaluate ``model`` (a path or module) on ``images`` (a data source, a dataset or tensors
     with labels) with a ``preset`` or a configuration; returns the run's metrics.
 
@@ -46,7 +51,10 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
     to train a transfer surrogate on (the standard and thorough presets); ``execution``: where the
     work runs, e.g. ``{"engine": "ray", "address": "auto", "workers": 8}`` (a Ray cluster; the
-    results are the same as a local run's).
+    results are the same as a local run's); ``title`` and ``model_version``: how the report and
+    the statement name the evaluation and the model's version (they change no result).
+
+    The model is loaded first, reported to ``progress`` as the stage ``"model check"``.
     """
     from medrobust.evaluation.runner import Runner
     from medrobust.layer.models import check_contract, load_model
@@ -75,7 +83,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         if split is not None:
             data["split"] = ("test" if isinstance(split, str) and split.strip().lower() == "test"
                              else [float(s) for s in split])
-        for key, value in {"device": device, "seed": seed, "attack_images": attack_images,
+        for key, value in {"device": device, "seed": seed, "attack_images": attack_images, "title": title,
+                           "model_version": model_version,
                            "execution": dict(execution) if execution is not None else None}.items():
             if value is not None:
                 raw[key] = value
@@ -100,7 +109,11 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     if not isinstance(preset, str) and (model is None or isinstance(model, (str, os.PathLike))):
         resolve(None)  # a model held in memory is named by its weights' digest: resolved once it is wrapped
     given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
-    loaded = load_model(model, device=device or "cpu", **given) if model is not None else None
+    loaded = None
+    if model is not None:  # the run's first stage: a model that cannot be evaluated fails here, at once
+        with (progress or SilentProgress()).stage(MODEL_CHECK_STAGE, 1) as bar:
+            loaded = load_model(model, device=device or "cpu", **given)
+            bar.advance(1)
     config = resolve(loaded)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)

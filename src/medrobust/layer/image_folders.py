@@ -8,8 +8,14 @@ arrows)."""
 
 from __future__ import annotations
 
-from medrobust.data.class_names import ClassMatchError, find_normal_class, match_classes
+from medrobust.data.class_names import (
+    ClassMatchError,
+    ClassSettings,
+    find_normal_class,
+    match_classes,
+    parse_class_map,
+)
 from medrobust.data.io import DICOM_HEAD_BYTES, IMAGE_FILES, IMAGE_SUFFIXES, is_image_file, is_image_name
 
-__all__ = ["DICOM_HEAD_BYTES", "IMAGE_FILES", "IMAGE_SUFFIXES", "ClassMatchError", "find_normal_class",
-           "is_image_file", "is_image_name", "match_classes"]
+__all__ = ["DICOM_HEAD_BYTES", "IMAGE_FILES", "IMAGE_SUFFIXES", "ClassMatchError", "ClassSettings", "find_normal_class",
+           "is_image_file", "is_image_name", "match_classes", "parse_class_map"]

@@ -225,9 +225,11 @@ def build_report(run_dir: str | Path) -> Path:
     built = datetime.now(UTC).isoformat(timespec="seconds")
     footer = (f"medrobust {escape(metrics.medrobust_version)} (run created {escape(metrics.created)}); "
               f"report built by medrobust {escape(__version__)} at {built} from {escape(str(run_dir.name))}.")
-    html = document(f"Robustness report: {metrics.name}",
-                    f"{len(metrics.attacks)} attacks, {len(metrics.defenses)} defenses, {len(metrics.detectors)} "
-                    f"detectors; classes {', '.join(metrics.baseline.classes)}", sections, footer)
+    title, version = metrics.config.get("title"), metrics.config.get("model_version")
+    counts = (f"{len(metrics.attacks)} attacks, {len(metrics.defenses)} defenses, {len(metrics.detectors)} detectors; "
+              f"classes {', '.join(metrics.baseline.classes)}")
+    html = document(f"Robustness report: {title} ({metrics.name})" if title else f"Robustness report: {metrics.name}",
+                    (f"model version {version}; " if version else "") + counts, sections, footer)
     path = atomic_write_text(run_dir / REPORT_FILE, html)
     log.info("wrote %s (%d figures)", path, len(b.figures))
     build_statement(run_dir)

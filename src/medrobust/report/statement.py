@@ -126,6 +126,7 @@ def _model(f: Fields) -> str:
         contract_html = _na("not recorded")
     return _kv([
         ("model file", _field_or(f, SC, "/model/file", "text", "not recorded (a model held in memory)", "mono")),
+        *([("version", f.span(SC, "/model/version", "text"))] if model.get("version") else []),
         ("SHA-256", _field_or(f, SC, "/model/sha256", "text", "not recorded (no file to read)", "mono")),
         ("architecture", f"{_field_or(f, SC, '/model/arch', 'text', 'not recorded')}, "
                          f"{_field_or(f, SC, '/model/parameters', 'int', 'not recorded')} parameters"),
@@ -246,7 +247,7 @@ def _pair(left: tuple[str, str], right: tuple[str, str], css: str = "") -> str:
 def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The statement's HTML from the parsed scorecard.json and metrics.json."""
     f = Fields(scorecard=scorecard, metrics=metrics)
-    title = f"Adversarial robustness statement: {scorecard['run']}"
+    title = f"Adversarial robustness statement: {scorecard.get('title') or scorecard['run']}"
     defenses, detectors = _defenses_and_detectors(f)
     body = "\n".join([
         _pair(("Model", _model(f)), ("Data", _data(f))),
@@ -258,7 +259,8 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
     ])
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
-            f"<h1>Adversarial robustness statement</h1>\n"
+            f"<h1>Adversarial robustness statement{': ' + f.span(SC, '/title', 'text') if scorecard.get('title') else ''}"
+            "</h1>\n"
             f'<p class="lead">How far the model\'s answers change under small, deliberate changes to its input images, '
             "what was tested, and what was not. "
             f"{_software(f)}</p>\n"

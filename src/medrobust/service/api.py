@@ -64,6 +64,10 @@ _UPLOAD_SCHEMA = {
             "intensity": {"type": "string", "description": "unit | imagenet | symmetric | byte"},
             "output_kind": {"type": "string", "description": "softmax | binary | multilabel"},
             "normal_class": {"type": "string"},
+            "class_map": {"type": "string", "description": "FOLDER=CLASS pairs, comma-separated: a folder of the "
+                          "images archive is this model class (e.g. NORMAL=Normal,PNEU=Pneumonia)"},
+            "name": {"type": "string", "description": "the job's name (shown on the job, the report and the statement)"},
+            "model_version": {"type": "string", "description": "the model's version, as you name it"},
             "preset": {"type": "string", "enum": ["quick", "standard", "thorough"], "default": "quick"},
             "config": {"type": "string", "description": "YAML in the medrobust evaluate schema (instead of preset)"},
         }}}}},
@@ -95,8 +99,21 @@ def _store(request: Request) -> Store:
     return request.app.state.store
 
 
+MIN_ID_PREFIX = 6
+"""Shortest start of a job id that the routes accept in place of the whole id (when unique)."""
+
+
 def _own_job(request: Request, job_id: str, who: Tenant):
-    row = _store(request).job(job_id, who)
+    """The tenant's job with this id, or with an id starting with it (at least
+    :data:`MIN_ID_PREFIX` characters, and only one such job); 404 otherwise."""
+    store = _store(request)
+    row = store.job(job_id, who)
+    if row is None and len(job_id) >= MIN_ID_PREFIX:
+        matches = store.job_ids_starting(job_id.lower(), who)
+        if len(matches) > 1:
+            raise HTTPException(404, f"job {job_id!r}: several of your jobs start with it; give more of the id "
+                                     "(GET /api/v1/jobs lists them)")
+        row = store.job(matches[0], who) if matches else None
     if row is None or row["delete_requested"]:
         raise HTTPException(404, f"job {job_id!r} not found (it does not exist, was deleted, or belongs to another "
                                  "tenant); list yours with GET /api/v1/jobs")
@@ -159,7 +176,9 @@ async def _receive_and_queue(request: Request, who: Tenant, job_id: str, folder:
     try:
         files.root.mkdir(parents=True, exist_ok=True)
         os.replace(folder, files.upload)
-        queued = store.add_job(job_id, who, request_json, size, limits.max_active_jobs)
+        time_limit = store.tenant_job_seconds(who) or limits.max_job_seconds
+        queued = store.add_job(job_id, who, request_json, size, limits.max_active_jobs, time_limit_s=time_limit,
+                               max_attempts=limits.max_attempts)
     except BaseException:
         files.delete()
         raise
@@ -167,7 +186,8 @@ async def _receive_and_queue(request: Request, who: Tenant, job_id: str, folder:
         files.delete()
         raise _too_many_jobs(limits)
     row = store.job(job_id)
-    return JSONResponse(job_json(row), status_code=202, headers={"Location": f"{API}/{job_id}"})
+    return JSONResponse(job_json(row, queue_position=store.queue_position(row)), status_code=202,
+                        headers={"Location": f"{API}/{job_id}"})
 
 
 def _too_many_jobs(limits: ServiceLimits) -> HTTPException:
@@ -187,39 +207,47 @@ async def whoami(request: Request, who: Caller) -> dict[str, Any]:
     return {"tenant": who.name, "active_jobs": store.active_jobs(who), "max_active_jobs": limits.max_active_jobs,
             "stored_bytes": store.stored_bytes(who), "max_stored_bytes": limits.max_stored_bytes,
             "max_model_bytes": limits.max_model_bytes, "max_images_bytes": limits.max_images_bytes,
-            "max_images": limits.max_images}
+            "max_images": limits.max_images,
+            "max_job_seconds": store.tenant_job_seconds(who) or limits.max_job_seconds,
+            "max_attempts": limits.max_attempts, "ceilings": dict(limits.ceilings)}
 
 
 @router.get("/jobs", summary="Your jobs, newest first")
 async def list_jobs(request: Request, who: Caller, limit: Annotated[int, Query(ge=1, le=100)] = 20,
                     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict[str, Any]:
-    rows, total = _store(request).jobs(who, limit, offset)
+    store = _store(request)
+    rows, total = store.jobs(who, limit, offset)
     now = time.time()
-    return {"jobs": [job_json(r, now) for r in rows], "total": total, "limit": limit, "offset": offset}
+    queue = store.queue_positions() if any(r["status"] == "queued" for r in rows) else {}
+    return {"jobs": [job_json(r, now, queue.get(r["id"])) for r in rows], "total": total, "limit": limit,
+            "offset": offset}
 
 
 @router.get("/jobs/{job_id}", summary="One job: status, stage, fraction done, ETA, error, skipped files")
 async def get_job(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
-    return job_json(_own_job(request, job_id, who))
+    row = _own_job(request, job_id, who)
+    return job_json(row, queue_position=_store(request).queue_position(row))
 
 
 @router.get("/jobs/{job_id}/events", summary="Server-Sent Events of the job's progress",
             response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
 async def job_events(request: Request, job_id: str, who: Caller) -> StreamingResponse:
-    """``event: job`` with the job JSON whenever it changes; ``event: end`` once it is finished."""
+    """``event: job`` with the job JSON whenever it changes; ``event: end`` once it is finished.
+    When the server shuts down the stream closes (the client reconnects after ``retry``)."""
     store = _store(request)
-    _own_job(request, job_id, who)
+    job_id = _own_job(request, job_id, who)["id"]
+    stopping = request.app.state.stopping
 
     async def stream():
         last, last_sent = None, time.monotonic()
         yield "retry: 3000\n\n"
-        while True:
+        while not stopping.is_set():
             row = store.job(job_id, who)
             if row is None or row["delete_requested"]:
                 yield "event: end\ndata: {\"status\": \"deleted\"}\n\n"
                 return
-            view = job_json(row)
-            stamp = (row["updated"], view["status"], view["stage_done"])
+            view = job_json(row, queue_position=store.queue_position(row))
+            stamp = (row["updated"], view["status"], view["stage_done"], view["queue_position"])
             if stamp != last:
                 last, last_sent = stamp, time.monotonic()
                 yield f"event: job\ndata: {json.dumps(view)}\n\n"
@@ -232,6 +260,7 @@ async def job_events(request: Request, job_id: str, who: Caller) -> StreamingRes
             if await request.is_disconnected():
                 return
             await asyncio.sleep(EVENTS_POLL_S)
+        yield ": the server is shutting down\n\n"
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -239,6 +268,7 @@ async def job_events(request: Request, job_id: str, who: Caller) -> StreamingRes
 
 def _finished_run(request: Request, job_id: str, who: Tenant) -> JobFiles:
     row = _own_job(request, job_id, who)
+    job_id = row["id"]
     if row["status"] != "done":
         if row["status"] in ACTIVE:
             raise HTTPException(409, f"job {job_id} is {row['status']}; its results exist once its status is done "
@@ -309,24 +339,27 @@ def compare_jobs(request: Request, job_id: str, other_id: str, who: Caller) -> H
 
 @router.post("/jobs/{job_id}/cancel", status_code=202, summary="Cancel a queued or running job")
 def cancel_job(request: Request, job_id: str, who: Caller) -> JSONResponse:
-    """A queued job is cancelled at once; a running one stops within one batch."""
+    """A queued job is cancelled at once; a running one as soon as its worker ends its process (a second or two)."""
     store = _store(request)
     row = _own_job(request, job_id, who)
+    job_id = row["id"]
     if row["status"] not in ACTIVE:
         raise HTTPException(409, f"job {job_id} is {row['status']}: there is nothing to cancel "
                                  f"(DELETE {API}/{job_id} removes it and its files)")
     store.request_cancel(job_id, delete=False)
-    return JSONResponse(job_json(store.job(job_id)), status_code=202)
+    after = store.job(job_id)
+    return JSONResponse(job_json(after, queue_position=store.queue_position(after)), status_code=202)
 
 
 @router.delete("/jobs/{job_id}", status_code=202, summary="Cancel the job, then delete its files")
 def delete_job(request: Request, job_id: str, who: Caller) -> dict[str, Any]:
-    """Finished (or queued) jobs are deleted now; a running one when its worker stops, within one batch."""
+    """Finished (or queued) jobs are deleted now; a running one once its worker has ended its process."""
     store = _store(request)
     row = _own_job(request, job_id, who)
+    job_id = row["id"]
     if store.request_cancel(job_id, delete=True) in FINISHED:
         job_files(request.app.state.data_dir, row).delete()
         store.forget_job(job_id)
         return {"id": job_id, "status": "deleted"}
-    return {"id": job_id, "status": "deleting", "detail": "the job stops within one batch; its files are then deleted"}
+    return {"id": job_id, "status": "deleting", "detail": "the job stops within a second or two; its files are then deleted"}
 

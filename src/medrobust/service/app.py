@@ -7,6 +7,7 @@ a data directory; the routes are in :mod:`medrobust.service.api`. See docs/servi
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def create_app(data_dir: str | Path, limits: ServiceLimits | None = None) -> Fas
     app.state.data_dir = Path(data_dir)
     app.state.limits = limits or ServiceLimits()
     remove_stale_uploads(app.state.data_dir, started=time.time())  # left by a web process killed mid-upload
+    app.state.stopping = threading.Event()  # set when the server shuts down: open event streams then close
     app.include_router(router)
 
     @app.exception_handler(RequestValidationError)

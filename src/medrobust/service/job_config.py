@@ -9,15 +9,19 @@ detector's calibration folder: the one list is
 :data:`medrobust.evaluation.config.PATH_FIELDS`, beside the schema); and one that says where to
 run (``execution``: the service's workers, or the Ray cluster the operator gave them, decide).
 The rest is validated with the same pydantic schema the command line uses, after the service
-has filled its part.
+has filled its part; then every attack, defense and squeezer spec is checked by name and
+parameters without torch (:mod:`medrobust.layer.component_catalogue`), and every parameter that
+multiplies the job's work (steps, restarts, EOT draws, queries, copies, iterations, epochs)
+against the service's ceilings (:data:`medrobust.service.limits.WORK_CEILINGS`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from medrobust.evaluation.config import PATH_FIELDS, validate_config
+from medrobust.evaluation.config import PATH_FIELDS, ExperimentConfig, validate_config
+from medrobust.layer.component_catalogue import check_attack_spec, check_defense_spec
 from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
 
 _SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (("name",), ("output_dir",), ("data", "source"), ("model",))
@@ -37,6 +41,10 @@ def parse_job_config(text: str) -> dict[str, Any]:
         raise ConfigRefused(str(err)) from None
     if not raw:
         raise ConfigRefused("config: is empty; leave the field out and give a preset instead")
+    data = raw.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ConfigRefused(f"config: data: is a {type(data).__name__}, where a mapping of settings is expected "
+                            "(e.g. data: {split: [0.6, 0.2, 0.2]})")
     if raw.get("model") is not None:
         raise ConfigRefused(
             "config: model: is the uploaded file, which the service fills itself; give the model's contract with the "
@@ -88,25 +96,59 @@ def _values_at(node: Any, keys: list[str], where: str = "") -> Iterator[tuple[st
             yield from _values_at(item, keys[1:], f"{place}[{i}]")
 
 
-def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, contract: dict[str, Any]) -> None:
+def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, contract: dict[str, Any],
+                     ceilings: Mapping[str, int]) -> ExperimentConfig:
     """Validate the configuration as the worker will run it, the service's fields filled in
     (``model_path`` and ``images_path`` relative to the job's upload folder, as the worker reads
-    them: no server path can reach a message); raises :class:`ConfigRefused` naming every bad
-    field."""
-    data = raw.get("data")
-    if data is not None and not isinstance(data, dict):
-        raise ConfigRefused(f"config: data: is a {type(data).__name__}, where a mapping of settings is expected "
-                            "(e.g. data: {split: [0.6, 0.2, 0.2]})")
-    load = {"path": model_path, **{k: v for k, v in contract.items() if v is not None and k != "normal_class"}}
+    them: no server path can reach a message), its component specs and its work parameters;
+    raises :class:`ConfigRefused` naming every bad field."""
+    data = raw.get("data")  # a mapping or None (parse_job_config refused anything else)
+    load = {"path": model_path, **{k: v for k, v in contract.items()
+                                   if v is not None and k not in ("normal_class", "class_map")}}
     filled = {**raw, "name": "job", "output_dir": "jobs", "model": {"load": load},
               "data": {**(data or {}), "source": images_path}}
-    if contract.get("normal_class"):
-        filled["data"]["normal_class"] = contract["normal_class"]
+    for key in ("normal_class", "class_map"):
+        if contract.get(key):
+            filled["data"][key] = contract[key]
     try:
-        validate_config(filled, "config", show_values=False)  # no value the service filled in is echoed
+        config = validate_config(filled, "config", show_values=False)  # no value the service filled in is echoed
     except ValueError as err:  # one line per bad field (evaluation.config.invalid_configuration); an answer is one line
         head, *fields = (line.strip() for line in str(err).splitlines())
         raise ConfigRefused(" ".join([head, "; ".join(fields)]) if fields else head) from None
+
+    def check_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> None:
+        within_ceilings(check_attack_spec(spec, allow_large_eps, **params), ceilings)
+
+    def check_defense(spec: str) -> None:
+        for _name, params in check_defense_spec(spec):
+            within_ceilings(params, ceilings)
+
+    try:
+        config.check_components(check_attack, check_defense)
+        adaptive = config.adaptive
+        within_ceilings({"max_steps": adaptive.max_steps, "restarts": adaptive.restarts,
+                         "eot_samples": adaptive.eot_samples, "max_eot_samples": adaptive.max_eot_samples,
+                         "square_queries": adaptive.square_queries}, ceilings, "adaptive.")
+        for i, surrogate in enumerate(config.surrogates):
+            if surrogate.train is not None:
+                within_ceilings({"epochs": surrogate.train.epochs}, ceilings, f"surrogates[{i}].train.")
+    except ValueError as err:
+        raise ConfigRefused(f"config: {err}") from None
+    return config
+
+
+CEILING_OF = {"max_steps": "steps", "max_eot_samples": "eot_samples", "square_queries": "queries"}
+"""Configuration fields bounded by another field's ceiling (:data:`~medrobust.service.limits.WORK_CEILINGS`)."""
+
+
+def within_ceilings(params: Mapping[str, Any], ceilings: Mapping[str, int], where: str = "") -> None:
+    """ValueError naming the first of ``params`` above its ceiling (``where`` prefixes its name)."""
+    for key, value in params.items():
+        ceiling = ceilings.get(CEILING_OF.get(key, key))
+        if ceiling is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value > ceiling:
+            shown = f"{where}{key}={value:g}" if isinstance(value, float) else f"{where}{key}={value}"
+            raise ValueError(f"{shown} is above this service's ceiling of {ceiling} for {CEILING_OF.get(key, key)}; "
+                             f"use at most {ceiling}, or ask the service's administrator to raise it")
 
 
 def _get(raw: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -39,6 +39,11 @@ class JobFiles:
     def log(self) -> Path:
         return self.root / "worker.log"
 
+    @property
+    def attempt_outcome(self) -> Path:
+        """What the job's process wrote at its end (:mod:`medrobust.service.job_process`)."""
+        return self.root / "attempt.json"
+
     def size(self) -> int:
         return folder_bytes(self.root)
 

@@ -16,18 +16,25 @@ def iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:
-    """The job JSON: status, progress of the current stage (fraction and ETA from its rate so
-    far), the error, files skipped and ignored, the scorecard headline once done, and links."""
+def stage_eta(done: int | None, total: int | None, started: float | None, now: float) -> float | None:
+    """Seconds the current stage still needs at its rate so far: known once its first batch is
+    done (``done`` > 0) and while it is not finished; None otherwise."""
+    if not done or not total or started is None or not 0 < done < total:
+        return None
+    return round(max(0.0, now - started) * (total - done) / done, 1)
+
+
+def job_json(row: sqlite3.Row, now: float | None = None, queue_position: int | None = None) -> dict[str, Any]:
+    """The job JSON: its name, status, place in the queue, progress of the current stage
+    (fraction and ETA from its rate so far), compute time and its limit, the error, files
+    skipped and ignored, the scorecard headline once done, and links."""
     now = time.time() if now is None else now
     request = json.loads(row["request"])
     done, total = row["stage_done"], row["stage_total"]
     fraction = eta = None
     if row["status"] == "running" and row["stage"] is not None and total:
         fraction = min(1.0, (done or 0) / total)
-        elapsed = now - (row["stage_started"] or now)
-        if done and 0 < fraction < 1:
-            eta = round(elapsed * (total - done) / done, 1)
+        eta = stage_eta(done, total, row["stage_started"], now)
     job_id = row["id"]
     links = {"self": f"{API}/{job_id}", "events": f"{API}/{job_id}/events"}
     if row["status"] == "done":
@@ -35,7 +42,10 @@ def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:
         links["artifacts"] = f"{API}/{job_id}/artifacts.zip"
     return {
         "id": job_id,
+        "name": request.get("name"),
+        "model_version": request.get("model_version"),
         "status": row["status"],
+        "queue_position": queue_position if row["status"] == "queued" else None,
         "created": iso(row["created"]),
         "started": iso(row["started"]),
         "finished": iso(row["finished"]),
@@ -43,6 +53,7 @@ def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:
         "images_file": request.get("images_file"),
         "preset": request.get("preset"),
         "classes": request.get("classes"),
+        "class_map": request.get("contract", {}).get("class_map"),
         "stage": row["stage"] if row["status"] == "running" else None,
         "stage_done": done if row["status"] == "running" else None,
         "stage_total": total if row["status"] == "running" else None,
@@ -50,8 +61,12 @@ def job_json(row: sqlite3.Row, now: float | None = None) -> dict[str, Any]:
         "fraction": fraction,
         "eta_seconds": eta,
         "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
+        "compute_seconds": round(row["compute_s"] or 0.0, 1),
+        "time_limit_seconds": row["time_limit_s"],
         "cancel_requested": bool(row["cancel_requested"]),
         "error": row["error"],
+        "failed_stage": row["stage"] if row["status"] == "failed" else None,
         "skipped": json.loads(row["skipped"]) if row["skipped"] else [],
         "ignored_files": request.get("ignored_files", []),
         "image_files": request.get("images_kept"),  # extracted; an unreadable one is listed in skipped once run

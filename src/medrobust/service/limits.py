@@ -7,10 +7,27 @@ model up to a large ViT) on a single machine; ``medrobust serve`` options overri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 MiB = 2**20
 GiB = 2**30
+
+WORK_CEILINGS: dict[str, int] = {
+    "steps": 1000,
+    "restarts": 10,
+    "eot_samples": 200,
+    "queries": 20_000,
+    "n_copies": 100,
+    "max_iter": 2000,
+    "epochs": 200,
+}
+"""Highest value a tenant's configuration may give each parameter that multiplies a job's work:
+gradient steps (an attack's ``steps``, ``adaptive.params.steps`` and ``adaptive.max_steps``),
+random ``restarts``, EOT draws (``adaptive.eot_samples`` and ``max_eot_samples``), Square
+``queries`` (and ``adaptive.square_queries``), SIA's transformed copies ``n_copies``, a TV
+defense's ``max_iter`` and a surrogate's training ``epochs``. Each is 5 to 25 times what the
+``thorough`` preset uses; ``medrobust serve --ceiling steps=5000`` raises one."""
 
 
 @dataclass(frozen=True)
@@ -48,3 +65,12 @@ class ServiceLimits:
     """Most queued plus running jobs of one tenant."""
     max_stored_bytes: int = 50 * GiB
     """Most bytes one tenant's jobs may hold on disk (uploads and run folders)."""
+    max_job_seconds: float = 2 * 3600.0
+    """Compute time (a worker's wall-clock time on it, over all its attempts) after which a job
+    is stopped and fails, its finished stages kept; a tenant's own limit
+    (``medrobust tenants limit``) replaces it."""
+    max_attempts: int = 3
+    """Workers that may take a job: one whose work was killed (its worker or its process died)
+    is retried until this many have taken it, then fails with the last error."""
+    ceilings: Mapping[str, int] = field(default_factory=lambda: dict(WORK_CEILINGS))
+    """Highest values of the work parameters in a tenant's configuration (:data:`WORK_CEILINGS`)."""

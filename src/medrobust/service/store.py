@@ -29,7 +29,7 @@ FINISHED = ("done", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tenants (
-    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL);
+    id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL, created REAL NOT NULL, max_job_seconds REAL);
 CREATE TABLE IF NOT EXISTS tokens (
     id INTEGER PRIMARY KEY, tenant_id INTEGER NOT NULL REFERENCES tenants(id), hash TEXT UNIQUE NOT NULL,
     prefix TEXT NOT NULL, created REAL NOT NULL, revoked REAL);
@@ -40,13 +40,29 @@ CREATE TABLE IF NOT EXISTS jobs (
     stages_finished INTEGER NOT NULL DEFAULT 0, error TEXT, skipped TEXT, headline TEXT,
     worker TEXT, lease_until REAL, attempts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0, delete_requested INTEGER NOT NULL DEFAULT 0,
-    stored_bytes INTEGER NOT NULL DEFAULT 0);
+    stored_bytes INTEGER NOT NULL DEFAULT 0, time_limit_s REAL, max_attempts INTEGER,
+    compute_s REAL NOT NULL DEFAULT 0, attempt_error TEXT);
 CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs(tenant_id, created DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status, created);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, started REAL NOT NULL, seen REAL NOT NULL,
     job_id TEXT);
 """
+
+_ADDED_COLUMNS = (
+    ("tenants", "max_job_seconds", "REAL"),
+    ("jobs", "time_limit_s", "REAL"),
+    ("jobs", "max_attempts", "INTEGER"),
+    ("jobs", "compute_s", "REAL NOT NULL DEFAULT 0"),
+    ("jobs", "attempt_error", "TEXT"),
+)
+"""Columns added since the first schema: a data directory made by an older version gets them at
+start-up (``ALTER TABLE ... ADD COLUMN``)."""
+
+DEFAULT_MAX_ATTEMPTS = 3
+"""Attempts of a job queued without its own cap (by an older version)."""
+GONE_WITHOUT_A_WORD = ("the worker running it stopped answering before it finished (killed, out of memory, or its "
+                       "machine stopped)")
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +95,13 @@ class Store:
         self._local = threading.local()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        self._add_new_columns()
+
+    def _add_new_columns(self) -> None:
+        with self.transaction() as db:  # the write lock: a web process and a worker starting together add each once
+            for table, column, declaration in _ADDED_COLUMNS:
+                if column not in {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     # ---- connections ------------------------------------------------------------------
     @property
@@ -134,6 +157,18 @@ class Store:
             "WHERE tokens.hash = ? AND tokens.revoked IS NULL", (hash_token(token),)).fetchone()
         return Tenant(row["id"], row["name"]) if row else None
 
+    def set_tenant_job_seconds(self, tenant: str, seconds: float | None) -> bool:
+        """Give ``tenant`` its own compute-time limit per job (None: the service's); False when
+        there is no such tenant."""
+        with self.transaction() as db:
+            cur = db.execute("UPDATE tenants SET max_job_seconds = ? WHERE name = ?", (seconds, tenant))
+            return cur.rowcount == 1
+
+    def tenant_job_seconds(self, tenant: Tenant) -> float | None:
+        """The tenant's own compute-time limit per job; None: the service's applies."""
+        row = self.db.execute("SELECT max_job_seconds FROM tenants WHERE id = ?", (tenant.id,)).fetchone()
+        return row["max_job_seconds"] if row else None
+
     def list_tokens(self, tenant: str | None = None) -> list[TokenInfo]:
         sql = ("SELECT tokens.id, tenants.name, prefix, tokens.created, revoked FROM tokens "
                "JOIN tenants ON tenants.id = tokens.tenant_id")
@@ -156,16 +191,20 @@ class Store:
         return secrets.token_hex(8)
 
     def add_job(self, job_id: str, tenant: Tenant, request: dict[str, Any], stored_bytes: int,
-                max_active_jobs: int) -> bool:
+                max_active_jobs: int, *, time_limit_s: float | None = None,
+                max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> bool:
         """Queue a job unless the tenant already has ``max_active_jobs`` queued or running
-        (checked in the same statement, so two uploads at once cannot both pass)."""
+        (checked in the same statement, so two uploads at once cannot both pass).
+        ``time_limit_s``: its compute-time limit (None: none); ``max_attempts``: the workers
+        that may take it before it fails."""
         now = time.time()
         with self.transaction() as db:
             cur = db.execute(
-                "INSERT INTO jobs(id, tenant_id, status, created, updated, request, stored_bytes) "
-                "SELECT ?, ?, 'queued', ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE tenant_id = ? "
-                "AND status IN ('queued', 'running')) < ?",
-                (job_id, tenant.id, now, now, json.dumps(request), stored_bytes, tenant.id, max_active_jobs))
+                "INSERT INTO jobs(id, tenant_id, status, created, updated, request, stored_bytes, time_limit_s, "
+                "max_attempts) SELECT ?, ?, 'queued', ?, ?, ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE "
+                "tenant_id = ? AND status IN ('queued', 'running')) < ?",
+                (job_id, tenant.id, now, now, json.dumps(request), stored_bytes, time_limit_s, max_attempts, tenant.id,
+                 max_active_jobs))
             return cur.rowcount == 1
 
     def active_jobs(self, tenant: Tenant) -> int:
@@ -182,6 +221,29 @@ class Store:
             return self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self.db.execute("SELECT * FROM jobs WHERE id = ? AND tenant_id = ?", (job_id, tenant.id)).fetchone()
 
+    def job_ids_starting(self, prefix: str, tenant: Tenant, limit: int = 2) -> list[str]:
+        """Ids of the tenant's jobs that start with ``prefix`` (lower-case hex), at most ``limit``."""
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        rows = self.db.execute("SELECT id FROM jobs WHERE tenant_id = ? AND id >= ? AND id < ? ORDER BY id LIMIT ?",
+                               (tenant.id, prefix, prefix + "g", limit)).fetchall()
+        return [r["id"] for r in rows]
+
+    def queue_positions(self) -> dict[str, int]:
+        """``{job id: position}`` of the queued jobs, 1 the next a worker takes (the oldest first)."""
+        rows = self.db.execute("SELECT id FROM jobs WHERE status = 'queued' AND cancel_requested = 0 "
+                               "ORDER BY created, id").fetchall()
+        return {r["id"]: i for i, r in enumerate(rows, 1)}
+
+    def queue_position(self, row: sqlite3.Row) -> int | None:
+        """The queued job's position (1: the next a worker takes); None when it is not queued."""
+        if row["status"] != "queued" or row["cancel_requested"]:
+            return None
+        ahead = self.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND cancel_requested = 0 AND "
+                                "(created < ? OR (created = ? AND id < ?))",
+                                (row["created"], row["created"], row["id"])).fetchone()[0]
+        return ahead + 1
+
     def jobs(self, tenant: Tenant, limit: int, offset: int) -> tuple[list[sqlite3.Row], int]:
         rows = self.db.execute("SELECT * FROM jobs WHERE tenant_id = ? ORDER BY created DESC, id LIMIT ? OFFSET ?",
                                (tenant.id, limit, offset)).fetchall()
@@ -191,7 +253,7 @@ class Store:
     def request_cancel(self, job_id: str, *, delete: bool) -> str | None:
         """Ask a job to stop (and its files to go, with ``delete``). A job no worker holds (queued,
         or running with an expired lease: its worker died) is cancelled at once; a running one by
-        its worker within one batch. Returns the status after."""
+        its worker, which ends the job's process. Returns the status after."""
         now = time.time()
         with self.transaction() as db:
             db.execute("UPDATE jobs SET cancel_requested = 1, delete_requested = MAX(delete_requested, ?), updated = ? "
@@ -228,24 +290,35 @@ class Store:
             db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
     def claim(self, worker_id: str, lease_s: float) -> sqlite3.Row | None:
-        """Take the oldest queued job, or a running one whose lease expired; None when there is none."""
+        """Take the oldest queued job, or a running one whose lease expired; None when there is none.
+
+        A running job whose lease expired after its last allowed attempt (its worker died each
+        time) is not taken again: it fails here, with the last attempt's error."""
         now = time.time()
         with self.transaction() as db:
+            exhausted = db.execute(
+                "SELECT id, attempts, attempt_error FROM jobs WHERE status = 'running' AND lease_until < ? AND "
+                "cancel_requested = 0 AND attempts >= COALESCE(max_attempts, ?)", (now, DEFAULT_MAX_ATTEMPTS)).fetchall()
+            for row in exhausted:
+                db.execute("UPDATE jobs SET status = 'failed', finished = ?, updated = ?, error = ?, stage = NULL, "
+                           "lease_until = NULL WHERE id = ?",
+                           (now, now, attempts_error(row["attempts"], row["attempt_error"]), row["id"]))
             return db.execute(
                 "UPDATE jobs SET status = 'running', worker = ?, lease_until = ?, started = COALESCE(started, ?), "
                 "attempts = attempts + 1, updated = ? WHERE id = (SELECT id FROM jobs WHERE cancel_requested = 0 AND "
-                "(status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created LIMIT 1) RETURNING *",
-                (worker_id, now + lease_s, now, now, now)).fetchone()
+                "(status = 'queued' OR (status = 'running' AND lease_until < ?)) ORDER BY created, id LIMIT 1) "
+                "RETURNING *", (worker_id, now + lease_s, now, now, now)).fetchone()
 
     def deleted_and_finished(self) -> list[sqlite3.Row]:
         return self.db.execute("SELECT * FROM jobs WHERE delete_requested = 1 AND status IN ('done', 'failed', "
                                "'cancelled')").fetchall()
 
-    def renew_lease(self, job_id: str, worker_id: str, lease_s: float) -> bool:
-        """Extend the lease; False when the job is no longer this worker's (it was reclaimed)."""
+    def renew_lease(self, job_id: str, worker_id: str, lease_s: float, compute_s: float | None = None) -> bool:
+        """Extend the lease (and record the compute time used so far); False when the job is no
+        longer this worker's (it was reclaimed)."""
         with self.transaction() as db:
-            cur = db.execute("UPDATE jobs SET lease_until = ? WHERE id = ? AND worker = ? AND status = 'running'",
-                             (time.time() + lease_s, job_id, worker_id))
+            cur = db.execute("UPDATE jobs SET lease_until = ?, compute_s = COALESCE(?, compute_s) WHERE id = ? AND "
+                             "worker = ? AND status = 'running'", (time.time() + lease_s, compute_s, job_id, worker_id))
             return cur.rowcount == 1
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -261,24 +334,40 @@ class Store:
 
     def finish(self, job_id: str, worker_id: str | None, status: str, *, error: str | None = None,
                skipped: list[str] | None = None, headline: dict[str, Any] | None = None,
-               stored_bytes: int | None = None) -> bool:
-        """Record the end of a job (only if it is still this worker's); False when it was not."""
+               stored_bytes: int | None = None, compute_s: float | None = None,
+               failed_stage: str | None = None) -> bool:
+        """Record the end of a job (only if it is still this worker's); False when it was not.
+        A failed job keeps in ``stage`` the stage it failed in (``failed_stage``)."""
         assert status in FINISHED
         now = time.time()
         with self.transaction() as db:
             cur = db.execute(
                 "UPDATE jobs SET status = ?, finished = ?, updated = ?, error = ?, skipped = ?, headline = ?, "
-                "stored_bytes = COALESCE(?, stored_bytes), stage = NULL, lease_until = NULL "
-                "WHERE id = ? AND (? IS NULL OR worker = ?)",
+                "stored_bytes = COALESCE(?, stored_bytes), compute_s = COALESCE(?, compute_s), stage = ?, "
+                "lease_until = NULL WHERE id = ? AND (? IS NULL OR worker = ?)",
                 (status, now, now, error, json.dumps(skipped or []), json.dumps(headline) if headline else None,
-                 stored_bytes, job_id, worker_id, worker_id))
+                 stored_bytes, compute_s, failed_stage if status == "failed" else None, job_id, worker_id, worker_id))
             return cur.rowcount == 1
 
-    def release(self, job_id: str, worker_id: str) -> None:
-        """Give a running job back to the queue (its worker is stopping): the next worker resumes it."""
+    def release(self, job_id: str, worker_id: str, *, compute_s: float | None = None,
+                attempt_error: str | None = None) -> None:
+        """Give a running job back to the queue: the next worker resumes it. Without
+        ``attempt_error`` its worker is stopping (a shutdown, not the job's fault: the attempt
+        does not count against :meth:`claim`'s cap); with it, the attempt ended in that error
+        (its process was killed) and counts."""
         with self.transaction() as db:
-            db.execute("UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, updated = ? "
-                       "WHERE id = ? AND worker = ? AND status = 'running'", (time.time(), job_id, worker_id))
+            db.execute("UPDATE jobs SET status = 'queued', worker = NULL, lease_until = NULL, updated = ?, "
+                       "compute_s = COALESCE(?, compute_s), attempt_error = COALESCE(?, attempt_error), "
+                       "attempts = CASE WHEN ? IS NULL THEN MAX(attempts - 1, 0) ELSE attempts END "
+                       "WHERE id = ? AND worker = ? AND status = 'running'",
+                       (time.time(), compute_s, attempt_error, attempt_error, job_id, worker_id))
+
+
+def attempts_error(attempts: int, last_error: str | None) -> str:
+    """A job's error when it is given up after ``attempts`` attempts that ended without a result."""
+    return (f"stopped after {attempts} attempt{'s' if attempts != 1 else ''}, the most this service allows a job; "
+            f"the last ended: {last_error or GONE_WITHOUT_A_WORD}. A job that keeps ending this way may need more "
+            "memory than a worker has: try fewer or smaller images, or ask the service's administrator")
 
 
 def _cancel_unattended(db: sqlite3.Connection, now: float, job_id: str | None = None) -> None:

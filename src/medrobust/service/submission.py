@@ -6,9 +6,11 @@ the intensity convention are required for any model but a medrobust checkpoint),
 file's format from its bytes (a ``.pt`` must be TorchScript: a pickled module is never loaded;
 a ``.keras`` must be a Keras 3 archive; zip archives are checked from their table of contents
 against zip bombs), the images archive (members checked before extraction, then extracted),
-the data's classes against the model's by name, and the configuration's schema. What needs the
-model itself (its output shape, the intensity and output-kind names, attack specs) is checked
-by the worker when it loads the model, in the first seconds of the job.
+the data's classes against the model's by name (with the class map given), the normal class,
+the configuration's schema, its attack, defense and squeezer specs by name and parameters, and
+its work parameters against the service's ceilings. What needs the model itself (that it loads,
+and its output on a blank image against the classes) is the job's first stage, "model check",
+in the worker.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.contract_names import intensity_name, intensity_required, output_kind_name
-from medrobust.layer.image_folders import ClassMatchError, find_normal_class, match_classes
+from medrobust.layer.image_folders import (
+    ClassMatchError,
+    ClassSettings,
+    find_normal_class,
+    match_classes,
+    parse_class_map,
+)
 from medrobust.layer.presets import PRESETS
 from medrobust.model_archive import ModelArchiveError, check_model_archive
 from medrobust.model_formats import is_torch_pickle, is_torchscript, looks_like_onnx
@@ -29,10 +37,18 @@ from medrobust.service.limits import ServiceLimits
 from medrobust.service.upload_archives import ArchiveRefused, extract_checkpoint_archive, extract_images_archive
 from medrobust.service.upload_stream import ReceivedForm
 
-TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "output_kind", "normal_class", "preset", "config"})
+TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "output_kind", "normal_class", "class_map", "preset",
+                         "config", "name", "model_version"})
 MODEL_FORMATS = ".keras (Keras 3), .onnx, TorchScript .pt/.pth (torch.jit.save), or a .zip of a medrobust checkpoint folder"
 MAX_LISTED_IGNORED = 200
 MAX_INPUT_SIZE = 4096
+MAX_NAME_CHARS = 120
+MAX_VERSION_CHARS = 60
+
+FORM_CLASS_SETTINGS = ClassSettings(
+    class_map="class_map", normal_class="the normal class field (normal_class)",
+    class_map_how="the class map field (class_map: FOLDER=CLASS pairs, comma-separated, e.g. NORMAL=Normal,PNEU=Pneumonia)")
+"""The class settings as the upload form and the API name them (the CLI's options mean nothing here)."""
 
 
 class SubmissionRefused(Exception):
@@ -65,6 +81,17 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
     if preset and preset not in PRESETS:
         raise SubmissionRefused(422, f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
     contract = _contract(fields)
+    labels = _labels(fields)
+    try:
+        config = parse_job_config(config_text) if config_text else None  # refusals of the text itself come first
+    except ConfigRefused as err:
+        raise SubmissionRefused(422, str(err)) from None
+    data_section = (config or {}).get("data") or {}
+    for key in ("class_map", "normal_class"):
+        if contract.get(key) and data_section.get(key):
+            raise SubmissionRefused(422, f"{key}: given both as a field and as config data.{key}; give it once")
+    class_map = contract.get("class_map") or data_section.get("class_map") or None
+    normal_class = contract.get("normal_class") or data_section.get("normal_class")
 
     model_path, model_classes = _checked_model(model.path, model.filename, folder, contract, limits)
     try:
@@ -73,22 +100,22 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
         raise SubmissionRefused(422, f"images: {err}") from None
     images.path.unlink(missing_ok=True)  # extracted: the archive itself is not kept
     try:
-        match_classes(extracted.classes, model_classes, data_what=f"images ({images.filename})",
-                      model_what=f"model ({model.filename})")
-        if contract.get("normal_class"):
-            find_normal_class(model_classes, contract["normal_class"])
+        match_classes(extracted.classes, model_classes, class_map if isinstance(class_map, dict) else None,
+                      data_what=f"images ({images.filename})", model_what=f"model ({model.filename})",
+                      settings=FORM_CLASS_SETTINGS)
+        if isinstance(normal_class, str) and normal_class:
+            find_normal_class(model_classes, normal_class, FORM_CLASS_SETTINGS)
     except ClassMatchError as err:
         raise SubmissionRefused(422, f"classes: {err}") from None
     images_path = extracted.root.relative_to(folder).as_posix()
 
-    config = None
-    if config_text:
+    if config is not None:
         try:
-            config = parse_job_config(config_text)
-            check_job_config(config, model_path, images_path, contract)  # as the worker reads them
+            check_job_config(config, model_path, images_path, contract, limits.ceilings)  # as the worker reads them
         except ConfigRefused as err:
             raise SubmissionRefused(422, str(err)) from None
     return PreparedJob({
+        **labels,
         "model_file": model.filename or model.path.name,
         "images_file": images.filename or images.path.name,
         "model_path": model_path,
@@ -128,7 +155,27 @@ def _contract(fields: dict[str, str]) -> dict[str, Any]:
             except ValueError as err:
                 raise SubmissionRefused(422, f"{key}: {err}") from None
             contract[key] = fields[key]
+    if fields.get("class_map"):
+        try:
+            contract["class_map"] = parse_class_map([p for p in fields["class_map"].split(",") if p.strip()],
+                                                    "class_map:")
+        except ValueError as err:
+            raise SubmissionRefused(422, f"{err}, pairs separated by commas") from None
     return contract
+
+
+def _labels(fields: dict[str, str]) -> dict[str, str | None]:
+    """The job's name and the model's version as the tenant gave them (shown on the job, the
+    report and the statement): one line of printable text each."""
+    out: dict[str, str | None] = {}
+    for key, longest, example in (("name", MAX_NAME_CHARS, "chest triage v2 on site B"),
+                                  ("model_version", MAX_VERSION_CHARS, "2.1.0")):
+        value = " ".join(fields.get(key, "").split())
+        if len(value) > longest or not value.isprintable():
+            raise SubmissionRefused(422, f"{key}: give one line of at most {longest} printable characters "
+                                         f"(e.g. {example}); got {len(value)} characters")
+        out[key] = value or None
+    return out
 
 
 def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, Any],

@@ -1,18 +1,20 @@
-"""A worker: claims jobs from the data directory's queue and runs each through the public layer.
+"""A worker: claims jobs from the data directory's queue and runs each in a process of its own.
 
-``medrobust worker --data-dir DIR`` runs one. For each job it calls
-``mr.evaluate(model, images, preset | config, run_dir=DIR/jobs/ID/RUN, progress=...)`` and
-builds the report, so a job whose worker was killed is resumed by the next worker from its run
-directory (the runner keeps every finished batch), not from zero. While it works:
+``medrobust worker --data-dir DIR`` runs one. For each job it starts the job's process
+(:mod:`medrobust.service.job_process`: ``mr.evaluate(model, images, preset | config,
+run_dir=DIR/jobs/ID/RUN, progress=...)`` and the report) and watches it, so that it can end the
+job's work at any moment, also in the middle of a batch that never returns:
 
-* a background thread renews the job's lease every ``lease_s / 4`` seconds; when the worker
-  dies the lease runs out and another worker reclaims the job;
-* the progress adapter writes the stage, its count and its start time to the job's row (at
-  most twice a second, and at every stage change) and checks the cancel flag at every batch,
-  so a cancelled job stops within one batch.
-
-On SIGTERM or SIGINT the worker stops after giving its job back to the queue (at the next batch),
-and so does a worker started by ``medrobust serve`` when the server process is gone.
+* a background thread renews the job's lease every ``lease_s / 4`` seconds, with the compute
+  time used so far; when the worker dies the lease runs out and another worker takes the job
+  over, resuming it from its run directory (the runner keeps every finished batch);
+* twice a second it reads the job's cancel flag and compute-time limit: a cancelled job, a job
+  past its limit (it fails, "stopped at the time limit of ...", its finished stages kept), a job
+  taken over by another worker, and the job of a worker told to stop (SIGTERM or SIGINT, or its
+  ``medrobust serve`` gone: the job goes back to the queue) have their process ended at once
+  (SIGTERM, then SIGKILL after :data:`END_GRACE_S`);
+* a job whose process died without an outcome (killed, out of memory) goes back to the queue
+  with that error, until it has been taken ``max_attempts`` times: then it fails with it.
 """
 
 from __future__ import annotations
@@ -22,85 +24,67 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-import traceback
-from contextlib import chdir, contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import medrobust
 from medrobust.service.job_files import JobFiles, job_files
-from medrobust.service.store import Store
+from medrobust.service.job_process import read_outcome
+from medrobust.service.store import DEFAULT_MAX_ATTEMPTS, Store, attempts_error
 
 log = logging.getLogger(__name__)
 
-PROGRESS_WRITE_INTERVAL_S = 0.5
+WATCH_INTERVAL_S = 0.5
+"""How often the worker looks at its job's process, cancel flag and time limit."""
+END_GRACE_S = 5.0
+"""How long a job's process has to end after SIGTERM before it is killed."""
+
+CANCELLED, TIME_LIMIT, LEASE_LOST, STOPPING = "cancelled", "time limit", "lease lost", "stopping"
 
 
-class JobCancelled(Exception):
-    """The job's cancel flag was set: stop at this batch."""
+def duration_text(seconds: float) -> str:
+    """``7200`` -> ``"2 h"``, ``5400`` -> ``"1 h 30 min"``, ``90`` -> ``"1 min 30 s"``, ``0.5`` -> ``"0.5 s"``."""
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    whole = round(seconds)
+    hours, minutes, secs = whole // 3600, whole % 3600 // 60, whole % 60
+    parts = [f"{hours} h"] * bool(hours) + [f"{minutes} min"] * bool(minutes) + [f"{secs} s"] * bool(secs and not hours)
+    return " ".join(parts)
 
 
-class LeaseLost(Exception):
-    """Another worker took the job over (this one stalled past its lease): stop without writing."""
+def time_limit_error(limit_s: float, row: Any) -> str:
+    """The error of a job stopped at its compute-time limit."""
+    finished = row["stages_finished"] if row is not None else 0
+    during = f" during stage {row['stage']!r}" if row is not None and row["stage"] else ""
+    return (f"stopped at the time limit of {duration_text(limit_s)} of compute time per job{during}; the "
+            f"{finished} stage{'s' if finished != 1 else ''} it finished {'are' if finished != 1 else 'is'} kept. Test "
+            "fewer images, attacks or steps, or ask the service's administrator for a longer limit")
 
 
-class WorkerStopping(Exception):
-    """The worker was asked to stop (SIGTERM/SIGINT): give the job back to the queue."""
-
-
-class JobProgress:
-    """The public layer's progress protocol, written to the job's row."""
-
-    def __init__(self, store: Store, job_id: str, worker_id: str, lease: "LeaseKeeper",
-                 stop: threading.Event) -> None:
-        self.store, self.job_id, self.worker_id, self.lease, self.stop = store, job_id, worker_id, lease, stop
-        self.stages_finished = 0
-        self._last_write = 0.0
-
-    @contextmanager
-    def stage(self, name: str, total: int):  # noqa: ANN201  (a context manager)
-        bar = _StageBar(self, name, total)
-        bar.write(force=True)
-        yield bar
-        self.stages_finished += 1
-        bar.write(force=True)
-
-    def check(self) -> None:
-        """Raise when the job must stop here (cancelled, taken over, or the worker is stopping)."""
-        if self.lease.lost.is_set():
-            raise LeaseLost(self.job_id)
-        if self.stop.is_set():
-            raise WorkerStopping(self.job_id)
-        if self.store.cancel_requested(self.job_id):
-            raise JobCancelled(self.job_id)
-
-
-class _StageBar:
-    def __init__(self, owner: JobProgress, name: str, total: int) -> None:
-        self.owner, self.name, self.total, self.done = owner, name, max(int(total), 0), 0
-        self.started = time.time()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        self.owner.check()
-        self.write()
-
-    def write(self, force: bool = False) -> None:
-        now = time.time()
-        if not force and now - self.owner._last_write < PROGRESS_WRITE_INTERVAL_S:
-            return
-        self.owner._last_write = now
-        self.owner.store.set_progress(self.owner.job_id, self.owner.worker_id, stage=self.name, done=self.done,
-                                      total=self.total, stage_started=self.started,
-                                      stages_finished=self.owner.stages_finished)
+def process_end_text(returncode: int | None) -> str:
+    """How a job's process ended without writing its outcome."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        likely = " (out of memory, most likely)" if -returncode == signal.SIGKILL else ""
+        return f"its process was killed by {name}{likely}"
+    return f"its process ended with exit status {returncode} without a result"
 
 
 class LeaseKeeper:
     """Renews a job's lease from a background thread; sets :attr:`lost` when the job was reclaimed."""
 
-    def __init__(self, store: Store, job_id: str, worker_id: str, lease_s: float) -> None:
+    def __init__(self, store: Store, job_id: str, worker_id: str, lease_s: float,
+                 compute_s: Callable[[], float] | None = None) -> None:
         self.store, self.job_id, self.worker_id, self.lease_s = store, job_id, worker_id, lease_s
+        self.compute_s = compute_s
         self.lost = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
@@ -116,54 +100,13 @@ class LeaseKeeper:
     def _run(self) -> None:
         while not self._done.wait(self.lease_s / 4):
             try:
-                if not self.store.renew_lease(self.job_id, self.worker_id, self.lease_s):
+                used = self.compute_s() if self.compute_s is not None else None
+                if not self.store.renew_lease(self.job_id, self.worker_id, self.lease_s, used):
                     self.lost.set()
                     return
                 self.store.worker_seen(self.worker_id, self.job_id)
             except Exception:  # a locked or busy database: try again at the next beat
                 log.exception("lease renewal of job %s failed", self.job_id)
-
-
-def job_arguments(request: dict[str, Any], files: JobFiles) -> dict[str, Any]:
-    """``mr.evaluate``'s arguments for a job's request (as the web process stored it). The model
-    and images are named relative to the job's upload folder, where the job runs, so that what
-    the run records (config.yaml, metrics, report, skipped files) names the uploaded files, not
-    the server's folders."""
-    contract = request.get("contract") or {}
-    arguments: dict[str, Any] = {
-        "model": request["model_path"],  # relative to the upload folder, the job's working directory
-        "images": request["images_path"],
-        "preset": request.get("config") or request.get("preset") or "quick",
-        "run_dir": Path("..") / files.run_name,  # beside the upload folder; recorded as output_dir ".."
-        "trust_pickle": False,
-        **{key: contract[key] for key in ("classes", "input_size", "intensity", "output_kind") if contract.get(key)},
-    }
-    if contract.get("normal_class"):
-        arguments["normal_class"] = contract["normal_class"]
-    return arguments
-
-
-def headline(run_dir: Path) -> dict[str, Any] | None:
-    """The scorecard's overall score and its rows, from the run's scorecard.json."""
-    try:
-        card = json.loads((run_dir / "scorecard.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {"overall": card.get("overall_text"), "overall_value": card.get("overall"),
-            "rows": [{"label": r.get("label"), "score": r.get("score_text"), "threat_model": r.get("threat_model")}
-                     for r in card.get("rows", [])],
-            "not_tested": card.get("not_tested", [])}
-
-
-def user_message(err: BaseException, files: JobFiles, request: dict[str, Any]) -> str:
-    """The error as the tenant should read it: server paths replaced by the names they uploaded."""
-    text = str(err) if isinstance(err, (ValueError, FileNotFoundError, KeyError)) else f"{type(err).__name__}: {err}"
-    replacements = [(str(files.upload / request.get("model_path", "\0")), request.get("model_file") or "the model"),
-                    (str(files.upload / request.get("images_path", "\0")), request.get("images_file") or "the images"),
-                    (str(files.run), "the run folder"), (str(files.root), "the job folder")]
-    for old, new in replacements:
-        text = text.replace(old, new)
-    return text.strip()[:4000] or type(err).__name__
 
 
 class Worker:
@@ -172,13 +115,15 @@ class Worker:
     def __init__(self, data_dir: str | Path, *, lease_s: float = 60.0, poll_s: float = 1.0,
                  device: str | None = None, execution: dict[str, Any] | None = None) -> None:
         """``execution``: where this worker's jobs run (the configuration's ``execution`` section,
-        e.g. ``{"engine": "ray", "address": "auto"}``); None: in this process. The job's state
+        e.g. ``{"engine": "ray", "address": "auto"}``); None: in the job's process. The job's state
         stays in the service's database either way: the worker is the run's driver."""
         self.data_dir = Path(data_dir).resolve()  # jobs run from their upload folder (see run_job)
         self.store = Store(self.data_dir)
         self.lease_s, self.poll_s, self.device, self.execution = lease_s, poll_s, device, execution
         self.id = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         self.stop = threading.Event()
+        self.job_process: subprocess.Popen | None = None
+        """The process of the job being run (None between jobs)."""
 
     def stop_with_parent(self, parent_pid: int, interval_s: float = 1.0) -> None:
         """Stop (giving the job back) once the process ``parent_pid`` is gone: a worker started
@@ -223,52 +168,127 @@ class Worker:
             self.store.forget_job(row["id"])
 
     def run_job(self, row: Any) -> None:
+        """Run one claimed job in its own process and record how it ended."""
         job_id = row["id"]
         files = job_files(self.data_dir, row)
-        request = json.loads(row["request"])
+        used_before, started = float(row["compute_s"] or 0.0), time.monotonic()
+
+        def used() -> float:
+            return used_before + time.monotonic() - started
+
         log.info("worker %s: job %s (attempt %d)", self.id, job_id, row["attempts"])
-        with LeaseKeeper(self.store, job_id, self.id, self.lease_s) as lease:
+        with LeaseKeeper(self.store, job_id, self.id, self.lease_s, used) as lease:
             self.store.worker_seen(self.id, job_id)
-            progress = JobProgress(self.store, job_id, self.id, lease, self.stop)
             try:
-                progress.check()
-                arguments = job_arguments(request, files)
-                if self.device:
-                    arguments["device"] = self.device
-                if self.execution:
-                    arguments["execution"] = self.execution
-                with chdir(files.upload):
-                    metrics = _evaluate_and_report(arguments, progress)
-            except JobCancelled:
-                self.store.finish(job_id, self.id, "cancelled", stored_bytes=files.size())
-                log.info("job %s cancelled", job_id)
-            except LeaseLost:
-                log.warning("job %s was taken over by another worker; leaving it", job_id)
-            except (WorkerStopping, KeyboardInterrupt):
-                self.store.release(job_id, self.id)
-            except Exception as err:  # the job fails; the worker goes on with the next
-                files.root.mkdir(parents=True, exist_ok=True)
-                with files.log.open("a", encoding="utf-8") as out:
-                    out.write(traceback.format_exc())
-                self.store.finish(job_id, self.id, "failed", error=user_message(err, files, request),
-                                  stored_bytes=files.size())
-                log.warning("job %s failed: %s", job_id, err)
-            else:
-                skipped = [str(s) for s in (metrics.data.get("skipped") or [])]
-                self.store.finish(job_id, self.id, "done", skipped=skipped, headline=headline(files.run),
-                                  stored_bytes=files.size())
-                log.info("job %s done", job_id)
+                files.attempt_outcome.unlink(missing_ok=True)
+                process = self._start_job_process(job_id, files)
+            except Exception as err:  # noqa: BLE001 — the job fails; the worker goes on with the next
+                log.exception("job %s: its process could not be started", job_id)
+                self.store.finish(job_id, self.id, "failed", error=f"the worker could not start the job's process "
+                                  f"({type(err).__name__}: {err})", stored_bytes=files.size(), compute_s=used())
+                return
+            self.job_process = process
+            try:
+                reason, seen = self._watch(process, job_id, lease, used)
+            except BaseException:
+                end_process(process)
+                self.store.release(job_id, self.id, compute_s=used())
+                raise
+            finally:
+                self.job_process = None
+            self._record_end(row, files, process, reason, seen, used())
         after = self.store.job(job_id)
         if after is not None and after["delete_requested"]:  # deleted while it ran: its files go now
             self.clean_up()
 
+    def _start_job_process(self, job_id: str, files: JobFiles) -> subprocess.Popen:
+        """``python -m medrobust.service.job_process`` for the job, in its own session (so that
+        ending it ends what it started), with this medrobust first on its path."""
+        command = [sys.executable, "-m", "medrobust.service.job_process", "--data-dir", str(self.data_dir),
+                   "--job", job_id, "--worker", self.id, "--parent", str(os.getpid())]
+        if self.device:
+            command += ["--device", self.device]
+        if self.execution:
+            command += ["--execution", json.dumps(self.execution)]
+        source = str(Path(medrobust.__file__).resolve().parent.parent)
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": source + (os.pathsep + path if path else "")}
+        files.upload.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(command, cwd=files.upload, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
-def _evaluate_and_report(arguments: dict[str, Any], progress: JobProgress):
-    """Run the evaluation, then write report.html, statement.html and scorecard.json."""
-    import medrobust as mr
-    from medrobust.report import build_report
+    def _watch(self, process: subprocess.Popen, job_id: str, lease: LeaseKeeper,
+               used: Callable[[], float]) -> tuple[str | None, Any]:
+        """Wait for the job's process; end it when the job must stop. Returns why it was ended
+        (None: it ended by itself) and the job's row as last read."""
+        seen = None
+        while True:
+            try:
+                process.wait(WATCH_INTERVAL_S)
+                return None, seen
+            except subprocess.TimeoutExpired:
+                pass
+            reason = None
+            if lease.lost.is_set():
+                reason = LEASE_LOST
+            elif self.stop.is_set():
+                reason = STOPPING
+            else:
+                seen = self.store.job(job_id)
+                if seen is None or seen["cancel_requested"]:
+                    reason = CANCELLED
+                elif seen["time_limit_s"] is not None and used() > seen["time_limit_s"]:
+                    reason = TIME_LIMIT
+            if reason is not None:
+                log.info("job %s: ending its process (%s)", job_id, reason)
+                end_process(process)
+                return reason, seen
 
-    metrics = mr.evaluate(progress=progress, **arguments)
-    progress.check()
-    build_report(Path(arguments["run_dir"]))
-    return metrics
+    def _record_end(self, row: Any, files: JobFiles, process: subprocess.Popen, reason: str | None, seen: Any,
+                    compute_s: float) -> None:
+        job_id = row["id"]
+        if reason == LEASE_LOST:
+            log.warning("job %s was taken over by another worker; leaving it", job_id)
+        elif reason == STOPPING:
+            self.store.release(job_id, self.id, compute_s=compute_s)
+        elif reason == CANCELLED:
+            self.store.finish(job_id, self.id, "cancelled", stored_bytes=files.size(), compute_s=compute_s)
+            log.info("job %s cancelled", job_id)
+        elif reason == TIME_LIMIT:
+            self.store.finish(job_id, self.id, "failed", error=time_limit_error(seen["time_limit_s"], seen),
+                              failed_stage=seen["stage"], stored_bytes=files.size(), compute_s=compute_s)
+            log.info("job %s stopped at its time limit", job_id)
+        elif (outcome := read_outcome(files)) is None:
+            ended = process_end_text(process.returncode)
+            if row["attempts"] >= (row["max_attempts"] or DEFAULT_MAX_ATTEMPTS):
+                self.store.finish(job_id, self.id, "failed", error=attempts_error(row["attempts"], ended),
+                                  stored_bytes=files.size(), compute_s=compute_s)
+            else:
+                self.store.release(job_id, self.id, compute_s=compute_s, attempt_error=ended)
+            log.warning("job %s: %s", job_id, ended)
+        elif outcome["status"] == "done":
+            self.store.finish(job_id, self.id, "done", skipped=outcome.get("skipped"), headline=outcome.get("headline"),
+                              stored_bytes=files.size(), compute_s=compute_s)
+            log.info("job %s done", job_id)
+        else:
+            self.store.finish(job_id, self.id, "failed", error=outcome.get("error"), failed_stage=outcome.get("stage"),
+                              stored_bytes=files.size(), compute_s=compute_s)
+            log.info("job %s failed: %s", job_id, outcome.get("error"))
+
+
+def end_process(process: subprocess.Popen, grace_s: float = END_GRACE_S) -> None:
+    """End a job's process and what it started (its session): SIGTERM, then SIGKILL after ``grace_s``."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # not a group leader after all: the process alone
+            process.send_signal(sig)
+        try:
+            process.wait(grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()

@@ -25,6 +25,7 @@ const state = {
   xhr: null,            // the upload in flight
   viewerDoc: null,      // {text, type} shown in the viewer, for "open in new tab"
   viewerOpener: null,   // the button that opened the viewer (focus returns there)
+  bannerJob: null,      // id of the job the "Job ... queued" message follows (until it finishes)
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -53,6 +54,7 @@ class SignedOut extends Error {}
 /** Show an error (or info) in #message: a string, or a list of lines. null hides it. */
 function showMessage(content, kind = "error") {
   const box = $("#message");
+  state.bannerJob = null;  // any other message replaces a job's banner
   box.replaceChildren();
   box.className = `message ${kind}`;
   box.hidden = !content || (Array.isArray(content) && !content.length);
@@ -108,8 +110,37 @@ function formatTime(iso) {
   return Number.isNaN(date.getTime()) ? String(iso) : date.toLocaleString();
 }
 
-const shortId = (id) => String(id).slice(0, 8);
 const jobPath = (id, suffix = "") => `/jobs/${encodeURIComponent(id)}${suffix}`;
+/** How a job is named on the page: its name, else its model on its images. */
+const jobTitle = (job) => job.name || `${job.model_file || "model"} on ${job.images_file || "images"}`;
+/** 1 -> "1st", 2 -> "2nd", 11 -> "11th", 23 -> "23rd". */
+function ordinal(n) {
+  const teen = n % 100 >= 11 && n % 100 <= 13;
+  return `${n}${teen ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th"}`;
+}
+
+/** The banner's text for a job it follows; null once the job has finished (the banner goes). */
+function bannerText(job) {
+  const name = `Job ${job.id} (${jobTitle(job)})`;
+  if (job.status === "queued") {
+    return job.queue_position ? `${name} queued: ${ordinal(job.queue_position)} in the queue.` : `${name} queued.`;
+  }
+  if (job.status === "running") return `${name} running${job.stage ? `: ${job.stage}` : ""}.`;
+  return null;
+}
+
+/** Show the banner of a job just submitted; it follows the job and goes when the job finishes. */
+function showBanner(job) {
+  showMessage(bannerText(job), "info");
+  state.bannerJob = job.id;
+}
+
+function updateBanner(job) {
+  if (state.bannerJob !== job.id) return;
+  const text = bannerText(job);
+  if (text === null) { showMessage(null); return; }
+  $("#message").textContent = text;
+}
 
 // ---------------------------------------------------------------- requests
 
@@ -232,6 +263,7 @@ function applyList(data) {
 function upsert(job) {
   if (!job || !job.id || state.deleted.has(job.id)) return;
   state.jobs.set(job.id, job);
+  updateBanner(job);
   if (!state.seen.has(job.id)) state.seen.set(job.id, state.seen.size);
   if (job.status !== "done") state.selected.delete(job.id);
   if (ACTIVE.has(job.status) && !state.streams.has(job.id)) follow(job.id);
@@ -243,6 +275,7 @@ function countStreams() {
 }
 
 function forget(id) {
+  if (state.bannerJob === id) showMessage(null);
   state.jobs.delete(id);
   state.selected.delete(id);
   const controller = state.streams.get(id);
@@ -366,23 +399,28 @@ function renderRow(job) {
       if (box.checked) state.selected.add(job.id); else state.selected.delete(job.id);
       updateCompare();
     });
-    head.append(box, el("label", { for: box.id, class: "visually-hidden", text: `select job ${shortId(job.id)} to compare` }));
+    head.append(box, el("label", { for: box.id, class: "visually-hidden", text: `select job ${job.id} to compare` }));
   }
-  head.append(
-    el("code", { class: "job-id", title: job.id, text: shortId(job.id) }),
+  head.append(...[  // append(null) would insert the text "null"
     el("span", { class: `status badge badge-${job.status}`, text: job.status }),
-    el("span", { class: "job-files" }, el("strong", { text: job.model_file || "model" }), " on ", el("strong", { text: job.images_file || "images" })),
-  );
+    job.name ? el("strong", { class: "job-name", text: job.name })
+      : el("span", { class: "job-files" }, el("strong", { text: job.model_file || "model" }), " on ", el("strong", { text: job.images_file || "images" })),
+    job.model_version ? el("span", { class: "job-version", text: `version ${job.model_version}` }) : null,
+    el("code", { class: "job-id", title: "the job's id in the API", text: job.id }),
+  ].filter(Boolean));
   row.append(head);
   row.append(el("div", { class: "job-meta" },
+    job.name ? el("span", { text: `${job.model_file || "model"} on ${job.images_file || "images"}` }) : null,
     el("span", { text: `preset: ${job.preset || "custom configuration"}` }),
     el("span", { text: `created: ${formatTime(job.created)}` }),
     job.finished ? el("span", { text: `finished: ${formatTime(job.finished)}` }) : null,
     typeof job.image_files === "number" ? el("span", { text: `image files: ${job.image_files}` }) : null,
     Array.isArray(job.classes) && job.classes.length ? el("span", { text: `classes: ${job.classes.join(", ")}` }) : null));
   if (ACTIVE.has(job.status)) row.append(progressBlock(job));
-  if (ACTIVE.has(job.status) && job.cancel_requested) row.append(el("p", { class: "note", text: "cancel requested: stopping after the current batch" }));
-  if (job.status === "failed" && job.error) row.append(el("p", { class: "job-error", text: job.error }));
+  if (ACTIVE.has(job.status) && job.cancel_requested) row.append(el("p", { class: "note", text: "cancel requested: stopping" }));
+  if (job.status === "failed" && job.error) {
+    row.append(el("p", { class: "job-error", text: job.failed_stage ? `failed in stage ${job.failed_stage}: ${job.error}` : job.error }));
+  }
   for (const list of [fileList("skipped", job.skipped, "skipped"), fileList("ignored", job.ignored_files, "ignored")]) {
     if (list) row.append(list);  // append(null) would insert the text "null"
   }
@@ -402,7 +440,8 @@ function renderRow(job) {
 function progressBlock(job) {
   const box = el("div", { class: "progress" });
   if (job.status === "queued" && !job.stage) {
-    box.append(el("span", { class: "stage", text: "waiting for a worker" }));
+    const place = job.queue_position ? `: ${ordinal(job.queue_position)} in the queue` : "";
+    box.append(el("span", { class: "stage queue-position", text: `waiting for a worker${place}` }));
     return box;
   }
   const done = job.stage_done ?? 0;
@@ -475,7 +514,7 @@ function actionsBlock(job) {
 
 async function showDocument(job, kind, label, opener) {
   const response = await apiOk(jobPath(job.id, `/${kind}`));
-  openViewer(`${label}: job ${shortId(job.id)} (${job.model_file || "model"})`, await response.text(), "text/html", opener);
+  openViewer(`${label}: job ${job.id} (${jobTitle(job)})`, await response.text(), "text/html", opener);
 }
 
 async function showScorecard(job, opener) {
@@ -484,7 +523,7 @@ async function showScorecard(job, opener) {
   // Build the viewer's page with the DOM, so the JSON is escaped by the serializer.
   const doc = document.implementation.createHTMLDocument("scorecard.json");
   doc.body.append(el("pre", { style: "white-space: pre-wrap; font: 13px/1.4 monospace", text }));
-  openViewer(`Scorecard JSON: job ${shortId(job.id)}`, "<!DOCTYPE html>" + doc.documentElement.outerHTML, "text/html", opener,
+  openViewer(`Scorecard JSON: job ${job.id}`, "<!DOCTYPE html>" + doc.documentElement.outerHTML, "text/html", opener,
     { text, type: "application/json" });
 }
 
@@ -511,7 +550,7 @@ async function cancelJob(job) {
 }
 
 async function deleteJob(job) {
-  if (!window.confirm(`Delete job ${shortId(job.id)} (${job.model_file || "model"}) and all its files?`)) return;
+  if (!window.confirm(`Delete job ${job.id} (${jobTitle(job)}) and all its files?`)) return;
   const response = await api(jobPath(job.id), { method: "DELETE" });
   if (!response.ok && response.status !== 404) throw new ApiError(await errorOf(response));
   state.deleted.add(job.id);
@@ -530,7 +569,7 @@ function updateCompare() {
 async function compareSelected() {
   const [a, b] = [...state.selected];
   const response = await apiOk(`${jobPath(a)}/compare/${encodeURIComponent(b)}`);
-  openViewer(`Comparison: job ${shortId(a)} and job ${shortId(b)}`, await response.text(), "text/html", $("#compare"));
+  openViewer(`Comparison: job ${a} and job ${b}`, await response.text(), "text/html", $("#compare"));
 }
 
 // ---------------------------------------------------------------- viewer
@@ -604,7 +643,9 @@ function submitUpload(event) {
   data.append("images", images);
   const classes = $("#classes").value.split(",").map((c) => c.trim()).filter(Boolean).join(",");
   if (classes) data.append("classes", classes);
-  for (const name of ["input_size", "intensity", "output_kind", "normal_class"]) {
+  const pairs = $("#class_map").value.split(",").map((p) => p.trim()).filter(Boolean).join(",");
+  if (pairs) data.append("class_map", pairs);
+  for (const name of ["name", "model_version", "input_size", "intensity", "output_kind", "normal_class"]) {
     const value = form.elements[name].value.trim();
     if (value) data.append(name, value);  // empty optional fields are not sent
   }
@@ -634,10 +675,10 @@ function submitUpload(event) {
     $("#upload-text").textContent = "uploaded";
     setTimeout(() => { if (!state.xhr) $("#upload-status").hidden = true; }, 4000);
     if (body && body.id) {
+      showBanner(body);
       upsert(body);
       state.total += 1;
       renderList();
-      showMessage(`Job ${shortId(body.id)} queued.`, "info");
     } else refresh();
   };
   xhr.onerror = () => { done(); $("#upload-status").hidden = true; showMessage("The upload failed: the connection to the service broke."); };
