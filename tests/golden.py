@@ -74,6 +74,7 @@ def _sha(data: bytes) -> str:
 def run_digest(run: Path) -> dict:
     """What a record holds of a run folder (see the module docstring)."""
     metrics = {k: v for k, v in results(run).items() if k not in ("config", "medrobust_version")}  # numbers only
+    metrics["model"] = {k: v for k, v in metrics["model"].items() if k != "file"}  # where the model was: a temporary folder
     arrays = {key: _sha(np.ascontiguousarray(value).tobytes() + str(value.dtype).encode() + str(value.shape).encode())
               for key, value in stage_arrays(run).items()}
     return {
@@ -120,11 +121,12 @@ def golden_checkpoint(folder: Path) -> Path:
     from medrobust.models.zoo import build_classifier
 
     with one_thread():
-        parts = PhantomDataset(per_class=60, size=32, seed=11).splits()
+        parts = PhantomDataset(per_class=120, size=32, seed=11).splits()
         train, val = parts["train"].load(), parts["val"].load()
         torch.manual_seed(0)
         model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32)
-        train_classifier(model, train[:2], val[:2], TrainConfig(epochs=6, lr=3e-3, seed=0, early_stopping_patience=6))
+        train_classifier(model, train[:2], val[:2], TrainConfig(epochs=15, lr=3e-3, seed=0, early_stopping_patience=15,
+                                                                plateau_patience=15))
     return save_checkpoint(model.cpu().eval(), folder / "model")
 
 
