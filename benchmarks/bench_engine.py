@@ -34,9 +34,9 @@ import torch
 
 
 def overhead(units: int) -> dict:
-    from medrobust.evaluation.engines import LocalEngine, RayEngine
-    from medrobust.evaluation.model_shipping import ModelSource
-    from medrobust.evaluation.units import PredictUnit, Workbench
+    from medrobust.execution.engines import LocalEngine, RayEngine
+    from medrobust.execution.model_shipping import ModelSource
+    from medrobust.execution.units import PredictUnit, Workbench
     from medrobust.models.zoo import build_classifier
 
     model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()

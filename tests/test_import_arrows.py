@@ -1,5 +1,6 @@
 """The arrows of DESIGN.md, checked on the source: faces (``cli``, ``service``) -> public layer
--> ``evaluation`` -> {``attacks``, ``defenses``, ``detection``} -> ``models`` -> ``data``;
+-> ``evaluation`` -> ``execution`` -> {``attacks``, ``defenses``, ``detection``} -> ``models`` ->
+``data``, and no import cycle anywhere;
 ``report`` reads only ``evaluation``'s result types; the faces import nothing but the public
 layer, its configuration and result types, and ``report``; nothing below imports a face.
 
@@ -15,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medrobust"
 
-RANK = {"data": 0, "models": 1, "attacks": 2, "defenses": 2, "detection": 2, "evaluation": 3, "layer": 4}
+RANK = {"data": 0, "models": 1, "attacks": 2, "defenses": 2, "detection": 2, "execution": 3, "evaluation": 4, "layer": 5}
 """Rooms below the faces: each imports only rooms of a lower rank (and the package's root modules)."""
 
 SIDEWAYS = {("detection", "defenses")}
@@ -135,7 +136,7 @@ def test_the_rule_itself(source, target, fine):
 
 
 def test_relative_and_room_imports_are_resolved(tmp_path):
-    assert "medrobust.data.class_names" in _imports(PACKAGE / "evaluation" / "runner.py")
+    assert "medrobust.data.class_names" in _imports(PACKAGE / "evaluation" / "class_plan.py")
     package = tmp_path / "medrobust"
     for room in ("models", "evaluation"):
         (package / room).mkdir(parents=True)
@@ -144,3 +145,63 @@ def test_relative_and_room_imports_are_resolved(tmp_path):
     fake = package / "models" / "fake.py"
     fake.write_text("from ..evaluation import config\nfrom . import helper\nimport os\nfrom medrobust import data\n")
     assert _imports(fake, package) == {"medrobust.evaluation.config", "medrobust.models", "medrobust"}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm): each a set
+    of modules that import one another round a loop, directly or through others."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def _module_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (lazy imports too; a name inside a module is its module)."""
+    modules = {_module_name(path, package): path for path in package.rglob("*.py")}
+
+    def module_of(name: str) -> str | None:
+        while name not in modules and "." in name:
+            name = name.rsplit(".", 1)[0]
+        return name if name in modules else None
+
+    return {name: {m for t in _imports(path, package) if (m := module_of(t)) is not None and m != name}
+            for name, path in modules.items()}
+
+
+def test_no_module_imports_itself_round_a_loop():
+    """No import cycle anywhere in the package, lazy imports included: a cycle is two modules
+    that need each other, which one module (or a third below both) should hold."""
+    assert import_cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_cycles({"a": {"b"}, "b": set()}) == []

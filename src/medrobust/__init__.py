@@ -30,7 +30,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from medrobust._version import __version__
 
 _LAYER = {
     "load_model": "medrobust.layer.models", "list_models": "medrobust.layer.models",
@@ -46,15 +46,15 @@ _LAYER = {
     "write_phantoms": "medrobust.layer.phantoms", "phantom_gallery": "medrobust.layer.phantoms",
     "ExperimentConfig": "medrobust.evaluation.config", "load_config": "medrobust.evaluation.config",
     "RunMetrics": "medrobust.evaluation.results",
-    "Progress": "medrobust.evaluation.progress",
+    "Progress": "medrobust.execution.progress",
 }
 
 __all__ = ["__version__", *_LAYER]
 
 if TYPE_CHECKING:
     from medrobust.evaluation.config import ExperimentConfig, load_config
-    from medrobust.evaluation.progress import Progress
     from medrobust.evaluation.results import RunMetrics
+    from medrobust.execution.progress import Progress
     from medrobust.layer.attack import AttackResult, attack
     from medrobust.layer.compare import Comparison, compare
     from medrobust.layer.defend import Defended, defend

@@ -10,7 +10,7 @@ import numpy as np
 from rich.console import Console
 
 from medrobust.cli.progress import CliProgress, time_left_text
-from medrobust.evaluation.batches import DRIVER, run_stage
+from medrobust.execution.resumable_stage import DRIVER, run_stage
 
 
 class Clock:

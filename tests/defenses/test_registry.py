@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from medrobust.defenses.base import Defense
-from medrobust.defenses.compose import Compose, Identity
+from medrobust.defenses.compose import Compose
+from medrobust.defenses.identity import Identity
 from medrobust.defenses.jpeg import JPEG, jpeg
 from medrobust.defenses.registry import build_defense, defense_parameters, list_defenses, parse_defense_spec
 from medrobust.defenses.squeezers import BitDepth, MedianFilter

@@ -133,7 +133,7 @@ def portfolio_run(tmp_path_factory, trained_small_cnn, masking_defense) -> Path:
 
 
 def _stage_pred(run_dir: Path, key: str, defense: str | None = None) -> np.ndarray:
-    from medrobust.evaluation.samples import array_key
+    from medrobust.evaluation.stage_keys import folder_name as array_key
 
     folder = run_dir / "stages" / "defenses" / (array_key(key) if defense is None else f"{array_key(defense)}/{array_key(key)}")
     files = sorted(folder.glob("batch-*.npz"))

@@ -13,7 +13,7 @@ import torch
 
 from medrobust.attacks.registry import build_attack
 from medrobust.evaluation.attack_success import attack_succeeded, attack_success
-from medrobust.evaluation.stage_attacks import transfer_matrix
+from medrobust.evaluation.stages.transfer import transfer_matrix
 from medrobust.models.ensemble import EnsembleClassifier
 
 CLASSES = ("Normal", "Pneumonia", "Pneumothorax")

@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
-from medrobust.cli.evaluate import execution_section
+from medrobust.cli.option_values import execution_section
 from medrobust.evaluation.config import ExecutionConfig, check_ray_address
-from medrobust.evaluation.engines import check_reachable, schedulable_workers
+from medrobust.execution.engines import check_reachable, schedulable_workers
 from medrobust.launch import bare_ray_flag
 
 

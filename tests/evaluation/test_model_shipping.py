@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medrobust.evaluation.model_shipping import ModelSource
+from medrobust.execution.model_shipping import ModelSource
 from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.zoo import build_classifier
 

@@ -19,7 +19,7 @@ import yaml
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'medrobust[scale]'")
 
 from medrobust.evaluation.config import ExperimentConfig  # noqa: E402
-from medrobust.evaluation.runner import Runner  # noqa: E402
+from medrobust.evaluation.runner import run_experiment  # noqa: E402
 from tests.golden import full_config  # noqa: E402
 from tests.progress_wait import files_written, wait_for  # noqa: E402
 from tests.ray_cluster import RAY_ENV  # noqa: E402
@@ -59,7 +59,7 @@ def _actor_pids() -> dict[int, str]:
 
 def test_a_ray_run_equals_a_local_run_bit_for_bit(ray_cluster, checkpoint, local_run, tmp_path) -> None:
     config = _config(tmp_path, checkpoint, "run", {"engine": "ray", "address": ray_cluster, "workers": 2})
-    metrics = Runner(ExperimentConfig.model_validate(config)).run()
+    metrics = run_experiment(ExperimentConfig.model_validate(config))
     assert metrics.config["execution"]["engine"] == "ray"
     assert_same_run(local_run, tmp_path / "run")
     tvm = metrics.defenses[1]  # randomised: its draws seeded per batch, the EOT and step checks the same on Ray
@@ -100,7 +100,7 @@ def test_a_worker_killed_mid_unit_is_restarted_and_the_run_completes(ray_cluster
                                                                      tmp_path) -> None:
     config = _config(tmp_path, checkpoint, "run", {"engine": "ray", "address": ray_cluster, "workers": 2})
     progress = KillOneWorker()
-    Runner(ExperimentConfig.model_validate(config), progress=progress).run()
+    run_experiment(ExperimentConfig.model_validate(config), progress=progress)
     assert progress.killed is not None
     assert progress.killed not in _actor_pids()  # that process is gone; Ray started another in its place
     assert_same_run(local_run, tmp_path / "run")

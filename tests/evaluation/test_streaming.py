@@ -11,7 +11,7 @@ from PIL import Image
 
 from medrobust.data.dataset import ImageDataset
 from medrobust.evaluation.config import ExperimentConfig
-from medrobust.evaluation.runner import Runner
+from medrobust.evaluation.runner import run_experiment
 from medrobust.models.checkpoint import save_checkpoint
 
 
@@ -43,7 +43,7 @@ def test_the_test_split_is_read_one_batch_at_a_time(tmp_path, checkpoint, monkey
 
     monkeypatch.setattr(ImageDataset, "read_batch", counted)
     monkeypatch.setattr(ImageDataset, "load", refused)
-    metrics = Runner(_config(tmp_path, checkpoint, "phantom:per_class=15")).run()
+    metrics = run_experiment(_config(tmp_path, checkpoint, "phantom:per_class=15"))
     assert metrics.data["tested"] == 45 and metrics.data["attack_images"] == 12
     assert max(reads) <= 7  # batch_size
     assert sum(reads) == 45 + 12  # every test image once (baseline), the attack subset once (inputs)
@@ -63,10 +63,10 @@ def test_an_unreadable_file_loses_only_itself_also_on_resume(tmp_path, checkpoin
             Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(root / cls / f"{i}.png")
     (root / "Pneumonia" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     config = _config(tmp_path / "runs", checkpoint, str(root))
-    first = Runner(config).run()
+    first = run_experiment(config)
     assert first.data["tested"] == 17
     assert len(first.data["skipped"]) == 1 and "3.png" in first.data["skipped"][0]
     (tmp_path / "runs" / "run" / "metrics.json").unlink()  # resume: every batch file is found and reused
-    again = Runner(config).run()
+    again = run_experiment(config)
     assert again.data["tested"] == 17 and len(again.data["skipped"]) == 1 and "3.png" in again.data["skipped"][0]
     assert again.baseline.accuracy == first.baseline.accuracy

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medrobust.evaluation.batches import from_uint8
-from medrobust.evaluation.units import ModelRef, Unit, Workbench
+from medrobust.execution.pixels import from_uint8
+from medrobust.execution.units import ModelRef, Unit, Workbench
 
 
 @dataclass

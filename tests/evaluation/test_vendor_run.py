@@ -23,7 +23,8 @@ from medrobust.data.io import write_png
 from medrobust.data.phantom import PhantomDataset
 from medrobust.evaluation.config import ExperimentConfig, load_config
 from medrobust.evaluation.results import read_metrics
-from medrobust.evaluation.runner import RunFolderConflict, Runner
+from medrobust.evaluation.run_folder import RunFolderConflict, claim_run_folder
+from medrobust.evaluation.runner import run_experiment
 
 SIZE = 32
 MODEL_CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
@@ -139,7 +140,7 @@ def test_per_image_lines_go_to_log_txt_not_the_terminal(vendor_run) -> None:
 
 
 def test_cross_fitting_never_judges_an_image_with_its_own_threshold() -> None:
-    from medrobust.evaluation.stage_detection import cross_fit_folds
+    from medrobust.evaluation.stages.detection import cross_fit_folds
 
     folds = cross_fit_folds(17, 5, seed=0)
     assert sorted(np.concatenate(folds).tolist()) == list(range(17))
@@ -156,7 +157,7 @@ def test_lower_case_folders_match(vendor_model, tmp_path, names, normal) -> None
     source = _folder(tmp_path / "images", names, per_class=3)
     cfg = ExperimentConfig.model_validate(_config(tmp_path, source, vendor_model, ))
     cfg.detectors.squeeze.enabled = False
-    m = Runner(cfg).run()
+    m = run_experiment(cfg)
     assert m.data["normal_class"] == normal and m.baseline.n == 9
 
 
@@ -253,15 +254,14 @@ def test_bad_component_is_refused_before_any_file_and_the_corrected_config_runs(
 def test_an_unfinished_run_folder_is_taken_over_and_restart_starts_afresh(vendor_model, tmp_path) -> None:
     source = _folder(tmp_path / "images", CAPITALS, per_class=2)
     cfg = ExperimentConfig.model_validate(_config(tmp_path, source, vendor_model))
-    Runner(cfg).prepare("sha256:a")  # a folder claimed, nothing finished
+    claim_run_folder(cfg, "sha256:a")  # a folder claimed, nothing finished
     changed = cfg.model_copy(update={"attack_images": 6})
-    runner = Runner(changed)
-    runner.prepare("sha256:a")
-    assert any("took it over" in n for n in runner.notes)
+    folder = claim_run_folder(changed, "sha256:a")
+    assert any("took it over" in n for n in folder.notes)
     (changed.run_dir / "metrics.json").write_text("{}")  # now it holds a finished result
     with pytest.raises(RunFolderConflict, match=r"attack_images differ\): start afresh with restart=True"):
-        Runner(cfg).prepare("sha256:a")
-    Runner(cfg, restart=True).prepare("sha256:a")
+        claim_run_folder(cfg, "sha256:a")
+    claim_run_folder(cfg, "sha256:a", restart=True)
     assert not (cfg.run_dir / "metrics.json").exists()
 
 
@@ -336,7 +336,7 @@ def test_squeeze_calibrated_on_a_separate_clean_folder(vendor_model, tmp_path) -
     cfg = ExperimentConfig.model_validate(_config(tmp_path, source, vendor_model))
     cfg.detectors.squeeze.calibration = str(clean)
     cfg.detectors.reference.enabled = False
-    m = Runner(cfg).run()
+    m = run_experiment(cfg)
     (squeeze,) = m.detectors
     assert squeeze.calibration.startswith(f"12 clean images in {clean}")
     assert "folds" not in squeeze.threshold
@@ -357,7 +357,7 @@ def test_a_surrogate_trains_on_its_own_folder_when_every_image_is_tested(vendor_
     raw["detectors"] = {"squeeze": {"enabled": False}, "reference": {"enabled": False}}
     cfg = ExperimentConfig.model_validate(raw)
     assert cfg.data.split == "test"
-    m = Runner(cfg).run()
+    m = run_experiment(cfg)
     assert m.data["tested"] == 6 and [a.key for a in m.attacks] == ["pgd@8/255", "pgd@8/255 from sur"]
     meta = json.loads((cfg.run_dir / "surrogates" / "sur" / "model.json").read_text())
     assert meta["training"]["data"] == str(training)

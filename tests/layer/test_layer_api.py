@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import medrobust as mr
-from medrobust.evaluation.runner import RunFolderConflict
+from medrobust.evaluation.run_folder import RunFolderConflict
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 

@@ -26,7 +26,8 @@ from medrobust.evaluation.results import (
     TransferMatrix,
     write_metrics,
 )
-from medrobust.evaluation.samples import array_key, save_samples
+from medrobust.evaluation.samples import save_samples
+from medrobust.evaluation.stage_keys import folder_name as array_key
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 EPS = 8 / 255

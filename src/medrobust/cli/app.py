@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from medrobust import __version__
+from medrobust._version import __version__
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -64,7 +64,7 @@ def attack(
     import json
 
     import medrobust as mr
-    from medrobust.cli.evaluate import parse_class_map
+    from medrobust.cli.option_values import parse_class_map
     from medrobust.layer.attack import attack_to_run
 
     params: dict[str, str] = {}

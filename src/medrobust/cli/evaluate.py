@@ -22,6 +22,7 @@ from medrobust.cli.app import (
     same_command,
     user_errors,
 )
+from medrobust.cli.option_values import execution_section, parse_class_map
 from medrobust.cli.progress import CliProgress
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row(f"  [bold]adaptive, worst case{members} at {_eps(d.adaptive_eps)}[/bold]",
                       f"[bold]{_pct(d.adaptive_accuracy)}[/bold]{flag}")
     for det in metrics.detectors:
-        rates = ", ".join(f"{k}: {_pct(v)}" for k, v in det.detection_rate.items() if " from " not in k)
+        rates = ", ".join(f"{k}: {_pct(v)}" for k, v in det.detection_rate.items())  # the white-box attacks
         table.add_row(f"detector {det.name}: detection", rates)
         benign = max(det.fpr_benign.values()) if det.fpr_benign else 0.0
         table.add_row(f"detector {det.name}: false alarms", f"clean {_pct(det.fpr_clean)}, benign up to {_pct(benign)}")
@@ -245,19 +246,3 @@ def evaluate(
                    trust_pickle=trust_pickle, size=size, normal_class=normal_class, emergency_findings=findings,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
                    device=device, execution=execution_section(ray, workers) if ray is not None or workers else None)
-
-
-def execution_section(ray: str | None, workers: int | None) -> dict:
-    """The configuration's ``execution`` from ``--ray [ADDRESS]`` and ``--workers``."""
-    from medrobust.evaluation.config import check_ray_address
-
-    if ray is None:
-        raise ValueError("--workers sets the number of Ray workers: add --ray (or --ray ADDRESS)")
-    return {"engine": "ray", "address": check_ray_address(ray), "workers": workers}
-
-
-def parse_class_map(items: list[str]) -> dict[str, str]:
-    """``["NORMAL=Normal", "PNEU=Pneumonia"]`` -> {"NORMAL": "Normal", "PNEU": "Pneumonia"}."""
-    from medrobust.layer.image_folders import parse_class_map as parse_pairs
-
-    return parse_pairs(items, "--class-map")

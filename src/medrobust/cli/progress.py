@@ -18,7 +18,7 @@ Both displays state the estimated time left after a stage's first batch, when it
 or more ("stage X: about N min left"): a configuration asking for ``steps: 1e9`` is the user's
 choice, and the run says what it will cost. Work an earlier run finished (a resumed run's
 stored batches, training epochs) is counted but not timed
-(:func:`medrobust.evaluation.progress.report_resumed`).
+(:func:`medrobust.execution.progress.report_resumed`).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def serve(
     import uvicorn
 
     if ray or ray_workers:  # checked now, not at each job
-        from medrobust.cli.evaluate import execution_section
+        from medrobust.cli.option_values import execution_section
 
         execution_section(ray, ray_workers)
 
@@ -207,7 +207,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
     if nice:
         os.nice(max(0, min(int(nice), 19)))
-    from medrobust.cli.evaluate import execution_section
+    from medrobust.cli.option_values import execution_section
 
     execution = execution_section(ray, ray_workers) if ray or ray_workers else None
     runner = Worker(data_dir, lease_s=lease_seconds, poll_s=poll_seconds, device=device, execution=execution)

@@ -59,8 +59,8 @@ from pydicom.uid import (
 )
 
 from medrobust.atomic_files import open_atomic
+from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 from medrobust.data.errors import ImageReadError
-from medrobust.data.io import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ _REEXPORT = "re-export it as an uncompressed DICOM or as a 16-bit PNG"
 def read_dicom(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
     """Read a DICOM file as a float32 (H, W) array in [0, 1], bright meaning dense.
 
-    ``max_pixels`` (default :data:`medrobust.data.io.DEFAULT_MAX_PIXELS`) bounds
+    ``max_pixels`` (default :data:`medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`) bounds
     Rows x Columns and is checked before the pixel data is decoded.
     """
     path = Path(path)

@@ -4,7 +4,7 @@ A model's input size comes from the user (``--input-size``, ``model.load.input_s
 ``input_size=`` in Python, the service form), from a Keras or ONNX file, or from a checkpoint's
 model.json, and every image is resized to it before the model sees it. A side of 0 or less
 names no image, and a size beyond what the readers accept
-(:data:`~medrobust.data.io.DEFAULT_MAX_PIXELS`) would have every radiograph blown up to
+(:data:`~medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`) would have every radiograph blown up to
 gigabytes: either would otherwise surface much later, as a tensor error, a failed allocation
 or a run that seems to hang. :func:`check_input_size` refuses them where they are declared,
 before any image is read. No torch here: the configuration's schema uses it too.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from medrobust.data.io import DEFAULT_MAX_PIXELS
+from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS
 
 MAX_INPUT_SIDE = math.isqrt(DEFAULT_MAX_PIXELS)
 """The longest side of a square input size: its pixels stay within the readers' limit."""
@@ -25,7 +25,7 @@ def check_input_size(value: int | Sequence[int] | None) -> tuple[int, int] | Non
     """``value`` (None: any size; a side; or (height, width)) as (height, width), or ValueError.
 
     Each side must be a whole number of at least 1 pixel, and height x width at most the
-    readers' limit of :data:`~medrobust.data.io.DEFAULT_MAX_PIXELS` pixels.
+    readers' limit of :data:`~medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS` pixels.
 
     >>> check_input_size(224), check_input_size([150, 200]), check_input_size(None)
     ((224, 224), (150, 200), None)

@@ -13,8 +13,9 @@ the defenses by name (its imports run the ``@register_defense`` decorators).
 """
 
 from medrobust.defenses.base import Defense
-from medrobust.defenses.compose import Compose, Identity
+from medrobust.defenses.compose import Compose
 from medrobust.defenses.defended import DefendedClassifier
+from medrobust.defenses.identity import Identity
 from medrobust.defenses.jpeg import JPEG, jpeg
 from medrobust.defenses.registry import (
     build_defense,

@@ -1,4 +1,4 @@
-"""Defenses in sequence (``"jpeg+tv"``: JPEG first, then TV), and the identity (``"none"``).
+"""Defenses in sequence (``"jpeg+tv"``: JPEG first, then TV) (the identity, ``"none"``, is :mod:`medrobust.defenses.identity`).
 
 A composition is itself a :class:`~medrobust.defenses.base.Defense`: ``randomized`` if any member
 is, ``differentiable`` only if every member is. :class:`~medrobust.defenses.defended.DefendedClassifier`
@@ -15,7 +15,6 @@ import torch.nn as nn
 
 from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense
-from medrobust.defenses.registry import register_defense
 
 
 class Compose(Defense):
@@ -102,27 +101,3 @@ class Compose(Defense):
 
     def extra_repr(self) -> str:
         return ""
-
-
-@register_defense("none")
-class Identity(Defense):
-    """No defense: returns a copy of the input (the baseline in defense comparisons).
-
-    Registered as ``"none"``; ``D(x) = x``, differentiable; no parameters. Shapes: (B, C, H, W)
-    float in [0, 1] in, the same out.
-
-    Example:
-
-    >>> import torch
-    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
-    >>> torch.equal(Identity()(x), x), Identity().spec()
-    (True, 'none')
-    """
-
-    differentiable = True
-
-    def __init__(self) -> None:
-        super().__init__()
-
-    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return x.clone()

@@ -29,16 +29,10 @@ from PIL import Image
 
 from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense
+from medrobust.defenses.jpeg_quality import check_quality
 from medrobust.defenses.registry import register_defense
 
-MIN_QUALITY, MAX_QUALITY = 1, 95
 """Pillow's useful quality range (above 95 it disables parts of the compression)."""
-
-
-def check_quality(quality: int) -> None:
-    if isinstance(quality, bool) or int(quality) != quality or not MIN_QUALITY <= int(quality) <= MAX_QUALITY:
-        raise ValueError(f"JPEG quality must be an integer from {MIN_QUALITY} to {MAX_QUALITY} "
-                         f"(the study used 50-80), got {quality!r}")
 
 
 def _round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
@@ -129,6 +123,6 @@ class JPEG(Defense):
     def smooth_approximation(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable approximation of this JPEG round trip, for BPDA's backward pass:
         :func:`~medrobust.defenses.jpeg_smooth.smooth_jpeg` at ``self.quality`` (Shin & Song 2017)."""
-        from medrobust.defenses.jpeg_smooth import smooth_jpeg  # here: jpeg_smooth imports this module
+        from medrobust.defenses.jpeg_smooth import smooth_jpeg  # on use: its tables cost a moment to build
 
         return smooth_jpeg(x, self.quality)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.data.image_batch import check_image_batch
-from medrobust.defenses.jpeg import check_quality
+from medrobust.defenses.jpeg_quality import check_quality
 
 LUMINANCE_TABLE = (
     (16, 11, 10, 16, 24, 40, 51, 61),

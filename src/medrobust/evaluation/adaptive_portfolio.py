@@ -1,5 +1,5 @@
 """The adaptive attacker's portfolio: which attacks try to break a defense, and the rules that
-decide how long they try. Plain data and pure functions; :mod:`medrobust.evaluation.stage_adaptive`
+decide how long they try. Plain data and pure functions; :mod:`medrobust.evaluation.stages.adaptive`
 runs them.
 
 What a preprocessing defense wins back is only honest against the strongest attacker who knows

@@ -340,12 +340,15 @@ class ExecutionConfig(_Section):
     """Where the units of work run: ``local`` (this process) or ``ray`` (actors on a Ray cluster:
     ``address`` null starts a local Ray instance, ``auto`` joins the cluster this machine belongs
     to, ``ray://HOST:PORT`` connects through Ray Client). ``workers``: actors (each loads the
-    models once; null: one per CPU of the cluster); ``gpus_per_worker``: 0, 1 or a fraction."""
+    models once; null: one per CPU of the cluster); ``gpus_per_worker``: 0, 1 or a fraction;
+    ``threads_per_worker``: each actor's intra-op threads, and the CPUs Ray reserves for it (1:
+    a unit's result then equals a one-thread local run's, bit for bit)."""
 
     engine: Literal["local", "ray"] = "local"
     address: str | None = None
     workers: int | None = Field(None, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
+    threads_per_worker: int = Field(1, ge=1, le=256)  # intra-op threads (and Ray CPUs) per actor
 
     @field_validator("address")
     @classmethod
@@ -363,9 +366,10 @@ class ExecutionConfig(_Section):
 
     @model_validator(mode="after")
     def _ray_only_options(self) -> "ExecutionConfig":
-        if self.engine == "local" and (self.address is not None or self.gpus_per_worker or self.workers is not None):
-            raise ValueError("execution.address, workers and gpus_per_worker are Ray options: set execution.engine: "
-                             "ray (or --ray on the command line), or remove them")
+        if self.engine == "local" and (self.address is not None or self.gpus_per_worker or self.workers is not None
+                                       or self.threads_per_worker != 1):
+            raise ValueError("execution.address, workers, gpus_per_worker and threads_per_worker are Ray options: set "
+                             "execution.engine: ray (or --ray on the command line), or remove them")
         return self
 
 

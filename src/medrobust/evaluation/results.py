@@ -65,7 +65,7 @@ class Perturbation(_Model):
 class AttackOutcome(_Model):
     """One attack (one epsilon, one source) against the model, on the attack subset."""
 
-    key: str  # e.g. "sia@8/255" or "sia@8/255 from resnet18"
+    key: str  # its label, e.g. "sia@8/255" or "sia@8/255 from resnet18"
     attack: str
     eps: float
     params: dict[str, Any]

@@ -21,7 +21,6 @@ killed at any moment leaves only complete files; a restarted run skips what is t
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 from pathlib import Path
@@ -30,19 +29,7 @@ from typing import Any
 import numpy as np
 
 # The runner, results and the report import the atomic writers from here too.
-from medrobust.atomic_files import atomic_write_bytes, atomic_write_text
-
-
-def save_arrays(path: str | Path, **arrays: Any) -> Path:
-    """Atomically write an .npz of numpy arrays (no pickles: object arrays are refused)."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+from medrobust.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 
 def strict_json(obj: Any, what: str = "value") -> str:
@@ -142,3 +129,13 @@ def model_file_sha256(path: str | os.PathLike[str]) -> str | None:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def cached_json(path: Path, kind, compute):
+    """The pydantic ``kind`` stored at ``path`` (a finished stage's result), or ``compute()``'s,
+    stored there first (atomically, strict JSON)."""
+    if path.is_file():
+        return kind.model_validate(load_json(path))
+    value = compute()
+    save_json(path, value.model_dump())
+    return value

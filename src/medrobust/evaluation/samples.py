@@ -4,26 +4,41 @@ Keys (all arrays, no pickles):
 
 * ``ids`` (k,) str, ``labels`` (k,) int, ``classes`` (K,) str
 * ``original`` (k, H, W) float32 in [0, 1] and ``pred__original`` (k,) int
-* for each attack key A (sanitised by :func:`array_key`): ``adv__A`` (k, H, W) and ``pred__adv__A``
-* for each defense D and image set S (``clean`` or an attack key): ``def__D__S`` and ``pred__def__D__S``
+* for each white-box attack, A its stage folder (:class:`~medrobust.evaluation.stage_keys.StageKey`):
+  ``adv__A`` (k, H, W) and ``pred__adv__A``; ``stage_labels`` / ``stage_folders`` map labels to A
+* for each defense D (its spec made safe) and image set S (``clean`` or an attack's A):
+  ``def__D__S`` and ``pred__def__D__S``
 * Grad-CAM heatmaps in [0, 1]: ``cam__original`` and ``cam__adv__A`` (k, H, W)
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
-from medrobust.evaluation.run_dir import load_arrays, save_arrays
+from medrobust.evaluation.stage_keys import folder_name
+from medrobust.execution.batch_files import load_arrays, save_arrays
 
 SAMPLES_FILE = Path("samples") / "examples.npz"
 
 
-def array_key(name: str) -> str:
-    """A name made safe for an .npz key: letters, digits, '.', '-' and '_' only."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+def stage_index(folders: dict[str, str]) -> dict[str, np.ndarray]:
+    """The arrays that map each attack's label to its stage folder (``{label: folder}``), stored
+    beside the examples so the report finds an attack's images without rebuilding names."""
+    return {"stage_labels": np.array(list(folders), dtype=str), "stage_folders": np.array(list(folders.values()), dtype=str)}
+
+
+def sample_name(samples: dict[str, np.ndarray], name: str) -> str:
+    """How ``name`` (an attack's label, a defense's spec, ``original`` or ``clean``) is written in
+    the examples' keys: an attack's stage folder from the stored index, else the name made safe
+    (:func:`~medrobust.evaluation.stage_keys.folder_name`; examples written before the index)."""
+    labels = samples.get("stage_labels")
+    if labels is not None:
+        found = np.flatnonzero(labels == name)
+        if len(found):
+            return str(samples["stage_folders"][found[0]])
+    return folder_name(name)
 
 
 def save_samples(run_dir: str | Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -227,71 +227,10 @@ def _main_eps(outcomes: list[AttackOutcome]) -> float:
 def build_scorecard(metrics: RunMetrics) -> Scorecard:
     """The scorecard of a run (see the module docstring), from its metrics alone."""
     bounded = [o for o in metrics.attacks if o.eps > 0]
-    white = [o for o in bounded if o.source == "white-box" and o.attack not in QUERY_ATTACKS]
-    query = [o for o in bounded if o.source == "white-box" and o.attack in QUERY_ATTACKS]
-    transfer: dict[str, list[AttackOutcome]] = {}
-    for o in bounded:
-        if o.source != "white-box":
-            transfer.setdefault(o.source, []).append(o)
     n = int(metrics.data.get("attack_images") or (bounded[0].clean.n if bounded else metrics.baseline.n))
-    rows: list[ThreatRow] = []
-    not_tested: list[str] = []
-
-    def points_of(outcomes: list[AttackOutcome]) -> list[tuple[float, float, str]]:
-        pts = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
-        for o in outcomes:  # the sweeps of these attacks (white-box or query)
-            for p in metrics.eps_sweep.get(o.attack, []):
-                if p.eps <= 0:  # a budget of 0 is the clean accuracy, already the curve's start
-                    continue
-                pts.append((p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)}"))
-        return pts
-
-    for threat, label, outcomes, use_sweeps in [("white-box", "white-box gradient attacker", white, True),
-                                                 ("query", "query-only attacker (Square)", query, True)]:
-        if outcomes:
-            main = _main_eps(outcomes)
-            pts = points_of(outcomes) if use_sweeps else [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
-            strongest = _strongest(outcomes, main)
-            rows.append(_row(threat, label, outcomes[0].clean.accuracy, n, pts, main, strongest, metrics,
-                             detector_keys=[strongest.key] if strongest else []))
-    if not white:
-        not_tested.append("white-box gradient attacker: not tested (no gradient attack ran on the model"
-                          + (": it is a black box)" if not metrics.model.get("differentiable", True) else ")"))
-    if not query:
-        not_tested.append("query-only attacker: not tested (no Square attack configured)")
-    for source, outcomes in transfer.items():
-        main = _main_eps(outcomes)
-        strongest = _strongest(outcomes, main)
-        surrogate = source.removeprefix("transfer from ").strip()
-        rows.append(_row("transfer", f"transfer attacker from {surrogate}", outcomes[0].clean.accuracy, n,
-                         [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
-                         detector_keys=[strongest.key] if strongest else []))
-    if not transfer:
-        not_tested.append("transfer attacker without model access: not tested (no surrogate given)")
-    by_key = {o.key: o for o in metrics.attacks}
+    rows, not_tested = _undefended_rows(metrics, bounded, n)
     for d in metrics.defenses:
-        plain = [(d.non_adaptive_eps[k] if k in d.non_adaptive_eps else by_key[k].eps, acc, k)
-                 for k, acc in d.non_adaptive.items()
-                 if k in d.non_adaptive_eps or (k in by_key and by_key[k].source == "white-box")]
-        plain = [p for p in plain if p[0] > 0]
-        adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else _eps_of(d.adaptive_attack, plain)
-        note = "not assessed through the defense"
-        if plain:
-            main = _main_eps([by_key[k] for _, _, k in plain if k in by_key]) if any(k in by_key for _, _, k in plain) \
-                else adaptive_eps
-            rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
-                             None, metrics, flips_override=note))
-        worst = [(p.eps, p.accuracy, f"adaptive worst case@{eps_label(p.eps)}") for p in d.adaptive_sweep] \
-            or [(adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]
-        adaptive = [*plain, *worst]  # the worst case over the portfolio, at each budget it ran
-        how = "worst case" if d.adaptive_members else d.gradient_mode  # the members: the row's attacks
-        row = _row("adaptive", f"{d.name}, adaptive attacker ({how})", d.clean.accuracy, n, adaptive, adaptive_eps, None,
-                   metrics, flips_override=note)
-        if d.gradient_masking:
-            row.warning = f"{MASKING_WARNING} ({'; '.join(d.gradient_masking)})"
-        elif not d.gradient_masking_assessed:
-            row.warning = MASKING_NOT_ASSESSED
-        rows.append(row)
+        rows += _defense_rows(metrics, d, n)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
     not_tested += _detectors_not_run(metrics)
@@ -313,6 +252,78 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         rows=rows, not_tested=not_tested, overall=overall,
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
         f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255", definitions=DEFINITIONS)
+
+
+def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int) -> tuple[list[ThreatRow], list[str]]:
+    """The white-box, query and transfer rows of the undefended model, and what was not tested."""
+    white = [o for o in bounded if o.source == "white-box" and o.attack not in QUERY_ATTACKS]
+    query = [o for o in bounded if o.source == "white-box" and o.attack in QUERY_ATTACKS]
+    transfer: dict[str, list[AttackOutcome]] = {}
+    for o in bounded:
+        if o.source != "white-box":
+            transfer.setdefault(o.source, []).append(o)
+    rows: list[ThreatRow] = []
+    not_tested: list[str] = []
+
+    def points_of(outcomes: list[AttackOutcome]) -> list[tuple[float, float, str]]:
+        pts = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
+        for o in outcomes:  # the sweeps of these attacks (white-box or query)
+            for p in metrics.eps_sweep.get(o.attack, []):
+                if p.eps <= 0:  # a budget of 0 is the clean accuracy, already the curve's start
+                    continue
+                pts.append((p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)}"))
+        return pts
+
+    for threat, label, outcomes in [("white-box", "white-box gradient attacker", white),
+                                    ("query", "query-only attacker (Square)", query)]:
+        if outcomes:
+            main = _main_eps(outcomes)
+            strongest = _strongest(outcomes, main)
+            rows.append(_row(threat, label, outcomes[0].clean.accuracy, n, points_of(outcomes), main, strongest,
+                             metrics, detector_keys=[strongest.key] if strongest else []))
+    if not white:
+        not_tested.append("white-box gradient attacker: not tested (no gradient attack ran on the model"
+                          + (": it is a black box)" if not metrics.model.get("differentiable", True) else ")"))
+    if not query:
+        not_tested.append("query-only attacker: not tested (no Square attack configured)")
+    for source, outcomes in transfer.items():
+        main = _main_eps(outcomes)
+        strongest = _strongest(outcomes, main)
+        rows.append(_row("transfer", f"transfer attacker from {source}", outcomes[0].clean.accuracy, n,
+                         [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
+                         detector_keys=[strongest.key] if strongest else []))
+    if not transfer:
+        not_tested.append("transfer attacker without model access: not tested (no surrogate given)")
+    return rows, not_tested
+
+
+def _defense_rows(metrics: RunMetrics, d, n: int) -> list[ThreatRow]:
+    """A defense's non-adaptive row (the undefended attacks' images defended, at each budget) and
+    its adaptive row (the portfolio's worst case at each budget, never above the non-adaptive)."""
+    by_key = {o.key: o for o in metrics.attacks}
+    plain = [(d.non_adaptive_eps[k] if k in d.non_adaptive_eps else by_key[k].eps, acc, k)
+             for k, acc in d.non_adaptive.items()
+             if k in d.non_adaptive_eps or (k in by_key and by_key[k].source == "white-box")]
+    plain = [p for p in plain if p[0] > 0]
+    # metrics written before adaptive_eps was recorded: the plain attacks' budget
+    adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else (plain[0][0] if plain else AUC_BUDGET)
+    note = "not assessed through the defense"
+    rows = []
+    if plain:
+        main = _main_eps([by_key[k] for _, _, k in plain if k in by_key]) if any(k in by_key for _, _, k in plain) \
+            else adaptive_eps
+        rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
+                         None, metrics, flips_override=note))
+    worst = [(p.eps, p.accuracy, f"adaptive worst case@{eps_label(p.eps)}") for p in d.adaptive_sweep] \
+        or [(adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]
+    how = "worst case" if d.adaptive_members else d.gradient_mode  # the members: the row's attacks
+    row = _row("adaptive", f"{d.name}, adaptive attacker ({how})", d.clean.accuracy, n, [*plain, *worst], adaptive_eps,
+               None, metrics, flips_override=note)
+    if d.gradient_masking:
+        row.warning = f"{MASKING_WARNING} ({'; '.join(d.gradient_masking)})"
+    elif not d.gradient_masking_assessed:
+        row.warning = MASKING_NOT_ASSESSED
+    return [*rows, row]
 
 
 DETECTOR_NAMES = {"reference": "the study's reference detector (needs the original image)",
@@ -350,17 +361,6 @@ def no_skill(baseline: ClassificationReport) -> str | None:
     return (f"not assessed: clean accuracy {baseline.accuracy:.1%} (95% CI {interval[0]:.1%}-{interval[1]:.1%}, "
             f"{baseline.n} images) is not above the {rate:.1%} of always answering {baseline.classes[majority]}; "
             "a robustness score needs a model that tells the classes apart")
-
-
-def _eps_of(adaptive_key: str, plain: list[tuple[float, float, str]]) -> float:
-    """The budget of the adaptive attack, read from its key (``pgd@8/255``)."""
-    from medrobust.components import parse_number
-
-    budget = adaptive_key.split("@", 1)[1].split()[0] if "@" in adaptive_key else ""
-    try:
-        return parse_number(budget)
-    except ValueError:
-        return plain[0][0] if plain else AUC_BUDGET
 
 
 def write_scorecard(scorecard: Scorecard, run_dir: str | Path) -> Path:

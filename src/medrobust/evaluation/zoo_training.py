@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from medrobust.evaluation.progress import Progress, SilentProgress, report_resumed
+from medrobust.execution.progress import Progress, SilentProgress, report_resumed
 from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.classifier import Classifier
 from medrobust.models.epoch_checkpoint import epoch_checkpoint_path, remove_epoch_checkpoint

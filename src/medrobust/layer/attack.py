@@ -1,7 +1,7 @@
 """``mr.attack``: adversarial images for a model, white-box or transferred from a surrogate,
 with the success rates, the dangerous flips and the size of each perturbation.
 
-Each batch goes through :func:`medrobust.evaluation.crafting.craft_batch`, the function the
+Each batch goes through :func:`medrobust.execution.crafting.craft_batch`, the function the
 runner's attack stages use: the same images, model, attack, seed and batch size give the same
 adversarial images, predictions and success in ``mr.attack`` (``medrobust attack``) and in
 ``mr.evaluate`` (``medrobust evaluate``).
@@ -30,9 +30,8 @@ from medrobust.data.class_names import (
 from medrobust.detection.model_outputs import model_outputs
 from medrobust.evaluation.attack_success import AttackSuccess, attack_success
 from medrobust.evaluation.classification import dangerous_flips
-from medrobust.evaluation.crafting import craft_batch
-from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import DangerousFlip
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.models import load_model
 from medrobust.layer.outputs import OutputNames, write_images
@@ -141,7 +140,8 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     >>> tuple(result.adversarial.shape), bool((result.adversarial - x).abs().max() <= 8 / 255 + 1 / 510)
     ((4, 1, 8, 8), True)
     """
-    from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
+    from medrobust.execution.pixels import from_uint8, quantise_8bit, to_uint8
+    from medrobust.execution.units import CraftUnit, ModelRef, Workbench
 
     atk = attack_to_run(attack, seed=seed, allow_large_eps=allow_large_eps, **params)  # before any model is loaded
     target = load_model(model)
@@ -169,26 +169,28 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     n_total = min(len(data), limit) if limit else len(data)
     start = time.perf_counter()
     done = 0
-    device = target.device
+    bench = Workbench({"model": target, "surrogate": crafter}, target.device)
     with (progress or SilentProgress()).stage(str(atk.name), n_total) as bar:
         for x, y, batch_ids in data.batches(batch_size, limit):
-            y = torch.from_numpy(label_map[y.numpy()])
-            x_adv, adv = craft_batch(atk, crafter, target, x.to(device), y.to(device), seed, done)
+            y = label_map[y.numpy()]
+            x = quantise_8bit(x)  # the stored grid, as evaluate reads its images
+            crafted = bench.execute(CraftUnit(seed=seed, start=done, attack=atk, crafter=ModelRef(
+                "surrogate" if surrogate is not None else "model"), target=ModelRef("model"), clean=to_uint8(x),
+                labels=y, confidence=True))
+            x_adv = from_uint8(crafted["x_adv"])
             clean = model_outputs(target, x)
-            pred_clean, pred_adv = clean.labels, adv.labels
             conf_clean.append(clean.confidence.numpy())
-            conf_adv.append(adv.confidence.numpy())
-            xn, an = x.numpy(), x_adv.numpy()
-            for key, fn in zip(PERTURBATION_MEASURES, (linf_distance, l2_distance, ssim, psnr)):
-                measures[key].append(np.asarray(fn(xn, an), dtype=np.float64))
+            conf_adv.append(crafted["confidence"])
+            for key in PERTURBATION_MEASURES:
+                measures[key].append(np.asarray(crafted[key], dtype=np.float64))
             if names is not None:
                 files += write_images(names, batch_ids, x_adv)
             else:
                 kept.append(x_adv)
             ids += batch_ids
-            y_all.append(y.numpy())
-            clean_all.append(pred_clean.numpy())
-            adv_all.append(pred_adv.numpy())
+            y_all.append(y)
+            clean_all.append(clean.labels.numpy())
+            adv_all.append(crafted["pred"])
             done += len(batch_ids)
             bar.advance(len(batch_ids))
     if not ids:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.outputs import OutputNames, write_images
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medrobust.data.errors import ImageReadError
-from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import Images, open_images
 from medrobust.layer.models import load_model
 
@@ -186,7 +186,7 @@ def _paired_batches(inputs: Images, originals: Images | None, batch_size: int,
 
 
 def _grid(x: torch.Tensor, images: Images) -> torch.Tensor:
-    from medrobust.evaluation.batches import quantise_8bit
+    from medrobust.execution.pixels import quantise_8bit
 
     return quantise_8bit(x) if images.quantise else x
 

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
-from medrobust.evaluation.progress import Progress, SilentProgress
 from medrobust.evaluation.results import RunMetrics
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.presets import PRESETS, preset_settings
 
 IN_MEMORY = "(in memory)"
@@ -56,7 +56,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
 
     The model is loaded first, reported to ``progress`` as the stage ``"model check"``.
     """
-    from medrobust.evaluation.runner import Runner
+    from medrobust.evaluation.runner import run_experiment
     from medrobust.layer.models import check_contract, load_model
 
     contract = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
@@ -117,7 +117,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     config = resolve(loaded)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
                if images is not None and _is_in_memory(images) else None)
-    return Runner(config, progress=progress, restart=restart, model=loaded, dataset=dataset).run()
+    return run_experiment(config, progress=progress, restart=restart, model=loaded, dataset=dataset)
 
 
 def _preset_config(preset: str, model: Any, loaded, images: Any, contract: dict[str, Any], size: int | None,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medrobust.data.dataset import ImageDataset
-from medrobust.evaluation.batches import quantise_8bit
+from medrobust.execution.pixels import quantise_8bit
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None", list[str]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.execution.progress import Progress, SilentProgress
 
 
 def write_phantoms(out: str | Path, per_class: int = 100, size: int = 128, seed: int = 0,

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from medrobust.data.record_ids import printable_path
-from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.models import load_model
 

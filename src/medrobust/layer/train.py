@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medrobust.evaluation.progress import Progress, SilentProgress
+from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 
 

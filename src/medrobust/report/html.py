@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from medrobust import __version__
+from medrobust._version import __version__
 from medrobust.evaluation.per_image_table import PER_IMAGE_FILE
 from medrobust.evaluation.results import METRICS_FILE
 from medrobust.evaluation.run_dir import atomic_write_bytes, atomic_write_text

@@ -18,7 +18,7 @@ import numpy as np
 
 from medrobust.evaluation.classification import decision_name
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, RunMetrics, read_metrics
-from medrobust.evaluation.samples import array_key, load_samples
+from medrobust.evaluation.samples import load_samples, sample_name
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class RunContents:
         return 0 if original is None else int(len(original))
 
     def sample(self, prefix: str, *names: str) -> np.ndarray | None:
-        """``samples[prefix__name1__name2]`` with each name sanitised as the runner does, or ``None``."""
-        key = "__".join([prefix, *(array_key(n) for n in names)])
+        """``samples[prefix__name1__name2]`` with each name as the examples write it, or ``None``."""
+        key = "__".join([prefix, *(sample_name(self.samples, n) for n in names)])
         value = self.samples.get(key)
         if value is None or self.n_samples() == 0 or len(value) != self.n_samples():
             return None
@@ -150,7 +150,7 @@ class RunContents:
         return str(ids[i]) if ids is not None and i < len(ids) else f"#{i}"
 
     def attack_sample_key(self, attack: AttackOutcome) -> str:
-        return "__".join(["adv", array_key(attack.key)])
+        return "__".join(["adv", sample_name(self.samples, attack.key)])
 
     def defense_sample_key(self, defense: DefenseOutcome, image_set: str) -> str:
-        return "__".join(["def", array_key(defense.name), array_key(image_set)])
+        return "__".join(["def", sample_name(self.samples, defense.name), sample_name(self.samples, image_set)])

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from medrobust import __version__
+from medrobust._version import __version__
 from medrobust.service.api import router
 from medrobust.service.incoming_uploads import remove_stale_uploads
 from medrobust.service.limits import ServiceLimits

@@ -1,4 +1,4 @@
-"""Engines: where the runner's units of work (:mod:`medrobust.evaluation.units`) execute.
+"""Engines: where the runner's units of work (:mod:`medrobust.execution.units`) execute.
 
 ``engine.map(units)`` takes ``(batch index, unit)`` pairs — produced lazily, one at a time as
 the engine has room, so only the batches in flight are in memory — and yields
@@ -7,7 +7,7 @@ result to its batch file; engines never touch the run directory.
 
 * :class:`LocalEngine` runs each unit in this process, in order, on the runner's own models.
 * :class:`RayEngine` runs them on Ray actors (``ray.util.ActorPool``). Each actor loads the
-  models once from what the driver shipped (:class:`~medrobust.evaluation.model_shipping.ModelSource`)
+  models once from what the driver shipped (:class:`~medrobust.execution.model_shipping.ModelSource`)
   and keeps them for the whole run. An actor killed mid-unit is restarted by Ray and the unit
   retried (``max_restarts`` / ``max_task_retries``); a unit that raises an error raises it here,
   as it would locally.
@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
-from medrobust.evaluation.model_shipping import ModelSource
-from medrobust.evaluation.units import Unit, Workbench
+from medrobust.execution.model_shipping import ModelSource
+from medrobust.execution.units import Unit, Workbench
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,13 @@ def schedulable_workers(resources: dict, workers: int | None, threads: int, gpus
     return workers or fit
 
 
-def make_engine(execution, bench: Workbench, sources: list[ModelSource] | None, device: str):
-    """The engine ``execution`` (an :class:`~medrobust.evaluation.config.ExecutionConfig`) names."""
+def make_engine(execution, models: dict, device: torch.device, device_setting: str,
+                ship: Callable[[], list[ModelSource]]):
+    """The engine ``execution`` (an :class:`~medrobust.evaluation.config.ExecutionConfig`) names —
+    decided here, once: ``local`` runs units on ``models`` (by name) on ``device``; ``ray`` ships
+    the models (``ship()``: their sources, built only then) to actors that resolve
+    ``device_setting`` themselves, each with ``execution.threads_per_worker`` threads."""
     if execution.engine == "local":
-        return LocalEngine(bench)
-    assert sources is not None
-    return RayEngine(sources, device, execution.address, execution.workers, execution.gpus_per_worker,
-                     threads_per_worker=1)
+        return LocalEngine(Workbench(models, device))
+    return RayEngine(ship(), device_setting, execution.address, execution.workers, execution.gpus_per_worker,
+                     threads_per_worker=execution.threads_per_worker)

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from medrobust.evaluation.progress import report_resumed
-from medrobust.evaluation.run_dir import save_arrays
+from medrobust.execution.batch_files import save_arrays
+from medrobust.execution.progress import report_resumed
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable
     arrives, in any order. ``finish(b, arrays)`` may add driver-side arrays before the write.
     ``required``: keys a finished batch file must hold to be reused.
     """
-    from medrobust.evaluation.units import LOG_KEY, replay_log
+    from medrobust.execution.units import LOG_KEY, replay_log
 
     folder.mkdir(parents=True, exist_ok=True)
     slices = [slice(s, min(n, s + batch_size)) for s in range(0, n, batch_size)]
@@ -129,18 +128,3 @@ def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable
         keys = parts[0].keys() if 0 in parts else next(iter(parts.values())).keys()
         summary = {k: np.concatenate([parts[b][k] for b in range(len(slices))]) for k in keys}
     return StageResult(folder=folder, batches=len(slices), summary=summary)
-
-
-def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] rounded to the 8-bit grey-level grid: what a PNG stores, so what is
-    scored is what a file written from it holds."""
-    return torch.round(x * 255.0) / 255.0
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B, 1, H, W) images in [0, 1] on the 8-bit grid -> (B, H, W) uint8 (exact for 8-bit quantised images)."""
-    return np.rint(x[:, 0].detach().cpu().numpy() * 255.0).astype(np.uint8)
-
-
-def from_uint8(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)

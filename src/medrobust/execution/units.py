@@ -3,12 +3,12 @@
 A unit names the models it needs (:class:`ModelRef`), carries its images as 8-bit arrays and
 the seed of its batch, and returns a dict of numpy arrays — the content of one batch file. It
 holds no model and no open file, so an engine may run it in this process or ship it to a Ray
-actor (:mod:`medrobust.evaluation.engines`); a :class:`Workbench` (the models, loaded once, and
+actor (:mod:`medrobust.execution.engines`); a :class:`Workbench` (the models, loaded once, and
 the device) executes it.
 
 Randomness is a function of the unit alone: before a unit runs, the global torch generator is
 seeded with ``seed + start`` (``start``: the batch's first image in its stream), and attacks draw
-from their own generator seeded the same way (:func:`~medrobust.evaluation.crafting.craft_batch`),
+from their own generator seeded the same way (:func:`~medrobust.execution.crafting.craft_batch`),
 so a batch gives the same result whichever process ran it and in whatever order.
 
 Per-image log lines a unit writes (the detectors' lines) are captured and returned under
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medrobust.evaluation.batches import from_uint8, to_uint8
+from medrobust.execution.pixels import from_uint8, to_uint8
 from medrobust.per_image_log import per_image_log
 
 LOG_KEY = "log"
@@ -140,35 +140,43 @@ class Unit(ABC):
 
 @dataclass
 class CraftUnit(Unit):
-    """Adversarial images of one batch: crafted on ``crafter``, predicted by ``target``.
+    """Adversarial images of one batch: crafted on ``crafter``, predicted by ``target`` — the one
+    way a batch is attacked, by the runner's stages and by ``mr.attack`` alike.
 
-    Returns ``x_adv`` (B, H, W) uint8, ``pred``, and per image the perturbation's L-inf and L2
-    norms, SSIM and PSNR against the clean image, and ``seconds`` (the batch's time)."""
+    ``attack``: a registry name (with ``params``), or an Attack object (a unit run in this
+    process only: an object is not shipped to a cluster). Returns ``x_adv`` (B, H, W) uint8,
+    ``pred``, and per image the perturbation's L-inf and L2 norms, SSIM and PSNR against the
+    clean image, and ``seconds`` (the batch's time); with ``confidence``, also the target's
+    ``confidence`` in its decision on each adversarial image."""
 
-    attack: str = ""
+    attack: Any = ""
     params: dict[str, Any] = field(default_factory=dict)
     allow_large_eps: bool = False
     crafter: ModelRef = ModelRef()
     target: ModelRef = ModelRef()
     clean: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    confidence: bool = False
 
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
         from medrobust.attacks.registry import build_attack
         from medrobust.data.similarity import l2_distance, linf_distance, psnr, ssim
-        from medrobust.evaluation.crafting import craft_batch
+        from medrobust.execution.crafting import craft_batch
 
         t0 = time.perf_counter()
-        attack = build_attack(self.attack, allow_large_eps=self.allow_large_eps, **self.params)
+        attack = (build_attack(self.attack, allow_large_eps=self.allow_large_eps, **self.params)
+                  if isinstance(self.attack, str) else self.attack)
         x = from_uint8(self.clean).to(bench.device)
         y = torch.from_numpy(self.labels).to(bench.device)
         x_adv, outputs = craft_batch(attack, bench.model(self.crafter), bench.model(self.target), x, y, self.seed,
                                      self.start)
         seconds = time.perf_counter() - t0
         xn, an = x.cpu().numpy(), x_adv.numpy()
-        return {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "linf": linf_distance(xn, an),
-                "l2": l2_distance(xn, an), "ssim": ssim(xn, an), "psnr": psnr(xn, an),
-                "seconds": np.array([seconds])}
+        out = {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "linf": linf_distance(xn, an),
+               "l2": l2_distance(xn, an), "ssim": ssim(xn, an), "psnr": psnr(xn, an), "seconds": np.array([seconds])}
+        if self.confidence:
+            out["confidence"] = outputs.confidence.numpy()
+        return out
 
 
 @dataclass

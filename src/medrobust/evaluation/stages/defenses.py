@@ -1,28 +1,81 @@
-"""The defense stages: each preprocessing defense scored honestly.
+"""The defense stage: each preprocessing defense scored honestly.
 
 * its cost: accuracy of the defended model on clean images;
-* non-adaptive: the attacks' images (crafted against the undefended model) through the defense;
+* non-adaptive: the attacks' images (crafted against the undefended model, the sweeps' budgets
+  too) through the defense;
 * adaptive: a portfolio of attackers who know the defense (exact gradients where it has them,
   BPDA and a smooth JPEG where it has none, EOT over its randomness, restarts, Square, transfer;
-  Athalye, Carlini & Wagner 2018), the worst case per image
-  (:mod:`medrobust.evaluation.stage_adaptive`).
+  Athalye, Carlini & Wagner 2018), the worst case per image, at every budget of the grid
+  (:mod:`medrobust.evaluation.stages.adaptive`).
 """
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from medrobust.components import eps_label
-from medrobust.evaluation.batches import StageResult
+from medrobust.evaluation.attack_runs import AttackRun, predict_stage
 from medrobust.evaluation.classification import classification_report
-from medrobust.evaluation.progress import Progress
+from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import DefenseOutcome, SweepPoint
-from medrobust.evaluation.samples import array_key
-from medrobust.evaluation.stage_adaptive import AdaptiveSettings, run_portfolio
-from medrobust.evaluation.stage_attacks import AttackRun, predict_stage
-from medrobust.evaluation.units import ModelRef
+from medrobust.evaluation.stage_keys import attack_key, defense_folder
+from medrobust.evaluation.stages.adaptive import AdaptiveSettings, run_portfolio
+from medrobust.evaluation.stages.attacks import Attacks, run_attack
+from medrobust.execution.progress import Progress
+from medrobust.execution.resumable_stage import StageResult
+from medrobust.execution.units import ModelRef
+
+
+@dataclass
+class Defenses:
+    outcomes: list[DefenseOutcome] = field(default_factory=list)
+    seconds_per_image: dict[str, float] = field(default_factory=dict)
+
+
+def run(ctx: RunContext, attacks: Attacks) -> Defenses:
+    """Every configured defense against the attack stage's images and its adaptive portfolio."""
+    out = Defenses()
+    cfg = ctx.config
+    if not cfg.defenses or not cfg.adaptive.enabled:
+        return out
+    settings = adaptive_settings(ctx, attacks)
+    undefended = undefended_reference(ctx, attacks, settings)
+    for spec in cfg.defenses:
+        t0 = time.perf_counter()
+        out.outcomes.append(defense_outcome(ctx.engine, spec, ctx.labels, ctx.clean_pred, ctx.inputs,
+                                            attacks.white + attacks.sweep, settings, undefended,
+                                            ctx.stages / "defenses", ctx.batch_size, ctx.seed, ctx.classes,
+                                            ctx.progress))  # a progress stage per attack run: counts never overflow
+        out.seconds_per_image[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / ctx.n
+    return out
+
+
+def adaptive_settings(ctx: RunContext, attacks: Attacks) -> AdaptiveSettings:
+    """The configuration's ``adaptive`` section, at the first white-box attack's budget."""
+    adaptive = ctx.config.adaptive
+    eps = attacks.white[0].eps if attacks.white else 8 / 255
+    queries = int(adaptive.params.get("queries", adaptive.square_queries)) if adaptive.attack == "square" \
+        else adaptive.square_queries
+    return AdaptiveSettings(
+        attack=adaptive.attack, params=dict(adaptive.params), eps=eps, portfolio=tuple(adaptive.portfolio),
+        restarts=adaptive.restarts, max_steps=adaptive.max_steps, eot_samples=adaptive.eot_samples,
+        max_eot_samples=adaptive.max_eot_samples, square_queries=queries, masking_eps=adaptive.masking_eps,
+        differentiable_model=ctx.differentiable, eps_sweep=tuple(adaptive.eps_sweep))
+
+
+def undefended_reference(ctx: RunContext, attacks: Attacks, settings: AdaptiveSettings) -> AttackRun:
+    """The adaptive attack on the undefended model at its budget (what a defense's adaptive
+    figure is compared with): a white-box run of the attack stage, or run here."""
+    key = attack_key(settings.attack, settings.eps)
+    plain = next((r for r in attacks.white if r.key == key.label), None)
+    if plain is not None:
+        return plain
+    params = {**settings.params, "seed": ctx.seed, "eps": settings.eps}
+    return run_attack(ctx, key, settings.attack, params, f"{key} (undefended reference)", allow_large_eps=True)
 
 
 def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, inputs: StageResult,
@@ -31,9 +84,9 @@ def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, in
                     progress: Progress | None = None) -> DefenseOutcome:
     """Score one defense, batch by batch (every part resumable): the defended model on the clean
     images (``inputs``), on each white-box attack's images, and under the adaptive portfolio
-    (:mod:`medrobust.evaluation.stage_adaptive`), whose worst case is the adaptive accuracy."""
+    (:mod:`medrobust.evaluation.stages.adaptive`), whose worst case is the adaptive accuracy."""
     defended_ref = ModelRef("model", defense=spec, eot_samples=settings.eot_samples)
-    folder = stage_root / array_key(spec)
+    folder = stage_root / defense_folder(spec)
     n = len(y)
     clean_stage = predict_stage(engine, folder / "clean", defended_ref, inputs, "clean", batch_size, seed, n)
     pred_clean = clean_stage.summary["pred"]
@@ -45,7 +98,8 @@ def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, in
     white_keys = {r.key for r in white_box}
     crafted = [*white_box, *([] if undefended_adaptive.key in white_keys else [undefended_adaptive])]
     for run in crafted:
-        stage = predict_stage(engine, folder / array_key(run.key), defended_ref, run.stage, "x_adv", batch_size, seed, n)
+        stage = predict_stage(engine, folder / run.stage_key.folder, defended_ref, run.stage, "x_adv", batch_size, seed,
+                              n)
         pred = stage.summary["pred"]
         transfer.setdefault(_budget(run.eps, [settings.eps, *settings.eps_sweep]), {})[run.key] = pred
         if run.key not in white_keys:

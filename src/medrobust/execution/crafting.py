@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from medrobust.detection.model_outputs import ModelOutputs, model_outputs
-from medrobust.evaluation.batches import quantise_8bit
+from medrobust.execution.pixels import quantise_8bit
 
 
 def craft_batch(attack, crafter: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,

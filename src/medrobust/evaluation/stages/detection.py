@@ -1,4 +1,5 @@
-"""The detection stage: both detectors on the same clean, attacked and benign-changed images.
+"""The detection stage: both detectors (each when configured) on the same clean, attacked and
+benign-changed images.
 
 Negatives are the clean attack-subset images *and* their benign changes (JPEG q90 re-encode,
 re-windowing, resize round trip, 1-grey-level noise) — what a real pipeline feeds a detector
@@ -16,6 +17,7 @@ et al.'s cross-fitting; the same idea as a k-fold cross-validated threshold).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,12 +25,85 @@ from pathlib import Path
 import numpy as np
 
 from medrobust.detection.benign import BENIGN_CHANGES
-from medrobust.evaluation.batches import StageResult, run_stage
+from medrobust.evaluation.attack_runs import AttackRun
+from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import DetectorOutcome
-from medrobust.evaluation.stage_attacks import AttackRun
-from medrobust.evaluation.units import DetectUnit, ScoreUnit
+from medrobust.evaluation.run_data import first_readable
+from medrobust.evaluation.run_dir import cached_json
+from medrobust.evaluation.stages.attacks import Attacks
+from medrobust.execution.resumable_stage import StageResult, run_stage
+from medrobust.execution.units import DetectUnit, ScoreUnit
+
+log = logging.getLogger(__name__)
 
 MAX_LOG_LINES = 12
+
+
+def run(ctx: RunContext, attacks: Attacks) -> list[DetectorOutcome]:
+    """Each configured detector on the white-box attacks' images (none without one); each
+    detector's outcome is kept as ``stages/detection-NAME.json`` once computed."""
+    cfg = ctx.config.detectors
+    white = attacks.white
+    if not white or not (cfg.runs_reference or cfg.runs_squeeze):
+        return []
+    out = []
+    if cfg.runs_reference:
+        out.append(cached_json(ctx.stages / "detection-reference.json", DetectorOutcome,
+                               lambda: reference_outcome(ctx, white)))
+    if cfg.runs_squeeze:
+        out.append(cached_json(ctx.stages / "detection-squeeze.json", DetectorOutcome,
+                               lambda: squeeze_outcome(ctx, white)))
+    return out
+
+
+def reference_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcome:
+    """The study's detector, comparing each image with its original (fixed thresholds)."""
+    from medrobust.detection.reference import ReferenceDetector
+
+    ref = ctx.config.detectors.reference
+    assert ref is not None
+    det = ReferenceDetector(ref.ssim_threshold, ref.confidence_drop, ref.mean_abs_threshold)
+    with ctx.progress.stage("detector reference", ctx.n) as bar:
+        stage = detection_stage(ctx.engine, ctx.stages / "detection" / "reference", det, True, ctx.inputs, white,
+                                ctx.batch_size, ctx.seed, advance=bar.advance)
+    return detector_outcome("reference", det, stage, white)
+
+
+def squeeze_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcome:
+    """The squeeze detector, calibrated to its target false-alarm rate on clean images none of
+    which it judges: a calibration folder, the validation split, or (when the test set is all
+    there is) cross-fitted over the test images' folds."""
+    from medrobust.detection.squeeze import SqueezeDetector
+
+    sq = ctx.config.detectors.squeeze
+    assert sq is not None
+    det = SqueezeDetector(sq.squeezers, target_fpr=sq.target_fpr)
+    thresholds, per_fold = None, None
+    if sq.calibration or "val" in ctx.parts:
+        from medrobust.data.sources import clean_image_folder
+
+        source = clean_image_folder(sq.calibration, size=ctx.config.data.size) if sq.calibration else ctx.parts["val"]
+        clean = first_readable(source, sq.calibration_images, ctx.batch_size, ctx.skipped,
+                               "calibrate the squeeze detector on")
+        det.fit(ctx.model, clean)
+        note = (f"{len(clean)} clean images in {sq.calibration} (none of them tested)" if sq.calibration
+                else f"{len(clean)} clean validation images (none of them tested)")
+    else:
+        scores = clean_scores_stage(ctx.engine, ctx.stages / "detection" / "squeeze-clean-scores", det, ctx.inputs,
+                                    ctx.batch_size, ctx.seed)
+        folds = cross_fit_folds(ctx.n, sq.folds, ctx.seed)
+        thresholds, per_fold = fold_thresholds(scores, folds, lambda s: float(det.calibrate(s, quiet=True).threshold))
+        note = (f"{len(folds)}-fold cross-fitting over the {ctx.n} clean test images: each image is judged "
+                "with a threshold calibrated on the other folds, never on itself")
+        log.info("squeeze detector: no images besides the test set, so %s", note)
+        if ctx.n - max(map(len, folds)) < 1.0 / sq.target_fpr:
+            log.warning("squeeze detector: about %d clean images per calibration are few for a %.1f%% "
+                        "false-alarm target; each threshold is the largest clean score of its folds",
+                        ctx.n - max(map(len, folds)), 100 * sq.target_fpr)
+    with ctx.progress.stage("detector squeeze", ctx.n) as bar:
+        stage = detection_stage(ctx.engine, ctx.stages / "detection" / "squeeze", det, False, ctx.inputs, white,
+                                ctx.batch_size, ctx.seed, thresholds, bar.advance)
+    return detector_outcome("squeeze", det, stage, white, per_fold, note)
 
 
 def _roc(clean_scores: np.ndarray, attacked: np.ndarray) -> tuple[float, dict[str, list[float]]]:
@@ -64,7 +139,7 @@ def fold_thresholds(scores: np.ndarray, folds: Sequence[np.ndarray],
 def detection_stage(engine, folder: Path, detector, needs_reference: bool, inputs: StageResult,
                     attacks: list[AttackRun], batch_size: int, seed: int, thresholds: np.ndarray | None = None,
                     advance=None) -> StageResult:
-    """:class:`~medrobust.evaluation.units.DetectUnit` over the attack subset, batch by batch."""
+    """:class:`~medrobust.execution.units.DetectUnit` over the attack subset, batch by batch."""
     ids = inputs.summary["ids"]
     n = len(ids)
     sets = DetectUnit.sets([run.key for run in attacks])

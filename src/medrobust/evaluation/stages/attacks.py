@@ -1,0 +1,113 @@
+"""The attack stage: every configured attack white-box on the model, transferred from each
+surrogate, and its epsilon sweep. Each (attack, budget, source) is a resumable batched stage
+(:func:`~medrobust.evaluation.attack_runs.run_attack_stage`) named by its
+:func:`~medrobust.evaluation.stage_keys.attack_key`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medrobust.evaluation.attack_runs import AttackRun, attack_eps, run_attack_stage
+from medrobust.evaluation.attack_success import attack_success
+from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
+from medrobust.evaluation.context import RunContext
+from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint
+from medrobust.evaluation.stage_keys import StageKey, attack_key
+from medrobust.execution.units import ModelRef
+
+
+@dataclass
+class Attacks:
+    """The attack stage's runs and outcomes. ``white``: each attack on the model at its main
+    budget; ``sweep``: the sweeps' other budgets; ``transferred``: crafted on each surrogate."""
+
+    white: list[AttackRun] = field(default_factory=list)
+    sweep: list[AttackRun] = field(default_factory=list)
+    transferred: list[AttackRun] = field(default_factory=list)
+    outcomes: list[AttackOutcome] = field(default_factory=list)
+    sweeps: dict[str, list[SweepPoint]] = field(default_factory=dict)
+    seconds_per_image: dict[str, float] = field(default_factory=dict)
+
+
+def run_attack(ctx: RunContext, key: StageKey, name: str, params: dict, title: str, crafter: str = "model",
+               allow_large_eps: bool = False) -> AttackRun:
+    """One attack on the attack subset, crafted on ``crafter`` and scored on the model, with its
+    own progress stage (``title``)."""
+    with ctx.progress.stage(title, ctx.n) as bar:
+        return run_attack_stage(ctx.engine, ctx.stages / "attacks", key, name, params, ModelRef(crafter),
+                                ModelRef("model"), ctx.inputs, ctx.batch_size, ctx.seed, bar.advance, allow_large_eps,
+                                source="white-box" if crafter == "model" else crafter)
+
+
+def run(ctx: RunContext) -> Attacks:
+    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets."""
+    out = Attacks()
+    for acfg in ctx.config.attacks:
+        params = {**acfg.params, "seed": acfg.params.get("seed", ctx.seed)}
+        eps = attack_eps(acfg.name, params)
+        key = attack_key(acfg.name, eps)
+        run_ = None
+        if acfg.white_box:
+            t0 = time.perf_counter()
+            run_ = run_attack(ctx, key, acfg.name, params, f"{key} white-box", allow_large_eps=acfg.allow_large_eps)
+            out.seconds_per_image[f"attack {key}"] = (time.perf_counter() - t0) / ctx.n
+            out.white.append(run_)
+            out.outcomes.append(attack_outcome(run_, ctx))
+        if acfg.transfer:
+            for name in ctx.surrogates:
+                tkey = attack_key(acfg.name, eps, crafted_on=name)
+                trun = run_attack(ctx, tkey, acfg.name, params, str(tkey), crafter=name,
+                                  allow_large_eps=acfg.allow_large_eps)
+                out.transferred.append(trun)
+                out.outcomes.append(attack_outcome(trun, ctx))
+        if acfg.eps_sweep and run_ is not None:
+            runs = []
+            for e in acfg.eps_sweep:
+                if abs(e - eps) < 1e-9:
+                    runs.append(run_)
+                    continue
+                skey = attack_key(acfg.name, e)
+                runs.append(run_attack(ctx, skey, acfg.name, {**params, "eps": e}, f"{skey} sweep",
+                                       allow_large_eps=acfg.allow_large_eps))
+                out.sweep.append(runs[-1])
+            out.sweeps[acfg.name] = sweep_points(runs, ctx.labels)
+    return out
+
+
+def attack_outcome(run: AttackRun, ctx: RunContext) -> AttackOutcome:
+    """Everything the report says about one attack run."""
+    return outcome_of(run, ctx.labels, ctx.clean_pred, ctx.classes, ctx.plan.normal, ctx.plan.emergency)
+
+
+def outcome_of(run: AttackRun, y: np.ndarray, clean_pred: np.ndarray, classes: list[str], normal: int | None,
+               emergency: Sequence[int] = ()) -> AttackOutcome:
+    """:func:`attack_outcome` from its parts. ``normal``: the normal class's index (None: dangerous
+    flips not assessed); ``emergency``: the emergency findings' indices."""
+    clean = classification_report(y, clean_pred, classes)
+    adv = classification_report(y, run.pred, classes)
+    success = attack_success(y, clean_pred, run.pred)
+    summary = run.stage.summary
+    psnr_values = summary["psnr"]
+    finite = psnr_values[np.isfinite(psnr_values)]
+    return AttackOutcome(
+        key=run.key, attack=run.name, eps=run.eps,
+        params={k: str(v) for k, v in run.params.items()}, source=run.source, clean=clean, adversarial=adv,
+        success_rate_all=success.success_rate_all, success_rate_correct=success.success_rate_correct,
+        n_correct_before=success.n_correct_before, accuracy_drop_pp=accuracy_drop_pp(clean, adv),
+        dangerous_flips=dangerous_flips(y, clean_pred, run.pred, classes, normal, emergency),
+        perturbation=Perturbation(
+            linf_mean=float(summary["linf"].mean()), linf_max=float(summary["linf"].max()),
+            l2_mean=float(summary["l2"].mean()), ssim_mean=float(summary["ssim"].mean()),
+            psnr_mean_db=float(finite.mean()) if len(finite) else None,
+        ),
+        seconds_per_image=run.seconds / max(1, len(y)),
+    )
+
+
+def sweep_points(runs: list[AttackRun], y: np.ndarray) -> list[SweepPoint]:
+    return sorted((SweepPoint(eps=r.eps, accuracy=float((r.pred == y).mean())) for r in runs), key=lambda p: p.eps)
+
