@@ -280,6 +280,10 @@ class ArrayImageDataset(ImageDataset):
         classes: the class names, in label order.
         size: as :class:`ImageDataset`. Default None.
 
+    Shape:
+        - images: (N, H, W), uint8, uint16 or float.
+        - ``dataset[i]``: image (1, H, W) float32 in [0, 1] (resized when ``size`` is set).
+
     Raises:
         ValueError: ``images`` is not 3-D, or its length differs from the records'.
 
@@ -326,6 +330,10 @@ class FileImageDataset(ImageDataset):
         size: as :class:`ImageDataset`. Default None.
         max_pixels: the largest width x height read (checked from the header before decoding).
             Default None: :data:`medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`.
+
+    Shape:
+        - ``dataset[i]``: image (1, H, W) float32 in [0, 1], colour files reduced to grey
+          (resized when ``size`` is set).
 
     Raises:
         ValueError: a record has no path.
