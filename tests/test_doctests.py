@@ -1,12 +1,12 @@
 """The docstring examples run: ``doctest`` over every module of the public packages.
 
-Each module of medrobust.attacks, medrobust.defenses, medrobust.detection, medrobust.models and
-the public layer (medrobust.layer) (found with ``pkgutil``, so a new module is picked up by itself), plus medrobust.components, is
-one test case; a module whose import needs an optional dependency that is not installed is
-skipped with the reason. A last test counts the examples, so the suite cannot pass with the
-examples gone. The examples use a tiny model and 32 px images; they run on one torch thread
-(tiny tensors gain nothing from more, and on a busy machine several threads wait on each other)
-with the global random state restored afterwards.
+Each module of medrobust.attacks, medrobust.defenses, medrobust.detection, medrobust.data,
+medrobust.models and the public layer (medrobust.layer) (found with ``pkgutil``, so a new module is
+picked up by itself), plus medrobust.components, is one test case; a module whose import needs an
+optional dependency that is not installed is skipped with the reason. A last test counts the
+examples, so the suite cannot pass with the examples gone. The examples use a tiny model and 32 px
+images; they run on one torch thread (tiny tensors gain nothing from more, and on a busy machine
+several threads wait on each other) with the global random state restored afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from types import ModuleType
 import pytest
 import torch
 
-PACKAGES = ("medrobust.attacks", "medrobust.defenses", "medrobust.detection", "medrobust.models", "medrobust.layer")
+PACKAGES = ("medrobust.attacks", "medrobust.defenses", "medrobust.detection", "medrobust.data", "medrobust.models",
+            "medrobust.layer")
 EXTRA_MODULES = ("medrobust.components",)
 OPTIONAL_DEPENDENCIES = {"keras", "onnx", "onnxruntime", "tensorflow", "jax", "ray"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE

@@ -31,10 +31,10 @@ alone, as the probe would consume its draws.
 
 On DenseNet121 all 121 batch norms go: 59 folded into the convolution before them, 61 into the
 one after (their ReLUs' shifts stay), the last one (``norm5``, before the head's ReLU) frozen.
-Measured (one CPU thread, channels-last, input gradient of 80 images at 64 px): 0.86-0.90x of
-the time without the rewrite (``benchmarks/bench_sia.py``'s ``no_fold`` ablation). Numerics: the
-same maths with the floating-point operations in another order (the folded weights are rounded
-once), so gradients differ from the unfolded model's by float rounding.
+The time it saves is measured by ``benchmarks/bench_sia.py``'s ``no_fold`` ablation (dated
+figures in ``benchmarks/README.md``). Numerics: the same maths with the floating-point operations
+in another order (the folded weights are rounded once), so gradients differ from the unfolded
+model's by float rounding.
 """
 
 from __future__ import annotations

@@ -83,10 +83,6 @@ class BlockShuffle(Attack):
     no gradient, the model is not consulted), reported with its SSIM to the original in
     :attr:`last_ssim`. See the module docstring for the exact procedure.
 
-    Parameters: ``blocks`` per side (3: a 3 x 3 grid); ``shuffle`` the block order;
-    ``rotate_prob`` / ``distort_prob`` per block; ``distort_strength`` the largest affine
-    coefficient of a warp; ``seed``; ``quantize_bits`` (None: keep floats).
-
     Source: the study ("Assessing CNN Robustness in Medical Imaging Systems: Adversarial
     Threats and Defensive Measures", 2025), which describes this block rearrangement beside
     SIA (Wang et al., ICCV 2023). With ``b = blocks`` and the image cut into b x b equal tiles
@@ -94,15 +90,30 @@ class BlockShuffle(Attack):
     (``shuffle``), ``R_j`` a random rotation with probability ``rotate_prob``, ``W_j`` a small
     random affine warp with probability ``distort_prob``.
 
-    Defaults: ``blocks = 3`` (SIA's s = 3 of the paper and the study), ``shuffle = True``,
-    ``rotate_prob = 0.5``, ``distort_prob = 0.0``, ``distort_strength = 0.1`` (medrobust's
-    choices: the study gives no numbers), ``seed = 0``, ``quantize_bits = 8``.
+    Args:
+        blocks: b, blocks per side (a b x b grid), at least 1 and at most the image's shorter
+            side. Default 3 (SIA's s = 3 of the paper and the study).
+        shuffle: put the blocks back in a random order. Default True.
+        rotate_prob: probability, per block, of a rotation (90, 180 or 270 degrees for square
+            blocks, 180 otherwise), in [0, 1]. Default 0.5.
+        distort_prob: probability, per block, of a small random affine warp, in [0, 1].
+            Default 0.0.
+        distort_strength: s, the largest affine coefficient of a warp, in the block's normalised
+            coordinates; in [0, 0.5]. Default 0.1.
+        seed: seed of the ``torch.Generator`` when the call is given none. Default 0.
+        quantize_bits: bit depth the result is rounded to. Default 8; None keeps floats.
 
-    Shapes: ``x`` (B, C, H, W) float in [0, 1] with H, W >= ``blocks``; ``model`` and ``y`` are
-    accepted for the common calling convention and not used. Returns the same shape and dtype.
-    After a call: ``last_ssim`` (B,) SSIM to the original; ``last_permutation`` (B, N) the
-    source block of each output block (row-major); ``last_rotation`` (B, N) quarter turns
-    applied to each output block; ``last_distorted`` (B, N) bool.
+    The defaults of ``shuffle``, the probabilities and the strength are medrobust's choices: the
+    study gives no numbers.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1] with H, W >= ``blocks``; ``model`` and ``y`` are
+          accepted for the common calling convention and not used.
+        - Output: (B, C, H, W), ``x``'s dtype, in [0, 1].
+        - After a call (with N = ``blocks**2``): :attr:`last_ssim` (B,) float32 SSIM to the
+          original; :attr:`last_permutation` (B, N) int64, the source block of each output block
+          (row-major); :attr:`last_rotation` (B, N) int64, quarter turns applied to each output
+          block; :attr:`last_distorted` (B, N) bool. All on the CPU.
 
     Example:
 
@@ -172,7 +183,16 @@ class BlockShuffle(Attack):
         return out
 
     def rearrange(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The rearranged batch (no SSIM); every random draw comes from ``generator``."""
+        """The rearranged batch, without the SSIM report; what :meth:`perturb` calls.
+
+        Args:
+            x: (B, C, H, W) images in [0, 1], H and W at least ``blocks``.
+            generator: the random stream, on ``x``'s device; every draw comes from it.
+
+        Returns:
+            (B, C, H, W) rearranged images, ``x``'s dtype, in [0, 1]; also sets
+            :attr:`last_permutation`, :attr:`last_rotation` and :attr:`last_distorted`.
+        """
         bsz, c, h, w = x.shape
         nb = self.blocks
         bh, bw = h // nb, w // nb

@@ -20,6 +20,17 @@ class Budget:
     ``project`` is ``Clip_{[0,1] and eps-ball around x}``: for L-inf ``min(max(x', x - eps),
     x + eps)`` per pixel, for L2 ``x + delta * min(1, eps / ||delta||_2)`` per image; then [0, 1].
 
+    Args:
+        eps: the radius, in [0, 1] image units (8/255 = 8 grey levels); must be >= 0.
+        norm: ``"linf"`` (per pixel) or ``"l2"`` (per image). Default ``"linf"``.
+
+    Shape:
+        Every method takes batches (B, C, H, W) (any shape with the batch first) and returns
+        the same shape, except :meth:`distance`: (B,).
+
+    Raises:
+        ValueError: ``norm`` is neither ``"linf"`` nor ``"l2"``, or ``eps`` is negative or NaN.
+
     Example:
 
     >>> import torch
@@ -40,7 +51,16 @@ class Budget:
             raise ValueError(f"eps must be non-negative, got {self.eps}")
 
     def random_start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A uniform random point of the ball (L-inf: uniform per pixel; L2: uniform in the ball)."""
+        """A uniform random point of the ball around ``x``, clipped to [0, 1].
+
+        Args:
+            x: (B, C, H, W) clean images in [0, 1].
+            generator: the random stream, on ``x``'s device.
+
+        Returns:
+            (B, C, H, W), ``x``'s dtype: L-inf, ``x + U(-eps, eps)`` per pixel; L2, a point drawn
+            uniformly in the ball per image.
+        """
         if self.norm == "linf":
             delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * self.eps
         else:
@@ -52,14 +72,32 @@ class Budget:
         return (x + delta).clamp(0.0, 1.0)
 
     def step(self, x_adv: torch.Tensor, direction: torch.Tensor, alpha: float) -> torch.Tensor:
-        """One ascent step: ``alpha * sign(direction)`` (L-inf) or ``alpha * direction / ||direction||_2`` (L2)."""
+        """One ascent step, not projected: ``x_adv + alpha * sign(direction)`` (L-inf) or
+        ``x_adv + alpha * direction / ||direction||_2`` per image (L2).
+
+        Args:
+            x_adv: (B, C, H, W) current images.
+            direction: (B, C, H, W) ascent direction (a gradient or a momentum).
+            alpha: step size in [0, 1] image units.
+
+        Returns:
+            (B, C, H, W) stepped images (apply :meth:`project` next).
+        """
         if self.norm == "linf":
             return x_adv + alpha * direction.sign()
         norm = direction.flatten(1).norm(dim=1).clamp_min(1e-12).view(_per_image(direction))
         return x_adv + alpha * direction / norm
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``Clip_{[0,1] and eps-ball around x}(x_adv)``."""
+        """``Clip_{[0,1] and eps-ball around x}(x_adv)``.
+
+        Args:
+            x_adv: (B, C, H, W) candidate images.
+            x: (B, C, H, W) clean images, the centre of the ball.
+
+        Returns:
+            (B, C, H, W) images in [0, 1] within ``eps`` of ``x``.
+        """
         if self.norm == "linf":
             x_adv = torch.minimum(torch.maximum(x_adv, x - self.eps), x + self.eps)
         else:
@@ -70,11 +108,29 @@ class Budget:
         return x_adv.clamp(0.0, 1.0)
 
     def distance(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """(B,) distance in this norm."""
+        """The size of each perturbation in this norm.
+
+        Args:
+            x_adv: (B, C, H, W) perturbed images.
+            x: (B, C, H, W) clean images.
+
+        Returns:
+            (B,) ``max |x_adv - x|`` (L-inf) or ``||x_adv - x||_2`` (L2) per image, in [0, 1] units.
+        """
         delta = (x_adv - x).flatten(1)
         return delta.abs().amax(dim=1) if self.norm == "linf" else delta.norm(dim=1)
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, tol: float = 1e-6) -> bool:
+        """Whether every image of ``x_adv`` lies in [0, 1] and within ``eps`` of ``x``.
+
+        Args:
+            x_adv: (B, C, H, W) perturbed images.
+            x: (B, C, H, W) clean images.
+            tol: slack for float rounding on both tests. Default 1e-6.
+
+        Returns:
+            True when the whole batch is inside (one read from the device).
+        """
         in_range = bool((x_adv >= -tol).all() and (x_adv <= 1 + tol).all())
         return in_range and bool((self.distance(x_adv, x) <= self.eps + tol).all())
 
@@ -83,7 +139,18 @@ def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, budget: Budget, bits: 
     """Round ``x_adv`` to the ``bits``-bit grid (what a PNG or DICOM stores) without leaving
     the budget: each pixel goes to the nearest level inside the L-inf ball (and [0, 1]); for
     L2, pixels whose rounding grows the perturbation are rounded towards the clean value instead
-    when needed. The result reaches a PACS unchanged."""
+    when needed. The result reaches a PACS unchanged.
+
+    Args:
+        x_adv: (B, C, H, W) adversarial images in [0, 1], inside ``budget`` around ``x``.
+        x: (B, C, H, W) clean images.
+        budget: the ball to stay in.
+        bits: bit depth of the grid (levels ``k / (2**bits - 1)``). Default 8.
+
+    Returns:
+        (B, C, H, W), ``x_adv``'s dtype: on the grid (where the ball holds a grid point), in
+        [0, 1] and inside the ball.
+    """
     levels = float(2**bits - 1)
     q = torch.round(x_adv * levels) / levels
     if budget.norm == "linf":

@@ -67,17 +67,27 @@ class Attack(ABC):
     """Base of every attack: ``attack(model, x, y) -> x_adv`` (same shape and dtype, in [0, 1]).
 
     torchattacks' calling convention (Kim, "Torchattacks: A PyTorch Repository for Adversarial
-    Attacks", arXiv 2020): hyper-parameters in the constructor, ``model, x, y`` in the call. The
-    call checks ``x`` (float, (B, C, H, W), in [0, 1]), refuses a black-box model when the
-    attack ``needs_gradients``, runs :meth:`perturb` with the model in eval mode (its mode is
-    restored afterwards) and gradients enabled, and returns a detached tensor of ``x``'s dtype.
+    Attacks", arXiv 2020): hyper-parameters in the constructor, ``model, x, y`` in the call
+    (:meth:`__call__`). The call checks ``x``, refuses a black-box model when the attack
+    ``needs_gradients``, runs :meth:`perturb` with the model in eval mode (its mode is restored
+    afterwards) and gradients enabled, and returns a detached tensor of ``x``'s dtype.
+    Subclasses implement :meth:`perturb`.
 
     ``y`` holds the true labels for an untargeted attack, the target labels for a targeted
-    one: (B,) class indices, or (B, K) 0/1 findings for a multi-label model. Randomness comes
-    only from a ``torch.Generator``: the one passed to the call (on ``x``'s device: every draw
-    is made there), or one seeded with ``seed`` (default 0) on ``x``'s device, so the same seed
-    gives the same result on the same device. ``quantize_bits`` (default 8): round the
-    result to the storage grid (None: keep floats). Subclasses implement :meth:`perturb`.
+    one. Randomness comes only from a ``torch.Generator``: the one passed to the call (on
+    ``x``'s device: every draw is made there), or one seeded with ``seed`` on ``x``'s device, so
+    the same seed gives the same result on the same device.
+
+    Args:
+        seed: seed of the generator built on ``x``'s device when the call is given none.
+            Default 0; a whole number from 0 to 2**32 - 1 when built by name.
+        quantize_bits: bit depth of the storage grid the result is rounded to, inside the
+            budget (default 8: what an 8-bit PNG or a PACS stores); None keeps floats.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1] (C = 1 for radiographs).
+        - y: (B,) int64 class indices, or (B, K) 0/1 findings for a multi-label model.
+        - Output: (B, C, H, W), ``x``'s dtype and device, in [0, 1].
 
     Example (an attack that changes nothing):
 
@@ -101,10 +111,44 @@ class Attack(ABC):
         self.quantize_bits = quantize_bits
 
     def make_generator(self, device: torch.device, seed: int | None = None) -> torch.Generator:
+        """A ``torch.Generator`` on ``device`` seeded with ``seed`` (None: the attack's own ``seed``).
+
+        Args:
+            device: where the images are; every random draw of the attack is made there.
+            seed: the seed; None takes :attr:`seed`.
+
+        Returns:
+            A fresh generator, to pass to :meth:`__call__` (e.g. one per batch).
+        """
         return torch.Generator(device=device).manual_seed(self.seed if seed is None else seed)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
+        """Craft adversarial images for ``x``.
+
+        Args:
+            model: the classifier attacked, an ``nn.Module`` returning logits (a
+                :class:`~medrobust.models.classifier.Classifier` or any module). Put in eval
+                mode for the call, its mode restored afterwards.
+            x: the clean images, float in [0, 1] (checked exactly: no value outside).
+            y: the true labels (untargeted) or the target labels (targeted): class indices, or
+                0/1 findings for a multi-label model.
+            generator: the random stream, on ``x``'s device; None builds one from ``seed``
+                (:meth:`make_generator`).
+
+        Returns:
+            The adversarial images, detached, with ``x``'s shape, dtype and device, in [0, 1].
+
+        Shape:
+            - x: (B, C, H, W) float in [0, 1].
+            - y: (B,) int64, or (B, K) 0/1 for a multi-label model.
+            - Output: (B, C, H, W), same dtype and device as ``x``.
+
+        Raises:
+            ImageBatchError: ``x`` is not a float image batch (B, C, H, W) in [0, 1].
+            NotDifferentiableError: the model is a black box and the attack needs gradients.
+            ValueError: ``generator`` lives on another device than ``x``.
+        """
         if self.needs_gradients:
             require_gradients(model, f"the {self.name} attack")
         check_image_batch(x, f"the {self.name} attack", unit_range=True, tolerance=0.0)
@@ -119,31 +163,62 @@ class Attack(ABC):
 
     @abstractmethod
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Craft the adversarial batch (called in eval mode with gradients enabled)."""
+        """Craft the adversarial batch; what a subclass implements. Called by :meth:`__call__`
+        in eval mode with gradients enabled, on a checked, detached ``x``.
+
+        Args:
+            model: the classifier attacked.
+            x: (B, C, H, W) clean images in [0, 1].
+            y: (B,) labels or (B, K) findings, as in :meth:`__call__`.
+            generator: the random stream, on ``x``'s device; the only source of randomness.
+
+        Returns:
+            (B, C, H, W) adversarial images in [0, 1] (cast to ``x``'s dtype by the caller).
+        """
 
     def describe(self) -> dict[str, object]:
-        """The attack's settings, for run records."""
+        """The attack's settings, for run records.
+
+        Returns:
+            ``{"name": ..., setting: value, ...}``: the name and every public attribute.
+        """
         return {"name": self.name, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 
 
 class IterativeAttack(Attack):
-    """The engine. ``eps`` budget in ``norm``, ``steps`` iterations of size ``alpha``
-    (default ``eps / steps``), momentum ``mu`` (0: plain iterative FGSM/PGD), optional random
-    start, targeted or untargeted; final image quantised to ``quantize_bits`` (None: keep floats).
-
-    ``findings`` (multi-label models): names of the findings to flip; untargeted then means
-    "push each named finding away from its true value", and the others are left alone.
+    """The engine: ``steps`` signed-gradient (or momentum) steps of size ``alpha``, projected onto
+    the ``eps``-ball in ``norm`` and [0, 1], then rounded to the storage grid inside the ball.
 
     The loop is the module docstring's (after TransferAttack's structure, Wang et al.): MI-FGSM
     (Dong et al., CVPR 2018) when ``mu > 0``, I-FGSM / PGD (Kurakin et al., ICLR 2017 workshop;
-    Madry et al., ICLR 2018) when ``mu = 0``. Defaults: ``eps = 8/255``, ``steps = 10``,
-    ``alpha = eps / steps``, ``norm = "linf"``, ``mu = 0``, no random start, untargeted,
-    ``seed = 0``, ``quantize_bits = 8``. Attacks subclass it and override the hooks (``init``,
-    ``transformed_batches``, ``loss``, ``gradient``, ``accumulate``); :class:`SIA` overrides
-    only ``transformed_batches`` (:class:`~medrobust.attacks.sia.SIA`).
+    Madry et al., ICLR 2018) when ``mu = 0``. Attacks subclass it and override the hooks
+    (``init``, ``transformed_batches``, ``loss``, ``gradient``, ``accumulate``); :class:`SIA`
+    overrides only ``transformed_batches`` (:class:`~medrobust.attacks.sia.SIA`).
 
-    Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels or (B, K) 0/1
-    findings. Returns ``x_adv`` of the same shape and dtype, in [0, 1], within ``eps`` of ``x``.
+    Args:
+        eps: the budget, in units of the stored image ([0, 1]: 8/255 is 8 grey levels of an 8-bit
+            image); the radius of the L-inf or L2 ball. Default 8/255; must be >= 0 (above
+            64/255 refused by :func:`~medrobust.attacks.registry.build_attack` unless allowed).
+        steps: iterations T, at least 1. Default 10.
+        alpha: step size in the same units as ``eps``. Default None: ``eps / steps``.
+        norm: ``"linf"`` (sign steps, per-pixel clip) or ``"l2"`` (normalised steps, per-image
+            projection). Default ``"linf"``.
+        mu: momentum decay (Dong et al.); 0 gives plain iterative FGSM / PGD. Default 0.
+        random_start: start from a uniform random point of the ball instead of ``x``. Default False.
+        targeted: descend the loss towards ``y`` (then the targets) instead of ascending it away
+            from the true labels. Default False.
+        findings: for a multi-label model, the names of the findings to flip (untargeted: push
+            each named finding away from its true value, leave the others alone). Default None:
+            every finding, through the model's own loss.
+        seed: seed of the generator built when the call is given none (the random start's and a
+            subclass's draws, e.g. SIA's copies). Default 0.
+        quantize_bits: storage bit depth the result is rounded to, inside the ball (skipped with
+            a warning when ``eps`` is below one grey level). Default 8; None keeps floats.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - y: (B,) int64 labels, or (B, K) 0/1 findings for a multi-label model.
+        - Output: (B, C, H, W), ``x``'s dtype, in [0, 1] and within ``eps`` of ``x``.
 
     Example:
 
@@ -185,6 +260,7 @@ class IterativeAttack(Attack):
 
     @property
     def budget(self) -> Budget:
+        """The ball the attack stays in: ``Budget(eps, norm)``."""
         return Budget(self.eps, self.norm)
 
     _execution: GradientExecution = GradientExecution()
@@ -212,6 +288,7 @@ class IterativeAttack(Attack):
 
     @property
     def n_copies(self) -> int:
+        """Transformed copies per image the gradient is averaged over (1 here; SIA's ``n_copies``)."""
         return 1
 
     def loss(self, model: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

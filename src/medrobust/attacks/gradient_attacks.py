@@ -21,17 +21,24 @@ class FGSM(IterativeAttack):
     with ``norm="l2"`` the step is ``eps * grad / ||grad||_2``. ``J`` is the model's own loss
     (cross-entropy for softmax, binary cross-entropy for binary/multilabel outputs).
 
-    Defaults: ``eps = 8/255`` (8 grey levels of the stored image; the common L-inf benchmark
-    budget, as in torchattacks and RobustBench), ``norm = "linf"``, untargeted, ``seed = 0``
-    (FGSM draws no random numbers), ``quantize_bits = 8`` (medrobust: the result is what an
-    8-bit PNG or PACS stores). ``findings``: for a multilabel model, the findings to flip.
+    Args:
+        eps: the budget in [0, 1] image units, also the step size. Default 8/255 (8 grey levels
+            of the stored image; the common L-inf benchmark budget, as in torchattacks and
+            RobustBench); >= 0.
+        norm: ``"linf"`` or ``"l2"``. Default ``"linf"``.
+        targeted: step towards ``y`` (then the targets). Default False.
+        findings: for a multilabel model, the names of the findings to flip. Default None (all).
+        seed: kept for the common interface; FGSM draws no random numbers. Default 0.
+        quantize_bits: storage bit depth the result is rounded to inside the ball (medrobust: the
+            result is what an 8-bit PNG or PACS stores). Default 8; None keeps floats.
 
-    Shapes: ``model`` a differentiable classifier (a
-    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
-    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
-    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
-    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
-    the ball (None: keep floats).
+    Shape:
+        - model: a differentiable classifier (a :class:`~medrobust.models.classifier.Classifier`
+          or any ``nn.Module`` returning logits).
+        - x: (B, C, H, W) float in [0, 1].
+        - y: (B,) int64 true labels (the targets when ``targeted``; (B, K) 0/1 findings for a
+          multilabel model).
+        - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1] and within ``eps`` of ``x``.
 
     Example:
 
@@ -68,17 +75,27 @@ class PGD(IterativeAttack):
     for t = 0..steps-1 (targeted: descend ``J`` towards ``y``; ``norm="l2"``: normalised
     gradient steps and a uniform start in the L2 ball).
 
-    Defaults: ``eps = 8/255`` (the common L-inf benchmark budget), ``steps = 10``, ``alpha =
-    eps / 4`` (2/255 at 8/255, torchattacks' default), ``random_start = True`` (the paper's),
-    ``seed = 0`` (the random start comes from a ``torch.Generator`` seeded with it, so the
-    same seed gives the same result), ``quantize_bits = 8``.
+    Args:
+        eps: the budget in [0, 1] image units. Default 8/255 (the common L-inf benchmark
+            budget); >= 0.
+        steps: iterations, at least 1. Default 10.
+        alpha: step size. Default None: ``eps / 4`` (2/255 at 8/255, torchattacks' default).
+        norm: ``"linf"`` or ``"l2"``. Default ``"linf"``.
+        random_start: start from a uniform point of the ball. Default True (the paper's).
+        targeted: descend towards ``y`` (then the targets). Default False.
+        findings: for a multilabel model, the names of the findings to flip. Default None (all).
+        seed: seed of the random start's ``torch.Generator`` when the call is given none, so the
+            same seed gives the same result. Default 0.
+        quantize_bits: storage bit depth the result is rounded to inside the ball. Default 8;
+            None keeps floats.
 
-    Shapes: ``model`` a differentiable classifier (a
-    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
-    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
-    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
-    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
-    the ball (None: keep floats).
+    Shape:
+        - model: a differentiable classifier (a :class:`~medrobust.models.classifier.Classifier`
+          or any ``nn.Module`` returning logits).
+        - x: (B, C, H, W) float in [0, 1].
+        - y: (B,) int64 true labels (the targets when ``targeted``; (B, K) 0/1 findings for a
+          multilabel model).
+        - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1] and within ``eps`` of ``x``.
 
     Example:
 
@@ -113,15 +130,25 @@ class MIFGSM(IterativeAttack):
         g_{t+1} = mu * g_t + grad_x J(f(x_t), y) / ||grad_x J(f(x_t), y)||_1
         x_{t+1} = Clip_{[0,1] and eps-ball around x}(x_t + alpha * sign(g_{t+1}))
 
-    Defaults: ``steps = 10`` and ``mu = 1.0`` (the paper's); ``eps = 8/255`` (the common L-inf
-    benchmark budget; the paper used 16/255 on ImageNet); ``quantize_bits = 8``. No randomness.
+    Args:
+        eps: the budget in [0, 1] image units. Default 8/255 (the common L-inf benchmark budget;
+            the paper used 16/255 on ImageNet); >= 0.
+        steps: iterations T, at least 1; the step size is ``eps / T``. Default 10 (the paper's).
+        mu: momentum decay. Default 1.0 (the paper's).
+        norm: ``"linf"`` or ``"l2"``. Default ``"linf"``.
+        targeted: descend towards ``y`` (then the targets). Default False.
+        findings: for a multilabel model, the names of the findings to flip. Default None (all).
+        seed: kept for the common interface; MI-FGSM draws no random numbers. Default 0.
+        quantize_bits: storage bit depth the result is rounded to inside the ball. Default 8;
+            None keeps floats.
 
-    Shapes: ``model`` a differentiable classifier (a
-    :class:`~medrobust.models.classifier.Classifier` or any ``nn.Module`` returning logits);
-    ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 true labels (the targets when
-    ``targeted``; (B, K) 0/1 findings for a multilabel model). Returns ``x_adv``, same shape and
-    dtype, in [0, 1] and within ``eps`` of ``x``, rounded to the ``quantize_bits`` grid inside
-    the ball (None: keep floats).
+    Shape:
+        - model: a differentiable classifier (a :class:`~medrobust.models.classifier.Classifier`
+          or any ``nn.Module`` returning logits).
+        - x: (B, C, H, W) float in [0, 1].
+        - y: (B,) int64 true labels (the targets when ``targeted``; (B, K) 0/1 findings for a
+          multilabel model).
+        - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1] and within ``eps`` of ``x``.
 
     Example:
 

@@ -11,7 +11,8 @@ way, by default:
    channels-last input (:func:`medrobust.models.classifier.network_memory_format`), and the
    convolutions carry that layout through the network. Nothing in the user's model changes:
    ``model.to(memory_format=...)`` would rewrite its parameters in place, and the network runs as
-   fast with its weights in their own layout (measured, same speed within noise).
+   fast with its weights in their own layout (``benchmarks/bench_sia.py``'s ``channels_last``
+   variant: no faster).
 2. **Passes of bounded size**: on the CPU the copies go through the model in passes of about
    :data:`PIXELS_PER_PASS` network-input pixels (128 images at 64 px, 16 at 224 px), and the
    gradients of the passes are gathered before one backward pass through the copies'
@@ -32,11 +33,11 @@ way, by default:
    (``torch.autograd.grad(loss, x)``), so autograd computes no weight gradient, and the folded
    layers' parameters are frozen copies. Switching the user's parameters to
    ``requires_grad=False`` for the attack as well (``freeze_parameters=True``, restored
-   afterwards) measured 0.99-1.0x, no gain, so it is off by default (its ablation in the bench).
+   afterwards) measured no faster, so it is off by default (the bench's ``with_freeze`` ablation).
 
-What it does not do: ``torch.compile`` (on this CPU the first call of DenseNet121's forward and
-backward took 160 s with a cold cache, for a steady-state gain of about 12% over channels-last:
-it would pay only over hours of attacks, and tests and short runs must never pay it); bfloat16
+What it does not do: ``torch.compile`` (on the CPU its first call compiles DenseNet121's forward
+and backward for minutes with a cold cache, for a modest steady-state gain over channels-last: it
+would pay only over hours of attacks, and tests and short runs must never pay it); bfloat16
 (it changes the adversarial images: opt-in elsewhere, never here); repeating the grey channel
 and normalising once per image rather than once per copy (impossible for SIA, whose copies are
 built on the stored image and clipped to [0, 1], and under 0.5% of a step anyway).
@@ -49,8 +50,9 @@ DenseNet121 whose gradients are noise), and a pixel whose accumulated gradient i
 take the other sign in a step. :meth:`GradientExecution.plain` is the plain path, for
 comparisons.
 
-Measured (``benchmarks/bench_sia.py``, one CPU thread, DenseNet121, SIA with N = 20 copies of a
-batch of 4): see :class:`medrobust.attacks.sia.SIA` for the whole-attack ratios.
+How much each part saves, and the whole attack's speed-up, is measured by
+``benchmarks/bench_sia.py`` (its ablations switch each part off); the dated figures are in
+``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -70,11 +72,8 @@ from medrobust.models.device import channels_last_is_faster
 PIXELS_PER_PASS = 2**19
 """Network-input pixels per forward/backward pass on the CPU when the pass size is automatic
 (128 images at 64 px), but never fewer than :data:`MIN_IMAGES_PER_PASS` images (16 at 224 px).
-Measured on DenseNet121 (one thread, SIA's input gradient with channels-last and folded batch
-norms; glibc's default malloc / with ``MALLOC_MMAP_THRESHOLD_`` raised as the ``medrobust``
-command runs): 80 copies at 224 px in passes of 16-20 took 0.68-0.78x / 0.75-0.81x the time of
-one pass of 80, passes of 40 1.03x / 0.80x, of 10 0.73x / 0.87x; 320 copies at 64 px in passes
-of 107 (three) took 0.79x / 0.88x of one pass of 320, of 160 0.90x / 0.91x, of 40 0.84x / 0.99x."""
+Chosen from DenseNet121's timings at several pass sizes, with either allocator setting
+(``benchmarks/bench_sia.py``; the figures are in ``benchmarks/README.md``, "Pass size")."""
 
 MIN_IMAGES_PER_PASS = 16
 """Below 16 images, PyTorch runs a 1 x 1 convolution on one CPU thread with its native kernel
@@ -85,17 +84,23 @@ NCHW: passes at least this large keep every convolution on oneDNN."""
 @dataclass(frozen=True)
 class GradientExecution:
     """How :class:`~medrobust.attacks.engine.IterativeAttack` runs the model for its input gradients
-    (see the module docstring); speed only, the same maths.
+    (see the module docstring); speed only, the same maths. Set it on an attack with
+    ``attack.execution = GradientExecution(...)``.
 
-    ``channels_last``: give the network channels-last inputs (None: where
-    :func:`~medrobust.models.device.channels_last_is_faster`, i.e. on the CPU);
-    ``freeze_parameters``: parameters' ``requires_grad`` off during the attack (restored after;
-    off by default: measured no faster);
-    ``images_per_pass``: images per forward/backward pass of the model (None: automatic, about
-    :data:`PIXELS_PER_PASS` network pixels and at least :data:`MIN_IMAGES_PER_PASS` images per
-    pass on the CPU, all at once elsewhere; 0: all at once); ``fold_batch_norm``: batch norms
-    folded into the convolutions next to them, the others frozen, for the attack's duration
-    (:mod:`medrobust.attacks.batch_norm_folding`; None: on the CPU).
+    Args:
+        channels_last: give the network channels-last inputs. Default None: where
+            :func:`~medrobust.models.device.channels_last_is_faster`, i.e. on the CPU.
+        freeze_parameters: turn the parameters' ``requires_grad`` off during the attack
+            (restored after). Default False: measured no faster.
+        images_per_pass: images per forward/backward pass of the model; 0: all at once. Default
+            None: automatic, about :data:`PIXELS_PER_PASS` network pixels and at least
+            :data:`MIN_IMAGES_PER_PASS` images per pass on the CPU, all at once elsewhere.
+        fold_batch_norm: fold batch norms into the convolutions next to them and freeze the
+            others for the attack's duration (:mod:`medrobust.attacks.batch_norm_folding`).
+            Default None: on the CPU.
+
+    Raises:
+        ValueError: ``images_per_pass`` is negative.
 
     Example:
 

@@ -20,24 +20,71 @@ attacks register when :mod:`medrobust.attacks` (whose ``__init__`` imports them)
 
 
 def list_attacks(pattern: str = "*") -> list[str]:
-    """Registered attack names matching a shell-style ``pattern``, sorted."""
+    """Registered attack names matching a shell-style ``pattern``, sorted.
+
+    Args:
+        pattern: a glob such as ``"*gsm"``. Default ``"*"``: every attack.
+
+    Returns:
+        The matching names, e.g. ``['block-shuffle', 'fgsm', 'mifgsm', 'pgd', 'sia', 'square']``.
+    """
     return _ATTACKS.names(pattern)
 
 
 def attack_parameters(name: str) -> dict[str, tuple[Any, Any]]:
-    """``{parameter: (type, default)}`` of attack ``name``'s constructor."""
+    """The parameters attack ``name`` accepts, read from its constructor's signature.
+
+    Args:
+        name: a registered attack name (``"pgd"``).
+
+    Returns:
+        ``{parameter: (type annotation, default)}``, in signature order; e.g. for ``"pgd"``
+        ``"eps"`` maps to ``(float, 8/255)``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the known names).
+    """
     return _ATTACKS.parameters(name)
 
 
 def parse_attack_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``"sia:eps=8/255,n_copies=10"`` -> ("sia", {"eps": "8/255", "n_copies": "10"})."""
+    """Split a spec into its name and its raw parameters (not converted yet).
+
+    Args:
+        spec: ``name`` or ``name:key=value,...``; dashes in keys become underscores.
+
+    Returns:
+        ``(name, {key: value string})``.
+
+    Raises:
+        ValueError: a parameter is not ``key=value``.
+
+    Example:
+
+    >>> parse_attack_spec("sia:eps=8/255,n-copies=10")
+    ('sia', {'eps': '8/255', 'n_copies': '10'})
+    """
     return parse_spec(spec, "attack")
 
 
 def build_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> Attack:
     """Build an attack from a name or ``name:key=value,...`` plus keyword parameters (which win).
 
-    An L-inf budget above :data:`MAX_EPS` (64/255) is refused unless ``allow_large_eps``.
+    Values given as strings are converted to the constructor's declared types (numbers accept
+    fractions such as ``8/255``; booleans ``true/false/1/0``; lists are ``;``-separated).
+
+    Args:
+        spec: ``"pgd"`` or ``"pgd:eps=8/255,steps=20"``; see :func:`list_attacks` for the names.
+        allow_large_eps: build an L-inf budget above :data:`MAX_EPS` (64/255), beyond which the
+            result is a visibly different image rather than a perturbation. Default False.
+        **params: constructor parameters; they override the spec's.
+
+    Returns:
+        The attack, ready to call as ``attack(model, x, y)``.
+
+    Raises:
+        ValueError: an unknown name or parameter, a value that does not convert or is out of
+            range, or an L-inf ``eps`` above 64/255 without ``allow_large_eps``.
 
     Example:
 

@@ -45,40 +45,51 @@ class SIA(IterativeAttack):
     independently drawn transform to each block (:mod:`medrobust.attacks.sit`). The result is a
     bounded additive perturbation; the block transforms only shape the gradient.
 
-    Defaults (the paper's official ones, which the study used): ``eps = 16/255``, ``steps =
-    10`` (``alpha = 1.6/255``), ``mu = 1.0``, ``blocks = 3``, ``n_copies = 20``, ``ops =
-    "paper"``; medrobust's own: ``seed = 0`` (every random draw comes from a
-    ``torch.Generator`` seeded with it), ``quantize_bits = 8`` (the storage grid).
-
-    ``blocks``: s (an s x s grid of blocks per copy); ``ops``: the SIT operations, a preset
-    (``"paper"``: the authors' 10; ``"transferattack"``: TransferAttack's 7) or a ``;``-separated
-    list of names (e.g. ``"vertical_flip;scale"``); ``copies_per_batch``: how many copies are
-    built and go through the model together (bounds memory; None: all ``n_copies``; on the CPU
-    the engine also splits them into passes of bounded size, see below). The copies' randomness
-    is drawn for all ``n_copies`` before any is built, so micro-batching changes only the
-    floating-point summation order of the gradient, not the copies. Each copy of each image
-    draws its own cut points and operations (the reference code draws them once per batch).
-    By name: ``build_attack("sia:eps=8/255,n_copies=20,ops=transferattack")``.
+    Each copy of each image draws its own cut points and operations (the reference code draws
+    them once per batch). The copies' randomness is drawn for all ``n_copies`` before any is
+    built, so micro-batching (``copies_per_batch``) changes only the floating-point summation
+    order of the gradient, not the copies. By name:
+    ``build_attack("sia:eps=8/255,n_copies=20,ops=transferattack")``.
 
     Speed: the engine's default path (:mod:`medrobust.attacks.gradient_pass`) runs the model, on
     the CPU, with channels-last activations, in passes of about 2^19 network pixels and at least
     16 images (128 copies at 64 px, 16 at 224 px; the copies' gradients are gathered, then sent
     back through the transform once) and with its batch norms folded into its convolutions for the
     attack's duration (the user's modules are put back afterwards). Same algorithm, same random
-    plan: only the order of floating-point operations changes (trained DenseNet121, 64 px, 4
-    images: 0.16% of the pixels differ from the plain path's result, where a near-zero gradient
-    took the other sign). Measured with ``benchmarks/bench_sia.py`` (DenseNet121, eps 16/255,
-    N = 20, default path against the reference loop / the eager bound), whole attacks: at 64 px
-    (10 steps, 16 images, trained checkpoint, 2 threads) 2.35x / 2.03x faster, the same success
-    (100% vs 100% of 64 correctly classified phantoms; one thread, 4 images: 1.54x / 1.53x, 97.1%
-    vs 97.1%); at 224 px (2 steps, 4 images, 2 threads) 2.25x / 2.75x, and at 10 steps the same
-    success (96.9% vs 96.9% of 32 correctly classified phantoms, a checkpoint trained at 224 px).
+    plan: only the order of floating-point operations changes, so a pixel whose gradient is near
+    zero may take the other sign. The speed-ups over the reference code's loops and the attack
+    success of both are measured by ``benchmarks/bench_sia.py``; its dated figures are in
+    ``benchmarks/README.md``.
 
-    Shapes: ``x`` (B, C, H, W) float in [0, 1]; ``y`` (B,) int64 labels (targets when
-    ``targeted``; (B, K) 0/1 findings for a multilabel model); ``model`` differentiable. Returns
-    ``x_adv`` of the same shape and dtype, in [0, 1], within ``eps`` of ``x``. Each step runs the
-    model on ``n_copies * B`` images (in micro-batches of ``copies_per_batch * B``, and on the CPU
-    in passes of bounded size).
+    Args:
+        eps: the L-inf budget in [0, 1] image units. Default 16/255 (the paper's official value,
+            which the study used); >= 0.
+        steps: iterations T, at least 1; the step size is ``alpha = eps / T`` (1.6/255 at the
+            defaults). Default 10 (the paper's).
+        mu: momentum decay. Default 1.0 (the paper's).
+        blocks: s, the copies' grid of s x s blocks; at least 1. Default 3 (the paper's).
+        n_copies: N, SIT copies the gradient is averaged over per step; at least 1. Default 20
+            (the paper's).
+        ops: the SIT operations, a preset (``"paper"``: the authors' 10; ``"transferattack"``:
+            TransferAttack's 7) or a ``;``-separated list of names (e.g.
+            ``"vertical_flip;scale"``) or a sequence of names. Default ``"paper"``.
+        copies_per_batch: copies built and run through the model together (bounds memory; on
+            the CPU the engine also splits them into passes of bounded size). At least 1.
+            Default None: all ``n_copies``.
+        targeted: descend towards ``y`` (then the targets). Default False.
+        findings: for a multilabel model, the names of the findings to flip. Default None (all).
+        seed: seed of the ``torch.Generator`` every random draw comes from when the call is given
+            none (medrobust's addition). Default 0.
+        quantize_bits: storage bit depth the result is rounded to inside the ball. Default 8;
+            None keeps floats.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1]; ``model`` differentiable.
+        - y: (B,) int64 labels (targets when ``targeted``; (B, K) 0/1 findings for a multilabel
+          model).
+        - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1], within ``eps`` of ``x``.
+          Each step runs the model on ``n_copies * B`` images (in micro-batches of
+          ``copies_per_batch * B``, and on the CPU in passes of bounded size).
 
     Example:
 

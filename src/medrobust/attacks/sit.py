@@ -69,14 +69,40 @@ def _default_generator(x: torch.Tensor, generator: torch.Generator | None) -> to
 def structure_invariant_copies(x: torch.Tensor, n_copies: int = 20, blocks: int = 3,
                                ops: str | Sequence[str] = PAPER_OPS,
                                generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n_copies`` independent SIT copies of each image of ``x`` (B, C, H, W) in [0, 1], all built
-    at once: (n_copies * B, C, H, W), copy-major (``out[k * B + i]`` is copy ``k`` of image ``i``),
-    same dtype and device, differentiable w.r.t. ``x``.
+    """``n_copies`` independent SIT copies of each image of ``x``, all built at once.
 
     Each copy of each image draws its own ``blocks x blocks`` cut points, operations and
     parameters (the reference draws cut points and operations once per batch). All randomness
-    comes from ``generator`` (None: a fresh one seeded 0 on ``x``'s device); the same seed gives
-    bit-identical copies on the CPU.
+    comes from ``generator``; the same seed gives bit-identical copies on the CPU.
+
+    Args:
+        x: the images, float in [0, 1].
+        n_copies: copies per image, at least 1. Default 20 (the paper's N).
+        blocks: s, cut points per side (an s x s grid), from 1 to the image's shorter side.
+            Default 3 (the paper's).
+        ops: the operations drawn from per block: a preset name (``"paper"``,
+            ``"transferattack"``), ``;``-separated names, or a sequence of names (duplicates
+            weight the draw); see :mod:`medrobust.attacks.sit_plan` for the operations. Default
+            the paper's 10 (:data:`PAPER_OPS`).
+        generator: the random stream, on ``x``'s device. Default None: a fresh one seeded 0 there.
+
+    Returns:
+        The copies, copy-major (``out[k * B + i]`` is copy ``k`` of image ``i``), same dtype and
+        device as ``x``, differentiable with respect to ``x``.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (n_copies * B, C, H, W).
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> copies = structure_invariant_copies(x, n_copies=5, generator=torch.Generator().manual_seed(1))
+    >>> copies.shape, copies.dtype
+    (torch.Size([10, 1, 32, 32]), torch.float32)
+    >>> torch.equal(copies, structure_invariant_copies(x, n_copies=5, generator=torch.Generator().manual_seed(1)))
+    True
     """
     check_image_batch(x, "SIT (structure-invariant transformation)")
     generator = _default_generator(x, generator)
@@ -88,10 +114,25 @@ def structure_invariant_copies(x: torch.Tensor, n_copies: int = 20, blocks: int 
 
 def structure_invariant_transform(x: torch.Tensor, blocks: int = 3, ops: str | Sequence[str] = PAPER_OPS,
                                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """One SIT copy of each image: ``x`` (B, C, H, W) in [0, 1] -> same shape, dtype and device.
+    """One SIT copy of each image (:func:`structure_invariant_copies` with ``n_copies = 1``).
 
     Block ``(i, j)`` of image ``b`` becomes ``op_bij(block)`` with ``op_bij`` drawn uniformly from
-    ``ops`` (a preset name, ``;``-separated names, or a sequence; default the paper's 10
-    operations) at cut points drawn per image. See the module docstring for the operations.
+    ``ops`` at cut points drawn per image (the formula in the module docstring).
+
+    Args:
+        x: the images, float in [0, 1].
+        blocks: s, cut points per side (an s x s grid), from 1 to the image's shorter side.
+            Default 3.
+        ops: a preset name (``"paper"``, ``"transferattack"``), ``;``-separated names, or a
+            sequence of names; see :mod:`medrobust.attacks.sit_plan`. Default the paper's 10.
+        generator: the random stream, on ``x``'s device. Default None: a fresh one seeded 0 there.
+
+    Returns:
+        The transformed images, same shape, dtype and device as ``x``, differentiable with
+        respect to ``x``.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W).
     """
     return structure_invariant_copies(x, 1, blocks, ops, generator)

@@ -84,6 +84,19 @@ def square_p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
     then ``p = p_init`` for ``i' <= 10``, ``p_init / 2`` for ``10 < i' <= 50``, ``/ 4`` up to 200,
     ``/ 8`` up to 500, ``/ 16`` up to 1000, ``/ 32`` up to 2000, ``/ 64`` up to 4000, ``/ 128``
     up to 6000, ``/ 256`` up to 8000 and ``/ 512`` up to 10000.
+
+    Args:
+        p_init: the fraction at the start, in (0, 1].
+        iteration: i, counted from 0.
+        n_iters: N, the iterations of the budget (the attack's ``queries - 1``).
+
+    Returns:
+        p, a fraction in (0, ``p_init``].
+
+    Example:
+
+    >>> square_p_schedule(0.8, 0, 1000), square_p_schedule(0.8, 3, 1000), square_p_schedule(0.8, 999, 1000)
+    (0.8, 0.4, 0.0015625)
     """
     scaled = int(iteration / max(n_iters, 1) * 10000)
     if scaled <= _SCHEDULE_BOUNDS[0]:
@@ -179,19 +192,28 @@ class SquareAttack(Attack):
     boxes (``OnnxClassifier``) as well as on torch models. See the module docstring for the
     algorithm, the losses per output kind and how queries are counted.
 
-    Parameters: ``eps`` the L-inf budget (8/255: 8 grey levels, the common benchmark budget);
-    ``queries`` the most model queries per image, the look at the clean image included (1000,
-    medrobust's default; the paper used 10,000); ``p_init`` the initial fraction of pixels a
-    square covers (0.8, AutoAttack's choice for L-inf; the paper used 0.05 on ImageNet with
-    10,000 queries); ``targeted`` (then ``y`` holds the targets); ``findings`` (multilabel
-    models) the findings to attack; ``batch_size`` images per forward pass (256); ``seed`` (0)
-    for the torch generator; ``quantize_bits`` the storage bit depth (8; None: keep floats).
+    Args:
+        eps: the L-inf budget in [0, 1] image units, > 0. Default 8/255 (8 grey levels, the
+            common benchmark budget).
+        queries: the most model queries per image, the look at the clean image included; at
+            least 1. Default 1000 (medrobust's; the paper used 10,000).
+        p_init: the initial fraction of pixels a square covers, in (0, 1]. Default 0.8
+            (AutoAttack's choice for L-inf; the paper used 0.05 on ImageNet with 10,000 queries).
+        targeted: search towards ``y`` (then the targets). Default False.
+        findings: for a multilabel model, the names of the findings to attack (a list, or one
+            string separated by ``,`` or ``;``). Default None: all.
+        batch_size: images per forward pass, at least 1. Default 256.
+        seed: seed of the ``torch.Generator`` when the call is given none. Default 0.
+        quantize_bits: storage bit depth every candidate is rounded to (inside the ball) before
+            it is queried. Default 8; None keeps floats.
 
-    Shapes: ``x`` (B, C, H, W) float in [0, 1], H and W at least 2; ``y`` (B,) int64 labels
-    ((B, K) 0/1 findings for a multilabel model). Returns ``x_adv`` of the same shape and dtype,
-    in [0, 1], within ``eps`` of ``x``. After a call: ``last_queries`` (B,) int64, queries used
-    per image; ``last_success`` (B,) bool, whether the returned image is adversarial
-    (quantised, as returned).
+    Shape:
+        - x: (B, C, H, W) float in [0, 1], H and W at least 2.
+        - y: (B,) int64 labels ((B, K) 0/1 findings for a multilabel model).
+        - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1], within ``eps`` of ``x``.
+        - After a call: :attr:`last_queries` (B,) int64, queries used per image;
+          :attr:`last_success` (B,) bool, whether the returned image is adversarial (quantised,
+          as returned). Both on the CPU.
 
     Example:
 

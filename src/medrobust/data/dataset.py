@@ -33,9 +33,14 @@ Batch = tuple[torch.Tensor, torch.Tensor, list[str]]
 class ImageRecord:
     """Where one image lives and what it is.
 
-    ``path`` is None for in-memory sources. ``id`` is stable across runs (a path relative to
-    the data root, an NIH ``Image Index``, ``phantom-000123``). ``patient`` groups images of
-    one person so splits can keep a patient on one side.
+    Args:
+        label: the class index into the dataset's ``classes``.
+        id: the image's name, stable across runs (a path relative to the data root, an NIH
+            ``Image Index``, ``phantom-000123``).
+        path: the file. Default None (in-memory sources).
+        split: ``"train"``, ``"val"``, ``"test"`` or None (not assigned). Default None.
+        patient: groups images of one person, so splits can keep a patient on one side.
+            Default None.
     """
 
     label: int
@@ -48,8 +53,20 @@ class ImageRecord:
 class ImageDataset(torch.utils.data.Dataset):
     """Base class: subclasses implement :meth:`read` (one image as an HxW float array in [0, 1]).
 
-    ``size`` (an int or ``(H, W)``) resizes every image with anti-aliasing; None keeps each
-    image's own size (then :meth:`batches` needs equal sizes).
+    Args:
+        records: one :class:`ImageRecord` per image, labels within ``classes``.
+        classes: the class names, in label order.
+        size: the side (an int: square) or ``(H, W)`` every image is resized to, with
+            anti-aliasing. Default None: each image keeps its own size (then :meth:`batches`
+            needs equal sizes).
+
+    Shape:
+        - ``dataset[i]``: ``(image, label, id)`` with ``image`` a (1, H, W) float32 tensor in
+          [0, 1], ``label`` an int, ``id`` a str.
+        - :meth:`batches`, :meth:`load`: images (B, 1, H, W) float32, labels (B,) int64, B ids.
+
+    Raises:
+        ValueError: a record's label is outside ``classes``.
     """
 
     def __init__(
@@ -74,6 +91,17 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        """Image ``index``, resized to ``size`` when set.
+
+        Args:
+            index: 0 to ``len(self) - 1``.
+
+        Returns:
+            ``(image, label, id)``: a (1, H, W) float32 tensor in [0, 1], the class index, the id.
+
+        Raises:
+            ImageReadError: the file cannot be read (:meth:`batches` and :meth:`load` skip it).
+        """
         record = self.records[index]
         image = self.read(index)
         if self.size is not None:
@@ -87,6 +115,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return np.array([r.label for r in self.records], dtype=np.int64)
 
     def class_counts(self) -> dict[str, int]:
+        """Records per class, ``{class name: count}`` in class order (unreadable files included)."""
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, counts)}
 
@@ -125,10 +154,21 @@ class ImageDataset(torch.utils.data.Dataset):
             yield item
 
     def read_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, list[str], list[int]]:
-        """The readable items among ``indices``: ``(images (B,1,H,W), labels (B,), ids, indices kept)``.
+        """The readable items among ``indices``.
 
-        Unreadable ones are logged and recorded in ``skipped`` (as :meth:`iter_valid` does); a
-        batch with none readable gives B = 0 (images of shape (0, 1, 0, 0))."""
+        Unreadable ones are logged and recorded in ``skipped`` (as :meth:`iter_valid` does).
+
+        Args:
+            indices: positions in this dataset.
+
+        Returns:
+            ``(images, labels, ids, kept)``: images (B, 1, H, W) float32 in [0, 1], labels (B,)
+            int64, the B ids and the B indices read; with none readable, B = 0 (images of shape
+            (0, 1, 0, 0)).
+
+        Raises:
+            ValueError: two readable images differ in shape (give the dataset a ``size``).
+        """
         images: list[torch.Tensor] = []
         labels: list[int] = []
         ids: list[str] = []
@@ -149,7 +189,18 @@ class ImageDataset(torch.utils.data.Dataset):
         return x, torch.tensor(labels, dtype=torch.long), ids, kept
 
     def batches(self, batch_size: int = 32) -> Iterator[Batch]:
-        """Yield ``(images (B,1,H,W), labels (B,), ids)`` over readable items, in order."""
+        """Batches of the readable items, in order; unreadable files are skipped and recorded.
+
+        Args:
+            batch_size: images per batch, at least 1 (the last batch may be smaller). Default 32.
+
+        Yields:
+            ``(images, labels, ids)``: images (B, 1, H, W) float32 in [0, 1], labels (B,) int64,
+            B ids.
+
+        Raises:
+            ValueError: ``batch_size`` below 1, or images of different shapes (give a ``size``).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         images: list[torch.Tensor] = []
@@ -168,7 +219,18 @@ class ImageDataset(torch.utils.data.Dataset):
             yield torch.stack(images), torch.tensor(labels, dtype=torch.long), ids
 
     def load(self, batch_size: int = 64) -> Batch:
-        """All readable images at once: ``(images (N,1,H,W), labels (N,), ids)``."""
+        """All readable images at once; unreadable files are skipped and recorded.
+
+        Args:
+            batch_size: images read per batch on the way. Default 64.
+
+        Returns:
+            ``(images, labels, ids)``: images (N, 1, H, W) float32 in [0, 1], labels (N,) int64,
+            N ids.
+
+        Raises:
+            ValueError: no image is readable.
+        """
         xs: list[torch.Tensor] = []
         ys: list[torch.Tensor] = []
         ids: list[str] = []
@@ -209,7 +271,32 @@ class _Subset(ImageDataset):
 
 
 class ArrayImageDataset(ImageDataset):
-    """Images already in memory: an array (N, H, W) of uint8 (0..255), uint16 (0..65535) or float in [0, 1]."""
+    """Images already in memory: an array (N, H, W) of uint8 (0..255), uint16 (0..65535) or float
+    (clipped to [0, 1]).
+
+    Args:
+        images: the (N, H, W) array, one image per record.
+        records: N :class:`ImageRecord` objects (``path`` None).
+        classes: the class names, in label order.
+        size: as :class:`ImageDataset`. Default None.
+
+    Shape:
+        - images: (N, H, W), uint8, uint16 or float.
+        - ``dataset[i]``: image (1, H, W) float32 in [0, 1] (resized when ``size`` is set).
+
+    Raises:
+        ValueError: ``images`` is not 3-D, or its length differs from the records'.
+
+    Example:
+
+    >>> import numpy as np
+    >>> images = np.zeros((2, 8, 8), dtype=np.uint8)
+    >>> records = [ImageRecord(label=0, id="a"), ImageRecord(label=1, id="b")]
+    >>> dataset = ArrayImageDataset(images, records, ["Normal", "Pneumonia"], size=16)
+    >>> image, label, name = dataset[1]
+    >>> image.shape, image.dtype, label, name
+    (torch.Size([1, 16, 16]), torch.float32, 1, 'b')
+    """
 
     def __init__(
         self,
@@ -235,7 +322,22 @@ class ArrayImageDataset(ImageDataset):
 
 
 class FileImageDataset(ImageDataset):
-    """Images read from files (PNG, JPEG, DICOM...) through :func:`medrobust.data.io.read_image`."""
+    """Images read from files (PNG, JPEG, DICOM...) through :func:`medrobust.data.io.read_image`.
+
+    Args:
+        records: one :class:`ImageRecord` per file, each with a ``path``.
+        classes: the class names, in label order.
+        size: as :class:`ImageDataset`. Default None.
+        max_pixels: the largest width x height read (checked from the header before decoding).
+            Default None: :data:`medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`.
+
+    Shape:
+        - ``dataset[i]``: image (1, H, W) float32 in [0, 1], colour files reduced to grey
+          (resized when ``size`` is set).
+
+    Raises:
+        ValueError: a record has no path.
+    """
 
     def __init__(
         self,

@@ -70,10 +70,20 @@ _REEXPORT = "re-export it as an uncompressed DICOM or as a 16-bit PNG"
 
 
 def read_dicom(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
-    """Read a DICOM file as a float32 (H, W) array in [0, 1], bright meaning dense.
+    """Read a DICOM file as a float32 (H, W) array in [0, 1], bright meaning dense (the
+    grayscale pipeline of the module docstring).
 
-    ``max_pixels`` (default :data:`medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`) bounds
-    Rows x Columns and is checked before the pixel data is decoded.
+    Args:
+        path: the DICOM file (any name).
+        max_pixels: the largest Rows x Columns, checked before the pixel data is decoded.
+            Default None: :data:`medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS`.
+
+    Returns:
+        The first frame, (H, W) float32 in [0, 1].
+
+    Raises:
+        ImageReadError: the file cannot be read as a radiograph (one line naming the file, the
+            problem and the fix; pydicom's remarks joined).
     """
     path = Path(path)
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else int(max_pixels)
@@ -190,9 +200,25 @@ def write_dicom(
     unsigned, uncompressed Explicit VR Little Endian. The stored values are chosen so that
     :func:`read_dicom` returns the image within half a quantisation level when no window
     is written: the inverse of ``slope``/``intercept`` (a negative slope flips the stored
-    values) and, for ``monochrome1``, the inverse of the MONOCHROME1 inversion.
-    ``window`` = (center, width), in modality units (after rescale), is written as Window
-    Center/Width and is then applied by readers. Written atomically; returns the path.
+    values) and, for ``monochrome1``, the inverse of the MONOCHROME1 inversion. Written
+    atomically.
+
+    Args:
+        path: the file to write (parent folders are created).
+        image: an (H, W) or (1, H, W) numpy array or torch tensor in [0, 1].
+        bits: stored bits, 1 to 16. Default 12.
+        window: ``(center, width)`` in modality units (after rescale), written as Window
+            Center/Width and then applied by readers. Default None: no window.
+        monochrome1: write MONOCHROME1 (bright stored values are dark). Default False.
+        slope: Rescale Slope, finite and non-zero. Default 1.0 (not written).
+        intercept: Rescale Intercept. Default 0.0 (not written with slope 1).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``bits`` or ``slope`` out of range, or an image that is not (H, W) or
+            (1, H, W), or not finite in [0, 1].
     """
     if not 1 <= bits <= 16:
         raise ValueError(f"bits must be between 1 and 16 for a DICOM image, got {bits}")

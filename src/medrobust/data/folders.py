@@ -49,14 +49,28 @@ def folder_dataset(
     seed: int = 42,
     max_pixels: int | None = None,
 ) -> FileImageDataset:
-    """A :class:`FileImageDataset` over a class-per-folder tree.
+    """A :class:`FileImageDataset` over a class-per-folder tree (either layout of the module
+    docstring).
 
-    ``classes``: None takes the class folders' names, sorted; a list fixes the class order
-    and requires each folder to exist (exact, case-sensitive name), ignoring others.
-    ``split``: (train, val, test) fractions for a stratified split of a flat tree
-    (:func:`~medrobust.data.splits.stratified_split`, seeded); ignored when the tree has
-    split folders. Raises :class:`DataSourceError` for a missing root, a missing class
-    folder or a class folder without images.
+    Args:
+        root: the tree's top folder.
+        classes: None takes the class folders' names, sorted; a list fixes the class order and
+            requires each folder to exist (exact, case-sensitive name), ignoring others.
+            Default None.
+        size: the side or ``(H, W)`` every image is resized to. Default None: own sizes.
+        split: (train, val, test) fractions for a stratified split of a flat tree
+            (:func:`~medrobust.data.splits.stratified_split`, seeded); ignored when the tree has
+            split folders. Default None: no split assigned.
+        seed: the split's seed. Default 42 (the study's).
+        max_pixels: the largest width x height read. Default None: the library's limit.
+
+    Returns:
+        The dataset; records are in sorted file order, ids relative to ``root``, and entries
+        that are not readable files are already listed in ``dataset.skipped``.
+
+    Raises:
+        DataSourceError: a missing root, no class folders, a missing class folder or a class
+            folder without images.
     """
     root = Path(root)
     if not root.is_dir():
@@ -197,7 +211,19 @@ def unlabelled_images(
     folders of the same images (originals, and attacked or defended copies) have the same ids
     and pair up. Hidden entries are skipped; image-named entries that are not readable files
     (broken links, FIFOs), and files given by themselves that do not exist, are listed in
-    ``dataset.skipped``. Every record has label 0 of one class, :data:`UNLABELLED`, split test.
+    ``dataset.skipped``.
+
+    Args:
+        sources: image files and folders.
+        size: the side or ``(H, W)`` every image is resized to. Default None: own sizes.
+        max_pixels: the largest width x height read. Default None: the library's limit.
+
+    Returns:
+        A :class:`FileImageDataset` whose every record has label 0 of one class,
+        :data:`UNLABELLED`, and split ``"test"``.
+
+    Raises:
+        DataSourceError: a source that does not exist, or no image file at all.
     """
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []

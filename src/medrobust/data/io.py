@@ -84,6 +84,13 @@ def is_image_file(path: str | os.PathLike[str], head: Callable[[], bytes] | None
     when the caller has the bytes (an archive member), else they are read from ``path``. Only
     a regular file is opened (a FIFO would block); one that cannot be read is not an image.
     Hidden files are the caller's to skip.
+
+    Args:
+        path: the file.
+        head: returns the file's first bytes when the caller has them. Default None: read them.
+
+    Returns:
+        True for an image file.
     """
     if is_image_name(path):
         return True
@@ -101,13 +108,19 @@ def is_image_file(path: str | os.PathLike[str], head: Callable[[], bytes] | None
 def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as a float32 (H, W) grayscale array in [0, 1].
 
-    ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`) bounds width x height; it is
-    checked from the file header before any pixel is decoded, so an oversized or
-    malicious file costs nothing. Multi-frame files give their first frame.
+    Args:
+        path: a PNG, JPEG or DICOM file (DICOM by suffix or by its marker).
+        max_pixels: bounds width x height; checked from the file header before any pixel is
+            decoded, so an oversized or malicious file costs nothing. Default None:
+            :data:`DEFAULT_MAX_PIXELS`.
 
-    Raises :class:`ImageReadError` for a missing, empty, unreadable, truncated or
-    oversized file, a pixel format that has no faithful [0, 1] mapping, or a decoded image
-    with any pixel that is not a finite number.
+    Returns:
+        The image (the first frame of a multi-frame file), (H, W) float32 in [0, 1].
+
+    Raises:
+        ImageReadError: a missing, empty, unreadable, truncated or oversized file, a pixel
+            format that has no faithful [0, 1] mapping, a decoded image with any pixel that is
+            not a finite number, or an image of one flat value.
     """
     path = Path(path)
     limit = _check_limit(max_pixels)
@@ -126,11 +139,22 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
 def write_png(path: str | os.PathLike[str], image: Any, bits: int = 8) -> Path:
     """Write an image in [0, 1] as a grayscale PNG of ``bits`` (8 or 16) bits per pixel.
 
-    ``image`` is an (H, W) or (1, H, W) numpy array or torch tensor. Values are rounded to
-    the nearest level (``0.502 -> 128`` in 8 bit), not truncated, so a read-back is within
-    half a level of the original. Parent folders are created, and the file is written to a
-    temporary name in the same folder and then renamed, so a crash never leaves a
-    half-written PNG under the final name. Returns the path written.
+    Values are rounded to the nearest level (``0.502 -> 128`` in 8 bit), not truncated, so a
+    read-back is within half a level of the original. Parent folders are created, and the file
+    is written to a temporary name in the same folder and then renamed, so a crash never leaves
+    a half-written PNG under the final name.
+
+    Args:
+        path: the PNG to write.
+        image: an (H, W) or (1, H, W) numpy array or torch tensor in [0, 1].
+        bits: 8 or 16. Default 8.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``bits`` is neither 8 nor 16, or an image that is not (H, W) or (1, H, W),
+            or not finite in [0, 1].
     """
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16 for a PNG, got {bits}")

@@ -37,11 +37,23 @@ def medmnist_dataset(
 ) -> ArrayImageDataset:
     """A MedMNIST split (``"train"``, ``"val"``, ``"test"``) or, with None, all three.
 
-    With ``split=None`` the three parts are concatenated; every record carries its split.
-    Ids are ``<split>-<index>`` (``train-000123``). Class names default to
-    ``class0 .. class{K-1}`` with K = largest label in the file + 1. Raises
-    :class:`DataSourceError` naming the file (and the key) when it is missing, not an
-    npz, lacks a key, or holds multi-label or malformed arrays.
+    Args:
+        npz_path: the MedMNIST ``.npz`` file (opened without pickles).
+        split: ``"train"``, ``"val"`` or ``"test"``. Default None: the three concatenated, every
+            record carrying its split.
+        classes: names for labels 0..K-1, at least K of them. Default None:
+            ``class0 .. class{K-1}`` with K = largest label in the file + 1.
+        size: the side or ``(H, W)`` every image is resized to. Default None: the file's size.
+
+    Returns:
+        An :class:`~medrobust.data.dataset.ArrayImageDataset` (images (1, H, W) float32 in
+        [0, 1]; colour sets reduced to luma), ids ``<split>-<index>`` (``train-000123``).
+
+    Raises:
+        ValueError: ``split`` is not a split name.
+        DataSourceError: the file is missing, not an npz, lacks a key, holds multi-label or
+            malformed arrays, or has fewer class names than labels (the message names the file
+            and the key).
     """
     path = Path(npz_path)
     if split is not None and split not in SPLIT_NAMES:

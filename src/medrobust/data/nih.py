@@ -81,9 +81,17 @@ def finding_for_class(name: str) -> str:
 def read_nih_table(csv_path: str | os.PathLike[str]) -> list[NihRow]:
     """Read the NIH label table (``.csv`` or gzipped) into :class:`NihRow` objects, in file order.
 
-    Raises :class:`DataSourceError` when the file is missing or unreadable or lacks one of
-    ``Image Index``, ``Finding Labels``, ``Patient ID``. Rows too short to hold those
-    columns are skipped with one warning.
+    Rows too short to hold the three columns read are skipped with one warning.
+
+    Args:
+        csv_path: ``Data_Entry_2017.csv`` (or the ``_v2020`` variant, or either gzipped).
+
+    Returns:
+        One :class:`NihRow` per row.
+
+    Raises:
+        DataSourceError: the file is missing or unreadable, or lacks one of ``Image Index``,
+            ``Finding Labels``, ``Patient ID``.
     """
     path = Path(csv_path)
     if not path.is_file():
@@ -164,7 +172,20 @@ def select_nih(
     one, counted over ``rows`` (ties: the earlier class), because the rare class is the
     one short of examples. "No Finding" never co-occurs with a finding in ChestX-ray14.
 
-    ``balance``: down-sample every class to the smallest one (seeded, no copies).
+    Args:
+        rows: the label table (:func:`read_nih_table`).
+        classes: class names, each ``Normal`` or an NIH finding (compared canonically).
+            Default the study's three, :data:`NIH_CLASSES`.
+        single_label_only: see above. Default True.
+        balance: down-sample every class to the smallest one (seeded, no copies). Default False.
+        seed: the balancing's seed. Default 42.
+
+    Returns:
+        ``[(row, class index), ...]`` in table order.
+
+    Raises:
+        DataSourceError: an unknown class, two classes naming one finding, or a class with no
+            image when balancing.
     """
     findings = [finding_for_class(c) for c in classes]
     if len(set(findings)) != len(findings):
@@ -239,9 +260,27 @@ def nih_dataset(
     Rows are selected with :func:`select_nih`; rows whose image is not under
     ``images_dir`` are left out, logged once, and recorded in ``dataset.skipped``;
     balancing (if asked) happens after that, on the images that exist, so the classes
-    really come out equal; then :func:`patient_grouped_split` fills ``record.split``
-    (skipped when ``fractions`` is None). ``record.id`` is the Image Index and
-    ``record.patient`` the Patient ID.
+    really come out equal; then :func:`patient_grouped_split` fills ``record.split``.
+
+    Args:
+        csv_path: the label table (:func:`read_nih_table`).
+        images_dir: the folder of the PNG files (also searched: ``images/`` and
+            ``images_NNN/images/``, the official tarballs' layout).
+        classes: class names (:func:`select_nih`). Default :data:`NIH_CLASSES`.
+        single_label_only: keep only images with exactly one selected finding. Default True.
+        balance: down-sample every class to the smallest. Default False.
+        fractions: (train, val, test) fractions of the patient-grouped split. Default
+            (0.6, 0.2, 0.2) (the study's); None: no split.
+        seed: the seed of the balancing and the split. Default 42.
+        size: the side or ``(H, W)`` every image is resized to. Default None: own sizes.
+        max_pixels: the largest width x height read. Default None: the library's limit.
+
+    Returns:
+        The dataset; ``record.id`` is the Image Index and ``record.patient`` the Patient ID.
+
+    Raises:
+        DataSourceError: the folder or table is missing, no image carries the classes, none
+            of the selected images is there, or a class has no image.
     """
     csv_path, images_dir = Path(csv_path), Path(images_dir)
     if not images_dir.is_dir():

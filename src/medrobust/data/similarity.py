@@ -39,19 +39,44 @@ def _as_stack(images: np.ndarray) -> np.ndarray:
 
 
 def linf_distance(original: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
-    """(N,) max |x' - x| per image, in [0, 1] units."""
+    """The L-infinity distance of each pair.
+
+    Args:
+        original: (N, H, W) or (N, C, H, W) images in [0, 1] (one (H, W) image: N = 1).
+        perturbed: the same shape.
+
+    Returns:
+        (N,) float64 ``max |x' - x|`` per image, in [0, 1] units (colour: of the channel means).
+    """
     d = _as_stack(perturbed) - _as_stack(original)
     return np.abs(d).reshape(len(d), -1).max(axis=1)
 
 
 def l2_distance(original: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
-    """(N,) Euclidean norm of x' - x per image."""
+    """The Euclidean distance of each pair.
+
+    Args:
+        original: (N, H, W) or (N, C, H, W) images in [0, 1].
+        perturbed: the same shape.
+
+    Returns:
+        (N,) float64 ``||x' - x||_2`` per image, in [0, 1] units (colour: of the channel means).
+    """
     d = _as_stack(perturbed) - _as_stack(original)
     return np.sqrt((d.reshape(len(d), -1) ** 2).sum(axis=1))
 
 
 def mean_abs_difference(original: np.ndarray, perturbed: np.ndarray, scale: float = 255.0) -> np.ndarray:
-    """(N,) mean |x' - x| per image on a 0..``scale`` scale (the study's detector uses 0..255)."""
+    """The mean absolute difference of each pair, on a 0..``scale`` scale.
+
+    Args:
+        original: (N, H, W) or (N, C, H, W) images in [0, 1].
+        perturbed: the same shape.
+        scale: the value of 1.0. Default 255.0 (grey levels; the study's detector uses 0..255).
+
+    Returns:
+        (N,) float64 ``mean |x' - x| * scale`` per image.
+    """
     d = _as_stack(perturbed) - _as_stack(original)
     return np.abs(d).reshape(len(d), -1).mean(axis=1) * scale
 
@@ -63,6 +88,24 @@ def ssim(original: np.ndarray, perturbed: np.ndarray, colour: str = "grey") -> n
     ``colour="channels"``: images (N, C, H, W) are compared channel by channel and the
     per-channel SSIMs averaged (scikit-image's ``channel_axis``). The 7 x 7 window shrinks to
     the largest odd size that fits images smaller than 7 pixels; images under 3 x 3 are refused.
+
+    Args:
+        original: (N, H, W) or (N, C, H, W) images in [0, 1] (``"channels"``: (N, C, H, W)).
+        perturbed: the same shape.
+        colour: ``"grey"`` or ``"channels"``. Default ``"grey"``.
+
+    Returns:
+        (N,) float64 SSIM per image, at most 1.
+
+    Raises:
+        ValueError: an unknown ``colour``, different shapes, or images under 3 x 3.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).random((2, 16, 16))
+    >>> ssim(x, x).tolist(), bool(ssim(x, np.clip(x + 0.2, 0, 1))[0] < 1)
+    ([1.0, 1.0], True)
     """
     if colour not in ("grey", "channels"):
         raise ValueError(f"colour must be 'grey' or 'channels', got {colour!r}")
@@ -86,7 +129,15 @@ def ssim(original: np.ndarray, perturbed: np.ndarray, colour: str = "grey") -> n
 
 
 def psnr(original: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
-    """(N,) peak signal-to-noise ratio in dB, ``10 log10(1 / MSE)``; infinite for identical images."""
+    """The peak signal-to-noise ratio of each pair, ``10 log10(1 / MSE)`` (peak 1).
+
+    Args:
+        original: (N, H, W) or (N, C, H, W) images in [0, 1].
+        perturbed: the same shape.
+
+    Returns:
+        (N,) float64 PSNR in dB; infinite for identical images.
+    """
     d = _as_stack(perturbed) - _as_stack(original)
     mse = (d.reshape(len(d), -1) ** 2).mean(axis=1)
     with np.errstate(divide="ignore"):

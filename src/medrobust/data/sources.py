@@ -42,7 +42,35 @@ def open_dataset(
     classes: Sequence[str] | None = None,
     max_pixels: int | None = None,
 ) -> ImageDataset:
-    """The dataset named by ``spec`` (see the module docstring), resized to ``size``."""
+    """The dataset named by ``spec`` (see the module docstring), resized to ``size``.
+
+    Args:
+        spec: ``"phantom"`` (options after a colon: ``per_class``, ``seed``, ``size``), a
+            folder, ``"nih:CSV,IMAGES_DIR"`` or ``"medmnist:FILE.npz"`` (or a bare ``.npz``).
+        size: the side every image is resized to. Default None: own sizes (phantoms: 128 px).
+        fractions: (train, val, test) split fractions. Default (0.6, 0.2, 0.2) (the study's);
+            a folder with split folders and MedMNIST keep their own splits.
+        split_seed: the split's seed. Default 42 (the study's).
+        per_class: phantoms per class, unless the spec says. Default 300.
+        seed: the phantoms' generator seed, unless the spec says. Default 0.
+        classes: class names (folders: the folders to use, in order; NIH: the findings;
+            MedMNIST: names for labels 0..K-1). Default None: the source's own (NIH: the
+            study's three).
+        max_pixels: the largest width x height read from a file. Default None: the library's
+            limit.
+
+    Returns:
+        An :class:`~medrobust.data.dataset.ImageDataset` whose records carry their split.
+
+    Raises:
+        DataSourceError: the spec names no source, or the source cannot be read.
+
+    Example:
+
+    >>> dataset = open_dataset("phantom:per_class=2,size=32")
+    >>> len(dataset), dataset.classes, dataset[0][0].shape
+    (6, ['Normal', 'Pneumonia', 'Pneumothorax'], torch.Size([1, 32, 32]))
+    """
     spec = spec.strip()
     kind, _, rest = spec.partition(":")
     if spec == "phantom" and Path(spec).exists():
@@ -87,7 +115,20 @@ def open_dataset(
 
 def clean_image_folder(root: str | Path, size: int | None = None, max_pixels: int | None = None) -> ImageDataset:
     """Every image under ``root`` (class sub-folders or none), unlabelled: images known to be
-    unattacked, e.g. to calibrate a detector (:func:`~medrobust.data.folders.unlabelled_images`)."""
+    unattacked, e.g. to calibrate a detector (:func:`~medrobust.data.folders.unlabelled_images`).
+
+    Args:
+        root: the folder.
+        size: the side every image is resized to. Default None: own sizes.
+        max_pixels: the largest width x height read. Default None: the library's limit.
+
+    Returns:
+        An :class:`~medrobust.data.dataset.ImageDataset` of one class, every record in split
+        ``"test"``.
+
+    Raises:
+        DataSourceError: the folder is missing or holds no image file.
+    """
     from medrobust.data.folders import unlabelled_images
     from medrobust.data.io import IMAGE_FILES
 

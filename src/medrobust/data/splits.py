@@ -57,7 +57,23 @@ def stratified_split(labels: Sequence | np.ndarray, fractions: Sequence[float] =
 
     Each class is shuffled on its own with one seeded generator and cut by
     :func:`split_counts`, so per class the counts are within one item of the exact share.
-    Returns an array of split names, one per item, in the order of ``labels``.
+
+    Args:
+        labels: one class label per item (any hashable values numpy can sort).
+        fractions: (train, val, test), non-negative, summing to 1. Default (0.6, 0.2, 0.2)
+            (the study's).
+        seed: the numpy generator's seed. Default 42 (the study's).
+
+    Returns:
+        (N,) array of ``"train"``, ``"val"``, ``"test"``, in the order of ``labels``.
+
+    Raises:
+        ValueError: fractions that are not three non-negative numbers summing to 1.
+
+    Example:
+
+    >>> stratified_split([0, 0, 0, 0, 0, 1, 1, 1, 1, 1], (0.6, 0.2, 0.2)).tolist().count("train")
+    6
     """
     labels = np.asarray(labels)
     f = check_fractions(fractions)
@@ -88,6 +104,26 @@ def patient_grouped_split(labels: Sequence | np.ndarray, patients: Sequence | np
     large patients first leaves the many small ones to even out the remainder, so on
     realistic data each split holds within a percentage point or two of its share of
     every class. Cost: O(patients x classes).
+
+    Args:
+        labels: one class label per image, 1-D.
+        patients: one patient id per image, the same length.
+        fractions: (train, val, test), non-negative, summing to 1; a split of fraction 0 gets
+            no patient. Default (0.6, 0.2, 0.2).
+        seed: the numpy generator's seed (the order of equal-sized patients). Default 42.
+
+    Returns:
+        (N,) array of ``"train"``, ``"val"``, ``"test"``, in the order of ``labels``; all the
+        images of a patient share one.
+
+    Raises:
+        ValueError: ``labels`` and ``patients`` differ in shape or are not 1-D, or bad fractions.
+
+    Example:
+
+    >>> splits = patient_grouped_split([0, 0, 1, 1, 0, 1], ["a", "a", "b", "b", "c", "d"], (0.5, 0.0, 0.5))
+    >>> splits[0] == splits[1], splits[2] == splits[3], "val" in splits
+    (True, True, False)
     """
     labels = np.asarray(labels)
     patients = np.asarray(patients)

@@ -19,9 +19,9 @@ Two methods tell the strongest adaptive attacker more (the portfolio of
 defense computing exact gradients where it has them but does not compute them by default (TV's
 unrolled solver), and a defense without gradients may offer ``smooth_approximation(x)``, a
 differentiable function close to it (JPEG's, after Shin & Song 2017) for BPDA with a smooth
-backward pass instead of the identity. Randomness comes only from a
-  ``torch.Generator``: one passed to ``forward``, or the defense's own, built from ``seed`` on
-  first use per device, so the same seed gives the same outputs on the CPU.
+backward pass instead of the identity. Randomness comes only from a ``torch.Generator``: one
+passed to ``forward``, or the defense's own, built from ``seed`` on first use per device, so the
+same seed gives the same outputs on the CPU.
 
 Device: a defense runs where its input is and returns its result there (JPEG alone goes through
 the host: Pillow's codec runs on the CPU). The range check of :meth:`Defense.forward` reads the
@@ -66,11 +66,16 @@ class Defense(nn.Module, ABC):
     The contract follows ART's preprocessors (Nicolae et al., "Adversarial Robustness Toolbox
     v1.0.0", arXiv 2018) and kornia's function/module pairs: ``D: [0, 1]^(B, C, H, W) -> [0,
     1]^(B, C, H, W)``, with ``differentiable`` (autograd through ``D`` is exact; otherwise BPDA,
-    Athalye, Carlini & Wagner, ICML 2018) and ``randomized`` (EOT over draws). Defaults:
-    ``seed = None`` (a random seed; the registered randomized defenses default to 0).
+    Athalye, Carlini & Wagner, ICML 2018) and ``randomized`` (EOT over draws).
 
-    Shapes: ``forward(x)`` takes (B, C, H, W) float in [0, 1] and returns the same shape, dtype
-    and device, in [0, 1].
+    Args:
+        seed: seed of the defense's own random stream (:meth:`generator_for`), mixed with its
+            name. Default None: a random seed (the registered randomized defenses default to 0).
+            Deterministic defenses ignore it.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device as ``x``, in [0, 1].
 
     Example (a defense of one's own, buildable into compositions like the built-in ones):
 
@@ -100,7 +105,14 @@ class Defense(nn.Module, ABC):
     def generator_for(self, device: torch.device | str) -> torch.Generator:
         """This defense's generator on ``device``, built on first use from ``seed`` mixed with the
         defense's name (:func:`stream_seed`; a random seed when ``seed`` is None). Successive calls
-        continue the same stream: each forward pass draws fresh randomness."""
+        continue the same stream: each forward pass draws fresh randomness.
+
+        Args:
+            device: where the images are (``"cpu"``, ``"cuda:0"``, a ``torch.device``).
+
+        Returns:
+            The generator kept for that device.
+        """
         device = torch.device(device)
         key = str(device)
         if key not in self._generators:
@@ -113,7 +125,14 @@ class Defense(nn.Module, ABC):
         return self._generators[key]
 
     def manual_seed(self, seed: int | None) -> "Defense":
-        """Restart the random stream from ``seed`` (all devices). Returns ``self``."""
+        """Restart the random stream from ``seed`` (all devices).
+
+        Args:
+            seed: the new seed; None draws a random one.
+
+        Returns:
+            ``self``, so ``defense.manual_seed(0)(x)`` replays the stream.
+        """
         self.seed = seed
         self._generators.clear()
         return self
@@ -121,9 +140,27 @@ class Defense(nn.Module, ABC):
     # --- the transform ------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
                 check_range: bool = True) -> torch.Tensor:
-        """Apply the defense to a batch; ``generator`` overrides the defense's own randomness (it must
-        live on ``x``'s device). ``check_range=False`` skips the [0, 1] check (a read from the
-        device) for callers that guarantee it; the shape and dtype are always checked."""
+        """Apply the defense to a batch.
+
+        Args:
+            x: the images, float in [0, 1].
+            generator: overrides the defense's own randomness (randomized defenses only); it
+                must live on ``x``'s device. Default None: :meth:`generator_for` ``x``'s device.
+            check_range: check that ``x`` lies in [0, 1] (a read from the device). Default True;
+                False for callers that guarantee it. The shape and dtype are always checked.
+
+        Returns:
+            The defended images, same shape, dtype and device as ``x``, in [0, 1] (an empty
+            batch comes back as a copy).
+
+        Shape:
+            - x: (B, C, H, W) float in [0, 1].
+            - Output: (B, C, H, W).
+
+        Raises:
+            ImageBatchError: ``x`` is not a float image batch (B, C, H, W) (in [0, 1] when
+                ``check_range``).
+        """
         check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
         if x.numel() == 0:
             return x.clone()
@@ -133,7 +170,15 @@ class Defense(nn.Module, ABC):
 
     @abstractmethod
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """The defense proper, on a checked, non-empty batch (every defense implements it)."""
+        """The defense proper, on a checked, non-empty batch (every defense implements it).
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1], B >= 1.
+            generator: the random stream (set when the defense is ``randomized``, else None).
+
+        Returns:
+            (B, C, H, W) defended images, ``x``'s dtype and device, in [0, 1].
+        """
 
     def exact_variant(self) -> "Defense | None":
         """The same defense (same outputs) with exact gradients through autograd, or None when it
@@ -143,7 +188,11 @@ class Defense(nn.Module, ABC):
 
     # --- records ------------------------------------------------------------------------------
     def parameters_dict(self) -> dict[str, object]:
-        """The constructor arguments, read back from the attributes of the same name."""
+        """The constructor arguments, read back from the attributes of the same name.
+
+        Returns:
+            ``{parameter: value}`` in signature order (e.g. ``{"quality": 75, "workers": 1}``).
+        """
         out: dict[str, object] = {}
         for pname, p in inspect.signature(type(self).__init__).parameters.items():
             if pname == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -153,12 +202,21 @@ class Defense(nn.Module, ABC):
         return out
 
     def describe(self) -> dict[str, object]:
-        """Name, flags and settings, for run records and reports."""
+        """Name, flags and settings, for run records and reports.
+
+        Returns:
+            ``{"name", "randomized", "differentiable", parameter: value, ...}``.
+        """
         return {"name": self.name, "randomized": self.randomized, "differentiable": self.differentiable,
                 **self.parameters_dict()}
 
     def spec(self) -> str:
-        """The registry spec that rebuilds this defense, e.g. ``"jpeg:quality=50"``."""
+        """The registry spec that rebuilds this defense.
+
+        Returns:
+            ``name:key=value,...`` (e.g. ``"jpeg:quality=50,workers=1"``), or the bare name when
+            it has no parameters; :func:`~medrobust.defenses.registry.build_defense` takes it.
+        """
         params = ",".join(f"{k}={v}" for k, v in self.parameters_dict().items())
         return f"{self.name}:{params}" if params else self.name
 

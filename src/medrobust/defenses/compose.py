@@ -25,9 +25,20 @@ class Compose(Defense):
     trip (JPEG quality 75 and lambda 0.1 by default; the study used quality 50-80 and lambda 0.1).
 
     A ``generator`` passed to ``forward`` is handed to every randomized member (one stream);
-    without it each member uses its own.
+    without it each member uses its own. The composition is ``randomized`` if any member is,
+    ``differentiable`` only if every member is, and its ``seed`` is its first randomized member's.
 
-    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out.
+    Args:
+        defenses: the members, :class:`~medrobust.defenses.base.Defense` objects, applied in
+            order (build them by name with :func:`~medrobust.defenses.registry.build_defense`).
+            An empty list is the identity, named ``"none"``.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device as ``x``, in [0, 1].
+
+    Raises:
+        TypeError: a member is not a ``Defense``.
 
     Example:
 
@@ -73,8 +84,17 @@ class Compose(Defense):
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
                 check_range: bool = True) -> torch.Tensor:
-        """Apply the members in order; without ``generator`` each randomized member uses its own.
-        ``check_range``: as :meth:`Defense.forward`."""
+        """Apply the members in order.
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1].
+            generator: one stream for every randomized member, on ``x``'s device. Default None:
+                each randomized member uses its own.
+            check_range: as :meth:`Defense.forward`. Default True.
+
+        Returns:
+            (B, C, H, W), same dtype and device as ``x``, in [0, 1].
+        """
         check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
         return x.clone() if x.numel() == 0 else self.transform(x, generator)
 
@@ -84,8 +104,15 @@ class Compose(Defense):
         return x
 
     def manual_seed(self, seed: int | None) -> "Compose":
-        """Seed the randomized members: the i-th gets ``seed + i`` (None: fresh random seeds).
-        ``seed`` becomes the composition's :attr:`seed`."""
+        """Seed the randomized members: the member at position i gets ``seed + i``.
+
+        Args:
+            seed: the base seed; None gives every randomized member a fresh random seed. It
+                becomes the composition's :attr:`seed`.
+
+        Returns:
+            ``self``.
+        """
         self.seed = seed
         for i, d in enumerate(self.members):
             if d.randomized:

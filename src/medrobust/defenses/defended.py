@@ -124,9 +124,8 @@ class DefendedClassifier(Classifier):
     """``classifier(defense(x))`` as a Classifier, with exact, BPDA or automatic gradients and
     EOT for randomized defenses (see the module docstring).
 
-    ``defense``: a :class:`Defense` or a spec such as ``"jpeg+tv"``. ``eot_samples``: gradient
-    draws averaged by the attack engine (default 10 for randomized defenses, else 1).
-    ``.network`` is the inner classifier's network; ``differentiable`` is the inner classifier's.
+    ``.network`` is the inner classifier's network; ``differentiable``, ``classes``, the
+    contract and the output kind are the inner classifier's.
 
     Paper: Athalye, Carlini & Wagner, "Obfuscated Gradients Give a False Sense of Security:
     Circumventing Defenses to Adversarial Examples", ICML 2018. With ``D`` the defense and
@@ -136,11 +135,26 @@ class DefendedClassifier(Classifier):
         BPDA:  grad_x J(f(D(x)), y)  ~  grad_z J(f(z), y) at z = D(x)         (D treated as identity)
         EOT:   grad_x E_r[J(f(D_r(x)), y)]  ~  (1/n) sum_{k=1..n} grad_x J(f(D_{r_k}(x)), y)
 
-    Defaults: ``gradient = "auto"`` (exact where the defense is differentiable, BPDA where it is
-    not, member by member); ``eot_samples = 10`` for randomized defenses (medrobust's choice: a
-    start, raise it for a tighter estimate), 1 otherwise.
+    Args:
+        defense: a :class:`~medrobust.defenses.base.Defense` or a spec such as ``"jpeg+tv"``
+            (:func:`~medrobust.defenses.registry.build_defense`).
+        classifier: the medrobust :class:`~medrobust.models.classifier.Classifier` behind it.
+        gradient: how attacks differentiate through the defense, one of ``"auto"``,
+            ``"exact"``, ``"bpda"``, ``"unrolled"``, ``"smooth"`` (module docstring). Default
+            ``"auto"``: exact where the defense is differentiable, BPDA where it is not, member
+            by member.
+        eot_samples: gradient draws the attack engine averages (EOT), at least 1. Default None:
+            10 for randomized defenses (medrobust's choice: a start, raise it for a tighter
+            estimate), 1 otherwise.
 
-    Shapes: the inner classifier's: (B, C_stored, H, W) float in [0, 1] in, logits (B, K) out.
+    Shape:
+        - x: the inner classifier's input, (B, C_stored, H, W) float in [0, 1].
+        - Output: logits (B, K) (binary: (B, 1)), as the inner classifier's.
+
+    Raises:
+        TypeError: ``classifier`` is not a medrobust ``Classifier``.
+        ValueError: an unknown ``gradient``; ``"exact"`` through a defense without exact
+            gradients; ``eot_samples`` below 1; or a defense spec that does not build.
 
     Example (an adaptive attack through the study's hybrid defense):
 
@@ -186,13 +200,29 @@ class DefendedClassifier(Classifier):
     def defend(self, x: torch.Tensor) -> torch.Tensor:
         """The defended images, with this model's gradient rule. Like a Classifier's forward, it
         checks shape and dtype but not the range (that would read from the device at every
-        attack step); the defenses assume [0, 1]."""
+        attack step); the defenses assume [0, 1].
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1].
+
+        Returns:
+            (B, C, H, W) defended images: the defense's own values in the forward pass, the
+            routes' Jacobians (exact, smooth or identity) in the backward pass.
+        """
         return follow_routes(self.routes, x, check_range=False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier.prepare(self.defend(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the defended images: ``classifier(defense(x))``.
+
+        Args:
+            x: (B, C_stored, H, W) float images in [0, 1] (shape and dtype checked).
+
+        Returns:
+            The inner classifier's logits for the defended images.
+        """
         self.classifier.check_input(x)
         return self.classifier(self.defend(x))
 

@@ -12,8 +12,11 @@ from medrobust.defenses.registry import register_defense
 class Identity(Defense):
     """No defense: returns a copy of the input (the baseline in defense comparisons).
 
-    Registered as ``"none"``; ``D(x) = x``, differentiable; no parameters. Shapes: (B, C, H, W)
-    float in [0, 1] in, the same out.
+    Registered as ``"none"``; ``D(x) = x``, differentiable; no parameters.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), a copy of ``x``.
 
     Example:
 

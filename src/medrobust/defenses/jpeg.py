@@ -5,9 +5,9 @@ A real JPEG round trip through Pillow (libjpeg), as a PACS or a browser would do
 is rounded (not truncated) to 8 bits, ``round(255 x)``, encoded at ``quality`` (Pillow's standard
 IJG quantisation tables scaled by quality, baseline, 4:2:0 chroma subsampling for colour) and
 decoded; the result is ``decoded / 255``. One channel is encoded as a grayscale ("L") JPEG,
-three channels as "RGB". Pillow works one image at a time, so this loops over the batch (at
-about a millisecond per 224 x 224 image); ``workers > 1`` spreads the images over threads
-(libjpeg runs without the GIL).
+three channels as "RGB". Pillow works one image at a time, so this loops over the batch
+(``benchmarks/bench_defenses.py`` measures its rate; figures in ``benchmarks/README.md``);
+``workers > 1`` spreads the images over threads (libjpeg runs without the GIL).
 
 **JPEG runs on the CPU**, whatever the input's device: there is no GPU JPEG codec here. A batch on
 a GPU is rounded to 8 bits there, copied to the host as ``uint8`` (a quarter of the float
@@ -32,8 +32,6 @@ from medrobust.defenses.base import Defense
 from medrobust.defenses.jpeg_quality import check_quality
 from medrobust.defenses.registry import register_defense
 
-"""Pillow's useful quality range (above 95 it disables parts of the compression)."""
-
 
 def _round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
     """Encode one uint8 (H, W) or (H, W, 3) array as JPEG and decode it."""
@@ -46,9 +44,29 @@ def _round_trip(pixels: np.ndarray, quality: int) -> np.ndarray:
 
 
 def jpeg(x: torch.Tensor, quality: int = 75, workers: int = 1) -> torch.Tensor:
-    """JPEG round trip of a batch (B, C, H, W) in [0, 1], C = 1 (grayscale) or 3 (RGB), at
-    ``quality`` 1..95. Returns the same shape, dtype and device; values on the 8-bit grid k / 255.
-    The codec runs on the CPU (Pillow): a batch on a GPU goes to the host as ``uint8`` and back."""
+    """JPEG round trip of a batch: ``Decode(Encode(round(255 x), quality)) / 255`` per image.
+
+    The codec runs on the CPU (Pillow): a batch on a GPU goes to the host as ``uint8`` and back.
+    Not differentiable (computed without autograd).
+
+    Args:
+        x: the images, float in [0, 1]; one channel is coded as a grayscale JPEG, three as RGB
+            (4:2:0 chroma).
+        quality: the JPEG quality, an integer from 1 to 95 (Pillow's useful range: above 95 it
+            disables parts of the compression). Default 75 (Pillow's; the study used 50-80).
+        workers: threads sharing the batch; 1 (or less) codes the images one after another in
+            this thread. The result does not depend on it. Default 1.
+
+    Returns:
+        The decoded images, same shape, dtype and device as ``x``, on the 8-bit grid ``k / 255``.
+
+    Shape:
+        - x: (B, 1, H, W) or (B, 3, H, W) float in [0, 1].
+        - Output: the same shape.
+
+    Raises:
+        ValueError: ``quality`` is out of range, or ``x`` has neither 1 nor 3 channels.
+    """
     check_quality(quality)
     check_image_batch(x, "jpeg")
     if x.shape[1] not in (1, 3):
@@ -88,12 +106,17 @@ class JPEG(Defense):
 
         I_jpeg = Decode(Encode(round(255 x), quality)) / 255
 
-    Default ``quality = 75`` (Pillow's default; the study used 50-80, e.g. 50). ``workers``
-    threads share the batch (does not change the result). Not differentiable: adaptive attacks
-    use BPDA through it. Runs on the CPU (Pillow) and returns on the input's device.
+    Not differentiable: adaptive attacks use BPDA through it (or, with ``gradient="smooth"``,
+    :meth:`smooth_approximation`). Runs on the CPU (Pillow) and returns on the input's device.
 
-    Shapes: (B, 1, H, W) (grayscale JPEG) or (B, 3, H, W) (RGB) float in [0, 1] in; the same
-    shape, dtype and device out, on the 8-bit grid k / 255.
+    Args:
+        quality: the JPEG quality, an integer from 1 to 95. Default 75 (Pillow's default; the
+            study used 50-80, e.g. 50).
+        workers: threads sharing the batch, at least 1 (does not change the result). Default 1.
+
+    Shape:
+        - x: (B, 1, H, W) (grayscale JPEG) or (B, 3, H, W) (RGB) float in [0, 1].
+        - Output: the same shape, dtype and device, on the 8-bit grid ``k / 255``.
 
     Example:
 
@@ -122,7 +145,14 @@ class JPEG(Defense):
 
     def smooth_approximation(self, x: torch.Tensor) -> torch.Tensor:
         """A differentiable approximation of this JPEG round trip, for BPDA's backward pass:
-        :func:`~medrobust.defenses.jpeg_smooth.smooth_jpeg` at ``self.quality`` (Shin & Song 2017)."""
+        :func:`~medrobust.defenses.jpeg_smooth.smooth_jpeg` at ``self.quality`` (Shin & Song 2017).
+
+        Args:
+            x: (B, 1, H, W) or (B, 3, H, W) float images in [0, 1].
+
+        Returns:
+            The same shape, dtype and device, in [0, 1], differentiable with respect to ``x``.
+        """
         from medrobust.defenses.jpeg_smooth import smooth_jpeg  # on use: its tables cost a moment to build
 
         return smooth_jpeg(x, self.quality)

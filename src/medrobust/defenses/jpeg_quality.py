@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 MIN_QUALITY, MAX_QUALITY = 1, 95
+"""Pillow's useful quality range (above 95 it disables parts of the compression)."""
 
 
 def check_quality(quality: int) -> None:

@@ -68,7 +68,15 @@ YCBCR_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136, -0.714136), (1.0, 1.772, 0.0
 
 def quantization_tables(quality: int = 75) -> tuple[torch.Tensor, torch.Tensor]:
     """The (luminance, chrominance) 8 x 8 int64 tables libjpeg writes at ``quality`` (natural
-    order): ``jpeg_quality_scaling`` then ``jpeg_add_quant_table`` with ``force_baseline``."""
+    order): ``jpeg_quality_scaling`` then ``jpeg_add_quant_table`` with ``force_baseline``.
+
+    Args:
+        quality: the JPEG quality, an integer from 1 to 95. Default 75.
+
+    Returns:
+        ``(luminance, chrominance)``, two (8, 8) int64 tensors with entries in [1, 255]; at
+        quality 50 they are :data:`LUMINANCE_TABLE` and :data:`CHROMINANCE_TABLE`.
+    """
     check_quality(quality)
     quality = int(quality)
     scale = 5000 // quality if quality < 50 else 200 - 2 * quality
@@ -111,10 +119,23 @@ def _edge_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 
 def smooth_jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
-    """Differentiable approximation of ``jpeg(x, quality)`` (Shin & Song 2017): a batch (B, C, H, W)
-    in [0, 1], C = 1 (grayscale JPEG) or 3 (RGB, 4:2:0 chroma), ``quality`` 1..95 (default 75, as
-    :func:`~medrobust.defenses.jpeg.jpeg`). Returns the same shape, dtype and device, in [0, 1];
-    differentiable in ``x`` (float32 arithmetic for lower-precision inputs). Steps:
+    """Differentiable approximation of ``jpeg(x, quality)`` (Shin & Song 2017).
+
+    Args:
+        x: the images, float in [0, 1]; one channel is a grayscale JPEG, three an RGB one with
+            4:2:0 chroma.
+        quality: the JPEG quality, an integer from 1 to 95. Default 75, as
+            :func:`~medrobust.defenses.jpeg.jpeg`.
+
+    Returns:
+        The approximated round trip, same shape, dtype and device as ``x``, in [0, 1],
+        differentiable in ``x`` (float32 arithmetic for lower-precision inputs).
+
+    Shape:
+        - x: (B, 1, H, W) or (B, 3, H, W) float in [0, 1].
+        - Output: the same shape.
+
+    Steps:
 
     1. ``v = 255 x`` (not rounded to 8 bits), for RGB converted to YCbCr (JFIF, full range); all
        planes level-shifted by -128.
@@ -140,6 +161,8 @@ def smooth_jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
     to a quarter of the codec's own mean change to those images (2.2-5.3 / 255). Single pixels
     differ by up to about 13 / 255 where a coefficient rounds the other way. Inputs off the 8-bit
     grid: 0.5-1.1 / 255 grayscale, 0.9-1.2 / 255 RGB.
+
+    Example:
 
     >>> import torch
     >>> from medrobust.defenses.jpeg import jpeg

@@ -24,25 +24,71 @@ defenses register when :mod:`medrobust.defenses` (whose ``__init__`` imports the
 
 
 def list_defenses(pattern: str = "*") -> list[str]:
-    """Registered defense names matching a glob ``pattern``."""
+    """Registered defense names matching a shell-style ``pattern``, sorted.
+
+    Args:
+        pattern: a glob such as ``"t*"``. Default ``"*"``: every defense.
+
+    Returns:
+        The matching names, e.g. ``['bits', 'jpeg', 'median', 'none', 'tv', 'tvm']``.
+    """
     return _DEFENSES.names(pattern)
 
 
 def defense_parameters(name: str) -> dict[str, tuple[Any, Any]]:
-    """``{parameter: (type, default)}`` of defense ``name``'s constructor."""
+    """The parameters defense ``name`` accepts, read from its constructor's signature.
+
+    Args:
+        name: a registered defense name (``"jpeg"``).
+
+    Returns:
+        ``{parameter: (type annotation, default)}``, in signature order; e.g. for ``"jpeg"``
+        ``"quality"`` maps to ``(int, 75)``.
+
+    Raises:
+        ValueError: ``name`` is not registered (the message lists the known names).
+    """
     return _DEFENSES.parameters(name)
 
 
 def parse_defense_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
-    """``"jpeg:quality=50+tv:weight=0.1"`` -> [("jpeg", {"quality": "50"}), ("tv", {"weight": "0.1"})]."""
+    """Split a spec into its members, each a name and its raw parameters (not converted yet).
+
+    Args:
+        spec: members joined by ``+``, each ``name`` or ``name:key=value,...``; names are
+            lower-cased, dashes in keys become underscores.
+
+    Returns:
+        ``[(name, {key: value string}), ...]`` in the order the members are applied.
+
+    Raises:
+        ValueError: an empty member, or a parameter that is not ``key=value``.
+
+    Example:
+
+    >>> parse_defense_spec("jpeg:quality=50+tv:weight=0.1")
+    [('jpeg', {'quality': '50'}), ('tv', {'weight': '0.1'})]
+    """
     return parse_composed_spec(spec, "defense")
 
 
 def build_defense(spec: str | Defense, **params: Any) -> Defense:
     """Build a defense from a spec; a :class:`Compose` when it has several members.
 
-    Keyword ``params`` (which win over the spec's) are allowed for a single member only. A
-    :class:`Defense` passes through unchanged.
+    Values given as strings are converted to the constructor's declared types (floats accept
+    fractions: ``weight=1/10``).
+
+    Args:
+        spec: ``"jpeg"``, ``"jpeg:quality=50+tv:weight=0.1"`` (members applied left to right), or
+            an already built :class:`~medrobust.defenses.base.Defense`, returned unchanged.
+        **params: constructor parameters for a single-member spec; they override the spec's.
+
+    Returns:
+        The defense: one member's class, or a :class:`~medrobust.defenses.compose.Compose`.
+
+    Raises:
+        ValueError: an empty spec, an unknown name or parameter, a value out of range, keyword
+            parameters with a composition, or parameters for an already built defense.
 
     Example:
 

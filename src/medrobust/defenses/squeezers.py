@@ -39,7 +39,25 @@ def check_median_size(size: int) -> None:
 
 
 def bit_depth(x: torch.Tensor, bits: int = 5) -> torch.Tensor:
-    """Reduce images in [0, 1] to ``2^bits`` levels: ``round(x * (2^bits - 1)) / (2^bits - 1)``."""
+    """Reduce images in [0, 1] to ``2^bits`` levels: ``round(x * (2^bits - 1)) / (2^bits - 1)``
+    (halves round to even), clamped to [0, 1].
+
+    Args:
+        x: the images, float in [0, 1] (any shape; not checked here).
+        bits: the bit depth, an integer from 1 to 16. Default 5 (Xu et al.'s choice for
+            CIFAR-10 and ImageNet).
+
+    Returns:
+        The squeezed images, same shape, dtype and device as ``x``, on the grid
+        ``k / (2^bits - 1)``.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W).
+
+    Raises:
+        ValueError: ``bits`` is not an integer from 1 to 16.
+    """
     check_bits(bits)
     levels = float(2 ** int(bits) - 1)
     return (torch.round(x * levels) / levels).clamp(0.0, 1.0)
@@ -61,8 +79,25 @@ def _symmetric_pad(x: torch.Tensor, before: int, after: int, dim: int) -> torch.
 
 
 def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
-    """``size x size`` median filter of a batch (B, C, H, W), channel by channel, with scipy's
-    window placement, rank and "reflect" border (see the module docstring)."""
+    """``size x size`` median filter of a batch, channel by channel, with scipy's window
+    placement, rank and "reflect" border (see the module docstring).
+
+    Args:
+        x: the images, float (values not checked).
+        size: the window's side, an integer from 1 (a copy) to 15, at most the image's side.
+            Default 2 (Xu et al.'s 2 x 2 for CIFAR-10 and ImageNet).
+
+    Returns:
+        The filtered images, same shape, dtype and device as ``x``; differentiable (autograd
+        routes the gradient to the selected pixel).
+
+    Shape:
+        - x: (B, C, H, W).
+        - Output: (B, C, H, W).
+
+    Raises:
+        ValueError: ``size`` is out of range or larger than the image.
+    """
     check_median_size(size)
     check_image_batch(x, "median_filter")
     size = int(size)
@@ -84,10 +119,15 @@ class BitDepth(Defense):
 
         x' = round(x * (2^bits - 1)) / (2^bits - 1)
 
-    Default ``bits = 5`` (the paper's choice for CIFAR-10 and ImageNet). Not differentiable
-    (zero gradient almost everywhere): adaptive attacks use BPDA.
+    Not differentiable (zero gradient almost everywhere): adaptive attacks use BPDA.
 
-    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out.
+    Args:
+        bits: the bit depth, an integer from 1 to 16. Default 5 (the paper's choice for
+            CIFAR-10 and ImageNet).
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device, on the grid ``k / (2^bits - 1)``.
 
     Example:
 
@@ -119,10 +159,15 @@ class MedianFilter(Defense):
     Networks", NDSS 2018: each pixel replaced by the median of its ``size x size`` window (per
     channel; window placement, rank and "reflect" border as ``scipy.ndimage.median_filter``).
 
-    Default ``size = 2`` (the paper's 2 x 2 for CIFAR-10 and ImageNet). Differentiable (autograd
-    routes the gradient to the selected pixel).
+    Differentiable (autograd routes the gradient to the selected pixel).
 
-    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out.
+    Args:
+        size: the window's side, an integer from 1 to 15, at most the image's side. Default 2
+            (the paper's 2 x 2 for CIFAR-10 and ImageNet).
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device, in [0, 1].
 
     Example (an isolated bright pixel is removed):
 

@@ -52,10 +52,9 @@ batch or stop), none between checks.
 
 **Speed.** On the CPU the batch is solved in groups of about one 224 px image per torch intra-op
 thread (:func:`solver_chunk_size`), so that every elementwise pass is split across the threads
-while each thread's share of the buffers stays in its core's cache. On 2 cores, at the study's
-lambda on 224 px images, this ran 2.3 times as many images per second as scikit-image's
-per-image loop at both defaults, and 2.6 times at equal iteration counts
-(``benchmarks/bench_defenses.py``).
+while each thread's share of the buffers stays in its core's cache. ``benchmarks/bench_defenses.py``
+compares it with scikit-image's per-image loop, at both defaults and at equal iteration counts;
+the dated figures are in ``benchmarks/README.md``.
 
 **Gradients.** The solver is a fixed sequence of differentiable tensor operations, but the
 defense declares ``differentiable = False``: by default it runs without autograd (in place, fast),
@@ -102,7 +101,14 @@ image per thread)."""
 
 def skimage_weight(weight: float) -> float:
     """The ``weight`` of ``skimage.restoration.denoise_tv_chambolle`` that solves the same problem
-    as ``tv_denoise(x, weight)``: ``weight / 2`` (see the module docstring)."""
+    as ``tv_denoise(x, weight)``: ``weight / 2`` (see the module docstring).
+
+    Args:
+        weight: the study's lambda (this module's ``weight``).
+
+    Returns:
+        scikit-image's weight, ``weight / 2``.
+    """
     return weight / 2.0
 
 
@@ -264,12 +270,31 @@ def tv_denoise(
 ) -> torch.Tensor:
     """ROF denoising of a batch: ``argmin_u ||x - u||^2 + weight * TV(u)`` per image and channel.
 
-    ``x``: float images in [0, 1], (B, C, H, W). ``weight`` is the study's lambda (scikit-image's
-    weight is ``weight / 2``, :func:`skimage_weight`); ``tol`` the RMS change per iteration that stops an
-    image, ``max_iter`` the cap on iterations; ``method`` "fgp" (Beck & Teboulle) or "chambolle".
-    With ``exact_gradients`` (and autograd enabled) gradients flow through the unrolled solver.
-    Returns the same shape, dtype and device, clamped to [0, 1] (ROF keeps values within the
-    input's range; the clamp only removes float rounding).
+    Args:
+        x: the images, float in [0, 1].
+        weight: the study's lambda on [0, 1] images (scikit-image's weight is ``weight / 2``,
+            :func:`skimage_weight`; a lambda meant for 0..255 images is ``lambda / 255`` here).
+            A finite number >= 0; 0 returns a copy. Default 0.1 (the study's).
+        max_iter: the cap on dual iterations, at least 1. Default 200 (scikit-image's cap).
+        tol: the RMS change per iteration, in image units, that stops an image (module
+            docstring); >= 0, 0 runs exactly ``max_iter`` iterations. Default 1.5e-3
+            (:data:`DEFAULT_TOL`, as accurate as scikit-image's defaults).
+        method: ``"fgp"`` (Beck & Teboulle's fast gradient projection) or ``"chambolle"``
+            (Chambolle's projection, scikit-image's iteration). Default ``"fgp"``.
+        exact_gradients: record the unrolled iterations with autograd (when it is enabled), so
+            gradients flow through the solver; memory grows with the iterations. Default False.
+
+    Returns:
+        The denoised images, same shape, dtype and device as ``x``, clamped to [0, 1] (ROF keeps
+        values within the input's range; the clamp only removes float rounding). Computed in
+        float32 (float64 for float64 inputs).
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W).
+
+    Raises:
+        ValueError: a setting out of range (:func:`check_tv_parameters`).
 
     Example (the same problem as scikit-image's solver at half the weight, both run to
     convergence):
@@ -329,12 +354,19 @@ class TotalVariation(Defense):
         u = argmin_u ||x - u||^2 + weight * TV(u),
         TV(u) = sum_ij sqrt((u[i+1,j] - u[i,j])^2 + (u[i,j+1] - u[i,j])^2)
 
-    Defaults: ``weight = 0.1``, the study's lambda (scikit-image weight 0.05); ``tol = 1.5e-3``
-    (medrobust's stopping rule, as accurate as scikit-image's defaults; module docstring);
-    ``max_iter = 200`` (scikit-image's cap); ``method = "fgp"``. ``differentiable`` equals
-    ``exact_gradients`` (default False: BPDA).
+    Args:
+        weight: the study's lambda on [0, 1] images, a finite number >= 0. Default 0.1 (the
+            study's; scikit-image weight 0.05).
+        max_iter: the cap on iterations, at least 1. Default 200 (scikit-image's cap).
+        tol: the RMS change per iteration that stops an image, >= 0. Default 1.5e-3 (medrobust's
+            stopping rule, as accurate as scikit-image's defaults; module docstring).
+        method: ``"fgp"`` or ``"chambolle"``. Default ``"fgp"``.
+        exact_gradients: run the solver under autograd; ``differentiable`` equals it. Default
+            False (BPDA; :meth:`exact_variant` gives the exact one).
 
-    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out, in [0, 1].
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device, in [0, 1].
 
     Example:
 
@@ -368,7 +400,12 @@ class TotalVariation(Defense):
 
     def exact_variant(self) -> "TotalVariation":
         """This TV with ``exact_gradients=True``: the same minimiser, its iterations recorded by
-        autograd, so an attacker differentiates through the solver exactly."""
+        autograd, so an attacker differentiates through the solver exactly.
+
+        Returns:
+            ``self`` when it already has exact gradients, else a new :class:`TotalVariation`
+            with the same settings.
+        """
         if self.exact_gradients:
             return self
         return TotalVariation(self.weight, self.max_iter, self.tol, self.method, exact_gradients=True)

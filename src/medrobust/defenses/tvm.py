@@ -133,9 +133,33 @@ def tvm(
     tol: float = DEFAULT_TOL,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Guo et al.'s randomized TVM of a batch (B, C, H, W) in [0, 1]: drop pixels with probability
-    ``drop_prob`` (mask from ``generator``; None: torch's global generator), then
-    ``argmin_u sum_kept (u - x)^2 + weight * TV(u)``. Same shape, dtype and device, in [0, 1]."""
+    """Guo et al.'s randomized TVM of a batch: drop pixels with probability ``drop_prob``, then
+    ``argmin_u sum_kept (u - x)^2 + weight * TV(u)`` (module docstring). No gradients (computed
+    without autograd).
+
+    Args:
+        x: the images, float in [0, 1].
+        drop_prob: the share of pixels thrown away (one draw per pixel, shared by its channels),
+            in [0, 1). Default 0.5 (Guo et al.'s released code).
+        weight: the TV weight, scaled as the study's lambda (:func:`~medrobust.defenses.total_variation.tv_denoise`),
+            a finite number >= 0; 0 returns the initial fill of the dropped pixels. Default 0.03
+            (Guo et al.'s released code; treat it as a starting point).
+        max_iter: the cap on primal-dual iterations, at least 1. Default 100.
+        tol: the RMS change per iteration, in image units, that stops an image; >= 0. Default
+            5e-4 (:data:`DEFAULT_TOL`).
+        generator: the random stream of the mask, on ``x``'s device. Default None: torch's
+            global generator.
+
+    Returns:
+        The reconstructed images, same shape, dtype and device as ``x``, in [0, 1].
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W); the mask drawn is (B, 1, H, W).
+
+    Raises:
+        ValueError: a setting out of range.
+    """
     check_drop_prob(drop_prob)
     check_tv_parameters(weight, max_iter, tol)
     check_image_batch(x, "tvm")
@@ -165,15 +189,24 @@ class RandomizedTVM(Defense):
 
     (the study's isotropic TV and weight scaling, :class:`TotalVariation`).
 
-    Defaults: ``drop_prob = 0.5`` and ``weight = 0.03`` (Guo et al.'s released code);
-    ``max_iter = 100`` and ``tol = 5e-4`` (medrobust's solver settings, module docstring);
-    ``seed = 0``.
-
     ``randomized = True``: each call draws a fresh pixel mask from the defense's generator
     (built from ``seed``), or from a generator passed to ``forward``. Not differentiable (BPDA,
     with EOT over masks).
 
-    Shapes: (B, C, H, W) float in [0, 1] in; the same shape, dtype and device out, in [0, 1].
+    Args:
+        drop_prob: the share of pixels thrown away, in [0, 1). Default 0.5 (Guo et al.'s
+            released code).
+        weight: the TV weight (the study's scaling), a finite number >= 0. Default 0.03 (Guo et
+            al.'s released code).
+        max_iter: the cap on iterations, at least 1. Default 100 (medrobust's solver setting).
+        tol: the RMS change per iteration that stops an image, >= 0. Default 5e-4 (medrobust's
+            solver setting, module docstring).
+        seed: seed of the defense's own mask stream (mixed with its name). Default 0; None: a
+            random seed.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - Output: (B, C, H, W), same dtype and device, in [0, 1].
 
     Example:
 

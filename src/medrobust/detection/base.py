@@ -30,11 +30,22 @@ from torch import nn
 class DetectionResult:
     """What a detector found in N images.
 
-    ``flags`` (N,) bool — flagged as attacked; ``scores`` (N,) float — the suspicion score
-    the flag was decided from; ``reasons`` — per image the names of the conditions that fired
-    (empty for unflagged images); ``details`` — optional per-image columns (name -> list of
-    N values, e.g. SSIM, labels, the study's log line); ``names`` — optional per-image names
-    (file names); ``threshold`` — the score threshold, when the detector has one.
+    Args:
+        flags: flagged as attacked, one per image (anything ``np.asarray`` turns into N bools).
+        scores: the suspicion score each flag was decided from (higher = more suspicious).
+        reasons: per image, the names of the conditions that fired (empty for unflagged images).
+        details: optional per-image columns, name -> list of N values (e.g. SSIM, labels, the
+            study's log line). Default empty.
+        names: optional per-image names (file names). Default None.
+        detector: the detector's name. Default ``""``.
+        threshold: the score threshold, when the detector has one. Default None.
+
+    Shape:
+        - flags: stored as (N,) bool numpy; scores: (N,) float64 numpy.
+        - reasons, every details column and names: N entries.
+
+    Raises:
+        ValueError: the lengths disagree.
 
     Example:
 
@@ -73,15 +84,28 @@ class DetectionResult:
 
     @property
     def n_flagged(self) -> int:
+        """How many images are flagged."""
         return int(self.flags.sum())
 
     def reason_counts(self) -> dict[str, int]:
-        """How many images each reason fired on (an image can count under several)."""
+        """How many images each reason fired on (an image can count under several).
+
+        Returns:
+            ``{reason: count}``, sorted by reason.
+        """
         counts: Counter[str] = Counter(r for rs in self.reasons for r in rs)
         return dict(sorted(counts.items()))
 
     def image_record(self, index: int) -> dict[str, Any]:
-        """One image's result as a JSON-ready dict."""
+        """One image's result as a JSON-ready dict.
+
+        Args:
+            index: the image's position, 0 to N - 1.
+
+        Returns:
+            ``{"index", "name" (when names are set), "flagged", "score", "reasons", detail: value,
+            ...}``; a score that is not finite becomes None (strict JSON).
+        """
         record: dict[str, Any] = {"index": index}
         if self.names is not None:
             record["name"] = self.names[index]
@@ -93,7 +117,12 @@ class DetectionResult:
         return record
 
     def summary(self) -> dict[str, Any]:
-        """Counts only: images, flagged, the flagged fraction and the count per reason."""
+        """Counts only: images, flagged, the flagged fraction and the count per reason.
+
+        Returns:
+            ``{"detector", "n_images", "n_flagged", "flagged_fraction" (0.0 for no image),
+            "threshold", "by_reason"}``.
+        """
         n = len(self)
         return {
             "detector": self.detector,
@@ -105,7 +134,11 @@ class DetectionResult:
         }
 
     def to_json(self) -> dict[str, Any]:
-        """The summary plus one record per image (``images``), all plain JSON types."""
+        """The summary plus one record per image, all plain JSON types.
+
+        Returns:
+            :meth:`summary`'s dict with ``"images"``: :meth:`image_record` of every image.
+        """
         return {**self.summary(), "images": [self.image_record(i) for i in range(len(self))]}
 
 
@@ -117,9 +150,12 @@ class Detector(ABC):
     :meth:`fit` needs clean images to set a threshold (feature squeezing does).
 
     The contract follows ART's evasion detectors (Nicolae et al., "Adversarial Robustness
-    Toolbox v1.0.0", arXiv 2018): a report per image plus a mask of flags. Shapes: ``x`` and
-    ``reference`` (N, C, H, W) float in [0, 1]; ``score`` returns (N,) float64 numpy, ``detect``
-    a :class:`DetectionResult` with (N,) ``flags`` and ``scores``.
+    Toolbox v1.0.0", arXiv 2018): a report per image plus a mask of flags.
+
+    Shape:
+        - x, reference, clean: (N, C, H, W) float in [0, 1].
+        - score: (N,) float64 numpy array, on the CPU.
+        - detect: a :class:`DetectionResult` with (N,) ``flags`` and ``scores``.
 
     Example (a detector of one's own):
 
@@ -143,19 +179,51 @@ class Detector(ABC):
 
     @abstractmethod
     def fit(self, model: nn.Module, clean: torch.Tensor) -> "Detector":
-        """Calibrate on clean images of shape (N, C, H, W) in [0, 1]; returns self."""
+        """Calibrate on clean images (a no-op for uncalibrated detectors).
+
+        Args:
+            model: the classifier whose inputs are screened.
+            clean: (N, C, H, W) float images in [0, 1], known to be unattacked.
+
+        Returns:
+            ``self``.
+        """
 
     @abstractmethod
     def score(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> np.ndarray:
-        """(N,) suspicion scores, higher = more suspicious."""
+        """One suspicion score per image, higher = more suspicious (usable for a ROC curve).
+
+        Args:
+            model: the classifier whose inputs are screened.
+            x: (N, C, H, W) float images in [0, 1], the candidates.
+            reference: (N, C, H, W) originals, for detectors that ``requires_reference``.
+
+        Returns:
+            (N,) float64 numpy array.
+        """
 
     @abstractmethod
     def detect(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
                names: Sequence[str] | None = None) -> DetectionResult:
-        """Flags, scores and the reasons that fired, per image."""
+        """Flags, scores and the reasons that fired, per image.
+
+        Args:
+            model: the classifier whose inputs are screened.
+            x: (N, C, H, W) float images in [0, 1], the candidates.
+            reference: (N, C, H, W) originals, for detectors that ``requires_reference``.
+            names: one name per image for the result and the log lines. Default None:
+                ``image-0``, ``image-1``, ...
+
+        Returns:
+            A :class:`DetectionResult` of N images.
+        """
 
     def describe(self) -> dict[str, Any]:
-        """The detector's name and settings (for run records)."""
+        """The detector's name and settings (for run records).
+
+        Returns:
+            ``{"name": ..., setting: value, ...}``.
+        """
         return {"name": self.name}
 
 

@@ -51,7 +51,15 @@ WINDOW_WIDTH = 1.0
 
 
 def jpeg_reencode(x: torch.Tensor, quality: int = 90) -> torch.Tensor:
-    """Re-encode each image as JPEG at ``quality`` with the defenses room's ``jpeg`` defense."""
+    """Re-encode each image as JPEG at ``quality`` with the defenses room's ``jpeg`` defense.
+
+    Args:
+        x: (N, C, H, W) float images in [0, 1], C = 1 or 3.
+        quality: the JPEG quality, an integer from 1 to 95. Default 90.
+
+    Returns:
+        (N, C, H, W), same dtype and device, on the 8-bit grid.
+    """
     from medrobust.defenses.registry import build_defense
 
     check_image_batch(x, "benign change jpeg_reencode")
@@ -63,7 +71,16 @@ def jpeg_reencode(x: torch.Tensor, quality: int = 90) -> torch.Tensor:
 
 def rewindow_parameters(n: int, generator: torch.Generator,
                         max_change: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image window ``(level', width')`` (each (n,)) drawn as in the module docstring."""
+    """Per-image window ``(L', W')`` drawn as in the module docstring.
+
+    Args:
+        n: the number of images.
+        generator: the random stream (any device: the draws are made there).
+        max_change: the largest relative change of level and width, in [0, 1). Default 0.05.
+
+    Returns:
+        ``(level', width')``, two (n,) float64 tensors on the generator's device.
+    """
     if not 0.0 <= max_change < 1.0:
         raise ValueError(f"max_change must be a fraction in [0, 1), got {max_change}")
     ab = (torch.rand(2, n, generator=generator, device=generator.device, dtype=torch.float64) * 2.0 - 1.0) * max_change
@@ -71,7 +88,16 @@ def rewindow_parameters(n: int, generator: torch.Generator,
 
 
 def rewindow(x: torch.Tensor, generator: torch.Generator, max_change: float = 0.05) -> torch.Tensor:
-    """``clip((x - L') / W' * W + L, 0, 1)`` with a per-image window drawn up to ``max_change``."""
+    """``clip((x - L') / W' * W + L, 0, 1)`` with a per-image window drawn up to ``max_change``.
+
+    Args:
+        x: (N, C, H, W) float images in [0, 1].
+        generator: the random stream of the windows.
+        max_change: the largest relative change of level and width, in [0, 1). Default 0.05.
+
+    Returns:
+        (N, C, H, W), same dtype and device, in [0, 1].
+    """
     check_image_batch(x, "benign change rewindow")
     level, width = rewindow_parameters(len(x), generator, max_change)
     level = level.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
@@ -80,7 +106,15 @@ def rewindow(x: torch.Tensor, generator: torch.Generator, max_change: float = 0.
 
 
 def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
-    """Down to ``round(factor * size)`` (bilinear, anti-aliased) and back up (bilinear)."""
+    """Down to ``round(factor * size)`` (bilinear, anti-aliased) and back up (bilinear).
+
+    Args:
+        x: (N, C, H, W) float images in [0, 1].
+        factor: the intermediate size as a fraction of the original, in (0, 1]. Default 0.9.
+
+    Returns:
+        (N, C, H, W), same dtype and device, in [0, 1].
+    """
     check_image_batch(x, "benign change resize_round_trip")
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"resize factor must be in (0, 1], got {factor}")
@@ -91,7 +125,16 @@ def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
 
 
 def gaussian_noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 1.0 / 255.0) -> torch.Tensor:
-    """``clip(x + N(0, sigma^2), 0, 1)`` per pixel (default one grey level)."""
+    """``clip(x + N(0, sigma^2), 0, 1)`` per pixel.
+
+    Args:
+        x: (N, C, H, W) float images in [0, 1].
+        generator: the random stream of the noise (drawn on its device, in float32).
+        sigma: the standard deviation in [0, 1] image units, >= 0. Default 1/255 (one grey level).
+
+    Returns:
+        (N, C, H, W), same dtype and device, in [0, 1].
+    """
     check_image_batch(x, "benign change gaussian_noise")
     if sigma < 0:
         raise ValueError(f"noise sigma must be >= 0, got {sigma}")
@@ -103,7 +146,28 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 1
 def benign_changes(x: torch.Tensor, generator: torch.Generator | int = 0) -> dict[str, torch.Tensor]:
     """The four benign changes of ``x`` (module docstring), keyed by :data:`BENIGN_CHANGES`.
 
-    ``generator`` is a ``torch.Generator`` (any device) or a seed (a CPU generator); rewindow draws first, then noise.
+    Args:
+        x: the images, float in [0, 1]; one or three channels (JPEG).
+        generator: a ``torch.Generator`` (any device) or a seed for a CPU generator; rewindow
+            draws first, then noise. Default 0.
+
+    Returns:
+        ``{"jpeg90", "rewindow", "resize", "noise"}`` -> changed images, each of ``x``'s shape,
+        dtype and device, in [0, 1], detached.
+
+    Shape:
+        - x: (N, C, H, W) float in [0, 1].
+        - Output: four (N, C, H, W) tensors.
+
+    Example:
+
+    >>> import torch
+    >>> x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> changed = benign_changes(x, generator=0)
+    >>> list(changed), changed["noise"].shape
+    (['jpeg90', 'rewindow', 'resize', 'noise'], torch.Size([2, 1, 32, 32]))
+    >>> torch.equal(changed["noise"], benign_changes(x, generator=0)["noise"])  # seeded
+    True
     """
     check_image_batch(x, "benign_changes")
     if isinstance(generator, int):

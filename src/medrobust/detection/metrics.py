@@ -36,17 +36,45 @@ def _flags(flags: np.ndarray, what: str) -> np.ndarray:
 
 
 def detection_rate(flags_attacked: np.ndarray) -> float:
-    """True positive rate: the fraction of attacked images flagged."""
+    """True positive rate: the fraction of attacked images flagged.
+
+    Args:
+        flags_attacked: the detector's flags on attacked images, (N,) bool or 0/1, N >= 1.
+
+    Returns:
+        A fraction in [0, 1].
+
+    Raises:
+        ValueError: no image, or flags that are not booleans or 0/1.
+    """
     return float(_flags(flags_attacked, "attacked").mean())
 
 
 def false_positive_rate(flags_clean: np.ndarray) -> float:
-    """The fraction of clean (or benignly changed) images flagged."""
+    """The fraction of clean (or benignly changed) images flagged.
+
+    Args:
+        flags_clean: the detector's flags on clean images, (N,) bool or 0/1, N >= 1.
+
+    Returns:
+        A fraction in [0, 1].
+
+    Raises:
+        ValueError: no image, or flags that are not booleans or 0/1.
+    """
     return float(_flags(flags_clean, "clean").mean())
 
 
 def detection_accuracy(flags_clean: np.ndarray, flags_attacked: np.ndarray) -> float:
-    """``(TP + TN) / (P + N)`` over attacked (positive) and clean (negative) images."""
+    """``(TP + TN) / (P + N)`` over attacked (positive) and clean (negative) images.
+
+    Args:
+        flags_clean: flags on clean images, (N,) bool or 0/1, N >= 1.
+        flags_attacked: flags on attacked images, (P,) bool or 0/1, P >= 1.
+
+    Returns:
+        A fraction in [0, 1].
+    """
     clean, attacked = _flags(flags_clean, "clean"), _flags(flags_attacked, "attacked")
     return float((attacked.sum() + (~clean).sum()) / (len(clean) + len(attacked)))
 
@@ -68,26 +96,54 @@ def _scores(scores_clean: np.ndarray, scores_attacked: np.ndarray) -> tuple[np.n
 
 
 def roc_auc(scores_clean: np.ndarray, scores_attacked: np.ndarray) -> float:
-    """Area under the ROC curve with attacked images as positives."""
+    """Area under the ROC curve with attacked images as positives.
+
+    Args:
+        scores_clean: suspicion scores of clean images, at least one, no NaN (+inf allowed).
+        scores_attacked: suspicion scores of attacked images, at least one, no NaN.
+
+    Returns:
+        The AUC in [0, 1]; 0.5 is chance.
+
+    Example:
+
+    >>> roc_auc([0.1, 0.2, 0.3], [0.25, 0.9])
+    0.8333333333333334
+    """
     y, s = _scores(scores_clean, scores_attacked)
     return float(roc_auc_score(y, s))
 
 
 @dataclass(frozen=True)
 class RocCurve:
-    """ROC points: ``fpr[i]``, ``tpr[i]`` when flagging ``score >= thresholds[i]``."""
+    """ROC points: ``fpr[i]``, ``tpr[i]`` when flagging ``score >= thresholds[i]``.
+
+    Args:
+        fpr: (M,) false positive rates, non-decreasing, from 0 to 1.
+        tpr: (M,) true positive rates, non-decreasing, from 0 to 1.
+        thresholds: (M,) score thresholds, decreasing (the first is +inf: nothing flagged).
+    """
 
     fpr: np.ndarray
     tpr: np.ndarray
     thresholds: np.ndarray
 
     def to_json(self) -> dict[str, list[float | None]]:
+        """``{"fpr", "tpr", "thresholds"}`` as lists of floats; non-finite values become None."""
         return {k: [float(v) if np.isfinite(v) else None for v in getattr(self, k)]
                 for k in ("fpr", "tpr", "thresholds")}
 
 
 def roc_curve_points(scores_clean: np.ndarray, scores_attacked: np.ndarray) -> RocCurve:
-    """The ROC curve (scikit-learn's ``roc_curve``, all points kept)."""
+    """The ROC curve (scikit-learn's ``roc_curve``, all points kept).
+
+    Args:
+        scores_clean: suspicion scores of clean images, at least one, no NaN (+inf allowed).
+        scores_attacked: suspicion scores of attacked images, at least one, no NaN.
+
+    Returns:
+        A :class:`RocCurve`.
+    """
     y, s = _scores(scores_clean, scores_attacked)
     fpr, tpr, thresholds = roc_curve(y, s, drop_intermediate=False)
     return RocCurve(fpr, tpr, thresholds)
@@ -108,6 +164,24 @@ def calibrated_threshold(scores: np.ndarray, target_fpr: float, held_out_guarant
     plus at most ``1 / (n + 1)``. ``held_out_guarantee=True`` uses
     ``k = floor(target_fpr * (n + 1)) - 1`` instead, so that expectation is ``<= target_fpr``
     (the split-conformal rule); it needs ``n >= 1 / target_fpr - 1`` clean images.
+
+    Args:
+        scores: the clean calibration scores, at least one, no NaN (any shape).
+        target_fpr: the largest false positive rate allowed, in [0, 1).
+        held_out_guarantee: bound the expected FPR on new clean images instead of the realised
+            FPR on these. Default False.
+
+    Returns:
+        The threshold ``t``, one of ``scores``.
+
+    Raises:
+        ValueError: no score, a NaN, ``target_fpr`` out of range, or too few scores for
+            ``held_out_guarantee``.
+
+    Example:
+
+    >>> calibrated_threshold([float(v) for v in range(1, 101)], target_fpr=0.05)
+    95.0
     """
     s = np.sort(np.asarray(scores, dtype=np.float64).reshape(-1))
     n = s.size
@@ -144,7 +218,17 @@ class Latency:
 
 def latency(call: Callable[[], object], n_images: int, repeats: int = 3, warmup: int = 1) -> Latency:
     """Time ``call()`` (which processes ``n_images`` images) ``repeats`` times after ``warmup``
-    untimed calls; report the median. A measurement, not a guarantee: shared machines are noisy."""
+    untimed calls; report the median. A measurement, not a guarantee: shared machines are noisy.
+
+    Args:
+        call: the detector call to time, without arguments.
+        n_images: the images one call processes, at least 1.
+        repeats: timed calls, at least 1. Default 3.
+        warmup: untimed calls first, at least 0. Default 1.
+
+    Returns:
+        A :class:`Latency` (seconds per image and per call, the median of the repeats).
+    """
     if n_images < 1 or repeats < 1 or warmup < 0:
         raise ValueError(f"need n_images >= 1, repeats >= 1, warmup >= 0; got {n_images}, {repeats}, {warmup}")
     for _ in range(warmup):

@@ -101,10 +101,6 @@ class ReferenceMeasures:
 class ReferenceDetector(Detector):
     """The study's detector (see the module docstring for conditions, score and log line).
 
-    ``ssim_threshold`` (0.85), ``confidence_drop`` (0.15, a fraction of probability) and
-    ``mean_abs_threshold`` (20.0 grey levels of 255) are the study's values. ``batch_size``
-    bounds the images per forward pass (64, medrobust's).
-
     Source: the study ("Assessing CNN Robustness in Medical Imaging Systems: Adversarial
     Threats and Defensive Measures", 2025, Appendix E); SSIM: Wang, Bovik, Sheikh & Simoncelli,
     "Image Quality Assessment: From Error Visibility to Structural Similarity", IEEE Trans.
@@ -116,9 +112,22 @@ class ReferenceDetector(Detector):
     and its score is the largest of the four ratios that exceed 1 exactly when a condition
     fires (module docstring), so ``score > 1`` if and only if flagged.
 
-    Shapes: ``x`` and ``reference`` (N, C, H, W) float in [0, 1], the same shape (the
-    reference is required). ``score`` -> (N,) float64; ``detect`` -> :class:`DetectionResult`
-    with (N,) flags and scores, the reasons that fired and the study's log line per image.
+    Args:
+        ssim_threshold: flag when SSIM(O, A) is below it, in [-1, 1). Default 0.85 (the study's).
+        confidence_drop: flag when the top-class confidence drops by more than this fraction of
+            probability, in (0, 1]. Default 0.15 (the study's 15%).
+        mean_abs_threshold: flag when the mean absolute difference exceeds this many grey levels
+            of 255, in (0, 255]. Default 20.0 (the study's).
+        batch_size: images per forward pass, at least 1. Default 64 (medrobust's).
+
+    Shape:
+        - x, reference: (N, C, H, W) float in [0, 1], the same shape (the reference is required).
+        - score: (N,) float64 numpy, >= 0, above 1 exactly for flagged images.
+        - detect: a :class:`DetectionResult` with (N,) flags and scores, the reasons that fired
+          and the study's log line per image (``details["line"]``).
+
+    Raises:
+        ValueError: a threshold or ``batch_size`` out of range.
 
     Example:
 
@@ -159,7 +168,15 @@ class ReferenceDetector(Detector):
                 "mean_abs_threshold": self.mean_abs_threshold}
 
     def fit(self, model: nn.Module, clean: torch.Tensor | None = None) -> "ReferenceDetector":
-        """Nothing to calibrate: the study's thresholds are fixed. Logs them and returns self."""
+        """Nothing to calibrate: the study's thresholds are fixed. Logs them.
+
+        Args:
+            model: the classifier (unused).
+            clean: clean images (unused; may be None).
+
+        Returns:
+            ``self``.
+        """
         log.info("reference detector: fixed thresholds SSIM < %.2f, confidence drop > %.0f%%, mean |O - A| > %.1f, "
                  "label change (not calibrated)", self.ssim_threshold, 100 * self.confidence_drop,
                  self.mean_abs_threshold)
@@ -167,7 +184,20 @@ class ReferenceDetector(Detector):
 
     # --- the measures
     def measure(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None) -> ReferenceMeasures:
-        """SSIM, confidences, mean absolute difference and labels of candidates ``x`` vs originals."""
+        """SSIM, confidences, mean absolute difference and labels of candidates ``x`` vs originals.
+
+        Args:
+            model: the classifier; its predictions give the confidences and labels.
+            x: (N, C, H, W) candidate images in [0, 1].
+            reference: (N, C, H, W) originals in [0, 1], the same shape.
+
+        Returns:
+            The :class:`ReferenceMeasures`, (N,) numpy arrays and N label names each.
+
+        Raises:
+            ReferenceRequiredError: ``reference`` is None.
+            ValueError: the images are not in [0, 1] or the shapes differ.
+        """
         if reference is None:
             raise ReferenceRequiredError(
                 "the reference detector compares each image with its original and needs reference=ORIGINALS "
@@ -224,12 +254,35 @@ class ReferenceDetector(Detector):
 
     # --- the contract
     def score(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> np.ndarray:
-        """(N,) ``max_k t_k``: above 1 exactly for flagged images; 0 for identical images."""
+        """The suspicion score ``max_k t_k`` per image (module docstring).
+
+        Args:
+            model: the classifier.
+            x: (N, C, H, W) candidate images in [0, 1].
+            reference: (N, C, H, W) originals, required.
+
+        Returns:
+            (N,) float64 numpy: above 1 exactly for flagged images; 0 for identical images;
+            +inf where a model output is not finite.
+        """
         return self._score(self.ratios(self.measure(model, x, reference)))
 
     def detect(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
                names: Sequence[str] | None = None) -> DetectionResult:
-        """Flags, scores, the conditions that fired and the study's log line per image."""
+        """Flags, scores, the conditions that fired and the study's log line per image.
+
+        Each line also goes to the per-image log.
+
+        Args:
+            model: the classifier.
+            x: (N, C, H, W) candidate images in [0, 1].
+            reference: (N, C, H, W) originals, required.
+            names: one name per image for the log lines. Default None: ``image-0``, ...
+
+        Returns:
+            A :class:`DetectionResult` with threshold 1.0, reasons from :data:`REASONS`, and the
+            measures and the log line (``"line"``) as ``details`` columns.
+        """
         m = self.measure(model, x, reference)
         names = check_names(names, len(x))
         fired = self.conditions(m)

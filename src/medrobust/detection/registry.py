@@ -24,13 +24,35 @@ imported."""
 
 
 def list_detectors(pattern: str = "*") -> list[str]:
-    """Registered detector names matching a shell-style ``pattern``, sorted."""
+    """Registered detector names matching a shell-style ``pattern``, sorted.
+
+    Args:
+        pattern: a glob such as ``"s*"``. Default ``"*"``: every detector.
+
+    Returns:
+        The matching names, e.g. ``['reference', 'squeeze']``.
+    """
     return _DETECTORS.names(pattern)
 
 
 def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"squeeze:target_fpr=0.01,squeezers=bits:bits=5;median:size=2"`` ->
-    ``("squeeze", {"target_fpr": "0.01", "squeezers": ["bits:bits=5", "median:size=2"]})``."""
+    """Split a spec into its name and its raw parameters (not converted yet).
+
+    Args:
+        spec: ``name`` or ``name:key=value,...``, with ``squeezers=`` last (it takes the rest of
+            the string; its squeezers are separated by ``;``).
+
+    Returns:
+        ``(name, {key: value string, "squeezers": [spec, ...]})``.
+
+    Raises:
+        ValueError: ``squeezers=`` is not the last parameter, or a parameter is not ``key=value``.
+
+    Example:
+
+    >>> parse_detector_spec("squeeze:target_fpr=0.01,squeezers=bits:bits=5;median:size=2")
+    ('squeeze', {'target_fpr': '0.01', 'squeezers': ['bits:bits=5', 'median:size=2']})
+    """
     head, sep, squeezers = spec.strip().partition("squeezers=")
     if sep and head and not head.endswith((",", ":")):
         raise ValueError(f"detector spec {spec!r}: write squeezers=... as the last parameter")
@@ -43,6 +65,19 @@ def parse_detector_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def build_detector(spec: str, **params: Any) -> Detector:
     """Build a detector from ``name`` or ``name:key=value,...`` plus keyword parameters (which win).
+
+    Args:
+        spec: ``"reference"``, ``"reference:ssim_threshold=0.9"``, ``"squeeze"`` or
+            ``"squeeze:target_fpr=0.01,squeezers=bits:bits=5;median:size=2"`` (module docstring).
+        **params: constructor parameters; they override the spec's.
+
+    Returns:
+        The detector (uncalibrated: call ``fit`` before ``detect`` where it
+        ``requires_calibration``).
+
+    Raises:
+        ValueError: an unknown name or parameter, or a value that does not convert or is out
+            of range.
 
     Example:
 

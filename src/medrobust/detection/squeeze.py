@@ -65,22 +65,32 @@ class NotCalibratedError(RuntimeError):
 class SqueezeDetector(Detector):
     """Reference-free feature-squeezing detector (module docstring).
 
-    ``squeezers``: defense spec strings (or ``(name, module)`` pairs); ``threshold``: a
-    known threshold (otherwise :meth:`fit` calibrates one); ``target_fpr``: the default
-    target of :meth:`fit`; ``batch_size``: images per forward pass.
-
     Paper: Xu, Evans & Qi, "Feature Squeezing: Detecting Adversarial Examples in Deep Neural
     Networks", NDSS 2018. With ``p`` the model's probabilities and squeezers ``s_1..s_m``::
 
         score(x) = max_j || p(x) - p(s_j(x)) ||_1,     flagged when score(x) > threshold
 
-    Defaults: ``squeezers`` 5-bit depth and a 2x2 median (the paper's pair for natural images)
-    plus the study's JPEG (quality 75) and TV (lambda 0.1); ``target_fpr = 0.05`` (the paper's
-    5% on legitimate images); ``threshold = None`` (set by :meth:`fit`); ``batch_size = 64``.
+    Args:
+        squeezers: defense spec strings (``"bits:bits=5"``), or ``(name, module)`` pairs; at
+            least one, distinct, deterministic. Default :data:`DEFAULT_SQUEEZERS`: 5-bit depth
+            and a 2x2 median (the paper's pair for natural images) plus the study's JPEG
+            (quality 75) and TV (lambda 0.1).
+        threshold: a known threshold on the score. Default None: set by :meth:`fit`.
+        target_fpr: the default false positive rate :meth:`fit` calibrates to, in [0, 1).
+            Default 0.05 (the paper's 5% on legitimate images).
+        batch_size: images per forward pass, at least 1. Default 64.
 
-    Shapes: ``x`` (N, C, H, W) float in [0, 1] (no reference needed); ``score`` -> (N,)
-    float64; ``distances`` -> (N, m); ``detect`` -> :class:`DetectionResult` whose reasons
-    name the squeezers whose distance exceeds the threshold.
+    Shape:
+        - x: (N, C, H, W) float in [0, 1] (no reference needed).
+        - score: (N,) float64 numpy, in [0, 2] for softmax and binary models (+inf for a
+          non-finite output).
+        - distances: (N, m) float64 numpy, m = the number of squeezers.
+        - detect: a :class:`DetectionResult` whose reasons name the squeezers whose distance
+          exceeds the threshold.
+
+    Raises:
+        ValueError: no squeezer, duplicated or randomized squeezers, a bad spec, or
+            ``target_fpr`` / ``batch_size`` out of range.
 
     Example:
 
@@ -132,11 +142,20 @@ class SqueezeDetector(Detector):
     # --- the measure
     @torch.no_grad()
     def distances(self, model: nn.Module, x: torch.Tensor) -> np.ndarray:
-        """(N, m) L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer.
+        """L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer.
 
         Each batch moves once to the model's device (where ``x`` is, for a model without
         tensors); the squeezers, forward passes and distances run there, and the (B, m) distances
-        come back to the host when the batch is done."""
+        come back to the host when the batch is done.
+
+        Args:
+            model: the classifier.
+            x: (N, C, H, W) float images in [0, 1].
+
+        Returns:
+            (N, m) float64 numpy, in the order of :attr:`squeezer_names`; +inf where a model
+            output is not finite.
+        """
         from medrobust.defenses.base import Defense
 
         check_image_batch(x, "the squeeze detector", unit_range=True)
@@ -168,6 +187,20 @@ class SqueezeDetector(Detector):
         (:func:`~medrobust.detection.metrics.calibrated_threshold`), so the realised FPR on
         ``clean`` is at most the target; on new clean images it is expected to be
         ``(k + 1) / (n + 1)``. Records the calibration in :attr:`calibration`.
+
+        Args:
+            model: the classifier.
+            clean: (n, C, H, W) float images in [0, 1], known to be unattacked; at least one.
+            target_fpr: the false positive rate to calibrate to, in [0, 1). Default None: the
+                detector's ``target_fpr``.
+            held_out_guarantee: use the split-conformal rule, so the expected FPR on new clean
+                images is at most the target (needs ``n >= 1 / target_fpr - 1``). Default False.
+
+        Returns:
+            ``self``, with :attr:`threshold` and :attr:`calibration` set.
+
+        Raises:
+            ValueError: no clean images, or too few for ``held_out_guarantee``.
         """
         if len(clean) == 0:
             raise ValueError("the squeeze detector needs clean images to calibrate its threshold")
@@ -175,8 +208,18 @@ class SqueezeDetector(Detector):
 
     def calibrate(self, scores: np.ndarray, target_fpr: float | None = None,
                   held_out_guarantee: bool = False, quiet: bool = False) -> "SqueezeDetector":
-        """:meth:`fit` from clean scores already computed (e.g. batch by batch over a folder);
-        ``quiet`` logs the calibration at debug level (cross-fitting calibrates once per fold)."""
+        """:meth:`fit` from clean scores already computed (e.g. batch by batch over a folder).
+
+        Args:
+            scores: the clean images' scores (:meth:`score`), any shape, at least one.
+            target_fpr: as :meth:`fit`. Default None: the detector's ``target_fpr``.
+            held_out_guarantee: as :meth:`fit`. Default False.
+            quiet: log the calibration at debug level (cross-fitting calibrates once per fold).
+                Default False.
+
+        Returns:
+            ``self``, with :attr:`threshold`, :attr:`target_fpr` and :attr:`calibration` set.
+        """
         target = self.target_fpr if target_fpr is None else float(target_fpr)
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         if scores.size == 0:
@@ -195,13 +238,38 @@ class SqueezeDetector(Detector):
         return self
 
     def score(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None) -> np.ndarray:
-        """(N,) ``max_j ||p(x) - p(s_j(x))||_1``; ``reference`` is ignored (not needed)."""
+        """The suspicion score ``max_j ||p(x) - p(s_j(x))||_1`` per image.
+
+        Args:
+            model: the classifier.
+            x: (N, C, H, W) float images in [0, 1].
+            reference: ignored (not needed).
+
+        Returns:
+            (N,) float64 numpy.
+        """
         d = self.distances(model, x)
         return d.max(axis=1) if d.size else np.zeros(0)
 
     def detect(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
                names: Sequence[str] | None = None) -> DetectionResult:
-        """Flag ``score > threshold``; the reasons are the squeezers whose distance exceeds it."""
+        """Flag ``score > threshold``; the reasons are the squeezers whose distance exceeds it.
+
+        Each image's log line also goes to the per-image log.
+
+        Args:
+            model: the classifier.
+            x: (N, C, H, W) float images in [0, 1].
+            reference: ignored.
+            names: one name per image for the log lines. Default None: ``image-0``, ...
+
+        Returns:
+            A :class:`DetectionResult` with the threshold, one ``distance[spec]`` column per
+            squeezer and the log line (``"line"``) as ``details``.
+
+        Raises:
+            NotCalibratedError: no threshold yet (call :meth:`fit` first or pass ``threshold``).
+        """
         if self.threshold is None:
             raise NotCalibratedError(
                 "the squeeze detector has no threshold yet: call fit(model, clean_images) first "

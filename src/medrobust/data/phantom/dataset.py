@@ -24,9 +24,16 @@ def phantom_params(seed: int, index: int, label: int) -> PhantomParams:
 def generate_phantom(
     label: int, size: int = 128, seed: int | np.random.Generator = 0
 ) -> tuple[np.ndarray, PhantomParams]:
-    """One synthetic radiograph of class ``label`` (0 Normal, 1 Pneumonia, 2 Pneumothorax).
+    """One synthetic radiograph of class ``label``.
 
-    Returns the (size, size) float32 image in [0, 1] and the parameters that produced it.
+    Args:
+        label: 0 Normal, 1 Pneumonia, 2 Pneumothorax.
+        size: the side in pixels (32 to 512). Default 128.
+        seed: a seed or a numpy ``Generator`` for the patient's parameters. Default 0.
+
+    Returns:
+        ``(image, params)``: the (size, size) float32 image in [0, 1] and the
+        :class:`~medrobust.data.phantom.params.PhantomParams` that produced it.
     """
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     params = sample_params(rng, label)
@@ -36,9 +43,31 @@ def generate_phantom(
 class PhantomDataset(ImageDataset):
     """``per_class`` images of each of Normal, Pneumonia and Pneumothorax, balanced.
 
-    Item ``i`` has label ``i % 3`` and is rendered on demand from ``(seed, i)``. Each phantom
-    is its own patient, so a stratified split (``fractions``, default the study's 60/20/20,
-    seeded) is also a patient-grouped one. ``size`` is rendered natively (no resampling).
+    Item ``i`` has label ``i % 3`` and is rendered on demand from ``(seed, i)``, so any item is
+    the same in any order and any process. Each phantom is its own patient, so the stratified
+    split is also a patient-grouped one.
+
+    Args:
+        per_class: images per class, at least 1.
+        size: the side in pixels, rendered natively (no resampling), 32 to 512. Default 128.
+        seed: the generator seed of the images. Default 0.
+        fractions: (train, val, test) fractions of a stratified split. Default (0.6, 0.2, 0.2)
+            (the study's); None: no split.
+        split_seed: the split's seed. Default 42.
+
+    Shape:
+        - ``dataset[i]``: ``(image, label, id)``, image (1, size, size) float32 in [0, 1], id
+          ``phantom-{i:06d}``.
+
+    Raises:
+        ValueError: ``per_class`` below 1.
+
+    Example:
+
+    >>> dataset = PhantomDataset(per_class=2, size=32)
+    >>> image, label, name = dataset[4]
+    >>> len(dataset), image.shape, label, name
+    (6, torch.Size([1, 32, 32]), 1, 'phantom-000004')
     """
 
     def __init__(
