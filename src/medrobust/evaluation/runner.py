@@ -277,9 +277,7 @@ class Runner:
         lc = cfg.load
         assert lc is not None
         try:
-            return load_classifier(lc.path, arch=lc.arch, classes=lc.classes, input_size=lc.input_size,
-                                   intensity=lc.intensity, output_kind=lc.output_kind, trust_pickle=lc.trust_pickle,
-                                   device=self.device)
+            return load_classifier(lc.path, lc.contract, device=self.device)
         except (ValueError, FileNotFoundError) as err:
             raise type(err)(f"{name}: {err}") from None
 
