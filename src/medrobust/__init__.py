@@ -5,7 +5,8 @@ The public layer, one function per job, each returning a typed result and printi
 
     import medrobust as mr
 
-    model = mr.load_model("model.onnx", classes=["Normal", "Pneumonia", "Pneumothorax"], intensity="imagenet")
+    contract = mr.ModelContract(classes="Normal,Pneumonia,Pneumothorax", intensity="imagenet")
+    model = mr.load_model("model.onnx", contract)       # what the file cannot say, declared once
     images = mr.open_images("my_images/")               # <Class>/<image>.png
     mr.predict(model, images)                            # Predictions
     mr.attack(model, images, "sia:eps=8/255")            # AttackResult
@@ -13,6 +14,7 @@ The public layer, one function per job, each returning a typed result and printi
     mr.detect(model, x_adv, reference=x)                 # Detection
     mr.train("phantom", "small-cnn", epochs=5)           # Trained
     mr.evaluate(model, "my_images/", preset="quick")     # RunMetrics (and a run folder)
+    mr.evaluate("model.onnx", "my_images/", contract=contract)  # the same, loading the file itself
     mr.compare("runs/a", "runs/b", out="compare.html")   # Comparison (scorecards side by side)
 
 ``model`` may be a path or an in-memory module; ``images`` a path, a dataset or tensors with
@@ -34,6 +36,7 @@ from medrobust._version import __version__
 
 _LAYER = {
     "load_model": "medrobust.layer.models", "list_models": "medrobust.layer.models",
+    "ModelContract": "medrobust.models.contract",
     "open_images": "medrobust.layer.images", "Images": "medrobust.layer.images",
     "predict": "medrobust.layer.predict", "Predictions": "medrobust.layer.predict",
     "attack": "medrobust.layer.attack", "AttackResult": "medrobust.layer.attack",
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
     from medrobust.layer.predict import Predictions, predict
     from medrobust.layer.presets import PRESETS
     from medrobust.layer.train import Trained, train
+    from medrobust.models.contract import ModelContract
 
 
 def __getattr__(name: str) -> Any:

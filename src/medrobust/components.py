@@ -16,6 +16,11 @@ the modules it lists)::
     attacks/sia.py           @register_attack("sia") class SIA(...)
     attacks/__init__.py      from medrobust.attacks.sia import SIA   # registers "sia"
 
+A package whose ``__init__`` must stay cheap (:mod:`medrobust.models`: its model contract is
+built in processes that never import torch) names the module of its built-ins instead,
+``ComponentRegistry("architecture", builtins="medrobust.models.zoo")``, and the registry imports
+it by name on its first lookup.
+
 Each class's constructor signature (its type hints and defaults) says which parameters exist
 and how a string from the command line converts: numbers accept fractions (``8/255``),
 booleans ``true/false/1/0``, lists are ``;``-separated, ``none`` gives None where the type
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import collections.abc
 import fnmatch
+import importlib
 import inspect
 import math
 import re
@@ -214,9 +220,23 @@ class ComponentRegistry(Generic[T]):
     0.75
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
         self._entries: dict[str, RegistryEntry[T]] = {}
+        self._builtins = builtins
+
+    def _known(self) -> dict[str, RegistryEntry[T]]:
+        """The entries, once the module of the built-in components (``builtins``, for a package
+        whose ``__init__`` imports nothing) has been imported and has registered them."""
+        module = self._builtins
+        if module is not None:
+            self._builtins = None  # its decorators register through here: import it once
+            try:
+                importlib.import_module(module)
+            except BaseException:
+                self._builtins = module
+                raise
+        return self._entries
 
     def register(self, name: str, **metadata: Any) -> Callable[[F], F]:
         """Decorator: make a class or builder function buildable by ``name``, with ``metadata``."""
@@ -234,17 +254,18 @@ class ComponentRegistry(Generic[T]):
 
     def names(self, pattern: str = "*") -> list[str]:
         """Registered names matching a shell-style ``pattern`` (``"t*"``), sorted."""
-        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+        return sorted(n for n in self._known() if fnmatch.fnmatch(n, pattern))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._known()
 
     def entry(self, name: str) -> RegistryEntry[T]:
         """The entry of ``name``; a clear error naming the known ones if there is none."""
+        entries = self._known()
         try:
-            return self._entries[name]
+            return entries[name]
         except KeyError:
-            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}") from None
+            raise ValueError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(entries))}") from None
 
     def get(self, name: str) -> Callable[..., T]:
         """The class (or builder function) registered as ``name``."""

@@ -12,6 +12,7 @@ import torch
 
 from medrobust.execution.model_shipping import ModelSource
 from medrobust.models.checkpoint import save_checkpoint
+from medrobust.models.contract import ModelContract
 from medrobust.models.zoo import build_classifier
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
@@ -42,7 +43,7 @@ def test_a_shipped_model_loads_and_leaves_no_files(model, tmp_path, kind) -> Non
         source = ModelSource.from_path("shipped", save_checkpoint(model, tmp_path / "ckpt"))
     else:
         pytest.importorskip("onnxruntime", reason="ONNX models need the onnx extra")
-        source = ModelSource.from_path("shipped", _onnx(model, tmp_path), load={"classes": CLASSES, "intensity": "unit"})
+        source = ModelSource.from_path("shipped", _onnx(model, tmp_path), ModelContract(classes=CLASSES, intensity="unit"))
     before = _leftovers()
     loaded = source.materialise(torch.device("cpu"))
     assert _leftovers() == before

@@ -15,6 +15,7 @@ import torch
 
 import medrobust.model_archive as limits
 from medrobust.model_archive import ModelArchiveError, check_model_archive
+from medrobust.models.contract import ModelContract
 from medrobust.models.loading import load_classifier
 from medrobust.models.zoo import build_classifier
 
@@ -83,7 +84,7 @@ def test_keras_loader_called_directly_checks_too(tmp_path, small_limits, nothing
     from medrobust.models.keras_model import load_keras_classifier
 
     with pytest.raises(ModelArchiveError, match="likely zip bomb"):
-        load_keras_classifier(_keras_bomb(tmp_path / "model.keras"), classes=CLASSES)
+        load_keras_classifier(_keras_bomb(tmp_path / "model.keras"), ModelContract(classes=CLASSES))
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".zip", ""])

@@ -151,6 +151,9 @@ def main(
 ClassesOption = Annotated[Optional[str], typer.Option(
     "--classes", help="Comma-separated class names of a foreign model, in its output order.")]
 InputSizeOption = Annotated[Optional[int], typer.Option("--input-size", help="Input size the model expects.")]
+ChannelsOption = Annotated[Optional[int], typer.Option(
+    "--channels", "--network-channels", help="Channels the network's first layer takes: 1 | 3 (default: what a "
+    ".keras/.onnx file declares, the --arch's, else 3).")]
 IntensityOption = Annotated[Optional[str], typer.Option(
     "--intensity", help="How the model's training scaled its input: unit ([0, 1]) | imagenet (ImageNet mean/std) | "
     "symmetric ([-1, 1]) | byte ([0, 255]). Required for any model file but a medrobust checkpoint.")]
@@ -158,16 +161,34 @@ OutputKindOption = Annotated[Optional[str], typer.Option("--output-kind", help="
 ArchOption = Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")]
 TrustPickleOption = Annotated[bool, typer.Option(
     "--trust-pickle", help="Allow unpickling a whole module (runs code from the file).")]
+OutputsOption = Annotated[Optional[str], typer.Option(
+    "--outputs", help="logits | probabilities: what a .keras/.onnx model returns (default: a final softmax or "
+    "sigmoid is detected).")]
+ChannelsLastOption = Annotated[Optional[bool], typer.Option(
+    "--channels-last/--channels-first", help="The network takes (B, H, W, C) (default: channels-last for .keras, "
+    "else channels-first).")]
 
 
-def load_cli_model(path: Path, classes: Optional[str] = None, input_size: Optional[int] = None,
-                   intensity: Optional[str] = None, output_kind: Optional[str] = None, arch: Optional[str] = None,
-                   trust_pickle: bool = False):
-    """:func:`medrobust.load_model` with the command-line contract options."""
+def contract_from_options(model: Path | None, classes: Optional[str] = None, input_size: Optional[int] = None,
+                          channels: Optional[int] = None, intensity: Optional[str] = None,
+                          output_kind: Optional[str] = None, arch: Optional[str] = None, trust_pickle: bool = False,
+                          outputs: Optional[str] = None, channels_last: Optional[bool] = None):  # -> mr.ModelContract
+    """The :class:`medrobust.ModelContract` the contract options above declare for ``model``, built
+    once per command and passed whole to the public layer; a refused value is one line naming the
+    model file (before it is read)."""
     import medrobust as mr
 
-    return mr.load_model(path, arch=arch, classes=classes.split(",") if classes else None, input_size=input_size,
-                         intensity=intensity, output_kind=output_kind, trust_pickle=trust_pickle)
+    return mr.ModelContract.given(None, {
+        "classes": classes, "input_size": input_size, "channels": channels, "intensity": intensity,
+        "output_kind": output_kind, "arch": arch, "trust_pickle": trust_pickle, "outputs": outputs,
+        "channels_last": channels_last}, where=model)
+
+
+def load_cli_model(path: Path, contract=None):  # (Path, mr.ModelContract | None) -> Classifier
+    """:func:`medrobust.load_model` of ``path`` with the contract the command's options declared."""
+    import medrobust as mr
+
+    return mr.load_model(path, contract)
 
 
 def print_skipped(skipped: list[str]) -> None:

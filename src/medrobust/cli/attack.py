@@ -11,13 +11,17 @@ from rich.table import Table
 
 from medrobust.cli.app import (
     ArchOption,
+    ChannelsLastOption,
+    ChannelsOption,
     ClassesOption,
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
+    OutputsOption,
     TrustPickleOption,
     app,
     console,
+    contract_from_options,
     load_cli_model,
     print_skipped,
     user_errors,
@@ -48,10 +52,13 @@ def attack(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classes: ClassesOption = None,
     input_size: InputSizeOption = None,
+    channels: ChannelsOption = None,
     intensity: IntensityOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
+    outputs: OutputsOption = None,
+    channels_last: ChannelsLastOption = None,
     normal_class: Annotated[Optional[str], typer.Option(
         "--normal-class", help="The class meaning 'nothing found' (found by name when left out).")] = None,
     class_map: Annotated[Optional[list[str]], typer.Option(
@@ -76,7 +83,8 @@ def attack(
     if eps is not None:
         params["eps"] = eps
     attack_to_run(attack_name, seed=seed, allow_large_eps=allow_large_eps, **params)  # before loading the models
-    target = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    target = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
+                                                          output_kind, arch, trust_pickle, outputs, channels_last))
     crafter = load_cli_model(surrogate) if surrogate else None
     images = mr.open_images(data, size=size or (target.input_size[0] if target.input_size else 64), per_class=per_class,
                             seed=seed)

@@ -19,13 +19,17 @@ import typer
 
 from medrobust.cli.app import (
     ArchOption,
+    ChannelsLastOption,
+    ChannelsOption,
     ClassesOption,
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
+    OutputsOption,
     TrustPickleOption,
     app,
     console,
+    contract_from_options,
     load_cli_model,
     user_errors,
 )
@@ -52,17 +56,21 @@ def detect(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
     classes: ClassesOption = None,
     input_size: InputSizeOption = None,
+    channels: ChannelsOption = None,
     intensity: IntensityOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
+    outputs: OutputsOption = None,
+    channels_last: ChannelsLastOption = None,
 ) -> None:
     """Flag attacked images: the study's detector against originals, or feature squeezing without them."""
     import medrobust as mr
     from medrobust.layer.detect import detector_to_run
 
     detector_to_run(detector_name, reference, calibrate)  # a misspelt detector before the model loads
-    model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    model = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
+                                                          output_kind, arch, trust_pickle, outputs, channels_last))
 
     def show(result) -> None:
         for i in range(len(result)):

@@ -12,13 +12,17 @@ from rich.table import Table
 
 from medrobust.cli.app import (
     ArchOption,
+    ChannelsLastOption,
+    ChannelsOption,
     ClassesOption,
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
+    OutputsOption,
     TrustPickleOption,
     app,
     console,
+    contract_from_options,
     same_command,
     user_errors,
 )
@@ -183,10 +187,13 @@ def evaluate(
     = None,
     classes: ClassesOption = None,
     input_size: InputSizeOption = None,
+    channels: ChannelsOption = None,
     intensity: IntensityOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
+    outputs: OutputsOption = None,
+    channels_last: ChannelsLastOption = None,
     size: Annotated[Optional[int], typer.Option(
         "--size", help="Image size for a model that takes any size (default 224).")] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Override the run name.")] = None,
@@ -214,6 +221,8 @@ def evaluate(
     and report.html; an interrupted run of the same configuration resumes."""
     from medrobust.evaluation.config import load_config
 
+    contract = contract_from_options(model_path or config_path, classes, input_size, channels, intensity, output_kind,
+                                     arch, trust_pickle, outputs, channels_last)
     split_value = None
     findings = [f.strip() for f in emergency_findings.split(",") if f.strip()] if emergency_findings is not None else None
     if split:
@@ -222,6 +231,10 @@ def evaluate(
         if model_path is not None or data is not None:
             raise ValueError(f"give either {config_path} or --model/--data, not both (the file names the model and "
                              "data; edit it, or leave it out)")
+        if contract.declared():
+            flags = ", ".join("--" + name.replace("_", "-") for name in contract.declared())
+            raise ValueError(f"{config_path} names the model and its contract (model.load: path, classes, intensity, "
+                             f"...): put {flags} there, not on the command line")
         overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device}.items() if v}
         if ray is not None or workers is not None:
             overrides["execution"] = execution_section(ray, workers)
@@ -242,7 +255,6 @@ def evaluate(
         raise ValueError("give a CONFIG.yaml, or --model FILE and --data DIR (a folder with one sub-folder of images "
                          "per class)")
     run_experiment(preset, restart=restart, model=model_path, images=data, name=name, output_dir=output_dir,
-                   classes=classes, input_size=input_size, intensity=intensity, output_kind=output_kind, arch=arch,
-                   trust_pickle=trust_pickle, size=size, normal_class=normal_class, emergency_findings=findings,
+                   contract=contract, size=size, normal_class=normal_class, emergency_findings=findings,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
                    device=device, execution=execution_section(ray, workers) if ray is not None or workers else None)

@@ -13,13 +13,17 @@ from rich.table import Table
 
 from medrobust.cli.app import (
     ArchOption,
+    ChannelsLastOption,
+    ChannelsOption,
     ClassesOption,
     InputSizeOption,
     IntensityOption,
     OutputKindOption,
+    OutputsOption,
     TrustPickleOption,
     app,
     console,
+    contract_from_options,
     load_cli_model,
     print_skipped,
     same_command,
@@ -102,16 +106,20 @@ def predict(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
     classes: ClassesOption = None,
     input_size: InputSizeOption = None,
+    channels: ChannelsOption = None,
     intensity: IntensityOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
+    outputs: OutputsOption = None,
+    channels_last: ChannelsLastOption = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 32,
 ) -> None:
     """Print each image's predicted class and confidence."""
     import medrobust as mr
 
-    model = load_cli_model(model_path, classes, input_size, intensity, output_kind, arch, trust_pickle)
+    model = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
+                                                          output_kind, arch, trust_pickle, outputs, channels_last))
     predictions = mr.predict(model, [str(p) for p in inputs], batch_size=batch_size)
     results = predictions.records()
     if as_json:

@@ -35,14 +35,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from medrobust.components import check_seed, parse_number
-from medrobust.contract_names import intensity_name, output_kind_name
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
-from medrobust.data.image_size import check_input_size
 from medrobust.data.splits import check_fractions
 from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
+from medrobust.models.contract import ModelContract
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -197,38 +205,35 @@ class TrainSection(_Section):
         return value
 
 
-class LoadSection(_Section):
-    """A user's model file and its contract: ``classes`` in the model's output order and
-    ``intensity`` (unit | imagenet | symmetric | byte) are required for anything but a medrobust
-    checkpoint folder (checked when the model loads, before any image is read)."""
+class LoadSection(_Section, ModelContract):
+    """A user's model file (``path``) and, beside it, the fields of its
+    :class:`~medrobust.models.contract.ModelContract` (``classes`` in the model's output order and
+    ``intensity`` are required for anything but a medrobust checkpoint folder, checked when the
+    model loads, before any image is read). The contract's values are validated by the contract
+    itself; :attr:`contract` is it without the path::
+
+        model: {load: {path: model.onnx, classes: [Normal, Pneumonia], input_size: 224, intensity: imagenet}}
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     path: str
-    arch: str | None = None
-    classes: list[str] | None = None
-    input_size: int | None = None
-    intensity: str | None = None
-    output_kind: str | None = None
-    trust_pickle: bool = False
 
-    @field_validator("input_size")
-    @classmethod
-    def _image_size(cls, value: int | None) -> int | None:
-        check_input_size(value)
-        return value
+    @property
+    def contract(self) -> ModelContract:
+        """The declared contract of the model at :attr:`path`."""
+        return ModelContract.model_validate({name: getattr(self, name) for name in ModelContract.model_fields})
 
-    @field_validator("intensity")
     @classmethod
-    def _intensity(cls, value: str | None) -> str | None:
-        if value is not None:
-            intensity_name(value)  # a misspelt name is refused here, not after the model has loaded
-        return value
+    def of(cls, path: str, contract: ModelContract) -> LoadSection:
+        """The section loading ``path`` with ``contract`` (the fields it declares, beside the path)."""
+        return cls.model_validate({"path": path, **contract.declared()})
 
-    @field_validator("output_kind")
-    @classmethod
-    def _output_kind(cls, value: str | None) -> str | None:
-        if value is not None:
-            output_kind_name(value)
-        return value
+    @model_serializer(mode="wrap")
+    def _path_first(self, handler: Any) -> Any:
+        """``path`` first in config.yaml, then the contract, as a reader expects them."""
+        data = handler(self)
+        return {"path": data.pop("path"), **data} if isinstance(data, dict) and "path" in data else data
 
 
 class ModelConfig(_Section):

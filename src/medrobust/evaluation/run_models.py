@@ -30,9 +30,7 @@ def load_user_model(cfg: ModelConfig, name: str, device) -> nn.Module:
     lc = cfg.load
     assert lc is not None
     try:
-        return load_classifier(lc.path, arch=lc.arch, classes=lc.classes, input_size=lc.input_size,
-                               intensity=lc.intensity, output_kind=lc.output_kind, trust_pickle=lc.trust_pickle,
-                               device=device)
+        return load_classifier(lc.path, lc.contract, device=device)
     except (ValueError, FileNotFoundError) as err:
         raise type(err)(f"{name}: {err}") from None
 
@@ -149,7 +147,7 @@ def make_engine(config: ExperimentConfig, root: Path, models: dict[str, nn.Modul
         for name, cfg, folder in [("model", config.model, "model"),
                                   *((s.name, s, f"surrogates/{s.name}") for s in config.surrogates)]:
             if cfg.load is not None and Path(cfg.load.path).exists():  # the user's file: shipped as bytes
-                sources.append(ModelSource.from_path(name, cfg.load.path, cfg.load.model_dump(exclude={"path"})))
+                sources.append(ModelSource.from_path(name, cfg.load.path, cfg.load.contract))
             elif name == "model" and given_model:  # held in memory only
                 sources.append(ModelSource.from_module(name, models[name]))
             else:  # trained in this run

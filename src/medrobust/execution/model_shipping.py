@@ -14,10 +14,11 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
+
+from medrobust.models.contract import ModelContract
 
 MAX_SHIPPED_BYTES = 4 << 30
 """A model larger than this (4 GiB) is refused for shipping: put it on shared storage instead."""
@@ -25,18 +26,18 @@ MAX_SHIPPED_BYTES = 4 << 30
 
 @dataclass
 class ModelSource:
-    """One model as shipped to workers: ``files`` (relative name -> bytes) plus ``load`` options,
-    or the in-memory ``module``."""
+    """One model as shipped to workers: ``files`` (relative name -> bytes) plus the user's
+    ``contract``, or the in-memory ``module``."""
 
     name: str
     files: dict[str, bytes] = field(default_factory=dict)
     root: str = ""
-    load: dict[str, Any] | None = None
+    contract: ModelContract | None = None
     module: nn.Module | None = None
 
     @classmethod
-    def from_path(cls, name: str, path: str | Path, load: dict[str, Any] | None = None) -> "ModelSource":
-        """Pack the file or folder at ``path``; ``load`` None means a medrobust checkpoint folder."""
+    def from_path(cls, name: str, path: str | Path, contract: ModelContract | None = None) -> "ModelSource":
+        """Pack the file or folder at ``path``; ``contract`` None means a medrobust checkpoint folder."""
         path = Path(path)
         members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if not members:
@@ -47,7 +48,7 @@ class ModelSource:
                              f"({MAX_SHIPPED_BYTES >> 30} GiB)")
         base = path.parent if path.is_file() else path
         files = {p.relative_to(base).as_posix(): p.read_bytes() for p in members}
-        return cls(name=name, files=files, root=path.name if path.is_file() else "", load=load)
+        return cls(name=name, files=files, root=path.name if path.is_file() else "", contract=contract)
 
     @classmethod
     def from_module(cls, name: str, module: nn.Module) -> "ModelSource":
@@ -71,6 +72,6 @@ class ModelSource:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             where = folder / self.root if self.root else folder
-            if self.load is None:
+            if self.contract is None:
                 return load_checkpoint(where, device)
-            return load_classifier(where, device=device, **self.load)
+            return load_classifier(where, self.contract, device=device)

@@ -35,6 +35,7 @@ from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.models import load_model
 from medrobust.layer.outputs import OutputNames, write_images
+from medrobust.models.contract import ModelContract
 
 PERTURBATION_MEASURES = ("linf", "l2", "ssim", "psnr")
 
@@ -123,8 +124,13 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
            batch_size: int = 16, limit: int | None = None, split: str | None = None, size: int | None = None,
            class_map: Mapping[str, str] | None = None, normal_class: str | None = None,
            emergency_findings: Sequence[str] = DEFAULT_EMERGENCY_FINDINGS, allow_large_eps: bool = False,
-           out: str | Path | None = None, progress: Progress | None = None, **params: Any) -> AttackResult:
+           out: str | Path | None = None, progress: Progress | None = None, contract: ModelContract | None = None,
+           surrogate_contract: ModelContract | None = None, **params: Any) -> AttackResult:
     """Attack ``model`` on labelled ``images``; craft on ``surrogate`` when given (a transfer attack).
+
+    ``model`` and ``surrogate``: paths or modules (see :func:`mr.load_model`); ``contract`` and
+    ``surrogate_contract``: the :class:`~medrobust.models.contract.ModelContract` of each that is
+    a model file but not a medrobust checkpoint.
 
     ``attack``: a spec (``"pgd:eps=8/255,steps=20"``) or an Attack; ``params`` override the
     spec's. The data's classes are matched to the model's by name (``class_map`` for names
@@ -144,8 +150,8 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     from medrobust.execution.units import CraftUnit, ModelRef, Workbench
 
     atk = attack_to_run(attack, seed=seed, allow_large_eps=allow_large_eps, **params)  # before any model is loaded
-    target = load_model(model)
-    crafter = load_model(surrogate) if surrogate is not None else target
+    target = load_model(model, contract)
+    crafter = load_model(surrogate, surrogate_contract) if surrogate is not None else target
     if list(crafter.classes) != list(target.classes):
         raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
     fixed = target.input_size[0] if target.input_size and target.input_size[0] == target.input_size[1] else None

@@ -23,6 +23,7 @@ from medrobust.data.errors import ImageReadError
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import Images, open_images
 from medrobust.layer.models import load_model
+from medrobust.models.contract import ModelContract
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,11 @@ def detector_to_run(detector: Any, reference: Any = None, calibration: Any = Non
 
 def detect(model: Any, images: Any, reference: Any = None, detector: Any = "reference", *, calibration: Any = None,
            fpr: float = 0.05, size: int | None = None, batch_size: int = 32, progress: Progress | None = None,
-           on_batch=None) -> Detection:
+           on_batch=None, contract: ModelContract | None = None) -> Detection:
     """Run ``detector`` (a spec such as ``"reference"``, ``"squeeze:target_fpr=0.01"``, or a
-    Detector) on ``images``; ``reference``: the originals (reference detectors);
+    Detector) on ``images`` with ``model`` (a path or module, see :func:`mr.load_model`;
+    ``contract``: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
+    not a medrobust checkpoint); ``reference``: the originals (reference detectors);
     ``calibration``: clean images to set a calibrated detector's threshold at false-positive
     rate ``fpr``. ``on_batch(result)`` sees each batch's verdicts as they come.
 
@@ -80,7 +83,7 @@ def detect(model: Any, images: Any, reference: Any = None, detector: Any = "refe
     if not det.requires_reference and reference is not None:
         log.warning("the %s detector does not use the originals; ignoring them", det.name)
         reference = None
-    model = load_model(model)
+    model = load_model(model, contract)
     fixed = model.input_size
     skipped: list[str] = []
     inputs = _open(images, None)

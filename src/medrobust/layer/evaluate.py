@@ -20,6 +20,7 @@ from medrobust.evaluation.config import ExperimentConfig, load_config, validate_
 from medrobust.evaluation.results import RunMetrics
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.presets import PRESETS, preset_settings
+from medrobust.models.contract import ModelContract
 
 IN_MEMORY = "(in memory)"
 MODEL_CHECK_STAGE = "model check"
@@ -30,6 +31,7 @@ classes, so that a model that cannot be evaluated fails in seconds, with this st
 
 def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConfig | Mapping[str, Any] | os.PathLike
              = "standard", run_dir: str | Path | None = None, progress: Progress | None = None, *,
+             contract: ModelContract | Mapping[str, Any] | None = None,
              classes: Sequence[str] | str | None = None, input_size: int | None = None, intensity: str | None = None,
              output_kind: str | None = None, arch: str | None = None, trust_pickle: bool = False,
              size: int | None = None, normal_class: str | None = None,
@@ -43,9 +45,12 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     with labels) with a ``preset`` or a configuration; returns the run's metrics.
 
     ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
-    same run is reused (or ``name`` under ``output_dir``). The contract options (``classes``,
-    ``input_size``, ``intensity``, ``output_kind``, ``arch``) describe a foreign model file;
-    ``normal_class``/``class_map`` how the data's classes read, ``emergency_findings`` which
+    same run is reused (or ``name`` under ``output_dir``). ``contract``: the
+    :class:`~medrobust.models.contract.ModelContract` of a model file that is not a medrobust
+    checkpoint (its classes, intensity convention...), written to the configuration's
+    ``model.load``; ``classes``, ``input_size``, ``intensity``, ``output_kind``, ``arch`` and
+    ``trust_pickle`` are a convenience that builds one (give either, not both: a ValueError says
+    so); ``normal_class``/``class_map`` how the data's classes read, ``emergency_findings`` which
     findings' misses are emergencies (these two are report settings: a finished run is re-read
     with them, nothing recomputed); ``split``: ``"test"`` (every image tested, the default for a
     loaded model) or fractions; ``train_data``: a folder of other images of the same classes
@@ -59,19 +64,24 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     from medrobust.evaluation.runner import run_experiment
     from medrobust.layer.models import check_contract, load_model
 
-    contract = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
-                "arch": arch, "trust_pickle": trust_pickle}
+    is_file = isinstance(model, (str, os.PathLike))
+    declared = ModelContract.given(contract, {"classes": classes, "input_size": input_size, "intensity": intensity,
+                                              "output_kind": output_kind, "arch": arch, "trust_pickle": trust_pickle},
+                                   where=Path(model) if is_file else None)
+    if model is None and declared.declared():
+        raise ValueError("mr.evaluate: the model's contract describes the model= file, and none was given; pass "
+                         "model=, or declare the contract in the configuration's model.load")
     if isinstance(preset, str) and preset not in PRESETS and Path(preset).suffix in (".yaml", ".yml"):
         preset = Path(preset)
 
     def resolve(loaded) -> ExperimentConfig:
         """The configuration, validated, its component specs built once (ValueError naming the field)."""
         if isinstance(preset, str):
-            raw = _preset_config(preset, model, loaded, images, contract, size, train_data)
+            raw = _preset_config(preset, model, loaded, images, declared, size, train_data)
         else:
             raw = _given_config(preset)
             if model is not None:
-                raw["model"] = {"load": _load_section(model, loaded, contract)}
+                raw["model"] = {"load": _load_section(model, loaded, declared)}
             if images is not None:
                 raw.setdefault("data", {})["source"] = _data_name(images)
         data = raw.setdefault("data", {})
@@ -105,14 +115,13 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if model is None or images is None:
             raise ValueError("mr.evaluate with a preset needs a model and images (or pass a configuration)")
-    check_contract(intensity=intensity, output_kind=output_kind, arch=arch)
-    if not isinstance(preset, str) and (model is None or isinstance(model, (str, os.PathLike))):
+    check_contract(declared)  # its architecture's name (the other names were checked when it was built)
+    if not isinstance(preset, str) and (model is None or is_file):
         resolve(None)  # a model held in memory is named by its weights' digest: resolved once it is wrapped
-    given = {k: v for k, v in contract.items() if v is not None and v is not False}  # 0 is a size to refuse
     loaded = None
     if model is not None:  # the run's first stage: a model that cannot be evaluated fails here, at once
         with (progress or SilentProgress()).stage(MODEL_CHECK_STAGE, 1) as bar:
-            loaded = load_model(model, device=device or "cpu", **given)
+            loaded = load_model(model, declared, device=device or "cpu")
             bar.advance(1)
     config = resolve(loaded)
     dataset = (_in_memory_dataset(images, list(loaded.classes) if loaded is not None else None)
@@ -120,7 +129,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
     return run_experiment(config, progress=progress, restart=restart, model=loaded, dataset=dataset)
 
 
-def _preset_config(preset: str, model: Any, loaded, images: Any, contract: dict[str, Any], size: int | None,
+def _preset_config(preset: str, model: Any, loaded, images: Any, contract: ModelContract, size: int | None,
                    train_data: str | None) -> dict[str, Any]:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).stem if isinstance(model, (str, os.PathLike))
                   else type(model).__name__).strip("-.") or "model"
@@ -141,12 +150,11 @@ def _given_config(preset: Any) -> dict[str, Any]:
     return load_config(Path(preset)).model_dump(mode="json")
 
 
-def _load_section(model: Any, loaded, contract: dict[str, Any]) -> dict[str, Any]:
+def _load_section(model: Any, loaded, contract: ModelContract) -> dict[str, Any]:
+    """The configuration's ``model.load``: a file's path with the fields its contract declares; a
+    model held in memory by its weights' digest and its classes."""
     if isinstance(model, (str, os.PathLike)):
-        section = {"path": str(model), **{k: v for k, v in contract.items() if v is not None and v is not False}}
-        if isinstance(section.get("classes"), str):
-            section["classes"] = [c.strip() for c in section["classes"].split(",")]
-        return section
+        return {"path": str(model), **contract.declared()}
     return {"path": f"{IN_MEMORY} {type(model).__name__} {_fingerprint(loaded.state_dict().values())}",
             "classes": list(loaded.classes)}
 

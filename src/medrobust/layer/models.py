@@ -3,69 +3,88 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
 
-from medrobust.models.classifier import Classifier, InputContract
+from medrobust.models.classifier import Classifier
+from medrobust.models.contract import ModelContract
+
+log = logging.getLogger(__name__)
 
 
-def load_model(source: Any, *, classes: Sequence[str] | str | None = None, input_size: int | None = None,
+def load_model(source: Any, contract: ModelContract | Mapping[str, Any] | None = None, *,
+               classes: Sequence[str] | str | None = None, input_size: int | tuple[int, int] | None = None,
                intensity: str | None = None, output_kind: str | None = None, arch: str | None = None,
-               trust_pickle: bool = False, device: str = "cpu", **contract: Any) -> Classifier:
+               trust_pickle: bool = False, device: str = "cpu", **options: Any) -> Classifier:
     """A Classifier from a path (medrobust checkpoint folder, TorchScript, state dict,
-    ``.keras``, ``.onnx``: any file but a checkpoint needs ``classes`` and ``intensity``, which
-    it cannot record), a Classifier (returned as it is), or a plain ``nn.Module`` taking
-    images in [0, 1] and returning logits (wrapped with ``classes`` and the other contract
-    options: ``input_size``, ``intensity`` (default ``unit``: the module takes [0, 1]),
-    ``output_kind``, ``network_channels``...).
+    ``.keras``, ``.onnx``), a Classifier (returned as it is), or a plain ``nn.Module`` taking
+    images in [0, 1] and returning logits.
 
-    Whole pickled modules are refused unless ``trust_pickle`` (unpickling runs the file's code).
+    Args:
+        source: the model: a path, a Classifier, or a plain ``nn.Module``.
+        contract: what the user declares about it, a :class:`~medrobust.models.contract.ModelContract`
+            (or a mapping of its fields). Any file but a medrobust checkpoint needs ``classes`` and
+            ``intensity``, which it cannot record; a plain module needs ``classes`` and is read with
+            ``intensity`` ``unit`` and 1 network channel unless the contract says otherwise.
+        classes, input_size, intensity, output_kind, arch, trust_pickle, **options: the contract's
+            fields as keywords (``channels``, ``outputs``, ``channels_last`` among ``options``),
+            a convenience that builds the ModelContract: give either these or ``contract``, not
+            both (a ValueError says so). Whole pickled modules are refused unless ``trust_pickle``
+            (unpickling runs the file's code).
+        device: where the model runs (``cpu``, ``cuda``, ``auto``).
+
+    Returns:
+        The Classifier in eval mode on ``device``: (B, 1, H, W) images in [0, 1] -> logits (B, K).
 
     >>> import torch, medrobust as mr
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 2))
     >>> model = mr.load_model(net, classes=["Normal", "Pneumonia"], network_channels=1)
     >>> model.classes, tuple(model(torch.rand(3, 1, 16, 16)).shape)
     (['Normal', 'Pneumonia'], (3, 2))
+    >>> same = mr.load_model(net, mr.ModelContract(classes="Normal,Pneumonia", channels=1))
+    >>> same.contract == model.contract
+    True
     """
+    is_path = isinstance(source, (str, os.PathLike))
+    loose = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
+             "arch": arch, "trust_pickle": trust_pickle, **options}
+    declared = ModelContract.given(contract, loose, where=Path(source) if is_path else None)  # before any file is read
     if isinstance(source, Classifier) or (isinstance(source, nn.Module) and hasattr(source, "classes")
                                           and hasattr(source, "predict")):
+        if declared.declared():
+            log.warning("a loaded model carries its own contract; ignoring the declared %s",
+                        ", ".join(declared.declared()))
         return source.to(_device(device)).eval()  # type: ignore[return-value]
     if isinstance(source, nn.Module):
-        if not classes:
+        if not declared.classes:
             raise ValueError("mr.load_model: a plain nn.Module needs classes=[...] (its output order)")
-        names = classes.split(",") if isinstance(classes, str) else list(classes)
-        contract_options = {"input_size": input_size, "intensity": intensity or "unit",
-                            "output_kind": output_kind or "softmax", "network_channels": 1, **contract}
-        model = Classifier(source, InputContract(classes=tuple(c.strip() for c in names), **contract_options))
+        model = Classifier(source, declared.resolve(channels=1, intensity="unit"))
         return model.to(_device(device)).eval()
-    if not isinstance(source, (str, os.PathLike)):
+    if not is_path:
         raise TypeError(f"mr.load_model: expected a path or a torch module, got {type(source).__name__}")
-    check_contract(intensity=intensity, output_kind=output_kind, arch=arch)  # before the file is read
+    check_contract(declared)  # the architecture's name, before the file is read
     from medrobust.models.loading import load_classifier
 
-    return load_classifier(Path(source), arch=arch, classes=classes, input_size=input_size, intensity=intensity,
-                           output_kind=output_kind, trust_pickle=trust_pickle, device=device, **contract)
+    return load_classifier(Path(source), declared, device=device)
 
 
-def check_contract(*, intensity: Any = None, output_kind: Any = None, arch: str | None = None) -> None:
-    """The names of a model's contract, checked before any model file is read (a load can take
-    minutes): the intensity convention, the output kind and the zoo architecture. A ValueError
-    names the misspelt value and the known ones."""
-    from medrobust.contract_names import intensity_name, output_kind_name
+def check_contract(contract: ModelContract | None = None, *, arch: str | None = None) -> None:
+    """The one name of a model's contract that its own validation cannot look up without torch:
+    its zoo architecture (``contract.arch``, or ``arch`` given apart, as ``mr.train`` takes it),
+    checked in the registry before any model file is read (a load can take minutes). A ValueError
+    names the misspelt value and the known ones. (The intensity convention and the output kind
+    were checked when the :class:`~medrobust.models.contract.ModelContract` was built.)"""
+    for name in (contract.arch if contract is not None else None, arch):
+        if name is not None:
+            from medrobust.models.registry import get_spec
 
-    if isinstance(intensity, str):
-        intensity_name(intensity)
-    if isinstance(output_kind, str):
-        output_kind_name(output_kind)
-    if arch is not None:
-        from medrobust.models.registry import get_spec
-
-        get_spec(arch)
+            get_spec(name)
 
 
 def _device(name: str):

@@ -13,6 +13,7 @@ from medrobust.data.record_ids import printable_path
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.models import load_model
+from medrobust.models.contract import ModelContract
 
 
 @dataclass
@@ -47,11 +48,12 @@ class Predictions:
         return out
 
 
-def predict(model: Any, images: Any, *, batch_size: int = 32, size: int | None = None,
-            progress: Progress | None = None) -> Predictions:
-    """Predictions of ``model`` (a path or module, see :func:`mr.load_model`) on ``images`` (a
-    path, files, a dataset or tensors, see :func:`mr.open_images`; read at the model's input
-    size when it has one).
+def predict(model: Any, images: Any, *, contract: ModelContract | None = None, batch_size: int = 32,
+            size: int | None = None, progress: Progress | None = None) -> Predictions:
+    """Predictions of ``model`` (a path or module, see :func:`mr.load_model`; ``contract``: the
+    :class:`~medrobust.models.contract.ModelContract` of a model file that is not a medrobust
+    checkpoint) on ``images`` (a path, files, a dataset or tensors, see :func:`mr.open_images`;
+    read at the model's input size when it has one).
 
     >>> import torch, medrobust as mr
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 3))
@@ -60,7 +62,7 @@ def predict(model: Any, images: Any, *, batch_size: int = 32, size: int | None =
     >>> p.labels.shape, p.probabilities.shape, bool(abs(p.probabilities.sum(1) - 1).max() < 1e-5)
     ((5,), (5, 3), True)
     """
-    model = load_model(model)
+    model = load_model(model, contract)
     fixed = model.input_size[0] if model.input_size and model.input_size[0] == model.input_size[1] else None
     images = open_images(images, size=size or fixed, labelled=False if not _is_labelled_source(images) else None)
     ids: list[str] = []

@@ -63,7 +63,14 @@ def network_memory_format(memory_format: torch.memory_format | None) -> Iterator
 
 @dataclass(frozen=True)
 class InputContract:
-    """What a network expects and what it returns.
+    """What a network expects and what it returns: the *resolved* contract a Classifier carries.
+
+    Every value here is settled (sizes as (H, W), channels, the intensity and output kind as
+    enums), whether it came from a checkpoint's model.json, a model file's own input shape or a
+    default. What a user *declares* about a model file is a
+    :class:`~medrobust.models.contract.ModelContract` (values left out where the file or a
+    default decides); the loader, through :meth:`ModelContract.resolve
+    <medrobust.models.contract.ModelContract.resolve>`, turns that declaration into this.
 
     ``input_size`` (H, W) is the size the network was trained at (None: any size; each side at
     least 1 pixel and H x W within the readers' pixel limit, else ValueError:

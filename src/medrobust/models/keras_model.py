@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +35,9 @@ import torch
 from torch import nn
 
 from medrobust.model_archive import check_model_archive
-from medrobust.models.classifier import Classifier, InputContract
-from medrobust.models.intensity import Intensity
+from medrobust.models.classifier import Classifier
+from medrobust.models.contract import ModelContract
+from medrobust.models.input_layout import declared_layout, input_layout
 from medrobust.models.output_kind import OutputKind
 from medrobust.models.probability_logits import (
     FinalActivation,
@@ -178,50 +178,31 @@ class KerasNetwork(nn.Module):
         return out
 
 
-def _input_layout(model: Any, channels_last: bool, path: Path) -> tuple[tuple[int, int] | None, int | None]:
-    """(H, W) when static, and channels, from the model's input shape; (None, None) when unknown."""
+def _declared_shape(model: Any) -> tuple[object, ...] | None:
+    """The model's declared input shape, None when it declares none (a subclassed model)."""
     try:
-        shape = tuple(model.inputs[0].shape)
+        return tuple(model.inputs[0].shape)
     except (AttributeError, IndexError, TypeError):
-        return None, None
-    if len(shape) != 4:
-        raise ValueError(
-            f"{path}: the Keras model takes inputs of shape {shape}, not images (B, H, W, C); "
-            "medrobust needs a 2-D image classifier"
-        )
-    h, w, c = (shape[1], shape[2], shape[3]) if channels_last else (shape[2], shape[3], shape[1])
-    size = (int(h), int(w)) if h is not None and w is not None else None
-    return size, (int(c) if c is not None else None)
+        return None
 
 
-def load_keras_classifier(
-    path: str | Path,
-    *,
-    classes: Sequence[str],
-    input_size: int | tuple[int, int] | None = None,
-    stored_channels: int = 1,
-    network_channels: int | None = None,
-    intensity: str | Intensity | None = None,
-    output_kind: str | OutputKind | None = None,
-    channels_last: bool | None = None,
-    outputs: str | None = None,
-    device: str | torch.device = "cpu",
-) -> Classifier:
-    """A Classifier around a ``.keras`` file; the caller states classes and intensity.
+def load_keras_classifier(path: str | Path, contract: ModelContract, *, device: str | torch.device = "cpu") -> Classifier:
+    """A Classifier around a ``.keras`` file with the user's declared ``contract``.
 
-    Input size and channels are read from the model's input shape when it has them (a user
-    value that disagrees is an error); ``channels_last`` defaults to True (Keras's layout;
-    the Classifier permutes (B, C, H, W) to (B, H, W, C)); ``intensity`` defaults to
-    ``"unit"``. ``outputs``: None (detect a final softmax/sigmoid), ``"logits"`` (use the
-    output as is) or ``"probabilities"`` (invert the output kind's softmax/sigmoid).
-    Use :func:`medrobust.models.loading.load_classifier`, which also checks one forward pass.
+    Input size and channels are read from the model's input shape when it has them (a declared
+    value that disagrees is an error: :mod:`medrobust.models.input_layout`); ``channels_last``
+    defaults to True (Keras's layout; the Classifier permutes (B, C, H, W) to (B, H, W, C));
+    ``intensity`` defaults to ``"unit"``. ``contract.outputs``: None (detect a final
+    softmax/sigmoid), ``"logits"`` (use the output as is) or ``"probabilities"`` (invert the
+    output kind's softmax/sigmoid). Use :func:`medrobust.models.loading.load_classifier`, which
+    also checks the contract is complete and one forward pass.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Keras model file not found; check the path")
     check_model_archive(path)
     keras = import_keras()
-    channels_last = True if channels_last is None else channels_last
+    channels_last = True if contract.channels_last is None else contract.channels_last
     dev = str(device)
     try:
         with keras.device(dev):
@@ -233,42 +214,22 @@ def load_keras_classifier(
             "without Lambda layers or custom objects"
         ) from None
 
-    found_size, found_channels = _input_layout(model, channels_last, path)
-    size = (input_size, input_size) if isinstance(input_size, int) else (tuple(input_size) if input_size else None)
-    if size is not None and found_size is not None and tuple(size) != found_size:
-        raise ValueError(
-            f"{path}: input size {tuple(size)} was given but the Keras model takes {found_size}; "
-            "leave --input-size out or give the model's size"
-        )
-    if network_channels is not None and found_channels is not None and network_channels != found_channels:
-        raise ValueError(
-            f"{path}: {network_channels} network channels were given but the Keras model takes {found_channels}; "
-            "leave --network-channels out or check --channels-last"
-        )
-    channels = network_channels or found_channels or 3
-    kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
+    shape = _declared_shape(model)
+    found = input_layout(shape, channels_last, path, "Keras model") if shape is not None else (None, None)
+    size, channels = declared_layout(contract, found, path, "Keras model")
+    kind = OutputKind.parse(contract.output_kind or OutputKind.SOFTMAX)
 
-    if outputs in (None, "auto"):
+    if contract.outputs is None:
         keras_logits, invert = _logits_model(model, path)
-    elif outputs == "logits":
+    elif contract.outputs == "logits":
         keras_logits, invert = model, None
-    elif outputs == "probabilities":
+    else:  # probabilities
         keras_logits, invert = model, ("softmax" if kind is OutputKind.SOFTMAX else "sigmoid")
-    else:
-        raise ValueError(f"outputs must be 'logits', 'probabilities' or left out, got {outputs!r}")
 
     try:
-        contract = InputContract(
-            classes=tuple(classes),
-            input_size=size or found_size,  # type: ignore[arg-type]
-            stored_channels=stored_channels,
-            network_channels=channels,
-            intensity=Intensity.parse(intensity or Intensity.UNIT),
-            output_kind=kind,
-            channels_last=channels_last,
-        )
+        resolved = contract.resolve(size=size, channels=channels, channels_last=channels_last, intensity="unit")
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     metadata: dict[str, object] = {"source": str(path), "format": "keras",
                                    "logits": f"inverted {invert}" if invert else "exact"}
-    return Classifier(KerasNetwork(keras_logits, invert), contract, arch=None, metadata=metadata).eval()
+    return Classifier(KerasNetwork(keras_logits, invert), resolved, arch=None, metadata=metadata).eval()

@@ -31,22 +31,21 @@ the file named and the shape the model returned, not in the middle of a run.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from medrobust.contract_names import intensity_required
-from medrobust.data.image_size import check_input_size
 from medrobust.model_archive import check_model_archive
 from medrobust.model_formats import is_torchscript
 from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
-from medrobust.models.classifier import Classifier, InputContract
+from medrobust.models.classifier import Classifier
+from medrobust.models.contract import ModelContract
 from medrobust.models.device import resolve_device
-from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind
 from medrobust.models.pretrained import WeightsError, read_state_dict, remap_keys
 from medrobust.models.registry import get_spec
@@ -61,34 +60,20 @@ DRY_RUN_SIZE = 64  # side of the blank test image when the model has no fixed in
 _LAYOUT_HEADS = ("fc.", "_fc.")
 
 
-def load_classifier(
-    path: str | Path,
-    *,
-    arch: str | None = None,
-    classes: Sequence[str] | str | None = None,
-    input_size: int | tuple[int, int] | None = None,
-    stored_channels: int = 1,
-    network_channels: int | None = None,
-    intensity: str | Intensity | None = None,
-    output_kind: str | OutputKind | None = None,
-    channels_last: bool | None = None,
-    trust_pickle: bool = False,
-    outputs: str | None = None,
-    device: str | torch.device = "cpu",
-) -> Classifier:
+def load_classifier(path: str | Path, contract: ModelContract | Mapping[str, Any] | None = None, *,
+                    device: str | torch.device = "cpu", **options: Any) -> Classifier:
     """Load any supported model file as a Classifier in eval mode on ``device``.
 
-    ``classes`` (names, or one comma-separated string) and ``intensity`` (``unit``,
-    ``imagenet``, ``symmetric`` or ``byte``: how the network's training scaled its input) are
-    required except for medrobust checkpoints, which carry their own contract (the other
-    options are then ignored). Defaults for foreign models: ``output_kind`` softmax;
-    ``network_channels`` the zoo spec's when ``arch`` is given, else 3 (Keras and ONNX read
-    channels and size from the file). ``outputs`` (Keras/ONNX only):
-    ``"logits"`` or ``"probabilities"`` to override the detection of a final softmax/sigmoid.
+    ``contract``: the :class:`~medrobust.models.contract.ModelContract` the user declares for the
+    file (or a mapping of its fields); its fields may instead be given as keyword ``options``
+    (``classes=..., intensity=...``), which build one -- not both. ``classes`` and ``intensity``
+    are required except for medrobust checkpoints, which carry their own contract (a declared one
+    is then ignored, with a warning). Defaults for foreign models: ``output_kind`` softmax;
+    ``channels`` the zoo spec's when ``arch`` is given, else what a Keras/ONNX file declares,
+    else 3 (a TorchScript network that fails on 3 channels and runs on 1 is read as grey).
 
-    Shapes: the returned Classifier takes (B, stored_channels, H, W) float in [0, 1] and
-    returns logits (B, K) ((B, 1) binary); probabilities from a Keras/ONNX file are turned back
-    into logits.
+    Shapes: the returned Classifier takes (B, 1, H, W) float in [0, 1] and returns logits
+    (B, K) ((B, 1) binary); probabilities from a Keras/ONNX file are turned back into logits.
 
     Example (a medrobust checkpoint round trip):
 
@@ -102,13 +87,12 @@ def load_classifier(
     (True, False, True)
     """
     path = Path(path)
+    contract = ModelContract.given(contract, options, where=path)  # every value checked before the file is read
     device = resolve_device(device)
     if is_checkpoint(path):
-        options = {"arch": arch, "classes": classes, "input_size": input_size, "intensity": intensity,
-                   "network_channels": network_channels, "output_kind": output_kind, "channels_last": channels_last}
-        given = [name for name, value in options.items() if value is not None]
-        if given:
-            log.warning("%s: a medrobust checkpoint carries its own contract; ignoring %s", path, ", ".join(given))
+        ignored = [name for name in contract.declared() if name != "trust_pickle"]
+        if ignored:
+            log.warning("%s: a medrobust checkpoint carries its own contract; ignoring %s", path, ", ".join(ignored))
         return load_checkpoint(path, device=device)
     if path.is_dir():
         raise ValueError(
@@ -118,62 +102,37 @@ def load_classifier(
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found; check the path")
     check_model_archive(path)
-    names = _class_names(classes, path)
-    if intensity is None:
-        raise ValueError(intensity_required(str(path)))
-    try:
-        Intensity.parse(intensity)
-        check_input_size(input_size)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
+    contract.require_declared(path)
     suffix = path.suffix.lower()
-    common = {"classes": names, "input_size": input_size, "stored_channels": stored_channels,
-              "network_channels": network_channels, "intensity": intensity, "output_kind": kind,
-              "channels_last": channels_last, "outputs": outputs, "device": device}
 
     if suffix == ".keras":
         from medrobust.models.keras_model import load_keras_classifier
 
-        model: Classifier = load_keras_classifier(path, **common)  # type: ignore[arg-type]
+        model: Classifier = load_keras_classifier(path, contract, device=device)
     elif suffix == ".onnx":
         from medrobust.models.onnx_model import load_onnx_classifier
 
-        model = load_onnx_classifier(path, **common)  # type: ignore[arg-type]
+        model = load_onnx_classifier(path, contract, device=device)
     elif suffix in (".h5", ".hdf5"):
         raise ValueError(
             f"{path}: legacy HDF5 Keras files are not read (they bypass Keras's safe mode); "
             "re-save the model in Keras 3 format with model.save('model.keras')"
         )
     else:
-        if outputs is not None:
-            log.info("%s: outputs=%r applies to Keras and ONNX models only; ignored", path, outputs)
-        model = _load_torch(path, arch=arch, names=names, input_size=input_size, stored_channels=stored_channels,
-                            network_channels=network_channels, intensity=intensity, kind=kind,
-                            channels_last=bool(channels_last), trust_pickle=trust_pickle, device=device)
-        if model.metadata.get("format") == "torchscript" and network_channels is None and arch is None:
+        if contract.outputs is not None:
+            log.info("%s: outputs=%r applies to Keras and ONNX models only; ignored", path, contract.outputs)
+        model = _load_torch(path, contract, device)
+        if model.metadata.get("format") == "torchscript" and contract.channels is None and contract.arch is None:
             model = _torchscript_channels(model, path)
     check_forward(model, path)
     log.info("loaded %s (%s) with classes %s", path, model.metadata.get("format"), ", ".join(model.classes))
     return model
 
 
-def _class_names(classes: Sequence[str] | str | None, path: Path) -> tuple[str, ...]:
-    if classes is None or len(classes) == 0:
-        raise ValueError(
-            f"{path}: is not a medrobust checkpoint, so the class names must be given in the model's output "
-            "order; pass classes (e.g. --classes Normal,Pneumonia,Pneumothorax)"
-        )
-    if isinstance(classes, str):
-        classes = [c.strip() for c in classes.split(",") if c.strip()]
-    return tuple(str(c) for c in classes)
-
-
-def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_size: int | tuple[int, int] | None,
-                stored_channels: int, network_channels: int | None, intensity: str | Intensity | None,
-                kind: OutputKind, channels_last: bool, trust_pickle: bool, device: torch.device) -> Classifier:
-    """A torch file: TorchScript, a state dict of ``arch``, or (trusted only) a pickled module."""
-    spec = None
+def _load_torch(path: Path, contract: ModelContract, device: torch.device) -> Classifier:
+    """A torch file: TorchScript, a state dict of ``contract.arch``, or (trusted only) a pickled module."""
+    arch = contract.arch
+    spec = get_spec(arch) if arch else None
     if is_torchscript(path):
         fmt = "torchscript"
         try:
@@ -186,16 +145,16 @@ def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_s
         if arch:
             log.info("%s: a TorchScript archive carries its own network; arch=%r only sets the defaults "
                      "(channels) and is not recorded on the model", path, arch)
-    elif arch:
+    elif spec is not None:
         fmt = "state_dict"
-        spec = get_spec(arch)
-        network = _state_dict_network(path, arch, kind, len(names), network_channels or spec.channels)
+        kind = OutputKind.parse(contract.output_kind or OutputKind.SOFTMAX)
+        network = _state_dict_network(path, spec.name, kind, len(contract.classes or ()), contract.channels or spec.channels)
     elif path.suffix.lower() == ".safetensors":
         raise ValueError(
             f"{path}: a safetensors file holds only weights, not the network; pass the architecture it was "
             "trained with (--arch, e.g. small-cnn or densenet121)"
         )
-    elif trust_pickle:
+    elif contract.trust_pickle:
         fmt = "pickle"
         log.warning("%s: unpickling a whole model because trust_pickle is set; this runs any code the file "
                     "contains, so do this only for files whose origin you trust", path)
@@ -213,25 +172,14 @@ def _load_torch(path: Path, *, arch: str | None, names: tuple[str, ...], input_s
             "architecture, export the model to TorchScript or ONNX, or pass --trust-pickle only if you trust "
             "where the file came from"
         )
-    if spec is None and arch:
-        spec = get_spec(arch)
-    size = (input_size, input_size) if isinstance(input_size, int) else input_size
     try:
-        contract = InputContract(
-            classes=names,
-            input_size=size,
-            stored_channels=stored_channels,
-            network_channels=network_channels or (spec.channels if spec else 3),
-            intensity=Intensity.parse(intensity),  # required: load_classifier checked it was given
-            output_kind=kind,
-            channels_last=channels_last,
-        )
+        resolved = contract.resolve(channels=spec.channels if spec else None)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     # Only a state dict loaded into a zoo network is that architecture for sure (and can be re-saved
     # as a medrobust checkpoint); a TorchScript network is whatever its archive says.
     recorded_arch = arch if fmt == "state_dict" else None
-    model = Classifier(network, contract, arch=recorded_arch, metadata={"source": str(path), "format": fmt})
+    model = Classifier(network, resolved, arch=recorded_arch, metadata={"source": str(path), "format": fmt})
     return model.to(device).eval()
 
 
@@ -264,7 +212,7 @@ def _state_dict_network(path: Path, arch: str, kind: OutputKind, n_classes: int,
         raise WeightsError(
             f"{path}: does not fit {arch} with {num_outputs(kind, n_classes)} outputs and {channels} input "
             f"channel(s): keys {', '.join(problems)}; check that --arch, --classes, --output-kind and "
-            "--network-channels match the trained model"
+            "--channels match the trained model"
         )
     network.load_state_dict(best, strict=True)
     log.info("%s: loaded all %d tensors of %s, head included", path, len(target), arch)

@@ -16,7 +16,6 @@ installed, or stated with ``outputs="probabilities"``), the output is turned bac
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,8 @@ import torch
 from torch import nn
 
 from medrobust.models.classifier import Classifier, InputContract, require_gradients
-from medrobust.models.intensity import Intensity
+from medrobust.models.contract import ModelContract
+from medrobust.models.input_layout import declared_layout, input_layout
 from medrobust.models.output_kind import OutputKind
 from medrobust.models.probability_logits import (
     FinalActivation,
@@ -145,39 +145,16 @@ def _single_input(session: Any, path: Path) -> Any:
     return inputs[0]
 
 
-def _input_layout(shape: Sequence[object], channels_last: bool, path: Path) -> tuple[tuple[int, int] | None, int | None]:
-    """(H, W) when static, and channels when static, from the ONNX input shape."""
-    if len(shape) != 4:
-        raise ValueError(
-            f"{path}: the ONNX input has shape {list(shape)}, not images (B, C, H, W); "
-            "medrobust needs a 2-D image classifier"
-        )
-    h, w, c = (shape[1], shape[2], shape[3]) if channels_last else (shape[2], shape[3], shape[1])
-    static = [v if isinstance(v, int) and v > 0 else None for v in (h, w, c)]
-    size = (static[0], static[1]) if static[0] and static[1] else None
-    return size, static[2]
-
-
-def load_onnx_classifier(
-    path: str | Path,
-    *,
-    classes: Sequence[str],
-    input_size: int | tuple[int, int] | None = None,
-    stored_channels: int = 1,
-    network_channels: int | None = None,
-    intensity: str | Intensity | None = None,
-    output_kind: str | OutputKind | None = None,
-    channels_last: bool | None = None,
-    outputs: str | None = None,
-    device: str | torch.device = "cpu",
-) -> OnnxClassifier:
-    """A black-box Classifier around an ``.onnx`` file; the caller states classes and intensity.
+def load_onnx_classifier(path: str | Path, contract: ModelContract, *,
+                         device: str | torch.device = "cpu") -> OnnxClassifier:
+    """A black-box Classifier around an ``.onnx`` file with the user's declared ``contract``.
 
     Input size and channels come from the graph's input shape when static (NCHW unless
-    ``channels_last``); a user value that disagrees is an error. ``intensity`` defaults to
-    ``"unit"``. ``outputs``: None (detect a final Softmax/Sigmoid node), ``"logits"`` or
-    ``"probabilities"``. Use :func:`medrobust.models.loading.load_classifier`, which also
-    checks one forward pass.
+    ``contract.channels_last``); a declared value that disagrees is an error
+    (:mod:`medrobust.models.input_layout`). ``intensity`` defaults to ``"unit"``.
+    ``contract.outputs``: None (detect a final Softmax/Sigmoid node), ``"logits"`` or
+    ``"probabilities"``. Use :func:`medrobust.models.loading.load_classifier`, which also checks
+    the contract is complete and one forward pass.
     """
     path = Path(path)
     if not path.is_file():
@@ -190,43 +167,23 @@ def load_onnx_classifier(
             f"{path}: onnxruntime could not open it ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
             "check it is an ONNX model and re-export it if needed"
         ) from None
-    channels_last = bool(channels_last)
-    found_size, found_channels = _input_layout(_single_input(session, path).shape, channels_last, path)
-    size = (input_size, input_size) if isinstance(input_size, int) else (tuple(input_size) if input_size else None)
-    if size is not None and found_size is not None and tuple(size) != found_size:
-        raise ValueError(
-            f"{path}: input size {tuple(size)} was given but the ONNX model takes {found_size}; "
-            "leave --input-size out or give the model's size"
-        )
-    if network_channels is not None and found_channels is not None and network_channels != found_channels:
-        raise ValueError(
-            f"{path}: {network_channels} network channels were given but the ONNX model takes {found_channels}; "
-            "leave --network-channels out or check --channels-last"
-        )
-    kind = OutputKind.parse(output_kind or OutputKind.SOFTMAX)
+    channels_last = bool(contract.channels_last)
+    found = input_layout(_single_input(session, path).shape, channels_last, path, "ONNX model")
+    size, channels = declared_layout(contract, found, path, "ONNX model")
+    kind = OutputKind.parse(contract.output_kind or OutputKind.SOFTMAX)
     detected = final_activation(path)
-    if outputs in (None, "auto"):
+    if contract.outputs is None:
         invert = detected
-    elif outputs == "logits":
+    elif contract.outputs == "logits":
         invert = None
-    elif outputs == "probabilities":
+    else:  # probabilities
         invert = detected or ("softmax" if kind is OutputKind.SOFTMAX else "sigmoid")
-    else:
-        raise ValueError(f"outputs must be 'logits', 'probabilities' or left out, got {outputs!r}")
     if invert:
         log.info("%s: the model outputs %s probabilities; converting them back to logits", path, invert)
     try:
-        contract = InputContract(
-            classes=tuple(classes),
-            input_size=size or found_size,  # type: ignore[arg-type]
-            stored_channels=stored_channels,
-            network_channels=network_channels or found_channels or 3,
-            intensity=Intensity.parse(intensity or Intensity.UNIT),
-            output_kind=kind,
-            channels_last=channels_last,
-        )
+        resolved = contract.resolve(size=size, channels=channels, channels_last=channels_last, intensity="unit")
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     metadata: dict[str, object] = {"source": str(path), "format": "onnx",
                                    "logits": f"inverted {invert}" if invert else "exact"}
-    return OnnxClassifier(path, contract, invert=invert, metadata=metadata, device=device, session=session).eval()
+    return OnnxClassifier(path, resolved, invert=invert, metadata=metadata, device=device, session=session).eval()

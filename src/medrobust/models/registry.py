@@ -3,8 +3,9 @@
 One :class:`~medrobust.components.ComponentRegistry` (kind "architecture"), the same mechanism
 as attacks, defenses and detectors; each entry is a builder ``(num_outputs, in_channels) ->
 nn.Module`` with its description and default input convention as metadata. The built-in
-architectures (:mod:`medrobust.models.zoo`) register when :mod:`medrobust.models` is imported
-(its ``__init__`` imports the zoo); this module imports none of them.
+architectures (:mod:`medrobust.models.zoo`) register on the registry's first lookup (it imports
+the zoo by name then: :mod:`medrobust.models`'s ``__init__`` is lazy, so that the model contract
+imports no torch); this module imports none of them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class ModelSpec:
     imagenet: bool = False  # ImageNet weights can be loaded
 
 
-_ARCHITECTURES: ComponentRegistry[nn.Module] = ComponentRegistry("architecture")
+_ARCHITECTURES: ComponentRegistry[nn.Module] = ComponentRegistry("architecture", builtins="medrobust.models.zoo")
 
 
 def register(name: str, description: str, channels: int = 3, intensity: Intensity = Intensity.IMAGENET,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from medrobust import ModelContract
 from medrobust.evaluation.config import PATH_FIELDS, ExperimentConfig, validate_config
 from medrobust.layer.component_catalogue import check_attack_spec, check_defense_spec
 from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
@@ -96,20 +97,22 @@ def _values_at(node: Any, keys: list[str], where: str = "") -> Iterator[tuple[st
             yield from _values_at(item, keys[1:], f"{place}[{i}]")
 
 
-def check_job_config(raw: dict[str, Any], model_path: str, images_path: str, contract: dict[str, Any],
-                     ceilings: Mapping[str, int]) -> ExperimentConfig:
+def check_job_config(raw: dict[str, Any], model_path: str, images_path: str,
+                     contract: ModelContract | Mapping[str, Any], ceilings: Mapping[str, int], *,
+                     class_settings: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Validate the configuration as the worker will run it, the service's fields filled in
     (``model_path`` and ``images_path`` relative to the job's upload folder, as the worker reads
-    them: no server path can reach a message), its component specs and its work parameters;
-    raises :class:`ConfigRefused` naming every bad field."""
+    them: no server path can reach a message; the model's ``contract`` (a ModelContract or its
+    fields) as the form declared it; the form's ``class_settings``, ``normal_class`` and
+    ``class_map``, in the data section), its component specs and its work parameters; raises
+    :class:`ConfigRefused` naming every bad field."""
     data = raw.get("data")  # a mapping or None (parse_job_config refused anything else)
-    load = {"path": model_path, **{k: v for k, v in contract.items()
-                                   if v is not None and k not in ("normal_class", "class_map")}}
-    filled = {**raw, "name": "job", "output_dir": "jobs", "model": {"load": load},
+    declared = contract if isinstance(contract, ModelContract) else ModelContract.from_options(contract)
+    filled = {**raw, "name": "job", "output_dir": "jobs", "model": {"load": {"path": model_path, **declared.declared()}},
               "data": {**(data or {}), "source": images_path}}
-    for key in ("normal_class", "class_map"):
-        if contract.get(key):
-            filled["data"][key] = contract[key]
+    for key, value in (class_settings or {}).items():
+        if value:
+            filled["data"][key] = value
     try:
         config = validate_config(filled, "config", show_values=False)  # no value the service filled in is echoed
     except ValueError as err:  # one line per bad field (evaluation.config.invalid_configuration); an answer is one line

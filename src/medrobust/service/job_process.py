@@ -29,6 +29,7 @@ from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any
 
+from medrobust import ModelContract
 from medrobust.atomic_files import open_atomic
 from medrobust.service.job_files import JobFiles, job_files
 from medrobust.service.store import Store
@@ -36,6 +37,9 @@ from medrobust.service.store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_WRITE_INTERVAL_S = 0.5
+CLASS_SETTINGS = ("normal_class", "class_map")
+"""How the images' classes read against the model's: the request's own fields (a job queued by an
+earlier version holds them in its ``contract``)."""
 PARENT_CHECK_INTERVAL_S = 0.5
 
 
@@ -87,18 +91,21 @@ def job_arguments(request: dict[str, Any], files: JobFiles) -> dict[str, Any]:
     and images are named relative to the job's upload folder, where the job runs, so that what
     the run records (config.yaml, metrics, report, skipped files) names the uploaded files, not
     the server's folders."""
-    contract = request.get("contract") or {}
+    declared = dict(request.get("contract") or {})
+    settings = {key: declared.pop(key, None) for key in CLASS_SETTINGS}  # a job queued before they moved out
+    declared.pop("trust_pickle", None)  # the service never unpickles an upload, whatever a job record says
+    contract = ModelContract.model_validate(declared)
     arguments: dict[str, Any] = {
         "model": request["model_path"],  # relative to the upload folder, the job's working directory
         "images": request["images_path"],
         "preset": request.get("config") or request.get("preset") or "quick",
         "run_dir": Path("..") / files.run_name,  # beside the upload folder; recorded as output_dir ".."
-        "trust_pickle": False,
-        **{key: contract[key] for key in ("classes", "input_size", "intensity", "output_kind") if contract.get(key)},
+        "contract": contract,
     }
-    for key in ("normal_class", "class_map"):
-        if contract.get(key):
-            arguments[key] = contract[key]
+    for key in CLASS_SETTINGS:
+        value = request.get(key) or settings[key]
+        if value:
+            arguments[key] = value
     for key, field in (("title", "name"), ("model_version", "model_version")):
         if request.get(field):
             arguments[key] = request[field]

@@ -53,7 +53,7 @@ def job_json(row: sqlite3.Row, now: float | None = None, queue_position: int | N
         "images_file": request.get("images_file"),
         "preset": request.get("preset"),
         "classes": request.get("classes"),
-        "class_map": request.get("contract", {}).get("class_map"),
+        "class_map": request.get("class_map") or (request.get("contract") or {}).get("class_map"),
         "stage": row["stage"] if row["status"] == "running" else None,
         "stage_done": done if row["status"] == "running" else None,
         "stage_total": total if row["status"] == "running" else None,

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medrobust.contract_names import intensity_name, intensity_required, output_kind_name
+from medrobust import ModelContract
+from medrobust.contract_names import intensity_required
 from medrobust.layer.image_folders import (
     ClassMatchError,
     ClassSettings,
@@ -81,6 +82,7 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
     if preset and preset not in PRESETS:
         raise SubmissionRefused(422, f"preset: {preset!r} is not one of {', '.join(PRESETS)}")
     contract = _contract(fields)
+    settings = _class_settings(fields)
     labels = _labels(fields)
     try:
         config = parse_job_config(config_text) if config_text else None  # refusals of the text itself come first
@@ -88,10 +90,10 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
         raise SubmissionRefused(422, str(err)) from None
     data_section = (config or {}).get("data") or {}
     for key in ("class_map", "normal_class"):
-        if contract.get(key) and data_section.get(key):
+        if settings.get(key) and data_section.get(key):
             raise SubmissionRefused(422, f"{key}: given both as a field and as config data.{key}; give it once")
-    class_map = contract.get("class_map") or data_section.get("class_map") or None
-    normal_class = contract.get("normal_class") or data_section.get("normal_class")
+    class_map = settings.get("class_map") or data_section.get("class_map") or None
+    normal_class = settings.get("normal_class") or data_section.get("normal_class")
 
     model_path, model_classes = _checked_model(model.path, model.filename, folder, contract, limits)
     try:
@@ -111,7 +113,8 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
 
     if config is not None:
         try:
-            check_job_config(config, model_path, images_path, contract, limits.ceilings)  # as the worker reads them
+            check_job_config(config, model_path, images_path, contract, limits.ceilings,  # as the worker reads them
+                             class_settings=settings)
         except ConfigRefused as err:
             raise SubmissionRefused(422, str(err)) from None
     return PreparedJob({
@@ -121,7 +124,8 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
         "model_path": model_path,
         "images_path": images_path,
         "classes": model_classes,
-        "contract": contract,
+        "contract": contract.declared(),  # the ModelContract's fields, as the worker passes them to mr.evaluate
+        **settings,
         "preset": None if config is not None else (preset or "quick"),
         "config": config,
         "images_kept": extracted.kept,
@@ -131,14 +135,16 @@ def prepare_job(form: ReceivedForm, folder: Path, limits: ServiceLimits) -> Prep
     })
 
 
-def _contract(fields: dict[str, str]) -> dict[str, Any]:
-    contract: dict[str, Any] = {}
+def _contract(fields: dict[str, str]) -> ModelContract:
+    """The form's model contract fields as a :class:`~medrobust.models.contract.ModelContract`,
+    checked by the contract itself (and the input size against the service's own ceiling)."""
+    values: dict[str, Any] = {}
     if fields.get("classes"):
         names = [c.strip() for c in fields["classes"].split(",")]
         if any(not n for n in names):
             raise SubmissionRefused(422, f"classes: {fields['classes']!r} has an empty name; give the model's classes "
                                          "in its output order, comma-separated, e.g. Normal,Pneumonia,Pneumothorax")
-        contract["classes"] = names
+        values["classes"] = names
     if fields.get("input_size"):
         try:
             size = int(fields["input_size"])
@@ -147,21 +153,29 @@ def _contract(fields: dict[str, str]) -> dict[str, Any]:
         if not 1 <= size <= MAX_INPUT_SIZE:
             raise SubmissionRefused(422, f"input_size: {fields['input_size']!r} is not a whole number of pixels "
                                          f"from 1 to {MAX_INPUT_SIZE}; give the side the model takes, e.g. 224")
-        contract["input_size"] = size
-    for key, check in (("intensity", intensity_name), ("output_kind", output_kind_name), ("normal_class", str)):
+        values["input_size"] = size
+    for key in ("intensity", "output_kind"):
         if fields.get(key):
-            try:
-                check(fields[key])
-            except ValueError as err:
-                raise SubmissionRefused(422, f"{key}: {err}") from None
-            contract[key] = fields[key]
+            values[key] = fields[key]
+    try:
+        return ModelContract.from_options(values, name_fields=True)
+    except ValueError as err:
+        raise SubmissionRefused(422, str(err)) from None
+
+
+def _class_settings(fields: dict[str, str]) -> dict[str, Any]:
+    """How the images' classes read against the model's (``normal_class``, ``class_map``): the
+    data's settings, not the model's contract."""
+    settings: dict[str, Any] = {}
+    if fields.get("normal_class"):
+        settings["normal_class"] = fields["normal_class"]
     if fields.get("class_map"):
         try:
-            contract["class_map"] = parse_class_map([p for p in fields["class_map"].split(",") if p.strip()],
+            settings["class_map"] = parse_class_map([p for p in fields["class_map"].split(",") if p.strip()],
                                                     "class_map:")
         except ValueError as err:
             raise SubmissionRefused(422, f"{err}, pairs separated by commas") from None
-    return contract
+    return settings
 
 
 def _labels(fields: dict[str, str]) -> dict[str, str | None]:
@@ -178,7 +192,7 @@ def _labels(fields: dict[str, str]) -> dict[str, str | None]:
     return out
 
 
-def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, Any],
+def _checked_model(path: Path, filename: str, folder: Path, contract: ModelContract,
                    limits: ServiceLimits) -> tuple[str, list[str]]:
     """The model's path relative to ``folder`` and its classes; refuses what the service will not load."""
     shown = filename or path.name
@@ -188,7 +202,7 @@ def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, 
             checkpoint = extract_checkpoint_archive(path, folder / "model", limits, display_name=shown)
             path.unlink(missing_ok=True)
             classes = _checkpoint_classes(checkpoint, shown)
-            given = contract.get("classes")
+            given = contract.classes
             if given and [c.casefold() for c in given] != [c.casefold() for c in classes]:
                 raise SubmissionRefused(422, f"classes: {shown} is a medrobust checkpoint whose classes are "
                                              f"{', '.join(classes)}; leave classes out (it carries its own)")
@@ -216,11 +230,11 @@ def _checked_model(path: Path, filename: str, folder: Path, contract: dict[str, 
     elif not looks_like_onnx(path):
         raise SubmissionRefused(422, f"model: {shown} does not start like an ONNX model; export it with torch.onnx.export "
                                      "or tf2onnx and send the .onnx file")
-    classes = contract.get("classes")
+    classes = contract.classes
     if not classes:
         raise SubmissionRefused(422, "classes: give the model's classes in its output order, comma-separated "
                                      "(e.g. Normal,Pneumonia,Pneumothorax); only a medrobust checkpoint carries its own")
-    if not contract.get("intensity"):  # the worker's loader refuses it too; said here before the job is queued
+    if not contract.intensity:  # the worker's loader refuses it too; said here before the job is queued
         raise SubmissionRefused(422, "intensity: " + intensity_required(shown, "the form's field intensity"))
     named = folder / _model_file_name(shown, path.suffix)
     path.rename(named)
