@@ -91,7 +91,7 @@ def _progress(job: dict):
 
 def test_a_model_failing_its_check_fails_at_once_in_the_model_check_stage(tmp_path, uploads, seven_outputs):
     with Running(tmp_path / "service") as service:
-        job_id = service.submit(seven_outputs, uploads.images_zip, classes=CLASSES)
+        job_id = service.submit(seven_outputs, uploads.images_zip, classes=CLASSES, intensity="unit")
         job = service.wait(job_id, lambda j: j["status"] not in ("queued", "running"), "ended")
     assert job["status"] == "failed" and job["failed_stage"] == "model check"
     assert job["error"].startswith("seven.pt: "), job["error"]
@@ -100,7 +100,7 @@ def test_a_model_failing_its_check_fails_at_once_in_the_model_check_stage(tmp_pa
 
 def test_a_job_whose_forward_never_returns_is_cancelled_within_seconds(tmp_path, uploads, forever_model):
     with Running(tmp_path / "service") as service:
-        job_id = service.submit(forever_model, uploads.images_zip, classes=CLASSES)
+        job_id = service.submit(forever_model, uploads.images_zip, classes=CLASSES, intensity="unit")
         service.wait(job_id, lambda j: j["stage"] == "model check", "in its model check")
         process = service.worker.job_process
         assert process is not None and process.poll() is None
@@ -139,7 +139,7 @@ def test_a_job_past_its_time_limit_fails_and_keeps_its_finished_stages(tmp_path,
 
 def test_a_job_whose_process_keeps_being_killed_fails_after_its_attempts(tmp_path, uploads, forever_model):
     with Running(tmp_path / "service", ServiceLimits(max_attempts=2)) as service:
-        job_id = service.submit(forever_model, uploads.images_zip, classes=CLASSES)
+        job_id = service.submit(forever_model, uploads.images_zip, classes=CLASSES, intensity="unit")
         for attempt in (1, 2):
             service.wait(job_id, lambda j, a=attempt: j["attempts"] == a and j["stage"] == "model check",
                          f"in attempt {attempt}")
