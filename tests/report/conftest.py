@@ -95,7 +95,7 @@ def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: boo
         _attack(MIFGSM, "mifgsm", "white-box", [[8, 7, 5], [9, 8, 3], [6, 4, 10]], [("Pneumothorax", 0)]),
     ]
     if transfer:
-        attacks.append(_attack(SIA_TRANSFER, "sia", "transfer from resnet18", [[15, 3, 2], [5, 12, 3], [3, 3, 14]],
+        attacks.append(_attack(SIA_TRANSFER, "sia", "resnet18", [[15, 3, 2], [5, 12, 3], [3, 3, 14]],
                                [("Pneumothorax", 1)]))
     keys = [a.key for a in attacks]
     defense = DefenseOutcome(
