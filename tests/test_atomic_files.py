@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from medrobust import atomic_files
-from medrobust.atomic_files import atomic_write_bytes, atomic_write_text, open_atomic
+from medrobust.files import atomic_files
+from medrobust.files.atomic_files import atomic_write_bytes, atomic_write_text, open_atomic
 
 
 def test_writes_create_folders_and_replace_the_old_file(tmp_path) -> None:

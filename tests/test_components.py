@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from medrobust.components import ComponentRegistry
+from medrobust.specs.components import ComponentRegistry
 
 
 def test_register_keeps_metadata_and_lists_by_pattern() -> None:
@@ -71,7 +71,7 @@ def test_each_registry_is_complete_whichever_module_is_imported_first() -> None:
 
 
 def test_the_registry_mechanism_does_not_import_torch() -> None:
-    code = "import sys, medrobust.components; print('torch' in sys.modules)"
+    code = "import sys, medrobust.specs.components; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

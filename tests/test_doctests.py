@@ -2,7 +2,7 @@
 
 Each module of medrobust.attacks, medrobust.defenses, medrobust.detection, medrobust.data,
 medrobust.models and the public layer (medrobust.layer) (found with ``pkgutil``, so a new module is
-picked up by itself), plus medrobust.components, is one test case; a module whose import needs an
+picked up by itself), plus medrobust.specs.components, is one test case; a module whose import needs an
 optional dependency that is not installed is skipped with the reason. A last test counts the
 examples, so the suite cannot pass with the examples gone. The examples use a tiny model and 32 px
 images; they run on one torch thread (tiny tensors gain nothing from more, and on a busy machine
@@ -22,7 +22,7 @@ import torch
 
 PACKAGES = ("medrobust.attacks", "medrobust.defenses", "medrobust.detection", "medrobust.data", "medrobust.models",
             "medrobust.layer")
-EXTRA_MODULES = ("medrobust.components",)
+EXTRA_MODULES = ("medrobust.specs.components",)
 OPTIONAL_DEPENDENCIES = {"keras", "onnx", "onnxruntime", "tensorflow", "jax", "ray"}
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

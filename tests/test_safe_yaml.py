@@ -9,7 +9,7 @@ import stat
 import pytest
 import yaml
 
-from medrobust.safe_yaml import MAX_NESTING, ConfigFileError, load_yaml_mapping
+from medrobust.safety.safe_yaml import MAX_NESTING, ConfigFileError, load_yaml_mapping
 
 BILLION_LAUGHS = """\
 a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from medrobust.attacks.budget import Budget, quantize_within
 from medrobust.attacks.registry import build_attack, list_attacks
-from medrobust.components import parse_number
 from medrobust.models.classifier import Classifier, InputContract, NotDifferentiableError
+from medrobust.specs.components import parse_number
 
 EPS = 8 / 255
 

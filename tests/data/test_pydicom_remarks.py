@@ -19,7 +19,7 @@ from pydicom.uid import JPEGBaseline8Bit
 from medrobust.data.dicom import write_dicom
 from medrobust.data.errors import ImageReadError
 from medrobust.data.io import read_image
-from medrobust.per_image_log import PER_IMAGE_LOGGER
+from medrobust.logs.per_image_log import PER_IMAGE_LOGGER
 
 IMAGE = np.random.default_rng(2).random((16, 16))
 

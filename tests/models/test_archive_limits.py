@@ -13,11 +13,11 @@ import zipfile
 import pytest
 import torch
 
-import medrobust.model_archive as limits
-from medrobust.model_archive import ModelArchiveError, check_model_archive
+import medrobust.safety.model_archive as limits
 from medrobust.models.contract import ModelContract
 from medrobust.models.loading import load_classifier
 from medrobust.models.zoo import build_classifier
+from medrobust.safety.model_archive import ModelArchiveError, check_model_archive
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 BOMB_BYTES = 4 * 2**20  # zeros: deflate to about 4 kB, a ratio near 1000

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from medrobust.contract_names import INTENSITY_NAMES, OUTPUT_KIND_NAMES, intensity_name, output_kind_name
 from medrobust.models.intensity import Intensity
 from medrobust.models.output_kind import OutputKind
+from medrobust.specs.contract_names import INTENSITY_NAMES, OUTPUT_KIND_NAMES, intensity_name, output_kind_name
 
 
 def test_names_are_the_enums_members():

@@ -15,11 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from medrobust.contract_names import INTENSITY_NAMES
 from medrobust.models.checkpoint import save_checkpoint
 from medrobust.models.classifier import InputContract
 from medrobust.models.loading import load_classifier
 from medrobust.models.zoo import build_classifier
+from medrobust.specs.contract_names import INTENSITY_NAMES
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*is deprecated:DeprecationWarning")
 

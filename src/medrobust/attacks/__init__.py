@@ -34,7 +34,7 @@ from medrobust.attacks.registry import (
 from medrobust.attacks.sia import SIA
 from medrobust.attacks.sit import structure_invariant_copies, structure_invariant_transform
 from medrobust.attacks.square import SquareAttack
-from medrobust.eps_limit import MAX_EPS, VISIBLE_EPS
+from medrobust.specs.eps_limit import MAX_EPS, VISIBLE_EPS
 
 __all__ = [
     "FGSM",

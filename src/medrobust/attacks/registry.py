@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from medrobust.attacks.engine import Attack
-from medrobust.components import ComponentRegistry, parse_spec
-from medrobust.eps_limit import check_eps_limit
+from medrobust.specs.components import ComponentRegistry, parse_spec
+from medrobust.specs.eps_limit import check_eps_limit
 
 _ATTACKS: ComponentRegistry[Attack] = ComponentRegistry("attack")
 register_attack = _ATTACKS.register

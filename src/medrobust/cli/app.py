@@ -119,7 +119,7 @@ def same_command(drop: tuple[str, ...] = ()) -> str:
 def print_error(message: str) -> None:
     """``error: message`` on stderr; the message is printed literally (no rich markup), with
     undecodable bytes of quoted file names escaped so printing cannot fail."""
-    from medrobust.printable import printable_text
+    from medrobust.files.printable import printable_text
 
     err_console.print(f"[bold red]error:[/bold red] {escape(printable_text(message))}", highlight=False)
 
@@ -138,7 +138,7 @@ def main(
     verbose: Annotated[bool, typer.Option(
         "--verbose", "-v", help="Log debug messages and every per-image line (else only in RUN/log.txt).")] = False,
 ) -> None:
-    from medrobust.per_image_log import PER_IMAGE_LOGGER
+    from medrobust.logs.per_image_log import PER_IMAGE_LOGGER
 
     handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False)
     if not verbose:  # per-image lines (detector verdicts, skipped files) would flood the terminal
@@ -193,7 +193,7 @@ def load_cli_model(path: Path, contract=None):  # (Path, mr.ModelContract | None
 
 def print_skipped(skipped: list[str]) -> None:
     """The skipped files, one per line, on stderr: stdout holds only the results."""
-    from medrobust.printable import printable_text
+    from medrobust.files.printable import printable_text
 
     err_console.print(f"{len(skipped)} file(s) skipped:", highlight=False)
     for line in skipped:

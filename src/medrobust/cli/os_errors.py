@@ -20,7 +20,7 @@ from pathlib import Path
 
 import typer
 
-from medrobust.printable import printable_path
+from medrobust.files.printable import printable_path
 
 _WRITE_ONLY_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 _OUTPUT_FLAGS = ("--out", "--output-dir", "--output")

@@ -37,7 +37,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from medrobust.stage_timer import StageTimer
+from medrobust.logs.stage_timer import StageTimer
 
 LINE_INTERVAL_S = 30.0
 """The least time between two count lines of one stage in the plain display."""

@@ -22,7 +22,7 @@ import torch
 
 from medrobust.data.errors import ImageReadError, SkippedFile
 from medrobust.data.resize import resize_image
-from medrobust.per_image_log import per_image_log
+from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 

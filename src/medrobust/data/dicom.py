@@ -58,10 +58,10 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from medrobust.atomic_files import open_atomic
 from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 from medrobust.data.errors import ImageReadError
-from medrobust.per_image_log import per_image_log
+from medrobust.files.atomic_files import open_atomic
+from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 

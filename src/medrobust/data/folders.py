@@ -33,7 +33,7 @@ from medrobust.data.errors import DataSourceError, SkippedFile
 from medrobust.data.io import IMAGE_FILES, is_image_file
 from medrobust.data.record_ids import printable_path
 from medrobust.data.splits import SPLIT_NAMES, stratified_split
-from medrobust.per_image_log import per_image_log
+from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 

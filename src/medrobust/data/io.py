@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from medrobust.atomic_files import open_atomic
 from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 from medrobust.data.errors import ImageReadError
+from medrobust.files.atomic_files import open_atomic
 
 log = logging.getLogger(__name__)
 

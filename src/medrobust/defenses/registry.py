@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from medrobust.components import ComponentRegistry, parse_composed_spec
 from medrobust.defenses.base import Defense
+from medrobust.specs.components import ComponentRegistry, parse_composed_spec
 
 _DEFENSES: ComponentRegistry[Defense] = ComponentRegistry("defense")
 register_defense = _DEFENSES.register

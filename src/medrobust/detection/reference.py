@@ -57,8 +57,8 @@ from medrobust.data.similarity import mean_abs_difference, ssim
 from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.model_outputs import labels_differ, model_outputs
 from medrobust.detection.registry import register_detector
+from medrobust.logs.per_image_log import per_image_log
 from medrobust.models.output_kind import OutputKind
-from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 

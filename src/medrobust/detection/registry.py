@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from medrobust.components import ComponentRegistry, parse_spec
 from medrobust.detection.base import Detector
+from medrobust.specs.components import ComponentRegistry, parse_spec
 
 _DETECTORS: ComponentRegistry[Detector] = ComponentRegistry("detector")
 register_detector = _DETECTORS.register

@@ -37,8 +37,8 @@ from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.metrics import calibrated_threshold
 from medrobust.detection.model_outputs import probabilities_on_device
 from medrobust.detection.registry import register_detector
+from medrobust.logs.per_image_log import per_image_log
 from medrobust.models.batched_prediction import model_device
-from medrobust.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from medrobust.attacks.registry import attack_parameters
-from medrobust.components import parse_number
 from medrobust.evaluation.stage_keys import StageKey
 from medrobust.execution.resumable_stage import StageResult, run_stage
 from medrobust.execution.units import CraftUnit, ModelRef, PredictUnit
+from medrobust.specs.components import parse_number
 
 CRAFT_KEYS = frozenset({"x_adv", "pred", "linf", "l2", "ssim", "psnr", "seconds"})
 

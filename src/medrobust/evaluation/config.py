@@ -46,11 +46,11 @@ from pydantic import (
     model_validator,
 )
 
-from medrobust.components import check_seed, parse_number
 from medrobust.data.class_names import DEFAULT_EMERGENCY_FINDINGS
 from medrobust.data.splits import check_fractions
 from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 from medrobust.models.contract import ModelContract
+from medrobust.specs.components import check_seed, parse_number
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -526,9 +526,9 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
     """Read and validate a YAML experiment file; errors name the file and the field.
 
     The file is untrusted: over 1 MB, or with YAML anchors or aliases (an alias bomb expands
-    a few lines into gigabytes), it is refused (:func:`medrobust.safe_yaml.load_yaml_mapping`).
+    a few lines into gigabytes), it is refused (:func:`medrobust.safety.safe_yaml.load_yaml_mapping`).
     """
-    from medrobust.safe_yaml import load_yaml_mapping
+    from medrobust.safety.safe_yaml import load_yaml_mapping
 
     path = Path(path)
     raw = load_yaml_mapping(path)

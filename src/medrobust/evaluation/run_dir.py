@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 # The runner, results and the report import the atomic writers from here too.
-from medrobust.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
+from medrobust.files.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 
 def strict_json(obj: Any, what: str = "value") -> str:

@@ -43,7 +43,7 @@ from medrobust.evaluation.stages import per_image as per_image_stage
 from medrobust.evaluation.stages import samples as samples_stage
 from medrobust.evaluation.stages import transfer as transfer_stage
 from medrobust.execution.progress import Progress, SilentProgress
-from medrobust.per_image_log import per_image_log
+from medrobust.logs.per_image_log import per_image_log
 
 
 def run_experiment(config: ExperimentConfig, progress: Progress | None = None, restart: bool = False,

@@ -31,7 +31,6 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medrobust.components import eps_label
 from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import (
@@ -41,6 +40,7 @@ from medrobust.evaluation.robustness_curve import (
     normalised_auc,
     wilson_interval,
 )
+from medrobust.specs.components import eps_label
 
 SCHEMA_VERSION = 1
 SCORECARD_FILE = "scorecard.json"

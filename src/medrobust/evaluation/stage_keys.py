@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from medrobust.components import eps_label
+from medrobust.specs.components import eps_label
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.atomic_files import atomic_write_bytes
+from medrobust.files.atomic_files import atomic_write_bytes
 
 
 def save_arrays(path: str | Path, **arrays: Any) -> Path:

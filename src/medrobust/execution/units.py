@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from medrobust.execution.pixels import from_uint8, to_uint8
-from medrobust.per_image_log import per_image_log
+from medrobust.logs.per_image_log import per_image_log
 
 LOG_KEY = "log"
 """The key under which a unit returns the per-image log lines it wrote (a str array)."""

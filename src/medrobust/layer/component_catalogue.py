@@ -4,7 +4,7 @@ torch: what a face checks a configuration's component specs against before any m
 The service's web process never imports torch (its attack and defense classes do), yet a
 configuration with ``attacks: [{name: pgd, params: {stpes: 10}}]`` must be refused there, with
 the field named, and not by a worker after the job waited in the queue. So the registries'
-names and how each parameter converts (:func:`medrobust.components.parameter_conversion`) are
+names and how each parameter converts (:func:`medrobust.specs.components.parameter_conversion`) are
 written down in ``component_catalogue.json`` beside this module, and
 :func:`check_attack_spec` / :func:`check_defense_spec` check a spec with the same parsing,
 conversion and messages as building it (:func:`medrobust.attacks.registry.build_attack`), without
@@ -23,8 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from medrobust.components import checked_parameters, conversion_annotation, parse_composed_spec, parse_spec
-from medrobust.eps_limit import check_eps_limit
+from medrobust.specs.components import checked_parameters, conversion_annotation, parse_composed_spec, parse_spec
+from medrobust.specs.eps_limit import check_eps_limit
 
 CATALOGUE_FILE = Path(__file__).with_name("component_catalogue.json")
 

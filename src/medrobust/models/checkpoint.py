@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from medrobust._version import __version__
-from medrobust.atomic_files import atomic_write_bytes
+from medrobust.files.atomic_files import atomic_write_bytes
 from medrobust.models.classifier import Classifier, InputContract
 
 FORMAT = "medrobust-checkpoint/1"

@@ -10,7 +10,7 @@ reads what the file does say (Keras and ONNX input shapes) and resolves the two 
 Classifier's :class:`~medrobust.models.classifier.InputContract`.
 
 Every value is checked when the contract is built, before any file is read: names through
-:mod:`medrobust.contract_names`, the input size through
+:mod:`medrobust.specs.contract_names`, the input size through
 :func:`medrobust.data.image_size.check_input_size`. No torch here: the service's web process
 builds a contract from the form without ever importing it (the zoo's architecture names, which
 live in a registry that needs torch, are looked up when the model loads, or by
@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from medrobust.contract_names import intensity_name, intensity_required, output_kind_name
 from medrobust.data.class_names import canonical_class_name
 from medrobust.data.image_size import check_input_size
+from medrobust.specs.contract_names import intensity_name, intensity_required, output_kind_name
 
 if TYPE_CHECKING:
     from medrobust.models.classifier import InputContract

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from medrobust.atomic_files import open_atomic
+from medrobust.files.atomic_files import open_atomic
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from enum import Enum
 
 import torch
 
-from medrobust.contract_names import intensity_name
+from medrobust.specs.contract_names import intensity_name
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -7,7 +7,7 @@ module sets ``KERAS_BACKEND=torch`` (unless the user set it) before importing Ke
 refuses a Keras that was already imported with another backend.
 
 Security: the archive is checked from its central directory first
-(:func:`~medrobust.model_archive.check_model_archive`), so a zip bomb renamed
+(:func:`~medrobust.safety.model_archive.check_model_archive`), so a zip bomb renamed
 ``.keras`` is refused before Keras extracts anything; files are then read with
 ``keras.saving.load_model(safe_mode=True)``, which refuses to deserialise Python code
 (``Lambda`` layers holding bytecode). Legacy HDF5 files are not read.
@@ -34,7 +34,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from medrobust.model_archive import check_model_archive
 from medrobust.models.classifier import Classifier
 from medrobust.models.contract import ModelContract
 from medrobust.models.input_layout import declared_layout, input_layout
@@ -43,6 +42,7 @@ from medrobust.models.probability_logits import (
     FinalActivation,
     logits_from_probabilities,
 )
+from medrobust.safety.model_archive import check_model_archive
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ other torch file + ``trust_pickle``    a whole pickled ``nn.Module`` (runs its c
 =====================================  ===============================================
 
 Security: a zip-format file (``.keras``, TorchScript, ``torch.save``) is first checked from its
-central directory alone (:mod:`medrobust.model_archive`: members, expanded size,
+central directory alone (:mod:`medrobust.safety.model_archive`: members, expanded size,
 compression ratio, member paths), so a zip bomb is refused in milliseconds with the limit
 named. Nothing is unpickled by default. A TorchScript archive is recognised from its zip
 member names before anything is read; a state dict is read with ``weights_only=True`` or from
@@ -39,8 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medrobust.model_archive import check_model_archive
-from medrobust.model_formats import is_torchscript
+from medrobust.files.model_formats import is_torchscript
 from medrobust.models.batched_prediction import eval_mode
 from medrobust.models.checkpoint import is_checkpoint, load_checkpoint
 from medrobust.models.classifier import Classifier
@@ -50,6 +49,7 @@ from medrobust.models.output_kind import OutputKind
 from medrobust.models.pretrained import WeightsError, read_state_dict, remap_keys
 from medrobust.models.registry import get_spec
 from medrobust.models.zoo import num_outputs
+from medrobust.safety.model_archive import check_model_archive
 
 log = logging.getLogger(__name__)
 

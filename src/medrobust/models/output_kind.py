@@ -18,8 +18,8 @@ from enum import Enum
 import torch
 import torch.nn.functional as F
 
-from medrobust.contract_names import output_kind_name
 from medrobust.data.class_names import NO_ANSWER, NO_ANSWER_NAME, decision_name
+from medrobust.specs.contract_names import output_kind_name
 
 __all__ = ["NO_ANSWER", "NO_ANSWER_NAME", "OutputKind", "decision_name"]
 

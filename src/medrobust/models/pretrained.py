@@ -85,7 +85,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path))
     else:
-        from medrobust.model_archive import check_model_archive
+        from medrobust.safety.model_archive import check_model_archive
 
         check_model_archive(path)  # a torch file is a zip: refuse a zip bomb before torch.load expands it
         try:

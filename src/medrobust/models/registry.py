@@ -1,6 +1,6 @@
 """The registry of network architectures: a ``register`` decorator and ``list_models(pattern)``.
 
-One :class:`~medrobust.components.ComponentRegistry` (kind "architecture"), the same mechanism
+One :class:`~medrobust.specs.components.ComponentRegistry` (kind "architecture"), the same mechanism
 as attacks, defenses and detectors; each entry is a builder ``(num_outputs, in_channels) ->
 nn.Module`` with its description and default input convention as metadata. The built-in
 architectures (:mod:`medrobust.models.zoo`) register on the registry's first lookup (it imports
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch.nn as nn
 
-from medrobust.components import ComponentRegistry
 from medrobust.models.intensity import Intensity
+from medrobust.specs.components import ComponentRegistry
 
 NetworkBuilder = Callable[[int, int], nn.Module]  # (num_outputs, in_channels) -> network
 

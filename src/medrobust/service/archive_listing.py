@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from medrobust.archive_members import counted_zip_members, escapes, excessive_ratio, format_size
+from medrobust.safety.archive_members import counted_zip_members, escapes, excessive_ratio, format_size
 from medrobust.service.limits import ServiceLimits
 
 FORMATS = ".zip, .tar, .tar.gz or .tgz"

@@ -23,7 +23,7 @@ from typing import Any
 from medrobust import ModelContract
 from medrobust.evaluation.config import PATH_FIELDS, ExperimentConfig, validate_config
 from medrobust.layer.component_catalogue import check_attack_spec, check_defense_spec
-from medrobust.safe_yaml import ConfigFileError, yaml_text_mapping
+from medrobust.safety.safe_yaml import ConfigFileError, yaml_text_mapping
 
 _SERVICE_FIELDS: tuple[tuple[str, ...], ...] = (("name",), ("output_dir",), ("data", "source"), ("model",))
 """Fields the service fills itself: the run's name and folder, the uploaded images and model."""
@@ -35,7 +35,7 @@ class ConfigRefused(ValueError):
 
 def parse_job_config(text: str) -> dict[str, Any]:
     """The configuration's mapping, with the service's fields refused; YAML is read with the
-    safe loader, anchors and aliases refused (:mod:`medrobust.safe_yaml`)."""
+    safe loader, anchors and aliases refused (:mod:`medrobust.safety.safe_yaml`)."""
     try:
         raw = yaml_text_mapping(text, "config")
     except ConfigFileError as err:

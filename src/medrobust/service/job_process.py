@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medrobust import ModelContract
-from medrobust.atomic_files import open_atomic
+from medrobust.files.atomic_files import open_atomic
 from medrobust.service.job_files import JobFiles, job_files
 from medrobust.service.store import Store
 

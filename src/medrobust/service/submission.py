@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medrobust import ModelContract
-from medrobust.contract_names import intensity_required
+from medrobust.files.model_formats import is_torch_pickle, is_torchscript, looks_like_onnx
 from medrobust.layer.image_folders import (
     ClassMatchError,
     ClassSettings,
@@ -31,12 +31,12 @@ from medrobust.layer.image_folders import (
     parse_class_map,
 )
 from medrobust.layer.presets import PRESETS
-from medrobust.model_archive import ModelArchiveError, check_model_archive
-from medrobust.model_formats import is_torch_pickle, is_torchscript, looks_like_onnx
+from medrobust.safety.model_archive import ModelArchiveError, check_model_archive
 from medrobust.service.job_config import ConfigRefused, check_job_config, parse_job_config
 from medrobust.service.limits import ServiceLimits
 from medrobust.service.upload_archives import ArchiveRefused, extract_checkpoint_archive, extract_images_archive
 from medrobust.service.upload_stream import ReceivedForm
+from medrobust.specs.contract_names import intensity_required
 
 TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "output_kind", "normal_class", "class_map", "preset",
                          "config", "name", "model_version"})

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medrobust.archive_members import format_size
 from medrobust.layer.image_folders import DICOM_HEAD_BYTES, IMAGE_FILES, is_image_file, is_image_name
+from medrobust.safety.archive_members import format_size
 from medrobust.service.archive_listing import (
     READ_ERRORS,
     ArchiveContext,

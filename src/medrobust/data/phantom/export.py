@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from medrobust.atomic_files import atomic_write_text
 from medrobust.data.io import write_png
 from medrobust.data.phantom.dataset import PhantomDataset
 from medrobust.data.phantom.params import PHANTOM_CLASSES, sample_params
 from medrobust.data.phantom.render import render_phantom
+from medrobust.files.atomic_files import atomic_write_text
 
 MANIFEST_FIRST_COLUMNS = ["path", "label", "split", "id", "seed", "size"]
 

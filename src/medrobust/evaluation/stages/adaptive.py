@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from medrobust.components import eps_label
 from medrobust.evaluation.adaptive_portfolio import (
     GRADIENT_MEMBERS,
     MEMBER_DESCRIPTIONS,
@@ -26,6 +25,7 @@ from medrobust.evaluation.results import AdaptiveMember, ConvergenceCheck
 from medrobust.evaluation.stage_keys import gradient_adaptive_key, square_adaptive_key
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.execution.units import ModelRef
+from medrobust.specs.components import eps_label
 
 RESTART_SEED_STRIDE = 7919
 """Seed offset between random restarts (a prime: restart r starts from seed + r x 7919)."""

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from medrobust.components import eps_label
 from medrobust.evaluation.attack_runs import AttackRun, predict_stage
 from medrobust.evaluation.classification import classification_report
 from medrobust.evaluation.context import RunContext
@@ -28,6 +27,7 @@ from medrobust.evaluation.stages.attacks import Attacks, run_attack
 from medrobust.execution.progress import Progress
 from medrobust.execution.resumable_stage import StageResult
 from medrobust.execution.units import ModelRef
+from medrobust.specs.components import eps_label
 
 
 @dataclass

@@ -19,7 +19,7 @@ The sizes are those the archive declares. Python's :mod:`zipfile`, which Keras u
 returns more than the declared size of a member, and torch's reader allocates the declared
 size, so the declared sizes are what bounds the memory of a load. The limits are module
 constants so a user who trusts a file can raise them. The rules themselves (names, ratios,
-the declared member count) are those of :mod:`medrobust.archive_members`, which the upload
+the declared member count) are those of :mod:`medrobust.safety.archive_members`, which the upload
 service applies to uploaded archives too.
 """
 
@@ -30,8 +30,8 @@ import struct
 import zipfile
 from pathlib import Path
 
-from medrobust.archive_members import declared_zip_member_count, escapes, excessive_ratio
-from medrobust.archive_members import format_size as _size
+from medrobust.safety.archive_members import declared_zip_member_count, escapes, excessive_ratio
+from medrobust.safety.archive_members import format_size as _size
 
 MAX_MEMBERS = 10_000
 """Most members accepted in a model archive."""
@@ -47,7 +47,7 @@ RATIO_CHECKED_ABOVE_BYTES = 64 * 2**20
 member may compress well, and cannot cost much memory anyway."""
 
 _FIX = "re-save the model (model.save('model.keras'), torch.jit.save or torch.save) from the original"
-_TRUST = "or raise medrobust.model_archive.{name} if you trust this file"
+_TRUST = "or raise medrobust.safety.model_archive.{name} if you trust this file"
 _LOCAL_HEADER = b"PK\x03\x04"
 
 

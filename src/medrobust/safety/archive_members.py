@@ -1,6 +1,6 @@
 """Checks on an archive's table of members, shared by model files and uploaded archives.
 
-:mod:`medrobust.model_archive` (a ``.keras`` or TorchScript file before a loader opens
+:mod:`medrobust.safety.model_archive` (a ``.keras`` or TorchScript file before a loader opens
 it) and :mod:`medrobust.service.upload_archives` (an uploaded zip or tar before one byte is
 extracted) judge members by the same rules: a name that is absolute or climbs out with
 ``..``, a compression ratio that only a bomb reaches, a zip's declared member count. The
