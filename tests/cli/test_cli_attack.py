@@ -46,6 +46,9 @@ def test_white_box_pgd_writes_images_csv_and_summary(tmp_path, checkpoints) -> N
     assert summary["adversarial_accuracy"] <= summary["clean_accuracy"]
     assert summary["success_rate_correct"] > 0.8
     assert summary["attack"]["name"] == "pgd" and summary["attack"]["eps"] == pytest.approx(8 / 255)
+    # written once, by the public layer, naming what was attacked as given
+    assert summary["target"] == str(checkpoints / "target") and summary["data"] == "phantom:seed=11"
+    assert summary["surrogate"] is None
     assert "success rate (correct before)" in result.stdout
 
 

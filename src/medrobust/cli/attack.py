@@ -22,7 +22,6 @@ from medrobust.cli.app import (
     app,
     console,
     contract_from_options,
-    load_cli_model,
     print_skipped,
     user_errors,
 )
@@ -68,8 +67,6 @@ def attack(
 ) -> None:
     """Attack a model on a dataset and write adversarial PNGs (at the images' relative paths under
     --out), attack.csv and summary.json."""
-    import json
-
     import medrobust as mr
     from medrobust.cli.option_values import parse_class_map
     from medrobust.layer.attack import attack_to_run
@@ -83,18 +80,13 @@ def attack(
     if eps is not None:
         params["eps"] = eps
     attack_to_run(attack_name, seed=seed, allow_large_eps=allow_large_eps, **params)  # before loading the models
-    target = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
-                                                          output_kind, arch, trust_pickle, outputs, channels_last))
-    crafter = load_cli_model(surrogate) if surrogate else None
-    images = mr.open_images(data, size=size or (target.input_size[0] if target.input_size else 64), per_class=per_class,
-                            seed=seed)
+    contract = contract_from_options(model_path, classes, input_size, channels, intensity, output_kind, arch,
+                                     trust_pickle, outputs, channels_last)
     with CliProgress() as progress:
-        result = mr.attack(target, images, attack_name, crafter, seed=seed, batch_size=batch_size, limit=limit,
-                           split=split, class_map=parse_class_map(class_map or []), normal_class=normal_class,
-                           allow_large_eps=allow_large_eps, out=out, progress=progress, **params)
-    summary = {**result.summary(), "target": str(model_path), "surrogate": str(surrogate) if surrogate else None,
-               "data": data, "split": split}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str, allow_nan=False) + "\n")
+        result = mr.attack(str(model_path), data, attack_name, str(surrogate) if surrogate else None, seed=seed,
+                           batch_size=batch_size, limit=limit, split=split, size=size, per_class=per_class,
+                           class_map=parse_class_map(class_map or []), normal_class=normal_class,
+                           allow_large_eps=allow_large_eps, out=out, progress=progress, contract=contract, **params)
     _print_table(result, attack_name, model_path, surrogate)
     console.print(f"wrote {len(result.ids)} adversarial images under {out} (same relative paths as the data), "
                   f"{out / 'attack.csv'} and {out / 'summary.json'}", highlight=False)

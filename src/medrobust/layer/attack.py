@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class AttackResult:
     adversarial: torch.Tensor | None = None
     files: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+    sources: dict[str, Any] = field(default_factory=dict)  # the target, the surrogate, the data and split, as given
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per image, as ``attack.csv`` holds them."""
@@ -103,7 +105,7 @@ class AttackResult:
             "mean_psnr_db": self.mean("psnr"), "seconds_per_image": self.seconds / max(1, len(self.ids)),
             "normal_class": self.normal_class,
             "dangerous_flips": None if self.dangerous_flips is None else [f.model_dump() for f in self.dangerous_flips],
-            "skipped": self.skipped,
+            "skipped": self.skipped, **self.sources,
         }
 
 
@@ -125,7 +127,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
            class_map: Mapping[str, str] | None = None, normal_class: str | None = None,
            emergency_findings: Sequence[str] = DEFAULT_EMERGENCY_FINDINGS, allow_large_eps: bool = False,
            out: str | Path | None = None, progress: Progress | None = None, contract: ModelContract | None = None,
-           surrogate_contract: ModelContract | None = None, **params: Any) -> AttackResult:
+           surrogate_contract: ModelContract | None = None, per_class: int | None = None, **params: Any) -> AttackResult:
     """Attack ``model`` on labelled ``images``; craft on ``surrogate`` when given (a transfer attack).
 
     ``model`` and ``surrogate``: paths or modules (see :func:`mr.load_model`); ``contract`` and
@@ -135,7 +137,13 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     ``attack``: a spec (``"pgd:eps=8/255,steps=20"``) or an Attack; ``params`` override the
     spec's. The data's classes are matched to the model's by name (``class_map`` for names
     that differ). ``out``: write each adversarial image as a PNG at its relative path under
-    ``out`` (plus ``attack.csv`` and ``summary.json``) instead of keeping them in memory.
+    ``out`` (plus ``attack.csv`` and ``summary.json``, which names the target, surrogate, data and
+    split as given) instead of keeping them in memory. ``per_class``: images per class of a
+    generated source (``phantom``).
+
+    Every batch is attacked as ``mr.evaluate`` attacks it (one
+    :class:`~medrobust.execution.units.CraftUnit`): the images are read onto the 8-bit grid
+    first, so a 16-bit source is attacked as the evaluation would attack it.
 
     >>> import torch, medrobust as mr
     >>> torch.manual_seed(0) and None
@@ -155,7 +163,8 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     if list(crafter.classes) != list(target.classes):
         raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
     fixed = target.input_size[0] if target.input_size and target.input_size[0] == target.input_size[1] else None
-    data = open_images(images, size=size or fixed or 64, split=split, seed=seed)
+    data = open_images(images, size=size or fixed or 64, split=split, seed=seed,
+                       **({"per_class": per_class} if per_class is not None else {}))
     if not data.labelled:
         raise ValueError(f"{data.source}: an attack needs each image's true class: lay the images out as "
                          "<Class>/<image>.png, or pass labels")
@@ -211,10 +220,17 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
         dangerous_flips=dangerous_flips(y_cat, clean_cat, adv_cat, target.classes, normal, emergency),
         normal_class=target.classes[normal] if normal is not None else None,
         seconds=time.perf_counter() - start, adversarial=torch.cat(kept) if kept else None,
-        files=files if names is not None else None, skipped=data.skipped)
+        files=files if names is not None else None, skipped=data.skipped,
+        sources={"target": _named(model), "surrogate": _named(surrogate) if surrogate is not None else None,
+                 "data": _named(images), "split": split})
     if out is not None:
         _write_tables(Path(out), result)
     return result
+
+
+def _named(thing: Any) -> str:
+    """A path as given, else what the object is (a model or images held in memory)."""
+    return str(thing) if isinstance(thing, (str, os.PathLike)) else f"(in memory) {type(thing).__name__}"
 
 
 def _write_tables(out: Path, result: AttackResult) -> None:
