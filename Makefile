@@ -17,6 +17,9 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install "torch==2.13.0"
 	$(PIP) install -c constraints.txt -e ".[$(EXTRAS)]"
+	# the tests' independent reference for APGD (Croce & Hein 2020); --no-deps: its metadata asks for
+	# torchvision, which it never imports and which does not import on these machines
+	$(PIP) install -c constraints.txt --no-deps "torchattacks==3.5.1"
 	@touch $@
 
 install: $(STAMP)

@@ -14,12 +14,16 @@ class                         registry name  what
 :class:`MIFGSM`               ``mifgsm``     momentum iterative FGSM (Dong et al. 2018)
 :class:`SIA`                  ``sia``        structure invariant attack (Wang et al. 2023)
 :class:`SquareAttack`         ``square``     score-based black-box search (Andriushchenko 2020)
+:class:`APGD`                 ``apgd``       Auto-PGD, CE / DLR / targeted (Croce & Hein 2020)
+:class:`AutoAttack`           ``autoattack`` APGD-CE, APGD-T, Square in sequence (Croce & Hein 2020)
 :class:`BlockShuffle`         ``block-shuffle``  the study's visible block rearrangement
 ============================  =============  ==============================================
 
 Importing this package registers them (its imports run the ``@register_attack`` decorators).
 """
 
+from medrobust.attacks.apgd import APGD
+from medrobust.attacks.autoattack import AutoAttack
 from medrobust.attacks.block_shuffle import BlockShuffle
 from medrobust.attacks.budget import Budget
 from medrobust.attacks.engine import Attack, IterativeAttack
@@ -37,6 +41,7 @@ from medrobust.attacks.square import SquareAttack
 from medrobust.specs.eps_limit import MAX_EPS, VISIBLE_EPS
 
 __all__ = [
+    "APGD",
     "FGSM",
     "MAX_EPS",
     "MIFGSM",
@@ -44,6 +49,7 @@ __all__ = [
     "SIA",
     "VISIBLE_EPS",
     "Attack",
+    "AutoAttack",
     "BlockShuffle",
     "Budget",
     "IterativeAttack",
