@@ -26,7 +26,7 @@ def list_attacks(pattern: str = "*") -> list[str]:
         pattern: a glob such as ``"*gsm"``. Default ``"*"``: every attack.
 
     Returns:
-        The matching names, e.g. ``['block-shuffle', 'fgsm', 'mifgsm', 'pgd', 'sia', 'square']``.
+        The matching names, e.g. ``['apgd', 'autoattack', 'block-shuffle', 'fgsm', 'mifgsm', 'pgd', 'sia', 'square']``.
     """
     return _ATTACKS.names(pattern)
 
@@ -89,7 +89,7 @@ def build_attack(spec: str, allow_large_eps: bool = False, **params: Any) -> Att
     Example:
 
     >>> list_attacks()
-    ['block-shuffle', 'fgsm', 'mifgsm', 'pgd', 'sia', 'square']
+    ['apgd', 'autoattack', 'block-shuffle', 'fgsm', 'mifgsm', 'pgd', 'sia', 'square']
     >>> attack = build_attack("pgd:eps=8/255,steps=20", alpha=1 / 255)
     >>> type(attack).__name__, attack.steps, round(attack.eps * 255), round(attack.alpha * 255)
     ('PGD', 20, 8, 1)
