@@ -87,6 +87,10 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row("dangerous flips", "not assessed (see below)")
     for a in metrics.attacks:
         table.add_row(f"{a.key}", f"{_pct(a.clean.accuracy)} -> {_pct(a.adversarial.accuracy)}" + _flips(a))
+        if a.broken_by:
+            table.add_row("  broken by", ", ".join(f"{k} {v}" for k, v in a.broken_by.items()))
+    for flag in (metrics.model_checks.flags if metrics.model_checks else []):
+        table.add_row("[bold red]check[/bold red]", flag)
     attack_keys = {a.key for a in metrics.attacks}
     for d in metrics.defenses:
         table.add_row(f"defense {d.name}: clean cost", f"{d.clean_cost_pp:+.1f} pp")

@@ -56,8 +56,6 @@ import numpy as np
 MEMBERS = ("unrolled", "smooth", "bpda", "square", "transfer")
 GRADIENT_MEMBERS = ("unrolled", "smooth", "bpda")
 PRESET_PORTFOLIOS = {"quick": ("unrolled", "transfer"), "standard": MEMBERS, "thorough": MEMBERS}
-MASKING_WARNING = "possible gradient masking: the adaptive figure may be optimistic"
-MASKING_NOT_ASSESSED = "gradient masking not assessed: no gradient attack could run through the defense"
 
 MEMBER_DESCRIPTIONS = {
     "unrolled": "exact gradients where the defense has them (TV unrolled), BPDA elsewhere",

@@ -55,6 +55,7 @@ from medrobust.evaluation.config_sections import (
     _Section,
     check_ray_address,
 )
+from medrobust.specs.components import parse_number
 
 __all__ = ["DEFAULT_SPLIT", "PATH_FIELDS", "REPORT_ONLY_FIELDS", "RUN_NAME", "TEXT_FIELDS_NOT_PATHS", "AdaptiveConfig",
            "AttackConfig", "DataConfig", "DetectorsConfig", "ExecutionConfig", "ExperimentConfig", "LoadSection",
@@ -88,6 +89,12 @@ class ExperimentConfig(_Section):
     adaptive: AdaptiveConfig = Field(default_factory=AdaptiveConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    grid: list[float] | None = None  # the budgets every scorecard row is scored on (None: the white-box attacker's)
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _grid(cls, value: Any) -> Any:
+        return sorted({parse_number(v) for v in value}) if isinstance(value, list) else value
 
     @field_validator("name")
     @classmethod

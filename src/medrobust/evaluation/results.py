@@ -79,6 +79,7 @@ class AttackOutcome(_Model):
     dangerous_flips: list[DangerousFlip] | None  # None: not assessed (no class identified as normal)
     perturbation: Perturbation
     seconds_per_image: float
+    broken_by: dict[str, int] | None = None  # an ensemble (autoattack): images each member broke ("clean": wrong before)
 
 
 class SweepPoint(_Model):
@@ -164,6 +165,20 @@ class DetectorOutcome(_Model):
     calibration: str = ""  # how the threshold was set, e.g. "5-fold cross-fitting over 90 clean test images"
 
 
+class ModelChecks(_Model):
+    """The checks of the model that say when a white-box figure may be optimistic
+    (:mod:`medrobust.evaluation.evaluation_checks`): run on ``n_images`` clean images of the
+    attack subset before the attacks, and after them (``query_beats_gradients``)."""
+
+    n_images: int
+    randomised: bool  # two forward passes on the same images differ
+    eot_samples: int  # the draws each gradient of a white-box attack averages over (1: none)
+    probabilities: str | None  # "softmax" when the model returns probabilities (its logits recovered), else None
+    zero_gradient_images: int | None  # images whose loss gradient is exactly zero (None: a black box, not assessed)
+    query_beats_gradients: dict[str, int] = Field(default_factory=dict)  # budget -> images only a query attack broke
+    flags: list[str] = Field(default_factory=list)  # the sentences, one per sign seen
+
+
 class RobustnessScore(_Model):
     value: float | None  # 0..100; None: not defined (see the scorecard)
     definition: str
@@ -187,6 +202,7 @@ class RunMetrics(_Model):
     robustness_score: RobustnessScore
     seconds_per_image: dict[str, float]  # stage -> seconds per image
     seconds_total: float
+    model_checks: ModelChecks | None = None  # None: a run made before the checks existed
 
     def attack(self, key: str) -> AttackOutcome:
         for a in self.attacks:

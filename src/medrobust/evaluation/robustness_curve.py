@@ -11,6 +11,8 @@ straight-line interpolation between consecutive points.
   100 when accuracy never falls below clean, 0 when it is zero at once. Undefined (None)
   when the largest tested budget is below ``E`` (the curve is not known up to ``E``) or the
   clean accuracy is 0.
+* :func:`auc_bounds` — the lowest and highest score any non-increasing curve through the tested
+  points would give: how much of the score is interpolation;
 * :func:`half_accuracy_budget` — the smallest budget at which the curve reaches ``a_0 / 2``,
   interpolated on the segment where it first does; None when it never does on the tested range.
 * :func:`wilson_interval` — the Wilson score interval (Wilson 1927) of ``k`` successes in
@@ -61,6 +63,30 @@ def normalised_auc(clean: float, points: Sequence[tuple[float, float]], budget: 
             e1 = budget
         area += (e1 - e0) * (a0 + a1) / 2
     return 100.0 * area / (clean * budget)
+
+
+def auc_bounds(clean: float, points: Sequence[tuple[float, float]],
+               budget: float = AUC_BUDGET) -> tuple[float, float] | None:
+    """How much of :func:`normalised_auc` is interpolation: the score's lowest and highest values
+    for any curve through the tested points that never rises with the budget (an attacker with a
+    larger budget can do what a smaller one did). Between two tested budgets the accuracy lies
+    between their accuracies, so the lowest curve is the step down to the next point's accuracy,
+    the highest the step that holds the previous one; None where the score is undefined.
+
+    >>> [round(v, 6) for v in auc_bounds(0.9, [(4 / 255, 0.45), (8 / 255, 0.0)])]  # halves at 4/255
+    [25.0, 75.0]
+    """
+    curve = _curve(clean, points)
+    if clean <= 0 or curve[-1][0] < budget - 1e-12:
+        return None
+    low = high = 0.0
+    for (e0, a0), (e1, a1) in zip(curve, curve[1:]):
+        if e0 >= budget:
+            break
+        width = min(e1, budget) - e0
+        low += width * a1
+        high += width * a0
+    return 100.0 * low / (clean * budget), 100.0 * high / (clean * budget)
 
 
 def half_accuracy_budget(clean: float, points: Sequence[tuple[float, float]]) -> float | None:

@@ -14,6 +14,7 @@ from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import (
     DefenseOutcome,
     DetectorOutcome,
+    ModelChecks,
     RobustnessScore,
     RunMetrics,
     TransferMatrix,
@@ -37,6 +38,7 @@ class Outcomes:
     detectors: list[DetectorOutcome]
     notes: list[str] = field(default_factory=list)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
+    model_checks: ModelChecks | None = None
 
 
 def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float) -> RunMetrics:
@@ -62,7 +64,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
         baseline=outcomes.baseline.report, attacks=outcomes.attacks.outcomes, eps_sweep=outcomes.attacks.sweeps,
         transfer=outcomes.transfer, defenses=outcomes.defenses, detectors=outcomes.detectors,
         robustness_score=RobustnessScore(value=None, definition=DEFINITIONS["overall"]),
-        seconds_per_image=outcomes.seconds_per_image, seconds_total=seconds_total,
+        seconds_per_image=outcomes.seconds_per_image, seconds_total=seconds_total, model_checks=outcomes.model_checks,
     )
     scorecard = build_scorecard(metrics)
     metrics.robustness_score = RobustnessScore(

@@ -39,6 +39,7 @@ from medrobust.evaluation.stages import attacks as attack_stage
 from medrobust.evaluation.stages import baseline as baseline_stage
 from medrobust.evaluation.stages import defenses as defense_stage
 from medrobust.evaluation.stages import detection as detection_stage
+from medrobust.evaluation.stages import model_checks as checks_stage
 from medrobust.evaluation.stages import per_image as per_image_stage
 from medrobust.evaluation.stages import samples as samples_stage
 from medrobust.evaluation.stages import transfer as transfer_stage
@@ -104,14 +105,16 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     inputs, clean_pred = baseline_stage.attack_subset(setup, baseline)
     ctx = RunContext(**{f: getattr(setup, f) for f in RunSetup.__dataclass_fields__}, inputs=inputs,
                      clean_pred=clean_pred)
-    attacks = attack_stage.run(ctx)
+    checks = checks_stage.run(ctx)
+    attacks = attack_stage.run(ctx, checks)
+    checks = checks_stage.after_attacks(checks, ctx, attacks)
     transfer = transfer_stage.run(ctx, attacks)
     defenses = defense_stage.run(ctx, attacks)
     detectors = detection_stage.run(ctx, attacks)
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
-                        detectors=detectors, notes=notes,
+                        detectors=detectors, notes=notes, model_checks=checks,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,
                                            **attacks.seconds_per_image, **defenses.seconds_per_image})
     return write_run_metrics(ctx, outcomes, time.perf_counter() - start)

@@ -31,11 +31,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
+from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import (
     AUC_BUDGET,
     MIN_SCORED_BUDGETS,
+    auc_bounds,
     half_accuracy_budget,
     normalised_auc,
     wilson_interval,
@@ -53,7 +54,12 @@ DEFINITIONS = {
               "straight lines from the clean accuracy at 0, each point the lowest accuracy at that budget or below; "
               "a row tested at fewer than three budgets up to 8/255 gets no score (its area would be the straight "
               "line's)."),
-    "overall": "Overall = the lowest score among the undefended model's threat models (the attacker picks the best).",
+    "overall": ("Overall = the lowest lower bound of the score among the undefended model's threat models (the "
+                "attacker picks the best; no interpolation between budgets counts in the model's favour)."),
+    "bounds": ("Bounds = the score's lowest and highest values for any accuracy curve through the tested budgets "
+               "that never rises with the budget; the gap is what the budgets tested leave unknown."),
+    "grid": ("Every row is scored on one grid of budgets up to 8/255 (the configuration's grid, else the white-box "
+             "attacker's): a row tested at fewer of them has no score."),
     "half_accuracy_budget": ("Half-accuracy budget = the smallest L-inf budget, in grey levels of the stored 8-bit "
                              "image, at which accuracy falls to half of clean or below (interpolated)."),
     "dangerous_flip_rate": ("Dangerous-flip rate = images with a finding, correct before the attack, that the "
@@ -106,6 +112,9 @@ class ThreatRow(_Model):
     score: float | None
     score_text: str
     warning: str | None = None  # e.g. possible gradient masking (an adaptive row whose figure may be optimistic)
+    score_low: float | None = None  # the score's bounds from monotonicity (accuracy never rises with the budget)
+    score_high: float | None = None
+    measured_at: list[float] = Field(default_factory=list)  # the budgets (up to 8/255) its attacker ran at
 
 
 class Scorecard(_Model):
@@ -120,6 +129,7 @@ class Scorecard(_Model):
     rows: list[ThreatRow]
     not_tested: list[str]
     overall: float | None
+    grid: list[float] = Field(default_factory=list)  # the budgets up to 8/255 every scored row was measured at
     overall_text: str
     definitions: dict[str, str]
 
@@ -152,7 +162,11 @@ def _flip_rate(outcome: AttackOutcome | None) -> tuple[float | None, str]:
 
 def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple[float, float, str]],
          main_eps: float, strongest: AttackOutcome | None, metrics: RunMetrics, flips_override: str | None = None,
-         detector_keys: list[str] | None = None) -> ThreatRow:
+         detector_keys: list[str] | None = None, grid: list[float] | None = None,
+         measured: list[float] | None = None) -> ThreatRow:
+    """One threat model's row. ``grid``: the budgets every row must have been measured at to be
+    scored (None: at least :data:`MIN_SCORED_BUDGETS` up to 8/255); ``measured``: the budgets this
+    row's own attacker ran at (default: its points' budgets)."""
     envelope: dict[float, tuple[float, str]] = {}  # budget -> the lowest accuracy at it or below, and by whom
     best: tuple[float, str] | None = None
     for eps, acc, key in sorted(points):
@@ -160,19 +174,10 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
             best = (acc, key)
         envelope[eps] = best
     curve = [(e, a) for e, (a, _) in sorted(envelope.items())]
-    score = normalised_auc(clean, curve)
     largest = max(envelope) if envelope else 0.0
-    scored = sorted(e for e in envelope if e <= AUC_BUDGET + 1e-9)
+    scored = sorted(e for e in (measured if measured is not None else envelope) if 0 < e <= AUC_BUDGET + 1e-9)
+    score, low, high, score_text = _score(clean, curve, largest, scored, grid)
     coarse = len(scored) < MIN_SCORED_BUDGETS
-    if score is None:
-        score_text = ("not defined: clean accuracy is 0" if clean <= 0 else
-                      f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255")
-    elif coarse:  # the area would be the straight line's, whatever the model does in between
-        score = None
-        score_text = (f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to 8/255 (only "
-                      f"{', '.join(eps_label(e) for e in scored)})")
-    else:
-        score_text = f"{score:.1f} / 100"
     half = half_accuracy_budget(clean, curve)
     half_text = (f"{half * 255:.2f} grey levels" if half is not None else
                  "not defined (clean accuracy 0)" if clean <= 0 else f"> {largest * 255:.3g} (the largest tested)")
@@ -190,7 +195,25 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
                 for e, (a, k) in sorted(envelope.items())],
         main_eps=main_eps, half_accuracy_budget=None if half is None else half * 255, half_accuracy_text=half_text,
         dangerous_flip_rate=flip_rate, dangerous_flips_text=flip_text, detection=detection, score=score,
-        score_text=score_text)
+        score_low=low, score_high=high, score_text=score_text, measured_at=scored)
+
+
+def _score(clean: float, curve: list[tuple[float, float]], largest: float, scored: list[float],
+           grid: list[float] | None) -> tuple[float | None, float | None, float | None, str]:
+    """(score, its lower and upper bound from monotonicity, its text) of a row whose curve is
+    ``curve`` and whose attacker ran at ``scored`` (see :func:`_row`)."""
+    score = normalised_auc(clean, curve)
+    if score is None:
+        return None, None, None, ("not defined: clean accuracy is 0" if clean <= 0 else
+                                  f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255")
+    tested = ", ".join(eps_label(e) for e in scored) or "no budget"
+    if grid is not None and any(all(abs(g - e) > 1e-9 for e in scored) for g in grid):
+        return None, None, None, (f"not defined (tested at {tested} only; every row is scored on the grid "
+                                  f"{', '.join(eps_label(g) for g in grid)})")
+    if len(scored) < MIN_SCORED_BUDGETS:  # the area would be the straight line's, whatever the model does in between
+        return None, None, None, f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to 8/255 (only {tested})"
+    low, high = auc_bounds(clean, curve) or (score, score)
+    return score, low, high, f"{score:.1f} / 100 (between {low:.1f} and {high:.1f})"
 
 
 def detector_rate(det: DetectorOutcome, key: str) -> DetectorRate:
@@ -228,14 +251,20 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
     """The scorecard of a run (see the module docstring), from its metrics alone."""
     bounded = [o for o in metrics.attacks if o.eps > 0]
     n = int(metrics.data.get("attack_images") or (bounded[0].clean.n if bounded else metrics.baseline.n))
-    rows, not_tested = _undefended_rows(metrics, bounded, n)
+    grid = scoring_grid(metrics, bounded)
+    rows, not_tested = _undefended_rows(metrics, bounded, n, grid)
+    checks = metrics.model_checks
+    for row in rows:
+        if row.threat_model == "white-box" and checks is not None and checks.flags:
+            row.warning = "; ".join(checks.flags)  # evaluation_checks' wording: why the figure may be optimistic
     for d in metrics.defenses:
-        rows += _defense_rows(metrics, d, n)
+        rows += _defense_rows(metrics, d, n, grid)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
     not_tested += _detectors_not_run(metrics)
-    undefended = [r.score for r in rows if r.threat_model in ("white-box", "transfer", "query") and r.score is not None]
-    overall = min(undefended) if undefended else None
+    undefended = [r.score_low for r in rows if r.threat_model in ("white-box", "transfer", "query")
+                  and r.score_low is not None]
+    overall = min(undefended) if undefended else None  # the lower bound: no interpolation counted in the model's favour
     unskilled = no_skill(metrics.baseline)
     if unskilled is not None:  # robustness of a model that cannot classify is no robustness at all
         for row in rows:
@@ -249,12 +278,30 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
                **({"version": metrics.config["model_version"]} if metrics.config.get("model_version") else {})},
         data={k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
                                                "normal_class")},
-        rows=rows, not_tested=not_tested, overall=overall,
+        rows=rows, not_tested=not_tested, overall=overall, grid=grid or [],
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
         f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255", definitions=DEFINITIONS)
 
 
-def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int) -> tuple[list[ThreatRow], list[str]]:
+def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[float] | None:
+    """The budgets (up to 8/255) every row must have been measured at to be scored: the
+    configuration's ``grid`` when it gives one, else the undefended model's own (white-box, or
+    query for a black box: its attacks' budgets and sweeps); None when no attack ran."""
+    from medrobust.specs.components import parse_number
+
+    given = metrics.config.get("grid")
+    if given:
+        return sorted(b for b in (parse_number(g) if isinstance(g, str) else float(g) for g in given)
+                      if b <= AUC_BUDGET + 1e-9)
+    white = [o for o in bounded if o.source == "white-box"]
+    main = [o for o in white if o.attack not in QUERY_ATTACKS] or white
+    budgets = {o.eps for o in main} | {p.eps for o in main for p in metrics.eps_sweep.get(o.attack, [])}
+    budgets = sorted(b for b in budgets if 0 < b <= AUC_BUDGET + 1e-9)
+    return budgets or None
+
+
+def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int,
+                     grid: list[float] | None) -> tuple[list[ThreatRow], list[str]]:
     """The white-box, query and transfer rows of the undefended model, and what was not tested."""
     white = [o for o in bounded if o.source == "white-box" and o.attack not in QUERY_ATTACKS]
     query = [o for o in bounded if o.source == "white-box" and o.attack in QUERY_ATTACKS]
@@ -280,7 +327,7 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int) 
             main = _main_eps(outcomes)
             strongest = _strongest(outcomes, main)
             rows.append(_row(threat, label, outcomes[0].clean.accuracy, n, points_of(outcomes), main, strongest,
-                             metrics, detector_keys=[strongest.key] if strongest else []))
+                             metrics, detector_keys=[strongest.key] if strongest else [], grid=grid))
     if not white:
         not_tested.append("white-box gradient attacker: not tested (no gradient attack ran on the model"
                           + (": it is a black box)" if not metrics.model.get("differentiable", True) else ")"))
@@ -291,13 +338,13 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int) 
         strongest = _strongest(outcomes, main)
         rows.append(_row("transfer", f"transfer attacker from {source}", outcomes[0].clean.accuracy, n,
                          [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
-                         detector_keys=[strongest.key] if strongest else []))
+                         detector_keys=[strongest.key] if strongest else [], grid=grid))
     if not transfer:
         not_tested.append("transfer attacker without model access: not tested (no surrogate given)")
     return rows, not_tested
 
 
-def _defense_rows(metrics: RunMetrics, d, n: int) -> list[ThreatRow]:
+def _defense_rows(metrics: RunMetrics, d, n: int, grid: list[float] | None) -> list[ThreatRow]:
     """A defense's non-adaptive row (the undefended attacks' images defended, at each budget) and
     its adaptive row (the portfolio's worst case at each budget, never above the non-adaptive)."""
     by_key = {o.key: o for o in metrics.attacks}
@@ -313,12 +360,12 @@ def _defense_rows(metrics: RunMetrics, d, n: int) -> list[ThreatRow]:
         main = _main_eps([by_key[k] for _, _, k in plain if k in by_key]) if any(k in by_key for _, _, k in plain) \
             else adaptive_eps
         rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
-                         None, metrics, flips_override=note))
+                         None, metrics, flips_override=note, grid=grid))
     worst = [(p.eps, p.accuracy, f"adaptive worst case@{eps_label(p.eps)}") for p in d.adaptive_sweep] \
         or [(adaptive_eps, d.adaptive_accuracy, d.adaptive_attack)]
     how = "worst case" if d.adaptive_members else d.gradient_mode  # the members: the row's attacks
     row = _row("adaptive", f"{d.name}, adaptive attacker ({how})", d.clean.accuracy, n, [*plain, *worst], adaptive_eps,
-               None, metrics, flips_override=note)
+               None, metrics, flips_override=note, grid=grid, measured=[e for e, _, _ in worst])  # where it adapted
     if d.gradient_masking:
         row.warning = f"{MASKING_WARNING} ({'; '.join(d.gradient_masking)})"
     elif not d.gradient_masking_assessed:

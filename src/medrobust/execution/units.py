@@ -41,12 +41,16 @@ class ModelRef:
     """A model a unit needs: ``name`` (``"model"`` or a surrogate's name), seen through the
     defense ``defense`` (a spec; :class:`~medrobust.defenses.defended.DefendedClassifier`
     averaging ``eot_samples`` draws of a randomised one, differentiated through per
-    ``gradient``, one of its modes) or bare when None."""
+    ``gradient``, one of its modes) or bare when None. ``from_probabilities``
+    (``"softmax"``/``"sigmoid"``): the model returns probabilities, and an attack sees the logits
+    recovered; without a defense, ``eot_samples`` > 1 says the model's own forward pass is random
+    (:class:`~medrobust.models.attack_view.AttackView`)."""
 
     name: str = "model"
     defense: str | None = None
     eot_samples: int | None = None
     gradient: str = "auto"
+    from_probabilities: str | None = None
 
 
 class Workbench:
@@ -56,14 +60,23 @@ class Workbench:
         self.models = dict(models)
         self.device = device
         self._defended: dict[ModelRef, nn.Module] = {}
+        self._views: dict[ModelRef, nn.Module] = {}
         self._defense_seeds: dict[ModelRef, int | None] = {}
         self._start = 0
 
     def model(self, ref: ModelRef) -> nn.Module:
         if ref.name not in self.models:
             raise KeyError(f"unit asks for model {ref.name!r}; this worker holds {sorted(self.models)}")
+        base = self.models[ref.name]
+        if ref.from_probabilities or (ref.defense is None and (ref.eot_samples or 1) > 1):
+            from medrobust.models.attack_view import AttackView
+
+            if ref not in self._views:
+                self._views[ref] = AttackView(base, ref.eot_samples or 1 if ref.defense is None else 1,
+                                              ref.from_probabilities)  # type: ignore[arg-type]
+            base = self._views[ref]
         if ref.defense is None:
-            return self.models[ref.name]
+            return base
         if ref not in self._defended:
             from medrobust.defenses.base import stream_seed
             from medrobust.defenses.defended import DefendedClassifier
@@ -74,7 +87,7 @@ class Workbench:
             if seed is not None and ref.gradient != "auto":  # an attacker's own draws, not the evaluation's
                 seed = stream_seed(int(seed), ref.gradient)
             self._defense_seeds[ref] = seed
-            self._defended[ref] = DefendedClassifier(defense, self.models[ref.name], gradient=ref.gradient,
+            self._defended[ref] = DefendedClassifier(defense, base, gradient=ref.gradient,
                                                      eot_samples=ref.eot_samples)
             self._reseed(ref, self._start)
         return self._defended[ref]
@@ -176,6 +189,9 @@ class CraftUnit(Unit):
                "l2": l2_distance(xn, an), "ssim": ssim(xn, an), "psnr": psnr(xn, an), "seconds": np.array([seconds])}
         if self.confidence:
             out["confidence"] = outputs.confidence.numpy()
+        broken_by = getattr(attack, "broken_by", None)  # an ensemble says which member broke each image
+        if broken_by is not None:
+            out["broken_by"] = np.asarray(broken_by, dtype=str)
         return out
 
 

@@ -118,6 +118,7 @@ def _attacks(b: _Builder, c: RunContents) -> str:
         b.figure("13_perturbation_heatmaps", no_images, lambda: fi.perturbation_heatmaps(c, c.metrics.attacks)),
         b.figure("14_gradcam", "no Grad-CAM heatmaps in samples/examples.npz.", lambda: fi.gradcam(c, main)),
         "<h3>Attack parameters</h3>", tables.attack_params(c.metrics.attacks),
+        tables.model_checks(c.metrics.model_checks),
         _per_image_link(c),
     ])
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
-from medrobust.evaluation.adaptive_portfolio import MASKING_WARNING
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
+from medrobust.evaluation.evaluation_checks import MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
 from medrobust.evaluation.scorecard import QUERY_ATTACKS
 from medrobust.report.run_contents import RunContents, format_eps, pct, visible_budget

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
-from medrobust.evaluation.adaptive_portfolio import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
+from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import (
     AttackOutcome,
     ClassificationReport,
     DefenseOutcome,
     DetectorOutcome,
+    ModelChecks,
     SweepPoint,
 )
 from medrobust.report.run_contents import format_eps, pct, visible_budget
@@ -177,3 +178,17 @@ def timings(seconds_per_image: dict[str, float], seconds_total: float) -> str:
     rows = [[stage, f"{s:.4g}"] for stage, s in seconds_per_image.items()]
     rows.append([Raw("<b>whole run</b>"), Raw(f"<b>{seconds_total:.1f} s</b>")])
     return table(["stage", "seconds per image"], rows)
+
+
+def model_checks(checks: ModelChecks | None) -> str:
+    """The checks of the model (AutoAttack's): what was found, or that nothing was."""
+    if checks is None:
+        return ""
+    found = "".join(f'<li><span class="warning">{escape(flag)}</span></li>' for flag in checks.flags)
+    zero = ("not assessed (no gradients)" if checks.zero_gradient_images is None
+            else f"{checks.zero_gradient_images} of {checks.n_images}")
+    facts = (f"<li>forward pass {'random' if checks.randomised else 'deterministic'} (two passes compared on "
+             f"{checks.n_images} clean images); outputs: {escape(checks.probabilities or 'logits')}; images with a "
+             f"zero loss gradient: {escape(zero)}</li>")
+    found = found or "<li>no sign of gradient masking</li>"
+    return f"<h3>Checks of the evaluation (Croce &amp; Hein 2020)</h3><ul>{found}{facts}</ul>"

@@ -15,7 +15,7 @@ from medrobust.evaluation.attack_runs import AttackRun, attack_eps, run_attack_s
 from medrobust.evaluation.attack_success import attack_success
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
 from medrobust.evaluation.context import RunContext
-from medrobust.evaluation.results import AttackOutcome, Perturbation, SweepPoint
+from medrobust.evaluation.results import AttackOutcome, ModelChecks, Perturbation, SweepPoint
 from medrobust.evaluation.stage_keys import StageKey, attack_key
 from medrobust.execution.units import ModelRef
 
@@ -33,19 +33,29 @@ class Attacks:
     seconds_per_image: dict[str, float] = field(default_factory=dict)
 
 
-def run_attack(ctx: RunContext, key: StageKey, name: str, params: dict, title: str, crafter: str = "model",
-               allow_large_eps: bool = False) -> AttackRun:
+def run_attack(ctx: RunContext, key: StageKey, name: str, params: dict, title: str,
+               crafter: ModelRef = ModelRef("model"), allow_large_eps: bool = False) -> AttackRun:
     """One attack on the attack subset, crafted on ``crafter`` and scored on the model, with its
     own progress stage (``title``)."""
     with ctx.progress.stage(title, ctx.n) as bar:
-        return run_attack_stage(ctx.engine, ctx.stages / "attacks", key, name, params, ModelRef(crafter),
+        return run_attack_stage(ctx.engine, ctx.stages / "attacks", key, name, params, crafter,
                                 ModelRef("model"), ctx.inputs, ctx.batch_size, ctx.seed, bar.advance, allow_large_eps,
-                                source="white-box" if crafter == "model" else crafter)
+                                source="white-box" if crafter.name == "model" else crafter.name)
 
 
-def run(ctx: RunContext) -> Attacks:
+def white_box_crafter(checks: ModelChecks | None) -> ModelRef:
+    """The model as the white-box attacks see it: averaged over draws when its forward pass is
+    random, with its logits recovered when it returns probabilities (the model checks decide)."""
+    if checks is None:
+        return ModelRef("model")
+    return ModelRef("model", eot_samples=checks.eot_samples if checks.randomised else None,
+                    from_probabilities=checks.probabilities)
+
+
+def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
     """Every configured attack: white-box, from each surrogate, and its sweep's other budgets."""
     out = Attacks()
+    white_box = white_box_crafter(checks)
     for acfg in ctx.config.attacks:
         params = {**acfg.params, "seed": acfg.params.get("seed", ctx.seed)}
         eps = attack_eps(acfg.name, params)
@@ -53,14 +63,15 @@ def run(ctx: RunContext) -> Attacks:
         run_ = None
         if acfg.white_box:
             t0 = time.perf_counter()
-            run_ = run_attack(ctx, key, acfg.name, params, f"{key} white-box", allow_large_eps=acfg.allow_large_eps)
+            run_ = run_attack(ctx, key, acfg.name, params, f"{key} white-box", white_box,
+                              allow_large_eps=acfg.allow_large_eps)
             out.seconds_per_image[f"attack {key}"] = (time.perf_counter() - t0) / ctx.n
             out.white.append(run_)
             out.outcomes.append(attack_outcome(run_, ctx))
         if acfg.transfer:
             for name in ctx.surrogates:
                 tkey = attack_key(acfg.name, eps, crafted_on=name)
-                trun = run_attack(ctx, tkey, acfg.name, params, str(tkey), crafter=name,
+                trun = run_attack(ctx, tkey, acfg.name, params, str(tkey), ModelRef(name),
                                   allow_large_eps=acfg.allow_large_eps)
                 out.transferred.append(trun)
                 out.outcomes.append(attack_outcome(trun, ctx))
@@ -71,7 +82,7 @@ def run(ctx: RunContext) -> Attacks:
                     runs.append(run_)
                     continue
                 skey = attack_key(acfg.name, e)
-                runs.append(run_attack(ctx, skey, acfg.name, {**params, "eps": e}, f"{skey} sweep",
+                runs.append(run_attack(ctx, skey, acfg.name, {**params, "eps": e}, f"{skey} sweep", white_box,
                                        allow_large_eps=acfg.allow_large_eps))
                 out.sweep.append(runs[-1])
             out.sweeps[acfg.name] = sweep_points(runs, ctx.labels)
@@ -105,7 +116,16 @@ def outcome_of(run: AttackRun, y: np.ndarray, clean_pred: np.ndarray, classes: l
             psnr_mean_db=float(finite.mean()) if len(finite) else None,
         ),
         seconds_per_image=run.seconds / max(1, len(y)),
+        broken_by=_counts(summary.get("broken_by")),
     )
+
+
+def _counts(members: np.ndarray | None) -> dict[str, int] | None:
+    """How many images each member of an ensemble broke (None: not an ensemble)."""
+    if members is None:
+        return None
+    names, counts = np.unique(members.astype(str), return_counts=True)
+    return {str(k): int(v) for k, v in zip(names, counts) if k}
 
 
 def sweep_points(runs: list[AttackRun], y: np.ndarray) -> list[SweepPoint]:
