@@ -44,7 +44,18 @@ def run_attack(ctx: RunContext, key: StageKey, name: str, params: dict, title: s
 
 
 def run(ctx: RunContext) -> Attacks:
-    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets."""
+    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets.
+
+    Each (attack, budget, source) is a resumable stage under ``stages/attacks``, named by its
+    :func:`~medrobust.evaluation.stage_keys.attack_key`; each has its own progress stage.
+
+    Args:
+        ctx: the run's context.
+
+    Returns:
+        The :class:`Attacks`: the runs (white-box, sweep, transferred), their outcomes, each
+        sweep's accuracy per budget and the white-box attacks' seconds per image.
+    """
     out = Attacks()
     for acfg in ctx.config.attacks:
         params = {**acfg.params, "seed": acfg.params.get("seed", ctx.seed)}
