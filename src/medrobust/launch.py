@@ -4,11 +4,11 @@ On Linux with glibc, a block above malloc's mmap threshold (which glibc raises o
 to 32 MiB at most) is obtained with a fresh ``mmap`` and given back with ``munmap`` when freed,
 so every page of every large activation tensor is faulted in and zeroed by the kernel again on
 each forward and backward pass. With the threshold above the tensors' sizes they come from the
-heap and are reused. Measured on this project's 2-core CPU machine, DenseNet121 forward and
-backward on 80 images of 224 px (one SIA step): 14-19 s by default, 7.8 s with
-``MALLOC_MMAP_THRESHOLD_=4294967296``, system time 32 s -> 1 s, peak memory 10.7 -> 11.2 GB
-(``python benchmarks/bench_sia.py --tuned-malloc``). Results are unchanged: only where memory
-comes from differs.
+heap and are reused. For a DenseNet121 forward and backward pass on 80 images of 224 px (one
+SIA step) that saves much of the time and nearly all of the system time, for a little more peak
+memory: the dated figures, with the machine, are in ``benchmarks/README.md`` ("The allocator";
+``python benchmarks/bench_sia.py --tuned-malloc`` measures them). Results are unchanged: only
+where memory comes from differs.
 
 glibc reads the setting when a process starts (setting it later with ``mallopt`` did not help
 here), so the command re-executes itself once with it in the environment. Nothing happens when

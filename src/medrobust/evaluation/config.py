@@ -72,6 +72,45 @@ have been moved or renamed) and what the run is called in its report (title, mod
 
 
 class ExperimentConfig(_Section):
+    """One experiment: the run's settings and its sections (see the module docstring).
+
+    Every field is a keyword with a default, so ``ExperimentConfig()`` is a valid (small)
+    experiment on the phantoms; :func:`load_config` reads one from YAML.
+
+    Args:
+        name: the run folder's name: letters, digits, ``.``, ``_`` and ``-``. Default
+            ``"experiment"``.
+        title: how reports name the evaluation (at most 200 characters). Default None: its name.
+        model_version: the evaluated model's version, as its maker names it (at most 100
+            characters). Default None.
+        output_dir: the folder of run folders. Default ``"runs"``.
+        seed: the run's seed (0 to 2**32 - 1). Default 0.
+        device: where the driver computes (``auto``, the default: CUDA when present; ``cpu``,
+            ``cuda``, ``cuda:N``).
+        batch_size: images per unit of work. Default 32.
+        attack_images: test images the attack stages use, stratified by class (at least 3).
+            Default 90.
+        sample_images: images kept for the report's picture figures (at least 1). Default 4.
+        data: where the images come from and how their classes read
+            (:class:`~medrobust.evaluation.config_sections.DataConfig`). Default: the phantoms.
+        model: train a zoo model or load the user's
+            (:class:`~medrobust.evaluation.config_sections.ModelConfig`). Default: train a
+            DenseNet121 with the study's recipe.
+        surrogates: models to craft transfer attacks on. Default: none.
+        attacks: the attacks. Default: SIA at 8/255.
+        defenses: defense specs. Default ``["jpeg+tv"]``.
+        adaptive: the adaptive attacker against each defense
+            (:class:`~medrobust.evaluation.config_sections.AdaptiveConfig`). Default: PGD and
+            the whole portfolio.
+        detectors: the detectors to run. Default: none listed, none run.
+        execution: where the units of work run. Default: locally.
+
+    Raises:
+        pydantic.ValidationError: a field refused (:func:`validate_config` reports it one line
+            per setting), a ``split`` of ``test`` with a model trained on the run's data, or
+            defenses without the adaptive attacker.
+    """
+
     name: str = "experiment"
     title: str | None = Field(None, max_length=200)  # how reports name the evaluation (default: its name)
     model_version: str | None = Field(None, max_length=100)  # the evaluated model's version, as its maker names it
@@ -154,13 +193,21 @@ class ExperimentConfig(_Section):
                          check_defense: Callable[[str], Any] | None = None) -> None:
         """Build every attack, defense and detector spec once, and look up every architecture
         name, so a bad name or parameter is an error before any model is loaded, any data read
-        or any file written (ValueError naming the field).
+        or any file written.
 
-        ``check_attack(spec, allow_large_eps=..., **params)`` and ``check_defense(spec)`` replace
-        the building (default: the registries' ``build_attack`` and ``build_defense``): the
-        service's web process, which never imports torch, checks the specs with
-        :mod:`medrobust.layer.component_catalogue`; the squeeze detector's squeezers are then
-        checked as the defense specs they are."""
+        Args:
+            check_attack: called as ``check_attack(spec, allow_large_eps=..., **params)`` instead
+                of building the attack. Default None: the registry's ``build_attack``.
+            check_defense: called as ``check_defense(spec)`` instead of building the defense.
+                Default None: the registry's ``build_defense``. Given, the architectures are not
+                looked up (their registry imports torch) and the squeeze detector's squeezers are
+                checked as the defense specs they are: the service's web process, which never
+                imports torch, checks the specs so with
+                :mod:`medrobust.layer.component_catalogue`.
+
+        Raises:
+            ValueError: naming the field and what is wrong with it.
+        """
         building = check_defense is None
         if check_attack is None:
             from medrobust.attacks.registry import build_attack as check_attack
@@ -205,10 +252,23 @@ class ExperimentConfig(_Section):
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Read and validate a YAML experiment file; errors name the file and the field.
+    """Read and validate a YAML experiment file.
 
     The file is untrusted: over 1 MB, or with YAML anchors or aliases (an alias bomb expands
     a few lines into gigabytes), it is refused (:func:`medrobust.safety.safe_yaml.load_yaml_mapping`).
+
+    Args:
+        path: the YAML file.
+        overrides: settings that replace the file's, section by section
+            (``{"data": {"normal_class": "NORMAL"}}`` changes one field and keeps the rest).
+            Default None.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ValueError: the file cannot be read safely, or a setting is refused (naming the file and
+            the field).
     """
     from medrobust.safety.safe_yaml import load_yaml_mapping
 
@@ -219,8 +279,21 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ex
 
 
 def validate_config(raw: Any, where: str | None = None, show_values: bool = True) -> ExperimentConfig:
-    """``raw`` (a mapping, as read from YAML) as an :class:`ExperimentConfig`; a ValueError from
-    :func:`invalid_configuration` (``where`` names the file or field it came from) otherwise."""
+    """``raw`` (a mapping, as read from YAML) as an :class:`ExperimentConfig`.
+
+    Args:
+        raw: the configuration's settings.
+        where: the file or field it came from, named in the error. Default None.
+        show_values: echo the refused values in the error (the service's check passes False:
+            it echoes no value it filled in). Default True.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ValueError: one line per refused setting, named by its place in the file
+            (:func:`invalid_configuration`).
+    """
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:

@@ -26,7 +26,21 @@ from medrobust.execution.resumable_stage import StageResult
 @dataclass(frozen=True)
 class RunSetup:
     """What the run knows once its models are ready and before the baseline: enough for the
-    baseline stage, which decides the attack subset the full :class:`RunContext` adds."""
+    baseline stage, which decides the attack subset the full :class:`RunContext` adds.
+
+    Args:
+        config: the configuration, resolved (its data size settled).
+        root: the run folder (stages keep their files under ``root/stages``).
+        engine: where units of work run (:mod:`medrobust.execution.engines`).
+        device: the driver's torch device.
+        plan: how the data's classes map to the model's
+            (:class:`~medrobust.evaluation.class_plan.ClassPlan`).
+        models: ``"model"`` and each surrogate by name, on ``device`` (the driver's own copies).
+        progress: where the stages report their progress.
+        skipped: where unreadable files are recorded.
+        parts: the dataset's splits by name (the baseline streams ``test``; a calibration may
+            read ``val``).
+    """
 
     config: ExperimentConfig
     root: Path  # the run folder
@@ -71,7 +85,15 @@ class RunSetup:
 
 @dataclass(frozen=True)
 class RunContext(RunSetup):
-    """The frozen context of a run's stages after the baseline (see the module docstring)."""
+    """The frozen context of a run's stages after the baseline (see the module docstring).
+
+    Args:
+        config, root, engine, device, plan, models, progress, skipped, parts: as
+            :class:`RunSetup`'s.
+        inputs: the attack subset, a stored stage: clean images (key ``clean``), ``labels`` and
+            ``ids``.
+        clean_pred: the model's decisions on the attack subset's clean images.
+    """
 
     inputs: StageResult  # the attack subset: clean images (key ``clean``), ``labels`` and ``ids``
     clean_pred: np.ndarray  # the model's decisions on the attack subset's clean images

@@ -20,20 +20,19 @@ PGD with exact gradients through TV and BPDA through JPEG, its steps doubled fro
 last doubling changed at most one image (at most 20), and transfer from the undefended model;
 ``examples/adaptive-portfolio.yaml`` runs the whole portfolio on the demo's model.
 
-Why this recipe (measured on 2-core CPUs, DenseNet121 at 64 px, test accuracy on 240 or 360
-phantoms): with the study's augmentation (flip, zoom, rotation, shifts, resampled) the network
-from scratch stayed near 70% after 12 epochs of 720 images (it tells pneumothorax apart early,
-pneumonia late; the study fine-tuned a pre-trained network, which needs less). Without it, 14
-epochs of 720 images gave 89.6-95.8% over three seeds; 10 epochs of 1,080 images (600 per
-class) gave 92.8%, 92.8% and 94.7% over seeds 0-2, and 9 epochs (the demo's) 94.2%, 92.5% and
-96.1%. A fresh set of phantoms for every epoch learnt more slowly still (81% after 13 epochs).
-The phantoms vary in anatomy, position and exposure, and early stopping on the validation loss
-keeps the best epoch. The augmentation stays the default of ``medrobust train`` and of
-configuration files.
+Why this recipe: with the study's augmentation (flip, zoom, rotation, shifts, resampled) the
+network trained from scratch learnt slowly on the phantoms (it tells pneumothorax apart early,
+pneumonia late; the study fine-tuned a pre-trained network, which needs less); without it, it
+converged over every seed tried, and 9 epochs of 1,080 images (600 per class) were enough. A
+fresh set of phantoms for every epoch learnt more slowly still. The phantoms vary in anatomy,
+position and exposure, and early stopping on the validation loss keeps the best epoch. The
+augmentation stays the default of ``medrobust train`` and of configuration files.
 
-``--quick`` trades accuracy for time: 8 epochs of 720 phantoms at 48 px reached 85.4% (seed 0)
-in 62 s of training, where 8 epochs of 540 at 64 px reached 87.2% in 80 s and 10 epochs of 1,080
-at 32 px 85.3% in 93 s (DenseNet121's per-layer overheads dominate below 64 px).
+``--quick`` trades accuracy for time: 8 epochs of 720 phantoms at 48 px, chosen over fewer
+images at 64 px and more at 32 px (DenseNet121's per-layer overheads dominate below 64 px).
+
+The accuracies and training times behind these choices, dated and with the machine, are in the
+README's demo section ("What the demo prints", "How the demo's recipe was chosen").
 """
 
 from __future__ import annotations
@@ -44,7 +43,14 @@ from medrobust.evaluation.config import ExperimentConfig
 
 
 def demo_settings(quick: bool = False) -> dict[str, Any]:
-    """The demo's configuration as plain data (what ``examples/demo.yaml`` holds)."""
+    """The demo's configuration as plain data (what ``examples/demo.yaml`` holds).
+
+    Args:
+        quick: ``medrobust demo --quick``'s smaller run. Default False.
+
+    Returns:
+        The configuration's settings, as a YAML file would hold them.
+    """
     recipe = {"lr_schedule": "cosine", "warmup_epochs": 1, "augment": False}
     return {
         "name": "demo-quick" if quick else "demo",
@@ -71,4 +77,13 @@ def demo_settings(quick: bool = False) -> dict[str, Any]:
 
 
 def demo_config(quick: bool = False, **overrides: Any) -> ExperimentConfig:
+    """The demo's configuration, validated.
+
+    Args:
+        quick: ``medrobust demo --quick``'s smaller run. Default False.
+        **overrides: top-level settings that replace the demo's (whole sections).
+
+    Returns:
+        The :class:`~medrobust.evaluation.config.ExperimentConfig`.
+    """
     return ExperimentConfig.model_validate({**demo_settings(quick), **overrides})

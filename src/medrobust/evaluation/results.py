@@ -185,7 +185,28 @@ class RobustnessScore(_Model):
 
 
 class RunMetrics(_Model):
-    """Everything ``metrics.json`` holds."""
+    """Everything ``metrics.json`` holds (read it back with :func:`read_metrics`).
+
+    Args:
+        name: the run's name.
+        medrobust_version: the version that wrote it.
+        created: when, in UTC (ISO 8601, to the second).
+        config: the resolved configuration, every default written out.
+        data: the images: source, size, classes and how the data's map to the model's, the
+            split, the counts per split, the attack subset's size, the normal class and the
+            emergency findings, the files skipped and the run's notes.
+        model: the model: its file and SHA-256, whether it is differentiable, its architecture,
+            parameters, contract, training and the surrogates' names.
+        baseline: the model on every test image.
+        attacks: every attack run (white-box, transferred, each budget of a sweep).
+        eps_sweep: attack key -> accuracy at each budget of its sweep.
+        transfer: the transfer matrix; None without a surrogate.
+        defenses: each defense's cost and what it wins back, non-adaptive and adaptive.
+        detectors: each detector's rates.
+        robustness_score: the scorecard's overall score, with its definition.
+        seconds_per_image: stage -> seconds per image.
+        seconds_total: the run's wall time.
+    """
 
     name: str
     medrobust_version: str
@@ -205,6 +226,7 @@ class RunMetrics(_Model):
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
 
     def attack(self, key: str) -> AttackOutcome:
+        """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""
         for a in self.attacks:
             if a.key == key:
                 return a

@@ -81,8 +81,23 @@ class RunFolder:
 
 def claim_run_folder(config: ExperimentConfig, data_fingerprint: str, restart: bool = False) -> RunFolder:
     """Claim ``config.run_dir`` for this run: write ``config.yaml`` and ``data.json``, or check the
-    ones there (see the module docstring); ``data_fingerprint``: the images this run reads.
-    Raises :class:`RunFolderConflict` when the folder's finished results cannot be resumed."""
+    ones there (see the module docstring).
+
+    Args:
+        config: the run's configuration (its resolved YAML is what is compared and written).
+        data_fingerprint: the images this run reads
+            (:func:`~medrobust.data.fingerprint.dataset_fingerprint`).
+        restart: empty the folder first (refused for a non-empty folder without
+            ``config.yaml``: it may not be a run). Default False.
+
+    Returns:
+        The :class:`RunFolder`, its ``notes`` saying what claiming it found (a takeover, changed
+        report settings).
+
+    Raises:
+        RunFolderConflict: the folder's finished results cannot be resumed by this run (another
+            configuration, other images, or a folder that is not a run).
+    """
     folder = RunFolder(config.run_dir)
     path = folder.root / CONFIG_FILE
     if restart and folder.root.exists():

@@ -53,13 +53,20 @@ def run_experiment(config: ExperimentConfig, progress: Progress | None = None, r
 
     Args:
         config: the experiment, validated.
-        progress: where stages report their progress (nothing is printed).
-        restart: empty the run folder first instead of resuming it.
+        progress: where stages report their progress (nothing is printed). Default None: silent.
+        restart: empty the run folder first instead of resuming it. Default False.
         model: a model already in memory, used instead of ``config.model.load`` (which then
-            only names it); ``dataset``: likewise an ImageDataset instead of ``data.source``.
+            only names it). Default None.
+        dataset: likewise an ImageDataset instead of ``data.source``. Default None.
 
     Returns:
         The run's :class:`~medrobust.evaluation.results.RunMetrics` (also in ``metrics.json``).
+
+    Raises:
+        ValueError: a component spec or name refused, classes that do not match, a run folder
+            holding another run's results
+            (:class:`~medrobust.evaluation.run_folder.RunFolderConflict`), or no readable test
+            image.
     """
     from medrobust.data.fingerprint import dataset_fingerprint
     from medrobust.models.device import resolve_device

@@ -20,9 +20,28 @@ from medrobust.execution.pixels import quantise_8bit
 
 def craft_batch(attack, crafter: nn.Module, target: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
                 start: int) -> tuple[torch.Tensor, ModelOutputs]:
-    """``(x_adv on the 8-bit grid, the target's outputs on it)`` for images ``x`` (B, C, H, W)
-    in [0, 1] with labels ``y``; crafted on ``crafter`` (the target itself for white-box). The
-    outputs (decisions, probabilities, confidence) come from one forward pass."""
+    """One batch of adversarial images, on the 8-bit grid, and the target's outputs on them.
+
+    Args:
+        attack: an :class:`~medrobust.attacks.engine.Attack`.
+        crafter: the model the images are crafted on (the target itself for white-box).
+        target: the model whose outputs are reported.
+        x: the clean images, on the crafter's device.
+        y: their labels (class indices, or 0/1 findings for a multi-label model).
+        seed: the stream's seed.
+        start: the batch's first image in its stream: the attack's generator is seeded with
+            ``seed + start``, so a batch gives the same images wherever it is crafted.
+
+    Returns:
+        ``(x_adv, outputs)``: the adversarial images rounded to the 8-bit grid, on the CPU, and
+        the target's :class:`~medrobust.detection.model_outputs.ModelOutputs` on them
+        (decisions, probabilities, confidence) from one forward pass.
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1].
+        - y: (B,) int64, or (B, K) 0/1 for a multi-label model.
+        - x_adv: (B, C, H, W) float32 in [0, 1] on the 8-bit grid.
+    """
     generator = attack.make_generator(x.device, seed + start)
     x_adv = quantise_8bit(attack(crafter, x, y, generator=generator)).cpu()
     return x_adv, model_outputs(target, x_adv)

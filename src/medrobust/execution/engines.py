@@ -40,7 +40,11 @@ MAX_RESTARTS = 3
 
 
 class LocalEngine:
-    """Every unit in this process, one after the other."""
+    """Every unit in this process, one after the other, on the runner's own models.
+
+    Args:
+        bench: the models and the device the units run with.
+    """
 
     name = "local"
 
@@ -49,10 +53,19 @@ class LocalEngine:
         self.workers = 1
 
     def map(self, units: Iterable[tuple[int, Unit]]) -> Results:
+        """Run the units in order, each as it is taken from ``units``.
+
+        Args:
+            units: ``(batch index, unit)`` pairs, taken one at a time.
+
+        Yields:
+            ``(batch index, arrays)`` for each unit, in the order given.
+        """
         for b, unit in units:
             yield b, self.bench.execute(unit)
 
     def close(self) -> None:
+        """Nothing to release."""
         pass
 
 
@@ -61,7 +74,12 @@ class UnitActor:
 
     The models come with each call as ``shipped`` = ``[ObjectRef of the list of ModelSource]``
     (nested, so Ray passes the reference and nothing is copied per call); an actor restarted by
-    Ray after a crash loads them again at the unit it retries."""
+    Ray after a crash loads them again at the unit it retries.
+
+    Args:
+        device: the device setting, resolved on the actor's machine (``auto``: its GPU if any).
+        threads: the torch threads the actor uses (at least 1).
+    """
 
     def __init__(self, device: str, threads: int) -> None:
         torch.set_num_threads(max(1, threads))
@@ -69,6 +87,16 @@ class UnitActor:
         self.bench: Workbench | None = None
 
     def run(self, b: int, unit: Unit, shipped: list) -> tuple[int, dict[str, np.ndarray]]:
+        """Run batch ``b``'s unit, loading the shipped models first if this actor has not yet.
+
+        Args:
+            b: the batch's index, returned with its result.
+            unit: the unit of work.
+            shipped: ``[ObjectRef of the list of ModelSource]``.
+
+        Returns:
+            ``(b, arrays)``.
+        """
         if self.bench is None:
             import ray
 
@@ -83,9 +111,25 @@ class UnitActor:
 class RayEngine:
     """Units on ``workers`` Ray actors, one unit in flight per actor.
 
-    ``address``: None starts a local Ray instance (with ``workers`` CPUs); ``"auto"`` or
-    ``"ray://HOST:PORT"`` joins a running cluster. Each actor reserves ``threads_per_worker``
-    CPUs and ``gpus_per_worker`` GPUs."""
+    Args:
+        sources: the models to ship (:class:`~medrobust.execution.model_shipping.ModelSource`),
+            put once in Ray's object store and held by the driver for the whole run.
+        device: the device setting each actor resolves on its own machine.
+        address: None (the default) starts a private local Ray instance with ``workers`` x
+            ``threads_per_worker`` CPUs (all of this machine's without ``workers``); ``"auto"``,
+            ``"HOST:PORT"`` or ``"ray://HOST:PORT"`` joins a running cluster (checked to be
+            reachable first).
+        workers: the actors. Default None: as many as the cluster holds; more than it holds is
+            capped, with a warning.
+        gpus_per_worker: GPUs each actor reserves (0, 1 or a fraction). Default 0.
+        threads_per_worker: CPUs each actor reserves and the torch threads it uses. Default 1.
+
+    Raises:
+        RuntimeError: Ray is not installed.
+        ConnectionError: no cluster can be reached at ``address``.
+        ValueError: the cluster cannot hold one worker (or has no GPU for ``gpus_per_worker``),
+            or a model held in memory cannot be shipped.
+    """
 
     name = "ray"
 
@@ -131,6 +175,20 @@ class RayEngine:
                  threads_per_worker, gpus_per_worker, address or "a local Ray instance")
 
     def map(self, units: Iterable[tuple[int, Unit]]) -> Results:
+        """Run the units on the actors, one in flight per actor, taking the next unit from
+        ``units`` only when an actor is free (so only the batches in flight are in memory).
+
+        Args:
+            units: ``(batch index, unit)`` pairs, taken one at a time.
+
+        Yields:
+            ``(batch index, arrays)`` as units finish, in any order.
+
+        Raises:
+            Exception: a unit's own error, as it would be raised locally.
+            RuntimeError: an actor died more often than Ray restarts it (the finished batches
+                are kept; running again resumes).
+        """
         ray = self._ray
         pending = iter(units)
         exhausted = False
@@ -156,6 +214,7 @@ class RayEngine:
                                    f"resume. Ray said: {err}") from None
 
     def close(self) -> None:
+        """Kill the actors, and shut down the Ray instance this engine started (not a cluster it joined)."""
         for actor in self.actors:
             self._ray.kill(actor)
         self.actors = []
@@ -164,8 +223,17 @@ class RayEngine:
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """For ``HOST:PORT`` or ``ray://HOST:PORT``: a TCP connection must open within ``timeout_s``
-    (Ray itself retries an unreachable address for minutes); ``auto`` is left to Ray."""
+    """Check a Ray address answers before Ray is asked (Ray itself retries an unreachable
+    address for minutes).
+
+    Args:
+        address: ``HOST:PORT`` or ``ray://HOST:PORT`` (a TCP connection must open); ``auto`` is
+            left to Ray.
+        timeout_s: how long the connection may take. Default 5 seconds.
+
+    Raises:
+        ConnectionError: the address cannot be reached (naming the ports Ray listens on).
+    """
     import socket
 
     if address.lower() == "auto":
@@ -181,9 +249,21 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 def schedulable_workers(resources: dict, workers: int | None, threads: int, gpus: float) -> int:
-    """How many actors the cluster can hold at once (``workers`` asked, or all it can hold): an
-    actor the cluster cannot place would wait for ever, so asking for more than fit is capped,
-    and a GPU request on a cluster without GPUs is an error."""
+    """How many actors the cluster can hold at once: an actor the cluster cannot place would wait
+    for ever, so asking for more than fit is capped (with a warning).
+
+    Args:
+        resources: the cluster's resources (``ray.cluster_resources()``: ``CPU``, ``GPU``).
+        workers: the actors asked for; None: all the cluster holds.
+        threads: CPUs each actor reserves.
+        gpus: GPUs each actor reserves (0: none).
+
+    Returns:
+        ``workers``, or fewer when fewer fit, or all that fit when None.
+
+    Raises:
+        ValueError: a GPU request on a cluster without enough GPUs, or not even one actor fits.
+    """
     cpus = int(resources.get("CPU", 0))
     fit = cpus // max(1, threads)
     if gpus > 0:
@@ -204,10 +284,20 @@ def schedulable_workers(resources: dict, workers: int | None, threads: int, gpus
 
 def make_engine(execution, models: dict, device: torch.device, device_setting: str,
                 ship: Callable[[], list[ModelSource]]):
-    """The engine ``execution`` (an :class:`~medrobust.evaluation.config.ExecutionConfig`) names —
-    decided here, once: ``local`` runs units on ``models`` (by name) on ``device``; ``ray`` ships
-    the models (``ship()``: their sources, built only then) to actors that resolve
-    ``device_setting`` themselves, each with ``execution.threads_per_worker`` threads."""
+    """The engine the configuration names, decided here, once.
+
+    Args:
+        execution: the configuration's
+            :class:`~medrobust.evaluation.config_sections.ExecutionConfig`.
+        models: the driver's models by name, on ``device`` (what a local engine runs).
+        device: the driver's torch device.
+        device_setting: the device setting as configured, which Ray actors resolve themselves.
+        ship: builds the models' sources for Ray, called only when the engine is Ray.
+
+    Returns:
+        A :class:`LocalEngine` on ``models``, or a :class:`RayEngine` whose actors each run with
+        ``execution.threads_per_worker`` threads.
+    """
     if execution.engine == "local":
         return LocalEngine(Workbench(models, device))
     return RayEngine(ship(), device_setting, execution.address, execution.workers, execution.gpus_per_worker,

@@ -26,8 +26,19 @@ MAX_SHIPPED_BYTES = 4 << 30
 
 @dataclass
 class ModelSource:
-    """One model as shipped to workers: ``files`` (relative name -> bytes) plus the user's
-    ``contract``, or the in-memory ``module``."""
+    """One model as shipped to workers: its files with the user's contract, or the in-memory module.
+
+    Build one with :meth:`from_path` or :meth:`from_module`; a worker loads it with
+    :meth:`materialise`.
+
+    Args:
+        name: the model's name in the run (``"model"`` or a surrogate's).
+        files: relative name -> bytes of the file, or of every file of the folder. Default: empty.
+        root: the file's name when a single file was packed; ``""`` (the default) for a folder.
+        contract: the user's declared contract; None (the default) for a medrobust checkpoint
+            folder.
+        module: the model itself, when given in memory. Default None.
+    """
 
     name: str
     files: dict[str, bytes] = field(default_factory=dict)
@@ -37,7 +48,20 @@ class ModelSource:
 
     @classmethod
     def from_path(cls, name: str, path: str | Path, contract: ModelContract | None = None) -> "ModelSource":
-        """Pack the file or folder at ``path``; ``contract`` None means a medrobust checkpoint folder."""
+        """Pack the file, or every file of the folder, at ``path``.
+
+        Args:
+            name: the model's name in the run.
+            path: the model file, or a checkpoint folder.
+            contract: the user's declared contract; None means a medrobust checkpoint folder.
+
+        Returns:
+            The source, its files read into memory.
+
+        Raises:
+            FileNotFoundError: nothing to ship at ``path``.
+            ValueError: the files exceed :data:`MAX_SHIPPED_BYTES` (put them on shared storage).
+        """
         path = Path(path)
         members = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         if not members:
@@ -52,10 +76,23 @@ class ModelSource:
 
     @classmethod
     def from_module(cls, name: str, module: nn.Module) -> "ModelSource":
+        """A model held in memory, shipped as the object itself (Ray serialises it)."""
         return cls(name=name, module=module)
 
     def materialise(self, device: torch.device) -> nn.Module:
-        """The model, loaded on ``device`` in this (worker) process."""
+        """The model, loaded in this (worker) process with the same loader and safety rules as
+        the driver's (a pickle is still refused unless the contract trusts it).
+
+        Args:
+            device: where to load it.
+
+        Returns:
+            The model in eval mode on ``device``. Its files live in a temporary folder only while
+            it loads.
+
+        Raises:
+            ValueError: a shipped file name that leaves its folder, or what the loader refuses.
+        """
         from medrobust.models.checkpoint import load_checkpoint
         from medrobust.models.loading import load_classifier
 

@@ -18,16 +18,27 @@ from typing import Protocol
 
 
 class Progress(Protocol):
+    """What reports progress: ``stage(name, total)`` opens a stage, a context manager whose value
+    has ``advance(n)`` (a :class:`StageProgress`)."""
+
     def stage(self, name: str, total: int) -> "StageProgress": ...
 
 
 class StageProgress(Protocol):
+    """One stage's progress: ``advance(n)`` as ``n`` more items are done (and, optionally,
+    ``resumed(n)`` for items an earlier run finished: :func:`report_resumed`)."""
+
     def advance(self, n: int = 1) -> None: ...
 
 
 def report_resumed(advance: Callable[[int], None], n: int) -> None:
-    """Report ``n`` items an earlier run finished to a stage's ``advance`` (a bound method of
-    the stage): through the stage's ``resumed(n)`` when it has one, else as ``advance(n)``."""
+    """Report ``n`` items an earlier run finished to a stage: through the stage's ``resumed(n)``
+    when it has one, else as ``advance(n)``.
+
+    Args:
+        advance: the stage's ``advance``, a bound method (its object is the stage).
+        n: the items finished by an earlier run.
+    """
     stage = getattr(advance, "__self__", None)
     resumed = getattr(stage, "resumed", None)
     (resumed if callable(resumed) else advance)(n)
@@ -39,6 +50,8 @@ class _Silent:
 
 
 class SilentProgress:
+    """The default :class:`Progress`: every stage does nothing."""
+
     @contextmanager
     def _ctx(self) -> Iterator[_Silent]:
         yield _Silent()

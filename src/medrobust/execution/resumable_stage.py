@@ -27,22 +27,51 @@ IMAGE_KEYS = frozenset({"x_adv", "clean"})
 
 @dataclass
 class StageResult:
-    """A finished stage: ``summary`` (per-image arrays, concatenated over batches) and its folder."""
+    """A finished stage: its per-image summary in memory, its images in its batch files.
+
+    Args:
+        folder: the stage's folder (``batch-NNNN.npz`` files).
+        batches: how many batches the stage has.
+        summary: per-image arrays (decisions, distances, scores...), concatenated over batches
+            in order; the image keys (:data:`IMAGE_KEYS`) are left on disk.
+
+    Shape:
+        - :meth:`images`: (B, H, W) uint8, one batch.
+        - :meth:`take`: (len(positions), H, W) uint8.
+    """
 
     folder: Path
     batches: int
     summary: dict[str, np.ndarray]
 
     def batch_path(self, b: int) -> Path:
+        """The file of batch ``b``."""
         return self.folder / batch_file_name(b)
 
     def images(self, b: int, key: str = "x_adv") -> np.ndarray:
-        """Batch ``b``'s images under ``key`` as stored: (B, H, W) uint8."""
+        """One batch's images, as stored.
+
+        Args:
+            b: the batch's index.
+            key: which images: ``"x_adv"`` (the default) or ``"clean"``.
+
+        Returns:
+            (B, H, W) uint8 grey levels.
+        """
         with np.load(self.batch_path(b), allow_pickle=False) as data:
             return data[key]
 
     def take(self, positions: np.ndarray, batch_size: int, key: str = "x_adv") -> np.ndarray:
-        """The images at ``positions`` (indices into the stage's items), reading only their batches."""
+        """The images at ``positions``, reading only the batches that hold them.
+
+        Args:
+            positions: indices into the stage's items, in the order wanted.
+            batch_size: the stage's batch size (to find each position's batch).
+            key: which images: ``"x_adv"`` (the default) or ``"clean"``.
+
+        Returns:
+            (len(positions), H, W) uint8, in the order of ``positions``.
+        """
         out = []
         for b in sorted({int(p) // batch_size for p in positions}):
             part = self.images(b, key)
@@ -63,6 +92,14 @@ DRIVER = _DriverSide()
 
 
 def batch_file_name(b: int) -> str:
+    """The file name of batch ``b`` in its stage's folder.
+
+    Args:
+        b: the batch's index, from 0.
+
+    Returns:
+        ``batch-NNNN.npz`` (``batch-0007.npz``).
+    """
     return f"batch-{b:04d}.npz"
 
 
@@ -80,8 +117,14 @@ def _finished_summary(path: Path, required: frozenset[str]) -> dict[str, np.ndar
 
 
 def finished_summary(folder: Path) -> dict[str, np.ndarray] | None:
-    """A finished stage's per-image arrays, read from its batch files in order (None when the
-    folder holds none); images stay on disk."""
+    """A finished stage's per-image arrays, read from its batch files in order; images stay on disk.
+
+    Args:
+        folder: the stage's folder.
+
+    Returns:
+        ``{key: array}`` concatenated over the batch files, or None when the folder holds none.
+    """
     paths = sorted(folder.glob("batch-*.npz")) if folder.is_dir() else []
     parts = [part for part in (_finished_summary(p, frozenset()) for p in paths) if part is not None]
     if not parts:
@@ -92,12 +135,29 @@ def finished_summary(folder: Path) -> dict[str, np.ndarray] | None:
 def run_stage(engine, folder: Path, n: int, batch_size: int, make_unit: Callable[[int, slice], object],
               advance: Callable[[int], None] | None = None, required: frozenset[str] = frozenset(),
               finish: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None) -> StageResult:
-    """Run the stage of ``n`` items in batches through ``engine``.
+    """Run the stage of ``n`` items in batches through ``engine``; finished batches are read back.
 
-    ``make_unit(b, slice)`` describes batch ``b`` (called only for batches not finished yet, one at
-    a time as the engine has room); each result is written to ``folder/batch-NNNN.npz`` as it
-    arrives, in any order. ``finish(b, arrays)`` may add driver-side arrays before the write.
-    ``required``: keys a finished batch file must hold to be reused.
+    Each result is written to ``folder/batch-NNNN.npz`` as it arrives, in any order, by this
+    (the driver's) process alone; the per-image log lines a unit captured are written to the run's
+    log first.
+
+    Args:
+        engine: where units run (:mod:`medrobust.execution.engines`, or :data:`DRIVER` for units
+            that are already their results).
+        folder: the stage's folder (created if missing).
+        n: the stage's items.
+        batch_size: items per batch.
+        make_unit: ``make_unit(b, slice)`` describes batch ``b``; called only for batches not
+            finished yet, one at a time as the engine has room.
+        advance: the progress stage's ``advance``, given each batch's items as it is written
+            (batches read back are reported as resumed: :func:`report_resumed`). Default None.
+        required: keys a finished batch file must hold to be reused (one written by an older
+            version without them is computed again). Default: none.
+        finish: ``finish(b, arrays)`` returns the arrays to write, e.g. with driver-side arrays
+            added. Default None.
+
+    Returns:
+        The :class:`StageResult`: every batch's per-image arrays, concatenated in batch order.
     """
     from medrobust.execution.units import LOG_KEY, replay_log
 

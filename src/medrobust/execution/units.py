@@ -38,13 +38,20 @@ LOG_KEY = "log"
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model a unit needs: ``name`` (``"model"`` or a surrogate's name), seen through the
-    defense ``defense`` (a spec; :class:`~medrobust.defenses.defended.DefendedClassifier`
-    averaging ``eot_samples`` draws of a randomised one, differentiated through per
-    ``gradient``, one of its modes) or bare when None. ``from_probabilities``
-    (``"softmax"``/``"sigmoid"``): the model returns probabilities, and an attack sees the logits
-    recovered; without a defense, ``eot_samples`` > 1 says the model's own forward pass is random
-    (:class:`~medrobust.models.attack_view.AttackView`)."""
+    """A model a unit needs, named, bare or seen through a defense (plain data: it can be shipped).
+
+    Args:
+        name: ``"model"`` (the default) or a surrogate's name.
+        defense: a defense spec: the model is then a
+            :class:`~medrobust.defenses.defended.DefendedClassifier` of it. Default None: bare.
+        eot_samples: draws of a randomised defense averaged per gradient (EOT). Default None:
+            the defended classifier's (10 for a randomised defense, 1 otherwise).
+        gradient: how gradients go through the defense, one of the defended classifier's modes
+            (``auto``, the default; ``exact``, ``bpda``, ``unrolled``, ``smooth``).
+        from_probabilities: ``"softmax"`` or ``"sigmoid"`` when the model returns probabilities:
+            an attack then sees the logits recovered. Without a defense, ``eot_samples`` > 1 says
+            the model's own forward pass is random (:class:`~medrobust.models.attack_view.AttackView`).
+    """
 
     name: str = "model"
     defense: str | None = None
@@ -54,7 +61,16 @@ class ModelRef:
 
 
 class Workbench:
-    """What executes units: the models by name, loaded once, and the device."""
+    """What executes units: the models by name, loaded once, and the device.
+
+    A defended model a unit names (:class:`ModelRef` with a defense) is built on first use and
+    kept; a randomised defense's stream restarts at every unit from its seed and the unit's
+    ``start``, so its draws depend on the batch, not on the units run before.
+
+    Args:
+        models: ``"model"`` and each surrogate, by name, on ``device``.
+        device: where the units' tensors go.
+    """
 
     def __init__(self, models: Mapping[str, nn.Module], device: torch.device) -> None:
         self.models = dict(models)
@@ -65,6 +81,8 @@ class Workbench:
         self._start = 0
 
     def model(self, ref: ModelRef) -> nn.Module:
+        """The model ``ref`` names, bare or defended (built once per ``ref``); KeyError naming the
+        models held for an unknown name."""
         if ref.name not in self.models:
             raise KeyError(f"unit asks for model {ref.name!r}; this worker holds {sorted(self.models)}")
         base = self.models[ref.name]
@@ -101,8 +119,15 @@ class Workbench:
             defense.manual_seed((int(seed) * 1_000_003 + start) % 2**62)
 
     def execute(self, unit: "Unit") -> dict[str, np.ndarray]:
-        """Run ``unit`` with the global torch generator seeded by its batch; per-image log lines
-        are captured into the result's ``log``."""
+        """Run ``unit`` with the global torch generator seeded by its batch (``seed + start``).
+
+        Args:
+            unit: the unit of work.
+
+        Returns:
+            The unit's arrays, plus :data:`LOG_KEY`: the per-image log lines it wrote (INFO and
+            above), captured instead of written, for the driver to write (:func:`replay_log`).
+        """
         torch.manual_seed(unit.seed + unit.start)
         self._start = unit.start
         for ref in self._defended:
@@ -132,7 +157,11 @@ class _ListHandler(logging.Handler):
 
 
 def replay_log(lines: np.ndarray) -> None:
-    """Write a unit's captured per-image lines to :data:`per_image_log` (on the driver)."""
+    """Write a unit's captured per-image lines to :data:`per_image_log` (on the driver).
+
+    Args:
+        lines: the unit's :data:`LOG_KEY` array: ``LEVEL<TAB>message`` per line.
+    """
     for line in lines.tolist():
         level, _, message = str(line).partition("\t")
         per_image_log.log(logging.getLevelName(level) if level in ("INFO", "WARNING", "ERROR") else logging.INFO,
@@ -141,26 +170,57 @@ def replay_log(lines: np.ndarray) -> None:
 
 @dataclass
 class Unit(ABC):
-    """Base: ``seed + start`` seeds the unit's randomness; ``run`` returns the batch's arrays."""
+    """Base of the units of work: plain data describing one batch of one stage.
+
+    Args:
+        seed: the stage's seed.
+        start: the batch's first item in its stream; ``seed + start`` seeds the unit's
+            randomness, so a batch's result does not depend on where or when it runs.
+    """
 
     seed: int
     start: int
 
     @abstractmethod
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
-        """The batch's arrays, computed with ``bench``'s models on its device."""
+        """Compute the batch.
+
+        Args:
+            bench: the models (by name) and the device.
+
+        Returns:
+            The batch's arrays by name: the content of its batch file.
+        """
 
 
 @dataclass
 class CraftUnit(Unit):
     """Adversarial images of one batch: crafted on ``crafter``, predicted by ``target`` — the one
-    way a batch is attacked, by the runner's stages and by ``mr.attack`` alike.
+    way a batch is attacked, by the runner's stages and by ``mr.attack`` alike
+    (:func:`~medrobust.execution.crafting.craft_batch`).
 
-    ``attack``: a registry name (with ``params``), or an Attack object (a unit run in this
-    process only: an object is not shipped to a cluster). Returns ``x_adv`` (B, H, W) uint8,
-    ``pred``, and per image the perturbation's L-inf and L2 norms, SSIM and PSNR against the
-    clean image, and ``seconds`` (the batch's time); with ``confidence``, also the target's
-    ``confidence`` in its decision on each adversarial image."""
+    :meth:`run` returns ``x_adv``, ``pred``, and per image the perturbation's ``linf`` and ``l2``
+    norms, ``ssim`` and ``psnr`` against the clean image, and ``seconds`` (the batch's time);
+    with ``confidence``, also the target's ``confidence`` in its decision on each adversarial
+    image.
+
+    Args:
+        seed: the stage's seed (the attack's generator takes ``seed + start``).
+        start: the batch's first image in its stream.
+        attack: a registry name (with ``params``), or an Attack object (a unit run in this
+            process only: an object is not shipped to a cluster).
+        params: the attack's parameters, for a name. Default: none.
+        allow_large_eps: allow a budget above the registry's limit. Default False.
+        crafter: the model the images are crafted on. Default: the model, bare.
+        target: the model that predicts them. Default: the model, bare.
+        clean: the clean images as stored bytes.
+        labels: their labels, as model class indices (or 0/1 findings).
+        confidence: also return the target's confidence. Default False.
+
+    Shape:
+        - clean: (B, H, W) uint8; labels: (B,) int64 (or (B, K) 0/1).
+        - x_adv: (B, H, W) uint8; pred, linf, l2, ssim, psnr, confidence: (B,); seconds: (1,).
+    """
 
     attack: Any = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -198,8 +258,19 @@ class CraftUnit(Unit):
 @dataclass
 class PredictUnit(Unit):
     """The decisions of ``model`` on one batch of images; with ``model.defense`` the defense is
-    applied first (as the defended model sees them). Returns ``pred`` and ``seconds`` (the
-    defense's own time, 0 without one)."""
+    applied first (as the defended model sees them). :meth:`run` returns ``pred`` and
+    ``seconds`` (the defense's own time, 0 without one).
+
+    Args:
+        seed: the stage's seed.
+        start: the batch's first image in its stream.
+        model: the model, bare or defended. Default: the model, bare.
+        images: the images as stored bytes (none: a batch whose files were all unreadable).
+
+    Shape:
+        - images: (B, H, W) uint8.
+        - pred: (B,) ((B, K) 0/1 multi-label); seconds: (1,).
+    """
 
     model: ModelRef = ModelRef()
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
@@ -221,7 +292,19 @@ class PredictUnit(Unit):
 
 @dataclass
 class ScoreUnit(Unit):
-    """A detector's scores on one batch of clean images (to calibrate its threshold)."""
+    """A detector's scores on one batch of clean images (to calibrate its threshold).
+    :meth:`run` returns ``scores``.
+
+    Args:
+        seed: the stage's seed.
+        start: the batch's first image in its stream.
+        detector: the :class:`~medrobust.detection.base.Detector` (scored with the model).
+        images: the clean images as stored bytes.
+
+    Shape:
+        - images: (B, H, W) uint8.
+        - scores: (B,) float64.
+    """
 
     detector: Any = None
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
@@ -238,12 +321,28 @@ DETECT_SETS_CLEAN = "clean"
 class DetectUnit(Unit):
     """One detector over one batch: the clean images, their benign changes
     (:func:`~medrobust.detection.benign.benign_changes`, drawn with ``seed + start``) and each
-    attack's images. ``thresholds``: per image, the threshold to judge it with (cross-fitting),
-    or None for the detector's own.
+    attack's images.
 
-    Returns, for the i-th image set of :meth:`sets` (``clean``, the benign changes, then the
-    attacks in ``attacked``'s order), ``s{i}__flags``, ``s{i}__scores``, ``s{i}__reasons`` (the
-    reasons that fired, joined by ``|``) and ``s{i}__lines``; and ``seconds`` of the clean set."""
+    :meth:`run` returns, for the i-th image set of :meth:`sets` (``clean``, the benign changes,
+    then the attacks in ``attacked``'s order), ``s{i}__flags``, ``s{i}__scores``,
+    ``s{i}__reasons`` (the reasons that fired, joined by ``|``) and ``s{i}__lines``; and
+    ``seconds`` of the clean set.
+
+    Args:
+        seed: the stage's seed.
+        start: the batch's first image in its stream.
+        detector: the :class:`~medrobust.detection.base.Detector`.
+        needs_reference: the detector compares each image with its clean original. Default False.
+        clean: the clean images as stored bytes.
+        attacked: each attack's images of the same batch, as stored bytes. Default: none.
+        ids: the images' ids (for the per-image lines). Default: none.
+        thresholds: per image, the threshold to judge it with (cross-fitting). Default None:
+            the detector's own.
+
+    Shape:
+        - clean and each of attacked: (B, H, W) uint8; thresholds: (B,).
+        - each set's flags, scores, reasons, lines: (B,); seconds: (1,).
+    """
 
     detector: Any = None
     needs_reference: bool = False
@@ -254,6 +353,7 @@ class DetectUnit(Unit):
 
     @staticmethod
     def sets(attack_keys: list[str]) -> list[str]:
+        """The image sets a unit judges, in order: ``clean``, the benign changes, then ``attack_keys``."""
         from medrobust.detection.benign import BENIGN_CHANGES
 
         return [DETECT_SETS_CLEAN, *BENIGN_CHANGES, *attack_keys]

@@ -43,15 +43,37 @@ PERTURBATION_MEASURES = ("linf", "l2", "ssim", "psnr")
 
 @dataclass
 class AttackResult:
-    """What an attack did to each image and overall.
+    """What an attack did to each image and overall. Per-image arrays have length N, in the
+    order of ``ids``.
 
-    Per image (arrays of length N, in the order of ``ids``): ``labels`` (true, model indices),
-    ``pred_clean``/``pred_adv`` (the model's decisions), ``confidence_clean``/``confidence_adv``
-    (probability of the decided class; multi-label: of the least confident finding decision),
-    ``perturbation[measure]`` (L-inf, L2, SSIM, PSNR in dB; inf for an unchanged image).
-    ``adversarial``: the images (N, C, H, W) on the 8-bit grid, or None when they were written
-    to ``files`` (paths relative to the output folder) instead. ``dangerous_flips``: None when
-    no class is named as normal (not assessed).
+    Args:
+        attack: the attack's settings, every parameter included (``Attack.describe()``).
+        classes: the model's class names.
+        ids: one per image attacked.
+        labels: the true labels, as model class indices.
+        pred_clean: the model's decisions on the clean images.
+        pred_adv: its decisions on the adversarial images.
+        confidence_clean: the probability of the decided class on each clean image
+            (multi-label: of the least confident finding decision).
+        confidence_adv: likewise on each adversarial image.
+        perturbation: ``{measure: (N,) values}`` for ``linf``, ``l2``, ``ssim`` and ``psnr``
+            (in dB; inf for an unchanged image).
+        success: the success rates (:class:`~medrobust.evaluation.attack_success.AttackSuccess`).
+        dangerous_flips: findings the attack made the model call normal; None when no class is
+            identified as normal (not assessed).
+        normal_class: the model's class taken as normal, or None.
+        seconds: the attack's wall time.
+        adversarial: the adversarial images on the 8-bit grid, or None (the default) when they
+            were written to ``files`` instead.
+        files: the images written, relative to the output folder; None (the default) when kept
+            in memory.
+        skipped: unreadable files, one line each. Default: empty.
+        sources: the target, the surrogate, the data and the split, as given (for
+            ``summary.json``). Default: empty.
+
+    Shape:
+        - adversarial: (N, C, H, W) float32 in [0, 1], on the 8-bit grid.
+        - labels, pred_clean, pred_adv, confidence_*: (N,); each perturbation measure: (N,).
     """
 
     attack: dict[str, Any]
@@ -98,7 +120,13 @@ class AttackResult:
         return float(values.mean()) if len(values) else None
 
     def summary(self) -> dict[str, Any]:
-        """Strict-JSON summary (``summary.json``)."""
+        """The attack's summary, as ``summary.json`` holds it.
+
+        Returns:
+            A strict-JSON-ready dict: the attack's settings, the success rates, the mean of each
+            perturbation measure (:meth:`mean`), the seconds per image, the normal class, the
+            dangerous flips, the files skipped and the sources as given.
+        """
         return {
             "attack": self.attack, **self.success.to_json(),
             "mean_linf": self.mean("linf"), "mean_l2": self.mean("l2"), "mean_ssim": self.mean("ssim"),
@@ -110,9 +138,20 @@ class AttackResult:
 
 
 def attack_to_run(attack: Any, *, seed: int = 0, allow_large_eps: bool = False, **params: Any) -> Any:
-    """The attack :func:`attack` runs: ``attack`` built from its spec with ``params`` (which win)
-    and ``seed``, or an Attack as it is. A misspelt name or a bad parameter is a ValueError here,
-    so a caller can check it before loading a model (a load can take minutes)."""
+    """The attack :func:`attack` runs, built before any model is loaded (a load can take minutes).
+
+    Args:
+        attack: a spec (``"pgd:eps=8/255"``), or an Attack (returned as it is).
+        seed: the attack's seed unless ``params`` (or the spec) give one. Default 0.
+        allow_large_eps: allow a budget above the registry's limit. Default False.
+        **params: the attack's parameters, which win over the spec's.
+
+    Returns:
+        The Attack.
+
+    Raises:
+        ValueError: a misspelt name or a bad parameter.
+    """
     if not isinstance(attack, str):
         return attack
     from medrobust.attacks.registry import build_attack
@@ -130,20 +169,54 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
            surrogate_contract: ModelContract | None = None, per_class: int | None = None, **params: Any) -> AttackResult:
     """Attack ``model`` on labelled ``images``; craft on ``surrogate`` when given (a transfer attack).
 
-    ``model`` and ``surrogate``: paths or modules (see :func:`mr.load_model`); ``contract`` and
-    ``surrogate_contract``: the :class:`~medrobust.models.contract.ModelContract` of each that is
-    a model file but not a medrobust checkpoint.
-
-    ``attack``: a spec (``"pgd:eps=8/255,steps=20"``) or an Attack; ``params`` override the
-    spec's. The data's classes are matched to the model's by name (``class_map`` for names
-    that differ). ``out``: write each adversarial image as a PNG at its relative path under
-    ``out`` (plus ``attack.csv`` and ``summary.json``, which names the target, surrogate, data and
-    split as given) instead of keeping them in memory. ``per_class``: images per class of a
-    generated source (``phantom``).
-
     Every batch is attacked as ``mr.evaluate`` attacks it (one
     :class:`~medrobust.execution.units.CraftUnit`): the images are read onto the 8-bit grid
-    first, so a 16-bit source is attacked as the evaluation would attack it.
+    first, so a 16-bit source is attacked as the evaluation would attack it. The data's classes
+    are matched to the model's by name.
+
+    Args:
+        model: the target, a path or module (see :func:`mr.load_model`).
+        images: labelled images: a data source, a dataset or tensors with labels (see
+            :func:`mr.open_images`).
+        attack: a spec (``"pgd:eps=8/255,steps=20"``) or an Attack. Default
+            ``"sia:eps=8/255"``.
+        surrogate: the model the images are crafted on (a path or module), with the same
+            classes as the target. Default None: white-box, crafted on the target.
+        seed: the attack's seed (unless the spec or ``params`` give one), each batch's (its
+            first image's position added) and a generated source's. Default 0.
+        batch_size: images per batch. Default 16.
+        limit: the most images attacked. Default None: every image.
+        split: attack only ``train``, ``val`` or ``test``. Default None: every image.
+        size: the side images are resized to. Default None: the target's input size when it is
+            square, else 64.
+        class_map: ``{data class: model class}`` for names that differ. Default None.
+        normal_class: the model class meaning "nothing found", for the dangerous flips. Default
+            None: found by name (``Normal``, ``No Finding``...).
+        emergency_findings: findings whose miss is an emergency. Default ``("pneumothorax",)``.
+        allow_large_eps: allow a budget above the registry's limit. Default False.
+        out: a folder to write each adversarial image to as a PNG at its relative path (plus
+            ``attack.csv`` and ``summary.json``, which names the target, surrogate, data and
+            split as given) instead of keeping them in memory; checked before any work. Default
+            None.
+        progress: reports one stage, named after the attack. Default None: silent.
+        contract: the :class:`~medrobust.models.contract.ModelContract` of a target model file
+            that is not a medrobust checkpoint. Default None.
+        surrogate_contract: likewise for the surrogate. Default None.
+        per_class: images per class of a generated source (``phantom``). Default None: the
+            source's own default.
+        **params: the attack's parameters, overriding the spec's.
+
+    Returns:
+        The :class:`AttackResult`: per-image decisions, confidences and perturbation measures,
+        the success rates and the dangerous flips, with the images (or the files written).
+
+    Shape:
+        - Tensors in: (N, C, H, W) float in [0, 1], labels (N,).
+        - ``result.adversarial``: (N, C, H, W) float32 on the 8-bit grid (None with ``out``).
+
+    Raises:
+        ValueError: a bad attack spec or parameter, a surrogate with other classes, unlabelled
+            images, classes that do not match, an unusable output folder, or no readable image.
 
     >>> import torch, medrobust as mr
     >>> torch.manual_seed(0) and None

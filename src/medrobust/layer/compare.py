@@ -12,9 +12,21 @@ __all__ = ["Comparison", "compare"]
 
 
 def compare(*run_dirs: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Comparison:
-    """Compare two or more run directories (the first is the reference); returns a
-    :class:`Comparison` (rows matched by threat model, each accuracy compared with the
-    reference's) and, with ``out``, writes it as an HTML page there (``Comparison.html``).
+    """Compare two or more run directories, the first being the reference. Nothing is recomputed:
+    every number is a field of a run's scorecard.
+
+    Args:
+        *run_dirs: the run folders (each holds metrics.json), at least two.
+        out: an HTML file to write the comparison to (its path is then the result's ``html``).
+            Default None: nothing written.
+
+    Returns:
+        The :class:`Comparison`: rows matched by threat model, each accuracy compared with the
+        reference's.
+
+    Raises:
+        ValueError: fewer than two runs, a scorecard that cannot be read, or ``out`` a folder.
+        FileNotFoundError: a run folder or its metrics.json is missing.
 
     Example::
 

@@ -17,9 +17,22 @@ from medrobust.layer.outputs import OutputNames, write_images
 
 @dataclass
 class Defended:
-    """``images``: the defended images (N, C, H, W) when kept in memory (None when written);
-    ``files``: paths written, relative to the output folder; ``defense``: the full spec with
-    every parameter; ``skipped``: unreadable files."""
+    """A defense applied to images read from files, folders or a dataset.
+
+    Args:
+        defense: the full spec, every parameter written out.
+        ids: one per image defended, in order.
+        device: where the defense ran.
+        seconds: its wall time.
+        images: the defended images when kept in memory and all of one size; None (the default)
+            when they were written, or differ in size.
+        files: the paths written, relative to the output folder; None (the default) when kept
+            in memory.
+        skipped: unreadable files, one line each. Default: empty.
+
+    Shape:
+        - images: (N, C, H, W) float32 in [0, 1].
+    """
 
     defense: str
     ids: list[str]
@@ -31,18 +44,39 @@ class Defended:
 
     @property
     def images_per_second(self) -> float:
+        """Images defended per second of :attr:`seconds`."""
         return len(self.ids) / max(self.seconds, 1e-9)
 
 
 def defend(images: Any, defense: Any = "jpeg+tv", *, out: str | Path | None = None, seed: int | None = None,
            device: str = "auto", batch_size: int = 32, progress: Progress | None = None) -> Defended | torch.Tensor:
-    """Apply ``defense`` (a spec such as ``"jpeg+tv"``, ``"jpeg:quality=50+tv:weight=0.1"``,
-    ``"tvm"``, or a Defense) to ``images``.
+    """Apply ``defense`` to ``images``: a tensor comes back as the defended tensor; anything else
+    gives a :class:`Defended`.
 
-    A tensor (B, C, H, W) in [0, 1] comes back as the defended tensor, same shape. Anything
-    else (a folder, files, a dataset) gives a :class:`Defended`; with ``out`` each image is
-    written there as an 8-bit PNG at its path relative to the source folder. ``seed`` fixes
-    a randomised defense's draws (TVM).
+    Images read from files are defended as read (not first rounded to the 8-bit grid).
+
+    Args:
+        images: a tensor (B, C, H, W) in [0, 1], or a folder, files or a dataset (see
+            :func:`mr.open_images`; folders are read as plain images).
+        defense: a spec such as ``"jpeg+tv"`` (the default), ``"jpeg:quality=50+tv:weight=0.1"``
+            or ``"tvm"``, or a Defense.
+        out: a folder to write each defended image to, as an 8-bit PNG at its path relative to
+            the source folder (never the source folder itself; files already under ``out`` are
+            not defended again). Default None: kept in memory.
+        seed: fixes a randomised defense's draws (TVM). Default None: the defense's own.
+        device: where the defense runs (``auto``, the default: CUDA when present).
+        batch_size: images per batch. Default 32.
+        progress: reports the stage ``defend (NAME)`` (files only). Default None: silent.
+
+    Returns:
+        The defended tensor, on the CPU, for a tensor; else a :class:`Defended`.
+
+    Shape:
+        - Tensor in: (B, C, H, W) float in [0, 1].
+        - Tensor out: (B, C, H, W), in [0, 1].
+
+    Raises:
+        ValueError: a bad spec, or ``out`` is the input folder.
 
     >>> import torch, medrobust as mr
     >>> x = torch.rand(2, 1, 32, 32)

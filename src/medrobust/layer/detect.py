@@ -30,15 +30,26 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Detection:
-    """The verdicts: ``result`` (a :class:`~medrobust.detection.base.DetectionResult` over all
-    images: flags, scores, reasons, per-image lines), the detector's settings (with its
-    calibration), and the files skipped."""
+    """A detector's verdicts on images.
+
+    Args:
+        detector: the detector's settings, its calibrated threshold included (``describe()``).
+        result: a :class:`~medrobust.detection.base.DetectionResult` over all images: flags,
+            scores, reasons, per-image lines, ids.
+        skipped: unreadable and unpaired files, one line each. Default: empty.
+    """
 
     detector: dict[str, Any]
     result: Any
     skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
+        """The verdicts in brief.
+
+        Returns:
+            A JSON-ready dict: the detector's settings, ``n_images``, ``n_flagged``,
+            ``flagged_fraction``, ``by_reason`` (images flagged per reason) and ``skipped``.
+        """
         n = len(self.result)
         by_reason: Counter[str] = Counter(self.result.reason_counts())
         return {"detector": self.detector, "n_images": n, "n_flagged": self.result.n_flagged,
@@ -47,9 +58,22 @@ class Detection:
 
 
 def detector_to_run(detector: Any, reference: Any = None, calibration: Any = None) -> Any:
-    """The detector :func:`detect` runs: built from its spec (or a Detector as it is), checked to
-    have what it needs (originals for a reference detector, clean images or a threshold for a
-    calibrated one). A ValueError here, before any model is loaded (a load can take minutes)."""
+    """The detector :func:`detect` runs, checked before any model is loaded (a load can take minutes).
+
+    Args:
+        detector: a spec (``"reference"``, ``"squeeze:target_fpr=0.01"``) or a Detector (used as
+            it is).
+        reference: the originals, which a reference detector needs. Default None.
+        calibration: clean images, which a calibrated detector without a threshold needs.
+            Default None.
+
+    Returns:
+        The Detector.
+
+    Raises:
+        ValueError: a bad spec, or what the detector needs is missing (naming the option that
+            gives it).
+    """
     from medrobust.detection.registry import build_detector
 
     det = build_detector(detector) if isinstance(detector, str) else detector
@@ -65,12 +89,39 @@ def detector_to_run(detector: Any, reference: Any = None, calibration: Any = Non
 def detect(model: Any, images: Any, reference: Any = None, detector: Any = "reference", *, calibration: Any = None,
            fpr: float = 0.05, size: int | None = None, batch_size: int = 32, progress: Progress | None = None,
            on_batch=None, contract: ModelContract | None = None) -> Detection:
-    """Run ``detector`` (a spec such as ``"reference"``, ``"squeeze:target_fpr=0.01"``, or a
-    Detector) on ``images`` with ``model`` (a path or module, see :func:`mr.load_model`;
-    ``contract``: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
-    not a medrobust checkpoint); ``reference``: the originals (reference detectors);
-    ``calibration``: clean images to set a calibrated detector's threshold at false-positive
-    rate ``fpr``. ``on_batch(result)`` sees each batch's verdicts as they come.
+    """Run ``detector`` on ``images`` with ``model``: which images look attacked?
+
+    Images are paired with their originals and sized as the module docstring says.
+
+    Args:
+        model: a path or module (see :func:`mr.load_model`).
+        images: the images to judge: a folder, files, a dataset or tensors (see
+            :func:`mr.open_images`).
+        reference: the originals, for reference detectors (paired by id, or by position for
+            tensors); ignored, with a warning, by a detector that needs none. Default None.
+        detector: a spec such as ``"reference"`` (the default) or ``"squeeze:target_fpr=0.01"``,
+            or a Detector.
+        calibration: clean images to set a calibrated detector's threshold on. Default None.
+        fpr: the false-positive rate that threshold aims at on the clean images. Default 0.05.
+        size: the side images are compared at when the model has no input size. Default None:
+            the first image's size.
+        batch_size: images per batch. Default 32.
+        progress: reports the stages ``calibrating`` (with ``calibration``) and ``NAME
+            detector``. Default None: silent.
+        on_batch: called with each batch's :class:`~medrobust.detection.base.DetectionResult`
+            as it comes. Default None.
+        contract: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
+            not a medrobust checkpoint. Default None.
+
+    Returns:
+        The :class:`Detection`: the verdicts on every readable (and paired) image.
+
+    Shape:
+        - Tensors in: images and originals (N, C, H, W) float in [0, 1].
+        - ``result.flags``, ``result.scores``: (N,).
+
+    Raises:
+        ValueError: a bad spec, a missing reference or calibration, or no readable images.
 
     >>> import torch, medrobust as mr
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 3))

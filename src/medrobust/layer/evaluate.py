@@ -41,25 +41,65 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              output_dir: str | Path | None = None, restart: bool = False,
              execution: Mapping[str, Any] | None = None, title: str | None = None,
              model_version: str | None = None) -> RunMetrics:
-    """Evaluate ``model`` (a path or module) on ``images`` (a data source, a dataset or tensors
-    with labels) with a ``preset`` or a configuration; returns the run's metrics.
+    """Evaluate ``model`` on ``images`` with a ``preset`` or a configuration; returns the run's metrics.
 
-    ``run_dir``: the run folder (default ``runs/<model name>-<preset>``); a finished part of the
-    same run is reused (or ``name`` under ``output_dir``). ``contract``: the
-    :class:`~medrobust.models.contract.ModelContract` of a model file that is not a medrobust
-    checkpoint (its classes, intensity convention...), written to the configuration's
-    ``model.load``; ``classes``, ``input_size``, ``intensity``, ``output_kind``, ``arch`` and
-    ``trust_pickle`` are a convenience that builds one (give either, not both: a ValueError says
-    so); ``normal_class``/``class_map`` how the data's classes read, ``emergency_findings`` which
-    findings' misses are emergencies (these two are report settings: a finished run is re-read
-    with them, nothing recomputed); ``split``: ``"test"`` (every image tested, the default for a
-    loaded model) or fractions; ``train_data``: a folder of other images of the same classes
-    to train a transfer surrogate on (the standard and thorough presets); ``execution``: where the
-    work runs, e.g. ``{"engine": "ray", "address": "auto", "workers": 8}`` (a Ray cluster; the
-    results are the same as a local run's); ``title`` and ``model_version``: how the report and
-    the statement name the evaluation and the model's version (they change no result).
+    Every name is checked before a model is loaded or an image read. The model is then loaded
+    first, reported to ``progress`` as the stage ``"model check"``; a finished part of the same
+    run is reused from the run folder.
 
-    The model is loaded first, reported to ``progress`` as the stage ``"model check"``.
+    Args:
+        model: a path or module (see :func:`mr.load_model`); with a configuration, None keeps
+            the configuration's ``model`` section. Default None.
+        images: a data source, a dataset or tensors with labels (see :func:`mr.open_images`);
+            with a configuration, None keeps its ``data.source``. Default None.
+        preset: ``quick``, ``standard`` (the default) or ``thorough``
+            (:mod:`medrobust.layer.presets`), or a configuration: an :class:`ExperimentConfig`, a
+            dict or a YAML path.
+        run_dir: the run folder. Default None: ``runs/<model name>-<preset>`` for a preset, the
+            configuration's ``output_dir/name`` otherwise.
+        progress: where the stages report their progress. Default None: silent.
+        contract: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
+            not a medrobust checkpoint (its classes, intensity convention...), written to the
+            configuration's ``model.load``. Default None.
+        classes, input_size, intensity, output_kind, arch, trust_pickle: the contract's fields
+            as keywords, a convenience that builds one: give these or ``contract``, not both (a
+            ValueError says so).
+        size: with a preset, the side images are resized to. Default None: the model's input
+            size, else 224.
+        normal_class: the data's class meaning "nothing found". Default None: the
+            configuration's (found by name when it names none). A report setting: a finished
+            run is re-read with it, nothing recomputed.
+        emergency_findings: findings whose misses are emergencies (a report setting too).
+            Default None: the configuration's.
+        class_map: ``{data class: model class}`` for names that differ. Default None.
+        split: ``"test"`` (every image tested, the default for a loaded model) or train/val/test
+            fractions. Default None: the configuration's.
+        train_data: a folder of other images of the same classes to train a transfer surrogate
+            on (the standard and thorough presets). Default None.
+        device: where the run computes (and the model is loaded). Default None: the
+            configuration's (the model is then loaded on the CPU first).
+        seed: the run's seed. Default None: the configuration's.
+        attack_images: test images the attack stages use. Default None: the configuration's.
+        name: the run folder's name under ``output_dir`` (instead of ``run_dir``). Default None.
+        output_dir: the folder of run folders. Default None: the configuration's.
+        restart: empty the run folder first instead of resuming it. Default False.
+        execution: where the work runs, e.g. ``{"engine": "ray", "address": "auto", "workers":
+            8}`` (a Ray cluster; the results are the same as a local run's). Default None: the
+            configuration's (local).
+        title: how the report and the statement name the evaluation (no result changes).
+            Default None.
+        model_version: the evaluated model's version, as its maker names it (no result
+            changes). Default None.
+
+    Returns:
+        The run's :class:`~medrobust.evaluation.results.RunMetrics` (also in
+        ``RUN/metrics.json``).
+
+    Raises:
+        ValueError: an unknown preset, a preset without a model or images, the contract given
+            twice or refused, a configuration field or component spec refused (naming it), or
+            a run folder holding another run's results
+            (:class:`~medrobust.evaluation.run_folder.RunFolderConflict`).
     """
     from medrobust.evaluation.runner import run_experiment
     from medrobust.layer.models import check_contract, load_model

@@ -33,8 +33,27 @@ _SOURCE_PREFIXES = ("phantom", "nih:", "medmnist:")
 class Images:
     """Images, their labels (when known) and ids, read batch by batch.
 
-    ``classes``: the data's class names (None for unlabelled images); ``source``: what was
-    opened, for messages; ``root``: the folder the ids are relative to, when there is one.
+    Built by :func:`open_images`; give either ``dataset`` or ``tensors``.
+
+    Args:
+        dataset: an :class:`~medrobust.data.dataset.ImageDataset` read on demand. Default None.
+        tensors: ``(x, y)``: images (N, C, H, W) in [0, 1] and labels (N,), or None for
+            unlabelled images. Default None.
+        ids: one id per image of ``tensors``. Default None: ``image-000000``, ``image-000001``...
+        classes: the data's class names; None (the default) for unlabelled images.
+        source: what was opened, for messages. Default ``""``.
+        root: the folder the ids are relative to, when there is one. Default None.
+        quantise: round images to the 8-bit grid as they are read (what a PNG stores; the
+            runner does the same). Default True.
+
+    Shape:
+        - :meth:`batches`: images (B, C, H, W) float32 in [0, 1], labels (B,) int64 or None,
+          B ids.
+        - :meth:`load`: images (N, C, H, W), labels (N,) or None, N ids.
+
+    Raises:
+        ValueError: both or neither of ``dataset`` and ``tensors``, or a number of ``ids`` other
+            than the images'.
     """
 
     def __init__(self, dataset: ImageDataset | None = None, *, tensors: tuple[torch.Tensor, torch.Tensor | None] | None
@@ -83,7 +102,18 @@ class Images:
         return {r.id: r.path for r in self.dataset.records if r.path is not None}
 
     def split(self, name: str | None) -> "Images":
-        """Only the ``train``, ``val`` or ``test`` split (None or ``all``: every image)."""
+        """Only one split of the images.
+
+        Args:
+            name: ``train``, ``val`` or ``test``; None or ``all``: every image.
+
+        Returns:
+            The images of that split (``self`` for every image, or for images held as tensors,
+            which carry no split).
+
+        Raises:
+            ValueError: the data has no such split (naming the splits it has).
+        """
         if name in (None, "all") or self.dataset is None:
             return self
         parts = self.dataset.splits()
@@ -92,9 +122,20 @@ class Images:
         return Images(parts[name], classes=self.classes, source=self.source, root=self.root, quantise=self.quantise)
 
     def batches(self, batch_size: int = 32, limit: int | None = None) -> Iterator[Batch]:
-        """``(images (B, C, H, W) in [0, 1], labels (B,) or None, ids)`` over the readable images,
-        in order, at most ``limit`` of them. Images of different sizes (no fixed size) come in
-        separate batches."""
+        """The readable images in order, batch by batch. Images of different sizes (no fixed size)
+        come in separate batches; unreadable files are skipped and listed in :attr:`skipped`.
+
+        Args:
+            batch_size: the most images per batch. Default 32.
+            limit: the most images in all. Default None: every image.
+
+        Yields:
+            ``(images (B, C, H, W) float32 in [0, 1], labels (B,) int64 or None when unlabelled,
+            ids)``.
+
+        Raises:
+            ValueError: ``batch_size`` below 1 (at the first batch).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         done = 0
@@ -128,7 +169,18 @@ class Images:
             yield _stack(pending)
 
     def load(self, batch_size: int = 64, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
-        """Every readable image at once (they must share one size)."""
+        """Every readable image at once.
+
+        Args:
+            batch_size: images read per batch. Default 64.
+            limit: the most images. Default None: every image.
+
+        Returns:
+            ``(images (N, C, H, W) in [0, 1], labels (N,) or None, ids)``.
+
+        Raises:
+            ValueError: the images have different sizes (give a size), or none is readable.
+        """
         xs, ys, ids = [], [], []
         for x, y, i in self.batches(batch_size, limit):
             if xs and x.shape[1:] != xs[0].shape[1:]:
@@ -170,13 +222,38 @@ def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | Non
                 quantise: bool = True) -> Images:
     """Open ``source`` (see the module docstring) as :class:`Images`.
 
-    ``labelled``: None decides from the source (a folder is labelled when its images sit in
-    class sub-folders, unlabelled when they sit directly in it); False reads any folder as
-    plain images. ``size`` resizes every image (None: each keeps its own). ``split``: keep only
-    ``train``/``val``/``test`` (``fractions`` and ``split_seed`` make the split; default 60/20/20).
-    ``classes`` names the data's classes (for tensors; for a folder, which class folders).
-    ``per_class``/``seed``: the phantoms' images per class and generator seed (defaults as
-    ``open_dataset``'s: 300 and 0).
+    Args:
+        source: a data source string (``phantom``, a class-per-folder ``DIR``, ``nih:CSV,DIR``,
+            ``medmnist:FILE.npz``), a folder or file without classes, a list of files or folders,
+            an :class:`~medrobust.data.dataset.ImageDataset`, an :class:`Images` (returned, split
+            as asked), or tensors: ``x`` or ``(x, y)``.
+        labels: the labels of tensors given as ``x`` alone: (N,) class indices into ``classes``.
+            Default None: unlabelled.
+        classes: the data's class names: required with labels for tensors; for a folder, which
+            class folders to read. Default None.
+        labelled: None (the default) decides from the source (a folder is labelled when its
+            images sit in class sub-folders, unlabelled when they sit directly in it); False
+            reads any folder as plain images.
+        size: the side every image is resized to. Default None: each keeps its own.
+        split: keep only ``train``, ``val`` or ``test``. Default None: every image.
+        fractions: the train/val/test fractions that make the split. Default None: 60/20/20.
+        split_seed: the seed of the split. Default 42.
+        per_class: the phantoms' images per class. Default 300 (as ``open_dataset``'s).
+        seed: the phantoms' generator seed. Default 0.
+        ids: one id per image of tensors. Default None: ``image-000000``...
+        quantise: round the images to the 8-bit grid as they are read. Default True.
+
+    Returns:
+        The images, read batch by batch as they are asked for (only tensors are held in memory).
+
+    Shape:
+        - Tensors in: ``x`` (N, C, H, W) float in [0, 1], ``y`` (N,) int.
+        - Batches out: (B, C, H, W) float32 in [0, 1], labels (B,) int64 or None.
+
+    Raises:
+        ValueError: tensors outside [0, 1], labels without ``classes`` or outside them, a
+            number of labels other than the images', an unknown split, or a data source the
+            readers refuse.
 
     >>> import torch, medrobust as mr
     >>> images = mr.open_images(torch.rand(4, 1, 32, 32), labels=torch.tensor([0, 1, 2, 0]),

@@ -37,10 +37,22 @@ def load_model(source: Any, contract: ModelContract | Mapping[str, Any] | None =
             a convenience that builds the ModelContract: give either these or ``contract``, not
             both (a ValueError says so). Whole pickled modules are refused unless ``trust_pickle``
             (unpickling runs the file's code).
-        device: where the model runs (``cpu``, ``cuda``, ``auto``).
+        device: where the model runs (``cpu``, the default; ``cuda``, ``auto``).
 
     Returns:
-        The Classifier in eval mode on ``device``: (B, 1, H, W) images in [0, 1] -> logits (B, K).
+        The Classifier in eval mode on ``device``. A Classifier given is returned as it is (moved
+        to ``device``, in eval mode), its own contract kept: a declared one is ignored with a
+        warning.
+
+    Shape:
+        - Input: (B, 1, H, W) float images in [0, 1].
+        - Output: logits (B, K) ((B, 1) for a binary model).
+
+    Raises:
+        ValueError: the contract given twice or refused, a plain module without ``classes``, an
+            unknown architecture, or a model file that cannot be loaded (naming the file).
+        FileNotFoundError: the model file does not exist.
+        TypeError: ``source`` is neither a path nor a torch module.
 
     >>> import torch, medrobust as mr
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 2))
@@ -76,10 +88,17 @@ def load_model(source: Any, contract: ModelContract | Mapping[str, Any] | None =
 
 def check_contract(contract: ModelContract | None = None, *, arch: str | None = None) -> None:
     """The one name of a model's contract that its own validation cannot look up without torch:
-    its zoo architecture (``contract.arch``, or ``arch`` given apart, as ``mr.train`` takes it),
-    checked in the registry before any model file is read (a load can take minutes). A ValueError
-    names the misspelt value and the known ones. (The intensity convention and the output kind
-    were checked when the :class:`~medrobust.models.contract.ModelContract` was built.)"""
+    its zoo architecture, checked in the registry before any model file is read (a load can take
+    minutes). (The intensity convention and the output kind were checked when the
+    :class:`~medrobust.models.contract.ModelContract` was built.)
+
+    Args:
+        contract: the declared contract, whose ``arch`` is checked. Default None.
+        arch: an architecture given apart, as ``mr.train`` takes it. Default None.
+
+    Raises:
+        ValueError: naming the misspelt architecture and the known ones.
+    """
     for name in (contract.arch if contract is not None else None, arch):
         if name is not None:
             from medrobust.models.registry import get_spec
@@ -95,7 +114,18 @@ def _device(name: str):
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """One zoo architecture: its name, sizes and input conventions."""
+    """One zoo architecture: its name, sizes and input conventions.
+
+    Args:
+        name: the architecture's name (``densenet121``...).
+        description: its one-line description.
+        parameters: its parameters, built for 3 classes.
+        keras_parameters: the same counted as Keras does (batch norms' moving mean and variance
+            included).
+        channels: the network channels it takes.
+        intensity: the intensity convention it expects (``imagenet``, ``unit``...).
+        imagenet: whether ImageNet weights can be loaded into it.
+    """
 
     name: str
     description: str
@@ -107,7 +137,14 @@ class ModelInfo:
 
 
 def list_models(pattern: str = "*") -> list[ModelInfo]:
-    """The zoo's architectures matching a shell-style ``pattern``, built for 3 classes."""
+    """The zoo's architectures, each built once (for 3 classes) to count its parameters.
+
+    Args:
+        pattern: a shell-style pattern of names (``"resnet*"``). Default ``"*"``: all of them.
+
+    Returns:
+        One :class:`ModelInfo` per matching architecture, sorted by name.
+    """
     from medrobust.models.classifier import count_parameters
     from medrobust.models.registry import get_spec
     from medrobust.models.registry import list_models as names

@@ -18,10 +18,19 @@ from medrobust.models.contract import ModelContract
 
 @dataclass
 class Predictions:
-    """``labels``: (N,) class indices (multi-label: (N, K) 0/1); ``probabilities``: (N, K);
-    ``ids``: one per image; ``labels_true``: the data's labels when known (model indices only
-    when the data's classes are the model's); ``skipped``: unreadable files and images whose
-    output was not finite."""
+    """A model's decisions and probabilities on images, in the order of ``ids``.
+
+    Args:
+        classes: the model's class names, in output order.
+        ids: one per image answered (images whose output was not finite are left out).
+        labels: the decisions: (N,) class indices (multi-label: (N, K) 0/1).
+        probabilities: (N, K) probabilities.
+        multilabel: whether the model is multi-label (each finding decided apart).
+        files: the file of each image, as printed (its id for images held in memory). Default:
+            empty (then :meth:`records` names images by id).
+        skipped: unreadable files and images whose output was not finite, one line each.
+            Default: empty.
+    """
 
     classes: list[str]
     ids: list[str]
@@ -50,10 +59,25 @@ class Predictions:
 
 def predict(model: Any, images: Any, *, contract: ModelContract | None = None, batch_size: int = 32,
             size: int | None = None, progress: Progress | None = None) -> Predictions:
-    """Predictions of ``model`` (a path or module, see :func:`mr.load_model`; ``contract``: the
-    :class:`~medrobust.models.contract.ModelContract` of a model file that is not a medrobust
-    checkpoint) on ``images`` (a path, files, a dataset or tensors, see :func:`mr.open_images`;
-    read at the model's input size when it has one).
+    """Predictions of ``model`` on ``images``, with the model's own decision rule.
+
+    Args:
+        model: a path or module (see :func:`mr.load_model`).
+        images: a path, files, a dataset or tensors (see :func:`mr.open_images`); paths are read
+            as plain images (their class folders ignored).
+        contract: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
+            not a medrobust checkpoint. Default None.
+        batch_size: images per forward pass. Default 32.
+        size: the side images are resized to. Default None: the model's input size when it is
+            square, else each image's own.
+        progress: reports the stage ``predict``. Default None: silent.
+
+    Returns:
+        The :class:`Predictions` (images whose output is not finite are listed in ``skipped``).
+
+    Shape:
+        - Tensors in: (N, C, H, W) float in [0, 1].
+        - Out: ``labels`` (N,) ((N, K) multi-label), ``probabilities`` (N, K).
 
     >>> import torch, medrobust as mr
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8 * 8, 3))

@@ -13,7 +13,22 @@ from medrobust.layer.images import open_images
 
 @dataclass
 class Trained:
-    """The trained model (best validation epoch), its history, and test-split loss and accuracy."""
+    """The trained model (best validation epoch), its history, and test-split loss and accuracy.
+
+    Args:
+        model: the trained Classifier, with the best validation epoch's weights.
+        history: one record per epoch (:class:`~medrobust.models.training.TrainResult`'s).
+        best_epoch: the epoch of the lowest validation loss.
+        best_val_loss: that loss.
+        test_loss: the loss on the test split.
+        test_accuracy: the accuracy on the test split.
+        seconds: the training's time.
+        n_train: images in the train split (readable ones).
+        n_val: images in the validation split.
+        n_test: images in the test split.
+        skipped: unreadable files, one line each.
+        saved: the checkpoint folder, when one was written. Default None.
+    """
 
     model: Any
     history: list[dict[str, float]]
@@ -36,15 +51,48 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
           device: str = "auto", download: bool = False, adversarial: str | None = None,
           out: str | Path | None = None, progress: Progress | None = None) -> Trained:
     """Train ``arch`` on the train split of ``data`` (validated on val, tested on test; a
-    folder is split 60/20/20 unless it has train/val/test folders). ``adversarial``: an attack
-    spec for adversarial training (Madry et al. 2018), e.g. ``"pgd:eps=4/255"``. ``out``: a
-    checkpoint folder to save to (checked before training starts); the state after each epoch is
-    kept in ``out/training/`` until the model is saved, and an interrupted training of the same
-    settings and images resumes there after its last finished epoch. ``lr_schedule``: ``"plateau"``
-    (the study's) or ``"cosine"``, after ``warmup_epochs`` of linear warm-up; ``augment``: the
-    study's augmentation on training batches. Training is a fixed amount of work (``epochs``,
-    or fewer by early stopping), so with one thread the same seed on the same machine gives the same
-    model (with more, oneDNN's convolutions may round differently from run to run)."""
+    folder is split 60/20/20 unless it has train/val/test folders).
+
+    Training is a fixed amount of work (``epochs``, or fewer by early stopping), so with one
+    thread the same seed on the same machine gives the same model (with more, oneDNN's
+    convolutions may round differently from run to run). Every name and spec is checked before
+    any image is read.
+
+    Args:
+        data: a labelled data source (see :func:`mr.open_images`). Default ``"phantom"``.
+        arch: a zoo architecture (``medrobust models``). Default ``"densenet121"``.
+        size: the side images are resized to. Default 64.
+        epochs: the most epochs. Default 30.
+        batch_size: images per update. Default 32.
+        lr: the learning rate. Default None: 1e-5 with pre-trained weights, 1e-3 from scratch.
+        weights: ``"none"`` (from scratch, the default), ``"imagenet"`` or a weights file (see
+            :func:`~medrobust.models.zoo.build_classifier`).
+        trainable: which layers train: ``head``, ``last-block``, ``last:N`` or ``all`` (the
+            default).
+        two_phase: train the head alone first, then by ``trainable``. Default False.
+        class_weighted: weight the loss by inverse class frequency. Default False.
+        lr_schedule: ``"plateau"`` (the study's, the default) or ``"cosine"``.
+        warmup_epochs: epochs of linear warm-up before the schedule. Default 0.
+        augment: the study's augmentation on training batches. Default True.
+        per_class: phantoms per class, for ``data="phantom"``. Default 600.
+        seed: seeds the initial weights, the training's draws and the phantoms. Default 0.
+        device: where to train (``auto``, the default: CUDA when present).
+        download: allow downloading ImageNet weights. Default False.
+        adversarial: an attack spec for adversarial training (Madry et al. 2018), e.g.
+            ``"pgd:eps=4/255"``. Default None.
+        out: a checkpoint folder to save to (checked before training starts); the state after
+            each epoch is kept in ``out/training/`` until the model is saved, and an interrupted
+            training of the same settings and images resumes there after its last finished
+            epoch. Default None: not saved.
+        progress: reports the stage ``reading`` and the training's epochs. Default None: silent.
+
+    Returns:
+        The :class:`Trained` model, its history and its test-split loss and accuracy.
+
+    Raises:
+        ValueError: an unknown architecture, attack spec or setting, unlabelled images, or data
+            without a train, val or test split.
+    """
     from medrobust.evaluation.zoo_training import save_trained_model, train_zoo_model
     from medrobust.models.augment import NO_AUGMENTATION, AugmentConfig
     from medrobust.models.device import resolve_device

@@ -28,7 +28,20 @@ MAX_META_BYTES = 16 * 2**20
 
 
 def save_checkpoint(model: Classifier, directory: str | Path, extra: dict[str, object] | None = None) -> Path:
-    """Write ``directory/model.safetensors`` and ``directory/model.json``; returns the directory."""
+    """Write ``directory/model.safetensors`` and ``directory/model.json``, each atomically.
+
+    Args:
+        model: a zoo Classifier (one with an ``arch``).
+        directory: the checkpoint folder (created if missing).
+        extra: more fields for model.json (training configuration, history, metrics), after the
+            model's own metadata. Default None.
+
+    Returns:
+        ``directory``, as a Path.
+
+    Raises:
+        ValueError: the model has no zoo architecture (a foreign model cannot be rebuilt).
+    """
     from safetensors.torch import save
 
     if model.arch is None:
@@ -56,9 +69,23 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """Rebuild the Classifier saved by :func:`save_checkpoint` (a directory or its model.json).
+    """Rebuild the Classifier saved by :func:`save_checkpoint`; nothing is unpickled.
 
-    Raises ``ValueError`` naming model.json or model.safetensors and what is wrong with it."""
+    Args:
+        path: the checkpoint folder, or its model.json.
+        device: where the model goes. Default ``"cpu"``.
+
+    Returns:
+        The Classifier in eval mode on ``device``, with model.json's fields (training, metrics...)
+        as its ``metadata``.
+
+    Shape:
+        - Input: (B, stored_channels, H, W) float in [0, 1], as its contract says.
+        - Output: logits (B, K) ((B, 1) binary).
+
+    Raises:
+        ValueError: naming model.json or model.safetensors and what is wrong with it.
+    """
     from medrobust.models.registry import get_spec
     from medrobust.models.zoo import num_outputs
 

@@ -72,20 +72,33 @@ class InputContract:
     default decides); the loader, through :meth:`ModelContract.resolve
     <medrobust.models.contract.ModelContract.resolve>`, turns that declaration into this.
 
-    ``input_size`` (H, W) is the size the network was trained at (None: any size; each side at
-    least 1 pixel and H x W within the readers' pixel limit, else ValueError:
-    :func:`~medrobust.data.image_size.check_input_size`);
-    ``stored_channels`` the channels of the images medrobust feeds (1 for radiographs);
-    ``network_channels`` what the network's first layer takes (1 -> 3 is a repeat, 3 -> 1 a
-    luminance average); ``channels_last`` for networks that take (B, H, W, C) (Keras).
-    ``intensity``: how [0, 1] images are scaled for the network (``"imagenet"`` mean/std,
-    ``"unit"`` unchanged, ...); ``output_kind``: ``"softmax"`` (K logits), ``"binary"`` (one
-    logit, two class names) or ``"multilabel"`` (K independent findings); ``threshold``: the
-    sigmoid decision threshold of binary and multilabel models.
-
-    Defaults: any input size, 1 stored channel (a radiograph), 3 network channels with ImageNet
-    intensity (what ImageNet-pretrained networks such as the study's DenseNet121 expect),
+    The defaults are what ImageNet-pretrained networks such as the study's DenseNet121 expect of
+    a radiograph: any input size, 1 stored channel, 3 network channels with ImageNet intensity,
     softmax outputs, channels first, threshold 0.5.
+
+    Args:
+        classes: the class names in the model's output order (at least one; a list is stored as
+            a tuple).
+        input_size: the size (H, W) the network was trained at, or one int for a square. Default
+            None: any size. Each side at least 1 pixel and H x W within the readers' pixel limit
+            (:func:`~medrobust.data.image_size.check_input_size`).
+        stored_channels: the channels of the images medrobust feeds, 1 (radiographs, the
+            default) or 3.
+        network_channels: what the network's first layer takes, 1 or 3 (default 3): 1 -> 3 is a
+            repeat, 3 -> 1 a luminance average.
+        intensity: how [0, 1] images are scaled for the network, an
+            :class:`~medrobust.models.intensity.Intensity` or its name (``"imagenet"`` mean/std,
+            the default; ``"unit"`` unchanged; ``"symmetric"``; ``"byte"``).
+        output_kind: ``"softmax"`` (K logits, the default), ``"binary"`` (one logit, two class
+            names) or ``"multilabel"`` (K independent findings), or the
+            :class:`~medrobust.models.output_kind.OutputKind`.
+        channels_last: the network takes (B, H, W, C) (Keras). Default False.
+        threshold: the sigmoid decision threshold of binary and multilabel models. Default 0.5.
+
+    Raises:
+        ValueError: an input size that is no image size, channels other than 1 or 3, a binary
+            model without exactly two class names, no class name, or an unknown intensity or
+            output kind.
 
     Example:
 
@@ -152,12 +165,20 @@ class Classifier(nn.Module):
     ``resize``: bilinear (antialiased) to ``input_size`` if set; ``channels``: a grey channel
     repeated to three (or three averaged to one); ``intensity``: e.g. ImageNet mean/std;
     ``layout``: channels-last for Keras (and, inside :func:`network_memory_format`, the memory
-    format asked for: the same values, another layout). ``arch`` names the zoo architecture (None for foreign
-    models); ``metadata`` is kept with checkpoints.
+    format asked for: the same values, another layout).
 
-    Shapes: ``x`` (B, C_stored, H, W) float in [0, 1]; ``forward`` -> logits (B, K) (binary:
-    (B, 1)); ``predict_proba`` -> (B, K) (binary: (B, 2)), on the CPU; ``predict`` -> (B,)
-    labels ((B, K) 0/1 for multilabel).
+    Args:
+        network: the ``nn.Module`` that maps prepared inputs to logits.
+        contract: what the network takes and returns (:class:`InputContract`).
+        arch: the zoo architecture's name; None (the default) for foreign models, which cannot
+            be saved as a medrobust checkpoint.
+        metadata: kept with checkpoints (weights, source file, format...). Default: empty.
+
+    Shape:
+        - x: (B, C_stored, H, W) float in [0, 1] (C_stored = ``contract.stored_channels``).
+        - :meth:`forward`, :meth:`logits`: (B, K) logits (binary: (B, 1)).
+        - :meth:`predict_proba`: (B, K) probabilities (binary: (B, 2)), on the CPU.
+        - :meth:`predict`: (B,) class indices ((B, K) 0/1 for multilabel), on the CPU.
 
     Example (any network behind a contract: 32 px grey images in, an 8 px one-channel net):
 
@@ -233,6 +254,14 @@ class Classifier(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits on stored images, the contract applied first (:meth:`prepare`).
+
+        Args:
+            x: (B, C_stored, H, W) float images in [0, 1], on the model's device.
+
+        Returns:
+            (B, K) logits ((B, 1) binary), differentiable with respect to ``x``.
+        """
         return self.network(self.prepare(x))
 
     # --- decisions
@@ -241,17 +270,43 @@ class Classifier(nn.Module):
         return self.output_kind.loss(logits, target, reduction=reduction)
 
     def logits(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Logits for any number of images, in eval mode and batches; returned on the CPU."""
+        """Logits for any number of images, in eval mode and batches, without gradients.
+
+        Args:
+            x: (N, C_stored, H, W) float images in [0, 1], on any device (moved batch by batch).
+            batch_size: images per forward pass. Default 64.
+
+        Returns:
+            (N, K) logits ((N, 1) binary) on the CPU; an empty (0, K) tensor for no images.
+        """
         if len(x) == 0:
             return torch.empty(0, 1 if self.output_kind is OutputKind.BINARY else len(self.classes))
         return batched_logits(self, x, batch_size)
 
     def predict_proba(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """(N, K) probabilities (binary: (N, 2))."""
+        """Probabilities with this output kind's rule (softmax, or per-finding sigmoids).
+
+        Args:
+            x: (N, C_stored, H, W) float images in [0, 1].
+            batch_size: images per forward pass. Default 64.
+
+        Returns:
+            (N, K) probabilities on the CPU (binary: (N, 2), negative then positive).
+        """
         return self.output_kind.probabilities(self.logits(x, batch_size))
 
     def predict(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """Predicted labels with this output kind's decision rule."""
+        """Predicted labels with this output kind's decision rule (argmax, or the sigmoid above
+        ``contract.threshold`` for binary and multi-label models).
+
+        Args:
+            x: (N, C_stored, H, W) float images in [0, 1].
+            batch_size: images per forward pass. Default 64.
+
+        Returns:
+            (N,) int64 class indices ((N, K) 0/1 for multilabel) on the CPU;
+            :data:`~medrobust.models.output_kind.NO_ANSWER` where the logits are not finite.
+        """
         return self.output_kind.decide(self.logits(x, batch_size), self.contract.threshold)
 
 

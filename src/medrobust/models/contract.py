@@ -38,29 +38,38 @@ CLASSES_EXAMPLE = "e.g. Normal,Pneumonia,Pneumothorax"
 class ModelContract(BaseModel):
     """What a user declares about a model file that the file cannot say (frozen; checked when built).
 
-    Fields (None: not declared; the loader then uses what the file says, or the default given):
+    Every field is a keyword; None means not declared, and the loader then uses what the file
+    says, or the default given below.
 
-    * ``classes`` -- the class names in the model's output order: a list, or one comma-separated
-      string (``"Normal,Pneumonia"``); no name twice (names match case- and punctuation-blind,
-      so ``No_Finding`` and ``no finding`` are one class). Required for any file but a
-      medrobust checkpoint.
-    * ``input_size`` -- the side (``224``) or ``(height, width)`` the network was trained at
-      (None: any size, or what a Keras/ONNX file declares); a square size is kept as one number.
-    * ``channels`` -- the channels the network's first layer takes, 1 or 3 (also accepted as
-      ``network_channels``, the InputContract's name). Default: what a Keras/ONNX file declares,
-      the zoo architecture's for a state dict, else 3 (a TorchScript network that fails on 3 and
-      runs on 1 is read as grey).
-    * ``intensity`` -- how the network's training scaled its input: ``unit`` ([0, 1]),
-      ``imagenet`` (ImageNet mean/std), ``symmetric`` ([-1, 1]) or ``byte`` ([0, 255]); aliases
-      such as ``none`` or ``[-1,1]`` are stored as these names. Required for any file but a
-      medrobust checkpoint: a guess would silently evaluate another model.
-    * ``output_kind`` -- ``softmax`` (K logits, the default), ``binary`` (one logit; two class
-      names, negative first) or ``multilabel`` (K independent findings).
-    * ``arch`` -- the zoo architecture of a state dict (``small-cnn``, ``densenet121``...).
-    * ``trust_pickle`` -- allow unpickling a whole ``nn.Module`` (runs the file's code); False.
-    * ``outputs`` -- Keras and ONNX only: ``logits`` or ``probabilities``, to override the
-      detection of a final softmax/sigmoid (None: detected).
-    * ``channels_last`` -- the network takes (B, H, W, C) (default: True for Keras, else False).
+    Args:
+        classes: the class names in the model's output order: a list, or one comma-separated
+            string (``"Normal,Pneumonia"``); no name twice (names match case- and
+            punctuation-blind, so ``No_Finding`` and ``no finding`` are one class). Stored as a
+            tuple. Required for any file but a medrobust checkpoint.
+        input_size: the side (``224``) or ``(height, width)`` the network was trained at (None:
+            any size, or what a Keras/ONNX file declares); a square size is kept as one number,
+            and a string of digits (a form field) is read as one.
+        channels: the channels the network's first layer takes, 1 or 3 (also accepted as
+            ``network_channels``, the InputContract's name). None: what a Keras/ONNX file
+            declares, the zoo architecture's for a state dict, else 3 (a TorchScript network
+            that fails on 3 and runs on 1 is read as grey).
+        intensity: how the network's training scaled its input: ``unit`` ([0, 1]), ``imagenet``
+            (ImageNet mean/std), ``symmetric`` ([-1, 1]) or ``byte`` ([0, 255]); aliases such as
+            ``none`` or ``[-1,1]`` are stored as these names. Required for any file but a
+            medrobust checkpoint: a guess would silently evaluate another model.
+        output_kind: ``softmax`` (K logits; what None resolves to), ``binary`` (one logit; two
+            class names, negative first) or ``multilabel`` (K independent findings).
+        arch: the zoo architecture of a state dict (``small-cnn``, ``densenet121``...); looked
+            up when the model loads.
+        trust_pickle: allow unpickling a whole ``nn.Module``, which runs the file's code.
+            Default False.
+        outputs: Keras and ONNX only: ``logits`` or ``probabilities``, to override the
+            detection of a final softmax/sigmoid (None or ``auto``: detected).
+        channels_last: the network takes (B, H, W, C) (None: True for Keras, else False).
+
+    Raises:
+        pydantic.ValidationError: a value is refused (a ValueError; :meth:`from_options` turns it
+            into one line naming each refused value), or a field is not part of the contract.
 
     This is the *declared* contract. A loaded Classifier carries the *resolved* one, an
     :class:`~medrobust.models.classifier.InputContract` (sizes as (H, W) pairs, every default
@@ -176,9 +185,21 @@ class ModelContract(BaseModel):
     @classmethod
     def from_options(cls, options: Mapping[str, Any], where: str | Path | None = None,
                      name_fields: bool = False) -> ModelContract:
-        """The contract of keyword ``options`` (the fields above); a ValueError of one line, starting
-        with ``where`` (the model file) when given, names every value refused (each after its field,
-        with ``name_fields``, as a form names its fields)."""
+        """The contract of keyword ``options`` (the fields above), refused in one line.
+
+        Args:
+            options: the contract's fields by name (``network_channels`` is accepted for
+                ``channels``).
+            where: the model file, named first in the error. Default None.
+            name_fields: start each refusal with its field, as a form names its fields. Default
+                False.
+
+        Returns:
+            The checked contract.
+
+        Raises:
+            ValueError: one line naming every value refused (:func:`contract_error_line`).
+        """
         try:
             return cls.model_validate(dict(options))
         except ValidationError as err:
@@ -187,9 +208,22 @@ class ModelContract(BaseModel):
     @classmethod
     def given(cls, contract: ModelContract | Mapping[str, Any] | None, options: Mapping[str, Any],
               where: str | Path | None = None) -> ModelContract:
-        """The one contract a caller gave: ``contract`` (a ModelContract, or a mapping of its fields)
-        or keyword ``options`` building one; both at once is refused (which should win would be a
-        guess). ``options`` that are None (or a False ``trust_pickle``) count as not given."""
+        """The one contract a caller gave, as a ModelContract.
+
+        Args:
+            contract: a ModelContract (returned as it is), a mapping of its fields, or None.
+            options: the contract's fields given as keywords (the convenience of ``mr.load_model``
+                and ``mr.evaluate``); those that are None, and a False ``trust_pickle``, count as
+                not given.
+            where: the model file, named first in an error. Default None.
+
+        Returns:
+            ``contract`` when given, else the contract ``options`` build (empty when none is given).
+
+        Raises:
+            ValueError: both ``contract`` and ``options`` were given (which should win would be a
+                guess), or a value is refused.
+        """
         given = {k: v for k, v in options.items() if v is not None and not (k == "trust_pickle" and v is False)}
         if contract is None:
             return cls.from_options(given, where)
@@ -217,10 +251,24 @@ class ModelContract(BaseModel):
     def resolve(self, *, size: tuple[int, int] | None = None, channels: int | None = None, channels_last: bool = False,
                 intensity: str | None = None, stored_channels: int = 1) -> InputContract:
         """The Classifier's resolved :class:`~medrobust.models.classifier.InputContract`: each declared
-        value, else the keyword given here (what the model file says, or the loader's default:
-        ``size``, ``channels`` (else 3), ``channels_last``, ``intensity``); softmax outputs unless
-        declared. ``stored_channels``: the channels of the images medrobust feeds (1, radiographs).
-        A ValueError (without the file's name: the loader adds it) for an impossible combination.
+        value, else the keyword given here (what the model file says, or the loader's default);
+        softmax outputs unless declared.
+
+        Args:
+            size: the input size (H, W) the file declares. Default None (any size).
+            channels: the network channels the file or the zoo architecture declares. Default None
+                (then 3).
+            channels_last: the file's layout (True for Keras). Default False.
+            intensity: the intensity convention when none is declared. Default None (then one
+                must be declared).
+            stored_channels: the channels of the images medrobust feeds. Default 1 (radiographs).
+
+        Returns:
+            The InputContract a :class:`~medrobust.models.classifier.Classifier` carries.
+
+        Raises:
+            ValueError: no class names, no intensity convention, or an impossible combination
+                (without the file's name: the loader adds it).
 
         >>> ModelContract(classes="a,b", input_size=32, intensity="unit").resolve(channels=1)
         InputContract(classes=('a', 'b'), input_size=(32, 32), stored_channels=1, network_channels=1, ...)

@@ -60,8 +60,15 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 def channels_last_is_faster(device: torch.device) -> bool:
     """Whether a network runs faster on ``device`` with channels-last activations: on a CPU with
-    oneDNN (mkldnn), yes. Measured on this project's CPU machine (one thread, DenseNet121, input
-    gradient of 80 images): 0.74-0.80x of the NCHW time at 64 px, 0.80x at 224 px
-    (``benchmarks/bench_sia.py``). On CUDA in full float32 (medrobust's default, no TF32)
-    cuDNN's gain from NHWC comes with tensor-core precisions; not measured here, so not assumed."""
+    oneDNN (mkldnn), yes, at 64 and 224 px (``benchmarks/bench_sia.py``; the dated figures are in
+    ``benchmarks/README.md``, "Channels-last activations"). On CUDA in full float32 (medrobust's
+    default, no TF32) cuDNN's gain from NHWC comes with tensor-core precisions; not measured
+    here, so not assumed.
+
+    Args:
+        device: where the network runs.
+
+    Returns:
+        True on a CPU with oneDNN, else False.
+    """
     return device.type == "cpu" and torch.backends.mkldnn.is_available()

@@ -19,6 +19,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Intensity(str, Enum):
+    """How a network's training scaled its input; :meth:`apply` maps [0, 1] images to it.
+
+    Attributes:
+        UNIT: ``"unit"``, [0, 1] as stored (also accepted as ``"none"``).
+        IMAGENET: ``"imagenet"``, ``(x - mean) / std`` with ImageNet statistics.
+        SYMMETRIC: ``"symmetric"``, [-1, 1] (also accepted as ``"[-1,1]"``).
+        BYTE: ``"byte"``, [0, 255] (also accepted as ``"[0,255]"``).
+    """
+
     UNIT = "unit"  # [0, 1] as stored (also accepted as "none")
     IMAGENET = "imagenet"  # (x - mean) / std with ImageNet statistics
     SYMMETRIC = "symmetric"  # [-1, 1]: 2x - 1 (also accepted as "[-1,1]")
@@ -26,6 +35,7 @@ class Intensity(str, Enum):
 
     @classmethod
     def parse(cls, value: "str | Intensity") -> "Intensity":
+        """The convention named ``value`` (a member, a name or an alias); ValueError naming the known ones."""
         if isinstance(value, cls):
             return value
         return cls(intensity_name(value))

@@ -64,16 +64,34 @@ def load_classifier(path: str | Path, contract: ModelContract | Mapping[str, Any
                     device: str | torch.device = "cpu", **options: Any) -> Classifier:
     """Load any supported model file as a Classifier in eval mode on ``device``.
 
-    ``contract``: the :class:`~medrobust.models.contract.ModelContract` the user declares for the
-    file (or a mapping of its fields); its fields may instead be given as keyword ``options``
-    (``classes=..., intensity=...``), which build one -- not both. ``classes`` and ``intensity``
-    are required except for medrobust checkpoints, which carry their own contract (a declared one
-    is then ignored, with a warning). Defaults for foreign models: ``output_kind`` softmax;
-    ``channels`` the zoo spec's when ``arch`` is given, else what a Keras/ONNX file declares,
-    else 3 (a TorchScript network that fails on 3 channels and runs on 1 is read as grey).
+    Defaults for foreign models: ``output_kind`` softmax; ``channels`` the zoo spec's when
+    ``arch`` is given, else what a Keras/ONNX file declares, else 3 (a TorchScript network that
+    fails on 3 channels and runs on 1 is read as grey). One blank image is run through the model
+    before it is returned, so a wrong contract fails here with the file named.
 
-    Shapes: the returned Classifier takes (B, 1, H, W) float in [0, 1] and returns logits
-    (B, K) ((B, 1) binary); probabilities from a Keras/ONNX file are turned back into logits.
+    Args:
+        path: the model file, or a medrobust checkpoint folder (see the module docstring's table).
+        contract: the :class:`~medrobust.models.contract.ModelContract` the user declares for the
+            file (or a mapping of its fields). ``classes`` and ``intensity`` are required except
+            for medrobust checkpoints, which carry their own contract (a declared one is then
+            ignored, with a warning). Default None: nothing declared.
+        device: where the model runs (``"cpu"``, the default; ``"cuda"``, ``"auto"``).
+        **options: the contract's fields as keywords (``classes=..., intensity=...``), which
+            build one: give these or ``contract``, not both.
+
+    Returns:
+        The Classifier in eval mode on ``device``; probabilities from a Keras/ONNX file are turned
+        back into logits.
+
+    Shape:
+        - Input: (B, 1, H, W) float in [0, 1].
+        - Output: logits (B, K) ((B, 1) binary).
+
+    Raises:
+        ValueError: a refused contract, a missing class list or intensity, a format that cannot
+            be read safely, or a model whose output on the blank image does not fit the contract
+            (each naming the file).
+        FileNotFoundError: ``path`` does not exist.
 
     Example (a medrobust checkpoint round trip):
 

@@ -25,17 +25,27 @@ __all__ = ["NO_ANSWER", "NO_ANSWER_NAME", "OutputKind", "decision_name"]
 
 
 class OutputKind(str, Enum):
+    """What a classifier's logits mean (see the module docstring for each kind's rules).
+
+    Attributes:
+        SOFTMAX: ``"softmax"``, K mutually exclusive classes.
+        BINARY: ``"binary"``, one logit for the positive of two classes ``[negative, positive]``.
+        MULTILABEL: ``"multilabel"``, one independent logit per finding.
+    """
+
     SOFTMAX = "softmax"
     BINARY = "binary"
     MULTILABEL = "multilabel"
 
     @classmethod
     def parse(cls, value: "str | OutputKind") -> "OutputKind":
+        """The kind named ``value`` (a member or its name); ValueError naming the known ones."""
         if isinstance(value, cls):
             return value
         return cls(output_kind_name(value))
 
     def check_logits(self, logits: torch.Tensor, n_classes: int) -> None:
+        """Refuse logits whose shape is not (B, K) ((B, 1) binary) for ``n_classes`` classes (ValueError)."""
         expected = 1 if self is OutputKind.BINARY else n_classes
         if logits.ndim != 2 or logits.shape[1] != expected:
             raise ValueError(

@@ -23,7 +23,16 @@ NetworkBuilder = Callable[[int, int], nn.Module]  # (num_outputs, in_channels) -
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """How to build one architecture and what input it expects by default."""
+    """How to build one architecture and what input it expects by default.
+
+    Args:
+        name: the registered name (``densenet121``, ``small-cnn``...).
+        builder: ``(num_outputs, in_channels) -> nn.Module``, the network without its contract.
+        description: one line for ``medrobust models``.
+        channels: the network channels it is built with by default. Default 3.
+        intensity: the intensity convention it expects. Default ImageNet statistics.
+        imagenet: whether ImageNet weights can be loaded into it. Default False.
+    """
 
     name: str
     builder: NetworkBuilder
@@ -38,13 +47,31 @@ _ARCHITECTURES: ComponentRegistry[nn.Module] = ComponentRegistry("architecture",
 
 def register(name: str, description: str, channels: int = 3, intensity: Intensity = Intensity.IMAGENET,
              imagenet: bool = False) -> Callable[[NetworkBuilder], NetworkBuilder]:
-    """Decorator: ``@register("resnet18", "...")`` over a ``(num_outputs, in_channels) -> nn.Module``."""
+    """Decorator: ``@register("resnet18", "...")`` over a ``(num_outputs, in_channels) -> nn.Module``.
+
+    Args:
+        name: the name the architecture is built by (``build_classifier(name, ...)``, ``arch:``).
+        description: one line for ``medrobust models``.
+        channels: the network channels it is built with. Default 3.
+        intensity: the intensity convention it expects (a member or its name). Default ImageNet.
+        imagenet: whether ImageNet weights can be loaded into it. Default False.
+
+    Returns:
+        The decorator, which registers the builder and returns it unchanged (a name registered
+        twice by another builder is a ValueError).
+    """
     return _ARCHITECTURES.register(name, description=description, channels=channels,
                                    intensity=Intensity.parse(intensity), imagenet=imagenet)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered architecture names matching a shell-style ``pattern``, sorted.
+
+    Args:
+        pattern: a shell-style pattern (``"resnet*"``). Default ``"*"``: every name.
+
+    Returns:
+        The matching names, sorted.
 
     Example:
 
@@ -60,6 +87,16 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """How to build architecture ``name`` (a clear error naming the known ones if unknown)."""
+    """How to build architecture ``name``.
+
+    Args:
+        name: a registered architecture name.
+
+    Returns:
+        Its :class:`ModelSpec`.
+
+    Raises:
+        ValueError: ``name`` is unknown (the message names the known ones).
+    """
     entry = _ARCHITECTURES.entry(name)
     return ModelSpec(entry.name, entry.factory, **entry.metadata)

@@ -41,7 +41,40 @@ SCRATCH_LR = 1e-3
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (written into model.json)."""
+    """Every setting of a training run (written into model.json).
+
+    Args:
+        epochs: the most epochs, over both phases (early stopping may end sooner). Default 30.
+        batch_size: images per update. Default 32.
+        lr: the learning rate. Default None: 1e-5 (the study's) when fine-tuning pre-trained
+            weights, 1e-3 from scratch.
+        trainable: which layers train (:mod:`medrobust.models.trainable`): ``head``,
+            ``last-block``, ``last:N`` or ``all`` (the default).
+        two_phase: train the head alone first (``head_epochs`` at ``head_lr``), then by
+            ``trainable``, as the study did. Default False.
+        head_epochs: the first phase's epochs. Default 3.
+        head_lr: the first phase's learning rate. Default 1e-3.
+        class_weighted: weight the loss by inverse class frequency (multi-label: a positive
+            weight per finding). Default False.
+        plateau_factor: ReduceLROnPlateau's factor. Default 0.5.
+        plateau_patience: ReduceLROnPlateau's patience, in epochs. Default 3.
+        min_lr: the learning rate's floor (the cosine schedule's end). Default 1e-7.
+        early_stopping_patience: epochs without a better validation loss before stopping (the
+            best epoch's weights are restored). Default 5.
+        augment: the augmentation of training batches. Default: the study's
+            (:class:`~medrobust.models.augment.AugmentConfig`).
+        seed: seeds the global torch generator (dropout), the batch order and the augmentation
+            (the adversary's generator takes ``seed + 1``). Default 0.
+        lr_schedule: ``plateau`` (the study's, the default) or ``cosine`` (to ``min_lr`` at the
+            last step).
+        warmup_epochs: epochs of linear warm-up of the learning rate (fractions allowed).
+            Default 0.
+        channels_last: train in the channels-last memory format (faster convolutions); the model
+            is put back in the default format afterwards. Default True.
+
+    Raises:
+        ValueError: an unknown ``lr_schedule`` or a negative ``warmup_epochs``.
+    """
 
     epochs: int = 30
     batch_size: int = 32
@@ -73,6 +106,18 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
+    """What a training run did.
+
+    Args:
+        history: one record per epoch: ``epoch`` (from 1), ``phase``, ``train_loss``,
+            ``train_accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``.
+        best_epoch: the epoch of the lowest validation loss, whose weights the model holds.
+        best_val_loss: that loss.
+        stopped_early: whether early stopping ended the run.
+        seconds: the training's time, an interrupted run's earlier epochs included.
+        lr: the learning rate of the main phase (the default one, when none was given).
+    """
+
     history: list[dict[str, float]]
     best_epoch: int
     best_val_loss: float
@@ -122,16 +167,32 @@ def train_classifier(
 ) -> TrainResult:
     """Train ``model`` in place on ``train = (images, labels)``, validating on ``val``.
 
-    ``adversary`` (for adversarial training) is an attack, called as
-    ``adversary(model, x, y, generator=...)``; its adversarial examples replace the clean
-    batch in the update (Madry et al. 2018), crafted against the current weights. Returns the history and the best epoch,
-    whose weights the model holds on return.
+    Args:
+        model: the Classifier to train (moved to ``device``; in eval mode on return).
+        train: ``(images (N, C, H, W) in [0, 1], labels)``: class indices (N,), or (N, K) 0/1
+            findings for a multi-label model.
+        val: the validation images and labels, likewise; their loss decides the best epoch,
+            the plateau rule and early stopping.
+        config: every setting. Default None: ``TrainConfig()``.
+        device: where to train. Default ``"cpu"``.
+        pretrained: the weights are pre-trained, so the default learning rate is the
+            fine-tuning one (1e-5) instead of 1e-3. Default False.
+        on_epoch: called with each epoch's history record. Default None.
+        on_batch: called as ``on_batch(batch, batches)`` after each update. Default None.
+        adversary: for adversarial training, an attack called as
+            ``adversary(model, x, y, generator=...)``; its adversarial examples, crafted against
+            the current weights, replace the clean batch in the update (Madry et al. 2018).
+            Default None.
+        checkpoint: a file where the training's state is saved after every epoch
+            (:mod:`medrobust.models.epoch_checkpoint`); when it holds this training's state
+            (same settings, initial weights and data), the training resumes after its last
+            epoch and ends with the weights an uninterrupted run gives. The caller removes the
+            file once the model is saved. Default None.
+        on_resume: called with the history of the epochs finished earlier when a run resumes.
+            Default None.
 
-    ``checkpoint``: a file where the training's state is saved after every epoch
-    (:mod:`medrobust.models.epoch_checkpoint`); when it holds this training's state (same
-    settings, initial weights and data), the training resumes after its last epoch, and ends
-    with the weights an uninterrupted run gives. ``on_resume(history)`` then sees the epochs
-    finished earlier. The caller removes the file once the model is saved.
+    Returns:
+        The history and the best epoch, whose weights the model holds on return.
     """
     from medrobust.models.epoch_checkpoint import (
         load_epoch_checkpoint,

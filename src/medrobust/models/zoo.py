@@ -60,9 +60,6 @@ def build_classifier(
 ) -> Classifier:
     """A fresh Classifier of a zoo architecture.
 
-    ``weights``: None or "none" (from scratch), "imagenet" (local torch hub cache; downloaded
-    only with ``download=True``), or a path to a weights file in torchvision or MONAI layout.
-
     The zoo (``list_models()``): ``densenet121``, the study's model — DenseNet121 (Huang, Liu,
     van der Maaten & Weinberger, "Densely Connected Convolutional Networks", CVPR 2017) with the
     study's head, global average pooling -> dense 256 ReLU (L2 1e-4) -> dropout 0.5 -> dense K;
@@ -72,14 +69,32 @@ def build_classifier(
     tests and quick experiments. The network computes ``logits = head(features(prepare(x)))``
     with ``prepare`` the :class:`~medrobust.models.classifier.InputContract`'s mapping.
 
-    Defaults: ``input_size`` None (the images' own size; the study used 224), softmax outputs
-    (``"binary"``: one logit for two classes; ``"multilabel"``: one per finding), from scratch,
-    one stored channel; the network's channels and intensity convention come from the
-    architecture (3 channels and ImageNet statistics, except ``small-cnn``: 1 channel, [0, 1]).
+    The network's channels and intensity convention come from the architecture (3 channels and
+    ImageNet statistics, except ``small-cnn``: 1 channel, [0, 1]).
 
-    Shapes: the Classifier takes (B, stored_channels, H, W) float in [0, 1] and returns
-    logits (B, K) ((B, 1) for binary). It is returned in training mode, as any new
-    ``nn.Module``; call ``.eval()`` before predicting (attacks do it themselves).
+    Args:
+        arch: a zoo architecture (``list_models()``).
+        classes: the class names in output order.
+        input_size: the side or (H, W) images are resized to inside the model. Default None: the
+            images' own size (the study used 224).
+        output_kind: ``"softmax"`` (the default), ``"binary"`` (one logit for two classes) or
+            ``"multilabel"`` (one per finding).
+        weights: None or ``"none"`` (from scratch, the default), ``"imagenet"`` (the local torch
+            hub cache; downloaded only with ``download``), or a path to a weights file in
+            torchvision or MONAI layout.
+        stored_channels: the channels of the images it is fed. Default 1 (radiographs).
+        download: allow downloading ImageNet weights. Default False.
+
+    Returns:
+        The Classifier, in training mode as any new ``nn.Module``; call ``.eval()`` before
+        predicting (attacks do it themselves).
+
+    Shape:
+        - Input: (B, stored_channels, H, W) float in [0, 1].
+        - Output: logits (B, K) ((B, 1) for binary).
+
+    Raises:
+        ValueError: an unknown architecture or output kind.
 
     Example:
 

@@ -87,7 +87,15 @@ class ComparedRun:
 
 @dataclass
 class Comparison:
-    """The runs' scorecards matched row by row; ``html`` is the page written (``out``), if any."""
+    """The runs' scorecards matched row by row (:func:`medrobust.layer.compare.compare`).
+
+    Args:
+        runs: the runs compared, the reference first.
+        rows: one per threat model (matched by label), each with its accuracies in every run.
+        rule: when a difference is marked as beyond noise, in words. Default :data:`RULE`.
+        html: the page written, if any. Default None.
+        documents: each run's scorecard, as JSON. Default: empty.
+    """
 
     runs: list[ComparedRun]
     rows: list[ComparedRow]

@@ -76,11 +76,20 @@ def run_portfolio(engine, spec: str, settings: AdaptiveSettings, y: np.ndarray, 
     """Run the portfolio against defense ``spec`` at budget ``eps`` (default ``settings.eps``).
 
     Args:
+        engine: where the units run.
+        spec: the defense's spec.
+        settings: the portfolio (the configuration's ``adaptive`` section, at the main budget).
+        y: the attack subset's labels.
         clean_pred: the defended model's decisions on the clean images.
         target: the defended model as evaluated (its decisions count).
         inputs: the clean attack subset (a stored stage).
         transfer: {key: the defended model's decisions on images crafted on the undefended model
             at that budget} (the ``transfer`` member).
+        stage_root: the folder the members' stages are kept in.
+        batch_size: images per unit.
+        seed: the run's seed (a restart adds :data:`RESTART_SEED_STRIDE` per restart).
+        progress: where each member's run reports. Default None: silent.
+        eps: the budget. Default None: ``settings.eps``.
         effort: (steps, EOT draws) reached by the checks at the main budget: given, the gradient
             members run with it (one start each) and neither the doubling checks nor the masking
             check run again (a budget of the sweep).

@@ -53,7 +53,20 @@ def white_box_crafter(checks: ModelChecks | None) -> ModelRef:
 
 
 def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
-    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets."""
+    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets.
+
+    Each (attack, budget, source) is a resumable stage under ``stages/attacks``, named by its
+    :func:`~medrobust.evaluation.stage_keys.attack_key`; each has its own progress stage.
+
+    Args:
+        ctx: the run's context.
+        checks: the model checks (the white-box attacks average over draws of a random model and
+            see the logits of one that returns probabilities); None: the model as it is.
+
+    Returns:
+        The :class:`Attacks`: the runs (white-box, sweep, transferred), their outcomes, each
+        sweep's accuracy per budget and the white-box attacks' seconds per image.
+    """
     out = Attacks()
     white_box = white_box_crafter(checks)
     for acfg in ctx.config.attacks:

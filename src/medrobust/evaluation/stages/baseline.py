@@ -46,7 +46,20 @@ class Baseline:
 
 
 def run(setup: RunSetup) -> Baseline:
-    """The model's decisions on every test image (see the module docstring)."""
+    """The model's decisions on every test image, streamed batch by batch into stage ``baseline``
+    (see the module docstring).
+
+    Args:
+        setup: the run before its attack subset is chosen.
+
+    Returns:
+        The :class:`Baseline`: each tested image's label, decision, id and position in the test
+        split, the classification report and the seconds per image.
+
+    Raises:
+        ValueError: no readable test image, or a model whose output is not finite for most
+            images.
+    """
     t0 = time.perf_counter()
     test = setup.parts["test"]
     read: dict[int, dict[str, np.ndarray]] = {}
@@ -108,9 +121,20 @@ def stratified_subset(y: np.ndarray, n: int) -> np.ndarray:
 
 
 def attack_subset(setup: RunSetup, baseline: Baseline) -> tuple[StageResult, np.ndarray]:
-    """The attack subset (``attack_images`` test images, classes in turn): its clean images read
-    once from the data into stage ``inputs`` (8-bit, with labels and ids), and the model's
-    decisions on them."""
+    """The attack subset: ``attack_images`` tested images, classes in turn.
+
+    Args:
+        setup: the run before its attack subset is chosen.
+        baseline: the baseline stage's outcome (which images were tested, and the decisions).
+
+    Returns:
+        ``(inputs, clean_pred)``: stage ``inputs``, the subset's clean images read once from the
+        data (8-bit, key ``clean``, with ``labels`` and ``ids``), and the model's decisions on
+        them from the baseline.
+
+    Raises:
+        ValueError: a test image became unreadable during the run.
+    """
     idx = stratified_subset(baseline.labels, setup.config.attack_images)
     positions = baseline.summary["position"][idx]
     test = setup.parts["test"]

@@ -32,12 +32,24 @@ from medrobust.specs.components import eps_label
 
 @dataclass
 class Defenses:
+    """The defense stage's outcomes, in the configuration's order, and each one's seconds per image."""
+
     outcomes: list[DefenseOutcome] = field(default_factory=list)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
 
 
 def run(ctx: RunContext, attacks: Attacks) -> Defenses:
-    """Every configured defense against the attack stage's images and its adaptive portfolio."""
+    """Every configured defense: its cost on clean images, the attack stage's images through it
+    (non-adaptive) and its adaptive portfolio, each a resumable stage under ``stages/defenses``.
+
+    Args:
+        ctx: the run's context.
+        attacks: the attack stage's outcome (white-box and sweep runs).
+
+    Returns:
+        The :class:`Defenses`: one outcome per defense (none without a defense or with the
+        adaptive attacker off) and each defense's seconds per image.
+    """
     out = Defenses()
     cfg = ctx.config
     if not cfg.defenses or not cfg.adaptive.enabled:

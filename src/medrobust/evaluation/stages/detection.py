@@ -40,8 +40,17 @@ MAX_LOG_LINES = 12
 
 
 def run(ctx: RunContext, attacks: Attacks) -> list[DetectorOutcome]:
-    """Each configured detector on the white-box attacks' images (none without one); each
-    detector's outcome is kept as ``stages/detection-NAME.json`` once computed."""
+    """Each configured detector on the clean, benign-changed and white-box attacked images (see
+    the module docstring). Each detector's outcome is kept as ``stages/detection-NAME.json``
+    once computed, and read back from there on a resumed run.
+
+    Args:
+        ctx: the run's context.
+        attacks: the attack stage's outcome (its white-box runs are the positives).
+
+    Returns:
+        One outcome per configured detector (reference first); none without a white-box attack.
+    """
     cfg = ctx.config.detectors
     white = attacks.white
     if not white or not (cfg.runs_reference or cfg.runs_squeeze):

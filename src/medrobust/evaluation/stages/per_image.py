@@ -15,7 +15,14 @@ from medrobust.execution.resumable_stage import finished_summary
 
 
 def run(ctx: RunContext, attacks: Attacks, detectors: list[DetectorOutcome]) -> None:
-    """Write ``per_image.csv``: one row per attacked image and attack run (white-box, sweeps, transferred)."""
+    """Write ``per_image.csv``: one row per attacked image and attack run (white-box, sweeps,
+    transferred), with each defense's decision and each detector's flag where they were computed.
+
+    Args:
+        ctx: the run's context.
+        attacks: the attack stage's outcome.
+        detectors: the detection stage's outcomes (whose flags are read from their stages).
+    """
     names = [d.name for d in detectors]
     judged = [r.key for r in attacks.white]  # the detectors' attack sets, in their stage's order
     flags = {name: finished_summary(ctx.stages / "detection" / name) for name in names}

@@ -17,7 +17,14 @@ from medrobust.execution.pixels import from_uint8
 
 
 def run(ctx: RunContext, attacks: Attacks) -> None:
-    """Write the examples (classes in turn among the attack subset), unless already written."""
+    """Write ``samples/examples.npz``, unless already written: ``sample_images`` images of the
+    attack subset (classes in turn), each white-box attack's versions of them, each defense's
+    output on both, the model's decisions and Grad-CAM heatmaps.
+
+    Args:
+        ctx: the run's context.
+        attacks: the attack stage's outcome (its white-box runs' images).
+    """
     from medrobust.defenses.registry import build_defense
     from medrobust.evaluation.gradcam import gradcam
 

@@ -15,7 +15,17 @@ from medrobust.execution.units import ModelRef
 
 
 def run(ctx: RunContext, attacks: Attacks) -> TransferMatrix | None:
-    """The matrix, or None without a surrogate or a white-box attack."""
+    """The transfer matrix of the first white-box attack: its images crafted on each source (the
+    model and each surrogate), scored on every model. The surrogates' decisions are resumable
+    stages under ``stages/transfer``.
+
+    Args:
+        ctx: the run's context.
+        attacks: the attack stage's outcome (its white-box and transferred runs).
+
+    Returns:
+        The matrix, or None without a surrogate or a white-box attack.
+    """
     if not ctx.surrogates or not attacks.white:
         return None
     first = attacks.white[0]
