@@ -121,8 +121,8 @@ IMAGE_API = {
     "medrobust.models.load_checkpoint", "medrobust.execution.pixels.quantise_8bit",
     "medrobust.execution.pixels.to_uint8", "medrobust.execution.pixels.from_uint8",
     "medrobust.execution.crafting.craft_batch", "medrobust.execution.units.CraftUnit",
-    "medrobust.execution.units.PredictUnit", "medrobust.execution.units.ScoreUnit",
-    "medrobust.execution.units.DetectUnit", "medrobust.execution.resumable_stage.StageResult",
+    "medrobust.execution.units.PredictUnit", "medrobust.execution.detect_units.ScoreUnit",
+    "medrobust.execution.detect_units.DetectUnit", "medrobust.execution.resumable_stage.StageResult",
 }
 """The public layer's, the models' and execution's names that take, hold or return images (by
 their public name): their docstrings need ``Shape:``."""

@@ -3,6 +3,7 @@
 * :mod:`~medrobust.execution.units` — a unit of work: one batch of one stage, plain data (the
   models it needs named, its images as 8-bit arrays, its seed), run by a
   :class:`~medrobust.execution.units.Workbench` (the models, loaded once, and the device);
+  :mod:`~medrobust.execution.detect_units` holds the detection stage's units;
 * :mod:`~medrobust.execution.engines` — where units run: in this process, or on Ray actors that
   each load the models once (:mod:`~medrobust.execution.model_shipping`);
 * :mod:`~medrobust.execution.resumable_stage` — a stage as batch files in its folder: finished

@@ -31,8 +31,8 @@ from medrobust.evaluation.results import DetectorOutcome
 from medrobust.evaluation.run_data import first_readable
 from medrobust.evaluation.run_dir import cached_json
 from medrobust.evaluation.stages.attacks import Attacks
+from medrobust.execution.detect_units import DetectUnit, ScoreUnit
 from medrobust.execution.resumable_stage import StageResult, run_stage
-from medrobust.execution.units import DetectUnit, ScoreUnit
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def fold_thresholds(scores: np.ndarray, folds: Sequence[np.ndarray],
 def detection_stage(engine, folder: Path, detector, needs_reference: bool, inputs: StageResult,
                     attacks: list[AttackRun], batch_size: int, seed: int, thresholds: np.ndarray | None = None,
                     advance=None) -> StageResult:
-    """:class:`~medrobust.execution.units.DetectUnit` over the attack subset, batch by batch."""
+    """:class:`~medrobust.execution.detect_units.DetectUnit` over the attack subset, batch by batch."""
     ids = inputs.summary["ids"]
     n = len(ids)
     sets = DetectUnit.sets([run.key for run in attacks])

@@ -24,7 +24,17 @@ EOT_SAMPLES = 20
 
 
 def run(ctx: RunContext) -> ModelChecks:
-    """The checks before the attacks (kept as ``stages/model-checks.json``)."""
+    """The checks before the attacks (kept as ``stages/model-checks.json``).
+
+    Args:
+        ctx: the run's context; the checks use the first :data:`CHECKED_IMAGES` clean images of
+            the attack subset, the model and its output kind.
+
+    Returns:
+        :class:`~medrobust.evaluation.results.ModelChecks`: whether the forward pass is random
+        (then the attacks average :data:`EOT_SAMPLES` gradients), whether the model returns
+        probabilities, how many images have a zero loss gradient, and the flags worded for a user.
+    """
     return cached_json(ctx.stages / "model-checks.json", ModelChecks, lambda: _checks(ctx))
 
 
@@ -66,7 +76,17 @@ def _checks(ctx: RunContext) -> ModelChecks:
 
 def after_attacks(checks: ModelChecks, ctx: RunContext, attacks: Attacks) -> ModelChecks:
     """``checks`` with, per budget, the images a query attack broke that every gradient attack at
-    that budget left right (Square alone, or as the last member of autoattack), and its flag."""
+    that budget left right (Square alone, or as the last member of autoattack), and its flag.
+
+    Args:
+        checks: the checks made before the attacks.
+        ctx: the run's context (its labels; the flag is raised only for a differentiable model).
+        attacks: the attack stage's outcome (white-box rows and the budget sweep).
+
+    Returns:
+        ``checks`` updated with ``query_beats_gradients`` (budget label -> images) and its flags;
+        ``checks`` itself when no budget has such an image.
+    """
     from medrobust.attacks.registry import build_attack
 
     y = ctx.labels
