@@ -14,7 +14,6 @@ import medrobust as mr
 from medrobust.defenses.base import Defense
 from medrobust.defenses.registry import _DEFENSES, register_defense
 from medrobust.evaluation.adaptive_portfolio import (
-    MASKING_WARNING,
     DoublingCheck,
     accuracy_noise,
     check_portfolio,
@@ -22,6 +21,7 @@ from medrobust.evaluation.adaptive_portfolio import (
     masking_reasons,
     worst_case,
 )
+from medrobust.evaluation.evaluation_checks import MASKING_WARNING
 from medrobust.evaluation.results import read_metrics
 from medrobust.evaluation.scorecard import read_scorecard
 from medrobust.models.checkpoint import save_checkpoint
