@@ -47,10 +47,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def eps_label(eps: float) -> str:
-    """8/255 for budgets on the grey-level grid, else the decimal."""
+    """8/255 for budgets on the grey-level grid (0.5/255 on its half levels), else the fraction."""
     levels = eps * 255
     if abs(levels - round(levels)) < 1e-6:
         return f"{round(levels)}/255"
+    if abs(2 * levels - round(2 * levels)) < 1e-6:
+        return f"{round(2 * levels) / 2:g}/255"
     return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
 
 
@@ -60,14 +62,18 @@ generators take every seed from 0 to here, with room for the offsets a run adds 
 
 
 def parse_number(value: str | float | int) -> float:
-    """``"8/255"`` -> 0.03137..., ``"0.1"`` -> 0.1, numbers unchanged; NaN and infinity (``.nan``
-    in YAML, ``"inf"``) are refused: no setting means anything with them."""
+    """``"8/255"`` -> 0.03137..., ``"0.5/255"`` -> 0.00196..., ``"0.1"`` -> 0.1, numbers unchanged;
+    NaN and infinity (``.nan`` in YAML, ``"inf"``) are refused: no setting means anything with them."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
     else:
         text = str(value).strip()
         try:
-            number = float(Fraction(text)) if "/" in text else float(text)
+            if "/" in text:
+                numerator, denominator = text.split("/")
+                number = float(Fraction(numerator.strip()) / Fraction(denominator.strip()))
+            else:
+                number = float(text)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"{value!r} is not a number; write e.g. 8/255 or 0.03") from None
     if not math.isfinite(number):
