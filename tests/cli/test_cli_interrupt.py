@@ -109,9 +109,9 @@ def test_ctrl_c_on_train_says_the_last_epoch_is_kept(monkeypatch, typed, tmp_pat
 
 
 def test_ctrl_c_on_attack_says_it_does_not_resume(monkeypatch, typed, tmp_path) -> None:
-    import medrobust.cli.attack as attack
+    import medrobust as mr
 
-    monkeypatch.setattr(attack, "load_cli_model", _interrupt)
+    monkeypatch.setattr(mr, "attack", _interrupt)  # the command's work: loading, then attacking
     out = tmp_path / "adv"
     result = CliRunner().invoke(app, typed("attack", "--model", "m.pt", "--data", "phantom", "--out", str(out)))
     assert result.exit_code == 130

@@ -11,12 +11,14 @@ from __future__ import annotations
 import errno
 import gzip
 import os
+import signal
 import time
 
 import pytest
 
 pytest.importorskip("fastapi")
 
+import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -242,7 +244,13 @@ def test_the_image_cap_defaults_to_20000_and_serve_sets_it(make_service, monkeyp
         def run(self) -> None:
             pass
 
+    class UnconfiguredUvicorn:  # uvicorn.Config would point the process's log handlers at CliRunner's stream
+        def __init__(self, app, **_settings) -> None:
+            self.app = app
+
     monkeypatch.setattr(server, "ShutdownServer", NotServed)
+    monkeypatch.setattr(uvicorn, "Config", UnconfiguredUvicorn)
+    monkeypatch.setattr(signal, "signal", lambda *_args: None)  # nor replace pytest's own SIGINT handler
     result = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "srv"), "--workers", "0",
                                       "--max-images", "500", "--upload-idle-seconds", "2.5"])
     assert result.exit_code == 0, result.output
