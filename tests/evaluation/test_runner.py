@@ -201,7 +201,7 @@ def test_per_image_csv_has_a_row_per_image_and_attack_and_agrees_with_the_metric
     with (run_dir / "per_image.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     keys = [a.key for a in m.attacks]
-    sweep_keys = ["sia@4/255", "pgd@2/255"]
+    sweep_keys = ["sia@4/255", "pgd@2/255", "sia@4/255 from other-cnn", "pgd@2/255 from other-cnn"]  # transferred too
     assert sorted({r["attack"] for r in rows}) == sorted(keys + sweep_keys)
     assert len(rows) == m.data["attack_images"] * len(keys + sweep_keys)
     assert set(rows[0]) >= {"id", "true_class", "clean_prediction", "adversarial_prediction", "budget_grey_levels",

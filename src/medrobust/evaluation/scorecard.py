@@ -41,6 +41,7 @@ from medrobust.evaluation.robustness_curve import (
     normalised_auc,
     wilson_interval,
 )
+from medrobust.evaluation.stage_keys import transfer_sweep_name
 from medrobust.specs.components import eps_label
 
 SCHEMA_VERSION = 1
@@ -336,8 +337,11 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int,
     for source, outcomes in transfer.items():
         main = _main_eps(outcomes)
         strongest = _strongest(outcomes, main)
+        points = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
+        points += [(p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)} from {source}") for o in outcomes
+                   for p in metrics.eps_sweep.get(transfer_sweep_name(o.attack, source), []) if p.eps > 0]
         rows.append(_row("transfer", f"transfer attacker from {source}", outcomes[0].clean.accuracy, n,
-                         [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes], main, strongest, metrics,
+                         points, main, strongest, metrics,
                          detector_keys=[strongest.key] if strongest else [], grid=grid))
     if not transfer:
         not_tested.append("transfer attacker without model access: not tested (no surrogate given)")

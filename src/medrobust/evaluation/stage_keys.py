@@ -130,3 +130,17 @@ def defense_folder(spec: str) -> str:
         The spec made safe (:func:`folder_name`): ``jpeg:quality=75+tv`` -> ``jpeg_quality_75_tv``.
     """
     return folder_name(spec)
+
+
+def transfer_sweep_name(attack: str, surrogate: str) -> str:
+    """The name of ``attack``'s epsilon sweep crafted on ``surrogate``, as the metrics'
+    ``eps_sweep`` holds it beside the white-box sweeps (named by the attack alone).
+
+    Args:
+        attack: the attack's registry name.
+        surrogate: the surrogate's name.
+
+    Returns:
+        ``"<attack> from <surrogate>"``.
+    """
+    return f"{attack} from {surrogate}"

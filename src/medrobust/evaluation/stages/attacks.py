@@ -16,18 +16,21 @@ from medrobust.evaluation.attack_success import attack_success
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import AttackOutcome, ModelChecks, Perturbation, SweepPoint
-from medrobust.evaluation.stage_keys import StageKey, attack_key
+from medrobust.evaluation.stage_keys import StageKey, attack_key, transfer_sweep_name
 from medrobust.execution.units import ModelRef
 
 
 @dataclass
 class Attacks:
     """The attack stage's runs and outcomes. ``white``: each attack on the model at its main
-    budget; ``sweep``: the sweeps' other budgets; ``transferred``: crafted on each surrogate."""
+    budget; ``sweep``: the sweeps' other budgets; ``transferred``: crafted on each surrogate at the
+    main budget; ``transferred_sweep``: crafted on each surrogate at the sweeps' other budgets
+    (a transfer row is measured on the same grid as the white-box one)."""
 
     white: list[AttackRun] = field(default_factory=list)
     sweep: list[AttackRun] = field(default_factory=list)
     transferred: list[AttackRun] = field(default_factory=list)
+    transferred_sweep: list[AttackRun] = field(default_factory=list)
     outcomes: list[AttackOutcome] = field(default_factory=list)
     sweeps: dict[str, list[SweepPoint]] = field(default_factory=dict)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
@@ -53,7 +56,8 @@ def white_box_crafter(checks: ModelChecks | None) -> ModelRef:
 
 
 def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
-    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets.
+    """Every configured attack: white-box, from each surrogate, and its sweep's other budgets
+    (white-box, and from each surrogate the attack is transferred from).
 
     Each (attack, budget, source) is a resumable stage under ``stages/attacks``, named by its
     :func:`~medrobust.evaluation.stage_keys.attack_key`; each has its own progress stage.
@@ -64,8 +68,9 @@ def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
             see the logits of one that returns probabilities); None: the model as it is.
 
     Returns:
-        The :class:`Attacks`: the runs (white-box, sweep, transferred), their outcomes, each
-        sweep's accuracy per budget and the white-box attacks' seconds per image.
+        The :class:`Attacks`: the runs (white-box, sweep, transferred and their sweep), their
+        outcomes, each sweep's accuracy per budget (a transferred one named by
+        :func:`~medrobust.evaluation.stage_keys.transfer_sweep_name`) and the white-box attacks' seconds per image.
     """
     out = Attacks()
     white_box = white_box_crafter(checks)
@@ -81,25 +86,35 @@ def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
             out.seconds_per_image[f"attack {key}"] = (time.perf_counter() - t0) / ctx.n
             out.white.append(run_)
             out.outcomes.append(attack_outcome(run_, ctx))
-        if acfg.transfer:
-            for name in ctx.surrogates:
-                tkey = attack_key(acfg.name, eps, crafted_on=name)
-                trun = run_attack(ctx, tkey, acfg.name, params, str(tkey), ModelRef(name),
-                                  allow_large_eps=acfg.allow_large_eps)
-                out.transferred.append(trun)
-                out.outcomes.append(attack_outcome(trun, ctx))
+        for name in ctx.surrogates if acfg.transfer else []:
+            tkey = attack_key(acfg.name, eps, crafted_on=name)
+            trun = run_attack(ctx, tkey, acfg.name, params, str(tkey), ModelRef(name),
+                              allow_large_eps=acfg.allow_large_eps)
+            out.transferred.append(trun)
+            out.outcomes.append(attack_outcome(trun, ctx))
+            if acfg.eps_sweep:
+                out.sweeps[transfer_sweep_name(acfg.name, name)] = sweep_points(
+                    _sweep(ctx, acfg, params, eps, trun, ModelRef(name), out.transferred_sweep), ctx.labels)
         if acfg.eps_sweep and run_ is not None:
-            runs = []
-            for e in acfg.eps_sweep:
-                if abs(e - eps) < 1e-9:
-                    runs.append(run_)
-                    continue
-                skey = attack_key(acfg.name, e)
-                runs.append(run_attack(ctx, skey, acfg.name, {**params, "eps": e}, f"{skey} sweep", white_box,
-                                       allow_large_eps=acfg.allow_large_eps))
-                out.sweep.append(runs[-1])
-            out.sweeps[acfg.name] = sweep_points(runs, ctx.labels)
+            out.sweeps[acfg.name] = sweep_points(_sweep(ctx, acfg, params, eps, run_, white_box, out.sweep), ctx.labels)
     return out
+
+
+def _sweep(ctx: RunContext, acfg, params: dict, eps: float, main: AttackRun, crafter: ModelRef,
+           into: list[AttackRun]) -> list[AttackRun]:
+    """``acfg``'s sweep crafted on ``crafter``: ``main`` at its own budget, a run at each other
+    (appended to ``into`` too)."""
+    runs = []
+    for e in acfg.eps_sweep:
+        if abs(e - eps) < 1e-9:
+            runs.append(main)
+            continue
+        skey = attack_key(acfg.name, e, crafted_on=None if crafter.name == "model" else crafter.name)
+        title = f"{skey} sweep" if crafter.name == "model" else str(skey)
+        runs.append(run_attack(ctx, skey, acfg.name, {**params, "eps": e}, title, crafter,
+                               allow_large_eps=acfg.allow_large_eps))
+        into.append(runs[-1])
+    return runs
 
 
 def attack_outcome(run: AttackRun, ctx: RunContext) -> AttackOutcome:

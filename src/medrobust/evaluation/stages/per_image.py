@@ -27,7 +27,7 @@ def run(ctx: RunContext, attacks: Attacks, detectors: list[DetectorOutcome]) -> 
     judged = [r.key for r in attacks.white]  # the detectors' attack sets, in their stage's order
     flags = {name: finished_summary(ctx.stages / "detection" / name) for name in names}
     columns = []
-    for run in [*attacks.white, *attacks.sweep, *attacks.transferred]:
+    for run in [*attacks.white, *attacks.sweep, *attacks.transferred, *attacks.transferred_sweep]:
         defended = {spec: summary["pred"] for spec in ctx.config.defenses if (summary := finished_summary(
             ctx.stages / "defenses" / defense_folder(spec) / run.stage_key.folder)) is not None}
         flagged = {}
