@@ -37,7 +37,8 @@ def _nothing_queued(service) -> None:
 
 
 @pytest.mark.parametrize("config, fragment", [
-    ("attacks: [{name: pgd-typo}]\n", "config: attacks[0] (pgd-typo): unknown attack 'pgd-typo'; known: apgd, autoattack, block-shuffle"),
+    ("attacks: [{name: pgd-typo}]\n",
+     "config: attacks[0] (pgd-typo): unknown attack 'pgd-typo'; known: apgd, autoattack, block-shuffle"),
     ("attacks: [{name: pgd, params: {stpes: 10}}]\n", "attacks[0] (pgd): attack pgd: unknown parameter(s) ['stpes']"),
     ("attacks: [{name: 'pgd:steps=ten'}]\n", "parameter steps='ten' is not a valid int"),
     ("attacks: [{name: pgd, params: {eps: 80/255}}]\n", "above the 64/255 limit"),

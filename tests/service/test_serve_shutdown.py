@@ -58,7 +58,8 @@ def test_sigterm_stops_serve_with_an_open_event_stream_and_leaves_no_worker(tmp_
     try:
         wait_for_http(base + "/healthz")
         with forever_model.open("rb") as m, uploads.images_zip.open("rb") as i:
-            job_id = httpx.post(base + API, headers=auth, timeout=60, data={"classes": "Normal,Pneumonia,Pneumothorax", "intensity": "unit"},
+            job_id = httpx.post(base + API, headers=auth, timeout=60,
+                                data={"classes": "Normal,Pneumonia,Pneumothorax", "intensity": "unit"},
                                 files={"model": ("forever.pt", m), "images": ("xrays.zip", i)}).json()["id"]
         wait_for(lambda: httpx.get(f"{base}{API}/{job_id}", headers=auth, timeout=10).json(),
                  lambda j: j["stage"] == "model check", progress=lambda j: (j["status"], j["stage"]),

@@ -117,6 +117,14 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row(f"[bold]score: {row.label}[/bold]", f"[bold]{row.score_text}[/bold] (half accuracy at "
                       f"{row.half_accuracy_text})")
     table.add_row("[bold]robustness score (overall)[/bold]", f"[bold]{scorecard.overall_text}[/bold]")
+    if scorecard.grid:
+        table.add_row("scored on the grid", ", ".join(_eps(g) for g in scorecard.grid) + " (every row)")
+    rb = metrics.robustbench
+    if rb is not None:
+        broken = ", ".join(f"{k} {v}" for k, v in rb.broken_by.items()) or "none"
+        table.add_row("[bold]RobustBench: AutoAttack (without FAB-T) at 8/255 L-inf, float images[/bold]",
+                      f"[bold]{_pct(rb.clean_accuracy)} -> {_pct(rb.robust_accuracy)}[/bold] on {rb.n} images "
+                      f"(broken by: {broken})")
     for line in scorecard.not_tested:
         table.add_row("not tested", line)
     skipped = data.get("skipped") or []
@@ -219,6 +227,9 @@ def evaluate(
         "medrobust[scale].")] = None,
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=1, help="Ray workers (each loads the model once; default one per CPU of the cluster).")] = None,
+    robustbench: Annotated[bool, typer.Option(
+        "--robustbench", help="Also report the accuracy under AutoAttack at 8/255 L-inf on float images, as "
+        "RobustBench measures it (beside published figures; not a scorecard row).")] = False,
 ) -> None:
     """Evaluate a model: `medrobust evaluate --model FILE --data DIR [--preset quick|standard|thorough]`,
     or run the experiment in CONFIG.yaml. Writes RUN/config.yaml (to repeat the run), metrics.json
@@ -239,7 +250,8 @@ def evaluate(
             flags = ", ".join("--" + name.replace("_", "-") for name in contract.declared())
             raise ValueError(f"{config_path} names the model and its contract (model.load: path, classes, intensity, "
                              f"...): put {flags} there, not on the command line")
-        overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device}.items() if v}
+        overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device,
+                                             "robustbench": robustbench}.items() if v}
         if ray is not None or workers is not None:
             overrides["execution"] = execution_section(ray, workers)
         section: dict = {}
@@ -261,4 +273,5 @@ def evaluate(
     run_experiment(preset, restart=restart, model=model_path, images=data, name=name, output_dir=output_dir,
                    contract=contract, size=size, normal_class=normal_class, emergency_findings=findings,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
-                   device=device, execution=execution_section(ray, workers) if ray is not None or workers else None)
+                   device=device, execution=execution_section(ray, workers) if ray is not None or workers else None,
+                   robustbench=robustbench or None)

@@ -64,11 +64,14 @@ __all__ = ["DEFAULT_SPLIT", "PATH_FIELDS", "REPORT_ONLY_FIELDS", "RUN_NAME", "TE
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
-                      ("output_dir", None), ("title", None), ("model_version", None))
+                      ("output_dir", None), ("title", None), ("model_version", None), ("grid", None),
+                      ("robustbench", None))
 """Fields that change no computed result: report settings (a run resumed with them changed has its
 metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
 batch's result, so a run may be resumed on another engine), where the run folder is (it may
-have been moved or renamed) and what the run is called in its report (title, model version)."""
+have been moved or renamed), what the run is called in its report (title, model version), the
+grid the scorecard scores on (it reads the stored sweeps) and the RobustBench figure (a stage of
+its own, added to what is there)."""
 
 
 class ExperimentConfig(_Section):
@@ -104,6 +107,10 @@ class ExperimentConfig(_Section):
             the whole portfolio.
         detectors: the detectors to run. Default: none listed, none run.
         execution: where the units of work run. Default: locally.
+        grid: the budgets every scorecard row is scored on (``["1/255", "2/255", ...]``).
+            Default None: the white-box attacker's budgets.
+        robustbench: also measure the accuracy under AutoAttack at 8/255 L-inf on float images,
+            as RobustBench does (:mod:`medrobust.evaluation.stages.robustbench`). Default False.
 
     Raises:
         pydantic.ValidationError: a field refused (:func:`validate_config` reports it one line
@@ -129,6 +136,7 @@ class ExperimentConfig(_Section):
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     grid: list[float] | None = None  # the budgets every scorecard row is scored on (None: the white-box attacker's)
+    robustbench: bool = False  # also AutoAttack at 8/255 on float images, as RobustBench measures (not a scorecard row)
 
     @field_validator("grid", mode="before")
     @classmethod

@@ -179,6 +179,20 @@ class ModelChecks(_Model):
     flags: list[str] = Field(default_factory=list)  # the sentences, one per sign seen
 
 
+class RobustBenchFigure(_Model):
+    """Accuracy under AutoAttack at 8/255 L-inf on float images, as RobustBench measures it
+    (:mod:`medrobust.evaluation.stages.robustbench`); not a scorecard row."""
+
+    n: int  # images of the attack subset
+    eps: float
+    clean_accuracy: float
+    robust_accuracy: float  # right on the clean image and on AutoAttack's
+    broken_by: dict[str, int] = Field(default_factory=dict)  # AutoAttack member -> images it broke
+    largest_linf: float  # the largest perturbation, within eps
+    seconds_per_image: float
+    definition: str
+
+
 class RobustnessScore(_Model):
     value: float | None  # 0..100; None: not defined (see the scorecard)
     definition: str
@@ -206,6 +220,8 @@ class RunMetrics(_Model):
         robustness_score: the scorecard's overall score, with its definition.
         seconds_per_image: stage -> seconds per image.
         seconds_total: the run's wall time.
+        model_checks: the model checks (AutoAttack's flags); None in a run made before them.
+        robustbench: the accuracy under AutoAttack in RobustBench's terms; None unless asked for.
     """
 
     name: str
@@ -224,6 +240,7 @@ class RunMetrics(_Model):
     seconds_per_image: dict[str, float]  # stage -> seconds per image
     seconds_total: float
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
+    robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
 
     def attack(self, key: str) -> AttackOutcome:
         """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""

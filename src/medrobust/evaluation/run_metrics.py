@@ -15,6 +15,7 @@ from medrobust.evaluation.results import (
     DefenseOutcome,
     DetectorOutcome,
     ModelChecks,
+    RobustBenchFigure,
     RobustnessScore,
     RunMetrics,
     TransferMatrix,
@@ -39,6 +40,7 @@ class Outcomes:
     notes: list[str] = field(default_factory=list)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
     model_checks: ModelChecks | None = None
+    robustbench: RobustBenchFigure | None = None
 
 
 def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float) -> RunMetrics:
@@ -65,6 +67,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
         transfer=outcomes.transfer, defenses=outcomes.defenses, detectors=outcomes.detectors,
         robustness_score=RobustnessScore(value=None, definition=DEFINITIONS["overall"]),
         seconds_per_image=outcomes.seconds_per_image, seconds_total=seconds_total, model_checks=outcomes.model_checks,
+        robustbench=outcomes.robustbench,
     )
     scorecard = build_scorecard(metrics)
     metrics.robustness_score = RobustnessScore(

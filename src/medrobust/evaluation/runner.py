@@ -41,6 +41,7 @@ from medrobust.evaluation.stages import defenses as defense_stage
 from medrobust.evaluation.stages import detection as detection_stage
 from medrobust.evaluation.stages import model_checks as checks_stage
 from medrobust.evaluation.stages import per_image as per_image_stage
+from medrobust.evaluation.stages import robustbench as robustbench_stage
 from medrobust.evaluation.stages import samples as samples_stage
 from medrobust.evaluation.stages import transfer as transfer_stage
 from medrobust.execution.progress import Progress, SilentProgress
@@ -120,8 +121,9 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     detectors = detection_stage.run(ctx, attacks)
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
+    robustbench = robustbench_stage.run(ctx) if ctx.config.robustbench else None
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
-                        detectors=detectors, notes=notes, model_checks=checks,
+                        detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,
                                            **attacks.seconds_per_image, **defenses.seconds_per_image})
     return write_run_metrics(ctx, outcomes, time.perf_counter() - start)

@@ -287,3 +287,53 @@ class PredictUnit(Unit):
             seconds = time.perf_counter() - t0
         base = bench.model(ModelRef(self.model.name))
         return {"pred": base.predict(x).cpu().numpy(), "seconds": np.array([seconds])}
+
+
+@dataclass
+class FloatAttackUnit(Unit):
+    """One batch attacked in RobustBench's terms (Croce et al. 2021): the attack's images kept
+    as floats, never rounded to a storage grid, so only the decisions come back (a float image is
+    not a batch file's uint8). The figure it gives is comparable with published ones, not with
+    the rest of a run, whose adversarial images are the stored (8-bit) ones.
+
+    :meth:`run` returns ``clean_pred`` and ``pred`` (the model's decisions on the clean and the
+    adversarial images), ``linf`` (each perturbation's largest change), ``broken_by`` (an
+    ensemble's member that broke each image, or empty) and ``seconds``.
+
+    Args:
+        seed: the stage's seed (the attack's generator takes ``seed + start``).
+        start: the batch's first image in its stream.
+        attack: a registry name; built with ``quantize_bits=None``.
+        params: the attack's parameters.
+        crafter: the model attacked and scored. Default: the model, bare.
+        clean: the clean images as stored bytes.
+        labels: their labels, as model class indices.
+
+    Shape:
+        - clean: (B, H, W) uint8; labels: (B,) int64.
+        - clean_pred, pred, linf, broken_by: (B,); seconds: (1,).
+    """
+
+    attack: str = "autoattack"
+    params: dict[str, Any] = field(default_factory=dict)
+    crafter: ModelRef = ModelRef()
+    clean: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        from medrobust.attacks.registry import build_attack
+
+        t0 = time.perf_counter()
+        attack = build_attack(self.attack, **{**self.params, "quantize_bits": None})
+        model = bench.model(self.crafter)
+        x = from_uint8(self.clean).to(bench.device)
+        y = torch.from_numpy(self.labels).to(bench.device)
+        x_adv = attack(model, x, y, generator=attack.make_generator(x.device, self.seed + self.start))
+        base = bench.model(ModelRef(self.crafter.name))
+        with torch.no_grad():
+            clean_pred, pred = base.predict(x).cpu().numpy(), base.predict(x_adv).cpu().numpy()
+        broken_by = getattr(attack, "broken_by", None)
+        return {"clean_pred": clean_pred, "pred": pred,
+                "linf": (x_adv - x).abs().flatten(1).amax(1).cpu().numpy(),
+                "broken_by": np.asarray(broken_by if broken_by is not None else [""] * len(pred), dtype=str),
+                "seconds": np.array([time.perf_counter() - t0])}

@@ -40,7 +40,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
              output_dir: str | Path | None = None, restart: bool = False,
              execution: Mapping[str, Any] | None = None, title: str | None = None,
-             model_version: str | None = None) -> RunMetrics:
+             model_version: str | None = None, robustbench: bool | None = None) -> RunMetrics:
     """Evaluate ``model`` on ``images`` with a ``preset`` or a configuration; returns the run's metrics.
 
     Every name is checked before a model is loaded or an image read. The model is then loaded
@@ -88,6 +88,9 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             configuration's (local).
         title: how the report and the statement name the evaluation (no result changes).
             Default None.
+        robustbench: also report the accuracy under AutoAttack at 8/255 L-inf on float images,
+            as RobustBench measures it (``metrics.robustbench``; not a scorecard row). Default
+            None: the configuration's (off).
         model_version: the evaluated model's version, as its maker names it (no result
             changes). Default None.
 
@@ -134,7 +137,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             data["split"] = ("test" if isinstance(split, str) and split.strip().lower() == "test"
                              else [float(s) for s in split])
         for key, value in {"device": device, "seed": seed, "attack_images": attack_images, "title": title,
-                           "model_version": model_version,
+                           "model_version": model_version, "robustbench": robustbench,
                            "execution": dict(execution) if execution is not None else None}.items():
             if value is not None:
                 raw[key] = value

@@ -198,6 +198,12 @@ def build_summary(contents: RunContents) -> Summary:
         w.sentences.append("This run contains no attack results.")
     for detector in metrics.detectors:
         _detector(w, detector, main)
+    rb = metrics.robustbench
+    if rb is not None:
+        w.sentences.append(f"In RobustBench's terms (AutoAttack without FAB-T at 8/255 L-inf on float images, not "
+                           f"rounded to 8 bits; {rb.n} images) the model keeps an accuracy of "
+                           f"{w.pct('robustbench', rb.robust_accuracy, 'robustbench.robust_accuracy')}, to set beside "
+                           "published figures; it is not a scorecard row (the scorecard's images are the stored ones).")
     score = metrics.robustness_score
     if score.value is None:  # undefined (e.g. no undefended threat model tested up to 8/255): never a number
         value_html = '<span class="score-value">not defined</span>'
