@@ -79,6 +79,8 @@ def test_statement_names_model_classes_limitations_and_requirements(complete_run
     assert not re.search(r"complian|certifi", text, re.IGNORECASE)
     assert "train 60.0%, validation 20.0%, test 20.0% with seed 42" in text
     assert "Normal 20, Pneumonia 20, Pneumothorax 20 (total 60)" in text
+    grid = ", ".join(f"{g * 255:g}/255" for g in read_scorecard(run_dir).grid)
+    assert grid and f"Every row is scored on the one grid {grid};" in text
 
 
 def test_statement_is_printable_and_self_contained(complete_run) -> None:

@@ -181,8 +181,11 @@ def _threats(f: Fields) -> str:
                      f" (main {f.span(SC, pointer('rows', i, 'main_eps'), 'eps')}); attacks {attacks}.</li>")
     largest = budget_columns(sc)
     ceiling = f" The largest budget tested is {f.span(SC, largest[-1][1], 'budget')} of the grey range." if largest else ""
+    grid = ", ".join(f.span(SC, pointer("grid", j), "eps") for j in range(len(sc.get("grid") or [])))
+    scored = (f" Every row is scored on the one grid {grid}; a row not measured at each of its budgets has no score."
+              if grid else "")
     return (f"<ul>{''.join(items)}</ul><p>A budget is the most any pixel of the stored image may change, in grey "
-            f"levels of its full range.{ceiling}</p>")
+            f"levels of its full range.{ceiling}{scored}</p>")
 
 
 def _defenses_and_detectors(f: Fields) -> tuple[str, str]:
