@@ -31,5 +31,6 @@ def demo(
 
 
 OWN_MODEL_SENTENCE = ("On your own model: medrobust evaluate --model MODEL.onnx --classes Normal,Pneumonia,Pneumothorax "
-                      "--data IMAGES/ --preset quick (IMAGES/ holds one folder of images per class; .pt, .keras "
-                      "and medrobust checkpoints load too).")
+                      "--intensity unit --data IMAGES/ --preset quick (IMAGES/ holds one folder of images per class; "
+                      "--intensity is the input scaling its training used: unit, imagenet, symmetric or byte; .pt, "
+                      ".keras and medrobust checkpoints load too).")
