@@ -89,11 +89,12 @@ def test_a_vendor_evaluation_in_one_command_and_its_repeat(chain, tmp_path) -> N
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["load"]["path"] == model and config["data"]["source"] == data
     assert config["data"]["split"] == "test"
-    assert [a["name"] for a in config["attacks"]] == ["pgd", "sia"]
+    assert [a["name"] for a in config["attacks"]] == ["apgd", "sia"]
+    assert config["grid"] == [g / 255 for g in (1, 2, 4, 8)] and config["attacks"][0]["eps_sweep"] == config["grid"]
     assert config["defenses"] == ["jpeg+tv"] and config["adaptive"]["enabled"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["data"]["tested"] == 12
-    assert {a["key"] for a in metrics["attacks"]} == {"pgd@8/255", "sia@8/255"}
+    assert {a["key"] for a in metrics["attacks"]} == {"apgd@8/255", "sia@8/255"}
     assert [d["name"] for d in metrics["detectors"]] == ["reference", "squeeze"]
     assert "medrobust evaluate" in result.stdout and "config.yaml" in result.stdout
 

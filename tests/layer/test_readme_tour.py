@@ -36,6 +36,6 @@ def test_the_python_tour_runs(tmp_path, monkeypatch) -> None:
     assert float((scope["x_adaptive"] - x).abs().max()) <= 8 / 255 + 1e-6
     assert torch.equal(torch.as_tensor(scope["predictions"].labels.shape), torch.tensor([36]))
     metrics = scope["metrics"]
-    assert {a.key for a in metrics.attacks} == {"pgd@8/255", "sia@8/255"}
+    assert {a.key for a in metrics.attacks} == {"apgd@8/255", "sia@8/255"}
     assert (tmp_path / "runs" / "tour" / "metrics.json").is_file()
     assert (tmp_path / "runs" / "tour-model" / "model.json").is_file()
