@@ -2,7 +2,9 @@
 
 Columns: the image's id and true class, the model's answer on the clean image, the attack (its
 key, where it was crafted, its budget in grey levels), the answer on the adversarial image and
-whether each was right, then the defended model's answer on that adversarial image for each
+whether each was right, which member of an ensemble broke the image (``broken_by``: AutoAttack's
+``apgd-ce``, ``apgd-t`` or ``square``; ``clean`` when the model was wrong before any attack;
+blank for other attacks and for images no member broke), then the defended model's answer on that adversarial image for each
 defense, and for each detector whether it flagged the image (blank where that detector did not
 judge that attack's images: it judges the white-box attacks at their main budget).
 
@@ -33,6 +35,7 @@ class AttackColumns:
     pred: np.ndarray
     defended: dict[str, np.ndarray]  # defense spec -> defended decisions on this attack's images
     flagged: dict[str, np.ndarray]  # detector name -> flags on this attack's images
+    broken_by: np.ndarray | None = None  # an ensemble's member that broke each image ("" none)
 
 
 def per_image_csv(ids: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray, classes: list[str],
@@ -41,13 +44,14 @@ def per_image_csv(ids: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray, c
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["id", "true_class", "clean_prediction", "clean_correct", "attack", "crafted_on", "budget_grey_levels",
-                     "adversarial_prediction", "adversarial_correct",
+                     "adversarial_prediction", "adversarial_correct", "broken_by",
                      *(f"defended_prediction[{d}]" for d in defenses), *(f"flagged[{d}]" for d in detectors)])
     for attack in attacks:
         for i, item in enumerate(ids.tolist()):
             truth, clean, adv = int(labels[i]), int(clean_pred[i]), int(attack.pred[i])
             row = [item, classes[truth], decision_name(classes, clean), int(clean == truth), attack.key, attack.source,
-                   f"{attack.eps * 255:g}", decision_name(classes, adv), int(adv == truth)]
+                   f"{attack.eps * 255:g}", decision_name(classes, adv), int(adv == truth),
+                   str(attack.broken_by[i]) if attack.broken_by is not None else ""]
             row += [decision_name(classes, int(attack.defended[d][i])) if d in attack.defended else "" for d in defenses]
             row += [int(bool(attack.flagged[d][i])) if d in attack.flagged else "" for d in detectors]
             writer.writerow(row)

@@ -35,7 +35,7 @@ def run(ctx: RunContext, attacks: Attacks, detectors: list[DetectorOutcome]) -> 
             i = 1 + len(BENIGN_CHANGES) + judged.index(run.key)
             flagged = {name: f[f"s{i}__flags"] for name, f in flags.items() if f is not None and f"s{i}__flags" in f}
         columns.append(AttackColumns(key=run.key, source=run.source, eps=run.eps, pred=run.pred, defended=defended,
-                                     flagged=flagged))
+                                     flagged=flagged, broken_by=run.stage.summary.get("broken_by")))
     text = per_image_csv(ctx.inputs.summary["ids"], ctx.labels, ctx.clean_pred, ctx.classes, columns,
                          list(ctx.config.defenses), names)
     atomic_write_text(ctx.root / PER_IMAGE_FILE, text)
