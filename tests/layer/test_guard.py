@@ -241,6 +241,9 @@ def test_describe_names_the_model_file_and_its_sha256(trained_small_cnn, tmp_pat
     assert info["classes"] == trained_small_cnn.classes and info["on_flag"] == "warn"
     assert info["defense"].startswith("jpeg:quality=75") and "+tv:" in info["defense"]
     assert info["medrobust"] == mr.__version__
+    (detector,) = info["detectors"]
+    assert detector["name"] == "squeeze" and detector["threshold"] == 10.0 and detector["target_fpr"] is None
+    assert detector["calibration"]["source"] == "the threshold given in the detector's spec"
     json.dumps(info, allow_nan=False)
 
 
@@ -255,3 +258,18 @@ def test_refusals(kwargs, sentence):
     with pytest.raises(ValueError) as err:
         mr.guard("no-such-model-file.pt", **kwargs)  # refused before the model is looked for
     assert sentence in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["binary", "multilabel"])
+def test_labels_follow_the_models_own_decision_rule(linear_classifier, kind):
+    classes = ("Normal", "Pneumonia") if kind == "binary" else ("Effusion", "Nodule", "Mass")
+    model = linear_classifier(3, classes=classes, kind=kind)
+    x = quantise_8bit(torch.rand(8, 1, 8, 8, generator=torch.Generator().manual_seed(2)))
+    result = mr.guard(model, detectors=[NEVER]).predict(x)
+    decided = DefendedClassifier("jpeg:quality=75+tv", model).predict(x)
+    for answer, d in zip(result, decided):
+        assert answer.decision == "accept"
+        if kind == "binary":
+            assert answer.label == classes[int(d)] and set(answer.probabilities) == set(classes)
+        else:
+            assert answer.label == ("|".join(c for c, f in zip(classes, d.tolist()) if f) or "none")

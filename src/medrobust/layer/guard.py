@@ -168,7 +168,7 @@ class Guard(nn.Module):
             threshold = getattr(det, "threshold", None)
             detectors.append({"name": name, "settings": _json_ready(det.describe()),
                               "threshold": None if threshold is None else float(threshold),
-                              "target_fpr": getattr(det, "target_fpr", None),
+                              "target_fpr": (self.calibration.get(name) or {}).get("target_fpr"),
                               "calibration": self.calibration.get(name)})
         return {"model": {"file": self.model_file, "sha256": sha}, "classes": self.classes,
                 "output_kind": str(getattr(self.output_kind, "value", self.output_kind)),
@@ -214,7 +214,8 @@ class Guard(nn.Module):
         images it fails on abstain."""
         try:
             return self._answer(x, ids)
-        except _StepFailed as err:
+        except Exception as caught:  # fail closed: even an error of the guard's own is an abstention
+            err = caught if isinstance(caught, _StepFailed) else _StepFailed("the guard", caught)
             if len(ids) == 1:
                 log.warning("guard: %s: %s", ids[0], err)
                 return [failed_answer(ids[0], str(err), thresholds=self._thresholds())]
