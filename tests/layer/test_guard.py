@@ -62,6 +62,19 @@ class RaisingDefense(Defense):
         return x.clone()
 
 
+class NaNDefense(Defense):
+    """A defense that returns NaN for the white marker image (and the others unchanged).
+
+    Shape:
+        - x: (B, C, H, W) float in [0, 1]; output the same.
+    """
+
+    differentiable = True
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        return torch.where(_white(x).view(-1, 1, 1, 1), torch.full_like(x, float("nan")), x)
+
+
 class RaisingDetector(Detector):
     """A reference-free detector that raises on the white marker image, scores 0 otherwise.
 
@@ -174,6 +187,11 @@ def test_model_returning_nan_abstains(trained_small_cnn, test_images):
 def test_defense_raising_abstains(trained_small_cnn, test_images):
     result = mr.guard(trained_small_cnn, defense=RaisingDefense(), detectors=None).predict(_with_white(test_images[:4]))
     _assert_answered(result, 1, "the defense failed on this image (ValueError: codec crashed (injected))")
+
+
+def test_defense_returning_nan_abstains(trained_small_cnn, test_images):
+    result = mr.guard(trained_small_cnn, defense=NaNDefense(), detectors=None).predict(_with_white(test_images[:4]))
+    _assert_answered(result, 1, "the defense's output is not a finite number")
 
 
 def test_detector_raising_abstains(trained_small_cnn, test_images):

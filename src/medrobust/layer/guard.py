@@ -245,7 +245,7 @@ class Guard(nn.Module):
         with torch.no_grad():
             defended = (_step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
-        logits = _step("the model on the defended image", self.model.logits,
+        logits = _step("the model (on the defended image)", self.model.logits,
                        torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
                                    torch.zeros((), device=defended.device)), len(x))
         kind = self.model.output_kind
@@ -287,8 +287,8 @@ def _failure(scores: dict[str, float], raw: torch.Tensor, defended_ok: bool, log
     """Why one image's values cannot be trusted, or ``""``."""
     for name, score in scores.items():
         if not np.isfinite(score):
-            return (f"the {name} detector's score is not a finite number ({score}): the model's output on the image or "
-                    "on a squeezed copy is not finite")
+            return (f"the {name} detector's score is not a finite number ({score}): the model's output on the image, "
+                    "or on the detector's changed copy of it, is not finite")
     if not bool(torch.isfinite(raw).all()):
         return "the model's output on the image is not a finite number (NaN or infinite)"
     if not defended_ok:
