@@ -161,6 +161,8 @@ def test_nan_image_abstains_and_the_others_are_answered(trained_small_cnn, test_
     result = mr.guard(trained_small_cnn, detectors=[NEVER]).predict(x)
     _assert_answered(result, 2, "non-finite value")
     assert result[2].thresholds == {"squeeze": 10.0}
+    labelled = mr.guard(trained_small_cnn, detectors=[NEVER]).predict((x, torch.zeros(4, dtype=torch.long)))
+    _assert_answered(labelled, 2, "non-finite value")  # (images, labels): the labels are not needed
 
 
 def test_image_outside_unit_range_abstains(trained_small_cnn, test_images):

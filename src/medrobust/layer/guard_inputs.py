@@ -71,7 +71,7 @@ def guard_inputs(source: Any, size: int | None) -> GuardInputs:
 
     Args:
         source: the images (see :func:`mr.open_images`); paths are read as plain images (class
-            folders ignored), resized to ``size``.
+            folders ignored), resized to ``size``; of ``(images, labels)`` the labels are ignored.
         size: the side files are resized to (the model's square input size), or None.
 
     Returns:
@@ -81,6 +81,8 @@ def guard_inputs(source: Any, size: int | None) -> GuardInputs:
     Raises:
         ValueError: a source the readers refuse as a whole (no such folder, not a batch).
     """
+    if isinstance(source, tuple) and source and isinstance(source[0], (np.ndarray, torch.Tensor)):
+        source = source[0]  # (images, labels): a guard does not need the labels
     if isinstance(source, np.ndarray):
         source = torch.from_numpy(source)
     if isinstance(source, torch.Tensor):
