@@ -160,7 +160,7 @@ def test_nan_image_abstains_and_the_others_are_answered(trained_small_cnn, test_
     x[2, 0, 3, 3] = float("nan")
     result = mr.guard(trained_small_cnn, detectors=[NEVER]).predict(x)
     _assert_answered(result, 2, "non-finite value")
-    assert result[2].thresholds == {"squeeze": 10.0}
+    assert result[2].thresholds == {"squeeze": 10.0} and result[2].scores == {"squeeze": None}
     labelled = mr.guard(trained_small_cnn, detectors=[NEVER]).predict((x, torch.zeros(4, dtype=torch.long)))
     _assert_answered(labelled, 2, "non-finite value")  # (images, labels): the labels are not needed
 

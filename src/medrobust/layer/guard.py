@@ -204,8 +204,9 @@ class Guard(nn.Module):
                     answers[answer.id] = answer
         for answer in inputs.unread(set(answers)):
             answers[answer.id] = answer
-        for answer in answers.values():
+        for answer in answers.values():  # every answer names every detector (None: not scored)
             answer.thresholds = answer.thresholds or self._thresholds()
+            answer.scores = {name: answer.scores.get(name) for name in self.detectors}
         return GuardResult([answers[i] for i in inputs.order if i in answers])
 
     # --- the pipeline
