@@ -12,6 +12,8 @@ The public layer, one function per job, each returning a typed result and printi
     mr.attack(model, images, "sia:eps=8/255")            # AttackResult
     mr.defend(x, "jpeg+tv")                              # defended tensor
     mr.detect(model, x_adv, reference=x)                 # Detection
+    guard = mr.guard(model, calibration="clean_images/") # Guard: defense + calibrated detectors
+    guard.predict("incoming/")                           # GuardResult: accept / abstain / warn
     mr.train("phantom", "small-cnn", epochs=5)           # Trained
     mr.evaluate(model, "my_images/", preset="quick")     # RunMetrics (and a run folder)
     mr.evaluate("model.onnx", "my_images/", contract=contract)  # the same, loading the file itself
@@ -42,6 +44,7 @@ _LAYER = {
     "attack": "medrobust.layer.attack", "AttackResult": "medrobust.layer.attack",
     "defend": "medrobust.layer.defend", "Defended": "medrobust.layer.defend",
     "detect": "medrobust.layer.detect", "Detection": "medrobust.layer.detect",
+    "guard": "medrobust.layer.guard", "Guard": "medrobust.layer.guard", "GuardResult": "medrobust.layer.guard_answers",
     "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
     "evaluate": "medrobust.layer.evaluate",
     "compare": "medrobust.layer.compare", "Comparison": "medrobust.layer.compare",
@@ -63,6 +66,8 @@ if TYPE_CHECKING:
     from medrobust.layer.defend import Defended, defend
     from medrobust.layer.detect import Detection, detect
     from medrobust.layer.evaluate import evaluate
+    from medrobust.layer.guard import Guard, guard
+    from medrobust.layer.guard_answers import GuardResult
     from medrobust.layer.images import Images, open_images
     from medrobust.layer.models import list_models, load_model
     from medrobust.layer.phantoms import phantom_gallery, write_phantoms

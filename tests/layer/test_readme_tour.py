@@ -33,6 +33,9 @@ def test_the_python_tour_runs(tmp_path, monkeypatch) -> None:
     assert len(trained.history) == 5 and 0.0 <= trained.test_accuracy <= 1.0 and trained.n_test == 36
     assert scope["result"].success.n_images == 36
     assert scope["x_def"].shape == x.shape and len(scope["verdicts"]) == 36
+    answers = scope["answers"]
+    assert len(answers) == 36 and sum(answers.counts().values()) == 36
+    assert scope["guard"].describe()["detectors"][0]["calibration"]["n_images"] == 36
     assert float((scope["x_adaptive"] - x).abs().max()) <= 8 / 255 + 1e-6
     assert torch.equal(torch.as_tensor(scope["predictions"].labels.shape), torch.tensor([36]))
     metrics = scope["metrics"]

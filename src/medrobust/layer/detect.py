@@ -144,23 +144,15 @@ def detect(model: Any, images: Any, reference: Any = None, detector: Any = "refe
     originals = _open(reference, shape) if reference is not None else None
     bar_progress = progress or SilentProgress()
     if det.requires_calibration and calibration is not None:
-        clean = _open(calibration, shape)
-        scores = []
-        with bar_progress.stage("calibrating", len(clean)) as bar:
-            for x, _, ids in clean.batches(batch_size):
-                scores.append(det.score(model, _channels(x, model)))
-                bar.advance(len(ids))
-        skipped += clean.skipped
-        if not scores:
-            raise ValueError(f"{clean.source}: no readable clean images to calibrate the {det.name} detector on")
-        det.calibrate(np.concatenate(scores), fpr)
+        skipped += calibrate_detector(det, model, _open(calibration, shape), fpr, batch_size, bar_progress)
     else:
         det.fit(model, None)  # type: ignore[arg-type]  (a detector without calibration sets nothing)
 
     results = []
     with bar_progress.stage(f"{det.name} detector", len(inputs)) as bar:
         for names, x, ref in _paired_batches(inputs, originals, batch_size, skipped):
-            result = det.detect(model, _channels(x, model), None if ref is None else _channels(ref, model), names=names)
+            result = det.detect(model, with_model_channels(x, model),
+                                None if ref is None else with_model_channels(ref, model), names=names)
             results.append(result)
             if on_batch is not None:
                 on_batch(result)
@@ -169,6 +161,37 @@ def detect(model: Any, images: Any, reference: Any = None, detector: Any = "refe
         raise ValueError(f"{inputs.source}: no readable images" + (" with readable originals" if originals else "")
                          + (f" ({len(skipped)} skipped: {skipped[0]})" if skipped else ""))
     return Detection(detector=det.describe(), result=_merge(results), skipped=list(dict.fromkeys(skipped)))
+
+
+def calibrate_detector(detector: Any, model: Any, clean: Images, fpr: float, batch_size: int = 32,
+                       progress: Progress | None = None) -> list[str]:
+    """Set a calibrated detector's threshold at ``fpr`` on clean images, scored batch by batch
+    (memory stays flat in the number of images) as received, on ``model``.
+
+    Args:
+        detector: a Detector with ``calibrate(scores, target_fpr)`` (the squeeze detector).
+        model: the classifier whose inputs the detector screens.
+        clean: the clean images (:class:`Images`).
+        fpr: the false positive rate the threshold aims at on them.
+        batch_size: images per batch. Default 32.
+        progress: reports the stage ``calibrating``. Default None: silent.
+
+    Returns:
+        The clean files that could not be read, one line each.
+
+    Raises:
+        ValueError: no readable clean image.
+    """
+    scores = []
+    with (progress or SilentProgress()).stage("calibrating", len(clean)) as bar:
+        for x, _, ids in clean.batches(batch_size):
+            scores.append(detector.score(model, with_model_channels(x, model)))
+            bar.advance(len(ids))
+    if not scores:
+        raise ValueError(f"{clean.source}: no readable clean images to calibrate the {detector.name} detector on"
+                         + (f" ({len(clean.skipped)} skipped: {clean.skipped[0]})" if clean.skipped else ""))
+    detector.calibrate(np.concatenate(scores), fpr)
+    return clean.skipped
 
 
 def _open(source: Any, shape: tuple[int, int] | None) -> Images:
@@ -189,7 +212,16 @@ def _first_shape(images: Images) -> tuple[int, int] | None:
     return None
 
 
-def _channels(x: torch.Tensor, model) -> torch.Tensor:
+def with_model_channels(x: torch.Tensor, model: Any) -> torch.Tensor:
+    """Grey images repeated to the model's stored channels when it stores three (else ``x``).
+
+    Args:
+        x: (B, C, H, W) images.
+        model: the classifier (its ``input_channels``).
+
+    Returns:
+        (B, C_model, H, W) images.
+    """
     channels = int(getattr(model, "input_channels", 1))
     return x.expand(-1, channels, -1, -1).contiguous() if x.shape[1] == 1 and channels != 1 else x
 

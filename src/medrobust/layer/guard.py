@@ -1,0 +1,378 @@
+"""``mr.guard``: a defense and calibrated detectors in front of a model, answering per image
+with a decision (accept, abstain or warn) that fails closed.
+
+The pipeline is the one the evaluation measures (DESIGN.md, "Guarded inference"):
+
+* each detector judges the image **as received**, before the defense, on the bare model, as
+  the run's detection stage does (:mod:`medrobust.evaluation.stages.detection`): a detector that
+  needs a threshold is calibrated on clean images to a target false positive rate, and no
+  detector may need the original image (in production there is none);
+* the label is the model's on the defended image, :class:`~medrobust.defenses.defended.DefendedClassifier`
+  with its gradient routes, so :class:`Guard` is also a differentiable module that medrobust's
+  own attacks can attack (Athalye, Carlini & Wagner 2018);
+* any failure (an unreadable file, a non-finite value, an exception from the model, the
+  defense or a detector) is an abstention with its reason, never the raw label
+  (:mod:`medrobust.layer.guard_answers`).
+
+Limitation: the detectors' false positive rate is the calibration images' (a different
+scanner or population moves it), and an attacker who knows the detectors can aim below their
+thresholds (Carlini & Wagner 2017, "Adversarial examples are not easily detected"); what the
+guard withstands is what the run's guard-aware attack measured, not more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medrobust._version import __version__
+from medrobust.layer.detect import with_model_channels
+from medrobust.layer.guard_answers import GuardAnswer, GuardResult, failed_answer
+from medrobust.layer.guard_detectors import calibrate_guard_detectors, guard_detectors
+from medrobust.layer.guard_inputs import guard_inputs
+from medrobust.layer.models import load_model
+from medrobust.models.contract import ModelContract
+
+log = logging.getLogger(__name__)
+
+ON_FLAG = ("abstain", "warn")
+"""What a guard does with an image a detector flags."""
+
+
+class _StepFailed(Exception):
+    """One step of the guard raised on a batch (which step, and the error)."""
+
+    def __init__(self, step: str, error: Exception) -> None:
+        message = " ".join(str(error).split())[:300] or type(error).__name__
+        super().__init__(f"{step} failed on this image ({type(error).__name__}: {message})")
+
+
+def _step(name: str, fn, *args):  # noqa: ANN001, ANN202
+    try:
+        return fn(*args)
+    except Exception as err:  # fail closed: every error of a step becomes an abstention
+        raise _StepFailed(name, err) from err
+
+
+class Guard(nn.Module):
+    """A model behind a defense and calibrated detectors (module docstring); built by :func:`guard`.
+
+    ``guard(x)`` is the defended model's logits (``model(defense(x))`` with the defense's
+    gradient routes), so attacks run on it as on any classifier; :meth:`scores` gives each
+    detector's scores and :meth:`predict` the decisions.
+
+    Args:
+        model: the :class:`~medrobust.models.classifier.Classifier`.
+        defense: the :class:`~medrobust.defenses.base.Defense` (or its spec), or None for none.
+        detectors: name -> a reference-free Detector, calibrated.
+        on_flag: ``"abstain"`` or ``"warn"``.
+        calibration: name -> ``{"n_images", "source", "skipped"}`` of what each detector was
+            calibrated on (empty for a threshold given in its spec). Default None.
+        model_file: the file the model was read from. Default None: held in memory.
+        batch_size: images per batch in :meth:`predict`. Default 32.
+
+    Shape:
+        - x: (B, C, H, W) float images in [0, 1].
+        - forward: logits (B, K) of the defended images (binary: (B, 1)).
+        - scores: name -> (B,) float64 numpy.
+    """
+
+    def __init__(self, model: Any, defense: Any, detectors: dict[str, Any], on_flag: str,
+                 calibration: dict[str, dict[str, Any]] | None = None, model_file: str | None = None,
+                 batch_size: int = 32) -> None:
+        from medrobust.defenses.defended import DefendedClassifier
+
+        super().__init__()
+        self.model = model
+        self.defended = DefendedClassifier(defense, model) if defense is not None else model
+        self.defense_spec = self.defended.defense.spec() if defense is not None else None
+        self.detectors = dict(detectors)
+        self.on_flag = on_flag
+        self.calibration = dict(calibration or {})
+        self.model_file = model_file
+        self.batch_size = int(batch_size)
+
+    # --- what attacks read of a classifier
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.classes)
+
+    @property
+    def output_kind(self) -> Any:
+        return self.model.output_kind
+
+    @property
+    def contract(self) -> Any:
+        return self.model.contract
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self.model.input_size
+
+    @property
+    def input_channels(self) -> int:
+        return self.model.input_channels
+
+    @property
+    def differentiable(self) -> bool:
+        return bool(getattr(self.model, "differentiable", True))
+
+    @property
+    def eot_samples(self) -> int:
+        return int(getattr(self.defended, "eot_samples", 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The defended model's logits: ``model(defense(x))``, differentiable through the defense's
+        gradient routes (exact, smooth or BPDA).
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1], on the model's device.
+
+        Returns:
+            (B, K) logits ((B, 1) binary).
+        """
+        return self.defended(x)
+
+    def scores(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """Each detector's suspicion scores on the images as received, on the bare model.
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1].
+
+        Returns:
+            detector -> (B,) float64 numpy scores (higher = more suspicious).
+        """
+        x = with_model_channels(x, self.model)
+        return {name: np.asarray(det.score(self.model, x), dtype=np.float64) for name, det in self.detectors.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """What this guard runs, JSON-ready.
+
+        Returns:
+            ``{"model": {"file", "sha256"}, "classes", "defense", "gradient", "detectors": [{"name",
+            "threshold", "target_fpr", "calibration": {"n_images", "source", ...}}], "on_flag",
+            "medrobust"}``.
+        """
+        from medrobust.evaluation.run_dir import model_file_sha256
+
+        sha = model_file_sha256(self.model_file) if self.model_file else None
+        detectors = []
+        for name, det in self.detectors.items():
+            threshold = getattr(det, "threshold", None)
+            detectors.append({"name": name, "settings": _json_ready(det.describe()),
+                              "threshold": None if threshold is None else float(threshold),
+                              "target_fpr": (self.calibration.get(name) or {}).get("target_fpr"),
+                              "calibration": self.calibration.get(name)})
+        return {"model": {"file": self.model_file, "sha256": sha}, "classes": self.classes,
+                "output_kind": str(getattr(self.output_kind, "value", self.output_kind)),
+                "defense": self.defense_spec, "gradient": getattr(self.defended, "gradient", None),
+                "detectors": detectors, "on_flag": self.on_flag, "medrobust": __version__}
+
+    def predict(self, images: Any, batch_size: int | None = None) -> GuardResult:
+        """The guard's decision on each image (see :mod:`medrobust.layer.guard_answers`).
+
+        Args:
+            images: files, folders (plain images; class folders ignored), DICOM, a data source,
+                :class:`~medrobust.layer.images.Images`, or arrays / tensors (N, C, H, W) in
+                [0, 1]; files are resized to the model's input size as ``mr.predict`` does.
+            batch_size: images per batch. Default None: the guard's.
+
+        Returns:
+            The :class:`GuardResult`: one answer per image given, in order, unreadable and bad
+            images included (each an abstention with its reason).
+
+        Shape:
+            - Arrays and tensors in: (N, C, H, W) float in [0, 1].
+
+        Raises:
+            ValueError: a source the readers refuse as a whole (no such folder, a tensor that is
+                not a batch of images).
+        """
+        fixed = self.input_size[0] if self.input_size and self.input_size[0] == self.input_size[1] else None
+        inputs = guard_inputs(images, fixed)
+        answers: dict[str, GuardAnswer] = dict(inputs.early)
+        if inputs.images is not None:
+            for x, _, ids in inputs.images.batches(batch_size or self.batch_size):
+                for answer in self._answer_batch(x, list(ids)):
+                    answers[answer.id] = answer
+        for answer in inputs.unread(set(answers)):
+            answers[answer.id] = answer
+        for answer in answers.values():  # every answer names every detector (None: not scored)
+            answer.thresholds = answer.thresholds or self._thresholds()
+            answer.scores = {name: answer.scores.get(name) for name in self.detectors}
+        return GuardResult([answers[i] for i in inputs.order if i in answers])
+
+    # --- the pipeline
+    def _answer_batch(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+        """The batch's answers; when a step raises, the batch again image by image, so only the
+        images it fails on abstain."""
+        try:
+            return self._answer(x, ids)
+        except Exception as caught:  # fail closed: even an error of the guard's own is an abstention
+            err = caught if isinstance(caught, _StepFailed) else _StepFailed("the guard", caught)
+            if len(ids) == 1:
+                log.warning("guard: %s: %s", ids[0], err)
+                return [failed_answer(ids[0], str(err), thresholds=self._thresholds())]
+            log.warning("guard: a batch of %d images failed (%s); answering it image by image", len(ids), err)
+            return [a for i in range(len(ids)) for a in self._answer_batch(x[i : i + 1], ids[i : i + 1])]
+
+    def _thresholds(self) -> dict[str, float | None]:
+        return {name: (None if getattr(det, "threshold", None) is None else float(det.threshold))
+                for name, det in self.detectors.items()}
+
+    def _answer(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+        finite = torch.isfinite(x.reshape(len(x), -1)).all(1)
+        if not bool(finite.all()):  # files are checked by their readers; this is the last line
+            good = torch.nonzero(finite).flatten().tolist()
+            bad = {i for i in range(len(ids)) if i not in good}
+            out = {ids[i]: failed_answer(ids[i], "the image holds a non-finite value (NaN or infinite); it was not "
+                                                  "shown to the model") for i in bad}
+            if good:
+                out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good])})
+            return [out[i] for i in ids]
+        x = with_model_channels(x, self.model)
+        thresholds = self._thresholds()
+        judged = {name: _step(f"the {name} detector", det.detect, self.model, x, None, ids)
+                  for name, det in self.detectors.items()}
+        raw = _step("the model", self.model.logits, x, len(x))
+        device = getattr(self.model, "device", x.device)
+        with torch.no_grad():
+            defended = (_step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
+        defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
+        logits = _step("the model (on the defended image)", self.model.logits,
+                       torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
+                                   torch.zeros((), device=defended.device)), len(x))
+        kind = self.model.output_kind
+        threshold = float(getattr(self.model.contract, "threshold", 0.5))
+        probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
+        raw_labels = kind.decide(raw, threshold)
+        answers = []
+        for i, image_id in enumerate(ids):
+            scores = {name: float(r.scores[i]) for name, r in judged.items()}
+            failure = _failure(scores, raw[i], bool(defended_ok[i]), logits[i], probabilities[i])
+            if failure:
+                answers.append(failed_answer(image_id, failure, scores, thresholds))
+                continue
+            fired = [name for name, r in judged.items() if bool(r.flags[i])]
+            decision = self.on_flag if fired else "accept"
+            reason = ("flagged by " + "; ".join(f"the {name} detector (score {scores[name]:.4g} > threshold "
+                                                 f"{_threshold_text(thresholds[name])})" for name in fired)) if fired else ""
+            answer = GuardAnswer(id=image_id, decision=decision, reason=reason, scores=scores, thresholds=thresholds,
+                                 flagged=bool(fired))
+            if decision != "abstain":  # an abstention carries no label (module guard_answers)
+                answer.label = self._label(labels[i])
+                answer.undefended_label = self._label(raw_labels[i])
+                answer.probabilities = {c: float(p) for c, p in zip(self.classes, probabilities[i].tolist())}
+            answers.append(answer)
+        return answers
+
+    def _label(self, decided: torch.Tensor) -> str:
+        if decided.dim() == 0:
+            return self.classes[int(decided)]
+        return "|".join(c for c, flag in zip(self.classes, decided.tolist()) if flag) or "none"
+
+
+def _threshold_text(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
+
+
+def _failure(scores: dict[str, float], raw: torch.Tensor, defended_ok: bool, logits: torch.Tensor,
+             probabilities: torch.Tensor) -> str:
+    """Why one image's values cannot be trusted, or ``""``."""
+    for name, score in scores.items():
+        if not np.isfinite(score):
+            return (f"the {name} detector's score is not a finite number ({score}): the model's output on the image, "
+                    "or on the detector's changed copy of it, is not finite")
+    if not bool(torch.isfinite(raw).all()):
+        return "the model's output on the image is not a finite number (NaN or infinite)"
+    if not defended_ok:
+        return "the defense's output is not a finite number (NaN or infinite)"
+    if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(probabilities).all()):
+        return "the model's output on the defended image is not a finite number (NaN or infinite)"
+    return ""
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def guard(model: Any, *, defense: Any = "jpeg:quality=75+tv", detectors: Sequence[Any] | str | None = ("squeeze",),
+          fpr: float = 0.05, calibration: Any = None, on_flag: str = "abstain", contract: ModelContract | None = None,
+          batch_size: int = 32, device: str = "cpu") -> Guard:
+    """A :class:`Guard`: ``defense`` and ``detectors`` in front of ``model`` (module docstring).
+
+    Every argument is checked before the model is loaded (a load can take minutes).
+
+    Args:
+        model: a path or module (see :func:`mr.load_model`).
+        defense: a defense spec (``"jpeg:quality=75+tv"``, the default: the study's hybrid) or
+            :class:`~medrobust.defenses.base.Defense`, or None for no defense.
+        detectors: reference-free detector specs or Detectors (``("squeeze",)``, the default), or
+            None for none. A detector that needs the original image is refused: in production
+            there is none.
+        fpr: the false positive rate each calibrated detector's threshold aims at on the
+            ``calibration`` images, in [0, 1). Default 0.05.
+        calibration: clean images like the ones the guard will see (anything
+            :func:`mr.open_images` takes; paths are read as plain images), required by a
+            detector that sets its threshold on them. Default None.
+        on_flag: what a flag decides, ``"abstain"`` (the default) or ``"warn"``.
+        contract: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
+            not a medrobust checkpoint. Default None.
+        batch_size: images per batch, at least 1. Default 32.
+        device: where the model runs (``cpu``, the default; ``cuda``, ``auto``).
+
+    Returns:
+        The :class:`Guard`, its detectors calibrated.
+
+    Shape:
+        - Tensors in (``calibration``): (N, C, H, W) float in [0, 1].
+
+    Raises:
+        ValueError: a bad ``on_flag``, ``fpr``, ``batch_size``, defense or detector spec, a
+            detector that needs the original image, calibration images missing or none of them
+            readable, or a model that does not load.
+
+    >>> import torch, medrobust as mr
+    >>> from medrobust.models import build_classifier
+    >>> model = build_classifier("small-cnn", ["Normal", "Pneumonia", "Pneumothorax"], 32).eval()
+    >>> clean = torch.rand(20, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    >>> g = mr.guard(model, calibration=clean)
+    >>> g.describe()["detectors"][0]["calibration"]["n_images"], g(clean[:2]).shape
+    (20, torch.Size([2, 3]))
+    >>> sorted(g.predict(clean[:3]).counts())
+    ['abstain', 'accept', 'warn']
+    """
+    from medrobust.defenses.registry import build_defense
+
+    if on_flag not in ON_FLAG:
+        raise ValueError(f"on_flag must be 'abstain' (withhold the label of a flagged image) or 'warn' (give it "
+                         f"with a warning), got {on_flag!r}")
+    if not 0.0 <= float(fpr) < 1.0:
+        raise ValueError(f"fpr must be in [0, 1) (5% is 0.05), got {fpr}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    no_defense = defense is None or (isinstance(defense, str) and not defense.strip())
+    built_defense = None if no_defense else build_defense(defense)
+    built = guard_detectors(detectors, calibration)
+    model_file = os.fspath(model) if isinstance(model, (str, os.PathLike)) else None
+    loaded = load_model(model, contract, device=device)
+    source = loaded.metadata.get("source")
+    if model_file is None and isinstance(source, str) and Path(source).exists():
+        model_file = source
+    notes = calibrate_guard_detectors(built, loaded, calibration, float(fpr), int(batch_size))
+    return Guard(loaded, built_defense, built, on_flag, notes, model_file, int(batch_size))
