@@ -293,3 +293,15 @@ def test_labels_follow_the_models_own_decision_rule(linear_classifier, kind):
             assert answer.label == classes[int(d)] and set(answer.probabilities) == set(classes)
         else:
             assert answer.label == ("|".join(c for c, f in zip(classes, d.tolist()) if f) or "none")
+
+
+def test_the_public_layer_takes_a_guard_for_its_defended_model(trained_small_cnn, phantom32) -> None:
+    splits, _ = phantom32
+    x, y = splits["test"][0][:12], splits["test"][1][:12]
+    g = mr.guard(trained_small_cnn, calibration=splits["val"][0][:40])
+    assert mr.load_model(g) is g.defended
+    images = mr.open_images((x, y), classes=g.classes)
+    on_guard = mr.attack(g, images, "pgd:eps=4/255,steps=5")
+    on_defended = mr.attack(g.defended, images, "pgd:eps=4/255,steps=5")
+    assert torch.equal(on_guard.adversarial, on_defended.adversarial)
+    assert np.array_equal(mr.predict(g, x).labels, mr.predict(g.defended, x).labels)

@@ -125,6 +125,13 @@ class Guard(nn.Module):
         return bool(getattr(self.model, "differentiable", True))
 
     @property
+    def guarded_classifier(self) -> Any:
+        """The defended model as a :class:`~medrobust.models.classifier.Classifier`: what
+        ``mr.load_model`` (and so ``mr.attack``, ``mr.predict``, ``mr.evaluate``) takes a guard for;
+        the detectors judge, they do not classify."""
+        return self.defended
+
+    @property
     def eot_samples(self) -> int:
         return int(getattr(self.defended, "eot_samples", 1))
 

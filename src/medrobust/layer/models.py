@@ -67,6 +67,7 @@ def load_model(source: Any, contract: ModelContract | Mapping[str, Any] | None =
     loose = {"classes": classes, "input_size": input_size, "intensity": intensity, "output_kind": output_kind,
              "arch": arch, "trust_pickle": trust_pickle, **options}
     declared = ModelContract.given(contract, loose, where=Path(source) if is_path else None)  # before any file is read
+    source = getattr(source, "guarded_classifier", source)  # a Guard: its defended model (the detectors only judge)
     if isinstance(source, Classifier) or (isinstance(source, nn.Module) and hasattr(source, "classes")
                                           and hasattr(source, "predict")):
         if declared.declared():
