@@ -33,3 +33,12 @@ def test_each_member_s_images_are_counted_and_named_per_image(run) -> None:
     assert {r["broken_by"] for r in fooled} <= {"apgd-ce", "apgd-t", "square"}
     assert len(fooled) == sum(v for k, v in named.items() if k != "clean") >= 1
     assert all(r["broken_by"] == "" for r in rows if r["adversarial_correct"] == "1")
+
+
+def test_the_scorecard_does_not_call_the_query_attacker_untested(run) -> None:
+    from medrobust.evaluation.scorecard import read_scorecard
+
+    root, _ = run
+    lines = [line for line in read_scorecard(root).not_tested if line.startswith("query-only attacker")]
+    assert lines == ["query-only attacker: not a row of its own (Square ran inside autoattack, on the images its "
+                     "gradient attacks left; those it broke count in the white-box row)"]

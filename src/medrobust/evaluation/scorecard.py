@@ -332,7 +332,10 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int,
     if not white:
         not_tested.append("white-box gradient attacker: not tested (no gradient attack ran on the model"
                           + (": it is a black box)" if not metrics.model.get("differentiable", True) else ")"))
-    if not query:
+    if not query and any(o.attack == "autoattack" for o in white):
+        not_tested.append("query-only attacker: not a row of its own (Square ran inside autoattack, on the images "
+                          "its gradient attacks left; those it broke count in the white-box row)")
+    elif not query:
         not_tested.append("query-only attacker: not tested (no Square attack configured)")
     for source, outcomes in transfer.items():
         main = _main_eps(outcomes)
