@@ -121,7 +121,7 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     detectors = detection_stage.run(ctx, attacks)
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
-    robustbench = robustbench_stage.run(ctx) if ctx.config.robustbench else None
+    robustbench = robustbench_stage.run(ctx, checks) if ctx.config.robustbench else None
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
                         detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,

@@ -18,10 +18,11 @@ from collections import Counter
 import numpy as np
 
 from medrobust.evaluation.context import RunContext
-from medrobust.evaluation.results import RobustBenchFigure
+from medrobust.evaluation.results import ModelChecks, RobustBenchFigure
 from medrobust.evaluation.stage_keys import attack_key
+from medrobust.evaluation.stages.attacks import white_box_crafter
 from medrobust.execution.resumable_stage import run_stage
-from medrobust.execution.units import FloatAttackUnit, ModelRef
+from medrobust.execution.units import FloatAttackUnit
 
 EPS = 8 / 255
 """RobustBench's L-inf budget for its CIFAR and ImageNet leaderboards."""
@@ -30,12 +31,15 @@ DEFINITION = ("accuracy under AutoAttack (standard version without FAB-T: APGD-C
               "scorecard's images are the stored ones)")
 
 
-def run(ctx: RunContext) -> RobustBenchFigure | None:
+def run(ctx: RunContext, checks: ModelChecks | None = None) -> RobustBenchFigure | None:
     """AutoAttack at 8/255 L-inf on the attack subset's float images (resumable per batch under
     ``stages/robustbench``).
 
     Args:
         ctx: the run's context (the attack subset, the model, the engine, the seed).
+        checks: the model checks: AutoAttack then sees the model as the white-box attacks do
+            (gradients averaged over draws for a random forward pass, logits recovered from
+            probabilities). Default None: the model as it is.
 
     Returns:
         The :class:`~medrobust.evaluation.results.RobustBenchFigure`: clean and robust accuracy
@@ -51,7 +55,7 @@ def run(ctx: RunContext) -> RobustBenchFigure | None:
 
     def unit(b: int, sl: slice) -> FloatAttackUnit:
         return FloatAttackUnit(seed=ctx.seed, start=sl.start, attack="autoattack", params=dict(params),
-                               crafter=ModelRef("model"), clean=ctx.inputs.images(b, "clean"), labels=labels[sl])
+                               crafter=white_box_crafter(checks), clean=ctx.inputs.images(b, "clean"), labels=labels[sl])
 
     with ctx.progress.stage(f"{key} (RobustBench: float images)", ctx.n) as bar:
         stage = run_stage(ctx.engine, ctx.stages / "robustbench" / key.folder, ctx.n, ctx.batch_size, unit,
