@@ -147,3 +147,29 @@ def test_a_row_tested_at_one_budget_gets_no_score_and_no_interpolated_half_budge
                  _Metrics(), flips_override="n/a")
     assert swept.score == pytest.approx(100 * (0.5 / 255 * 0.9) / (0.9 * 8 / 255))  # the triangle up to 1/255
     assert swept.half_accuracy_text == "0.50 grey levels"
+
+
+def _detector(**overrides):
+    from medrobust.evaluation.results import DetectorOutcome
+
+    values = {"name": "reference", "threshold": {}, "detection_rate": {"pgd@8/255": 0.75}, "fpr_clean": 0.0,
+              "fpr_benign": {"jpeg90": 0.05, "resize": 0.3125}, "roc_auc": {"pgd@8/255": 0.9}, "roc": {}, "reasons": {},
+              "latency_ms_per_image": 1.0}
+    return DetectorOutcome(**{**values, **overrides})
+
+
+def test_a_detector_s_false_alarms_are_its_worst_over_clean_and_benign_changes() -> None:
+    from medrobust.evaluation.scorecard import detector_rate
+
+    rate = detector_rate(_detector(), "pgd@8/255")
+    assert rate.false_alarm_rate == 0.3125 and rate.false_alarms_on == "benign change: resize"  # not clean's 0.0
+    assert rate.note is None
+
+
+def test_a_detector_at_or_below_chance_is_said_to_be() -> None:
+    from medrobust.evaluation.scorecard import detector_rate
+
+    below = detector_rate(_detector(roc_auc={"pgd@8/255": 0.45}), "pgd@8/255")
+    assert below.note == "no better than chance: ROC-AUC 0.45"
+    flat = detector_rate(_detector(detection_rate={"pgd@8/255": 0.25}), "pgd@8/255")
+    assert flat.note == "no better than chance: it flags 25.0% of attacked images and 31.2% of resize images"
