@@ -152,3 +152,21 @@ def test_figures_are_figure_objects(complete_run) -> None:
     fig = fc.baseline_confusion(complete_run[1])
     assert isinstance(fig, ReportFigure) and fig.png.startswith(PNG_MAGIC) and fig.filename == "01_baseline_confusion.png"
     assert "60 clean test images" in fig.caption
+
+
+def test_the_adaptive_figure_takes_the_non_adaptive_figure_at_the_adaptive_budget() -> None:
+    """The figure once said n/a where the table gave the non-adaptive accuracies: the keys at the
+    adaptive attacker's budget are found by their budget, sweep keys at other budgets left out."""
+    from medrobust.report.figures_robustness import strongest_non_adaptive
+
+    from .conftest import make_metrics
+
+    metrics = make_metrics()
+    defense = metrics.defenses[0]
+    defense.adaptive_eps = 8 / 255
+    defense.non_adaptive["pgd@2/255"] = 0.05  # a sweep budget: lower, but not the adaptive attacker's budget
+    defense.non_adaptive_eps["pgd@2/255"] = 2 / 255
+    key, ignored, undefended = strongest_non_adaptive(defense, metrics)
+    at_main = {k: v for k, v in defense.non_adaptive.items() if k != "pgd@2/255"}
+    assert key == min(at_main, key=at_main.get) and ignored == at_main[key]
+    assert undefended == pytest.approx(metrics.attack(key).adversarial.accuracy)
