@@ -47,12 +47,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def eps_label(eps: float) -> str:
-    """8/255 for budgets on the grey-level grid (0.5/255 on its half levels), else the fraction."""
+    """8/255 for budgets on the grey-level grid, else the fraction (0.5/255 is ``1/510``: the label and
+    stage folder medrobust has always written for it, so such a run folder still resumes)."""
     levels = eps * 255
     if abs(levels - round(levels)) < 1e-6:
         return f"{round(levels)}/255"
-    if abs(2 * levels - round(2 * levels)) < 1e-6:
-        return f"{round(2 * levels) / 2:g}/255"
     return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
 
 
