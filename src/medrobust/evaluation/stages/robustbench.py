@@ -13,6 +13,7 @@ the figure is said to be "AutoAttack without FAB-T".
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import numpy as np
@@ -23,6 +24,8 @@ from medrobust.evaluation.stage_keys import attack_key
 from medrobust.evaluation.stages.attacks import white_box_crafter
 from medrobust.execution.resumable_stage import run_stage
 from medrobust.execution.units import FloatAttackUnit
+
+log = logging.getLogger(__name__)
 
 EPS = 8 / 255
 """RobustBench's L-inf budget for its CIFAR and ImageNet leaderboards."""
@@ -49,6 +52,8 @@ def run(ctx: RunContext, checks: ModelChecks | None = None) -> RobustBenchFigure
     """
     labels = ctx.labels
     if labels.ndim > 1:
+        log.warning("robustbench: not measured: RobustBench's figure is a single-label accuracy and this model is "
+                    "multi-label")
         return None
     key = attack_key("autoattack", EPS)
     params = {"eps": EPS, "norm": "linf"}
