@@ -1,0 +1,97 @@
+"""``RUN/scorecard.json``'s schema (versioned by :data:`SCHEMA_VERSION`) and its file: the rows,
+their budget points and detector figures, as :mod:`medrobust.evaluation.scorecard` builds them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+SCORECARD_FILE = "scorecard.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetPoint(_Model):
+    eps: float  # in [0, 1] image units
+    grey_levels: float  # eps x 255
+    accuracy: float
+    interval: list[float] | None  # 95% Wilson interval of the accuracy
+    attack: str  # the attack key that reached this accuracy
+
+
+class DetectorRate(_Model):
+    detector: str
+    attack: str
+    detection_rate: float
+    false_alarm_rate: float  # the worst over the clean images and every benign change (re-encoding, resizing, ...)
+    false_alarms_on: str = "clean images"  # where that worst false-alarm rate was measured
+    roc_auc: float | None = None  # clean vs attacked (0.5: chance)
+    calibration: str
+    note: str | None = None  # e.g. "no better than chance" (ROC-AUC at or below 0.5, or flags no more attacks than alarms)
+
+
+class ThreatRow(_Model):
+    threat_model: str  # white-box | transfer | query | non-adaptive | adaptive
+    label: str
+    attacks: list[str]
+    n_images: int
+    clean_accuracy: float
+    clean_interval: list[float] | None
+    points: list[BudgetPoint]
+    main_eps: float
+    half_accuracy_budget: float | None  # grey levels; None: never reached on the tested budgets
+    half_accuracy_text: str
+    dangerous_flip_rate: float | None
+    dangerous_flips_text: str
+    detection: list[DetectorRate] = Field(default_factory=list)
+    score: float | None
+    score_text: str
+    warning: str | None = None  # e.g. possible gradient masking (an adaptive row whose figure may be optimistic)
+    score_low: float | None = None  # the score's bounds from monotonicity (accuracy never rises with the budget)
+    score_high: float | None = None
+    measured_at: list[float] = Field(default_factory=list)  # the budgets (up to 8/255) its attacker ran at
+
+
+class Scorecard(_Model):
+    schema_version: int = SCHEMA_VERSION
+    run: str
+    title: str | None = None  # the run's title (config ``title``), when it was given one
+    created: str
+    medrobust_version: str
+    seed: int | None
+    model: dict
+    data: dict
+    rows: list[ThreatRow]
+    not_tested: list[str]
+    overall: float | None
+    grid: list[float] = Field(default_factory=list)  # the budgets up to 8/255 every scored row was measured at
+    overall_text: str
+    definitions: dict[str, str]
+
+    def row(self, threat_model: str, label: str | None = None) -> ThreatRow:
+        for r in self.rows:
+            if r.threat_model == threat_model and (label is None or r.label == label):
+                return r
+        raise KeyError(f"no {threat_model} row{f' {label!r}' if label else ''}; have {[r.label for r in self.rows]}")
+
+
+def write_scorecard(scorecard: Scorecard, run_dir: str | Path) -> Path:
+    """``RUN/scorecard.json`` (strict JSON, atomic)."""
+    from medrobust.evaluation.run_dir import atomic_write_text, strict_json
+
+    path = Path(run_dir) / SCORECARD_FILE
+    atomic_write_text(path, strict_json(scorecard.model_dump(mode="json"), what=str(path)))
+    return path
+
+
+def read_scorecard(run_dir: str | Path) -> Scorecard:
+    """``RUN/scorecard.json``, read back; FileNotFoundError naming the command that writes it."""
+    path = Path(run_dir) / SCORECARD_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no scorecard.json; run `medrobust report {Path(run_dir)}` to write it")
+    return Scorecard.model_validate(json.loads(path.read_text()))
