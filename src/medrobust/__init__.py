@@ -44,7 +44,7 @@ _LAYER = {
     "attack": "medrobust.layer.attack", "AttackResult": "medrobust.layer.attack",
     "defend": "medrobust.layer.defend", "Defended": "medrobust.layer.defend",
     "detect": "medrobust.layer.detect", "Detection": "medrobust.layer.detect",
-    "guard": "medrobust.layer.guard", "Guard": "medrobust.layer.guard", "GuardResult": "medrobust.layer.guard_answers",
+    "guard": "medrobust.layer.guard_from_run", "Guard": "medrobust.layer.guard", "GuardResult": "medrobust.layer.guard_answers",
     "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
     "evaluate": "medrobust.layer.evaluate",
     "compare": "medrobust.layer.compare", "Comparison": "medrobust.layer.compare",
@@ -66,8 +66,9 @@ if TYPE_CHECKING:
     from medrobust.layer.defend import Defended, defend
     from medrobust.layer.detect import Detection, detect
     from medrobust.layer.evaluate import evaluate
-    from medrobust.layer.guard import Guard, guard
+    from medrobust.layer.guard import Guard
     from medrobust.layer.guard_answers import GuardResult
+    from medrobust.layer.guard_from_run import guard
     from medrobust.layer.images import Images, open_images
     from medrobust.layer.models import list_models, load_model
     from medrobust.layer.phantoms import phantom_gallery, write_phantoms

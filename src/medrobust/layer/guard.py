@@ -97,6 +97,7 @@ class Guard(nn.Module):
         self.on_flag = on_flag
         self.calibration = dict(calibration or {})
         self.model_file = model_file
+        self.run_figures: dict[str, Any] | None = None  # what the run it came from measured (guard.from_run)
         self.batch_size = int(batch_size)
 
     # --- what attacks read of a classifier
@@ -165,7 +166,8 @@ class Guard(nn.Module):
         Returns:
             ``{"model": {"file", "sha256"}, "classes", "defense", "gradient", "detectors": [{"name",
             "threshold", "target_fpr", "calibration": {"n_images", "source", ...}}], "on_flag",
-            "medrobust"}``.
+            "medrobust", "evaluated"}``; ``evaluated``: the figures of the run it came from
+            (:func:`~medrobust.layer.guard_from_run.run_figures`), None for a guard built here.
         """
         from medrobust.evaluation.run_dir import model_file_sha256
 
@@ -180,7 +182,8 @@ class Guard(nn.Module):
         return {"model": {"file": self.model_file, "sha256": sha}, "classes": self.classes,
                 "output_kind": str(getattr(self.output_kind, "value", self.output_kind)),
                 "defense": self.defense_spec, "gradient": getattr(self.defended, "gradient", None),
-                "detectors": detectors, "on_flag": self.on_flag, "medrobust": __version__}
+                "detectors": detectors, "on_flag": self.on_flag, "medrobust": __version__,
+                "evaluated": self.run_figures}
 
     def predict(self, images: Any, batch_size: int | None = None) -> GuardResult:
         """The guard's decision on each image (see :mod:`medrobust.layer.guard_answers`).
