@@ -93,7 +93,7 @@ def guard_from_run(run_dir: str | Path, *, defense: str | None = None, calibrati
 
         outcome = next((d for d in metrics.detectors if d.name == "squeeze"), None)
         threshold = (outcome.threshold or {}).get("threshold") if outcome is not None else None
-        cross_fitted = outcome is None or "cross-fitting" in outcome.calibration
+        cross_fitted = outcome is None or "folds" in (outcome.threshold or {})  # one threshold per fold, none to serve
         if calibration is None and (threshold is None or cross_fitted):
             raise ValueError(f"{root}: the run cross-fitted its squeeze threshold over its test images (one per fold, "
                              "none to serve); give clean images to calibrate it: calibration=DIR")

@@ -14,6 +14,7 @@ import numpy as np
 from medrobust.evaluation.attack_runs import AttackRun, attack_eps, run_attack_stage
 from medrobust.evaluation.attack_success import attack_success
 from medrobust.evaluation.classification import accuracy_drop_pp, classification_report, dangerous_flips
+from medrobust.evaluation.config_sections import AttackConfig
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import AttackOutcome, ModelChecks, Perturbation, SweepPoint
 from medrobust.evaluation.stage_keys import StageKey, attack_key, transfer_sweep_name
@@ -100,7 +101,7 @@ def run(ctx: RunContext, checks: ModelChecks | None = None) -> Attacks:
     return out
 
 
-def _sweep(ctx: RunContext, acfg, params: dict, eps: float, main: AttackRun, crafter: ModelRef,
+def _sweep(ctx: RunContext, acfg: AttackConfig, params: dict, eps: float, main: AttackRun, crafter: ModelRef,
            into: list[AttackRun]) -> list[AttackRun]:
     """``acfg``'s sweep crafted on ``crafter``: ``main`` at its own budget, a run at each other
     (appended to ``into`` too)."""
