@@ -228,15 +228,20 @@ def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[floa
     """The budgets (up to 8/255) every row must have been measured at to be scored: the
     configuration's ``grid`` when it gives one, else the undefended model's own (white-box, or
     query for a black box: its attacks' budgets and sweeps); None when no attack ran."""
+    return grid_budgets(metrics.config.get("grid"), bounded, metrics.eps_sweep)
+
+
+def grid_budgets(given: list | None, bounded: list[AttackOutcome], eps_sweep: dict[str, list]) -> list[float] | None:
+    """:func:`scoring_grid` from its parts (``given``: the configuration's ``grid``; ``eps_sweep``:
+    attack -> its sweep points), so a stage can measure on the grid before the metrics exist."""
     from medrobust.specs.components import parse_number
 
-    given = metrics.config.get("grid")
     if given:
         return sorted(b for b in (parse_number(g) if isinstance(g, str) else float(g) for g in given)
                       if b <= AUC_BUDGET + 1e-9)
     white = [o for o in bounded if o.source == "white-box"]
     main = [o for o in white if o.attack not in QUERY_ATTACKS] or white
-    budgets = {o.eps for o in main} | {p.eps for o in main for p in metrics.eps_sweep.get(o.attack, [])}
+    budgets = {o.eps for o in main} | {p.eps for o in main for p in eps_sweep.get(o.attack, [])}
     budgets = sorted(b for b in budgets if 0 < b <= AUC_BUDGET + 1e-9)
     return budgets or None
 
