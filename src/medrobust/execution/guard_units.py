@@ -61,6 +61,13 @@ def judge(bench: Workbench, defense: str | None, detectors: dict[str, Any], thre
           x: torch.Tensor) -> dict[str, np.ndarray]:
     """The guard on images ``x`` (module docstring).
 
+    Args:
+        bench: the models and the device.
+        defense: the guard's defense spec (None: none).
+        detectors: name -> the guard's detector.
+        thresholds: name -> (B,) each image's threshold.
+        x: (B, C, H, W) images in [0, 1] on the bench's device.
+
     Returns:
         ``pred`` (the defended model's decisions), ``flagged``, ``failed`` (a score or an output
         that is not finite: the guard abstains, fail closed), ``score__NAME`` per detector.
