@@ -70,7 +70,8 @@ def judge(bench: Workbench, defense: str | None, detectors: dict[str, Any], thre
 
     Returns:
         ``pred`` (the defended model's decisions), ``flagged``, ``failed`` (a score or an output
-        that is not finite: the guard abstains, fail closed), ``score__NAME`` per detector.
+        that is not finite: the guard abstains, fail closed), ``score__NAME`` and
+        ``threshold__NAME`` (what the score was compared with) per detector.
     """
     base = bench.model(ModelRef("model"))
     scores = {name: np.asarray(det.score(base, x), dtype=np.float64) for name, det in detectors.items()}
@@ -84,6 +85,8 @@ def judge(bench: Workbench, defense: str | None, detectors: dict[str, Any], thre
     out = {"pred": pred, "flagged": ~accepts(scores, thresholds) if detectors else np.zeros(len(x), dtype=bool),
            "failed": failed}
     out.update({f"score__{name}": s for name, s in scores.items()})
+    out.update({f"threshold__{name}": np.broadcast_to(np.asarray(thresholds[name], np.float64), (len(x),)).copy()
+                for name in detectors})
     return out
 
 
