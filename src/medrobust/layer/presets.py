@@ -11,7 +11,7 @@ the scorecard is scored on the same budgets (:mod:`medrobust.evaluation.scorecar
               on the same grid: APGD-CE with exact gradients where the defense has them (BPDA
               elsewhere; steps doubled from 10 until converged at 8/255, at most 40, one random
               start) and transfer from the undefended model; the reference and squeeze detectors;
-              the guard JPEG+TV + squeeze against the guard-aware attacker (10 steps).
+              the guard JPEG+TV + squeeze against the guard-aware attacker (5 steps).
 ``standard``  AutoAttack standard (:class:`~medrobust.attacks.autoattack.AutoAttack`: APGD-CE,
               APGD-T, Square with 5000 queries on what survives; FAB-T not implemented) on the
               grid 1, 2, 4, 8, 16/255; SIA (N = 10) on 2, 4, 8/255 and MI-FGSM at 8/255; 100
@@ -43,8 +43,9 @@ given.
 Every preset also evaluates the guard (:mod:`medrobust.evaluation.stages.guard`): each runs a
 defense (JPEG+TV first) and the reference-free squeeze detector, so each puts them in front of
 the model as ``mr.guard.from_run`` serves them and attacks that pipeline with Carlini & Wagner's
-guard-aware attacker (PGD with the detectors' scores in its loss, lambda in {0, 1, 10}; 100 for
-``thorough`` too) on the preset's grid: 10 / 20 / 40 steps (quick / standard / thorough).
+guard-aware attacker (PGD with the detectors' scores in its loss) on the preset's grid: lambda in
+{0, 10} with 5 steps (quick), {0, 1, 10} with 20 steps (standard), {0, 1, 10, 100} with 40 steps
+(thorough).
 
 The README's preset table gives the time per image each preset took (``benchmarks/bench_presets.py``).
 """
@@ -65,7 +66,7 @@ _SQUARE_QUERIES = {"quick": 300, "standard": 1000, "thorough": 5000}
 _RESTARTS = {"quick": 1, "standard": 2, "thorough": 3}
 _MAX_STEPS = {"quick": 40, "standard": 80, "thorough": 160}
 _MAX_EOT = {"quick": 20, "standard": 40, "thorough": 80}
-_GUARD_STEPS = {"quick": 10, "standard": 20, "thorough": 40}
+_GUARD = {"quick": (5, [0, 10]), "standard": (20, [0, 1, 10]), "thorough": (40, [0, 1, 10, 100])}
 _SIA = {"quick": (5, []), "standard": (10, ["2/255", "4/255", "8/255"]), "thorough": (20, GRIDS["thorough"])}
 
 
@@ -112,7 +113,7 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         "detectors": {"reference": {}, "squeeze": {}},
         "surrogates": [],
         # a defense and a reference-free detector are configured: the guard they make is evaluated too
-        "guard": {"steps": _GUARD_STEPS[preset], "lambdas": [0, 1, 10, 100] if preset == "thorough" else [0, 1, 10]},
+        "guard": {"steps": _GUARD[preset][0], "lambdas": list(_GUARD[preset][1])},
     }
     if transfer:
         settings["surrogates"] = [{"name": "small-cnn", "train": {"arch": "small-cnn", "epochs": 15, "data": train_data}}]
