@@ -119,6 +119,14 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
     table.add_row("[bold]robustness score (overall)[/bold]", f"[bold]{scorecard.overall_text}[/bold]")
     if scorecard.grid:
         table.add_row("scored on the grid", ", ".join(_eps(g) for g in scorecard.grid) + " (every row)")
+    g = metrics.guard
+    if g is not None:
+        for b in g.budgets:
+            table.add_row(f"[bold]guard {' + '.join([g.defense or 'no defense', *g.detectors])}: guard-aware attacker "
+                          f"at {_eps(b.eps)}[/bold]", f"[bold]evasion {_pct(b.evasion_rate)}[/bold], flagged "
+                          f"{_pct(b.flagged_rate)}, abstained {_pct(b.abstained_rate)}, accuracy on accepted "
+                          f"{b.accuracy_on_accepted_text}")
+        table.add_row("  guard: clean cost", f"abstains on {_pct(g.clean.abstained_rate)} of clean images")
     rb = metrics.robustbench
     if rb is not None:
         broken = ", ".join(f"{k} {v}" for k, v in rb.broken_by.items()) or "none"
@@ -230,6 +238,10 @@ def evaluate(
     robustbench: Annotated[bool, typer.Option(
         "--robustbench", help="Also report the accuracy under AutoAttack at 8/255 L-inf on float images, as "
         "RobustBench measures it (beside published figures; not a scorecard row).")] = False,
+    guard: Annotated[bool, typer.Option(
+        "--guard", help="Also evaluate the guard (the first defense and the squeeze detector, as `medrobust guard "
+        "serve --run` serves them) against an attacker who knows both (Carlini & Wagner 2017); the presets run it "
+        "already.")] = False,
 ) -> None:
     """Evaluate a model: `medrobust evaluate --model FILE --data DIR [--preset quick|standard|thorough]`,
     or run the experiment in CONFIG.yaml. Writes RUN/config.yaml (to repeat the run), metrics.json
@@ -252,6 +264,8 @@ def evaluate(
                              f"...): put {flags} there, not on the command line")
         overrides: dict = {k: v for k, v in {"name": name, "output_dir": output_dir, "device": device,
                                              "robustbench": robustbench}.items() if v}
+        if guard:
+            overrides["guard"] = {}  # the file's own guard section, if it has one, is kept
         if ray is not None or workers is not None:
             overrides["execution"] = execution_section(ray, workers)
         section: dict = {}
@@ -274,4 +288,4 @@ def evaluate(
                    contract=contract, size=size, normal_class=normal_class, emergency_findings=findings,
                    class_map=parse_class_map(class_map or []) or None, split=split_value, train_data=train_data,
                    device=device, execution=execution_section(ray, workers) if ray is not None or workers else None,
-                   robustbench=robustbench or None)
+                   robustbench=robustbench or None, guard=guard or None)

@@ -178,6 +178,34 @@ class SqueezeDetector(Detector):
         # a squeezed or plain image whose model output is not finite: as far from its squeeze as can be
         return np.nan_to_num(np.concatenate(out), nan=np.inf)
 
+    def differentiable_score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The score ``max_j ||p(x) - p(s_j(x))||_1`` as a differentiable function of ``x``, for
+        an attacker who knows the detector (Carlini & Wagner 2017, "Adversarial examples are not
+        easily detected"): its forward value is :meth:`score`'s, and its gradient goes through
+        each squeezer by the ``unrolled`` route of :func:`~medrobust.defenses.defended.apply_defense`:
+        exactly through the median and TV (its solver unrolled), and with the identity in the
+        backward pass (BPDA) through bit-depth reduction and JPEG, which have no gradient.
+
+        Args:
+            model: the classifier (in eval mode; its parameters get no gradient).
+            x: (B, C, H, W) float images in [0, 1] on the model's device, requiring grad.
+
+        Returns:
+            (B,) scores, attached to ``x``'s graph.
+        """
+        from medrobust.defenses.base import Defense
+        from medrobust.defenses.defended import apply_defense
+        from medrobust.models.output_kind import OutputKind
+
+        kind = getattr(model, "output_kind", OutputKind.SOFTMAX)
+        p = kind.probabilities(model(x).float())
+        cols = []
+        for squeeze in self.squeezers:
+            squeezed = (apply_defense(squeeze, x, "unrolled", check_range=False) if isinstance(squeeze, Defense)
+                        else squeeze(x))
+            cols.append((p - kind.probabilities(model(squeezed).float())).abs().sum(dim=1))
+        return torch.stack(cols, dim=1).amax(dim=1)
+
     # --- the contract
     def fit(self, model: nn.Module, clean: torch.Tensor, target_fpr: float | None = None,
             held_out_guarantee: bool = False) -> "SqueezeDetector":

@@ -37,6 +37,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medrobust.evaluation.config_errors import invalid_configuration
+from medrobust.evaluation.config_guard import GuardSection, check_guard_section
 from medrobust.evaluation.config_paths import PATH_FIELDS, TEXT_FIELDS_NOT_PATHS
 from medrobust.evaluation.config_sections import (
     DEFAULT_SPLIT,
@@ -58,20 +59,21 @@ from medrobust.evaluation.config_sections import (
 from medrobust.specs.components import parse_number
 
 __all__ = ["DEFAULT_SPLIT", "PATH_FIELDS", "REPORT_ONLY_FIELDS", "RUN_NAME", "TEXT_FIELDS_NOT_PATHS", "AdaptiveConfig",
-           "AttackConfig", "DataConfig", "DetectorsConfig", "ExecutionConfig", "ExperimentConfig", "LoadSection",
+           "AttackConfig", "DataConfig", "DetectorsConfig", "ExecutionConfig", "ExperimentConfig", "GuardSection", "LoadSection",
            "ModelConfig", "ReferenceDetectorConfig", "SqueezeDetectorConfig", "SurrogateConfig", "TrainSection",
            "check_ray_address", "invalid_configuration", "load_config", "validate_config"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
                       ("output_dir", None), ("title", None), ("model_version", None), ("grid", None),
-                      ("robustbench", None))
+                      ("robustbench", None), ("guard", None))
 """Fields that change no computed result: report settings (a run resumed with them changed has its
 metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
 batch's result, so a run may be resumed on another engine), where the run folder is (it may
 have been moved or renamed), what the run is called in its report (title, model version), the
 grid the scorecard scores on (it reads the stored sweeps) and the RobustBench figure (a stage of
-its own, added to what is there)."""
+its own, added to what is there), and the guard stage (likewise; its files are named by its
+settings, so a changed guard is measured afresh beside the rest)."""
 
 
 class ExperimentConfig(_Section):
@@ -111,11 +113,14 @@ class ExperimentConfig(_Section):
             Default None: the white-box attacker's budgets.
         robustbench: also measure the accuracy under AutoAttack at 8/255 L-inf on float images,
             as RobustBench does (:mod:`medrobust.evaluation.stages.robustbench`). Default False.
+        guard: the guard (a defense and the reference-free detectors in front of the model) the
+            ``guard`` stage evaluates against an attacker who knows it
+            (:class:`~medrobust.evaluation.config_guard.GuardSection`). Default None: not run.
 
     Raises:
         pydantic.ValidationError: a field refused (:func:`validate_config` reports it one line
             per setting), a ``split`` of ``test`` with a model trained on the run's data, or
-            defenses without the adaptive attacker.
+            defenses without the adaptive attacker, or a guard the run cannot evaluate.
     """
 
     name: str = "experiment"
@@ -137,6 +142,7 @@ class ExperimentConfig(_Section):
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     grid: list[float] | None = None  # the budgets every scorecard row is scored on (None: the white-box attacker's)
     robustbench: bool = False  # also AutoAttack at 8/255 on float images, as RobustBench measures (not a scorecard row)
+    guard: GuardSection | None = None  # the guard stage: a defense and detectors attacked by one who knows both
 
     @field_validator("grid", mode="before")
     @classmethod
@@ -178,6 +184,13 @@ class ExperimentConfig(_Section):
                 f"defenses {self.defenses} are listed but adaptive.enabled is false: a defense is evaluated against "
                 "an adaptive attacker (and the plain attacks); set adaptive.enabled: true, or remove the defenses"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _guard_is_the_runs(self) -> "ExperimentConfig":
+        """The guard's defense and detectors are ones the run evaluates and calibrates."""
+        if self.guard is not None and self.guard.enabled:
+            check_guard_section(self.guard, self.defenses, self.detectors)
         return self
 
     @property

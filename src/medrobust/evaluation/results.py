@@ -193,6 +193,78 @@ class RobustBenchFigure(_Model):
     definition: str
 
 
+class GuardMember(_Model):
+    """One member of the guard-aware attacker's portfolio at one budget
+    (:mod:`medrobust.evaluation.stages.guard`), on its own: the fraction of images whose member
+    image the guard accepts and gets wrong, the fraction flagged, and the accuracy on the
+    images it accepts."""
+
+    name: str  # unchanged | non-adaptive | lambda=0 | lambda=1 | ...
+    description: str
+    evasion_rate: float | None  # None: not run (``not_run`` says why)
+    flagged_rate: float | None = None
+    accepted: int = 0
+    accuracy_on_accepted: float | None = None  # None: no image accepted
+    evaded: int = 0  # images this member evaded the guard on
+    won: int = 0  # images whose worst case is this member's evasion (the first member in order that evaded)
+    runs: list[str] = Field(default_factory=list)
+    not_run: str | None = None
+
+
+class GuardBudget(_Model):
+    """The guard against the guard-aware attacker at one budget, worst case per image over the
+    members (an image is evaded when any member's image is accepted and labelled wrong):
+    ``evasion_rate + correct_accepted_rate + rejected_rate = 1`` (rejected: flagged, or failed
+    closed)."""
+
+    eps: float
+    n: int
+    evasion_rate: float  # attacked images the guard accepts and gets wrong / attacked images
+    correct_accepted_rate: float  # accepted with the right label
+    flagged_rate: float  # flagged by a detector
+    abstained_rate: float  # no label given (flagged with on_flag abstain, or failed closed)
+    rejected_rate: float  # not accepted: flagged, or failed closed
+    accepted: int
+    accuracy_on_accepted: float | None  # None: no attacked image accepted (see the text)
+    accuracy_on_accepted_text: str
+    members: list[GuardMember] = Field(default_factory=list)
+
+
+class GuardClean(_Model):
+    """The guard on the clean attack-subset images: what it costs when nobody attacks."""
+
+    n: int
+    flagged_rate: float
+    abstained_rate: float  # the clean abstention rate: the guard's cost
+    accepted: int
+    accuracy_on_accepted: float | None  # None: no clean image accepted
+    accuracy_on_accepted_text: str
+    accuracy: float  # accepted with the right label / all clean images
+
+
+class GuardOutcome(_Model):
+    """The guard as served (``mr.guard.from_run``), attacked by one who knows it: its defense and
+    detectors (Carlini & Wagner 2017), at every budget of the run's grid."""
+
+    defense: str | None
+    detectors: list[str]
+    thresholds: dict[str, dict[str, float]]  # detector -> {"score"} or, cross-fitted, {"score", "min", "max", "folds"}
+    fpr: float | None  # the false positive rate the thresholds aim at
+    calibration: str
+    on_flag: str
+    attacker: str  # what ran, in words
+    lambdas: list[float]
+    steps: int
+    margin: float
+    gradient: str
+    clean: GuardClean
+    budgets: list[GuardBudget]
+    transfer: dict[str, list[GuardBudget]] = Field(default_factory=dict)  # surrogate -> its images through the guard
+    seconds_per_image: float
+    definition: str
+    not_run: str | None = None  # why the guard-aware members did not run (a black-box model), if so
+
+
 class RobustnessScore(_Model):
     value: float | None  # 0..100; None: not defined (see the scorecard)
     definition: str
@@ -222,6 +294,7 @@ class RunMetrics(_Model):
         seconds_total: the run's wall time.
         model_checks: the model checks (AutoAttack's flags); None in a run made before them.
         robustbench: the accuracy under AutoAttack in RobustBench's terms; None unless asked for.
+        guard: the guard stage's figures; None unless the configuration has a ``guard``.
     """
 
     name: str
@@ -241,6 +314,7 @@ class RunMetrics(_Model):
     seconds_total: float
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
     robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
+    guard: GuardOutcome | None = None  # None: no guard configured
 
     def attack(self, key: str) -> AttackOutcome:
         """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""

@@ -10,7 +10,8 @@
    or on Ray actors (:mod:`medrobust.execution`).
 3. The stages (:mod:`medrobust.evaluation.stages`), each over the frozen
    :class:`~medrobust.evaluation.context.RunContext`: baseline and attack subset -> attacks ->
-   transfer matrix -> defenses with their adaptive portfolios -> detectors -> samples ->
+   transfer matrix -> defenses with their adaptive portfolios -> detectors -> the guard (a defense
+   and detectors attacked by one who knows both) -> samples ->
    per-image table; then ``metrics.json`` and ``scorecard.json``
    (:mod:`~medrobust.evaluation.run_metrics`).
 
@@ -39,6 +40,7 @@ from medrobust.evaluation.stages import attacks as attack_stage
 from medrobust.evaluation.stages import baseline as baseline_stage
 from medrobust.evaluation.stages import defenses as defense_stage
 from medrobust.evaluation.stages import detection as detection_stage
+from medrobust.evaluation.stages import guard as guard_stage
 from medrobust.evaluation.stages import model_checks as checks_stage
 from medrobust.evaluation.stages import per_image as per_image_stage
 from medrobust.evaluation.stages import robustbench as robustbench_stage
@@ -119,11 +121,13 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     transfer = transfer_stage.run(ctx, attacks)
     defenses = defense_stage.run(ctx, attacks)
     detectors = detection_stage.run(ctx, attacks)
+    guard = guard_stage.run(ctx, attacks)
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
     robustbench = robustbench_stage.run(ctx, checks) if ctx.config.robustbench else None
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
-                        detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench,
+                        detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench, guard=guard,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,
-                                           **attacks.seconds_per_image, **defenses.seconds_per_image})
+                                           **attacks.seconds_per_image, **defenses.seconds_per_image,
+                                           **({"guard": guard.seconds_per_image} if guard is not None else {})})
     return write_run_metrics(ctx, outcomes, time.perf_counter() - start)

@@ -14,7 +14,9 @@ Threat models (rows):
   per image over the adaptive portfolio (:mod:`medrobust.evaluation.adaptive_portfolio`). The
   adaptive attacker may also use the non-adaptive images, so its accuracy at each budget is
   the lower of the two: the adaptive row never reads better than the non-adaptive one. A row
-  whose figure may be optimistic (signs of gradient masking) carries a ``warning``.
+  whose figure may be optimistic (signs of gradient masking) carries a ``warning``;
+* ``guarded`` / ``guarded-transfer`` — the guard (defense and detectors) against the attacker who
+  knows it, and against transfer images (:mod:`medrobust.evaluation.scorecard_guarded`).
 
 Columns: clean accuracy (with its 95% Wilson interval), accuracy at each tested budget, the
 half-accuracy budget (grey levels), the dangerous-flip rate (a finding reported as normal) at
@@ -37,6 +39,7 @@ from medrobust.evaluation.robustness_curve import (
     normalised_auc,
     wilson_interval,
 )
+from medrobust.evaluation.scorecard_guarded import GUARDED_DEFINITION, guarded_rows
 from medrobust.evaluation.scorecard_schema import (
     SCHEMA_VERSION,
     SCORECARD_FILE,
@@ -78,6 +81,7 @@ DEFINITIONS = {
                        "resizing); a detector whose ROC-AUC is at or below 0.5, or that flags no more attacked images "
                        "than benign ones, is marked no better than chance."),
     "interval": "Accuracies carry a 95% Wilson score interval over the images tested.",
+    "guarded": GUARDED_DEFINITION,
 }
 
 
@@ -202,6 +206,12 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         rows += _defense_rows(metrics, d, n, grid)
     if not metrics.defenses:
         not_tested.append("adaptive attacker against a defense: not tested (no defense configured)")
+    rows += guarded_rows(metrics.guard, n, lambda threat, label, clean, n_, points, main: _row(
+        threat, label, clean, n_, points, main, None, metrics, flips_override="not assessed through the guard",
+        grid=grid))
+    if metrics.guard is None:
+        not_tested.append("guarded model (defense and detectors against an attacker who knows both): not tested "
+                          "(no guard configured)")
     not_tested += _detectors_not_run(metrics)
     undefended = [r.score_low for r in rows if r.threat_model in ("white-box", "transfer", "query")
                   and r.score_low is not None]
@@ -228,15 +238,20 @@ def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[floa
     """The budgets (up to 8/255) every row must have been measured at to be scored: the
     configuration's ``grid`` when it gives one, else the undefended model's own (white-box, or
     query for a black box: its attacks' budgets and sweeps); None when no attack ran."""
+    return grid_budgets(metrics.config.get("grid"), bounded, metrics.eps_sweep)
+
+
+def grid_budgets(given: list | None, bounded: list[AttackOutcome], eps_sweep: dict[str, list]) -> list[float] | None:
+    """:func:`scoring_grid` from its parts (``given``: the configuration's ``grid``; ``eps_sweep``:
+    attack -> its sweep points), so a stage can measure on the grid before the metrics exist."""
     from medrobust.specs.components import parse_number
 
-    given = metrics.config.get("grid")
     if given:
         return sorted(b for b in (parse_number(g) if isinstance(g, str) else float(g) for g in given)
                       if b <= AUC_BUDGET + 1e-9)
     white = [o for o in bounded if o.source == "white-box"]
     main = [o for o in white if o.attack not in QUERY_ATTACKS] or white
-    budgets = {o.eps for o in main} | {p.eps for o in main for p in metrics.eps_sweep.get(o.attack, [])}
+    budgets = {o.eps for o in main} | {p.eps for o in main for p in eps_sweep.get(o.attack, [])}
     budgets = sorted(b for b in budgets if 0 < b <= AUC_BUDGET + 1e-9)
     return budgets or None
 

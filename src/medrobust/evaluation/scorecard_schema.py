@@ -36,7 +36,7 @@ class DetectorRate(_Model):
 
 
 class ThreatRow(_Model):
-    threat_model: str  # white-box | transfer | query | non-adaptive | adaptive
+    threat_model: str  # white-box | transfer | query | non-adaptive | adaptive | guarded | guarded-transfer
     label: str
     attacks: list[str]
     n_images: int
@@ -55,6 +55,8 @@ class ThreatRow(_Model):
     score_low: float | None = None  # the score's bounds from monotonicity (accuracy never rises with the budget)
     score_high: float | None = None
     measured_at: list[float] = Field(default_factory=list)  # the budgets (up to 8/255) its attacker ran at
+    clean_abstention_rate: float | None = None  # a guarded row: clean images the guard gives no label for
+    evasion_by_budget: dict[str, float] | None = None  # a guarded row: budget ("8/255") -> evasion rate
 
 
 class Scorecard(_Model):

@@ -40,7 +40,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
              output_dir: str | Path | None = None, restart: bool = False,
              execution: Mapping[str, Any] | None = None, title: str | None = None,
-             model_version: str | None = None, robustbench: bool | None = None) -> RunMetrics:
+             model_version: str | None = None, robustbench: bool | None = None,
+             guard: bool | Mapping[str, Any] | None = None) -> RunMetrics:
     """Evaluate ``model`` on ``images`` with a ``preset`` or a configuration; returns the run's metrics.
 
     Every name is checked before a model is loaded or an image read. The model is then loaded
@@ -93,6 +94,11 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             None: the configuration's (off).
         model_version: the evaluated model's version, as its maker names it (no result
             changes). Default None.
+        guard: evaluate the guard (a defense and the reference-free detectors, as
+            ``mr.guard.from_run`` serves them) against an attacker who knows both (the ``guard``
+            stage, ``metrics.guard``): True for the configuration's guard section or the default
+            one, a mapping for the section's settings (``{"on_flag": "warn", "steps": 40}``),
+            False to leave it out. Default None: the configuration's (every preset runs it).
 
     Returns:
         The run's :class:`~medrobust.evaluation.results.RunMetrics` (also in
@@ -141,6 +147,9 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
                            "execution": dict(execution) if execution is not None else None}.items():
             if value is not None:
                 raw[key] = value
+        if guard is not None:
+            raw["guard"] = ({**(raw.get("guard") or {}), **dict(guard)} if isinstance(guard, Mapping)
+                            else (raw.get("guard") or {}) if guard else {"enabled": False})
         if run_dir is not None:
             raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
         for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest

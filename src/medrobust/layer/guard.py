@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from medrobust._version import __version__
+from medrobust.detection.guard_decision import ON_FLAG, check_on_flag, decisions, detectors_fired, flagged
 from medrobust.layer.detect import with_model_channels
 from medrobust.layer.guard_answers import GuardAnswer, GuardResult, failed_answer
 from medrobust.layer.guard_detectors import calibrate_guard_detectors, guard_detectors
@@ -42,8 +43,7 @@ from medrobust.models.contract import ModelContract
 
 log = logging.getLogger(__name__)
 
-ON_FLAG = ("abstain", "warn")
-"""What a guard does with an image a detector flags."""
+__all__ = ["ON_FLAG", "Guard", "guard"]
 
 
 class _StepFailed(Exception):
@@ -263,15 +263,19 @@ class Guard(nn.Module):
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
         probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
         raw_labels = kind.decide(raw, threshold)
+        # the decision rule the run's guard stage measures (medrobust.detection.guard_decision)
+        fired_by = detectors_fired({name: r.scores for name, r in judged.items()}, thresholds)
+        failures = [_failure({name: float(r.scores[i]) for name, r in judged.items()}, raw[i], bool(defended_ok[i]),
+                             logits[i], probabilities[i]) for i in range(len(ids))]
+        decided = decisions(flagged(fired_by, len(ids)), self.on_flag, np.array([bool(f) for f in failures]))
         answers = []
         for i, image_id in enumerate(ids):
             scores = {name: float(r.scores[i]) for name, r in judged.items()}
-            failure = _failure(scores, raw[i], bool(defended_ok[i]), logits[i], probabilities[i])
-            if failure:
-                answers.append(failed_answer(image_id, failure, scores, thresholds))
+            if failures[i]:
+                answers.append(failed_answer(image_id, failures[i], scores, thresholds))
                 continue
-            fired = [name for name, r in judged.items() if bool(r.flags[i])]
-            decision = self.on_flag if fired else "accept"
+            fired = [name for name in judged if bool(fired_by[name][i])]
+            decision = str(decided[i])
             reason = ("flagged by " + "; ".join(f"the {name} detector (score {scores[name]:.4g} > threshold "
                                                  f"{_threshold_text(thresholds[name])})" for name in fired)) if fired else ""
             answer = GuardAnswer(id=image_id, decision=decision, reason=reason, scores=scores, thresholds=thresholds,
@@ -369,9 +373,7 @@ def guard(model: Any, *, defense: Any = "jpeg:quality=75+tv", detectors: Sequenc
     """
     from medrobust.defenses.registry import build_defense
 
-    if on_flag not in ON_FLAG:
-        raise ValueError(f"on_flag must be 'abstain' (withhold the label of a flagged image) or 'warn' (give it "
-                         f"with a warning), got {on_flag!r}")
+    check_on_flag(on_flag)
     if not 0.0 <= float(fpr) < 1.0:
         raise ValueError(f"fpr must be in [0, 1) (5% is 0.05), got {fpr}")
     if int(batch_size) < 1:

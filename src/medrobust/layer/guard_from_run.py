@@ -23,14 +23,17 @@ from medrobust.layer.guard import Guard, guard
 
 def run_figures(metrics: Any, defense: str | None) -> dict[str, Any]:
     """What the run measured of this guard's parts: the defense's clean cost and its adaptive
-    accuracy (worst case, at the adaptive budget), and the squeeze detector's rates.
+    accuracy (worst case, at the adaptive budget), the squeeze detector's rates, and the guard
+    stage's figures (the guard attacked as served: evasion, flagged and abstained rates and the
+    accuracy on accepted images per budget, the clean abstention rate).
 
     Args:
         metrics: the run's :class:`~medrobust.evaluation.results.RunMetrics`.
         defense: the guard's defense spec, or None.
 
     Returns:
-        A JSON-ready dict: ``run``, ``created``, ``defense`` (or None) and ``squeeze`` (or None).
+        A JSON-ready dict: ``run``, ``created``, ``defense`` (or None), ``squeeze`` (or None) and
+        ``guard`` (None when the run's guard stage did not evaluate this defense).
     """
     out: dict[str, Any] = {"run": metrics.name, "created": metrics.created, "defense": None, "squeeze": None}
     for d in metrics.defenses:
@@ -42,6 +45,14 @@ def run_figures(metrics: Any, defense: str | None) -> dict[str, Any]:
         if det.name == "squeeze":
             out["squeeze"] = {"detection_rate": dict(det.detection_rate), "fpr_clean": det.fpr_clean,
                               "fpr_benign": dict(det.fpr_benign), "calibration": det.calibration}
+    g = metrics.guard
+    out["guard"] = None if g is None or g.defense != defense else {
+        "detectors": list(g.detectors), "on_flag": g.on_flag, "attacker": g.attacker,
+        "clean": {"abstention_rate": g.clean.abstained_rate, "flagged_rate": g.clean.flagged_rate,
+                  "accuracy_on_accepted": g.clean.accuracy_on_accepted},
+        "budgets": [{"eps": b.eps, "evasion_rate": b.evasion_rate, "flagged_rate": b.flagged_rate,
+                     "abstained_rate": b.abstained_rate, "accuracy_on_accepted": b.accuracy_on_accepted,
+                     "accepted": b.accepted, "n": b.n} for b in g.budgets]}
     return out
 
 

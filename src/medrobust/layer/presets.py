@@ -10,18 +10,21 @@ the scorecard is scored on the same budgets (:mod:`medrobust.evaluation.scorecar
               against the non-adaptive attacks and against an adaptive portfolio of two members
               on the same grid: APGD-CE with exact gradients where the defense has them (BPDA
               elsewhere; steps doubled from 10 until converged at 8/255, at most 40, one random
-              start) and transfer from the undefended model; the reference and squeeze detectors.
+              start) and transfer from the undefended model; the reference and squeeze detectors;
+              the guard JPEG+TV + squeeze against the guard-aware attacker (5 steps).
 ``standard``  AutoAttack standard (:class:`~medrobust.attacks.autoattack.AutoAttack`: APGD-CE,
               APGD-T, Square with 5000 queries on what survives; FAB-T not implemented) on the
               grid 1, 2, 4, 8, 16/255; SIA (N = 10) on 2, 4, 8/255 and MI-FGSM at 8/255; 100
               images; the whole adaptive portfolio (five members, two random starts, steps up to
               80); when a training folder is given, every attack also transferred from a small
-              CNN surrogate trained on it.
+              CNN surrogate trained on it; the guard JPEG+TV + squeeze against the guard-aware
+              attacker (20 steps; the surrogate's images through it too).
 ``thorough``  AutoAttack on the grid 0.5, 1, 2, 4, 8, 16/255, APGD-CE with 3 restarts beside it,
               the study's SIA settings (N = 20, T = 10; Wang et al. 2023's defaults) on the same
               grid, MI-FGSM; 300 images; every defense (JPEG+TV, JPEG, TV, Guo et al.'s randomised
               TVM, bit depth, median), each against the whole portfolio (three random starts, steps
-              up to 160).
+              up to 160); the guard of the first defense (JPEG+TV) + squeeze against the
+              guard-aware attacker (40 steps, lambda up to 100).
 
 The adaptive portfolio (:mod:`medrobust.evaluation.adaptive_portfolio`) of ``standard`` and
 ``thorough`` holds every member: APGD-CE with exact gradients where they exist, with a smooth
@@ -36,6 +39,13 @@ query-based Square attack (Andriushchenko et al. 2020; 300 / 1000 / 5000 queries
 grid) instead of the gradient attacks, also as the adaptive attacker against each defense (it
 queries the defended model), plus the transfer attack from a surrogate when a training folder is
 given.
+
+Every preset also evaluates the guard (:mod:`medrobust.evaluation.stages.guard`): each runs a
+defense (JPEG+TV first) and the reference-free squeeze detector, so each puts them in front of
+the model as ``mr.guard.from_run`` serves them and attacks that pipeline with Carlini & Wagner's
+guard-aware attacker (PGD with the detectors' scores in its loss) on the preset's grid: lambda in
+{0, 10} with 5 steps (quick), {0, 1, 10} with 20 steps (standard), {0, 1, 10, 100} with 40 steps
+(thorough).
 
 The README's preset table gives the time per image each preset took (``benchmarks/bench_presets.py``).
 """
@@ -56,6 +66,7 @@ _SQUARE_QUERIES = {"quick": 300, "standard": 1000, "thorough": 5000}
 _RESTARTS = {"quick": 1, "standard": 2, "thorough": 3}
 _MAX_STEPS = {"quick": 40, "standard": 80, "thorough": 160}
 _MAX_EOT = {"quick": 20, "standard": 40, "thorough": 80}
+_GUARD = {"quick": (5, [0, 10]), "standard": (20, [0, 1, 10]), "thorough": (40, [0, 1, 10, 100])}
 _SIA = {"quick": (5, []), "standard": (10, ["2/255", "4/255", "8/255"]), "thorough": (20, GRIDS["thorough"])}
 
 
@@ -69,7 +80,7 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
 
     Returns:
         The sections ``grid``, ``attacks``, ``defenses``, ``adaptive``, ``detectors``,
-        ``surrogates`` and ``attack_images``, as a configuration file holds them.
+        ``surrogates``, ``guard`` and ``attack_images``, as a configuration file holds them.
 
     Raises:
         ValueError: an unknown preset.
@@ -101,6 +112,8 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         "adaptive": adaptive,
         "detectors": {"reference": {}, "squeeze": {}},
         "surrogates": [],
+        # a defense and a reference-free detector are configured: the guard they make is evaluated too
+        "guard": {"steps": _GUARD[preset][0], "lambdas": list(_GUARD[preset][1])},
     }
     if transfer:
         settings["surrogates"] = [{"name": "small-cnn", "train": {"arch": "small-cnn", "epochs": 15, "data": train_data}}]

@@ -32,6 +32,7 @@ from medrobust.report import figures_robustness as fr
 from medrobust.report import tables
 from medrobust.report.fields import Fields
 from medrobust.report.figure import ReportFigure
+from medrobust.report.guard_section import guard_section
 from medrobust.report.page import document, figure_html, note
 from medrobust.report.run_contents import RunContents
 from medrobust.report.scorecard_html import scorecard_section
@@ -215,6 +216,7 @@ def build_report(run_dir: str | Path) -> Path:
         ("transfer", "Transfer", _transfer(b, contents)),
         ("defenses", "Defenses", _defenses(b, contents)),
         ("detection", "Detection", _detection(b, contents)),
+        ("guard", "Guarded model", guard_section(metrics.guard)),
         ("methods", "Methods and settings", _methods(contents)),
     ]
     figures_dir = run_dir / FIGURES_DIR

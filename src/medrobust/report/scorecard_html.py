@@ -78,6 +78,9 @@ def scorecard_table(f: Fields) -> str:
                   f'{f.span(SC, r + "/dangerous_flips_text", "text")}<br>'
                   f'<span class="small">at {f.span(SC, r + "/main_eps", "eps")}</span>',
                   _detection(f, i, row), f'<b>{f.span(SC, r + "/score_text", "text")}</b>']
+        if row.get("clean_abstention_rate") is not None:  # a guarded row: the guard's cost beside its accuracy
+            cells[1] += (f'<br><span class="small">clean abstention '
+                         f'{f.span(SC, r + "/clean_abstention_rate", "pct")}</span>')
         if row.get("warning"):
             cells[1] += f'<br><span class="warning">{f.span(SC, r + "/warning", "text")}</span>'
         rows.append(f'<tr data-row="{escape(row["label"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

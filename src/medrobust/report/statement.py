@@ -23,10 +23,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from medrobust.evaluation.results import METRICS_FILE, read_metrics
+from medrobust.evaluation.results import METRICS_FILE, GuardOutcome, read_metrics
 from medrobust.evaluation.run_dir import atomic_write_text
 from medrobust.evaluation.scorecard import SCORECARD_FILE, build_scorecard, read_scorecard, write_scorecard
 from medrobust.report.fields import Fields, pointer
+from medrobust.report.guard_section import guard_statement
 from medrobust.report.scorecard_html import SC, budget_columns, definitions_html, not_tested_html, overall_html, scorecard_table
 
 log = logging.getLogger(__name__)
@@ -247,6 +248,11 @@ def _pair(left: tuple[str, str], right: tuple[str, str], css: str = "") -> str:
     return f'<div class="grid {css}">{_section(*left)}{_section(*right)}</div>'
 
 
+def _guard_outcome(metrics: dict[str, Any]) -> GuardOutcome | None:
+    """metrics.json's guard figures as their type (None: no guard stage)."""
+    return GuardOutcome.model_validate(metrics["guard"]) if metrics.get("guard") else None
+
+
 def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The statement's HTML from the parsed scorecard.json and metrics.json."""
     f = Fields(scorecard=scorecard, metrics=metrics)
@@ -254,7 +260,7 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
     defenses, detectors = _defenses_and_detectors(f)
     body = "\n".join([
         _pair(("Model", _model(f)), ("Data", _data(f))),
-        _section("Threat models and budgets", _threats(f)),
+        _section("Threat models and budgets", _threats(f) + guard_statement(_guard_outcome(metrics))),
         _section("Scorecard", overall_html(f) + scorecard_table(f)),
         _pair(("Defenses: cost on clean images", defenses), ("Detectors: false alarms", detectors), "wide-right"),
         _pair(("Limitations: what was not tested", _limitations(f)), ("Requirements this gives evidence for", _regulatory())),

@@ -181,6 +181,21 @@ def _detector(w: _Writer, detector: DetectorOutcome, main: AttackOutcome | None)
     w.sentences.append(sentence + ".")
 
 
+def _guard(w: _Writer, metrics: RunMetrics) -> None:
+    """The guard at its largest budget: the share of attacked images it accepts with a wrong label,
+    and its clean cost."""
+    g = metrics.guard
+    if g is None or not g.budgets:
+        return
+    i, b = max(enumerate(g.budgets), key=lambda item: item[1].eps)
+    what = " + ".join([g.defense or "no defense", *g.detectors])
+    w.sentences.append(
+        f"Guarded by {escape(what)} (as <code>mr.guard.from_run</code> serves it), against an attacker who knows "
+        f"the defense and the detectors, {w.pct('guard_evasion', b.evasion_rate, f'guard.budgets.{i}.evasion_rate')} "
+        f"of attacked images at {format_eps(b.eps)} are accepted with a wrong label; the guard abstains on "
+        f"{w.pct('guard_clean_abstention', g.clean.abstained_rate, 'guard.clean.abstained_rate')} of clean images.")
+
+
 def build_summary(contents: RunContents) -> Summary:
     """The summary's HTML (a score line and a list of plain sentences) and the numbers it quotes."""
     metrics = contents.metrics
@@ -198,6 +213,7 @@ def build_summary(contents: RunContents) -> Summary:
         w.sentences.append("This run contains no attack results.")
     for detector in metrics.detectors:
         _detector(w, detector, main)
+    _guard(w, metrics)
     rb = metrics.robustbench
     if rb is not None:
         w.sentences.append(f"In RobustBench's terms (AutoAttack without FAB-T at 8/255 L-inf on float images, not "

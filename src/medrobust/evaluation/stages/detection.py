@@ -80,39 +80,56 @@ def reference_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcom
 
 def squeeze_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcome:
     """The squeeze detector, calibrated to its target false-alarm rate on clean images none of
-    which it judges: a calibration folder, the validation split, or (when the test set is all
-    there is) cross-fitted over the test images' folds."""
+    which it judges (:func:`squeeze_calibration`)."""
     from medrobust.detection.squeeze import SqueezeDetector
 
     sq = ctx.config.detectors.squeeze
     assert sq is not None
     det = SqueezeDetector(sq.squeezers, target_fpr=sq.target_fpr)
-    thresholds, per_fold = None, None
+    thresholds, per_fold, note = squeeze_calibration(ctx, det)
+    with ctx.progress.stage("detector squeeze", ctx.n) as bar:
+        stage = detection_stage(ctx.engine, ctx.stages / "detection" / "squeeze", det, False, ctx.inputs, white,
+                                ctx.batch_size, ctx.seed, thresholds, bar.advance)
+    return detector_outcome("squeeze", det, stage, white, per_fold, note)
+
+
+def squeeze_calibration(ctx: RunContext, det, target_fpr: float | None = None, quiet: bool = False
+                        ) -> tuple[np.ndarray | None, list[float] | None, str]:
+    """Calibrate the squeeze detector ``det`` at ``target_fpr`` (default: its own) the run's way:
+    on a calibration folder or the validation split when there is one (``det`` is then fitted),
+    else cross-fitted over the test images' folds. The detection stage and the guard stage both
+    calibrate here, so the guard is judged with the detection stage's thresholds.
+
+    Returns:
+        ``(per-image thresholds, one threshold per fold, how it was calibrated)``; the first two
+        are None when ``det`` was fitted once (its ``threshold`` judges every image).
+    """
+    sq = ctx.config.detectors.squeeze
+    assert sq is not None
     if sq.calibration or "val" in ctx.parts:
         from medrobust.data.sources import clean_image_folder
 
         source = clean_image_folder(sq.calibration, size=ctx.config.data.size) if sq.calibration else ctx.parts["val"]
         clean = first_readable(source, sq.calibration_images, ctx.batch_size, ctx.skipped,
                                "calibrate the squeeze detector on")
-        det.fit(ctx.model, clean)
+        det.fit(ctx.model, clean, target_fpr=target_fpr)
         note = (f"{len(clean)} clean images in {sq.calibration} (none of them tested)" if sq.calibration
                 else f"{len(clean)} clean validation images (none of them tested)")
-    else:
-        scores = clean_scores_stage(ctx.engine, ctx.stages / "detection" / "squeeze-clean-scores", det, ctx.inputs,
-                                    ctx.batch_size, ctx.seed)
-        folds = cross_fit_folds(ctx.n, sq.folds, ctx.seed)
-        thresholds, per_fold = fold_thresholds(scores, folds, lambda s: float(det.calibrate(s, quiet=True).threshold))
-        note = (f"{len(folds)}-fold cross-fitting over the {ctx.n} clean test images: each image is judged "
-                "with a threshold calibrated on the other folds, never on itself")
+        return None, None, note
+    scores = clean_scores_stage(ctx.engine, ctx.stages / "detection" / "squeeze-clean-scores", det, ctx.inputs,
+                                ctx.batch_size, ctx.seed)
+    folds = cross_fit_folds(ctx.n, sq.folds, ctx.seed)
+    thresholds, per_fold = fold_thresholds(
+        scores, folds, lambda s: float(det.calibrate(s, target_fpr=target_fpr, quiet=True).threshold))
+    note = (f"{len(folds)}-fold cross-fitting over the {ctx.n} clean test images: each image is judged "
+            "with a threshold calibrated on the other folds, never on itself")
+    if not quiet:
         log.info("squeeze detector: no images besides the test set, so %s", note)
-        if ctx.n - max(map(len, folds)) < 1.0 / sq.target_fpr:
+        if ctx.n - max(map(len, folds)) < 1.0 / det.target_fpr:
             log.warning("squeeze detector: about %d clean images per calibration are few for a %.1f%% "
                         "false-alarm target; each threshold is the largest clean score of its folds",
-                        ctx.n - max(map(len, folds)), 100 * sq.target_fpr)
-    with ctx.progress.stage("detector squeeze", ctx.n) as bar:
-        stage = detection_stage(ctx.engine, ctx.stages / "detection" / "squeeze", det, False, ctx.inputs, white,
-                                ctx.batch_size, ctx.seed, thresholds, bar.advance)
-    return detector_outcome("squeeze", det, stage, white, per_fold, note)
+                        ctx.n - max(map(len, folds)), 100 * det.target_fpr)
+    return thresholds, per_fold, note
 
 
 def _roc(clean_scores: np.ndarray, attacked: np.ndarray) -> tuple[float, dict[str, list[float]]]:
