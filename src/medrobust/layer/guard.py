@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,30 @@ def _step(name: str, fn, *args):  # noqa: ANN001, ANN202
         return fn(*args)
     except Exception as err:  # fail closed: every error of a step becomes an abstention
         raise _StepFailed(name, err) from err
+
+
+STEPS = ("read", "detectors", "defense", "model", "total")
+"""The steps :meth:`Guard.predict` times when given ``timings``: reading (and resizing) the images,
+the detectors, the defense, the model (on the image as received and on the defended one), and
+the whole call."""
+
+Screen = Callable[[torch.Tensor, list[str]], list[str]]
+"""A stateful check run on each batch as read, before the guard's own steps: ``screen(x, ids)``
+returns one reason per image, ``""`` for an image it does not flag (the query-attack watch of
+:mod:`medrobust.layer.guard_watch`)."""
+
+
+@contextmanager
+def _timed(timings: dict[str, float] | None, step: str) -> Iterator[None]:
+    """Add the block's wall time to ``timings[step]`` (nothing when ``timings`` is None)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 class Guard(nn.Module):
@@ -185,7 +211,8 @@ class Guard(nn.Module):
                 "detectors": detectors, "on_flag": self.on_flag, "medrobust": __version__,
                 "evaluated": self.run_figures}
 
-    def predict(self, images: Any, batch_size: int | None = None) -> GuardResult:
+    def predict(self, images: Any, batch_size: int | None = None, *, timings: dict[str, float] | None = None,
+                screen: Screen | None = None) -> GuardResult:
         """The guard's decision on each image (see :mod:`medrobust.layer.guard_answers`).
 
         Args:
@@ -193,6 +220,11 @@ class Guard(nn.Module):
                 :class:`~medrobust.layer.images.Images`, or arrays / tensors (N, C, H, W) in
                 [0, 1]; files are resized to the model's input size as ``mr.predict`` does.
             batch_size: images per batch. Default None: the guard's.
+            timings: a dict the call adds each step's seconds to (:data:`STEPS`), for a server's
+                latency figures. Default None: not timed.
+            screen: a :data:`Screen` run on each batch as read; an image it gives a reason for is
+                flagged as a detector would flag it (``on_flag`` decides; the reason is added).
+                Default None.
 
         Returns:
             The :class:`GuardResult`: one answer per image given, in order, unreadable and bad
@@ -205,39 +237,63 @@ class Guard(nn.Module):
             ValueError: a source the readers refuse as a whole (no such folder, a tensor that is
                 not a batch of images).
         """
+        started = time.perf_counter()
         fixed = self.input_size[0] if self.input_size and self.input_size[0] == self.input_size[1] else None
-        inputs = guard_inputs(images, fixed)
+        with _timed(timings, "read"):
+            inputs = guard_inputs(images, fixed)
         answers: dict[str, GuardAnswer] = dict(inputs.early)
         if inputs.images is not None:
-            for x, _, ids in inputs.images.batches(batch_size or self.batch_size):
-                for answer in self._answer_batch(x, list(ids)):
-                    answers[answer.id] = answer
+            batches = inputs.images.batches(batch_size or self.batch_size)
+            while True:
+                with _timed(timings, "read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                x, ids = batch[0], list(batch[2])
+                reasons = screen(x, ids) if screen is not None else [""] * len(ids)
+                for answer, reason in zip(self._answer_batch(x, ids, timings), reasons):
+                    answers[answer.id] = self._screened(answer, reason) if reason else answer
         for answer in inputs.unread(set(answers)):
             answers[answer.id] = answer
         for answer in answers.values():  # every answer names every detector (None: not scored)
             answer.thresholds = answer.thresholds or self._thresholds()
             answer.scores = {name: answer.scores.get(name) for name in self.detectors}
+        if timings is not None:
+            timings["total"] = timings.get("total", 0.0) + time.perf_counter() - started
         return GuardResult([answers[i] for i in inputs.order if i in answers])
 
+    def _screened(self, answer: GuardAnswer, reason: str) -> GuardAnswer:
+        """``answer`` with a screen's flag: ``on_flag`` decides (an abstention drops the labels), the
+        reason is added; an abstention for a failed step keeps its own reason first."""
+        answer.reason = f"{answer.reason}; {reason}" if answer.reason else reason
+        if answer.decision == "abstain" and not answer.flagged:
+            return answer  # a failed step: no label to withhold
+        answer.flagged = True
+        answer.decision = self.on_flag
+        if self.on_flag == "abstain":
+            answer.label = answer.undefended_label = answer.probabilities = None
+        return answer
+
     # --- the pipeline
-    def _answer_batch(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+    def _answer_batch(self, x: torch.Tensor, ids: list[str], timings: dict[str, float] | None = None
+                      ) -> list[GuardAnswer]:
         """The batch's answers; when a step raises, the batch again image by image, so only the
         images it fails on abstain."""
         try:
-            return self._answer(x, ids)
+            return self._answer(x, ids, timings)
         except Exception as caught:  # fail closed: even an error of the guard's own is an abstention
             err = caught if isinstance(caught, _StepFailed) else _StepFailed("the guard", caught)
             if len(ids) == 1:
                 log.warning("guard: %s: %s", ids[0], err)
                 return [failed_answer(ids[0], str(err), thresholds=self._thresholds())]
             log.warning("guard: a batch of %d images failed (%s); answering it image by image", len(ids), err)
-            return [a for i in range(len(ids)) for a in self._answer_batch(x[i : i + 1], ids[i : i + 1])]
+            return [a for i in range(len(ids)) for a in self._answer_batch(x[i : i + 1], ids[i : i + 1], timings)]
 
     def _thresholds(self) -> dict[str, float | None]:
         return {name: (None if getattr(det, "threshold", None) is None else float(det.threshold))
                 for name, det in self.detectors.items()}
 
-    def _answer(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+    def _answer(self, x: torch.Tensor, ids: list[str], timings: dict[str, float] | None = None) -> list[GuardAnswer]:
         finite = torch.isfinite(x.reshape(len(x), -1)).all(1)
         if not bool(finite.all()):  # files are checked by their readers; this is the last line
             good = torch.nonzero(finite).flatten().tolist()
@@ -245,20 +301,23 @@ class Guard(nn.Module):
             out = {ids[i]: failed_answer(ids[i], "the image holds a non-finite value (NaN or infinite); it was not "
                                                   "shown to the model") for i in bad}
             if good:
-                out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good])})
+                out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good], timings)})
             return [out[i] for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
-        judged = {name: _step(f"the {name} detector", det.detect, self.model, x, None, ids)
-                  for name, det in self.detectors.items()}
-        raw = _step("the model", self.model.logits, x, len(x))
+        with _timed(timings, "detectors"):
+            judged = {name: _step(f"the {name} detector", det.detect, self.model, x, None, ids)
+                      for name, det in self.detectors.items()}
+        with _timed(timings, "model"):
+            raw = _step("the model", self.model.logits, x, len(x))
         device = getattr(self.model, "device", x.device)
-        with torch.no_grad():
+        with torch.no_grad(), _timed(timings, "defense"):
             defended = (_step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
-        logits = _step("the model (on the defended image)", self.model.logits,
-                       torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
-                                   torch.zeros((), device=defended.device)), len(x))
+        with _timed(timings, "model"):
+            logits = _step("the model (on the defended image)", self.model.logits,
+                           torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
+                                       torch.zeros((), device=defended.device)), len(x))
         kind = self.model.output_kind
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
         probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
