@@ -1,5 +1,5 @@
 """``medrobust guard serve``: a model behind its defense and detectors, served over HTTP with the
-query-attack watch (docs/guard.md). Needs the ``service`` extra: ``pip install 'medrobust[service]'``.
+query-attack watch (README.md, "Guarded inference"). Needs the ``service`` extra: ``pip install 'medrobust[service]'``.
 
 The guard is a finished run's (``--run RUN``: its model, defense, detector and threshold, checked
 by the model's SHA-256) or one put together here (``--model M`` with the contract options every

@@ -25,8 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from medrobust.layer.detect import with_model_channels
 from medrobust.layer.guard_answers import GuardAnswer, GuardResult, failed_answer
 from medrobust.layer.guard_detectors import calibrate_guard_detectors, guard_detectors
 from medrobust.layer.guard_inputs import guard_inputs
+from medrobust.layer.guard_steps import Screen, StepFailed, step, timed, untrusted_values
 from medrobust.layer.models import load_model
 from medrobust.models.contract import ModelContract
 
@@ -46,45 +46,6 @@ log = logging.getLogger(__name__)
 
 ON_FLAG = ("abstain", "warn")
 """What a guard does with an image a detector flags."""
-
-
-class _StepFailed(Exception):
-    """One step of the guard raised on a batch (which step, and the error)."""
-
-    def __init__(self, step: str, error: Exception) -> None:
-        message = " ".join(str(error).split())[:300] or type(error).__name__
-        super().__init__(f"{step} failed on this image ({type(error).__name__}: {message})")
-
-
-def _step(name: str, fn, *args):  # noqa: ANN001, ANN202
-    try:
-        return fn(*args)
-    except Exception as err:  # fail closed: every error of a step becomes an abstention
-        raise _StepFailed(name, err) from err
-
-
-STEPS = ("read", "detectors", "defense", "model", "total")
-"""The steps :meth:`Guard.predict` times when given ``timings``: reading (and resizing) the images,
-the detectors, the defense, the model (on the image as received and on the defended one), and
-the whole call."""
-
-Screen = Callable[[torch.Tensor, list[str]], list[str]]
-"""A stateful check run on each batch as read, before the guard's own steps: ``screen(x, ids)``
-returns one reason per image, ``""`` for an image it does not flag (the query-attack watch of
-:mod:`medrobust.layer.guard_watch`)."""
-
-
-@contextmanager
-def _timed(timings: dict[str, float] | None, step: str) -> Iterator[None]:
-    """Add the block's wall time to ``timings[step]`` (nothing when ``timings`` is None)."""
-    if timings is None:
-        yield
-        return
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[step] = timings.get(step, 0.0) + time.perf_counter() - start
 
 
 class Guard(nn.Module):
@@ -220,7 +181,7 @@ class Guard(nn.Module):
                 :class:`~medrobust.layer.images.Images`, or arrays / tensors (N, C, H, W) in
                 [0, 1]; files are resized to the model's input size as ``mr.predict`` does.
             batch_size: images per batch. Default None: the guard's.
-            timings: a dict the call adds each step's seconds to (:data:`STEPS`), for a server's
+            timings: a dict the call adds each step's seconds to (:data:`~medrobust.layer.guard_steps.STEPS`), for a server's
                 latency figures. Default None: not timed.
             screen: a :data:`Screen` run on each batch as read; an image it gives a reason for is
                 flagged as a detector would flag it (``on_flag`` decides; the reason is added).
@@ -239,13 +200,13 @@ class Guard(nn.Module):
         """
         started = time.perf_counter()
         fixed = self.input_size[0] if self.input_size and self.input_size[0] == self.input_size[1] else None
-        with _timed(timings, "read"):
+        with timed(timings, "read"):
             inputs = guard_inputs(images, fixed)
         answers: dict[str, GuardAnswer] = dict(inputs.early)
         if inputs.images is not None:
             batches = inputs.images.batches(batch_size or self.batch_size)
             while True:
-                with _timed(timings, "read"):
+                with timed(timings, "read"):
                     batch = next(batches, None)
                 if batch is None:
                     break
@@ -282,7 +243,7 @@ class Guard(nn.Module):
         try:
             return self._answer(x, ids, timings)
         except Exception as caught:  # fail closed: even an error of the guard's own is an abstention
-            err = caught if isinstance(caught, _StepFailed) else _StepFailed("the guard", caught)
+            err = caught if isinstance(caught, StepFailed) else StepFailed("the guard", caught)
             if len(ids) == 1:
                 log.warning("guard: %s: %s", ids[0], err)
                 return [failed_answer(ids[0], str(err), thresholds=self._thresholds())]
@@ -305,17 +266,17 @@ class Guard(nn.Module):
             return [out[i] for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
-        with _timed(timings, "detectors"):
-            judged = {name: _step(f"the {name} detector", det.detect, self.model, x, None, ids)
+        with timed(timings, "detectors"):
+            judged = {name: step(f"the {name} detector", det.detect, self.model, x, None, ids)
                       for name, det in self.detectors.items()}
-        with _timed(timings, "model"):
-            raw = _step("the model", self.model.logits, x, len(x))
+        with timed(timings, "model"):
+            raw = step("the model", self.model.logits, x, len(x))
         device = getattr(self.model, "device", x.device)
-        with torch.no_grad(), _timed(timings, "defense"):
-            defended = (_step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
+        with torch.no_grad(), timed(timings, "defense"):
+            defended = (step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
-        with _timed(timings, "model"):
-            logits = _step("the model (on the defended image)", self.model.logits,
+        with timed(timings, "model"):
+            logits = step("the model (on the defended image)", self.model.logits,
                            torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
                                        torch.zeros((), device=defended.device)), len(x))
         kind = self.model.output_kind
@@ -325,7 +286,7 @@ class Guard(nn.Module):
         answers = []
         for i, image_id in enumerate(ids):
             scores = {name: float(r.scores[i]) for name, r in judged.items()}
-            failure = _failure(scores, raw[i], bool(defended_ok[i]), logits[i], probabilities[i])
+            failure = untrusted_values(scores, raw[i], bool(defended_ok[i]), logits[i], probabilities[i])
             if failure:
                 answers.append(failed_answer(image_id, failure, scores, thresholds))
                 continue
@@ -350,22 +311,6 @@ class Guard(nn.Module):
 
 def _threshold_text(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
-
-
-def _failure(scores: dict[str, float], raw: torch.Tensor, defended_ok: bool, logits: torch.Tensor,
-             probabilities: torch.Tensor) -> str:
-    """Why one image's values cannot be trusted, or ``""``."""
-    for name, score in scores.items():
-        if not np.isfinite(score):
-            return (f"the {name} detector's score is not a finite number ({score}): the model's output on the image, "
-                    "or on the detector's changed copy of it, is not finite")
-    if not bool(torch.isfinite(raw).all()):
-        return "the model's output on the image is not a finite number (NaN or infinite)"
-    if not defended_ok:
-        return "the defense's output is not a finite number (NaN or infinite)"
-    if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(probabilities).all()):
-        return "the model's output on the defended image is not a finite number (NaN or infinite)"
-    return ""
 
 
 def _json_ready(value: Any) -> Any:

@@ -2,7 +2,7 @@
 :class:`~medrobust.layer.guard.Guard` behind HTTP, the query-attack watch in front of it.
 
 Its own process, apart from the platform's web process (which never loads a model: nothing in
-:mod:`medrobust.service.app` imports this module). Routes (docs/guard.md):
+:mod:`medrobust.service.app` imports this module). Routes (README.md, "Guarded inference"):
 
 * ``POST /v1/predict``: multipart field ``images`` (repeatable): PNG, JPEG or DICOM files, or
   zip/tar archives of them (any folder layout), received with the platform's caps and archive

@@ -12,7 +12,7 @@ it answered; scrape each, or run one process per port behind the balancer):
 * ``medrobust_guard_query_watch_flags_total``: images answered while their client was flagged by
   the query-attack watch;
 * ``medrobust_guard_step_seconds{step}``: a histogram per step of each request's guard work
-  (``read``, ``detectors``, ``defense``, ``model``, ``total``: see :data:`medrobust.layer.guard.STEPS`).
+  (``read``, ``detectors``, ``defense``, ``model``, ``total``: see :data:`medrobust.layer.guard_steps.STEPS`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 
 at 224 px a few hundred on a CPU)."""
 
 STEPS = ("read", "detectors", "defense", "model", "total")
-"""The steps timed (the guard's :data:`~medrobust.layer.guard.STEPS`; repeated here so that the web
+"""The steps timed (the guard's :data:`~medrobust.layer.guard_steps.STEPS`; repeated here so that the web
 side of the server needs no torch to render them)."""
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
