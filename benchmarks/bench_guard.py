@@ -24,7 +24,7 @@ detector study's benign changes (``detection.benign.benign_changes``, 3 draws of
 per image, plus the image itself: 13 queries per image, each image's copies in a row) of distinct
 phantoms, ``--benign`` queries in all.
 
-``--quick``: the 64 px model only, 30 requests, 3 images, 1,300 benign queries. Prints JSON (and
+``--quick``: the 64 px model only, 10 requests, 2 images, 260 benign queries (a check that it runs). Prints JSON (and
 writes it with --out). Numbers are wall times on a shared machine: compare the ratios in one run.
 """
 
@@ -50,6 +50,11 @@ import numpy as np
 import torch
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
+
+
+def note(text: str) -> None:
+    """Progress on stderr (stdout holds the JSON)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -241,7 +246,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sizes = [64] if args.quick else [64, 224]
-    requests, images, benign = (30, 3, 1300) if args.quick else (args.requests, args.images, args.benign)
+    requests, images, benign = (10, 2, 260) if args.quick else (args.requests, args.images, args.benign)
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                               "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
                               "models": {}}
@@ -254,11 +259,14 @@ def main() -> None:
             mr.write_phantoms(calibration, per_class=10, size=size, seed=5)
             checkpoint = build_model(size, root)
             x = phantoms(size, 8, seed=9)
+            note(f"{size} px: in process")
             local = in_process(checkpoint, calibration, x, requests)
+            note(f"{size} px: through HTTP")
             entry = {"model": f"densenet121 (random weights) at {size} px", "in_process": local}
             entry.update(served(checkpoint, calibration, x, requests, local["guard"]["p50_ms"]))
             result["models"][str(size)] = entry
             if size == 64:
+                note("query watch: Square through HTTP, then the benign replay")
                 result["query_watch"] = query_watch(checkpoint, calibration, size, images, benign, root)
     text = json.dumps(result, indent=2)
     print(text)

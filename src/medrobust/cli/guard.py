@@ -104,11 +104,15 @@ def serve(
         "--stop-with-parent", hidden=True, help="Stop when this process is gone.")] = None,
 ) -> None:
     """Serve a guard: POST /v1/predict, GET /v1/guard, /healthz, /metrics."""
+    if (run is None) == (model is None):
+        raise ValueError("give the guard to serve as --run RUN (a finished run folder) or as --model MODEL, one of them")
     try:
         import uvicorn
 
-        from medrobust.service.guard_app import create_guard_app, guard_limits
         from medrobust.service.guard_auth import check_auth_choice
+
+        check_auth_choice(host, data_dir, no_auth)  # refused before the heavier imports and the model
+        from medrobust.service.guard_app import create_guard_app, guard_limits
         from medrobust.service.guard_spec import SPEC_VARIABLE, GuardSpec, build_guard
     except ImportError as err:
         raise ValueError(f"the guard server needs the service extra ({err.name} is missing): "
@@ -116,8 +120,6 @@ def serve(
     import medrobust as mr
     from medrobust.service.limits import MiB
 
-    if (run is None) == (model is None):
-        raise ValueError("give the guard to serve as --run RUN (a finished run folder) or as --model MODEL, one of them")
     contract = {"classes": classes, "input_size": input_size, "channels": channels, "intensity": intensity,
                 "output_kind": output_kind, "arch": arch, "trust_pickle": trust_pickle or None, "outputs": outputs,
                 "channels_last": channels_last}
@@ -127,7 +129,6 @@ def serve(
             extra = ", ".join(given + (["--detector"] if detector else []))
             raise ValueError(f"{extra}: a run's guard takes its model, contract and detectors from the run {run}; "
                              "leave them out, or serve --model with them")
-    check_auth_choice(host, data_dir, no_auth)
     watch_settings = {"radius": watch_radius, "neighbours": watch_neighbours, "window": watch_window,
                       "max_near_rate": watch_rate} if watch else None
     if watch_settings is not None:
