@@ -45,6 +45,7 @@ _LAYER = {
     "defend": "medrobust.layer.defend", "Defended": "medrobust.layer.defend",
     "detect": "medrobust.layer.detect", "Detection": "medrobust.layer.detect",
     "guard": "medrobust.layer.guard_from_run", "Guard": "medrobust.layer.guard", "GuardResult": "medrobust.layer.guard_answers",
+    "QueryWatch": "medrobust.layer.guard_watch",
     "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
     "evaluate": "medrobust.layer.evaluate",
     "compare": "medrobust.layer.compare", "Comparison": "medrobust.layer.compare",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
     from medrobust.layer.guard import Guard
     from medrobust.layer.guard_answers import GuardResult
     from medrobust.layer.guard_from_run import guard
+    from medrobust.layer.guard_watch import QueryWatch
     from medrobust.layer.images import Images, open_images
     from medrobust.layer.models import list_models, load_model
     from medrobust.layer.phantoms import phantom_gallery, write_phantoms

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,27 +39,13 @@ from medrobust.layer.detect import with_model_channels
 from medrobust.layer.guard_answers import GuardAnswer, GuardResult, failed_answer
 from medrobust.layer.guard_detectors import calibrate_guard_detectors, guard_detectors
 from medrobust.layer.guard_inputs import guard_inputs
+from medrobust.layer.guard_steps import Screen, StepFailed, step, timed, untrusted_values
 from medrobust.layer.models import load_model
 from medrobust.models.contract import ModelContract
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ON_FLAG", "Guard", "guard"]
-
-
-class _StepFailed(Exception):
-    """One step of the guard raised on a batch (which step, and the error)."""
-
-    def __init__(self, step: str, error: Exception) -> None:
-        message = " ".join(str(error).split())[:300] or type(error).__name__
-        super().__init__(f"{step} failed on this image ({type(error).__name__}: {message})")
-
-
-def _step(name: str, fn, *args):  # noqa: ANN001, ANN202
-    try:
-        return fn(*args)
-    except Exception as err:  # fail closed: every error of a step becomes an abstention
-        raise _StepFailed(name, err) from err
 
 
 class Guard(nn.Module):
@@ -185,7 +172,8 @@ class Guard(nn.Module):
                 "detectors": detectors, "on_flag": self.on_flag, "medrobust": __version__,
                 "evaluated": self.run_figures}
 
-    def predict(self, images: Any, batch_size: int | None = None) -> GuardResult:
+    def predict(self, images: Any, batch_size: int | None = None, *, timings: dict[str, float] | None = None,
+                screen: Screen | None = None) -> GuardResult:
         """The guard's decision on each image (see :mod:`medrobust.layer.guard_answers`).
 
         Args:
@@ -193,6 +181,11 @@ class Guard(nn.Module):
                 :class:`~medrobust.layer.images.Images`, or arrays / tensors (N, C, H, W) in
                 [0, 1]; files are resized to the model's input size as ``mr.predict`` does.
             batch_size: images per batch. Default None: the guard's.
+            timings: a dict the call adds each step's seconds to (:data:`~medrobust.layer.guard_steps.STEPS`), for a server's
+                latency figures. Default None: not timed.
+            screen: a :data:`Screen` run on each batch as read; an image it gives a reason for is
+                flagged as a detector would flag it (``on_flag`` decides; the reason is added).
+                Default None.
 
         Returns:
             The :class:`GuardResult`: one answer per image given, in order, unreadable and bad
@@ -205,39 +198,63 @@ class Guard(nn.Module):
             ValueError: a source the readers refuse as a whole (no such folder, a tensor that is
                 not a batch of images).
         """
+        started = time.perf_counter()
         fixed = self.input_size[0] if self.input_size and self.input_size[0] == self.input_size[1] else None
-        inputs = guard_inputs(images, fixed)
+        with timed(timings, "read"):
+            inputs = guard_inputs(images, fixed)
         answers: dict[str, GuardAnswer] = dict(inputs.early)
         if inputs.images is not None:
-            for x, _, ids in inputs.images.batches(batch_size or self.batch_size):
-                for answer in self._answer_batch(x, list(ids)):
-                    answers[answer.id] = answer
+            batches = inputs.images.batches(batch_size or self.batch_size)
+            while True:
+                with timed(timings, "read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                x, ids = batch[0], list(batch[2])
+                reasons = screen(x, ids) if screen is not None else [""] * len(ids)
+                for answer, reason in zip(self._answer_batch(x, ids, timings), reasons):
+                    answers[answer.id] = self._screened(answer, reason) if reason else answer
         for answer in inputs.unread(set(answers)):
             answers[answer.id] = answer
         for answer in answers.values():  # every answer names every detector (None: not scored)
             answer.thresholds = answer.thresholds or self._thresholds()
             answer.scores = {name: answer.scores.get(name) for name in self.detectors}
+        if timings is not None:
+            timings["total"] = timings.get("total", 0.0) + time.perf_counter() - started
         return GuardResult([answers[i] for i in inputs.order if i in answers])
 
+    def _screened(self, answer: GuardAnswer, reason: str) -> GuardAnswer:
+        """``answer`` with a screen's flag: ``on_flag`` decides (an abstention drops the labels), the
+        reason is added; an abstention for a failed step keeps its own reason first."""
+        answer.reason = f"{answer.reason}; {reason}" if answer.reason else reason
+        if answer.decision == "abstain" and not answer.flagged:
+            return answer  # a failed step: no label to withhold
+        answer.flagged = True
+        answer.decision = self.on_flag
+        if self.on_flag == "abstain":
+            answer.label = answer.undefended_label = answer.probabilities = None
+        return answer
+
     # --- the pipeline
-    def _answer_batch(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+    def _answer_batch(self, x: torch.Tensor, ids: list[str], timings: dict[str, float] | None = None
+                      ) -> list[GuardAnswer]:
         """The batch's answers; when a step raises, the batch again image by image, so only the
         images it fails on abstain."""
         try:
-            return self._answer(x, ids)
+            return self._answer(x, ids, timings)
         except Exception as caught:  # fail closed: even an error of the guard's own is an abstention
-            err = caught if isinstance(caught, _StepFailed) else _StepFailed("the guard", caught)
+            err = caught if isinstance(caught, StepFailed) else StepFailed("the guard", caught)
             if len(ids) == 1:
                 log.warning("guard: %s: %s", ids[0], err)
                 return [failed_answer(ids[0], str(err), thresholds=self._thresholds())]
             log.warning("guard: a batch of %d images failed (%s); answering it image by image", len(ids), err)
-            return [a for i in range(len(ids)) for a in self._answer_batch(x[i : i + 1], ids[i : i + 1])]
+            return [a for i in range(len(ids)) for a in self._answer_batch(x[i : i + 1], ids[i : i + 1], timings)]
 
     def _thresholds(self) -> dict[str, float | None]:
         return {name: (None if getattr(det, "threshold", None) is None else float(det.threshold))
                 for name, det in self.detectors.items()}
 
-    def _answer(self, x: torch.Tensor, ids: list[str]) -> list[GuardAnswer]:
+    def _answer(self, x: torch.Tensor, ids: list[str], timings: dict[str, float] | None = None) -> list[GuardAnswer]:
         finite = torch.isfinite(x.reshape(len(x), -1)).all(1)
         if not bool(finite.all()):  # files are checked by their readers; this is the last line
             good = torch.nonzero(finite).flatten().tolist()
@@ -245,27 +262,30 @@ class Guard(nn.Module):
             out = {ids[i]: failed_answer(ids[i], "the image holds a non-finite value (NaN or infinite); it was not "
                                                   "shown to the model") for i in bad}
             if good:
-                out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good])})
+                out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good], timings)})
             return [out[i] for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
-        judged = {name: _step(f"the {name} detector", det.detect, self.model, x, None, ids)
-                  for name, det in self.detectors.items()}
-        raw = _step("the model", self.model.logits, x, len(x))
+        with timed(timings, "detectors"):
+            judged = {name: step(f"the {name} detector", det.detect, self.model, x, None, ids)
+                      for name, det in self.detectors.items()}
+        with timed(timings, "model"):
+            raw = step("the model", self.model.logits, x, len(x))
         device = getattr(self.model, "device", x.device)
-        with torch.no_grad():
-            defended = (_step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
+        with torch.no_grad(), timed(timings, "defense"):
+            defended = (step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
-        logits = _step("the model (on the defended image)", self.model.logits,
-                       torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
-                                   torch.zeros((), device=defended.device)), len(x))
+        with timed(timings, "model"):
+            logits = step("the model (on the defended image)", self.model.logits,
+                           torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
+                                       torch.zeros((), device=defended.device)), len(x))
         kind = self.model.output_kind
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
         probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
         raw_labels = kind.decide(raw, threshold)
         # the decision rule the run's guard stage measures (medrobust.detection.guard_decision)
         fired_by = detectors_fired({name: r.scores for name, r in judged.items()}, thresholds)
-        failures = [_failure({name: float(r.scores[i]) for name, r in judged.items()}, raw[i], bool(defended_ok[i]),
+        failures = [untrusted_values({name: float(r.scores[i]) for name, r in judged.items()}, raw[i], bool(defended_ok[i]),
                              logits[i], probabilities[i]) for i in range(len(ids))]
         decided = decisions(flagged(fired_by, len(ids)), self.on_flag, np.array([bool(f) for f in failures]))
         answers = []
@@ -295,22 +315,6 @@ class Guard(nn.Module):
 
 def _threshold_text(value: float | None) -> str:
     return "none" if value is None else f"{value:.4g}"
-
-
-def _failure(scores: dict[str, float], raw: torch.Tensor, defended_ok: bool, logits: torch.Tensor,
-             probabilities: torch.Tensor) -> str:
-    """Why one image's values cannot be trusted, or ``""``."""
-    for name, score in scores.items():
-        if not np.isfinite(score):
-            return (f"the {name} detector's score is not a finite number ({score}): the model's output on the image, "
-                    "or on the detector's changed copy of it, is not finite")
-    if not bool(torch.isfinite(raw).all()):
-        return "the model's output on the image is not a finite number (NaN or infinite)"
-    if not defended_ok:
-        return "the defense's output is not a finite number (NaN or infinite)"
-    if not bool(torch.isfinite(logits).all()) or not bool(torch.isfinite(probabilities).all()):
-        return "the model's output on the defended image is not a finite number (NaN or infinite)"
-    return ""
 
 
 def _json_ready(value: Any) -> Any:

@@ -90,22 +90,29 @@ class ArchiveMember:
         return any(p.startswith(".") or p == "__MACOSX" for p in self.parts)
 
 
-def list_members(archive: Path, context: ArchiveContext) -> tuple[str, list[ArchiveMember]]:
-    """The archive's kind (``zip``, ``tar``, ``tgz``) and its members, every rule checked."""
+def archive_kind(archive: Path) -> str | None:
+    """``zip``, ``tar`` or ``tgz`` as judged from the file's content (never its name), or None for
+    any other file (an image)."""
     with archive.open("rb") as handle:
         head = handle.read(tarfile.BLOCKSIZE)
     if head.startswith(_GZIP_MAGIC):
-        return "tgz", _list_tar(archive, "tgz", context)
+        return "tgz"
     # A tar header first: a tar whose last member is a zip passes zipfile.is_zipfile, which only
     # looks for a zip's end record in the last 64 kB; a zip never starts with a valid tar header.
     tar_header = _tar_header(head)
     if tar_header == "header":
-        return "tar", _list_tar(archive, "tar", context)
+        return "tar"
     if zipfile.is_zipfile(archive):
-        return "zip", _list_zip(archive, context)
-    if tar_header == "end":
-        return "tar", _list_tar(archive, "tar", context)  # an empty tar: refused for holding no image
-    raise context.refuse(f"is not a zip or tar archive (the formats accepted are {FORMATS})")
+        return "zip"
+    return "tar" if tar_header == "end" else None  # an empty tar: refused later for holding no image
+
+
+def list_members(archive: Path, context: ArchiveContext) -> tuple[str, list[ArchiveMember]]:
+    """The archive's kind (``zip``, ``tar``, ``tgz``) and its members, every rule checked."""
+    kind = archive_kind(archive)
+    if kind is None:
+        raise context.refuse(f"is not a zip or tar archive (the formats accepted are {FORMATS})")
+    return kind, (_list_zip(archive, context) if kind == "zip" else _list_tar(archive, kind, context))
 
 
 def _tar_header(block: bytes) -> str | None:

@@ -69,6 +69,7 @@ _CHUNK = 2**20
 _SHOWN_IGNORED = 5
 _IMAGES_FIX = ("pack one folder of images per class from plain files (zip -r images.zip Normal Pneumonia, "
                "or tar czf images.tar.gz Normal Pneumonia)")
+_PLAIN_IMAGES_FIX = "pack plain image files (PNG, JPEG, DICOM) into a zip or tar (zip -r images.zip my_images)"
 _CHECKPOINT_FIX = "zip the checkpoint folder that holds model.json and model.safetensors (zip -r model.zip my_model)"
 
 
@@ -88,11 +89,14 @@ class ExtractedImages:
 
 
 def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
-                           display_name: str | None = None) -> ExtractedImages:
+                           display_name: str | None = None, class_folders: bool = True) -> ExtractedImages:
     """Check the archive at ``archive`` against every rule above, then extract its images under
     ``dest`` (created if missing; best new or empty). ``display_name`` is the upload's file name
-    for messages (default: ``archive``'s name). Raises :class:`ArchiveRefused`."""
-    context = ArchiveContext(display_name or Path(archive).name, limits, _IMAGES_FIX)
+    for messages (default: ``archive``'s name). ``class_folders=False`` takes plain images in any
+    folder layout (the guard server's uploads: nothing is labelled), extracted at their paths
+    under ``dest``, with no classes. Raises :class:`ArchiveRefused`."""
+    context = ArchiveContext(display_name or Path(archive).name, limits,
+                             _IMAGES_FIX if class_folders else _PLAIN_IMAGES_FIX)
     kind, members = list_members(Path(archive), context)
     files = [m for m in members if not m.is_dir and not m.hidden]
     heads = _member_heads(kind, Path(archive), [m for m in files if not is_image_name(m.path)], context)
@@ -105,7 +109,7 @@ def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
     if len(kept) > limits.max_images:
         raise context.refuse(f"holds {len(kept):,} images, over the {limits.max_images:,} one job may test (the work "
                              "grows with every image); send a sample of them, or split them into several jobs")
-    wrapper, classes = _class_layout(kept, context)
+    wrapper, classes = _class_layout(kept, context) if class_folders else ((), _no_duplicates(kept, context))
     _extract(kind, Path(archive), kept, Path(dest), context)
     return ExtractedImages(Path(dest).joinpath(*wrapper), classes, len(kept), ignored)
 
@@ -156,6 +160,17 @@ def _some_of(names: list[str]) -> str:
     return f", only other files ({shown}{more})"
 
 
+def _no_duplicates(kept: list[ArchiveMember], context: ArchiveContext) -> list[str]:
+    """Refuse a member path that appears twice, or as both a file and a folder; no classes."""
+    seen: set[tuple[str, ...]] = set()
+    folders = {m.parts[:i] for m in kept for i in range(1, len(m.parts))}
+    for member in kept:
+        if member.parts in seen or member.parts in folders:
+            raise context.refuse("appears twice in the archive (or as both a file and a folder)", member.name)
+        seen.add(member.parts)
+    return []
+
+
 def _class_layout(kept: list[ArchiveMember], context: ArchiveContext) -> tuple[tuple[str, ...], list[str]]:
     """The wrapper folders above the class folders, and the classes. Wrappers are stripped while
     every image shares the first folder and some image lies deeper than ``class/image``."""
@@ -172,12 +187,7 @@ def _class_layout(kept: list[ArchiveMember], context: ArchiveContext) -> tuple[t
         where = f"in {'/'.join(wrapper)!r}" if wrapper else "at the top of the archive"
         raise context.refuse(f"is an image {where}, outside any class folder, where one folder per class is "
                              "expected (Normal/a.png, Pneumonia/b.png)", loose[0].name)
-    seen: dict[tuple[str, ...], ArchiveMember] = {}
-    folders = {m.parts[:i] for m in kept for i in range(1, len(m.parts))}
-    for member in kept:
-        if member.parts in seen or member.parts in folders:
-            raise context.refuse("appears twice in the archive (or as both a file and a folder)", member.name)
-        seen[member.parts] = member
+    _no_duplicates(kept, context)
     return wrapper, sorted({m.parts[len(wrapper)] for m in kept})
 
 

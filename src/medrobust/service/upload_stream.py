@@ -86,6 +86,9 @@ class ReceivedForm:
 
     fields: dict[str, str]
     files: dict[str, ReceivedFile]
+    """Each file field's part (a repeatable field's last one)."""
+    received: tuple[ReceivedFile, ...] = ()
+    """Every file part in the order sent (all of a repeatable field's)."""
 
 
 def display_filename(raw: str) -> str:
@@ -136,8 +139,11 @@ class _Receiver:
         text_fields: set[str],
         max_field_bytes: int,
         max_fields: int,
+        repeatable: frozenset[str] = frozenset(),
     ) -> None:
         self.folder = folder
+        self.repeatable = repeatable
+        self.received: list[ReceivedFile] = []
         self.file_caps = file_caps
         self.text_fields = text_fields
         self.max_field_bytes = max_field_bytes
@@ -214,14 +220,15 @@ class _Receiver:
                 f"The form has an unknown field {_quoted(name)}; the accepted fields are "
                 f"{_accepted(self.file_caps, self.text_fields)}.",
             )
-        if name in self._seen:
+        if name in self._seen and name not in self.repeatable:
             raise UploadRefused(422, f"The field {_quoted(name)} was sent more than once; send each field once.")
         self._seen.add(name)
         self._name = name
         if name in self.file_caps:
             raw_filename = options.get(b"filename", b"")
             self._filename = display_filename(raw_filename.decode("latin-1").encode("latin-1").decode("utf-8", "replace"))
-            path = self.folder / f"{name}{stored_suffix(self._filename)}"
+            stem = f"{name}-{len(self.received) + 1}" if name in self.repeatable else name
+            path = self.folder / f"{stem}{stored_suffix(self._filename)}"
             # "x": never follow or overwrite anything already there (a symlink planted in folder included).
             self._handle = open(path, "xb")  # closed in on_part_end, or by close()
             self._path = path
@@ -258,6 +265,7 @@ class _Receiver:
             self._handle = None
             assert self._path is not None
             self.files[self._name] = ReceivedFile(self._name, self._filename, self._path, self._size)
+            self.received.append(self.files[self._name])
         elif self._text is not None:
             try:
                 self.fields[self._name] = bytes(self._text).decode("utf-8")
@@ -294,13 +302,16 @@ async def receive_multipart(
     max_field_bytes: int,
     max_fields: int,
     idle_timeout_s: float | None = None,
+    repeatable: frozenset[str] = frozenset(),
 ) -> ReceivedForm:
     """Read ``request``'s ``multipart/form-data`` body as it streams in, storing each file part in
     ``folder`` (created if missing) and checking every cap on the running counts.
 
     ``file_caps`` maps each accepted file field to its cap in bytes; ``text_fields`` names the
-    accepted text fields. A file part is stored as ``folder/<field><suffix>`` (see
-    :func:`stored_suffix`), opened exclusively: ``folder`` should be fresh for each upload, and a
+    accepted text fields; ``repeatable`` names the file fields that may come several times (each
+    cap then applies to each part; :attr:`ReceivedForm.received` lists them all). A file part is
+    stored as ``folder/<field><suffix>`` (a repeatable field's as ``folder/<field>-<n><suffix>``,
+    n counting the file parts; see :func:`stored_suffix`), opened exclusively: ``folder`` should be fresh for each upload, and a
     file already there is an error of the caller (``FileExistsError``), not of the client.
 
     Raises :class:`UploadRefused` (after deleting every file it wrote) when the body is not
@@ -342,7 +353,7 @@ async def receive_multipart(
             )
 
     try:
-        receiver = _Receiver(folder, file_caps, text_fields, max_field_bytes, max_fields)
+        receiver = _Receiver(folder, file_caps, text_fields, max_field_bytes, max_fields, frozenset(repeatable))
         parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
     except FormParserError as exc:  # a boundary longer than RFC 2046 allows
         raise UploadRefused(
@@ -390,4 +401,4 @@ async def receive_multipart(
         raise
     finally:
         receiver.close()
-    return ReceivedForm(fields=dict(receiver.fields), files=dict(receiver.files))
+    return ReceivedForm(fields=dict(receiver.fields), files=dict(receiver.files), received=tuple(receiver.received))
