@@ -12,15 +12,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from medrobust.layer.guard_definition import guard_definition  # noqa: E402
 from medrobust.service.app import create_app  # noqa: E402
+from medrobust.service.job_files import job_files  # noqa: E402
 from medrobust.service.limits import ServiceLimits  # noqa: E402
 from medrobust.service.store import Store  # noqa: E402
 from medrobust.service.worker import Worker  # noqa: E402
+from tests.guard_run_files import write_finished_run  # noqa: E402
 
 API = "/api/v1/jobs"
 
@@ -98,6 +102,48 @@ def test_submitted_job_runs_to_done_with_its_results(finished, uploads):
     assert same[0] == pytest.approx(same[1])  # one network behind two file formats
 
 
+def test_a_finished_jobs_guard_yaml_is_its_runs_guard_definition(finished):
+    """guard.yaml (a file: YAML, named guard.yaml) and its JSON twin are the run's guard definition,
+    with the command that serves it on this host: the run folder's absolute path, and calibration
+    images asked for (the job had only test images: its squeeze threshold was cross-fitted)."""
+    client, token, _, a, _, data_dir = finished
+    auth = {"Authorization": f"Bearer {token}"}
+    files = job_files(data_dir, Store(data_dir).job(a))
+    expected = guard_definition(files.run.resolve()).to_dict()
+    response = client.get(f"{API}/{a[:8]}/guard.yaml", headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("application/yaml")
+    assert response.headers["content-disposition"] == 'attachment; filename="guard.yaml"'
+    assert yaml.safe_load(response.text) == expected
+    assert response.text.startswith(f"# medrobust guard of job {a} (run {files.run_name})")
+    assert "this service's host" in response.text.split("\nrun:", 1)[0]  # said in the header
+    assert expected["command"] == f"medrobust guard serve --run {files.run.resolve()} --calibration DIR"
+    assert expected["model"]["file"] == "model/chest-cnn" and expected["model"]["path"] == str(
+        (files.upload / "model" / "chest-cnn").resolve())
+    assert expected["defense"] == {"chosen": "jpeg+tv", "evaluated": ["jpeg+tv"]}
+    assert expected["evaluated"]["defense"]["adaptive_accuracy"] is not None
+    assert client.get(f"{API}/{a}/guard", headers=auth).json() == expected
+    links = client.get(f"{API}/{a}", headers=auth).json()["links"]
+    assert links["guard_yaml"] == f"{API}/{a}/guard.yaml" and links["guard"] == f"{API}/{a}/guard"
+    other = client.get(f"{API}/{a}/guard.yaml", params={"defense": "tv"}, headers=auth)
+    assert other.status_code == 422 and "evaluated the defenses ['jpeg+tv'], not 'tv'" in other.json()["detail"]
+    assert str(data_dir) not in other.json()["detail"]
+
+
+def test_a_job_with_nothing_to_guard_answers_409_with_why(service, uploads):
+    """A finished job whose run evaluated no defense and no squeeze detector: 409 with the sentence."""
+    job = submit(service.client, service.token, uploads.checkpoint_zip, uploads.images_zip).json()
+    store = Store(service.data_dir)
+    files = job_files(service.data_dir, store.job(job["id"]))
+    write_finished_run(files.run, defenses=(), squeeze=None)
+    assert store.finish(job["id"], None, "done")
+    for route in ("guard", "guard.yaml"):
+        answer = service.client.get(f"{API}/{job['id']}/{route}", headers=service.headers())
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["detail"].startswith(f"job {job['id']}: run {files.run_name}: nothing to guard: the run "
+                                                  "evaluated no defense and no reference-free detector")
+
+
 def test_list_is_newest_first_and_paged(finished):
     client, token, _, a, b, _ = finished
     auth = {"Authorization": f"Bearer {token}"}
@@ -137,7 +183,8 @@ def test_tenants_see_only_their_own_jobs(finished):
     client, _, other, a, _, _ = finished
     auth = {"Authorization": f"Bearer {other}"}
     assert client.get(API, headers=auth).json() == {"jobs": [], "total": 0, "limit": 20, "offset": 0}
-    for route in ("", "/events", "/report", "/statement", "/metrics", "/scorecard", "/artifacts.zip"):
+    for route in ("", "/events", "/report", "/statement", "/metrics", "/scorecard", "/artifacts.zip", "/guard",
+                  "/guard.yaml"):
         response = client.get(f"{API}/{a}{route}", headers=auth)
         assert response.status_code == 404, route
         assert "not found" in response.json()["detail"]
@@ -153,6 +200,7 @@ def test_tenants_see_only_their_own_jobs(finished):
 def test_every_api_route_needs_a_valid_token(service, headers, fragment):
     for method, route in [("get", API), ("get", f"{API}/x"), ("get", f"{API}/x/events"), ("get", f"{API}/x/report"),
                           ("get", f"{API}/x/artifacts.zip"), ("get", f"{API}/x/compare/y"), ("post", f"{API}/x/cancel"),
+                          ("get", f"{API}/x/guard"), ("get", f"{API}/x/guard.yaml"),
                           ("delete", f"{API}/x"), ("post", API)]:
         response = getattr(service.client, method)(route, headers=headers)
         assert response.status_code == 401, (method, route)
@@ -180,7 +228,7 @@ def test_results_of_an_unfinished_job_answer_409_and_cancel_then_delete(service,
     assert response.status_code == 202 and response.headers["location"].endswith(response.json()["id"])
     job = response.json()
     assert job["status"] == "queued" and job["preset"] == "quick"
-    for route in ("report", "statement", "metrics", "scorecard", "artifacts.zip"):
+    for route in ("report", "statement", "metrics", "scorecard", "artifacts.zip", "guard", "guard.yaml"):
         answer = service.client.get(f"{API}/{job['id']}/{route}", headers=service.headers())
         assert answer.status_code == 409 and "is queued" in answer.json()["detail"]
     cancelled = service.client.post(f"{API}/{job['id']}/cancel", headers=service.headers())

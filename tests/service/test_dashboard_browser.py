@@ -1,12 +1,14 @@
 """The dashboard in a real browser (headless Chromium through Playwright) against the real
 processes (``medrobust serve`` and a worker): sign in (a wrong token, then the right one),
 upload two models with their images (one named, with its version; one whose folders are paired
-with its classes by the class map field, after a refusal whose hint names that field), follow
-both jobs live to ``done`` (the "queued" banner follows its job and goes), read the headline,
-open the report, the statement and the comparison in the sandboxed viewer, download the
-artifacts, see a third job's place in the queue and cancel it, delete a job and sign out, with
-no console error and no failed request other than the deliberate 401 and 422 (and those a reload
-aborts in flight)."""
+with its classes by the class map field, after a refusal whose hint names that field, with a
+configuration of no defense and no detector), follow both jobs live to ``done`` (the "queued"
+banner follows its job and goes), read the headline, see "Serve this guard" (the first job's
+command, figures and guard.yaml; "nothing to guard" for the second), open the report, the
+statement and the comparison in the sandboxed viewer, download the artifacts, see a third job's
+place in the queue and cancel it, delete a job and sign out, with no console error and no failed
+request other than the deliberate 401 and 422, the 409 of the guard of the job with nothing to
+guard (and those a reload aborts in flight)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.progress_wait import wait_for
 
@@ -34,6 +37,8 @@ pytestmark = [
 ]
 
 NUMBER = re.compile(r"^\d+(\.\d+)?\b")  # "50.0 / 100"
+NOTHING_TO_GUARD = "attacks: [{name: pgd, params: {eps: 8/255, steps: 5}}]\ndefenses: []\n"
+"""A job's configuration without a defense or a detector: its run has nothing to guard."""
 FOLDERS = {"Normal": "NORMAL", "Pneumonia": "PNEU", "Pneumothorax": "PTX"}
 
 
@@ -156,9 +161,13 @@ def test_dashboard_end_to_end(live_service, tmp_path):
             page.click("#submit")
             expect(page.locator("#message")).to_contain_text("the class map field (class_map: FOLDER=CLASS pairs")
             expect(page.locator("#message")).not_to_contain_text("--class-map")
+            # (with a configuration of its own: one attack, no defense and no detector, so nothing to guard)
+            page.click("summary:has-text('Advanced: YAML configuration')")
+            page.fill("#config", NOTHING_TO_GUARD)
             second = upload(page, uploads.torchscript, renamed, classes="Normal, Pneumonia, Pneumothorax",
                             input_size="32", intensity="unit",
                             class_map="NORMAL=Normal, PNEU=Pneumonia, PTX=Pneumothorax")
+            page.fill("#config", "")
             expect(page.locator("#upload-progress")).to_have_attribute("value", "1")
             expect(page.locator("#message")).to_contain_text(f"Job {second} (chest-cnn.pt on xrays-renamed.zip)")
             rows = {job_id: page.locator(f'#jobs [data-job-id="{job_id}"]') for job_id in (first, second)}
@@ -189,6 +198,24 @@ def test_dashboard_end_to_end(live_service, tmp_path):
                 expect(row.locator(".files-ignored summary")).to_have_text("1 file ignored")
                 text = row.inner_text()
                 assert "null" not in text and "undefined" not in text and "[object" not in text, text
+
+            # "Serve this guard": the command (run folder on this host; calibration images, since the
+            # job's squeeze threshold was cross-fitted), the figures in one line, and guard.yaml
+            guard = rows[first].locator(".guard")
+            (run_folder,) = (live_service.data_dir / "jobs" / first).glob("chest-cnn-*")
+            command = f"medrobust guard serve --run {run_folder.resolve()} --calibration DIR"
+            expect(guard.locator(".guard-command")).to_have_text(command, timeout=30_000)
+            expect(guard.locator(".guard-figures")).to_contain_text(re.compile(
+                r"^Evaluated: jpeg\+tv: \d+\.\d% accuracy under adaptive attack .*; squeeze detector: flags \d+\.\d% of "
+                r"attacked images .* at \d+\.\d% false positives on clean images \(target 5\.0%\)$"))
+            expect(guard.locator(".guard-calibration")).to_contain_text("DIR: a folder of clean images")
+            with page.expect_download() as download:
+                guard.locator(".download-guard").click()
+            assert download.value.suggested_filename == "guard.yaml"
+            assert yaml.safe_load(Path(download.value.path()).read_text())["command"] == command
+            expect(rows[second].locator(".guard .guard-unavailable")).to_contain_text(
+                "nothing to guard: the run evaluated no defense and no reference-free detector", timeout=30_000)
+            expect(rows[second].locator(".guard-command")).to_have_count(0)
 
             row = rows[first]
             srcdoc = open_in_viewer(page, row.locator(".open-report"), "Robustness report: ")
@@ -269,9 +296,11 @@ def test_dashboard_end_to_end(live_service, tmp_path):
         finally:
             browser.close()
 
-    # the deliberate 401 and 422 (and Chromium's console lines about them) are the only errors
-    assert [r[:8] for r in bad_responses] == ["401 GET ", "422 POST"], bad_responses
-    assert [e for e in console_errors if "status of 401" not in e and "status of 422" not in e] == [], console_errors
+    # the deliberate 401 and 422, and the 409 of the guard of the job with nothing to guard (and
+    # Chromium's console lines about them) are the only errors
+    assert [r[:8] for r in bad_responses] == ["401 GET ", "422 POST", "409 GET "], bad_responses
+    assert bad_responses[2].endswith(f"/api/v1/jobs/{second}/guard"), bad_responses
+    assert [e for e in console_errors if not any(f"status of {s}" in e for s in (401, 409, 422))] == [], console_errors
     assert failed_requests == [], failed_requests
     assert all("/api/v1/" in line for line in aborted_by_reload), aborted_by_reload
 

@@ -1,6 +1,7 @@
 """The web process never loads a model: serving the dashboard, checking an upload (model file,
-archive, classes, configuration with its attack, defense and squeezer specs), queueing the job
-and every read route run without importing torch, in a fresh interpreter."""
+archive, classes, configuration with its attack, defense and squeezer specs), queueing the job,
+every read route and a finished job's guard definition (guard.yaml) run without importing torch,
+in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ import textwrap
 
 import pytest
 
+from tests.guard_run_files import write_finished_run
+
 pytest.importorskip("fastapi")
 
 SCRIPT = textwrap.dedent("""
+    import shutil
     import sys
     from pathlib import Path
     from fastapi.testclient import TestClient
     from medrobust.service.app import create_app
     from medrobust.service.store import Store
 
-    data_dir, model, images = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    from medrobust.service.job_files import job_files
+
+    data_dir, model, images, finished = (Path(a) for a in sys.argv[1:5])
     # every kind of component spec, checked by name and parameters before queueing
     CONFIG = ("attacks: [{name: 'pgd:steps=5', eps_sweep: [2/255]}, {name: sia, params: {n_copies: 3}}]\\n"
               "defenses: [jpeg:quality=60+tv]\\nadaptive: {attack: pgd, params: {steps: 5}}\\n"
@@ -43,6 +49,12 @@ SCRIPT = textwrap.dedent("""
         assert client.get(f"/api/v1/jobs/{job_id}", headers=auth).status_code == 200
         assert client.get(f"/api/v1/jobs/{job_id}/report", headers=auth).status_code == 409
         assert client.get(f"/api/v1/jobs/{job_id}/compare/{job_id}", headers=auth).status_code == 422  # itself
+        store = Store(data_dir)  # the job finished: its run folder holds a finished run's files
+        shutil.copytree(finished, job_files(data_dir, store.job(job_id)).run)
+        assert store.finish(job_id, None, "done")
+        guard = client.get(f"/api/v1/jobs/{job_id}/guard.yaml", headers=auth)
+        assert guard.status_code == 200 and "medrobust guard serve --run " in guard.text, guard.text
+        assert client.get(f"/api/v1/jobs/{job_id}/guard", headers=auth).json()["defense"]["chosen"] == "jpeg+tv"
         assert client.delete(f"/api/v1/jobs/{job_id}", headers=auth).status_code == 202
     import medrobust.report.compare  # what the compare route imports when it runs
     print("torch" in sys.modules)
@@ -50,7 +62,9 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_web_process_never_imports_torch(tmp_path, uploads):
+    write_finished_run(tmp_path / "finished-run")
     result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "service"), str(uploads.checkpoint_zip),
-                             str(uploads.images_zip)], capture_output=True, text=True, timeout=120)
+                             str(uploads.images_zip), str(tmp_path / "finished-run")],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == "False"

@@ -154,7 +154,7 @@ class Guard(nn.Module):
             ``{"model": {"file", "sha256"}, "classes", "defense", "gradient", "detectors": [{"name",
             "threshold", "target_fpr", "calibration": {"n_images", "source", ...}}], "on_flag",
             "medrobust", "evaluated"}``; ``evaluated``: the figures of the run it came from
-            (:func:`~medrobust.layer.guard_from_run.run_figures`), None for a guard built here.
+            (:func:`~medrobust.layer.guard_definition.run_figures`), None for a guard built here.
         """
         from medrobust.evaluation.run_dir import model_file_sha256
 

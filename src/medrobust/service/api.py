@@ -24,6 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
+from medrobust.layer.guard_definition import DefenseNotEvaluated, GuardDefinition, guard_definition
+from medrobust.service.guard_file import guard_yaml
 from medrobust.service.incoming_uploads import receiving_folder
 from medrobust.service.job_files import JobFiles, folder_bytes, incoming_dir, job_files, run_name
 from medrobust.service.job_view import API, job_json
@@ -306,6 +308,47 @@ async def job_artifacts(request: Request, job_id: str, who: Caller) -> FileRespo
     await run_in_threadpool(_zip_folder, files.run, Path(name))
     return FileResponse(name, media_type="application/zip", filename=f"{files.run_name}.zip",
                         background=BackgroundTask(os.unlink, name))
+
+
+def _job_guard(request: Request, job_id: str, who: Tenant, defense: str | None) -> tuple[str, GuardDefinition]:
+    """The finished job's guard definition (read from its run folder: no model is loaded); 409
+    when the job is not done or its run has nothing to guard, 422 for a defense it did not evaluate."""
+    files = _finished_run(request, job_id, who)
+    try:
+        return files.job_id, guard_definition(files.run.resolve(), defense)
+    except DefenseNotEvaluated as err:
+        raise HTTPException(422, f"job {files.job_id}: {_job_words(err, files)}") from None
+    except (ValueError, FileNotFoundError) as err:
+        raise HTTPException(409, f"job {files.job_id}: {_job_words(err, files)}") from None
+
+
+def _job_words(err: Exception, files: JobFiles) -> str:
+    """An error about the job's run folder, naming the run rather than its folder on the server."""
+    return str(err).replace(f"{files.run.resolve()}: ", f"run {files.run_name}: ", 1)
+
+
+_DEFENSE = Query(max_length=500, description="one of the run's defenses (default: its first)")
+
+
+@router.get("/jobs/{job_id}/guard", summary="The finished job's guard: what `medrobust guard serve` would serve "
+                                           "and what the run measured of it (JSON)")
+def job_guard(request: Request, job_id: str, who: Caller, defense: Annotated[str | None, _DEFENSE] = None) -> dict:
+    """The definition as JSON (the dashboard's "Serve this guard"); guard.yaml is the same as a file."""
+    return _job_guard(request, job_id, who, defense)[1].to_dict()
+
+
+@router.get("/jobs/{job_id}/guard.yaml", summary="The finished job's guard definition as a file, with the command "
+                                                "that serves it", response_class=Response,
+            responses={200: {"content": {"application/yaml": {}}}})
+def job_guard_yaml(request: Request, job_id: str, who: Caller,
+                   defense: Annotated[str | None, _DEFENSE] = None) -> Response:
+    """``guard.yaml``: the run's model (file, SHA-256, contract), defense, squeeze detector and
+    threshold, the run's figures and the exact ``medrobust guard serve --run`` command, which
+    runs on this service's host, where the run folder is. The web process loads no model."""
+    found_id, definition = _job_guard(request, job_id, who, defense)
+    return Response(guard_yaml(definition, found_id), media_type="application/yaml",
+                    headers={"Content-Disposition": 'attachment; filename="guard.yaml"',
+                             "X-Content-Type-Options": "nosniff"})
 
 
 def _zip_folder(folder: Path, out: Path) -> None:

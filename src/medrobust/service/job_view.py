@@ -40,6 +40,7 @@ def job_json(row: sqlite3.Row, now: float | None = None, queue_position: int | N
     if row["status"] == "done":
         links.update({name: f"{API}/{job_id}/{name}" for name in ("report", "statement", "scorecard", "metrics")})
         links["artifacts"] = f"{API}/{job_id}/artifacts.zip"
+        links.update({"guard": f"{API}/{job_id}/guard", "guard_yaml": f"{API}/{job_id}/guard.yaml"})
     return {
         "id": job_id,
         "name": request.get("name"),

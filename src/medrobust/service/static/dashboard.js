@@ -26,6 +26,7 @@ const state = {
   viewerDoc: null,      // {text, type} shown in the viewer, for "open in new tab"
   viewerOpener: null,   // the button that opened the viewer (focus returns there)
   bannerJob: null,      // id of the job the "Job ... queued" message follows (until it finishes)
+  guards: new Map(),    // id of a done job -> {definition} | {unavailable: sentence} | {pending: true}
 };
 
 const $ = (selector) => document.querySelector(selector);
@@ -226,6 +227,7 @@ function signOut(message = null) {
   state.selected.clear();
   state.deleted.clear();
   state.seen.clear();
+  state.guards.clear();
   closeViewer();
   $("#jobs").replaceChildren();
   $("#upload-form").reset();
@@ -277,6 +279,7 @@ function countStreams() {
 function forget(id) {
   if (state.bannerJob === id) showMessage(null);
   state.jobs.delete(id);
+  state.guards.delete(id);
   state.selected.delete(id);
   const controller = state.streams.get(id);
   if (controller) controller.abort();
@@ -433,6 +436,7 @@ function renderRow(job) {
         el("ul", {}, ...notTested.map((text) => el("li", { text })))));
     }
   }
+  if (job.status === "done") row.append(guardBlock(job));
   row.append(actionsBlock(job));
   return row;
 }
@@ -487,6 +491,72 @@ function headlineBlock(headline) {
       el("span", { class: "overall-label", text: "overall robustness score" })),
     el("ul", { class: "rows" }, ...(headline.rows || []).map((row) =>
       el("li", {}, el("span", { class: "label", text: `${row.label}: ` }), el("strong", { text: row.score ?? "—" })))));
+}
+
+// ---------------------------------------------------------------- serve this guard
+
+/** "Serve this guard": the run's guard (GET /jobs/ID/guard, read once per job): its figures in
+ * one line, the exact `medrobust guard serve` command and guard.yaml; or why there is none. */
+function guardBlock(job) {
+  const box = el("section", { class: "guard", "aria-label": `serve the guard of job ${job.id}` },
+    el("h3", { text: "Serve this guard" }));
+  const known = state.guards.get(job.id);
+  if (!known || known.pending) {
+    box.append(el("p", { class: "note guard-loading", text: "reading the run's guard…" }));
+    if (!known) loadGuard(job.id);
+    return box;
+  }
+  if (known.unavailable) {
+    box.classList.add("guard-none");
+    box.append(el("p", { class: "guard-unavailable", text: known.unavailable }));
+    return box;
+  }
+  const guard = known.definition;
+  const others = (guard.defense.evaluated || []).filter((spec) => spec !== guard.defense.chosen);
+  box.append(
+    el("p", { class: "guard-figures", text: `Evaluated: ${guard.summary}` }),
+    el("p", { class: "note", text: "On the service's host, where the run folder is (the guard reads the model there):" }),
+    el("pre", { class: "guard-command", title: "click to select the whole command" }, el("code", { text: guard.command })));
+  if ((guard.detectors || []).some((d) => d.calibration_required)) {
+    box.append(el("p", { class: "note guard-calibration", text: "DIR: a folder of clean images like those the guard " +
+      "will see. The run cross-fitted its squeeze threshold (one per fold), so there is none to serve without them." }));
+  }
+  if (others.length) {
+    box.append(el("p", { class: "note", text: `The run also evaluated ${others.join(", ")}: serve one with --defense SPEC.` }));
+  }
+  const download = el("button", { type: "button", class: "download-guard", text: "guard.yaml" });
+  download.addEventListener("click", () => busy(download, () => downloadGuard(job)));
+  box.append(el("div", { class: "job-actions" }, download));
+  return box;
+}
+
+async function loadGuard(id) {
+  state.guards.set(id, { pending: true });
+  let known = null;
+  try {
+    const response = await api(jobPath(id, "/guard"));
+    if (response.ok) known = { definition: await response.json() };
+    else if (response.status === 409) known = { unavailable: `Nothing to serve: ${await errorOf(response)}` };
+    else if (response.status !== 404) known = { unavailable: await errorOf(response) };
+  } catch (error) {
+    if (error instanceof SignedOut) return;
+    known = { unavailable: `The run's guard could not be read: ${error.message}` };
+  }
+  if (!known) { state.guards.delete(id); return; }  // the job is gone: its row goes with the next refresh
+  state.guards.set(id, known);
+  const job = state.jobs.get(id);
+  const old = document.querySelector(`#jobs [data-job-id="${CSS.escape(id)}"] .guard`);
+  if (job && old) old.replaceWith(guardBlock(job));
+}
+
+async function downloadGuard(job) {
+  const response = await apiOk(jobPath(job.id, "/guard.yaml"));
+  const url = URL.createObjectURL(await response.blob());
+  const link = el("a", { href: url, download: "guard.yaml", hidden: true });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
 }
 
 function actionsBlock(job) {
