@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import medrobust as mr
+from medrobust.defenses.registry import build_defense
 from medrobust.evaluation.results import read_metrics
 from medrobust.layer.guard_definition import guard_definition, run_figures
 from medrobust.models.checkpoint import save_checkpoint
@@ -93,7 +94,8 @@ def test_the_definition_is_what_from_run_serves(run) -> None:
     assert d.command == f"medrobust guard serve --run {run / 'run'}"
     assert d.evaluated == run_figures(metrics, "jpeg+tv")
     described = mr.guard.from_run(run / "run").describe()
-    assert described["evaluated"] == d.evaluated and described["defense"] == d.defense
+    # the served guard names its defense in full (every parameter); the definition as the run wrote it
+    assert described["evaluated"] == d.evaluated and described["defense"] == build_defense(d.defense).spec()
     assert described["model"] == {"file": d.model["path"], "sha256": d.model["sha256"]}
     assert described["detectors"][0]["threshold"] == pytest.approx(detector["threshold"])
 
