@@ -193,6 +193,38 @@ class RobustBenchFigure(_Model):
     definition: str
 
 
+class CertifiedPoint(_Model):
+    """Certified accuracy at one L2 radius (randomized smoothing)."""
+
+    radius: float  # L2, in [0, 1] image units
+    grey_levels_per_pixel: float  # the same L2 norm spread evenly over every pixel: radius / sqrt(C x H x W) x 255
+    accuracy: float  # images the smoothed classifier gets right with a certified radius of at least ``radius``
+    interval: list[float] | None = None  # 95% Wilson interval over the images
+
+
+class CertifiedFigure(_Model):
+    """Randomized smoothing's certificates on the attack subset (Cohen et al. 2019,
+    :mod:`medrobust.evaluation.stages.certify`): a guarantee for the smoothed classifier (noise +
+    majority vote), not for the base model; never mixed into the empirical scores."""
+
+    n: int  # images of the attack subset
+    sigma: float  # the noise's standard deviation, [0, 1] image units
+    n0: int  # selection draws per image
+    draws: int  # estimation draws per image (Cohen et al.'s n)
+    alpha: float
+    pixels: int  # C x H x W of the stored images (the grey-level conversion's)
+    points: list[CertifiedPoint]  # at the report's radii (0.1, 0.25, 0.5, 1.0)
+    curve: list[CertifiedPoint]  # radius -> certified accuracy, from 0
+    abstention_rate: float  # CERTIFY abstained (p_A's lower bound below 1/2)
+    smoothed_clean_accuracy: float  # PREDICT right (an abstention counts wrong)
+    smoothed_abstention_rate: float  # PREDICT abstained
+    base_clean_accuracy: float  # the base model on the same clean images
+    seconds_per_image: float
+    definition: str
+    noise_sigma_trained: float | None = None  # the model's training noise (None: not known, e.g. a loaded model)
+    note: str | None = None  # e.g. the model was not trained under the certificate's noise
+
+
 class RobustnessScore(_Model):
     value: float | None  # 0..100; None: not defined (see the scorecard)
     definition: str
@@ -222,6 +254,7 @@ class RunMetrics(_Model):
         seconds_total: the run's wall time.
         model_checks: the model checks (AutoAttack's flags); None in a run made before them.
         robustbench: the accuracy under AutoAttack in RobustBench's terms; None unless asked for.
+        certified: randomized smoothing's certificates; None unless asked for (``certify``).
     """
 
     name: str
@@ -241,6 +274,7 @@ class RunMetrics(_Model):
     seconds_total: float
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
     robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
+    certified: CertifiedFigure | None = None  # None: not asked for (certify: {...})
 
     def attack(self, key: str) -> AttackOutcome:
         """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""

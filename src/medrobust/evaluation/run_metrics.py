@@ -12,6 +12,7 @@ from medrobust._version import __version__
 from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import (
+    CertifiedFigure,
     DefenseOutcome,
     DetectorOutcome,
     ModelChecks,
@@ -41,6 +42,7 @@ class Outcomes:
     seconds_per_image: dict[str, float] = field(default_factory=dict)
     model_checks: ModelChecks | None = None
     robustbench: RobustBenchFigure | None = None
+    certified: CertifiedFigure | None = None
 
 
 def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float) -> RunMetrics:
@@ -67,7 +69,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
         transfer=outcomes.transfer, defenses=outcomes.defenses, detectors=outcomes.detectors,
         robustness_score=RobustnessScore(value=None, definition=DEFINITIONS["overall"]),
         seconds_per_image=outcomes.seconds_per_image, seconds_total=seconds_total, model_checks=outcomes.model_checks,
-        robustbench=outcomes.robustbench,
+        robustbench=outcomes.robustbench, certified=outcomes.certified,
     )
     scorecard = build_scorecard(metrics)
     metrics.robustness_score = RobustnessScore(

@@ -11,7 +11,7 @@
 3. The stages (:mod:`medrobust.evaluation.stages`), each over the frozen
    :class:`~medrobust.evaluation.context.RunContext`: baseline and attack subset -> attacks ->
    transfer matrix -> defenses with their adaptive portfolios -> detectors -> samples ->
-   per-image table; then ``metrics.json`` and ``scorecard.json``
+   per-image table -> (when asked for) the RobustBench figure and the certificates; then ``metrics.json`` and ``scorecard.json``
    (:mod:`~medrobust.evaluation.run_metrics`).
 
 Streaming: the test split is never read whole; every stage reads its inputs batch by batch from
@@ -37,6 +37,7 @@ from medrobust.evaluation.run_metrics import Outcomes, write_run_metrics
 from medrobust.evaluation.run_models import ModelMaker, load_user_model, make_engine, read_training_data, resolve_size
 from medrobust.evaluation.stages import attacks as attack_stage
 from medrobust.evaluation.stages import baseline as baseline_stage
+from medrobust.evaluation.stages import certify as certify_stage
 from medrobust.evaluation.stages import defenses as defense_stage
 from medrobust.evaluation.stages import detection as detection_stage
 from medrobust.evaluation.stages import model_checks as checks_stage
@@ -122,8 +123,11 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
     robustbench = robustbench_stage.run(ctx, checks) if ctx.config.robustbench else None
+    certified = certify_stage.run(ctx) if ctx.config.certify is not None else None
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
                         detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench,
+                        certified=certified,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,
-                                           **attacks.seconds_per_image, **defenses.seconds_per_image})
+                                           **attacks.seconds_per_image, **defenses.seconds_per_image,
+                                           **({"certify": certified.seconds_per_image} if certified else {})})
     return write_run_metrics(ctx, outcomes, time.perf_counter() - start)

@@ -40,7 +40,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              seed: int | None = None, attack_images: int | None = None, name: str | None = None,
              output_dir: str | Path | None = None, restart: bool = False,
              execution: Mapping[str, Any] | None = None, title: str | None = None,
-             model_version: str | None = None, robustbench: bool | None = None) -> RunMetrics:
+             model_version: str | None = None, robustbench: bool | None = None,
+             certify: bool | Mapping[str, Any] | None = None) -> RunMetrics:
     """Evaluate ``model`` on ``images`` with a ``preset`` or a configuration; returns the run's metrics.
 
     Every name is checked before a model is loaded or an image read. The model is then loaded
@@ -93,6 +94,13 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             None: the configuration's (off).
         model_version: the evaluated model's version, as its maker names it (no result
             changes). Default None.
+        certify: also certify the attack subset by randomized smoothing (Cohen et al. 2019;
+            ``metrics.certified``, the scorecard's ``certified`` entry, kept apart from its
+            rows): True for the preset's settings (:func:`~medrobust.layer.presets.certify_settings`:
+            n = 1,000 / 10,000 / 100,000 noise draws for quick / standard / thorough) or the
+            configuration's (else the defaults), a mapping of ``sigma``, ``n0``, ``n``, ``alpha``,
+            ``batch`` to change some of them, False to leave it out. Added to a finished run, it
+            computes only the certificates. Default None: the configuration's (off).
 
     Returns:
         The run's :class:`~medrobust.evaluation.results.RunMetrics` (also in
@@ -141,6 +149,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
                            "execution": dict(execution) if execution is not None else None}.items():
             if value is not None:
                 raw[key] = value
+        if certify is not None:
+            raw["certify"] = _certify_section(certify, preset if isinstance(preset, str) else None, raw.get("certify"))
         if run_dir is not None:
             raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
         for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
@@ -183,6 +193,19 @@ def _preset_config(preset: str, model: Any, loaded, images: Any, contract: Model
         "model": {"load": _load_section(model, loaded, contract)},
         **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data),
     }
+
+
+def _certify_section(certify: bool | Mapping[str, Any], preset: str | None,
+                     configured: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration's ``certify`` section for ``mr.evaluate(certify=...)``: False -> None (off);
+    True -> the preset's settings, or the configuration's own (else the defaults); a mapping -> those
+    settings over the same."""
+    from medrobust.layer.presets import certify_settings
+
+    if certify is False:
+        return None
+    base = certify_settings(preset) if preset is not None else dict(configured or {})
+    return {**base, **(dict(certify) if isinstance(certify, Mapping) else {})}
 
 
 def _given_config(preset: Any) -> dict[str, Any]:
