@@ -254,7 +254,8 @@ class RunMetrics(_Model):
         seconds_total: the run's wall time.
         model_checks: the model checks (AutoAttack's flags); None in a run made before them.
         robustbench: the accuracy under AutoAttack in RobustBench's terms; None unless asked for.
-        certified: randomized smoothing's certificates; None unless asked for (``certify``).
+        certified: randomized smoothing's certificates; None unless asked for (``certify``), and
+            then absent from metrics.json.
     """
 
     name: str
@@ -274,7 +275,8 @@ class RunMetrics(_Model):
     seconds_total: float
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
     robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
-    certified: CertifiedFigure | None = None  # None: not asked for (certify: {...})
+    # None: not asked for (certify: {...}); then left out of metrics.json, which reads as it did before certificates
+    certified: CertifiedFigure | None = Field(None, exclude_if=lambda value: value is None)
 
     def attack(self, key: str) -> AttackOutcome:
         """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""
