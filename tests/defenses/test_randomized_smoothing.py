@@ -165,3 +165,20 @@ def test_noise_training_adds_unclipped_gaussian_noise_to_training_batches_only()
         assert min(seen[False]) == 0.5  # validation images stay clean
     with pytest.raises(ValueError, match="noise_sigma"):
         TrainConfig(noise_sigma=-0.1)
+
+
+def test_the_training_record_names_the_noise_only_when_there_was_some() -> None:
+    from medrobust.evaluation.stages.certify import noise_note, trained_noise
+
+    assert "noise_sigma" not in TrainConfig().to_json()  # recorded as before noise training existed
+    assert TrainConfig(noise_sigma=0.25).to_json()["noise_sigma"] == 0.25
+
+    class Model:
+        def __init__(self, metadata) -> None:
+            self.metadata = metadata
+
+    assert trained_noise(Model({"training": TrainConfig(noise_sigma=0.25).to_json()})) == 0.25
+    assert trained_noise(Model({"training": TrainConfig().to_json()})) == 0.0
+    assert trained_noise(Model({})) is None
+    assert noise_note(0.25, 0.25) is None and "not trained under Gaussian noise" in noise_note(0.0, 0.25)
+    assert "sigma 0.5 and certified at sigma 0.25" in noise_note(0.5, 0.25)

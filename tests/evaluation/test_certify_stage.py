@@ -105,6 +105,7 @@ def test_the_scorecard_keeps_it_apart_and_the_pages_show_it(runs) -> None:
     assert card["overall"] == build_scorecard(plain).overall  # never part of the overall score
     assert "certified" in card["definitions"] and "certified" not in build_scorecard(plain).definitions
     assert any("randomized smoothing): not computed" in line for line in build_scorecard(plain).not_tested)
+    assert not any("certifi" in line for line in build_scorecard(plain).not_tested)  # no claim where there is none
     report = " ".join(unescape((root / "report.html").read_text()).split())
     assert "The certificate holds for the smoothed classifier (noise, then the base model's majority vote), not for " \
            "the base model answering once" in report

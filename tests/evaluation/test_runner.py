@@ -35,6 +35,7 @@ TINY = {
     "defenses": ["jpeg:quality=75+tv"],
     "adaptive": {"attack": "pgd", "params": {"steps": 3}, "max_steps": 6, "square_queries": 30, "restarts": 1},
     "detectors": {"reference": {}, "squeeze": {"calibration_images": 30}},
+    "certify": {"sigma": 0.12, "n0": 10, "n": 50, "batch": 60},
 }
 
 

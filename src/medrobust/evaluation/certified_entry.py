@@ -8,8 +8,10 @@ from medrobust.evaluation.certified_accuracy import CERTIFIED_LABEL, HOLDS_FOR
 from medrobust.evaluation.results import RunMetrics
 from medrobust.evaluation.scorecard_schema import CertifiedEntry, CertifiedRadius
 
-NOT_RUN = ("certified robustness (L2, randomized smoothing): not computed (no certify section; medrobust evaluate "
-           "--certify, best on a model trained under the same noise, train.noise_sigma)")
+NOT_RUN = ("provable robustness (L2 radii by randomized smoothing): not computed (no certify section: medrobust "
+           "evaluate --certify, best on a model trained under the same noise, train.noise_sigma)")
+"""The ``not_tested`` line of a run without certificates (worded without "certified": a statement that
+has none must not read as if it claimed one)."""
 
 
 def certified_entry(metrics: RunMetrics) -> CertifiedEntry | None:

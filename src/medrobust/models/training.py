@@ -108,7 +108,12 @@ class TrainConfig:
             raise ValueError(f"noise_sigma must be 0 (no noise) or a positive number such as 0.25, got {self.noise_sigma}")
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        """Every setting, as model.json records it; ``noise_sigma`` only when noise was added, so a
+        model trained without it is recorded (and its epoch checkpoint keyed) as before it existed."""
+        out = asdict(self)
+        if not self.noise_sigma:
+            out.pop("noise_sigma")
+        return out
 
 
 @dataclass

@@ -107,15 +107,16 @@ def certified_html(f: Fields) -> str:
     rows = "\n".join(f"<tr>{cell}</tr>" for cell in cells)
     note_html = (f'<p class="small warning">{f.span(SC, c + "/note", "text")}</p>' if entry.get("note") else "")
     return (f'<div class="certified" data-row="{escape(entry["label"])}"><p><b>{f.span(SC, c + "/label", "text")}</b>: '
-            f'sigma {f.span(SC, c + "/sigma", "text")}, n0 {f.span(SC, c + "/n0", "int")}, n '
-            f'{f.span(SC, c + "/draws", "int")}, alpha {f.span(SC, c + "/alpha", "text")}, on '
+            f'noise sigma {f.span(SC, c + "/sigma", "text")}, {f.span(SC, c + "/n0", "int")} selection and '
+            f'{f.span(SC, c + "/draws", "int")} estimation draws per image, alpha {f.span(SC, c + "/alpha", "text")}, on '
             f'{f.span(SC, c + "/n_images", "int")} images. A guarantee, not an empirical score, kept out of the '
             f'overall score; it holds for {f.span(SC, c + "/holds_for", "text")}.</p>\n'
-            '<table class="scorecard certified"><thead><tr><th>L2 radius ([0, 1] units)</th>'
+            '<table class="scorecard certified"><thead><tr><th>L2 radius ([0, 1] image units)</th>'
             "<th>certified accuracy (95% CI)</th></tr></thead>\n<tbody>\n" + rows + "\n</tbody></table>\n"
             f'<p class="small">Smoothed classifier, clean: {f.span(SC, c + "/smoothed_clean_accuracy", "pct")}; base '
             f'model, clean: {f.span(SC, c + "/base_clean_accuracy", "pct")}; abstains on '
-            f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{note_html}</div>')
+            f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{note_html}'
+            f'<p class="small definition">{f.span(SC, "/definitions/certified", "text")}</p></div>')
 
 
 def overall_html(f: Fields) -> str:

@@ -268,7 +268,8 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
           if scorecard.get("certified") else []),
         _pair(("Defenses: cost on clean images", defenses), ("Detectors: false alarms", detectors), "wide-right"),
         _pair(("Limitations: what was not tested", _limitations(f)), ("Requirements this gives evidence for", _regulatory())),
-        _section("Definitions", definitions_html(f, [k for k in scorecard["definitions"] if k != "overall"])),
+        _section("Definitions", definitions_html(f, [k for k in scorecard["definitions"]
+                                                     if k not in ("overall", "certified")])),  # beside their figures
     ])
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
