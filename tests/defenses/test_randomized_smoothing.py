@@ -182,3 +182,18 @@ def test_the_training_record_names_the_noise_only_when_there_was_some() -> None:
     assert trained_noise(Model({})) is None
     assert noise_note(0.25, 0.25) is None and "not trained under Gaussian noise" in noise_note(0.0, 0.25)
     assert "sigma 0.5 and certified at sigma 0.25" in noise_note(0.5, 0.25)
+
+
+def test_a_run_reads_its_trained_models_noise_from_model_json_trained_now_or_read_back(tmp_path) -> None:
+    import json
+
+    from medrobust.evaluation.stages.certify import trained_noise
+
+    record = tmp_path / "model.json"
+    record.write_text(json.dumps({"training": TrainConfig(noise_sigma=0.25).to_json()}))
+
+    class FreshlyTrained:  # a model trained in this process carries no metadata
+        metadata: dict = {}
+
+    assert trained_noise(FreshlyTrained(), record) == 0.25
+    assert trained_noise(FreshlyTrained(), tmp_path / "missing.json") is None

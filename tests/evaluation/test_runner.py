@@ -132,6 +132,8 @@ def _strip_volatile(m) -> dict:
     for d in data["detectors"]:
         d.pop("latency_ms_per_image")
     data["model"]["metrics"].pop("train_seconds", None)
+    if data.get("certified"):
+        data["certified"].pop("seconds_per_image")
     return data
 
 

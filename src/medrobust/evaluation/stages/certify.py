@@ -17,6 +17,7 @@ settings computes them afresh and never mixes the two.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -39,10 +40,14 @@ def stage_folder_name(c: CertifyConfig) -> str:
     return f"sigma-{c.sigma:g}_n0-{c.n0}_n-{c.n}_alpha-{c.alpha:g}_batch-{c.batch}"
 
 
-def trained_noise(model) -> float | None:
+def trained_noise(model, record: Path | None = None) -> float | None:
     """The Gaussian noise the model was trained under (0.0: none), from its checkpoint's training
-    record; None when its file does not say (a model not trained by medrobust)."""
-    training = (getattr(model, "metadata", None) or {}).get("training")
+    record (``record``, a model.json, when given and present: the run's own trained model, whether
+    it was trained now or read back); None when nothing says (a model not trained by medrobust)."""
+    from medrobust.evaluation.run_dir import load_json
+
+    meta = load_json(record) if record is not None and record.is_file() else (getattr(model, "metadata", None) or {})
+    training = meta.get("training")
     if not isinstance(training, dict):
         return None
     return float(training.get("noise_sigma") or 0.0)
@@ -97,7 +102,7 @@ def run(ctx: RunContext) -> CertifiedFigure | None:
     n = len(labels)
     pixels = int(np.prod(ctx.inputs.images(0, "clean").shape[1:])) if n else 0  # stored images: 1 x H x W
     pred, radius = s["prediction"], s["radius"]
-    trained = trained_noise(ctx.model)
+    trained = trained_noise(ctx.model, ctx.root / "model" / "model.json" if ctx.config.model.train is not None else None)
     return CertifiedFigure(
         n=n, sigma=c.sigma, n0=c.n0, draws=c.n, alpha=c.alpha, pixels=pixels,
         points=certified_points(labels, pred, radius, pixels), curve=certified_curve(labels, pred, radius, pixels),
