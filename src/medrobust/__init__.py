@@ -15,6 +15,7 @@ The public layer, one function per job, each returning a typed result and printi
     guard = mr.guard(model, calibration="clean_images/") # Guard: defense + calibrated detectors
     guard.predict("incoming/")                           # GuardResult: accept / abstain / warn
     mr.train("phantom", "small-cnn", epochs=5)           # Trained
+    mr.certify(model, "my_images/", sigma=0.25)          # Certification: certified L2 radius per image
     mr.evaluate(model, "my_images/", preset="quick")     # RunMetrics (and a run folder)
     mr.evaluate("model.onnx", "my_images/", contract=contract)  # the same, loading the file itself
     mr.compare("runs/a", "runs/b", out="compare.html")   # Comparison (scorecards side by side)
@@ -48,6 +49,7 @@ _LAYER = {
     "QueryWatch": "medrobust.layer.guard_watch",
     "train": "medrobust.layer.train", "Trained": "medrobust.layer.train",
     "evaluate": "medrobust.layer.evaluate",
+    "certify": "medrobust.layer.certify", "Certification": "medrobust.layer.certify",
     "compare": "medrobust.layer.compare", "Comparison": "medrobust.layer.compare",
     "PRESETS": "medrobust.layer.presets",
     "write_phantoms": "medrobust.layer.phantoms", "phantom_gallery": "medrobust.layer.phantoms",
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     from medrobust.evaluation.results import RunMetrics
     from medrobust.execution.progress import Progress
     from medrobust.layer.attack import AttackResult, attack
+    from medrobust.layer.certify import Certification, certify
     from medrobust.layer.compare import Comparison, compare
     from medrobust.layer.defend import Defended, defend
     from medrobust.layer.detect import Detection, detect

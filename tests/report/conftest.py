@@ -14,6 +14,7 @@ import pytest
 
 from medrobust.evaluation.results import (
     AttackOutcome,
+    CertifiedFigure,
     ClassificationReport,
     ClassMetrics,
     DangerousFlip,
@@ -88,6 +89,23 @@ def _detector(name: str, rates: dict[str, float], fpr: float, lines: list[str]) 
     )
 
 
+def make_certified() -> CertifiedFigure:
+    """Randomized smoothing's certificates of the synthetic run: certified accuracy falling with
+    the radius (points and curve from the same rule)."""
+    from medrobust.evaluation.certified_accuracy import CERTIFIED_DEFINITION
+    from medrobust.evaluation.results import CertifiedPoint
+
+    def point(r: float) -> CertifiedPoint:
+        return CertifiedPoint(radius=r, grey_levels_per_pixel=round(r / 32 * 255, 6), accuracy=max(0.0, 0.7 - 0.6 * r),
+                              interval=[max(0.0, 0.6 - 0.6 * r), min(1.0, 0.8 - 0.6 * r)])
+
+    return CertifiedFigure(n=60, sigma=0.25, n0=100, draws=1000, alpha=0.001, pixels=32 * 32,
+                           points=[point(r) for r in (0.1, 0.25, 0.5, 1.0)], curve=[point(r / 10) for r in range(11)],
+                           abstention_rate=0.15, smoothed_clean_accuracy=0.7, smoothed_abstention_rate=0.1,
+                           base_clean_accuracy=0.78, seconds_per_image=0.5, definition=CERTIFIED_DEFINITION,
+                           noise_sigma_trained=0.25)
+
+
 def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: bool = True) -> RunMetrics:
     attacks = [
         _attack(SIA, "sia", "white-box", [[14, 4, 2], [9, 7, 4], [4, 5, 11]], [("Pneumonia", 2), ("Pneumothorax", 3)]),
@@ -136,6 +154,7 @@ def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: boo
         robustness_score=RobustnessScore(value=41.25, definition="100 x accuracy under the strongest attack / clean accuracy"),
         seconds_per_image={"baseline": 0.001, "attacks": 0.1},
         seconds_total=12.5,
+        certified=make_certified() if defenses else None,  # a complete run has certificates too
     )
 
 
@@ -223,6 +242,8 @@ def _expected_text(value, fmt: str) -> str:
         return str(int(value))
     if fmt == "budget":
         return f"{value:g}/255"
+    if fmt == "grey":
+        return f"{value:.2f}"
     if fmt == "eps":
         levels = value * 255
         return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-3 else f"{value:.4g}"

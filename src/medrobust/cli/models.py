@@ -72,6 +72,9 @@ def train(
     lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="plateau (the study's) | cosine")] = "plateau",
     warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", min=0, help="Linear learning-rate warm-up.")] = 0.0,
     augment: Annotated[bool, typer.Option("--augment/--no-augment", help="The study's augmentation.")] = True,
+    noise_sigma: Annotated[float, typer.Option(
+        "--noise-sigma", min=0.0, help="Gaussian noise on each training batch ([0, 1] units), as randomized smoothing's "
+        "base models are trained (certify them at the same sigma).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda")] = "auto",
     download: Annotated[bool, typer.Option("--download", help="Allow downloading ImageNet weights.")] = False,
@@ -89,7 +92,7 @@ def train(
         trained = mr.train(data, arch, size=size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
                            trainable=trainable, two_phase=two_phase, class_weighted=class_weighted,
                            lr_schedule=lr_schedule, warmup_epochs=warmup_epochs, augment=augment, per_class=per_class,
-                           seed=seed, device=device, download=download, adversarial=adversarial, out=out,
+                           noise_sigma=noise_sigma, seed=seed, device=device, download=download, adversarial=adversarial, out=out,
                            progress=progress)
     if trained.skipped:
         print_skipped(trained.skipped)

@@ -43,6 +43,7 @@ from medrobust.evaluation.config_sections import (
     DEFAULT_SPLIT,
     AdaptiveConfig,
     AttackConfig,
+    CertifyConfig,
     DataConfig,
     DetectorsConfig,
     ExecutionConfig,
@@ -59,21 +60,23 @@ from medrobust.evaluation.config_sections import (
 from medrobust.specs.components import parse_number
 
 __all__ = ["DEFAULT_SPLIT", "PATH_FIELDS", "REPORT_ONLY_FIELDS", "RUN_NAME", "TEXT_FIELDS_NOT_PATHS", "AdaptiveConfig",
-           "AttackConfig", "DataConfig", "DetectorsConfig", "ExecutionConfig", "ExperimentConfig", "GuardSection", "LoadSection",
+           "AttackConfig", "CertifyConfig", "DataConfig", "DetectorsConfig", "ExecutionConfig", "ExperimentConfig",
+           "GuardSection", "LoadSection",
            "ModelConfig", "ReferenceDetectorConfig", "SqueezeDetectorConfig", "SurrogateConfig", "TrainSection",
            "check_ray_address", "invalid_configuration", "load_config", "validate_config"]
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
                       ("output_dir", None), ("title", None), ("model_version", None), ("grid", None),
-                      ("robustbench", None), ("guard", None))
+                      ("robustbench", None), ("guard", None), ("certify", None))
 """Fields that change no computed result: report settings (a run resumed with them changed has its
 metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
 batch's result, so a run may be resumed on another engine), where the run folder is (it may
 have been moved or renamed), what the run is called in its report (title, model version), the
-grid the scorecard scores on (it reads the stored sweeps) and the RobustBench figure (a stage of
-its own, added to what is there), and the guard stage (likewise; its files are named by its
-settings, so a changed guard is measured afresh beside the rest)."""
+grid the scorecard scores on (it reads the stored sweeps), the RobustBench figure and the
+certificates (stages of their own, added to what is there; the certificates' folder is named by
+their settings, so other settings never reuse them), and the guard stage (likewise; its files are
+named by its settings, so a changed guard is measured afresh beside the rest)."""
 
 
 class ExperimentConfig(_Section):
@@ -116,6 +119,9 @@ class ExperimentConfig(_Section):
         guard: the guard (a defense and the reference-free detectors in front of the model) the
             ``guard`` stage evaluates against an attacker who knows it
             (:class:`~medrobust.evaluation.config_guard.GuardSection`). Default None: not run.
+        certify: randomized smoothing's certified L2 radii on the attack subset
+            (:class:`~medrobust.evaluation.config_sections.CertifyConfig`,
+            :mod:`medrobust.evaluation.stages.certify`). Default None: not run.
 
     Raises:
         pydantic.ValidationError: a field refused (:func:`validate_config` reports it one line
@@ -143,6 +149,7 @@ class ExperimentConfig(_Section):
     grid: list[float] | None = None  # the budgets every scorecard row is scored on (None: the white-box attacker's)
     robustbench: bool = False  # also AutoAttack at 8/255 on float images, as RobustBench measures (not a scorecard row)
     guard: GuardSection | None = None  # the guard stage: a defense and detectors attacked by one who knows both
+    certify: CertifyConfig | None = None  # randomized smoothing's certificates (None: not run)
 
     @field_validator("grid", mode="before")
     @classmethod

@@ -122,6 +122,7 @@ class TrainSection(_Section):
     lr_schedule: Literal["plateau", "cosine"] = "plateau"  # plateau: the study's ReduceLROnPlateau
     warmup_epochs: float = Field(0.0, ge=0)  # linear learning-rate warm-up over this many epochs
     augment: bool = True  # the study's augmentation (flip, zoom, rotation, shifts) on training batches
+    noise_sigma: float = Field(0.0, ge=0, le=4)  # Gaussian noise on each training batch, not clipped (Cohen et al. 2019)
     adversarial: str | None = None
     data: str | None = None  # a separate training source (its train/val splits); needed with data.split: test
 
@@ -268,6 +269,20 @@ class DetectorsConfig(_Section):
     @property
     def runs_squeeze(self) -> bool:
         return self.squeeze is not None and self.squeeze.enabled
+
+
+class CertifyConfig(_Section):
+    """Randomized smoothing's certificates (Cohen et al. 2019; the ``certify`` stage,
+    :mod:`medrobust.evaluation.stages.certify`): ``sigma``, the Gaussian noise's standard deviation
+    in [0, 1] image units (the noise a noise-trained model learnt, ``train.noise_sigma``); ``n0``
+    draws select the top class and ``n`` draws bound its probability at error level ``alpha``;
+    ``batch``: noisy copies per forward pass (memory, not the result's meaning)."""
+
+    sigma: float = Field(0.25, gt=0, le=4)
+    n0: int = Field(100, ge=1, le=10_000_000)
+    n: int = Field(1000, ge=1, le=10_000_000)
+    alpha: float = Field(0.001, gt=0, lt=0.5)
+    batch: int = Field(400, ge=1, le=1_000_000)
 
 
 class ExecutionConfig(_Section):

@@ -263,6 +263,36 @@ class GuardOutcome(_Model):
     seconds_per_image: float
     definition: str
     not_run: str | None = None  # why the guard-aware members did not run (a black-box model), if so
+class CertifiedPoint(_Model):
+    """Certified accuracy at one L2 radius (randomized smoothing)."""
+
+    radius: float  # L2, in [0, 1] image units
+    grey_levels_per_pixel: float  # the same L2 norm spread evenly over every pixel: radius / sqrt(C x H x W) x 255
+    accuracy: float  # images the smoothed classifier gets right with a certified radius of at least ``radius``
+    interval: list[float] | None = None  # 95% Wilson interval over the images
+
+
+class CertifiedFigure(_Model):
+    """Randomized smoothing's certificates on the attack subset (Cohen et al. 2019,
+    :mod:`medrobust.evaluation.stages.certify`): a guarantee for the smoothed classifier (noise +
+    majority vote), not for the base model; never mixed into the empirical scores."""
+
+    n: int  # images of the attack subset
+    sigma: float  # the noise's standard deviation, [0, 1] image units
+    n0: int  # selection draws per image
+    draws: int  # estimation draws per image (Cohen et al.'s n)
+    alpha: float
+    pixels: int  # C x H x W of the stored images (the grey-level conversion's)
+    points: list[CertifiedPoint]  # at the report's radii (0.1, 0.25, 0.5, 1.0)
+    curve: list[CertifiedPoint]  # radius -> certified accuracy, from 0
+    abstention_rate: float  # CERTIFY abstained (p_A's lower bound below 1/2)
+    smoothed_clean_accuracy: float  # PREDICT right (an abstention counts wrong)
+    smoothed_abstention_rate: float  # PREDICT abstained
+    base_clean_accuracy: float  # the base model on the same clean images
+    seconds_per_image: float
+    definition: str
+    noise_sigma_trained: float | None = None  # the model's training noise (None: not known, e.g. a loaded model)
+    note: str | None = None  # e.g. the model was not trained under the certificate's noise
 
 
 class RobustnessScore(_Model):
@@ -295,6 +325,8 @@ class RunMetrics(_Model):
         model_checks: the model checks (AutoAttack's flags); None in a run made before them.
         robustbench: the accuracy under AutoAttack in RobustBench's terms; None unless asked for.
         guard: the guard stage's figures; None unless the configuration has a ``guard``.
+        certified: randomized smoothing's certificates; None unless asked for (``certify``), and
+            then absent from metrics.json.
     """
 
     name: str
@@ -315,6 +347,8 @@ class RunMetrics(_Model):
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
     robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
     guard: GuardOutcome | None = None  # None: no guard configured
+    # None: not asked for (certify: {...}); then left out of metrics.json, which reads as it did before certificates
+    certified: CertifiedFigure | None = Field(None, exclude_if=lambda value: value is None)
 
     def attack(self, key: str) -> AttackOutcome:
         """The attack run labelled ``key`` (``"sia@8/255"``); KeyError naming the keys there are."""

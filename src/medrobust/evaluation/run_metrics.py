@@ -12,6 +12,7 @@ from medrobust._version import __version__
 from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import (
+    CertifiedFigure,
     DefenseOutcome,
     DetectorOutcome,
     GuardOutcome,
@@ -43,6 +44,7 @@ class Outcomes:
     model_checks: ModelChecks | None = None
     robustbench: RobustBenchFigure | None = None
     guard: GuardOutcome | None = None
+    certified: CertifiedFigure | None = None
 
 
 def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float) -> RunMetrics:
@@ -69,7 +71,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
         transfer=outcomes.transfer, defenses=outcomes.defenses, detectors=outcomes.detectors,
         robustness_score=RobustnessScore(value=None, definition=DEFINITIONS["overall"]),
         seconds_per_image=outcomes.seconds_per_image, seconds_total=seconds_total, model_checks=outcomes.model_checks,
-        robustbench=outcomes.robustbench, guard=outcomes.guard,
+        robustbench=outcomes.robustbench, guard=outcomes.guard, certified=outcomes.certified,
     )
     scorecard = build_scorecard(metrics)
     metrics.robustness_score = RobustnessScore(

@@ -93,7 +93,8 @@ class ModelMaker:
         train, val = self._training_data(t, data, name)
         train_cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, trainable=t.trainable,
                                 two_phase=t.two_phase, seed=self.config.seed, lr_schedule=t.lr_schedule,
-                                warmup_epochs=t.warmup_epochs, augment=AugmentConfig() if t.augment else NO_AUGMENTATION)
+                                warmup_epochs=t.warmup_epochs, augment=AugmentConfig() if t.augment else NO_AUGMENTATION,
+                                noise_sigma=t.noise_sigma)
         start = time.perf_counter()
         model, result = train_zoo_model(t.arch, self.plan.classes, self.config.data.size, train[:2], val[:2],
                                         train_cfg, weights=t.weights, adversarial=t.adversarial, device=self.device,

@@ -11,8 +11,8 @@
 3. The stages (:mod:`medrobust.evaluation.stages`), each over the frozen
    :class:`~medrobust.evaluation.context.RunContext`: baseline and attack subset -> attacks ->
    transfer matrix -> defenses with their adaptive portfolios -> detectors -> the guard (a defense
-   and detectors attacked by one who knows both) -> samples ->
-   per-image table; then ``metrics.json`` and ``scorecard.json``
+   and detectors attacked by one who knows both) -> samples -> per-image table -> (when asked for)
+   the RobustBench figure and the certificates; then ``metrics.json`` and ``scorecard.json``
    (:mod:`~medrobust.evaluation.run_metrics`).
 
 Streaming: the test split is never read whole; every stage reads its inputs batch by batch from
@@ -38,6 +38,7 @@ from medrobust.evaluation.run_metrics import Outcomes, write_run_metrics
 from medrobust.evaluation.run_models import ModelMaker, load_user_model, make_engine, read_training_data, resolve_size
 from medrobust.evaluation.stages import attacks as attack_stage
 from medrobust.evaluation.stages import baseline as baseline_stage
+from medrobust.evaluation.stages import certify as certify_stage
 from medrobust.evaluation.stages import defenses as defense_stage
 from medrobust.evaluation.stages import detection as detection_stage
 from medrobust.evaluation.stages import guard as guard_stage
@@ -125,9 +126,12 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
     robustbench = robustbench_stage.run(ctx, checks) if ctx.config.robustbench else None
+    certified = certify_stage.run(ctx) if ctx.config.certify is not None else None
     outcomes = Outcomes(baseline=baseline, attacks=attacks, transfer=transfer, defenses=defenses.outcomes,
                         detectors=detectors, notes=notes, model_checks=checks, robustbench=robustbench, guard=guard,
+                        certified=certified,
                         seconds_per_image={**timings, "baseline": baseline.seconds_per_image,
                                            **attacks.seconds_per_image, **defenses.seconds_per_image,
-                                           **({"guard": guard.seconds_per_image} if guard is not None else {})})
+                                           **({"guard": guard.seconds_per_image} if guard is not None else {}),
+                                           **({"certify": certified.seconds_per_image} if certified else {})})
     return write_run_metrics(ctx, outcomes, time.perf_counter() - start)

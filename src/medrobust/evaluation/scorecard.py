@@ -25,10 +25,17 @@ headline of a row is the normalised area under its accuracy curve from 0 to 8/25
 (:func:`~medrobust.evaluation.robustness_curve.normalised_auc`); the overall headline is the
 lowest headline among the undefended model's rows (the attacker picks what works best).
 What was not run is listed in ``not_tested`` with the reason, and never scored.
+
+Beside the rows, never among them: ``certified``, randomized smoothing's certified accuracy at L2
+radii 0.1, 0.25, 0.5 and 1.0 (:mod:`medrobust.evaluation.certified_entry`) — a guarantee for the
+smoothed classifier, not an empirical figure of the base model, so it never enters ``overall``.
 """
 
 from __future__ import annotations
 
+from medrobust.evaluation.certified_accuracy import CERTIFIED_DEFINITION
+from medrobust.evaluation.certified_entry import NOT_RUN as CERTIFIED_NOT_RUN
+from medrobust.evaluation.certified_entry import certified_entry
 from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import (
@@ -82,6 +89,7 @@ DEFINITIONS = {
                        "than benign ones, is marked no better than chance."),
     "interval": "Accuracies carry a 95% Wilson score interval over the images tested.",
     "guarded": GUARDED_DEFINITION,
+    "certified": CERTIFIED_DEFINITION,
 }
 
 
@@ -213,6 +221,9 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         not_tested.append("guarded model (defense and detectors against an attacker who knows both): not tested "
                           "(no guard configured)")
     not_tested += _detectors_not_run(metrics)
+    certified = certified_entry(metrics)
+    if certified is None:
+        not_tested.append(CERTIFIED_NOT_RUN)
     undefended = [r.score_low for r in rows if r.threat_model in ("white-box", "transfer", "query")
                   and r.score_low is not None]
     overall = min(undefended) if undefended else None  # the lower bound: no interpolation counted in the model's favour
@@ -231,7 +242,9 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
                                                "normal_class")},
         rows=rows, not_tested=not_tested, overall=overall, grid=grid or [],
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
-        f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255", definitions=DEFINITIONS)
+        f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255",
+        definitions={k: v for k, v in DEFINITIONS.items() if k != "certified" or certified is not None},
+        certified=certified)
 
 
 def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[float] | None:

@@ -59,6 +59,32 @@ class ThreatRow(_Model):
     evasion_by_budget: dict[str, float] | None = None  # a guarded row: budget ("8/255") -> evasion rate
 
 
+class CertifiedRadius(_Model):
+    radius: float  # L2, in [0, 1] image units
+    grey_levels_per_pixel: float  # the same L2 norm spread evenly over every pixel, in grey levels
+    accuracy: float  # certified accuracy at this radius
+    interval: list[float] | None  # 95% Wilson interval
+
+
+class CertifiedEntry(_Model):
+    """The certificate (randomized smoothing, Cohen et al. 2019): a guarantee kept apart from the
+    empirical rows and never part of ``overall``; it holds for the smoothed classifier (noise and
+    a majority vote of the base model), not for the base model answering once."""
+
+    label: str  # "certified (L2, randomized smoothing)"
+    holds_for: str  # what the guarantee is about
+    n_images: int
+    sigma: float  # the noise's standard deviation, [0, 1] image units
+    n0: int
+    draws: int
+    alpha: float
+    points: list[CertifiedRadius]
+    abstention_rate: float
+    smoothed_clean_accuracy: float
+    base_clean_accuracy: float
+    note: str | None = None  # e.g. the model was not trained under the certificate's noise
+
+
 class Scorecard(_Model):
     schema_version: int = SCHEMA_VERSION
     run: str
@@ -74,6 +100,7 @@ class Scorecard(_Model):
     grid: list[float] = Field(default_factory=list)  # the budgets up to 8/255 every scored row was measured at
     overall_text: str
     definitions: dict[str, str]
+    certified: CertifiedEntry | None = None  # None: no certificate computed (a guarantee, never in ``overall``)
 
     def row(self, threat_model: str, label: str | None = None) -> ThreatRow:
         for r in self.rows:

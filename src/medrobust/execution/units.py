@@ -337,3 +337,48 @@ class FloatAttackUnit(Unit):
                 "linf": (x_adv - x).abs().flatten(1).amax(1).cpu().numpy(),
                 "broken_by": np.asarray(broken_by if broken_by is not None else [""] * len(pred), dtype=str),
                 "seconds": np.array([time.perf_counter() - t0])}
+
+
+@dataclass
+class CertifyUnit(Unit):
+    """Randomized smoothing on one batch (Cohen et al. 2019,
+    :mod:`medrobust.defenses.randomized_smoothing`): CERTIFY and PREDICT per image, each image's
+    noise drawn from its own generator seeded by ``seed`` and its position ``start + i``, so its
+    certificate is the same whatever batch it is in and wherever the batch runs.
+
+    :meth:`run` returns the arrays of
+    :meth:`~medrobust.defenses.randomized_smoothing.SmoothedClassifier.certify_batch`
+    (``prediction``, ``radius``, ``p_a_lower``, ``counts``, ``selection_counts``,
+    ``smoothed_prediction``, ``p_value``, ``base_prediction``) and ``seconds``.
+
+    Args:
+        seed: the stage's seed.
+        start: the batch's first image in its stream.
+        sigma: the noise's standard deviation in [0, 1] image units.
+        n0: selection draws per image.
+        n: estimation draws per image.
+        alpha: the error level of the certificate and of PREDICT's test.
+        batch: noisy copies per forward pass.
+        images: the images as stored bytes.
+
+    Shape:
+        - images: (B, H, W) uint8.
+        - counts, selection_counts: (B, K); the others (B,); seconds: (1,).
+    """
+
+    sigma: float = 0.25
+    n0: int = 100
+    n: int = 1000
+    alpha: float = 0.001
+    batch: int = 400
+    images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
+
+    def run(self, bench: Workbench) -> dict[str, np.ndarray]:
+        from medrobust.defenses.randomized_smoothing import SmoothedClassifier
+
+        t0 = time.perf_counter()
+        smoothed = SmoothedClassifier(bench.model(ModelRef()), self.sigma, batch=self.batch)
+        out = smoothed.certify_batch(from_uint8(self.images).to(bench.device), n0=self.n0, n=self.n, alpha=self.alpha,
+                                     seed=self.seed, start=self.start)
+        out["seconds"] = np.array([time.perf_counter() - t0])
+        return out

@@ -41,7 +41,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
              output_dir: str | Path | None = None, restart: bool = False,
              execution: Mapping[str, Any] | None = None, title: str | None = None,
              model_version: str | None = None, robustbench: bool | None = None,
-             guard: bool | Mapping[str, Any] | None = None) -> RunMetrics:
+             guard: bool | Mapping[str, Any] | None = None,
+             certify: bool | Mapping[str, Any] | None = None) -> RunMetrics:
     """Evaluate ``model`` on ``images`` with a ``preset`` or a configuration; returns the run's metrics.
 
     Every name is checked before a model is loaded or an image read. The model is then loaded
@@ -99,6 +100,13 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
             stage, ``metrics.guard``): True for the configuration's guard section or the default
             one, a mapping for the section's settings (``{"on_flag": "warn", "steps": 40}``),
             False to leave it out. Default None: the configuration's (every preset runs it).
+        certify: also certify the attack subset by randomized smoothing (Cohen et al. 2019;
+            ``metrics.certified``, the scorecard's ``certified`` entry, kept apart from its
+            rows): True for the preset's settings (:func:`~medrobust.layer.presets.certify_settings`:
+            n = 1,000 / 10,000 / 100,000 noise draws for quick / standard / thorough) or the
+            configuration's (else the defaults), a mapping of ``sigma``, ``n0``, ``n``, ``alpha``,
+            ``batch`` to change some of them, False to leave it out. Added to a finished run, it
+            computes only the certificates. Default None: the configuration's (off).
 
     Returns:
         The run's :class:`~medrobust.evaluation.results.RunMetrics` (also in
@@ -150,6 +158,8 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         if guard is not None:
             raw["guard"] = ({**(raw.get("guard") or {}), **dict(guard)} if isinstance(guard, Mapping)
                             else (raw.get("guard") or {}) if guard else {"enabled": False})
+        if certify is not None:
+            raw["certify"] = _certify_section(certify, preset if isinstance(preset, str) else None, raw.get("certify"))
         if run_dir is not None:
             raw["name"], raw["output_dir"] = Path(run_dir).name, str(Path(run_dir).parent)
         for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
@@ -192,6 +202,19 @@ def _preset_config(preset: str, model: Any, loaded, images: Any, contract: Model
         "model": {"load": _load_section(model, loaded, contract)},
         **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data),
     }
+
+
+def _certify_section(certify: bool | Mapping[str, Any], preset: str | None,
+                     configured: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The configuration's ``certify`` section for ``mr.evaluate(certify=...)``: False -> None (off);
+    True -> the preset's settings, or the configuration's own (else the defaults); a mapping -> those
+    settings over the same."""
+    from medrobust.layer.presets import certify_settings
+
+    if certify is False:
+        return None
+    base = certify_settings(preset) if preset is not None else dict(configured or {})
+    return {**base, **(dict(certify) if isinstance(certify, Mapping) else {})}
 
 
 def _given_config(preset: Any) -> dict[str, Any]:

@@ -47,6 +47,14 @@ guard-aware attacker (PGD with the detectors' scores in its loss) on the preset'
 {0, 10} with 5 steps (quick), {0, 1, 10} with 20 steps (standard), {0, 1, 10, 100} with 40 steps
 (thorough).
 
+Certificates (randomized smoothing, Cohen et al. 2019: the ``certify`` stage) are in no preset by
+default: they cost ``n0 + n`` forward passes per image (n = 1,000 / 10,000 / 100,000 noise draws for
+quick / standard / thorough, Cohen et al.'s 100,000 for thorough; n0 = 100, alpha = 0.001), i.e.
+55,000 forward passes for quick's 50 images and 30 million for thorough's 300, hours to days of a
+DenseNet121 on a CPU; and they say little of a model not trained under the noise they are certified
+with (most such models abstain at sigma = 0.25). ``mr.evaluate(..., certify=True)`` /
+``medrobust evaluate --certify`` adds them with the preset's numbers (:func:`certify_settings`).
+
 The README's preset table gives the time per image each preset took (``benchmarks/bench_presets.py``).
 """
 
@@ -67,6 +75,8 @@ _RESTARTS = {"quick": 1, "standard": 2, "thorough": 3}
 _MAX_STEPS = {"quick": 40, "standard": 80, "thorough": 160}
 _MAX_EOT = {"quick": 20, "standard": 40, "thorough": 80}
 _GUARD = {"quick": (5, [0, 10]), "standard": (20, [0, 1, 10]), "thorough": (40, [0, 1, 10, 100])}
+CERTIFY_SAMPLES = {"quick": 1_000, "standard": 10_000, "thorough": 100_000}
+"""Noise draws per image (Cohen et al.'s n) of each preset's certificates."""
 _SIA = {"quick": (5, []), "standard": (10, ["2/255", "4/255", "8/255"]), "thorough": (20, GRIDS["thorough"])}
 
 
@@ -140,3 +150,21 @@ def _white_box_attacks(preset: str, transfer: bool) -> list[dict[str, Any]]:
     if preset != "quick":
         attacks.append({"name": "mifgsm", "params": {"eps": "8/255"}, "transfer": transfer})
     return attacks
+
+
+def certify_settings(preset: str, sigma: float = 0.25) -> dict[str, Any]:
+    """The ``certify`` section a preset runs when asked for certificates (see the module docstring).
+
+    Args:
+        preset: ``quick``, ``standard`` or ``thorough``.
+        sigma: the noise's standard deviation in [0, 1] image units. Default 0.25.
+
+    Returns:
+        ``{"sigma", "n0", "n", "alpha"}``: n0 = 100, alpha = 0.001 and the preset's ``n``.
+
+    >>> certify_settings("standard")
+    {'sigma': 0.25, 'n0': 100, 'n': 10000, 'alpha': 0.001}
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return {"sigma": sigma, "n0": 100, "n": CERTIFY_SAMPLES[preset], "alpha": 0.001}

@@ -47,7 +47,7 @@ class Trained:
 def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, epochs: int = 30, batch_size: int = 32,
           lr: float | None = None, weights: str = "none", trainable: str = "all", two_phase: bool = False,
           class_weighted: bool = False, lr_schedule: str = "plateau", warmup_epochs: float = 0.0, augment: bool = True,
-          per_class: int = 600, seed: int = 0,
+          noise_sigma: float = 0.0, per_class: int = 600, seed: int = 0,
           device: str = "auto", download: bool = False, adversarial: str | None = None,
           out: str | Path | None = None, progress: Progress | None = None) -> Trained:
     """Train ``arch`` on the train split of ``data`` (validated on val, tested on test; a
@@ -74,6 +74,9 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
         lr_schedule: ``"plateau"`` (the study's, the default) or ``"cosine"``.
         warmup_epochs: epochs of linear warm-up before the schedule. Default 0.
         augment: the study's augmentation on training batches. Default True.
+        noise_sigma: Gaussian noise of this standard deviation ([0, 1] image units, not clipped)
+            added to each training batch, as Cohen et al. (2019) train the base model of a smoothed
+            classifier (:func:`mr.certify` at the same sigma). Default 0: none.
         per_class: phantoms per class, for ``data="phantom"``. Default 600.
         seed: seeds the initial weights, the training's draws and the phantoms. Default 0.
         device: where to train (``auto``, the default: CUDA when present).
@@ -111,7 +114,7 @@ def train(data: Any = "phantom", arch: str = "densenet121", *, size: int = 64, e
         build_attack(adversarial)  # as the training will build it
     config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, trainable=trainable, two_phase=two_phase,
                          class_weighted=class_weighted, seed=seed, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
-                         augment=AugmentConfig() if augment else NO_AUGMENTATION)
+                         augment=AugmentConfig() if augment else NO_AUGMENTATION, noise_sigma=noise_sigma)
     dev = resolve_device(device)
     images = open_images(data, size=size, per_class=per_class, seed=seed)
     if images.dataset is None or not images.labelled:

@@ -71,9 +71,13 @@ class TrainConfig:
             Default 0.
         channels_last: train in the channels-last memory format (faster convolutions); the model
             is put back in the default format afterwards. Default True.
+        noise_sigma: Gaussian data augmentation (Cohen et al. 2019, the base classifiers of
+            randomized smoothing): noise N(0, noise_sigma^2) added to every pixel of each training
+            batch in [0, 1] image units, after the augmentation, not clipped; drawn from the
+            training's generator. Validation images stay clean. Default 0: none.
 
     Raises:
-        ValueError: an unknown ``lr_schedule`` or a negative ``warmup_epochs``.
+        ValueError: an unknown ``lr_schedule``, a negative ``warmup_epochs`` or ``noise_sigma``.
     """
 
     epochs: int = 30
@@ -93,15 +97,23 @@ class TrainConfig:
     lr_schedule: str = "plateau"  # plateau (the study's) | cosine (to min_lr at the last step)
     warmup_epochs: float = 0.0  # linear warm-up of the learning rate over this many epochs
     channels_last: bool = True  # memory format: faster convolutions on CPU and GPU, same results
+    noise_sigma: float = 0.0  # Gaussian noise on each training batch, [0, 1] units, not clipped (Cohen et al. 2019)
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {self.lr_schedule!r}; use {' or '.join(SCHEDULES)}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be at least 0, got {self.warmup_epochs}")
+        if not 0 <= self.noise_sigma < float("inf"):
+            raise ValueError(f"noise_sigma must be 0 (no noise) or a positive number such as 0.25, got {self.noise_sigma}")
 
     def to_json(self) -> dict[str, object]:
-        return asdict(self)
+        """Every setting, as model.json records it; ``noise_sigma`` only when noise was added, so a
+        model trained without it is recorded (and its epoch checkpoint keyed) as before it existed."""
+        out = asdict(self)
+        if not self.noise_sigma:
+            out.pop("noise_sigma")
+        return out
 
 
 @dataclass
@@ -278,6 +290,8 @@ def train_classifier(
                 xb = x_train[idx].to(device)
                 yb = y_train[idx].to(device)
                 xb = random_affine(xb, config.augment, generator)
+                if config.noise_sigma > 0:  # drawn on the CPU generator, like the augmentation: device-independent
+                    xb = xb + config.noise_sigma * torch.randn(xb.shape, generator=generator).to(xb.device, xb.dtype)
                 if adversary is not None:
                     xb = adversary(model, xb, yb, generator=adversary_generator)
                     model.train()

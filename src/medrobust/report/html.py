@@ -34,7 +34,7 @@ from medrobust.report.fields import Fields
 from medrobust.report.figure import ReportFigure
 from medrobust.report.guard_section import guard_section
 from medrobust.report.page import document, figure_html, note
-from medrobust.report.run_contents import RunContents
+from medrobust.report.run_contents import RunContents, pct
 from medrobust.report.scorecard_html import scorecard_section
 from medrobust.report.statement import build_statement
 from medrobust.report.summary import build_summary
@@ -63,9 +63,10 @@ REPORT_FIGURES: dict[str, str] = {
     "16_detector_roc": "ROC curves of the detectors",
     "17_transfer_matrix": "Transfer matrix",
     "18_adaptive_defense": "Adaptive versus non-adaptive defense",
+    "19_certified_accuracy": "Certified accuracy versus L2 radius",
 }
 """Every figure a complete run's report holds: id (file ``figures/<id>.png`` and HTML anchor) -> title.
-Figures 01-12 are the study's; 13-18 go further."""
+Figures 01-12 are the study's; 13-19 go further."""
 
 
 class _Builder:
@@ -185,6 +186,29 @@ def _detection(b: _Builder, c: RunContents) -> str:
     return "\n".join(parts)
 
 
+def _certified(b: _Builder, c: RunContents) -> str:
+    """Randomized smoothing's certificates: what they guarantee (and for what), the table at the
+    report's radii, the curve, the smoothed and base clean accuracies and the abstentions."""
+    cert = c.metrics.certified
+    if cert is None:
+        return note("This run computed no certificate (randomized smoothing: medrobust evaluate --certify, best on a "
+                    "model trained under the same noise, train.noise_sigma).")
+    parts = [f"<p>Certified robustness by randomized smoothing (Cohen, Rosenfeld &amp; Kolter 2019) on the "
+             f"{cert.n} attack images: Gaussian noise of standard deviation {cert.sigma:g} ([0, 1] image units, not "
+             f"clipped), {cert.n0} draws to choose the class and {cert.draws:,} to bound its probability at "
+             f"alpha = {cert.alpha:g}. <b>The certificate holds for the smoothed classifier (noise, then the base "
+             "model's majority vote), not for the base model answering once</b>; it is a guarantee, kept apart "
+             "from the empirical scores above and never part of the overall score.</p>",
+             tables.certified(cert),
+             f"<p>The smoothed classifier's clean accuracy: {pct(cert.smoothed_clean_accuracy)} (it abstains on "
+             f"{pct(cert.smoothed_abstention_rate)}); the base model's on the same images: "
+             f"{pct(cert.base_clean_accuracy)}. CERTIFY abstains on {pct(cert.abstention_rate)} of the images.</p>",
+             b.figure("19_certified_accuracy", "", lambda: fr.certified_accuracy(cert))]
+    if cert.note:
+        parts.insert(1, note(f"Note: {cert.note}."))
+    return "\n".join(parts)
+
+
 def _methods(c: RunContents) -> str:
     try:
         config = yaml.safe_dump(c.metrics.config, sort_keys=False, allow_unicode=True)
@@ -217,6 +241,7 @@ def build_report(run_dir: str | Path) -> Path:
         ("defenses", "Defenses", _defenses(b, contents)),
         ("detection", "Detection", _detection(b, contents)),
         ("guard", "Guarded model", guard_section(metrics.guard)),
+        ("certified", "Certified robustness", _certified(b, contents)),
         ("methods", "Methods and settings", _methods(contents)),
     ]
     figures_dir = run_dir / FIGURES_DIR

@@ -92,6 +92,36 @@ def scorecard_table(f: Fields) -> str:
             + "\n".join(rows) + "\n</tbody></table>\n" + legend)
 
 
+def certified_html(f: Fields) -> str:
+    """The certificate (scorecard.json ``certified``), apart from the empirical table: certified
+    accuracy at each radius (also in grey levels per pixel), what it holds for, the smoothed and
+    base clean accuracies; empty when the run computed none."""
+    entry = f.documents[SC].get("certified")
+    if not entry:
+        return ""
+    cells = []
+    for j in range(len(entry["points"])):
+        p = pointer("certified", "points", j)
+        cells.append(f'<td>{f.span(SC, p + "/radius", "text")}<br><span class="small">'
+                     f'{f.span(SC, p + "/grey_levels_per_pixel", "grey")} grey levels/pixel</span></td>'
+                     f'<td>{f.span(SC, p + "/accuracy", "pct", "acc")}<br><span class="small">'
+                     f'{f.span(SC, p + "/interval", "interval")}</span></td>')
+    c = "/certified"
+    rows = "\n".join(f"<tr>{cell}</tr>" for cell in cells)
+    note_html = (f'<p class="small warning">{f.span(SC, c + "/note", "text")}</p>' if entry.get("note") else "")
+    return (f'<div class="certified" data-row="{escape(entry["label"])}"><p><b>{f.span(SC, c + "/label", "text")}</b>: '
+            f'noise sigma {f.span(SC, c + "/sigma", "text")}, {f.span(SC, c + "/n0", "int")} selection and '
+            f'{f.span(SC, c + "/draws", "int")} estimation draws per image, alpha {f.span(SC, c + "/alpha", "text")}, on '
+            f'{f.span(SC, c + "/n_images", "int")} images. A guarantee, not an empirical score, kept out of the '
+            f'overall score; it holds for {f.span(SC, c + "/holds_for", "text")}.</p>\n'
+            '<table class="scorecard certified"><thead><tr><th>L2 radius ([0, 1] image units)</th>'
+            "<th>certified accuracy (95% CI)</th></tr></thead>\n<tbody>\n" + rows + "\n</tbody></table>\n"
+            f'<p class="small">Smoothed classifier, clean: {f.span(SC, c + "/smoothed_clean_accuracy", "pct")}; base '
+            f'model, clean: {f.span(SC, c + "/base_clean_accuracy", "pct")}; abstains on '
+            f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{note_html}'
+            f'<p class="small definition">{f.span(SC, "/definitions/certified", "text")}</p></div>')
+
+
 def overall_html(f: Fields) -> str:
     """The overall headline with its definition beside it."""
     return (f'<p class="overall"><span class="overall-label">Overall robustness score:</span> '
@@ -116,7 +146,7 @@ def definitions_html(f: Fields, keys: list[str] | None = None) -> str:
 
 def scorecard_section(f: Fields) -> str:
     """The report's first section: overall headline, table, what was not tested, definitions."""
-    return "\n".join([overall_html(f), scorecard_table(f), not_tested_html(f),
+    return "\n".join([overall_html(f), scorecard_table(f), certified_html(f), not_tested_html(f),
                       '<h3>Definitions</h3>', definitions_html(f),
                       '<p class="note">The same scorecard is in scorecard.json, and as a printable one-page robustness '
                       "statement in statement.html, in the run folder.</p>"])

@@ -28,7 +28,15 @@ from medrobust.evaluation.run_dir import atomic_write_text
 from medrobust.evaluation.scorecard import SCORECARD_FILE, build_scorecard, read_scorecard, write_scorecard
 from medrobust.report.fields import Fields, pointer
 from medrobust.report.guard_section import guard_statement
-from medrobust.report.scorecard_html import SC, budget_columns, definitions_html, not_tested_html, overall_html, scorecard_table
+from medrobust.report.scorecard_html import (
+    SC,
+    budget_columns,
+    certified_html,
+    definitions_html,
+    not_tested_html,
+    overall_html,
+    scorecard_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,9 +270,12 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
         _pair(("Model", _model(f)), ("Data", _data(f))),
         _section("Threat models and budgets", _threats(f) + guard_statement(_guard_outcome(metrics))),
         _section("Scorecard", overall_html(f) + scorecard_table(f)),
+        *([_section("Certified robustness (a guarantee, apart from the scores)", certified_html(f))]
+          if scorecard.get("certified") else []),
         _pair(("Defenses: cost on clean images", defenses), ("Detectors: false alarms", detectors), "wide-right"),
         _pair(("Limitations: what was not tested", _limitations(f)), ("Requirements this gives evidence for", _regulatory())),
-        _section("Definitions", definitions_html(f, [k for k in scorecard["definitions"] if k != "overall"])),
+        _section("Definitions", definitions_html(f, [k for k in scorecard["definitions"]
+                                                     if k not in ("overall", "certified")])),  # beside their figures
     ])
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"

@@ -14,6 +14,7 @@ from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import (
     AttackOutcome,
+    CertifiedFigure,
     ClassificationReport,
     DefenseOutcome,
     DetectorOutcome,
@@ -192,3 +193,11 @@ def model_checks(checks: ModelChecks | None) -> str:
              f"zero loss gradient: {escape(zero)}</li>")
     found = found or "<li>no sign of gradient masking</li>"
     return f"<h3>Checks of the evaluation (Croce &amp; Hein 2020)</h3><ul>{found}{facts}</ul>"
+
+
+def certified(c: CertifiedFigure) -> str:
+    """The certified accuracy at the report's radii, each also in grey levels per pixel."""
+    rows = [[f"{p.radius:g}", f"{p.grey_levels_per_pixel:.2f}", pct(p.accuracy),
+             f"{pct(p.interval[0])}–{pct(p.interval[1])}" if p.interval else "n/a"] for p in c.points]
+    return table(["L2 radius ([0, 1] units)", "grey levels per pixel (spread evenly)", "certified accuracy",
+                  "95% interval"], rows)

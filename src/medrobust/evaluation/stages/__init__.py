@@ -2,7 +2,8 @@
 model on every test image, and the attack subset), ``attacks`` (white-box, transferred, sweeps),
 ``transfer`` (the transfer matrix), ``defenses`` (each defense's cost, non-adaptive figures and
 its ``adaptive`` portfolio), ``detection`` (both detectors, calibrated), ``samples`` (the report's
-pictures) and ``per_image`` (the per-image table). Each is ``run(ctx, ...) -> Outcome`` over the
+pictures), ``per_image`` (the per-image table), and when asked for ``robustbench`` and
+``certify`` (randomized smoothing's certificates). Each is ``run(ctx, ...) -> Outcome`` over the
 frozen :class:`~medrobust.evaluation.context.RunContext`, persisted in the run folder batch by
 batch, so a resumed run recomputes nothing finished.
 
