@@ -37,7 +37,7 @@ pytestmark = [
 ]
 
 NUMBER = re.compile(r"^\d+(\.\d+)?\b")  # "50.0 / 100"
-NOTHING_TO_GUARD = "attacks: [{name: pgd, params: {eps: 8/255, steps: 5}}]\ndefenses: []\n"
+NOTHING_TO_GUARD = "attacks: [{name: pgd, params: {steps: 5}, eps_sweep: [1/255, 2/255, 4/255, 8/255]}]\ndefenses: []\n"
 """A job's configuration without a defense or a detector: its run has nothing to guard."""
 FOLDERS = {"Normal": "NORMAL", "Pneumonia": "PNEU", "Pneumothorax": "PTX"}
 

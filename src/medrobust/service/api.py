@@ -24,8 +24,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
-from medrobust.layer.guard_definition import DefenseNotEvaluated, GuardDefinition, guard_definition
-from medrobust.service.guard_file import guard_yaml
+from medrobust.layer.guard_definition import GuardDefinition
+from medrobust.service.guard_file import guard_yaml, job_guard_definition
 from medrobust.service.incoming_uploads import receiving_folder
 from medrobust.service.job_files import JobFiles, folder_bytes, incoming_dir, job_files, run_name
 from medrobust.service.job_view import API, job_json
@@ -311,20 +311,8 @@ async def job_artifacts(request: Request, job_id: str, who: Caller) -> FileRespo
 
 
 def _job_guard(request: Request, job_id: str, who: Tenant, defense: str | None) -> tuple[str, GuardDefinition]:
-    """The finished job's guard definition (read from its run folder: no model is loaded); 409
-    when the job is not done or its run has nothing to guard, 422 for a defense it did not evaluate."""
     files = _finished_run(request, job_id, who)
-    try:
-        return files.job_id, guard_definition(files.run.resolve(), defense)
-    except DefenseNotEvaluated as err:
-        raise HTTPException(422, f"job {files.job_id}: {_job_words(err, files)}") from None
-    except (ValueError, FileNotFoundError) as err:
-        raise HTTPException(409, f"job {files.job_id}: {_job_words(err, files)}") from None
-
-
-def _job_words(err: Exception, files: JobFiles) -> str:
-    """An error about the job's run folder, naming the run rather than its folder on the server."""
-    return str(err).replace(f"{files.run.resolve()}: ", f"run {files.run_name}: ", 1)
+    return files.job_id, job_guard_definition(files, defense)
 
 
 _DEFENSE = Query(max_length=500, description="one of the run's defenses (default: its first)")

@@ -1,14 +1,41 @@
 """A finished job's guard as the platform gives it: the definition of
 :func:`~medrobust.layer.guard_definition.guard_definition` (read from the run folder, no model
-loaded) as ``guard.yaml``, with a header that says where and how to serve it."""
+loaded), and as ``guard.yaml``, with a header that says where and how to serve it."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import yaml
+from fastapi import HTTPException
 
-from medrobust.layer.guard_definition import GuardDefinition
+from medrobust.layer.guard_definition import DefenseNotEvaluated, GuardDefinition, guard_definition
+from medrobust.service.job_files import JobFiles
+
+
+def job_guard_definition(files: JobFiles, defense: str | None) -> GuardDefinition:
+    """The finished job's guard definition, read from its run folder (no model is loaded); 409 when
+    its run has nothing to guard, 422 for a defense it did not evaluate. Errors name the run, not
+    its folder on the server.
+
+    Args:
+        files: the job's files (its run finished).
+        defense: one of the run's defenses, or None for its first.
+
+    Returns:
+        The :class:`~medrobust.layer.guard_definition.GuardDefinition`.
+
+    Raises:
+        HTTPException: 409 or 422, with the reason.
+    """
+    folder = files.run.resolve()
+    try:
+        return guard_definition(folder, defense)
+    except DefenseNotEvaluated as err:
+        status, message = 422, str(err)
+    except (ValueError, FileNotFoundError) as err:
+        status, message = 409, str(err)
+    raise HTTPException(status, f"job {files.job_id}: " + message.replace(f"{folder}: ", f"run {files.run_name}: ", 1))
 
 
 def guard_yaml(definition: GuardDefinition, job_id: str) -> str:
