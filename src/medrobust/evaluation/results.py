@@ -346,7 +346,8 @@ class RunMetrics(_Model):
     seconds_total: float
     model_checks: ModelChecks | None = None  # None: a run made before the checks existed
     robustbench: RobustBenchFigure | None = None  # None: not asked for (robustbench: true)
-    guard: GuardOutcome | None = None  # None: no guard configured
+    # None: no guard configured; then left out of metrics.json, which reads as it did before the guard stage
+    guard: GuardOutcome | None = Field(None, exclude_if=lambda value: value is None)
     # None: not asked for (certify: {...}); then left out of metrics.json, which reads as it did before certificates
     certified: CertifiedFigure | None = Field(None, exclude_if=lambda value: value is None)
 
