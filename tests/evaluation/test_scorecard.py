@@ -14,6 +14,7 @@ from medrobust.attacks import build_attack
 from medrobust.evaluation.scorecard import SCHEMA_VERSION, Scorecard, read_scorecard
 from medrobust.models import TrainConfig, build_classifier, train_classifier
 from medrobust.models.augment import AugmentConfig
+from tests.evaluation.test_scorecard_file import validate
 
 SWEEP = ["1/255", "2/255", "4/255", "8/255"]
 SETTINGS = {
@@ -70,9 +71,13 @@ def test_the_adaptive_row_never_reads_better_than_the_non_adaptive_one(scorecard
 def test_schema_and_missing_evidence(scorecards) -> None:
     root, cards = scorecards
     raw = json.loads((root / "normal" / "scorecard.json").read_text())
-    assert raw["schema_version"] == SCHEMA_VERSION == 1
+    assert raw["schema_version"] == SCHEMA_VERSION == 2  # 2: the requirements traced (evidence) were added
     assert set(raw) == set(Scorecard.model_fields)
     assert Scorecard.model_validate(raw) == cards["normal"]
+    validate(raw)  # a real run's file against the published JSON schema (docs/scorecard.schema.json)
+    evidence = {e.requirement: e.status for e in cards["normal"].evidence}
+    # white-box and an adaptive attacker against jpeg+tv, but no black-box attacker: Art. 15(5) only partly
+    assert evidence["EU AI Act Art. 15(5)"] == "partly" and evidence["ISO/IEC 24029 formal methods"] == "not_addressed"
     row = cards["normal"].row("white-box")
     assert [p.grey_levels for p in row.points] == [1, 2, 4, 8]
     assert all(a >= b for a, b in zip([p.accuracy for p in row.points], [p.accuracy for p in row.points][1:]))

@@ -136,7 +136,8 @@ def make_metrics(*, transfer: bool = True, defenses: bool = True, detectors: boo
         config={"data": {"source": "phantom", "size": 32, "split_seed": 42}, "model": {"arch": "small-cnn"}, "seed": 7,
                 "attacks": [{"name": "sia", "eps": "8/255"}, {"name": "pgd", "eps": "8/255"}]},
         data={"source": "phantom", "images": 300, "test": 60, "classes": CLASSES, "size": 32, "split": [0.6, 0.2, 0.2],
-              "n": {"train": 180, "val": 60, "test": 60}, "tested": 60, "attack_images": 60, "normal_class": "Normal"},
+              "n": {"train": 180, "val": 60, "test": 60}, "tested": 60, "attack_images": 60, "normal_class": "Normal",
+              "skipped": ["scans/broken.png: not an image (cannot identify image file)"]},
         model={"arch": "small-cnn", "parameters": 12345, "input_size": 32, "file": MODEL_FILE, "sha256": MODEL_SHA256,
                "differentiable": True,
                "contract": {"classes": CLASSES, "input_size": [32, 32], "stored_channels": 1, "network_channels": 1,
@@ -253,6 +254,10 @@ def _expected_text(value, fmt: str) -> str:
         return ", ".join(str(v) for v in value)
     if fmt == "size":
         return " x ".join(str(v) for v in value) if value else "any"
+    if fmt == "count":
+        return str(len(value))
+    if fmt == "status":
+        return {"addressed": "addressed", "partly": "partly", "not_addressed": "not addressed"}[value]
     raise AssertionError(f"unknown data-format {fmt!r}")
 
 

@@ -17,9 +17,11 @@ from medrobust.evaluation.scorecard import SCORECARD_FILE, build_scorecard, read
 from medrobust.report import build_report
 from medrobust.report.statement import STATEMENT_FILE, build_statement
 
-STATIC_NUMBERS = ["2024/1689", "15(5)", "January 2025", "L2", "L0", "95% CI", "(0–100)", "95% interval", "SHA-256",
-                  "[0, 1]"]
-"""The only digits the statement's own wording may hold: citations, norms, and column headers."""
+from .pdf_text import pdf_pages_text
+
+STATIC_NUMBERS = ["L2", "L0", "95% CI", "(0–100)", "95% interval", "SHA-256", "[0, 1]"]
+"""The only digits the statement's own wording may hold: norms and column headers (the requirements'
+citations are scorecard.json's, tagged)."""
 
 
 def _documents(run_dir: Path) -> dict:
@@ -75,17 +77,75 @@ def test_statement_names_model_classes_limitations_and_requirements(complete_run
     for limitation in ("Physical-world attacks", "poisoning", "Other modalities", "Budgets beyond the largest tested",
                        "query-only attacker: not tested"):
         assert limitation in text, limitation
-    assert "Article 15(5)" in text and "adversarial examples or model evasion" in text
+    assert "Article 15, paragraph 5" in text and "adversarial examples, model evasion" in text
     assert "Artificial Intelligence-Enabled Device Software Functions" in text and "model evasion" in text
     # no claim of compliance or certification; the certificate's own section (randomized smoothing's
-    # certified radii, a mathematical guarantee) says what it holds for, and only for the smoothed classifier
+    # certified radii, a mathematical guarantee) says what it holds for, and only for the smoothed classifier;
+    # the requirements traced say that they decide no compliance, and name the certificate where it is evidence
     certificate = re.search(r"Certified robustness \(a guarantee, apart from the scores\).*?(?=Defenses: cost)", text, re.S)
     assert certificate and "not the base model answering once" in certificate.group(0)
-    assert not re.search(r"complian|certifi", text.replace(certificate.group(0), ""), re.IGNORECASE)
+    traced = re.search(r"Requirements traced .*?(?=Definitions)", text, re.S)
+    assert traced and "It does not decide compliance" in traced.group(0)
+    assert re.findall(r"complian\w*", traced.group(0), re.IGNORECASE) == ["compliance"]
+    assert not re.search(r"complian|certifi", text.replace(certificate.group(0), "").replace(traced.group(0), ""),
+                         re.IGNORECASE)
     assert "train 60.0%, validation 20.0%, test 20.0% with seed 42" in text
     assert "Normal 20, Pneumonia 20, Pneumothorax 20 (total 60)" in text
     grid = ", ".join(f"{g * 255:g}/255" for g in read_scorecard(run_dir).grid)
     assert grid and f"Every row is scored on the one grid {grid};" in text
+
+
+def test_statement_traces_each_requirement_to_the_rows(complete_run, tagged_page, page_text) -> None:
+    """The traceability table: one row per requirement of scorecard.json's evidence, each value a
+    tagged field, the evidence linked to the scorecard row, certificate or section it names, the
+    disclaimer above it."""
+    run_dir, metrics, _ = complete_run
+    html = (run_dir / STATEMENT_FILE).read_text()
+    documents = _documents(run_dir)
+    evidence = documents["scorecard"]["evidence"]
+    assert len(evidence) == 14
+    section = html[html.index('<section id="requirements">'):html.index("</section>", html.index('id="requirements"'))]
+    page = tagged_page(section, documents)
+    fields = {field for source, field, _, _ in page.tagged if source == "scorecard"}
+    for i, entry in enumerate(evidence):
+        assert f'<tr data-requirement="{entry["requirement"]}">' in section
+        for key in ("requirement", "source", "summary", "status"):
+            assert f"/evidence/{i}/{key}" in fields, (i, key)
+        assert all(f"/evidence/{i}/gaps/{k}" in fields for k in range(len(entry["gaps"])))
+    # the disclaimer first, then the table
+    assert section.index("/definitions/evidence") < section.index('<table class="evidence">')
+    text = page_text(section)
+    assert "It does not decide compliance" in text
+    art15_5 = re.search(r'<tr data-requirement="EU AI Act Art. 15\(5\)">.*?</tr>', section, re.S).group(0)
+    assert re.search(r'<td class="status addressed"><span [^>]*data-field="/evidence/3/status"[^>]*>addressed</span>',
+                     art15_5)
+    rows = documents["scorecard"]["rows"]
+    for i, row in enumerate(rows):  # each row it cites links to that row of the scorecard table
+        if row["label"] in evidence[3]["rows"]:
+            assert f'<a href="#row-{i}"><span data-source="scorecard" data-field="/rows/{i}/label"' in art15_5
+            assert f'<tr id="row-{i}" data-row="{row["label"]}">' in html
+    assert '<a href="#certified-entry">' in art15_5 and 'id="certified-entry"' in html
+    assert 'id="detection"' in html and 'id="scorecard"' in html
+    # values from metrics.json: the clean accuracy, per-class sensitivity, the files skipped
+    art15_3 = page_text(re.search(r'<tr data-requirement="EU AI Act Art. 15\(3\)">.*?</tr>', section, re.S).group(0))
+    assert "clean accuracy 78.3% on 60 test images; 78.3% (95% CI 66.4–86.9%) on the 60 attacked" in art15_3
+    assert "sensitivity Normal 80.0%, Pneumonia 75.0%, Pneumothorax 80.0%" in art15_3
+    art15_4 = page_text(re.search(r'<tr data-requirement="EU AI Act Art. 15\(4\)">.*?</tr>', section, re.S).group(0))
+    assert "1 unreadable files skipped, each listed in skipped.txt" in art15_4 and "partly" in art15_4
+    assert "not addressed" in page_text(section) and "not_addressed" not in page_text(section)
+
+
+def test_a_schema_1_scorecard_is_rewritten_with_its_requirements(tmp_path: Path, write_run) -> None:
+    """A run whose scorecard.json predates schema 2 (no evidence) still reads; the statement
+    rewrites it from metrics.json so that its table is there."""
+    write_run(tmp_path, samples=False)
+    document = build_scorecard(read_metrics(tmp_path)).model_dump(mode="json")
+    old = {**{k: v for k, v in document.items() if k != "evidence"}, "schema_version": 1}
+    (tmp_path / SCORECARD_FILE).write_text(json.dumps(old))
+    assert read_scorecard(tmp_path).evidence == []  # it reads
+    html = build_statement(tmp_path).read_text()
+    assert read_scorecard(tmp_path).schema_version == 2 and len(read_scorecard(tmp_path).evidence) == 14
+    assert '<section id="requirements">' in html
 
 
 def test_statement_is_printable_and_self_contained(complete_run) -> None:
@@ -162,7 +222,15 @@ def test_statement_prints_to_pdf_in_headless_chromium(complete_run, tmp_path: Pa
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page(?!s)", data))
-    assert 1 <= pages <= 3, pages
+    assert 1 <= pages <= 3, pages  # 3 on A4 with the requirements traced (Chromium 156, DejaVu Sans)
+    # the requirements traced are on the printed pages, each requirement with its status, and the links to
+    # the scorecard's rows survive as links inside the PDF
+    printed = re.sub(r"\s+", "", " ".join(pdf_pages_text(data)))
+    assert "Requirementstraced" in printed and "Itdoesnotdecidecompliance" in printed
+    for entry in json.loads((complete_run[0] / SCORECARD_FILE).read_text())["evidence"]:
+        assert re.sub(r"\s+", "", entry["requirement"]) in printed, entry["requirement"]
+        assert re.sub(r"\s+", "", entry["gaps"][0] if entry["gaps"] else entry["summary"]) in printed
+    assert b"/Dest /row-0" in data and b"/Dest /certified-entry" in data
 
 
 def test_a_titled_run_and_its_model_version_head_the_statement_and_the_report(tmp_path: Path, write_run,

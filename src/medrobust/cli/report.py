@@ -47,8 +47,8 @@ def statement(
 ) -> None:
     """Write the printable one-page robustness statement (RUN/statement.html) of a finished run and print its path.
 
-    It is rebuilt from scorecard.json (written from metrics.json first when the run has none) and metrics.json;
-    print it to PDF from a browser for a technical file."""
+    It is rebuilt from scorecard.json (written from metrics.json first when the run has none, or an older version)
+    and metrics.json; print it to PDF from a browser for a technical file."""
     from medrobust.report.statement import build_statement
 
     _check_run_dir(run_dir)

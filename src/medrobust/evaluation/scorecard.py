@@ -29,6 +29,10 @@ What was not run is listed in ``not_tested`` with the reason, and never scored.
 Beside the rows, never among them: ``certified``, randomized smoothing's certified accuracy at L2
 radii 0.1, 0.25, 0.5 and 1.0 (:mod:`medrobust.evaluation.certified_entry`) — a guarantee for the
 smoothed classifier, not an empirical figure of the base model, so it never enters ``overall``.
+
+After them, ``evidence``: each requirement (AI Act Art. 15, FDA guidance, ISO/IEC 24029, MITRE
+ATLAS, NIST AI 100-2) traced to the rows that address it, by fixed rules
+(:mod:`medrobust.evaluation.evidence`); never a verdict of compliance.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from medrobust.evaluation.certified_accuracy import CERTIFIED_DEFINITION
 from medrobust.evaluation.certified_entry import NOT_RUN as CERTIFIED_NOT_RUN
 from medrobust.evaluation.certified_entry import certified_entry
 from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
+from medrobust.evaluation.evidence import DISCLAIMER as EVIDENCE_DEFINITION
+from medrobust.evaluation.evidence import build_evidence
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import (
     AUC_BUDGET,
@@ -90,6 +96,7 @@ DEFINITIONS = {
     "interval": "Accuracies carry a 95% Wilson score interval over the images tested.",
     "guarded": GUARDED_DEFINITION,
     "certified": CERTIFIED_DEFINITION,
+    "evidence": EVIDENCE_DEFINITION,
 }
 
 
@@ -244,7 +251,7 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
         f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255",
         definitions={k: v for k, v in DEFINITIONS.items() if k != "certified" or certified is not None},
-        certified=certified)
+        certified=certified, evidence=build_evidence(metrics, rows, certified))
 
 
 def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[float] | None:

@@ -1,14 +1,21 @@
 """``RUN/scorecard.json``'s schema (versioned by :data:`SCHEMA_VERSION`) and its file: the rows,
-their budget points and detector figures, as :mod:`medrobust.evaluation.scorecard` builds them."""
+their budget points and detector figures, as :mod:`medrobust.evaluation.scorecard` builds them,
+and the requirements traced to them (:mod:`medrobust.evaluation.evidence`).
+
+Versions: 1, the rows, the certificate and the definitions; 2 adds ``evidence``. A version-1 file
+still reads (its ``evidence`` empty); ``medrobust report`` rewrites it from metrics.json. The JSON
+schema of the current version is published as ``docs/scorecard.schema.json``
+(:func:`scorecard_json_schema`; ``python -m medrobust.evaluation.scorecard_schema`` prints it)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCORECARD_FILE = "scorecard.json"
 
 
@@ -85,6 +92,18 @@ class CertifiedEntry(_Model):
     note: str | None = None  # e.g. the model was not trained under the certificate's noise
 
 
+class Evidence(_Model):
+    """One requirement traced to this run (:mod:`medrobust.evaluation.evidence`): never a verdict
+    of compliance, only what the run holds for it."""
+
+    requirement: str  # e.g. "EU AI Act Art. 15(5)"
+    source: str  # the document and its reference
+    summary: str  # what it asks, in a sentence or two of our own
+    rows: list[str]  # the evidence in this run: row labels, the certificate's label, named figures of metrics.json
+    status: Literal["addressed", "partly", "not_addressed"]  # decided by the requirement's rule from what the run holds
+    gaps: list[str]  # what is not addressed, in words
+
+
 class Scorecard(_Model):
     schema_version: int = SCHEMA_VERSION
     run: str
@@ -101,12 +120,21 @@ class Scorecard(_Model):
     overall_text: str
     definitions: dict[str, str]
     certified: CertifiedEntry | None = None  # None: no certificate computed (a guarantee, never in ``overall``)
+    evidence: list[Evidence] = Field(default_factory=list)  # empty in a version-1 file
 
     def row(self, threat_model: str, label: str | None = None) -> ThreatRow:
         for r in self.rows:
             if r.threat_model == threat_model and (label is None or r.label == label):
                 return r
         raise KeyError(f"no {threat_model} row{f' {label!r}' if label else ''}; have {[r.label for r in self.rows]}")
+
+
+def scorecard_json_schema() -> dict:
+    """The JSON schema (draft 2020-12) of the current scorecard.json, from the pydantic model; the
+    published copy is ``docs/scorecard.schema.json``."""
+    schema = Scorecard.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"medrobust-scorecard-{SCHEMA_VERSION}", **schema}
 
 
 def write_scorecard(scorecard: Scorecard, run_dir: str | Path) -> Path:
@@ -124,3 +152,9 @@ def read_scorecard(run_dir: str | Path) -> Scorecard:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no scorecard.json; run `medrobust report {Path(run_dir)}` to write it")
     return Scorecard.model_validate(json.loads(path.read_text()))
+
+
+if __name__ == "__main__":  # python -m medrobust.evaluation.scorecard_schema > docs/scorecard.schema.json
+    import sys
+
+    sys.stdout.write(json.dumps(scorecard_json_schema(), indent=2) + "\n")

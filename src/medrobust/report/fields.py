@@ -41,6 +41,8 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "pp": lambda v: f"{v:+.1f} pp",  # percentage points with a sign
     "list": lambda v: ", ".join(str(x) for x in v) if v else "n/a",
     "size": lambda v: " x ".join(str(x) for x in v) if v else "any",
+    "count": lambda v: str(len(v)),  # a list by its length ("3" files skipped)
+    "status": lambda v: str(v).replace("_", " "),  # an evidence status: "not_addressed" as "not addressed"
 }
 """Format name -> how a JSON value is written on the page."""
 

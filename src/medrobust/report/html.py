@@ -30,6 +30,7 @@ from medrobust.report import figures_detection as fd
 from medrobust.report import figures_images as fi
 from medrobust.report import figures_robustness as fr
 from medrobust.report import tables
+from medrobust.report.evidence_html import evidence_table
 from medrobust.report.fields import Fields
 from medrobust.report.figure import ReportFigure
 from medrobust.report.guard_section import guard_section
@@ -218,6 +219,12 @@ def _methods(c: RunContents) -> str:
                       "<h3>Time</h3>", tables.timings(c.metrics.seconds_per_image, c.metrics.seconds_total)])
 
 
+def _requirements(fields: Fields) -> str:
+    """The requirements traced (the statement's table), after the scorecard."""
+    table = evidence_table(fields)
+    return f"<h3>Requirements traced</h3>\n{table}" if table else ""
+
+
 def build_report(run_dir: str | Path) -> Path:
     """Write ``run_dir/scorecard.json`` (from metrics.json), ``run_dir/figures/<id>.png`` for every
     figure the run allows, ``run_dir/report.html`` and ``run_dir/statement.html``; returns the path
@@ -231,7 +238,7 @@ def build_report(run_dir: str | Path) -> Path:
     b = _Builder()
     summary = build_summary(contents)
     sections = [
-        ("scorecard", "Scorecard", scorecard_section(fields)),
+        ("scorecard", "Scorecard", scorecard_section(fields) + _requirements(fields)),
         ("summary", "Summary", summary.html),
         ("data-model", "Data and model", _data_and_model(b, contents)),
         ("baseline", "Baseline", _baseline(b, contents)),

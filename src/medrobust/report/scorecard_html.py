@@ -12,6 +12,13 @@ from medrobust.report.fields import Fields, pointer
 
 SC = "scorecard"
 NOT_AT_BUDGET = "not tested at this budget"
+CERTIFIED_ANCHOR = "certified-entry"
+"""The certificate's element id (the traceability table links to it)."""
+
+
+def row_anchor(i: int) -> str:
+    """The element id of the scorecard table's row ``i`` (the traceability table links to it)."""
+    return f"row-{i}"
 
 
 def budget_columns(scorecard: dict[str, Any]) -> list[tuple[float, str]]:
@@ -83,7 +90,8 @@ def scorecard_table(f: Fields) -> str:
                          f'{f.span(SC, r + "/clean_abstention_rate", "pct")}</span>')
         if row.get("warning"):
             cells[1] += f'<br><span class="warning">{f.span(SC, r + "/warning", "text")}</span>'
-        rows.append(f'<tr data-row="{escape(row["label"])}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        rows.append(f'<tr id="{row_anchor(i)}" data-row="{escape(row["label"])}">'
+                    + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     if not rows:
         rows.append(f'<tr><td colspan="{len(head)}"><span class="na">no threat model was tested</span></td></tr>')
     legend = (f'<p class="small">&mdash;: {NOT_AT_BUDGET}. Accuracy at a budget: the lowest any attack of the threat '
@@ -109,7 +117,8 @@ def certified_html(f: Fields) -> str:
     c = "/certified"
     rows = "\n".join(f"<tr>{cell}</tr>" for cell in cells)
     note_html = (f'<p class="small warning">{f.span(SC, c + "/note", "text")}</p>' if entry.get("note") else "")
-    return (f'<div class="certified" data-row="{escape(entry["label"])}"><p><b>{f.span(SC, c + "/label", "text")}</b>: '
+    return (f'<div class="certified" id="{CERTIFIED_ANCHOR}" data-row="{escape(entry["label"])}">'
+            f'<p><b>{f.span(SC, c + "/label", "text")}</b>: '
             f'noise sigma {f.span(SC, c + "/sigma", "text")}, {f.span(SC, c + "/n0", "int")} selection and '
             f'{f.span(SC, c + "/draws", "int")} estimation draws per image, alpha {f.span(SC, c + "/alpha", "text")}, on '
             f'{f.span(SC, c + "/n_images", "int")} images. A guarantee, not an empirical score, kept out of the '

@@ -4,9 +4,9 @@ What was tested and what was found, in the order a reviewer reads it: the model'
 (file, SHA-256, classes, input contract), the data (source, images per class, split), the
 threat models and budgets, the scorecard, the defenses' cost on clean images, the detectors'
 false alarms (clean images and benign pipeline changes), the software version and seed, the
-limitations, and the requirements the measurements give evidence for — cited, never claimed
-as met. Every number is a tagged field of scorecard.json or metrics.json
-(:mod:`medrobust.report.fields`); nothing is recomputed here.
+limitations, and the requirements traced clause by clause to the rows that address them
+(:mod:`medrobust.report.evidence_html`) — never a verdict of compliance. Every number is a
+tagged field of scorecard.json or metrics.json (:mod:`medrobust.report.fields`); nothing is recomputed here.
 
 The page is plain self-contained HTML (no script, no external resource, no interactive element)
 with print CSS (A4, margins, no page break inside a table row), so a browser's print gives a
@@ -25,7 +25,14 @@ from pydantic import ValidationError
 
 from medrobust.evaluation.results import METRICS_FILE, GuardOutcome, read_metrics
 from medrobust.evaluation.run_dir import atomic_write_text
-from medrobust.evaluation.scorecard import SCORECARD_FILE, build_scorecard, read_scorecard, write_scorecard
+from medrobust.evaluation.scorecard import (
+    SCHEMA_VERSION,
+    SCORECARD_FILE,
+    build_scorecard,
+    read_scorecard,
+    write_scorecard,
+)
+from medrobust.report.evidence_html import evidence_table
 from medrobust.report.fields import Fields, pointer
 from medrobust.report.guard_section import guard_statement
 from medrobust.report.scorecard_html import (
@@ -43,13 +50,6 @@ log = logging.getLogger(__name__)
 STATEMENT_FILE = "statement.html"
 M = "metrics"
 
-EU_AI_ACT = ("Regulation (EU) 2024/1689 (the AI Act), Article 15(5): high-risk AI systems are to be resilient against "
-             "attempts to alter their outputs or performance by exploiting their vulnerabilities, with measures, where "
-             "appropriate, to prevent, detect and control inputs designed to cause the model to make a mistake "
-             "(&ldquo;adversarial examples or model evasion&rdquo;).")
-FDA_GUIDANCE = ("U.S. FDA draft guidance &ldquo;Artificial Intelligence-Enabled Device Software Functions: Lifecycle "
-                "Management and Marketing Submission Recommendations&rdquo; (January 2025): among the cybersecurity "
-                "threats specific to AI-enabled devices it names model evasion (inputs crafted to deceive the model).")
 LIMITATIONS = [
     "Physical-world attacks (printed, re-photographed or re-acquired images): every attack here changes stored pixels.",
     "Data or model poisoning, tampering with the model file, model inversion or stealing, data leakage.",
@@ -97,7 +97,19 @@ ul.definitions { columns: 3; column-gap: 4mm; font-size: 6.2pt; margin-left: 3mm
 ul.definitions li { break-inside: avoid; }
 ul { margin: 0.4mm 0 0.4mm 4mm; padding: 0; }
 li { margin: 0.2mm 0; }
-.regulatory { border-left: 1.5pt solid #3b6ea8; padding-left: 2mm; }
+.disclaimer { border-left: 1.5pt solid #3b6ea8; padding-left: 2mm; color: #3c4a58; }
+table.evidence { font-size: 6.3pt; }
+table.evidence td:nth-child(1) { width: 11%; }
+table.evidence td:nth-child(2) { width: 27%; }
+table.evidence td:nth-child(3) { width: 24%; }
+table.evidence td:nth-child(4) { width: 7%; white-space: nowrap; }
+table.evidence ul { margin: 0 0 0 2.5mm; }
+td.status { font-weight: 700; }
+td.status.addressed { color: #1f6b3a; }
+td.status.partly { color: #8a5a00; }
+td.status.not_addressed { color: #a1262b; }
+a { color: inherit; text-decoration: none; border-bottom: 0.3pt dotted #6a7582; }
+ul.limitations { columns: 2; column-gap: 4mm; }
 @media screen { body { background: #f1f3f6; } main { background: white; padding: 10mm 12mm; margin: 5mm auto; } }
 """
 
@@ -238,21 +250,16 @@ def _software(f: Fields) -> str:
 
 def _limitations(f: Fields) -> str:
     items = "".join(f"<li>{escape(text)}</li>" for text in LIMITATIONS)
-    return f'{not_tested_html(f)}<div class="also"><b>Nor, by any threat model here:</b><ul>{items}</ul></div>'
+    return (f'{not_tested_html(f)}<div class="also"><b>Nor, by any threat model here:</b>'
+            f'<ul class="limitations">{items}</ul></div>')
 
 
-def _regulatory() -> str:
-    return ('<div class="regulatory"><p>The measurements above are evidence a manufacturer may use when assessing '
-            "these requirements; this statement does not say whether the device meets them (that is for the "
-            "manufacturer and the notified body or regulator to assess).</p>"
-            f"<ul><li>{EU_AI_ACT}</li><li>{FDA_GUIDANCE}</li></ul></div>")
+def _section(name: str, html: str, section_id: str = "") -> str:
+    anchor = f' id="{escape(section_id)}"' if section_id else ""
+    return f"<section{anchor}><h2>{escape(name)}</h2>\n{html}\n</section>"
 
 
-def _section(name: str, html: str) -> str:
-    return f"<section><h2>{escape(name)}</h2>\n{html}\n</section>"
-
-
-def _pair(left: tuple[str, str], right: tuple[str, str], css: str = "") -> str:
+def _pair(left: tuple[str, ...], right: tuple[str, ...], css: str = "") -> str:
     return f'<div class="grid {css}">{_section(*left)}{_section(*right)}</div>'
 
 
@@ -269,13 +276,15 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
     body = "\n".join([
         _pair(("Model", _model(f)), ("Data", _data(f))),
         _section("Threat models and budgets", _threats(f) + guard_statement(_guard_outcome(metrics))),
-        _section("Scorecard", overall_html(f) + scorecard_table(f)),
+        _section("Scorecard", overall_html(f) + scorecard_table(f), "scorecard"),
         *([_section("Certified robustness (a guarantee, apart from the scores)", certified_html(f))]
           if scorecard.get("certified") else []),
-        _pair(("Defenses: cost on clean images", defenses), ("Detectors: false alarms", detectors), "wide-right"),
-        _pair(("Limitations: what was not tested", _limitations(f)), ("Requirements this gives evidence for", _regulatory())),
+        _pair(("Defenses: cost on clean images", defenses), ("Detectors: false alarms", detectors, "detection"),
+              "wide-right"),
+        _section("Limitations: what was not tested", _limitations(f)),
+        *([_section("Requirements traced", evidence_table(f), "requirements")] if scorecard.get("evidence") else []),
         _section("Definitions", definitions_html(f, [k for k in scorecard["definitions"]
-                                                     if k not in ("overall", "certified")])),  # beside their figures
+                                                     if k not in ("overall", "certified", "evidence")])),  # beside their figures
     ])
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
             f"<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
@@ -289,12 +298,16 @@ def statement_html(scorecard: dict[str, Any], metrics: dict[str, Any]) -> str:
 
 def load_or_build_scorecard(run_dir: Path) -> Path:
     """``RUN/scorecard.json``: kept when it reads as the current schema, else (re)written from
-    metrics.json (runs made before the scorecard existed)."""
+    metrics.json (runs made before the scorecard existed, or an older schema: a version-1 file
+    reads, but has no requirements traced)."""
     path = run_dir / SCORECARD_FILE
     if path.is_file():
         try:
-            read_scorecard(run_dir)
-            return path
+            version = read_scorecard(run_dir).schema_version
+            if version >= SCHEMA_VERSION:
+                return path
+            log.info("%s: schema version %d; rewriting it as version %d from %s", path, version, SCHEMA_VERSION,
+                     METRICS_FILE)
         except (ValueError, ValidationError) as err:
             log.warning("%s: unreadable (%s); rebuilding it from %s", path, err, METRICS_FILE)
     return write_scorecard(build_scorecard(read_metrics(run_dir)), run_dir)
