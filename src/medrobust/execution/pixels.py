@@ -1,4 +1,5 @@
-"""The 8-bit pixel grid: what a PNG (or the run's batch files) stores of an image in [0, 1].
+"""The 8-bit pixel grid: what a PNG (or the run's batch files) stores of an image in [0, 1]
+(:data:`~medrobust.data.stored_grid.EIGHT_BIT`, the grid object every modality has).
 
 Every image an attack produces is rounded to this grid before it is scored, because that is
 what an attacker can deliver to a PACS; batch files store images as uint8 on it, exactly.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from medrobust.data.stored_grid import EIGHT_BIT
 
 
 def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -24,7 +27,7 @@ def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
         - x: any, e.g. (B, C, H, W).
         - Output: the same as ``x``.
     """
-    return torch.round(x * 255.0) / 255.0
+    return EIGHT_BIT.round(x)
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
