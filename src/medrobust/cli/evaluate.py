@@ -20,6 +20,7 @@ from medrobust.cli.app import (
     OutputKindOption,
     OutputsOption,
     TrustPickleOption,
+    WindowOption,
     app,
     console,
     contract_from_options,
@@ -201,6 +202,7 @@ def evaluate(
     input_size: InputSizeOption = None,
     channels: ChannelsOption = None,
     intensity: IntensityOption = None,
+    window: WindowOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -237,7 +239,7 @@ def evaluate(
     from medrobust.evaluation.config import load_config
 
     contract = contract_from_options(model_path or config_path, classes, input_size, channels, intensity, output_kind,
-                                     arch, trust_pickle, outputs, channels_last)
+                                     arch, trust_pickle, outputs, channels_last, window)
     split_value = None
     findings = [f.strip() for f in emergency_findings.split(",") if f.strip()] if emergency_findings is not None else None
     if split:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from medrobust.data.image_batch import check_image_batch
 from medrobust.data.image_size import check_input_size
 from medrobust.models.batched_prediction import batched_logits
-from medrobust.models.intensity import Intensity
+from medrobust.models.intensity import AnyIntensity, Intensity, network_channels_of, parse_intensity
 from medrobust.models.output_kind import OutputKind
 
 
@@ -85,10 +85,14 @@ class InputContract:
         stored_channels: the channels of the images medrobust feeds, 1 (radiographs, the
             default) or 3.
         network_channels: what the network's first layer takes, 1 or 3 (default 3): 1 -> 3 is a
-            repeat, 3 -> 1 a luminance average.
+            repeat, 3 -> 1 a luminance average. With CT windows: one per window (the windows make
+            the channels; the stored image has 1).
         intensity: how [0, 1] images are scaled for the network, an
             :class:`~medrobust.models.intensity.Intensity` or its name (``"imagenet"`` mean/std,
-            the default; ``"unit"`` unchanged; ``"symmetric"``; ``"byte"``).
+            the default; ``"unit"`` unchanged; ``"symmetric"``; ``"byte"``), CT windows
+            (:class:`~medrobust.models.intensity.HUWindows`, ``"hu_windows:40,80;80,200"``) or
+            percentile normalisation (``"percentile:1,99"``); any form
+            :func:`~medrobust.models.intensity.parse_intensity` reads.
         output_kind: ``"softmax"`` (K logits, the default), ``"binary"`` (one logit, two class
             names) or ``"multilabel"`` (K independent findings), or the
             :class:`~medrobust.models.output_kind.OutputKind`.
@@ -113,18 +117,25 @@ class InputContract:
     input_size: tuple[int, int] | None = None
     stored_channels: int = 1
     network_channels: int = 3
-    intensity: Intensity = Intensity.IMAGENET
+    intensity: AnyIntensity = Intensity.IMAGENET
     output_kind: OutputKind = OutputKind.SOFTMAX
     channels_last: bool = False
     threshold: float = 0.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
+        object.__setattr__(self, "intensity", parse_intensity(self.intensity))
         object.__setattr__(self, "output_kind", OutputKind.parse(self.output_kind))
         # A side of 0, a negative one or one past the readers' pixel limit is refused here, before any image is read.
         object.__setattr__(self, "input_size", check_input_size(self.input_size))
-        if self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
+        windows = network_channels_of(self.intensity)
+        if windows is not None:
+            if self.stored_channels != 1 or self.network_channels != windows:
+                raise ValueError(
+                    f"the intensity {self.intensity.value} reads 1 stored channel (HU) and gives the network {windows} "
+                    f"channel(s), one per window, but the contract has {self.stored_channels} stored and "
+                    f"{self.network_channels} network channel(s); give as many windows as the network's channels")
+        elif self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
             raise ValueError(
                 f"channels must be 1 or 3 (stored {self.stored_channels}, network {self.network_channels})"
             )
@@ -240,7 +251,9 @@ class Classifier(nn.Module):
         c = self.contract
         if c.input_size is not None and tuple(x.shape[-2:]) != c.input_size:
             x = F.interpolate(x, size=c.input_size, mode="bilinear", align_corners=False, antialias=True)
-        if c.stored_channels == 1 and c.network_channels == 3:
+        if network_channels_of(c.intensity) is not None:
+            pass  # the CT windows make the network's channels from the stored one
+        elif c.stored_channels == 1 and c.network_channels == 3:
             x = x.expand(-1, 3, -1, -1)
         elif c.stored_channels == 3 and c.network_channels == 1:
             x = x.mean(dim=1, keepdim=True)

@@ -23,11 +23,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from medrobust.data.class_names import canonical_class_name
 from medrobust.data.image_size import check_input_size
-from medrobust.specs.contract_names import intensity_name, intensity_required, output_kind_name
+from medrobust.specs.contract_names import hu_windows, intensity_name, intensity_required, output_kind_name
 
 if TYPE_CHECKING:
     from medrobust.models.classifier import InputContract
@@ -50,13 +59,19 @@ class ModelContract(BaseModel):
             any size, or what a Keras/ONNX file declares); a square size is kept as one number,
             and a string of digits (a form field) is read as one.
         channels: the channels the network's first layer takes, 1 or 3 (also accepted as
-            ``network_channels``, the InputContract's name). None: what a Keras/ONNX file
+            ``network_channels``, the InputContract's name); with CT windows, one per window
+            (None: as many as the windows). None: what a Keras/ONNX file
             declares, the zoo architecture's for a state dict, else 3 (a TorchScript network
             that fails on 3 and runs on 1 is read as grey).
         intensity: how the network's training scaled its input: ``unit`` ([0, 1]), ``imagenet``
             (ImageNet mean/std), ``symmetric`` ([-1, 1]) or ``byte`` ([0, 255]); aliases such as
-            ``none`` or ``[-1,1]`` are stored as these names. Required for any file but a
-            medrobust checkpoint: a guess would silently evaluate another model.
+            ``none`` or ``[-1,1]`` are stored as these names. CT windows in HU, one network
+            channel per window: ``{"hu_windows": [[40, 80], [80, 200]]}`` or the text
+            ``hu_windows:40,80;80,200``; per-image percentile normalisation (MRI-like data):
+            ``{"normalize": "percentile", "low": 1, "high": 99}`` or ``percentile:1,99``. Stored as
+            the canonical text (:func:`~medrobust.specs.contract_names.intensity_name`, the one
+            parser of every face). Required for any file but a medrobust checkpoint: a guess would
+            silently evaluate another model.
         output_kind: ``softmax`` (K logits; what None resolves to), ``binary`` (one logit; two
             class names, negative first) or ``multilabel`` (K independent findings).
         arch: the zoo architecture of a state dict (``small-cnn``, ``densenet121``...); looked
@@ -94,8 +109,8 @@ class ModelContract(BaseModel):
 
     classes: tuple[str, ...] | None = None
     input_size: int | tuple[int, int] | None = None
+    intensity: str | None = None  # before channels: CT windows decide how many channels the network takes
     channels: int | None = Field(None, validation_alias=AliasChoices("channels", "network_channels"))
-    intensity: str | None = None
     output_kind: str | None = None
     arch: str | None = None
     trust_pickle: bool = False
@@ -141,17 +156,23 @@ class ModelContract(BaseModel):
             return None
         return size[0] if size[0] == size[1] else size
 
-    @field_validator("channels")
-    @classmethod
-    def _network_channels(cls, value: int | None) -> int | None:
-        if value is not None and value not in (1, 3):
-            raise ValueError(f"network channels {value}: a network takes 1 (grey) or 3 (RGB) channels")
-        return value
-
     @field_validator("intensity", mode="before")
     @classmethod
     def _intensity(cls, value: Any) -> Any:
-        return None if value is None else intensity_name(str(getattr(value, "value", value)))
+        if value is None:
+            return None
+        return intensity_name(value if isinstance(value, Mapping | list | tuple) else str(getattr(value, "value", value)))
+
+    @field_validator("channels")
+    @classmethod
+    def _network_channels(cls, value: int | None, info: ValidationInfo) -> int | None:
+        windows = hu_windows(info.data.get("intensity") or "")
+        if value is not None and windows is not None and value != len(windows):
+            raise ValueError(f"network channels {value}: the intensity {info.data['intensity']} gives the network "
+                             f"{len(windows)} channel(s), one per CT window; give {len(windows)} or leave channels out")
+        if value is not None and windows is None and value not in (1, 3):
+            raise ValueError(f"network channels {value}: a network takes 1 (grey) or 3 (RGB) channels")
+        return value
 
     @field_validator("output_kind", mode="before")
     @classmethod
@@ -284,7 +305,7 @@ class ModelContract(BaseModel):
             classes=self.classes,
             input_size=self.input_size if self.input_size is not None else size,  # type: ignore[arg-type]
             stored_channels=stored_channels,
-            network_channels=self.channels or channels or 3,
+            network_channels=self.channels or channels or len(hu_windows(scale) or ()) or 3,
             intensity=scale,  # type: ignore[arg-type]  (parsed by InputContract)
             output_kind=self.output_kind or "softmax",  # type: ignore[arg-type]
             channels_last=self.channels_last if self.channels_last is not None else channels_last,
