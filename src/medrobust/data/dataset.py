@@ -272,10 +272,10 @@ class _Subset(ImageDataset):
 
 class ArrayImageDataset(ImageDataset):
     """Images already in memory: an array (N, H, W) of uint8 (0..255), uint16 (0..65535) or float
-    (clipped to [0, 1]).
+    (clipped to [0, 1]); or volumes (N, D, H, W) alike (MedMNIST 3D), whose items are (1, D, H, W).
 
     Args:
-        images: the (N, H, W) array, one image per record.
+        images: the (N, H, W) or (N, D, H, W) array, one image or volume per record.
         records: N :class:`ImageRecord` objects (``path`` None).
         classes: the class names, in label order.
         size: as :class:`ImageDataset`. Default None.
@@ -285,7 +285,8 @@ class ArrayImageDataset(ImageDataset):
         - ``dataset[i]``: image (1, H, W) float32 in [0, 1] (resized when ``size`` is set).
 
     Raises:
-        ValueError: ``images`` is not 3-D, or its length differs from the records'.
+        ValueError: ``images`` is neither 3-D nor 4-D, its length differs from the records', or
+            volumes are given with a ``size`` (resizing is in-plane, for images).
 
     Example:
 
@@ -305,8 +306,11 @@ class ArrayImageDataset(ImageDataset):
         classes: Sequence[str],
         size: int | tuple[int, int] | None = None,
     ) -> None:
-        if images.ndim != 3:
-            raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
+        if images.ndim not in (3, 4):
+            raise ValueError(f"expected images of shape (N, H, W) or volumes (N, D, H, W), got {images.shape}")
+        if images.ndim == 4 and size is not None:
+            raise ValueError(f"volumes of shape {images.shape[1:]} cannot be resized to {size}: resizing is for 2-D "
+                             "images; leave size out")
         if len(images) != len(records):
             raise ValueError(f"{len(images)} images but {len(records)} records")
         super().__init__(records, classes, size)
