@@ -22,6 +22,7 @@ import torch
 
 from medrobust.data.errors import ImageReadError, SkippedFile
 from medrobust.data.resize import resize_image
+from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
 from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.classes = list(classes)
         self.size = size
         self.skipped: list[SkippedFile] = []
+        self.grid: StoredGrid = EIGHT_BIT
+        """What the images' files store (:mod:`~medrobust.data.stored_grid`): 8-bit grey levels, or
+        CT HU for DICOM series, NIfTI volumes and CT slices; a run rounds adversarial images to it."""
         for r in self.records:
             if not 0 <= r.label < len(self.classes):
                 raise ValueError(f"{r.id}: label {r.label} is outside the {len(self.classes)} classes {self.classes}")
@@ -104,7 +108,9 @@ class ImageDataset(torch.utils.data.Dataset):
         """
         record = self.records[index]
         image = self.read(index)
-        if self.size is not None:
+        if self.size is not None and image.ndim == 3:  # a volume: each slice resized in-plane
+            image = np.stack([resize_image(s, self.size) for s in image])
+        elif self.size is not None:
             image = resize_image(image, self.size)
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
         return tensor, record.label, record.id
@@ -263,6 +269,7 @@ class _Subset(ImageDataset):
 
     def __init__(self, parent: ImageDataset, indices: Sequence[int]) -> None:
         super().__init__([parent.records[i] for i in indices], parent.classes, parent.size)
+        self.grid = parent.grid
         self.parent = parent
         self.indices = list(indices)
 
@@ -358,7 +365,10 @@ class FileImageDataset(ImageDataset):
 
     def read(self, index: int) -> np.ndarray:
         from medrobust.data.io import read_image
+        from medrobust.data.volume_entries import is_volume_entry, read_volume
 
         path = self.records[index].path
         assert path is not None
+        if is_volume_entry(path):
+            return read_volume(path)
         return read_image(path, max_pixels=self.max_pixels)
