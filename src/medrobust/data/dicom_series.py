@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +78,14 @@ def read_dicom_series(folder: str | os.PathLike[str], *, max_voxels: int = MAX_V
     if not files:
         raise ImageReadError(folder, "holds no DICOM slices", "point at a folder of the slices of one series")
     remarks: list[str] = []
-    with _pydicom_remarks(remarks):
+    with _pydicom_remarks(remarks), _naming_the_series(folder):
         slices = [(_read_dataset(f), f) for f in files]
     _one_series(folder, slices)
     rows, columns = int(slices[0][0].get("Rows", 0) or 0), int(slices[0][0].get("Columns", 0) or 0)
     check_volume_size((len(slices), rows, columns), str(folder), max_voxels)
     slices, affine = _ordered(folder, slices)
     hu = np.empty((len(slices), rows, columns), dtype=np.float64)
-    with _pydicom_remarks(remarks), np.errstate(over="ignore", invalid="ignore"):
+    with _pydicom_remarks(remarks), np.errstate(over="ignore", invalid="ignore"), _naming_the_series(folder):
         for k, (ds, path) in enumerate(slices):
             hu[k] = _slice_hu(ds, path)
     if not np.isfinite(hu).all():
@@ -95,6 +97,18 @@ def read_dicom_series(folder: str | os.PathLike[str], *, max_voxels: int = MAX_V
     first = slices[0][0]
     source = {key: first.get(key) for key in KEPT_FROM_SOURCE if first.get(key) not in (None, "")}
     return CTVolume(clipped.astype(np.float32), affine, source)
+
+
+@contextmanager
+def _naming_the_series(folder: Path) -> Iterator[None]:
+    """A slice that cannot be read makes the series unreadable: the error names the series' folder
+    (what a dataset skips) and, in its reason, the slice."""
+    try:
+        yield
+    except ImageReadError as err:
+        if Path(err.path) == folder:
+            raise
+        raise ImageReadError(folder, f"slice {Path(err.path).name}: {err.problem}", err.fix) from err
 
 
 def _slice_hu(ds: Dataset, path: Path) -> np.ndarray:
