@@ -57,7 +57,9 @@ class ModelContract(BaseModel):
             tuple. Required for any file but a medrobust checkpoint.
         input_size: the side (``224``) or ``(height, width)`` the network was trained at (None:
             any size, or what a Keras/ONNX file declares); a square size is kept as one number,
-            and a string of digits (a form field) is read as one.
+            and a string of digits (a form field) is read as one. A volume model (CT, MRI) states
+            three numbers, ``[depth, height, width]`` (``[16, 64, 64]``): three sides always mean
+            volumes (B, C, D, H, W), one or two always images.
         channels: the channels the network's first layer takes, 1 or 3 (also accepted as
             ``network_channels``, the InputContract's name); with CT windows, one per window
             (None: as many as the windows). None: what a Keras/ONNX file
@@ -108,7 +110,7 @@ class ModelContract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     classes: tuple[str, ...] | None = None
-    input_size: int | tuple[int, int] | None = None
+    input_size: int | tuple[int, int] | tuple[int, int, int] | None = None
     intensity: str | None = None  # before channels: CT windows decide how many channels the network takes
     channels: int | None = Field(None, validation_alias=AliasChoices("channels", "network_channels"))
     output_kind: str | None = None
@@ -154,7 +156,7 @@ class ModelContract(BaseModel):
         size = check_input_size(value)  # a side of 0, a negative one or one past the readers' limit: refused
         if size is None:
             return None
-        return size[0] if size[0] == size[1] else size
+        return size[0] if len(size) == 2 and size[0] == size[1] else size
 
     @field_validator("intensity", mode="before")
     @classmethod
@@ -269,8 +271,8 @@ class ModelContract(BaseModel):
         if self.intensity is None:
             raise ValueError(intensity_required(str(where)))
 
-    def resolve(self, *, size: tuple[int, int] | None = None, channels: int | None = None, channels_last: bool = False,
-                intensity: str | None = None, stored_channels: int = 1) -> InputContract:
+    def resolve(self, *, size: tuple[int, ...] | None = None, channels: int | None = None, channels_last: bool = False,
+                intensity: str | None = None, stored_channels: int = 1, spatial_dims: int | None = None) -> InputContract:
         """The Classifier's resolved :class:`~medrobust.models.classifier.InputContract`: each declared
         value, else the keyword given here (what the model file says, or the loader's default);
         softmax outputs unless declared.
@@ -283,13 +285,15 @@ class ModelContract(BaseModel):
             intensity: the intensity convention when none is declared. Default None (then one
                 must be declared).
             stored_channels: the channels of the images medrobust feeds. Default 1 (radiographs).
+            spatial_dims: 3 when the file (an ONNX graph's 5-D input) or the zoo architecture
+                takes volumes, 2 for images. Default None: from the input size's sides, else 2.
 
         Returns:
             The InputContract a :class:`~medrobust.models.classifier.Classifier` carries.
 
         Raises:
             ValueError: no class names, no intensity convention, or an impossible combination
-                (without the file's name: the loader adds it).
+                (a 2-D size for a volume model, without the file's name: the loader adds it).
 
         >>> ModelContract(classes="a,b", input_size=32, intensity="unit").resolve(channels=1)
         InputContract(classes=('a', 'b'), input_size=(32, 32), stored_channels=1, network_channels=1, ...)
@@ -301,9 +305,14 @@ class ModelContract(BaseModel):
         scale = self.intensity or intensity
         if scale is None:
             raise ValueError("the intensity convention must be given (unit, imagenet, symmetric or byte)")
+        chosen = self.input_size if self.input_size is not None else size
+        if spatial_dims == 3 and chosen is not None and len(check_input_size(chosen) or ()) != 3:
+            raise ValueError(f"input size {chosen} names an image, but the model takes volumes (B, C, D, H, W); "
+                             "give input_size as [depth, height, width] (e.g. [16, 64, 64])")
         return InputContract(
             classes=self.classes,
-            input_size=self.input_size if self.input_size is not None else size,  # type: ignore[arg-type]
+            input_size=chosen,  # type: ignore[arg-type]
+            spatial_dims=spatial_dims if chosen is None else None,
             stored_channels=stored_channels,
             network_channels=self.channels or channels or len(hu_windows(scale) or ()) or 3,
             intensity=scale,  # type: ignore[arg-type]  (parsed by InputContract)
@@ -312,8 +321,9 @@ class ModelContract(BaseModel):
         )
 
     @property
-    def size(self) -> tuple[int, int] | None:
-        """The declared input size as (height, width) (None: not declared)."""
+    def size(self) -> tuple[int, ...] | None:
+        """The declared input size as (height, width), or a volume's (depth, height, width) (None:
+        not declared)."""
         return check_input_size(self.input_size)
 
 

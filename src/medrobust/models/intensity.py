@@ -53,7 +53,8 @@ class Intensity(str, Enum):
         return cls(intensity_name(value))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Map images in [0, 1] of shape (B, C, H, W) to this convention (differentiable).
+        """Map images in [0, 1] of shape (B, C, H, W) (or volumes (B, C, D, H, W)) to this convention
+        (differentiable).
 
         ImageNet statistics are per channel for 3 channels; a 1-channel network gets the
         mean of the three means and stds (0.449, 0.226).
@@ -65,6 +66,8 @@ class Intensity(str, Enum):
         if self is Intensity.BYTE:
             return x * 255.0
         mean, std = _imagenet_statistics(x.shape[1] == 3, x.dtype, x.device)
+        if x.dim() == 5 and mean.dim() == 4:  # volumes (B, 3, D, H, W): one more spatial axis
+            mean, std = mean[..., None], std[..., None]
         return (x - mean) / std
 
 
