@@ -122,7 +122,8 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
     coarse = len(scored) < MIN_SCORED_BUDGETS
     half = half_accuracy_budget(clean, curve)
     half_text = (f"{half * levels:.2f} {unit}" if half is not None else
-                 "not defined (clean accuracy 0)" if clean <= 0 else f"> {largest * levels:.3g} (the largest tested)")
+                 "not defined (clean accuracy 0)" if clean <= 0 else
+                 f"> {largest * levels:.3g}{' HU' if unit == 'HU' else ''} (the largest tested)")
     if half is not None and coarse:  # only the tested budgets around it are known (accuracy cannot rise with eps)
         below = max((e for e, (a, _) in envelope.items() if e < half and a > clean / 2), default=0.0)
         above = min(e for e, (a, _) in envelope.items() if e >= half)
@@ -144,7 +145,7 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
 def budget_units(metrics: RunMetrics) -> tuple[str, int]:
     """The unit budgets are stated in for the run's data and the grid's steps from 0 to 1:
     ``("grey levels", 255)`` for 8-bit data (and runs that predate the record), ``("HU", 4095)`` for CT."""
-    grid = metrics.data.get("grid") or {}
+    grid = (getattr(metrics, "data", None) or {}).get("grid") or {}
     if grid.get("unit") == "HU":
         return "HU", int(grid["high"]) - int(grid["low"])
     return "grey levels", 255

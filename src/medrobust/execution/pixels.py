@@ -38,15 +38,34 @@ def quantise_8bit(x: torch.Tensor) -> torch.Tensor:
 
 
 def storage_dtype(grid: StoredGrid) -> np.dtype:
-    """The batch files' integer type for ``grid`` (uint8: 8-bit, uint16: CT); ValueError for a
-    grid a run does not store."""
+    """The batch files' integer type for ``grid``.
+
+    Args:
+        grid: the run's stored grid.
+
+    Returns:
+        uint8 for the 8-bit grid, uint16 for the CT grid.
+
+    Raises:
+        ValueError: a grid a run does not store.
+    """
     if grid.name not in _STORAGE or _STORAGE[grid.name][0] != grid:
         raise ValueError(f"a run stores images on the 8-bit or the CT grid, not on the {grid.name} grid")
     return np.dtype(_STORAGE[grid.name][1])
 
 
 def stored_grid_of(a: np.ndarray) -> StoredGrid:
-    """The grid a stored batch is on, by its integer type (module docstring)."""
+    """The grid a stored batch is on, by its integer type (module docstring).
+
+    Args:
+        a: a stored batch.
+
+    Returns:
+        The 8-bit grid for uint8, the CT grid for uint16.
+
+    Raises:
+        ValueError: another type.
+    """
     try:
         return _BY_DTYPE[np.dtype(a.dtype)]
     except KeyError:

@@ -36,9 +36,17 @@ LOG_KEY = "log"
 
 
 def params_on_grid(attack: str, params: Mapping[str, Any], grid) -> dict[str, Any]:
-    """An attack's parameters with its rounding grid set to the run's stored grid: an attack that
-    rounds its result (``quantize_bits``, default 8) rounds CT to integer HU (12 bits: the CT grid's
-    points), unless the spec sets ``quantize_bits`` itself. 8-bit runs are unchanged."""
+    """An attack's parameters with its rounding grid set to the run's stored grid.
+
+    Args:
+        attack: the attack's registry name.
+        params: its parameters from the spec.
+        grid: the run's stored grid.
+
+    Returns:
+        ``params``, plus ``quantize_bits: 12`` on the CT grid (integer HU: the 12-bit grid's points)
+        when the attack rounds its result and the spec does not set it; 8-bit runs unchanged.
+    """
     from medrobust.attacks.registry import attack_parameters
 
     out = dict(params)
