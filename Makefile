@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.medrobust-installed
-EXTRAS ?= dev,keras,onnx,service,scale
+EXTRAS ?= dev,keras,onnx,service,scale,ct
 PIP := $(BIN)/python -m pip --disable-pip-version-check --quiet
 
 .PHONY: install demo test bench gallery clean

@@ -119,7 +119,7 @@ IMAGE_API = {
     "medrobust.AttackResult", "medrobust.defend", "medrobust.Defended", "medrobust.detect",
     "medrobust.models.Classifier", "medrobust.models.build_classifier", "medrobust.models.load_classifier",
     "medrobust.models.load_checkpoint", "medrobust.execution.pixels.quantise_8bit",
-    "medrobust.execution.pixels.to_uint8", "medrobust.execution.pixels.from_uint8",
+    "medrobust.execution.pixels.to_stored", "medrobust.execution.pixels.from_stored",
     "medrobust.execution.crafting.craft_batch", "medrobust.execution.units.CraftUnit",
     "medrobust.execution.units.PredictUnit", "medrobust.execution.detect_units.ScoreUnit",
     "medrobust.execution.detect_units.DetectUnit", "medrobust.execution.resumable_stage.StageResult",

@@ -18,7 +18,7 @@ from medrobust.evaluation.config import load_config
 from medrobust.evaluation.demo_config import demo_config, demo_settings
 from medrobust.evaluation.scorecard import build_scorecard
 from medrobust.evaluation.stages.certify import noise_note, stage_folder_name
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 from medrobust.execution.resumable_stage import finished_summary
 from medrobust.execution.units import CertifyUnit, Workbench
 from medrobust.report import build_report
@@ -90,7 +90,7 @@ def test_any_batch_split_and_mr_certify_give_the_same_certificates(runs, trained
     split = [bench.execute(CertifyUnit(seed=0, start=a, images=clean[a:b], **CERTIFY)) for a, b in ((0, 1), (1, 4))]
     for key in ("prediction", "radius", "counts", "selection_counts", "smoothed_prediction"):
         assert np.array_equal(np.concatenate([part[key] for part in split]), s[key], equal_nan=True), key
-    layer = mr.certify(trained_small_cnn, from_uint8(clean), sigma=0.12, n0=10, n=100, seed=0, batch_size=110)
+    layer = mr.certify(trained_small_cnn, from_stored(clean), sigma=0.12, n0=10, n=100, seed=0, batch_size=110)
     assert [i.radius for i in layer.images] == [None if np.isnan(r) else pytest.approx(r) for r in s["radius"]]
 
 

@@ -17,7 +17,7 @@ from medrobust.evaluation.results import read_metrics
 from medrobust.evaluation.scorecard import read_scorecard
 from medrobust.execution import guard_units
 from medrobust.execution.guard_units import detector_penalty
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 from medrobust.execution.resumable_stage import finished_summary
 from medrobust.report.html import build_report
 
@@ -85,7 +85,7 @@ def test_the_stage_decides_as_guard_predict_does(run, trained_small_cnn) -> None
     folder = next((root / "stages" / "guard").glob("*/guard-aware_pgd_8_255_lambda_10_3_steps"))
     summary = finished_summary(folder)
     images = np.concatenate([np.load(p)["x_adv"] for p in sorted(folder.glob("batch-*.npz"))])
-    x = from_uint8(images)
+    x = from_stored(images)
     for t in np.unique(summary["threshold__squeeze"]):
         pick = np.flatnonzero(summary["threshold__squeeze"] == t)
         guard = mr.guard(trained_small_cnn, defense=DEFENSE, detectors=[SqueezeDetector(threshold=float(t))])

@@ -15,7 +15,7 @@ from medrobust.attacks.autoattack import AutoAttack
 from medrobust.cli import app
 from medrobust.evaluation.results import read_metrics
 from medrobust.evaluation.stages.robustbench import EPS
-from medrobust.execution.pixels import from_uint8, to_uint8
+from medrobust.execution.pixels import from_stored, to_stored
 from medrobust.execution.resumable_stage import finished_summary
 from medrobust.execution.units import FloatAttackUnit, Workbench
 
@@ -44,7 +44,7 @@ def test_the_figure_is_autoattack_on_float_images_batch_by_batch(run, trained_sm
     clean = np.concatenate([np.load(p)["clean"] for p in sorted((root / "stages" / "inputs").glob("batch-*.npz"))])
     right, broken = [], {}
     for start in range(0, 8, 4):  # the stage's batches, each seeded with seed + start
-        x = from_uint8(clean[start:start + 4])
+        x = from_stored(clean[start:start + 4])
         y = torch.from_numpy(labels[start:start + 4])
         attack = AutoAttack(eps=8 / 255, quantize_bits=None, seed=0)
         x_adv = attack(trained_small_cnn, x, y, generator=attack.make_generator(x.device, start))
@@ -62,7 +62,7 @@ def test_the_unit_never_rounds_to_the_storage_grid(trained_small_cnn, phantom32)
     splits, _ = phantom32
     x, y = splits["test"][0][:6], splits["test"][1][:6]
     unit = FloatAttackUnit(seed=0, start=0, attack="pgd", params={"eps": 3.5 / 255, "steps": 5},
-                           clean=to_uint8(x), labels=y.numpy())
+                           clean=to_stored(x), labels=y.numpy())
     out = unit.run(Workbench({"model": trained_small_cnn}, torch.device("cpu")))
     assert np.allclose(out["linf"], 3.5 / 255, atol=1e-6)  # rounded: 3/255 or 4/255
     assert out["clean_pred"].shape == out["pred"].shape == (6,)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 from medrobust.execution.units import ModelRef, Unit, Workbench
 
 
@@ -23,7 +23,7 @@ class DefendUnit(Unit):
 
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            return {"x": bench.model(self.ref).defend(from_uint8(self.images).to(bench.device)).numpy()}
+            return {"x": bench.model(self.ref).defend(from_stored(self.images).to(bench.device)).numpy()}
 
 
 def _batch(start: int) -> np.ndarray:

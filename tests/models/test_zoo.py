@@ -14,7 +14,8 @@ CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 
 
 def test_zoo_lists_the_architectures() -> None:
-    assert list_models() == ["densenet121", "efficientnet-b0", "resnet18", "resnet50", "small-cnn"]
+    assert list_models() == ["densenet121", "densenet121-3d", "efficientnet-b0", "resnet18", "resnet50", "small-cnn",
+                             "small-cnn-3d"]
     assert list_models("resnet*") == ["resnet18", "resnet50"]
 
 

@@ -81,7 +81,9 @@ class BlockShuffle(Attack):
 
     NOT a bounded adversarial perturbation: a visible rearrangement of the image (no epsilon,
     no gradient, the model is not consulted), reported with its SSIM to the original in
-    :attr:`last_ssim`. See the module docstring for the exact procedure.
+    :attr:`last_ssim`. See the module docstring for the exact procedure. Volumes
+    (B, C, D, H, W) are refused with the reason (:attr:`volumes`): its tiles, rotations and
+    warps are 2-D.
 
     Source: the study ("Assessing CNN Robustness in Medical Imaging Systems: Adversarial
     Threats and Defensive Measures", 2025), which describes this block rearrangement beside
@@ -132,6 +134,8 @@ class BlockShuffle(Attack):
     """
 
     needs_gradients = False
+    volumes = ("block-shuffle cuts H x W images into square tiles that it rotates by quarter turns and warps in 2-D, "
+               "and its visibility measure (SSIM) is 2-D; it is not defined on volumes")
 
     def __init__(self, blocks: int = 3, shuffle: bool = True, rotate_prob: float = 0.5, distort_prob: float = 0.0,
                  distort_strength: float = 0.1, seed: int = 0, quantize_bits: int | None = 8) -> None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medrobust.data.stored_grid import StoredGrid, grid_for_bits
+
 
 def _per_image(t: torch.Tensor) -> tuple[int, ...]:
     return (-1,) + (1,) * (t.ndim - 1)
@@ -135,8 +137,9 @@ class Budget:
         return in_range and bool((self.distance(x_adv, x) <= self.eps + tol).all())
 
 
-def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, budget: Budget, bits: int = 8) -> torch.Tensor:
-    """Round ``x_adv`` to the ``bits``-bit grid (what a PNG or DICOM stores) without leaving
+def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, budget: Budget, bits: int = 8,
+                    grid: StoredGrid | None = None) -> torch.Tensor:
+    """Round ``x_adv`` to the stored grid (what a PNG or DICOM stores) without leaving
     the budget: each pixel goes to the nearest level inside the L-inf ball (and [0, 1]); for
     L2, pixels whose rounding grows the perturbation are rounded towards the clean value instead
     when needed. The result reaches a PACS unchanged.
@@ -146,13 +149,17 @@ def quantize_within(x_adv: torch.Tensor, x: torch.Tensor, budget: Budget, bits: 
         x: (B, C, H, W) clean images.
         budget: the ball to stay in.
         bits: bit depth of the grid (levels ``k / (2**bits - 1)``). Default 8.
+        grid: the modality's :class:`~medrobust.data.stored_grid.StoredGrid` (e.g.
+            :data:`~medrobust.data.stored_grid.CT_HU`: integer HU), instead of ``bits``. Default
+            None: :func:`~medrobust.data.stored_grid.grid_for_bits` of ``bits``.
 
     Returns:
         (B, C, H, W), ``x_adv``'s dtype: on the grid (where the ball holds a grid point), in
         [0, 1] and inside the ball.
     """
-    levels = float(2**bits - 1)
-    q = torch.round(x_adv * levels) / levels
+    grid = grid or grid_for_bits(bits)
+    levels = float(grid.levels)
+    q = grid.round(x_adv)
     if budget.norm == "linf":
         lo = torch.ceil(((x - budget.eps) * levels).clamp(min=0.0) - 1e-4) / levels
         hi = torch.floor(((x + budget.eps) * levels).clamp(max=levels) + 1e-4) / levels

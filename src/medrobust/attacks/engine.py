@@ -84,10 +84,14 @@ class Attack(ABC):
         quantize_bits: bit depth of the storage grid the result is rounded to, inside the
             budget (default 8: what an 8-bit PNG or a PACS stores); None keeps floats.
 
+    Volumes: every attack takes volumes (B, C, D, H, W) as it takes images, unless its class says
+    why not in :attr:`volumes` (a sentence; SIA and block-shuffle, whose block transforms are 2-D),
+    which the call then gives as the refusal.
+
     Shape:
-        - x: (B, C, H, W) float in [0, 1] (C = 1 for radiographs).
+        - x: (B, C, H, W) float in [0, 1] (C = 1 for radiographs), or (B, C, D, H, W) volumes.
         - y: (B,) int64 class indices, or (B, K) 0/1 findings for a multi-label model.
-        - Output: (B, C, H, W), ``x``'s dtype and device, in [0, 1].
+        - Output: ``x``'s shape, dtype and device, in [0, 1].
 
     Example (an attack that changes nothing):
 
@@ -105,6 +109,8 @@ class Attack(ABC):
 
     name: str = "attack"
     needs_gradients: bool = True
+    volumes: bool | str = True
+    """True: the attack takes volumes (B, C, D, H, W); a sentence: why it refuses them."""
 
     def __init__(self, seed: int = 0, quantize_bits: int | None = 8) -> None:
         self.seed = seed
@@ -145,13 +151,14 @@ class Attack(ABC):
             - Output: (B, C, H, W), same dtype and device as ``x``.
 
         Raises:
-            ImageBatchError: ``x`` is not a float image batch (B, C, H, W) in [0, 1].
+            ImageBatchError: ``x`` is not a float image batch (B, C, H, W) (or volumes
+                (B, C, D, H, W), where the attack takes them) in [0, 1].
             NotDifferentiableError: the model is a black box and the attack needs gradients.
             ValueError: ``generator`` lives on another device than ``x``.
         """
         if self.needs_gradients:
             require_gradients(model, f"the {self.name} attack")
-        check_image_batch(x, f"the {self.name} attack", unit_range=True, tolerance=0.0)
+        check_image_batch(x, f"the {self.name} attack", unit_range=True, tolerance=0.0, volumes=self.volumes)
         generator = generator or self.make_generator(x.device)
         if not _same_device(torch.device(generator.device), x.device):
             raise ValueError(f"the {self.name} attack: the generator is on {generator.device} but the images are on "
@@ -216,9 +223,11 @@ class IterativeAttack(Attack):
             a warning when ``eps`` is below one grey level). Default 8; None keeps floats.
 
     Shape:
-        - x: (B, C, H, W) float in [0, 1].
+        - x: (B, C, H, W) float in [0, 1], or volumes (B, C, D, H, W) (the loop is shape-blind:
+          a budget is per voxel as per pixel; for CT, 1 HU is 1/4095 and ``quantize_bits=12``
+          rounds to integer HU, :data:`~medrobust.data.stored_grid.CT_HU`).
         - y: (B,) int64 labels, or (B, K) 0/1 findings for a multi-label model.
-        - Output: (B, C, H, W), ``x``'s dtype, in [0, 1] and within ``eps`` of ``x``.
+        - Output: ``x``'s shape and dtype, in [0, 1] and within ``eps`` of ``x``.
 
     Example:
 

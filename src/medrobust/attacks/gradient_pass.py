@@ -129,7 +129,8 @@ class GradientExecution:
         return torch.channels_last if wanted else None
 
     def pass_size(self, model: nn.Module, images: torch.Tensor) -> int:
-        """Images per pass for running ``model`` on ``images`` (N, C, H, W): N (one pass) unless
+        """Images per pass for running ``model`` on ``images`` (N, C, H, W) (or volumes (N, C, D, H, W),
+        whose voxels count as pixels): N (one pass) unless
         splitting is asked for or automatic and useful; passes are made as even as possible."""
         n = images.shape[0]
         if self.images_per_pass == 0 or draws_randomness(model):
@@ -139,8 +140,8 @@ class GradientExecution:
         elif images.device.type != "cpu":
             return n
         else:
-            size = getattr(model, "input_size", None)
-            pixels = size[0] * size[1] if size else images.shape[-2] * images.shape[-1]
+            size = getattr(model, "input_size", None)  # (H, W), or a volume model's (D, H, W): voxels count as pixels
+            pixels = math.prod(size) if size else math.prod(images.shape[2:])
             per = max(MIN_IMAGES_PER_PASS, PIXELS_PER_PASS // pixels)
         if n <= per:
             return n

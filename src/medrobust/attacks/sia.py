@@ -23,7 +23,7 @@ import torch
 
 from medrobust.attacks.engine import IterativeAttack
 from medrobust.attacks.registry import register_attack
-from medrobust.attacks.sit import SITPlan, apply_structure_invariant_plan, resolve_ops
+from medrobust.attacks.sit import SIT_VOLUME_REFUSAL, SITPlan, apply_structure_invariant_plan, resolve_ops
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ class SIA(IterativeAttack):
     where ``SIT_n`` cuts the image into an s x s grid at random cut points and applies an
     independently drawn transform to each block (:mod:`medrobust.attacks.sit`). The result is a
     bounded additive perturbation; the block transforms only shape the gradient.
+
+    Volumes (B, C, D, H, W) are refused, with :data:`~medrobust.attacks.sit.SIT_VOLUME_REFUSAL`
+    as the reason: the paper's block transforms are 2-D, and a depth-wise generalisation would be
+    a different attack with no evidence of transferability (PGD, MI-FGSM, APGD and Square take
+    volumes).
 
     Each copy of each image draws its own cut points and operations (the reference code draws
     them once per batch). The copies' randomness is drawn for all ``n_copies`` before any is
@@ -105,6 +110,8 @@ class SIA(IterativeAttack):
     >>> round(sia.eps * 255), sia.steps, sia.mu, sia.blocks, sia.n_copies
     (16, 10, 1.0, 3, 20)
     """
+
+    volumes = SIT_VOLUME_REFUSAL
 
     # A plain attribute here shadows the engine's read-only ``n_copies`` property, so the
     # constructor can set it and run records (``describe``) show it.

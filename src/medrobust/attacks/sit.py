@@ -14,6 +14,10 @@ there) and :mod:`medrobust.attacks.sit_kernel` builds the copies a plan describe
 hand-written gradient (:func:`apply_structure_invariant_plan`). This module holds the entry
 points, :func:`structure_invariant_copies` and :func:`structure_invariant_transform`, and
 re-exports the names of both parts.
+
+Volumes (B, C, D, H, W) are refused (:data:`SIT_VOLUME_REFUSAL`): the operations are 2-D
+(rotations, flips, 2-D DCT masks, resizes of an H x W block), and extending them along depth
+would make a different transformation than the paper's, with no evidence of transferability.
 """
 
 from __future__ import annotations
@@ -38,6 +42,12 @@ from medrobust.attacks.sit_plan import (
     resolve_ops,
 )
 from medrobust.data.image_batch import check_image_batch
+
+SIT_VOLUME_REFUSAL = ("SIA's structure-invariant transformation is defined on 2-D images (block rotations, flips, "
+                      "2-D DCT masks and resizes of H x W blocks), and a depth-wise version would be another attack "
+                      "than the paper's, with no evidence that it transfers; attack volumes with pgd, mifgsm, apgd or "
+                      "square, or attack the slices with a 2-D model")
+"""Why SIT (and so SIA) refuses volumes (B, C, D, H, W), the sentence the refusal gives."""
 
 __all__ = [
     "ALL_OPS",
@@ -104,7 +114,7 @@ def structure_invariant_copies(x: torch.Tensor, n_copies: int = 20, blocks: int 
     >>> torch.equal(copies, structure_invariant_copies(x, n_copies=5, generator=torch.Generator().manual_seed(1)))
     True
     """
-    check_image_batch(x, "SIT (structure-invariant transformation)")
+    check_image_batch(x, "SIT (structure-invariant transformation)", volumes=SIT_VOLUME_REFUSAL)
     generator = _default_generator(x, generator)
     plan = SITPlan.sample(x.shape, n_copies, blocks, ops, generator, device=x.device)
     log.debug("SIT: %d copies of %d images %s, %dx%d blocks, ops %s", n_copies, x.shape[0],

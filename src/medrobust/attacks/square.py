@@ -33,6 +33,17 @@ Output kinds beyond softmax (documented choices; the paper treats only softmax):
   when every named finding has the wanted decision. ``findings`` (names) restrict both to
   those findings; None means all.
 
+Volumes (B, C, D, H, W): the squares become **cubes** (boxes where the volume is thin): a
+window of side ``s = round((p D H W)^(1/3))`` voxels along each axis, clipped per axis to
+``[1, n - 1]`` for an axis of ``n`` voxels, so it covers the schedule's fraction ``p`` of the
+voxels as the square covers ``p`` of the pixels (up to the clip on a volume of few slices); the
+stripes start is ``s ~ U{-1, +1}^(C x 1 x 1 x W)``, constant along depth and rows. Why cubes
+rather than one square per slice: the random search works because a contiguous block of the
+perturbation at the ball's vertex moves a convolutional network's response much more than
+scattered changes do (the paper's argument for squares), and a volume network's 3-D kernels
+integrate neighbourhoods across slices as a 2-D one integrates them across rows; a per-slice
+square is a cube one slice thin, which the search would spend most of its queries refinding.
+
 Queries are counted per image and include the first look at the clean image: an image the
 model already gets wrong (or already classifies as the target) costs exactly 1 query and is
 returned as it is. Then one query for the stripes initialisation and one per iteration, so
@@ -105,6 +116,22 @@ def square_p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
         if scaled <= bound:
             return p_init / 2**halvings
     return p_init
+
+
+def window_sides(p: float, extent: Sequence[int]) -> tuple[int, ...]:
+    """The window's side along each spatial axis for the fraction ``p``: images (H, W), the paper's
+    square ``h = round(sqrt(p H W))`` clipped to ``[1, min(H, W) - 1]``; volumes (D, H, W), a cube
+    ``s = round((p D H W)^(1/3))`` clipped per axis to ``[1, n - 1]`` (a box on a thin volume).
+
+    >>> window_sides(0.1, (32, 32)), window_sides(0.1, (16, 32, 32)), window_sides(0.8, (4, 64, 64))
+    ((10, 10), (12, 12, 12), (3, 24, 24))
+    """
+    if len(extent) == 2:
+        h, w = extent
+        side = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1)
+        return side, side
+    side = max(int(round((p * math.prod(extent)) ** (1.0 / len(extent)))), 1)
+    return tuple(min(side, n - 1) for n in extent)
 
 
 def _threshold_logit(model: nn.Module) -> float:
@@ -207,8 +234,11 @@ class SquareAttack(Attack):
         quantize_bits: storage bit depth every candidate is rounded to (inside the ball) before
             it is queried. Default 8; None keeps floats.
 
+    Volumes (B, C, D, H, W) are searched with cubes instead of squares (module docstring).
+
     Shape:
-        - x: (B, C, H, W) float in [0, 1], H and W at least 2.
+        - x: (B, C, H, W) float in [0, 1], H and W at least 2; or volumes (B, C, D, H, W), each
+          side at least 2.
         - y: (B,) int64 labels ((B, K) 0/1 findings for a multilabel model).
         - Output: ``x_adv``, (B, C, H, W), ``x``'s dtype, in [0, 1], within ``eps`` of ``x``.
         - After a call: :attr:`last_queries` (B,) int64, queries used per image;
@@ -291,33 +321,41 @@ class SquareAttack(Attack):
 
         return project
 
-    def _window_candidates(self, x: torch.Tensor, best: torch.Tensor, side: int, generator: torch.Generator,
+    def _window_candidates(self, x: torch.Tensor, best: torch.Tensor, sides: int | Sequence[int], generator: torch.Generator,
                            project: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """One square update per image: a random ``side`` x ``side`` window set to ``±eps`` per channel.
+        """One square (volumes: cube) update per image: a random window of ``sides`` (one per
+        spatial axis, or one for all) set to ``±eps`` per channel.
 
         Windows whose new signs would leave the image unchanged are redrawn (signs only, as in the
         authors' code), at most ``_MAX_REDRAWS`` times.
         """
-        n, c, h, w = x.shape
+        n, c, *extent = x.shape
         dev = x.device
+        if isinstance(sides, int):
+            sides = (sides,) * len(extent)
         # any position where the window fits; the authors' code draws randint(0, h - s), whose
-        # exclusive bound never lets a window reach the last row and column
-        top = torch.randint(0, h - side + 1, (n,), generator=generator, device=dev)
-        left = torch.randint(0, w - side + 1, (n,), generator=generator, device=dev)
-        rows = torch.arange(h, device=dev)[None, :]
-        cols = torch.arange(w, device=dev)[None, :]
-        in_rows = (rows >= top[:, None]) & (rows < top[:, None] + side)
-        in_cols = (cols >= left[:, None]) & (cols < left[:, None] + side)
-        window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None]  # (n, 1, H, W)
+        # exclusive bound never lets a window reach the last row and column. One start per axis,
+        # drawn in axis order (depth, rows, columns).
+        starts = [torch.randint(0, size - side + 1, (n,), generator=generator, device=dev)
+                  for size, side in zip(extent, sides)]
+        window = torch.ones((n, *([1] * len(extent))), dtype=torch.bool, device=dev)
+        for axis, (size, side, start) in enumerate(zip(extent, sides, starts)):
+            index = torch.arange(size, device=dev)[None, :]
+            inside = (index >= start[:, None]) & (index < start[:, None] + side)  # (n, size)
+            shape = [n] + [1] * len(extent)
+            shape[1 + axis] = size
+            window = window & inside.view(shape)
+        window = window[:, None]  # (n, 1, *spatial)
         delta = best - x
-        signs = torch.randint(0, 2, (n, c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
+        ones = (1,) * len(extent)
+        signs = torch.randint(0, 2, (n, c, *ones), generator=generator, device=dev).to(x.dtype) * 2 - 1
         candidate = project(x + torch.where(window, signs * self.eps, delta), x)
         for _ in range(_MAX_REDRAWS):
             same = ((candidate - best).abs() < 1e-7).flatten(1).all(dim=1)
             idx = same.nonzero()[:, 0]  # the round's one read from the device: which windows change nothing
             if not len(idx):
                 break
-            redraw = torch.randint(0, 2, (len(idx), c, 1, 1), generator=generator, device=dev).to(x.dtype) * 2 - 1
+            redraw = torch.randint(0, 2, (len(idx), c, *ones), generator=generator, device=dev).to(x.dtype) * 2 - 1
             signs[idx] = redraw
             candidate[idx] = project(x[idx] + torch.where(window[idx], signs[idx] * self.eps, delta[idx]), x[idx])
         return candidate
@@ -328,9 +366,10 @@ class SquareAttack(Attack):
             return self._search(model, x, y, generator)
 
     def _search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        b, c, h, w = x.shape
-        if min(h, w) < 2:
-            raise ValueError(f"square: images must be at least 2 x 2 pixels, got {h} x {w}")
+        b, c, *extent = x.shape
+        if min(extent) < 2:
+            what = "volumes must be at least 2 x 2 x 2 voxels" if len(extent) == 3 else "images must be at least 2 x 2 pixels"
+            raise ValueError(f"square: {what}, got {' x '.join(map(str, extent))}")
         if len(y) != b:
             raise ValueError(f"square: {b} images but {len(y)} labels")
         objective = SquareObjective.for_model(model, y, self.targeted, self.findings)
@@ -346,7 +385,8 @@ class SquareAttack(Attack):
         active = (~success).nonzero()[:, 0]
         if self.queries >= 2 and len(active):
             xa = x[active]
-            stripes = torch.randint(0, 2, (len(active), c, 1, w), generator=generator, device=x.device).to(x.dtype)
+            stripe_shape = (len(active), c, *([1] * (len(extent) - 1)), extent[-1])  # constant along all but W
+            stripes = torch.randint(0, 2, stripe_shape, generator=generator, device=x.device).to(x.dtype)
             candidate = project(xa + (stripes * 2 - 1) * self.eps, xa)
             loss, succ = objective(self._query(model, candidate), y[active])
             best[active], loss_best[active], success[active] = candidate, loss, succ
@@ -358,15 +398,14 @@ class SquareAttack(Attack):
             if not len(active):
                 break
             p = square_p_schedule(self.p_init, i, n_iters)
-            side = min(max(int(round(math.sqrt(p * h * w))), 1), min(h, w) - 1)
             xa, best_a = x[active], best[active]
-            candidate = self._window_candidates(xa, best_a, side, generator, project)
+            candidate = self._window_candidates(xa, best_a, window_sides(p, extent), generator, project)
             loss, succ = objective(self._query(model, candidate), y[active])
             n_queries[active] += 1
             # greedy acceptance (strict improvement, as the paper); a candidate that is already
             # adversarial is always kept, since it ends this image's search
             accept = (loss < loss_best[active]) | succ
-            best[active] = torch.where(accept[:, None, None, None], candidate, best_a)
+            best[active] = torch.where(accept.view(-1, *([1] * (x.ndim - 1))), candidate, best_a)
             loss_best[active] = torch.where(accept, loss, loss_best[active])
             success[active] = success[active] | (accept & succ)
 

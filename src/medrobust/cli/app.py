@@ -156,7 +156,12 @@ ChannelsOption = Annotated[Optional[int], typer.Option(
     ".keras/.onnx file declares, the --arch's, else 3).")]
 IntensityOption = Annotated[Optional[str], typer.Option(
     "--intensity", help="How the model's training scaled its input: unit ([0, 1]) | imagenet (ImageNet mean/std) | "
-    "symmetric ([-1, 1]) | byte ([0, 255]). Required for any model file but a medrobust checkpoint.")]
+    "symmetric ([-1, 1]) | byte ([0, 255]) | percentile:LOW,HIGH (each image scaled by its own percentiles, e.g. "
+    "percentile:1,99) | hu_windows:LEVEL,WIDTH;... (CT windows in HU; or give --window). Required for any model "
+    "file but a medrobust checkpoint.")]
+WindowOption = Annotated[Optional[list[str]], typer.Option(
+    "--window", help="A CT window LEVEL,WIDTH in HU the model takes, one network channel each (repeat it: "
+    "--window 40,80 --window 80,200 --window 600,2800); the images are CT in HU. Instead of --intensity.")]
 OutputKindOption = Annotated[Optional[str], typer.Option("--output-kind", help="softmax | binary | multilabel")]
 ArchOption = Annotated[Optional[str], typer.Option("--arch", help="Zoo architecture of a state dict.")]
 TrustPickleOption = Annotated[bool, typer.Option(
@@ -172,11 +177,19 @@ ChannelsLastOption = Annotated[Optional[bool], typer.Option(
 def contract_from_options(model: Path | None, classes: Optional[str] = None, input_size: Optional[int] = None,
                           channels: Optional[int] = None, intensity: Optional[str] = None,
                           output_kind: Optional[str] = None, arch: Optional[str] = None, trust_pickle: bool = False,
-                          outputs: Optional[str] = None, channels_last: Optional[bool] = None):  # -> mr.ModelContract
+                          outputs: Optional[str] = None, channels_last: Optional[bool] = None,
+                          windows: Optional[list[str]] = None):  # -> mr.ModelContract
     """The :class:`medrobust.ModelContract` the contract options above declare for ``model``, built
     once per command and passed whole to the public layer; a refused value is one line naming the
-    model file (before it is read)."""
+    model file (before it is read). ``windows`` (``--window L,W``, repeated) is the CT windows'
+    form of ``intensity``: joined into ``hu_windows:L,W;L,W``, read by the contract's one parser."""
     import medrobust as mr
+
+    if windows:
+        if intensity is not None:
+            raise ValueError(f"{model}: both --intensity {intensity} and --window were given; CT windows are the "
+                             "model's intensity convention, so give one of them")
+        intensity = "hu_windows:" + ";".join(w.strip() for w in windows)
 
     return mr.ModelContract.given(None, {
         "classes": classes, "input_size": input_size, "channels": channels, "intensity": intensity,

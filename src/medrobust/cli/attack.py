@@ -19,6 +19,7 @@ from medrobust.cli.app import (
     OutputKindOption,
     OutputsOption,
     TrustPickleOption,
+    WindowOption,
     app,
     console,
     contract_from_options,
@@ -53,6 +54,7 @@ def attack(
     input_size: InputSizeOption = None,
     channels: ChannelsOption = None,
     intensity: IntensityOption = None,
+    window: WindowOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -81,7 +83,7 @@ def attack(
         params["eps"] = eps
     attack_to_run(attack_name, seed=seed, allow_large_eps=allow_large_eps, **params)  # before loading the models
     contract = contract_from_options(model_path, classes, input_size, channels, intensity, output_kind, arch,
-                                     trust_pickle, outputs, channels_last)
+                                     trust_pickle, outputs, channels_last, window)
     with CliProgress() as progress:
         result = mr.attack(str(model_path), data, attack_name, str(surrogate) if surrogate else None, seed=seed,
                            batch_size=batch_size, limit=limit, split=split, size=size, per_class=per_class,

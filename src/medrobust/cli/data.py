@@ -12,7 +12,8 @@ from rich.table import Table
 from medrobust.cli.app import app, console, print_skipped, user_errors
 from medrobust.cli.progress import CliProgress
 
-data_app = typer.Typer(help="Datasets: the synthetic chest radiographs (phantoms) and real data.", no_args_is_help=True)
+data_app = typer.Typer(help="Datasets: the synthetic chest radiographs and head CTs (phantoms) and real data.",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -20,17 +21,27 @@ app.add_typer(data_app, name="data")
 @user_errors
 def data_phantom(
     out: Annotated[Path, typer.Option("--out", help="Folder to write <Class>/*.png and manifest.csv into.")],
-    per_class: Annotated[int, typer.Option("--per-class", min=1, help="Images per class.")] = 100,
-    size: Annotated[int, typer.Option("--size", min=32, max=512, help="Image size in pixels (32..512).")] = 128,
+    per_class: Annotated[int, typer.Option("--per-class", "--n", min=1, help="Images (CT: volumes) per class.")] = 100,
+    size: Annotated[Optional[int], typer.Option("--size", min=32, max=512, help="Image size in pixels (32..512; "
+                                                "default 128, CT 64).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed: the same seed gives byte-identical images.")] = 0,
+    modality: Annotated[str, typer.Option("--modality", help="xray: chest radiographs (PNG) | ct: head CT in HU "
+                                          "(normal, haemorrhage, infarct).")] = "xray",
+    volumes: Annotated[bool, typer.Option("--volumes/--slices", help="CT: volumes (one DICOM series folder or NIfTI "
+                                          "file each) or single axial slices.")] = True,
+    depth: Annotated[int, typer.Option("--depth", min=2, max=256, help="CT volumes: slices per volume.")] = 16,
+    fmt: Annotated[str, typer.Option("--format", help="CT: dicom | nifti | both (then OUT/dicom and OUT/nifti).")]
+    = "dicom",
 ) -> None:
-    """Write the synthetic chest radiograph dataset as 8-bit grayscale PNGs plus manifest.csv."""
+    """Write the synthetic chest radiograph dataset as 8-bit grayscale PNGs plus manifest.csv, or
+    with --modality ct head CT volumes or slices in HU as DICOM series and/or NIfTI."""
     import medrobust as mr
 
     total = 3 * per_class
     start = time.perf_counter()
     with CliProgress() as progress:
-        manifest = mr.write_phantoms(out, per_class, size, seed, progress=progress)
+        manifest = mr.write_phantoms(out, per_class, size, seed, progress=progress, modality=modality.strip().lower(),
+                                     depth=depth if volumes else 1, fmt=fmt.strip().lower())
     elapsed = time.perf_counter() - start
     _print_manifest_counts(manifest)
     console.print(f"wrote {total} images ({total / elapsed:.0f} images/s) and {manifest}")

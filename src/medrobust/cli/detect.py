@@ -27,6 +27,7 @@ from medrobust.cli.app import (
     OutputKindOption,
     OutputsOption,
     TrustPickleOption,
+    WindowOption,
     app,
     console,
     contract_from_options,
@@ -58,6 +59,7 @@ def detect(
     input_size: InputSizeOption = None,
     channels: ChannelsOption = None,
     intensity: IntensityOption = None,
+    window: WindowOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -70,7 +72,7 @@ def detect(
 
     detector_to_run(detector_name, reference, calibrate)  # a misspelt detector before the model loads
     model = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
-                                                          output_kind, arch, trust_pickle, outputs, channels_last))
+                                                          output_kind, arch, trust_pickle, outputs, channels_last, window))
 
     def show(result) -> None:
         for i in range(len(result)):

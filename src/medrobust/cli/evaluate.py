@@ -20,6 +20,7 @@ from medrobust.cli.app import (
     OutputKindOption,
     OutputsOption,
     TrustPickleOption,
+    WindowOption,
     app,
     console,
     contract_from_options,
@@ -57,8 +58,13 @@ def _member_label(m) -> str:
     return f"{m.name} ({'gradients' if m.gradient_based else 'no gradients'})"
 
 
-def _eps(eps: float | None) -> str:
-    return "its budget" if eps is None else f"{eps * 255:.3g}/255"
+def _eps(eps: float | None, unit: str = "grey levels") -> str:
+    """A budget in the data's unit: ``8/255``, or for CT ``4 HU``."""
+    from medrobust.report.run_contents import format_eps
+
+    if eps is None:
+        return "its budget"
+    return format_eps(eps, unit) if unit == "HU" else f"{eps * 255:.3g}/255"
 
 
 def _scorecard(metrics, run_dir: Path | None):
@@ -86,6 +92,8 @@ def _certified_rows(table, c) -> None:
 
 def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None) -> None:
     """The summary table printed at the end of a run."""
+    from medrobust.report.run_contents import budget_unit, noise_text
+
     data = metrics.data
     tested = data.get("tested", metrics.baseline.n)
     split = data.get("split")
@@ -95,6 +103,11 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
     table.add_row("images tested", f"{tested}" + (" (every image: split test)" if split == "test" else
                                                    f" (test split of {sum(data.get('n', {}).values())})"))
     table.add_row("clean accuracy (test set)", _pct(metrics.baseline.accuracy))
+    unit = budget_unit(metrics)
+    if unit == "HU":
+        noise = noise_text(metrics)
+        table.add_row("budgets", "in HU (CT), the most any voxel changes" + (f"; {noise}" if noise else
+                                                                             "; image noise not measured"))
     if data.get("classes_without_images"):
         table.add_row("classes without images", ", ".join(data["classes_without_images"]) + " (not assessed)")
     if data.get("normal_class") is None:
@@ -119,7 +132,7 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
                 "" if d.gradient_masking_assessed else " (gradient masking not assessed)")
         ran = [m.name for m in d.adaptive_members if m.accuracy is not None]
         members = f" of {len(ran)} ({', '.join(ran)})" if ran else ""
-        table.add_row(f"  [bold]adaptive, worst case{members} at {_eps(d.adaptive_eps)}[/bold]",
+        table.add_row(f"  [bold]adaptive, worst case{members} at {_eps(d.adaptive_eps, unit)}[/bold]",
                       f"[bold]{_pct(d.adaptive_accuracy)}[/bold]{flag}")
     for det in metrics.detectors:
         rates = ", ".join(f"{k}: {_pct(v)}" for k, v in det.detection_rate.items())  # the white-box attacks
@@ -132,12 +145,12 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
                       f"{row.half_accuracy_text})")
     table.add_row("[bold]robustness score (overall)[/bold]", f"[bold]{scorecard.overall_text}[/bold]")
     if scorecard.grid:
-        table.add_row("scored on the grid", ", ".join(_eps(g) for g in scorecard.grid) + " (every row)")
+        table.add_row("scored on the grid", ", ".join(_eps(g, unit) for g in scorecard.grid) + " (every row)")
     g = metrics.guard
     if g is not None:
         for b in g.budgets:
             table.add_row(f"[bold]guard {' + '.join([g.defense or 'no defense', *g.detectors])}: guard-aware attacker "
-                          f"at {_eps(b.eps)}[/bold]", f"[bold]evasion {_pct(b.evasion_rate)}[/bold], flagged "
+                          f"at {_eps(b.eps, unit)}[/bold]", f"[bold]evasion {_pct(b.evasion_rate)}[/bold], flagged "
                           f"{_pct(b.flagged_rate)}, abstained {_pct(b.abstained_rate)}, accuracy on accepted "
                           f"{b.accuracy_on_accepted_text}")
         table.add_row("  guard: clean cost", f"abstains on {_pct(g.clean.abstained_rate)} of clean images")
@@ -224,6 +237,7 @@ def evaluate(
     input_size: InputSizeOption = None,
     channels: ChannelsOption = None,
     intensity: IntensityOption = None,
+    window: WindowOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -271,7 +285,7 @@ def evaluate(
     from medrobust.evaluation.config import load_config
 
     contract = contract_from_options(model_path or config_path, classes, input_size, channels, intensity, output_kind,
-                                     arch, trust_pickle, outputs, channels_last)
+                                     arch, trust_pickle, outputs, channels_last, window)
     split_value = None
     findings = [f.strip() for f in emergency_findings.split(",") if f.strip()] if emergency_findings is not None else None
     if split:

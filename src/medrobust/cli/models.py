@@ -21,6 +21,7 @@ from medrobust.cli.app import (
     OutputKindOption,
     OutputsOption,
     TrustPickleOption,
+    WindowOption,
     app,
     console,
     contract_from_options,
@@ -111,6 +112,7 @@ def predict(
     input_size: InputSizeOption = None,
     channels: ChannelsOption = None,
     intensity: IntensityOption = None,
+    window: WindowOption = None,
     output_kind: OutputKindOption = None,
     arch: ArchOption = None,
     trust_pickle: TrustPickleOption = False,
@@ -122,7 +124,7 @@ def predict(
     import medrobust as mr
 
     model = load_cli_model(model_path, contract_from_options(model_path, classes, input_size, channels, intensity,
-                                                          output_kind, arch, trust_pickle, outputs, channels_last))
+                                                          output_kind, arch, trust_pickle, outputs, channels_last, window))
     predictions = mr.predict(model, [str(p) for p in inputs], batch_size=batch_size)
     results = predictions.records()
     if as_json:

@@ -22,6 +22,7 @@ import torch
 
 from medrobust.data.errors import ImageReadError, SkippedFile
 from medrobust.data.resize import resize_image
+from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
 from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ class ImageDataset(torch.utils.data.Dataset):
         self.classes = list(classes)
         self.size = size
         self.skipped: list[SkippedFile] = []
+        self.grid: StoredGrid = EIGHT_BIT
+        """What the images' files store (:mod:`~medrobust.data.stored_grid`): 8-bit grey levels, or
+        CT HU for DICOM series, NIfTI volumes and CT slices; a run rounds adversarial images to it."""
         for r in self.records:
             if not 0 <= r.label < len(self.classes):
                 raise ValueError(f"{r.id}: label {r.label} is outside the {len(self.classes)} classes {self.classes}")
@@ -104,7 +108,9 @@ class ImageDataset(torch.utils.data.Dataset):
         """
         record = self.records[index]
         image = self.read(index)
-        if self.size is not None:
+        if self.size is not None and image.ndim == 3:  # a volume: each slice resized in-plane
+            image = np.stack([resize_image(s, self.size) for s in image])
+        elif self.size is not None:
             image = resize_image(image, self.size)
         tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).unsqueeze(0)
         return tensor, record.label, record.id
@@ -263,6 +269,7 @@ class _Subset(ImageDataset):
 
     def __init__(self, parent: ImageDataset, indices: Sequence[int]) -> None:
         super().__init__([parent.records[i] for i in indices], parent.classes, parent.size)
+        self.grid = parent.grid
         self.parent = parent
         self.indices = list(indices)
 
@@ -272,10 +279,10 @@ class _Subset(ImageDataset):
 
 class ArrayImageDataset(ImageDataset):
     """Images already in memory: an array (N, H, W) of uint8 (0..255), uint16 (0..65535) or float
-    (clipped to [0, 1]).
+    (clipped to [0, 1]); or volumes (N, D, H, W) alike (MedMNIST 3D), whose items are (1, D, H, W).
 
     Args:
-        images: the (N, H, W) array, one image per record.
+        images: the (N, H, W) or (N, D, H, W) array, one image or volume per record.
         records: N :class:`ImageRecord` objects (``path`` None).
         classes: the class names, in label order.
         size: as :class:`ImageDataset`. Default None.
@@ -285,7 +292,8 @@ class ArrayImageDataset(ImageDataset):
         - ``dataset[i]``: image (1, H, W) float32 in [0, 1] (resized when ``size`` is set).
 
     Raises:
-        ValueError: ``images`` is not 3-D, or its length differs from the records'.
+        ValueError: ``images`` is neither 3-D nor 4-D, its length differs from the records', or
+            volumes are given with a ``size`` (resizing is in-plane, for images).
 
     Example:
 
@@ -305,8 +313,11 @@ class ArrayImageDataset(ImageDataset):
         classes: Sequence[str],
         size: int | tuple[int, int] | None = None,
     ) -> None:
-        if images.ndim != 3:
-            raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
+        if images.ndim not in (3, 4):
+            raise ValueError(f"expected images of shape (N, H, W) or volumes (N, D, H, W), got {images.shape}")
+        if images.ndim == 4 and size is not None:
+            raise ValueError(f"volumes of shape {images.shape[1:]} cannot be resized to {size}: resizing is for 2-D "
+                             "images; leave size out")
         if len(images) != len(records):
             raise ValueError(f"{len(images)} images but {len(records)} records")
         super().__init__(records, classes, size)
@@ -354,7 +365,10 @@ class FileImageDataset(ImageDataset):
 
     def read(self, index: int) -> np.ndarray:
         from medrobust.data.io import read_image
+        from medrobust.data.volume_entries import is_volume_entry, read_volume
 
         path = self.records[index].path
         assert path is not None
+        if is_volume_entry(path):
+            return read_volume(path)
         return read_image(path, max_pixels=self.max_pixels)

@@ -13,6 +13,11 @@ picture matches what a viewer shows:
    min/max if values lie outside it;
 3. ``MONOCHROME1`` images are inverted (``1 - x``) so that bright always means dense.
 
+A CT slice (Modality CT, or a Rescale Type of HU) is not a radiograph: its modality values are
+Hounsfield units, and it goes to the CT grid instead (:data:`~medrobust.data.stored_grid.CT_HU`,
+``x = (HU + 1024) / 4095``, clipped to -1024..3071 HU), with no VOI window: windowing is the
+model's (its contract), not the reader's. Radiographs are read exactly as before.
+
 Colour images (3 samples per pixel, or PALETTE COLOR) are reduced to ITU-R 601-2 luma;
 multi-frame files give their first frame. A Rescale Slope/Intercept or Window Center/Width
 that is not a finite number (``inf``, ``nan``) is refused with its name: it would turn every
@@ -60,6 +65,7 @@ from pydicom.uid import (
 
 from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS, check_not_flat, quantize
 from medrobust.data.errors import ImageReadError
+from medrobust.data.stored_grid import CT_HU
 from medrobust.files.atomic_files import open_atomic
 from medrobust.logs.per_image_log import per_image_log
 
@@ -312,6 +318,8 @@ def _to_unit_range(ds: Dataset, pixels: np.ndarray, path: Path) -> np.ndarray:
     elif photometric == "PALETTE COLOR":
         rgb = pydicom.pixels.apply_color_lut(pixels, ds)
         image = _luma(rgb, 8 * rgb.dtype.itemsize, False)
+    elif photometric in ("MONOCHROME1", "MONOCHROME2") and is_ct(ds):
+        image = _hounsfield(ds, pixels, signed, path)
     elif photometric in ("MONOCHROME1", "MONOCHROME2"):
         image = _grayscale(ds, pixels, bits_stored, signed, path)
         if photometric == "MONOCHROME1":
@@ -319,6 +327,24 @@ def _to_unit_range(ds: Dataset, pixels: np.ndarray, path: Path) -> np.ndarray:
     else:
         raise ImageReadError(path, f"has an unsupported photometric interpretation {photometric!r}", _REEXPORT)
     return image
+
+
+def is_ct(ds: Dataset) -> bool:
+    """Whether a slice is CT in Hounsfield units: Modality CT, or a Rescale Type of HU."""
+    return str(ds.get("Modality", "")).strip().upper() == "CT" or str(ds.get("RescaleType", "")).strip().upper() == "HU"
+
+
+def _hounsfield(ds: Dataset, pixels: np.ndarray, signed: bool, path: Path) -> np.ndarray:
+    """A CT slice on the CT grid: stored values -> HU (Modality LUT or Rescale Slope/Intercept),
+    clipped to -1024..3071 HU (the count logged) and mapped linearly to [0, 1]
+    (:data:`~medrobust.data.stored_grid.CT_HU`). No window: windows belong to the model's
+    contract, so the attacker's budget is in HU whatever the model looks at."""
+    values = _apply_modality(ds, pixels, signed, path)
+    _keeps_variation(pixels, values, path, lambda: _modality_cause(ds, values))
+    clipped, outside = CT_HU.clip_units(values)
+    if outside:
+        log.info("%s: %d pixel(s) outside %d..%d HU clipped to the CT grid", path, outside, CT_HU.low, CT_HU.high)
+    return CT_HU.from_units(clipped)
 
 
 def _ds_number(value: float) -> str:

@@ -5,6 +5,14 @@ Two layouts are recognised::
     root/<Class>/**/*.png|jpg|jpeg|dcm|dicom         split assigned here (optional)
     root/{train,val,test}/<Class>/**/*.png|...       split taken from the folders
 
+A class folder may also hold CT volumes (:mod:`medrobust.data.volume_entries`): series folders
+(a sub-folder of two or more CT DICOM slices, any file names: one volume, slices ordered by
+position), NIfTI files (``.nii``, ``.nii.gz``) and single CT slices. Such a tree is on the CT grid
+(``dataset.grid`` is :data:`~medrobust.data.stored_grid.CT_HU`: budgets in HU); a tree of both CT
+and 8-bit images is refused. A series that cannot be read as one volume (slices of two series, a
+gap, two slices at one position, a truncated slice) is skipped with its reason, like any
+unreadable file, and the run goes on.
+
 The second is detected when every visible top-level folder is a split name (``train``,
 ``val``, ``valid``, ``validation``, ``test``; any case). Suffixes match case-insensitively,
 and a file of any other name is an image when it is DICOM (``DICM`` at byte 128: clinical
@@ -33,6 +41,7 @@ from medrobust.data.errors import DataSourceError, SkippedFile
 from medrobust.data.io import IMAGE_FILES, is_image_file
 from medrobust.data.record_ids import printable_path
 from medrobust.data.splits import SPLIT_NAMES, stratified_split
+from medrobust.data.stored_grid import CT_HU, EIGHT_BIT, StoredGrid
 from medrobust.logs.per_image_log import per_image_log
 
 log = logging.getLogger(__name__)
@@ -106,7 +115,7 @@ def folder_dataset(
             if name not in present:
                 log.warning("%s has no '%s' folder; that split has no %s images", base, name, name)
                 continue
-            files, not_files = _image_files(base / name)
+            files, not_files = _image_files(base / name, volumes=True)
             skipped += not_files
             if not files:
                 also = f" ({len(not_files)} entries that are not readable files were skipped)" if not_files else ""
@@ -129,10 +138,37 @@ def folder_dataset(
         records = [replace(r, split=str(s)) for r, s in zip(records, assigned)]
     log.info("%s: %d images in %d classes", root, len(records), len(class_names))
     dataset = FileImageDataset(records, class_names, size=size, max_pixels=max_pixels)
+    dataset.grid = _one_grid(root, records)
     for entry in skipped:
         per_image_log.warning("skipping %s", entry)
     dataset.skipped.extend(skipped)
     return dataset
+
+
+def _one_grid(root: Path, records: list[ImageRecord]) -> StoredGrid:
+    """The one stored grid of a tree's images: CT when it holds CT volumes or slices, else 8-bit;
+    a tree holding both is refused (a run rounds every image to one grid, and states budgets in
+    one unit). Decided from each folder's first entry of each kind, so no pixel is read."""
+    from medrobust.data.volume_entries import entry_grid, is_volume_entry
+
+    seen: dict[str, Path] = {}
+    kinds: set[tuple[Path, str]] = set()
+    for r in records:
+        assert r.path is not None
+        volume = is_volume_entry(r.path)
+        kind = (r.path.parent, "volume" if volume else r.path.suffix.lower())
+        if kind in kinds:
+            continue
+        kinds.add(kind)
+        grid = entry_grid(r.path)
+        seen.setdefault(grid.name, r.path)
+        if len(seen) > 1:
+            ct, eight = seen[CT_HU.name], seen[EIGHT_BIT.name]
+            raise DataSourceError(
+                f"{root}: holds both CT in HU ({printable_path(ct)}) and 8-bit images ({printable_path(eight)}); "
+                "a run reads one kind: keep the CT series, volumes and slices in one tree and the 8-bit images "
+                "in another")
+    return CT_HU if CT_HU.name in seen else EIGHT_BIT
 
 
 def _visible_subfolders(folder: Path) -> list[str]:
@@ -171,22 +207,42 @@ def _resolve_classes(root: Path, parts: list[tuple[str | None, Path]], classes: 
     return wanted
 
 
-def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+def _image_files(folder: Path, volumes: bool = False) -> tuple[list[Path], list[SkippedFile]]:
     """Image files anywhere under ``folder`` in sorted posix order, skipping hidden entries;
-    and the image-named entries that are not readable files, each with the reason."""
+    and the image-named entries that are not readable files, each with the reason.
+
+    With ``volumes``, CT volumes count as entries too (:mod:`~medrobust.data.volume_entries`): a
+    sub-folder holding two or more CT DICOM files is one entry (a series; not searched further),
+    and a ``.nii``/``.nii.gz`` file is one."""
+    from medrobust.data.nifti import is_nifti_name
+    from medrobust.data.volume_entries import is_ct_series_folder
+
     files: list[Path] = []
     not_files: list[SkippedFile] = []
     for current, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _IGNORED_FOLDERS)
         base = Path(current)
-        for name in names:
+        found: list[Path] = []
+        for name in sorted(names):
             path = base / name
-            if name.startswith(".") or not is_image_file(path):
+            if name.startswith("."):
+                continue
+            if volumes and is_nifti_name(name):
+                found.append(path)
+                continue
+            if not is_image_file(path):
                 continue
             if path.is_file():  # follows links; False for a broken or looping one
-                files.append(path)
+                found.append(path)
             else:
                 not_files.append(SkippedFile(printable_path(path), _not_a_file_reason(path)))
+        dicoms = [p for p in found if not is_nifti_name(p.name) and p.is_file()]
+        if volumes and base != folder and is_ct_series_folder(base, dicoms):
+            files.append(base)  # one series: its slices are read together
+            files += [p for p in found if p not in dicoms]
+            dirs[:] = []
+            continue
+        files += found
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix()), sorted(not_files, key=lambda s: s.path)
 
 

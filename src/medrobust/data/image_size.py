@@ -8,6 +8,12 @@ names no image, and a size beyond what the readers accept
 gigabytes: either would otherwise surface much later, as a tensor error, a failed allocation
 or a run that seems to hang. :func:`check_input_size` refuses them where they are declared,
 before any image is read. No torch here: the configuration's schema uses it too.
+
+A volume model (CT, MRI: inputs (B, C, D, H, W)) states its size with three numbers,
+``[depth, height, width]`` (``input_size: [16, 64, 64]``): the one spelling of a 3-D size, read by
+the same function, so two numbers or one always mean an image and three always a volume. Its
+voxels are limited as the volume readers limit them
+(:data:`~medrobust.data.ct_volume.MAX_VOXELS`).
 """
 
 from __future__ import annotations
@@ -15,20 +21,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from medrobust.data.ct_volume import MAX_VOXELS
 from medrobust.data.decoded_pixels import DEFAULT_MAX_PIXELS
 
 MAX_INPUT_SIDE = math.isqrt(DEFAULT_MAX_PIXELS)
 """The longest side of a square input size: its pixels stay within the readers' limit."""
 
 
-def check_input_size(value: int | Sequence[int] | None) -> tuple[int, int] | None:
-    """``value`` (None: any size; a side; or (height, width)) as (height, width), or ValueError.
+def check_input_size(value: int | Sequence[int] | None) -> tuple[int, ...] | None:
+    """``value`` (None: any size; a side; (height, width); or a volume's (depth, height, width))
+    as (height, width) or (depth, height, width), or ValueError.
 
     Each side must be a whole number of at least 1 pixel, and height x width at most the
-    readers' limit of :data:`~medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS` pixels.
+    readers' limit of :data:`~medrobust.data.decoded_pixels.DEFAULT_MAX_PIXELS` pixels (depth x
+    height x width at most :data:`~medrobust.data.ct_volume.MAX_VOXELS` voxels).
 
     >>> check_input_size(224), check_input_size([150, 200]), check_input_size(None)
     ((224, 224), (150, 200), None)
+    >>> check_input_size([16, 64, 64])  # a volume: depth, height, width
+    (16, 64, 64)
     >>> check_input_size(0)
     Traceback (most recent call last):
     ...
@@ -37,12 +48,12 @@ def check_input_size(value: int | Sequence[int] | None) -> tuple[int, int] | Non
     if value is None:
         return None
     sides = [value, value] if _is_number(value) else list(value) if isinstance(value, Sequence) else None
-    if sides is None or len(sides) != 2 or not all(_is_whole(s) for s in sides):
+    if sides is None or len(sides) not in (2, 3) or not all(_is_whole(s) for s in sides):
         raise _refused(value)
-    height, width = int(sides[0]), int(sides[1])  # type: ignore[arg-type]
-    if height < 1 or width < 1 or height * width > DEFAULT_MAX_PIXELS:
+    size = tuple(int(s) for s in sides)  # type: ignore[arg-type]
+    if min(size) < 1 or math.prod(size) > (DEFAULT_MAX_PIXELS if len(size) == 2 else MAX_VOXELS):
         raise _refused(value)
-    return height, width
+    return size
 
 
 def _is_number(value: object) -> bool:
@@ -55,6 +66,10 @@ def _is_whole(value: object) -> bool:
 
 def _refused(value: object) -> ValueError:
     shown = value if _is_number(value) else tuple(value) if isinstance(value, Sequence) else repr(value)
+    if isinstance(shown, tuple) and len(shown) == 3:
+        return ValueError(f"input size {shown} is not a volume size: give the depth, height and width in voxels the "
+                          f"model takes, whole numbers from 1 with at most {MAX_VOXELS:,} voxels in all "
+                          "(e.g. [16, 64, 64])")
     return ValueError(
         f"input size {shown} is not an image size: give the side in pixels the model takes, a whole number from 1 "
         f"to {MAX_INPUT_SIDE:,} (e.g. 224), or a height and width of at most {DEFAULT_MAX_PIXELS:,} pixels in all"

@@ -6,6 +6,11 @@ images are reduced to ITU-R 601-2 luma, because everything in medrobust is one c
 Multi-label sets (ChestMNIST, labels (N, 14)) are refused: a single-label classifier
 cannot be scored on them.
 
+MedMNIST 3D files (OrganMNIST3D, NoduleMNIST3D...) hold ``{split}_images`` of shape
+(N, D, H, W), uint8 (28 or 64 voxels a side): their items are volumes (1, D, H, W) on the 8-bit
+grid (:data:`~medrobust.data.stored_grid.EIGHT_BIT`: the file stores grey levels, not HU). A
+(N, H, W, 3) or (N, H, W, 4) array is a colour 2-D set; any other 4-D array is read as volumes.
+
 The file is opened with ``allow_pickle=False``: an ``.npz`` from elsewhere is data, never
 code.
 """
@@ -20,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medrobust.data.ct_volume import check_volume_size
 from medrobust.data.dataset import ArrayImageDataset, ImageRecord
-from medrobust.data.errors import DataSourceError
+from medrobust.data.errors import DataSourceError, ImageReadError
 from medrobust.data.splits import SPLIT_NAMES
 
 log = logging.getLogger(__name__)
@@ -102,6 +108,9 @@ def medmnist_dataset(
             for i, lab in enumerate(labels)
         ]
     stacked = np.concatenate([images[s] for s in wanted]) if len(wanted) > 1 else images[wanted[0]]
+    if stacked.ndim == 4 and size is not None:
+        raise DataSourceError(f"{path}: holds 3D volumes of {'x'.join(map(str, stacked.shape[1:]))} voxels, which "
+                              f"are not resized; leave the size ({size}) out")
     log.info("%s: %d images (%s) in %d classes", path, len(records), "+".join(wanted), len(class_names))
     return ArrayImageDataset(stacked, records, class_names, size=size)
 
@@ -140,15 +149,21 @@ def _images(path: Path, npz: np.lib.npyio.NpzFile, split: str, keys: set[str]) -
     images = np.asarray(npz[key])
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim == 4 and images.shape[-1] in (3, 4):
+    if images.ndim == 4 and images.shape[-1] not in (1, 3, 4):  # MedMNIST 3D: (N, D, H, W) volumes
+        try:
+            check_volume_size(images.shape[1:], f"{path}: '{key}'")
+        except ImageReadError as err:  # absurd dimensions: the whole file is unusable
+            raise DataSourceError(str(err)) from None
+    elif images.ndim == 4 and images.shape[-1] in (3, 4):
         rgb = images[..., :3].astype(np.float32) @ _LUMA.astype(np.float32)
         if images.dtype in (np.uint8, np.uint16):
             images = np.clip(np.rint(rgb), 0, np.iinfo(images.dtype).max).astype(images.dtype)
         else:
             images = rgb
-    if images.ndim != 3:
+    if images.ndim not in (3, 4):
         raise DataSourceError(
-            f"{path}: '{key}' should have shape (N, H, W) or (N, H, W, 3), got {images.shape}; use a MedMNIST .npz file"
+            f"{path}: '{key}' should have shape (N, H, W), (N, H, W, 3) or (N, D, H, W) (3D), got {images.shape}; "
+            "use a MedMNIST .npz file"
         )
     if images.dtype in (np.uint8, np.uint16):
         return images

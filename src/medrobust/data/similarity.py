@@ -4,7 +4,8 @@ measures. It sits in the data room because it is a function of images alone, so 
 detectors and evaluation can all use it without an upward import.
 
 Pure functions of numpy arrays of images in [0, 1], shape (N, H, W) or (N, C, H, W); colour
-images are compared as their channel mean (a grey image).
+images are compared as their channel mean (a grey image). Volumes (N, C, D, H, W) are measured
+over all their voxels; their SSIM is the mean of the per-slice SSIMs (:func:`ssim`).
 
 SSIM (Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 2004) is the study's detector measure, on the
 grey image, as scikit-image computes it (``structural_similarity``: 7 x 7 uniform window,
@@ -25,7 +26,10 @@ from skimage.metrics import structural_similarity
 
 
 def _as_stack(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) grey images, or (N, D, H, W) grey volumes from (N, C, D, H, W)."""
     a = np.asarray(images, dtype=np.float64)
+    if a.ndim == 5:  # volumes (N, C, D, H, W): grey volumes (N, D, H, W)
+        return a.mean(axis=1) if a.shape[1] != 1 else a[:, 0]
     if a.ndim == 4:
         if a.shape[1] != 1:
             a = a.mean(axis=1)  # colour: compare luminance-like averages
@@ -34,7 +38,8 @@ def _as_stack(images: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3:
-        raise ValueError(f"expected images (N, H, W) or (N, C, H, W), got shape {np.shape(images)}")
+        raise ValueError(f"expected images (N, H, W) or (N, C, H, W) or volumes (N, C, D, H, W), got shape "
+                         f"{np.shape(images)}")
     return a
 
 
@@ -89,8 +94,14 @@ def ssim(original: np.ndarray, perturbed: np.ndarray, colour: str = "grey") -> n
     per-channel SSIMs averaged (scikit-image's ``channel_axis``). The 7 x 7 window shrinks to
     the largest odd size that fits images smaller than 7 pixels; images under 3 x 3 are refused.
 
+    Volumes (N, C, D, H, W) (grey only): the mean over slices of each slice's SSIM (its channel
+    mean), not a 3-D SSIM. Why: CT slices are often 5-10 times thicker than their pixels, so a
+    7 x 7 x 7 window would mix 35 mm of depth with 3.5 mm in-plane; a slice is what a reader looks
+    at; and the study's threshold (0.85) was set on 2-D images, which per-slice SSIM keeps.
+
     Args:
-        original: (N, H, W) or (N, C, H, W) images in [0, 1] (``"channels"``: (N, C, H, W)).
+        original: (N, H, W) or (N, C, H, W) images in [0, 1] (``"channels"``: (N, C, H, W)), or
+            volumes (N, C, D, H, W) (``"grey"`` only).
         perturbed: the same shape.
         colour: ``"grey"`` or ``"channels"``. Default ``"grey"``.
 
@@ -111,6 +122,9 @@ def ssim(original: np.ndarray, perturbed: np.ndarray, colour: str = "grey") -> n
         raise ValueError(f"colour must be 'grey' or 'channels', got {colour!r}")
     if colour == "grey":
         a, b = _as_stack(original), _as_stack(perturbed)
+        if a.ndim == 4 and a.shape == b.shape:  # volumes (N, D, H, W): the mean of the slices' SSIMs
+            n, depth = a.shape[:2]
+            return ssim(a.reshape(n * depth, *a.shape[2:]), b.reshape(n * depth, *b.shape[2:])).reshape(n, depth).mean(1)
     else:
         a, b = np.asarray(original, dtype=np.float64), np.asarray(perturbed, dtype=np.float64)
         if a.ndim != 4:

@@ -68,14 +68,17 @@ class Defense(nn.Module, ABC):
     1]^(B, C, H, W)``, with ``differentiable`` (autograd through ``D`` is exact; otherwise BPDA,
     Athalye, Carlini & Wagner, ICML 2018) and ``randomized`` (EOT over draws).
 
+    Volumes (B, C, D, H, W) are taken as images are, unless the class says why not in
+    :attr:`volumes` (a sentence: JPEG, TVM), which :meth:`forward` then gives as the refusal.
+
     Args:
         seed: seed of the defense's own random stream (:meth:`generator_for`), mixed with its
             name. Default None: a random seed (the registered randomized defenses default to 0).
             Deterministic defenses ignore it.
 
     Shape:
-        - x: (B, C, H, W) float in [0, 1].
-        - Output: (B, C, H, W), same dtype and device as ``x``, in [0, 1].
+        - x: (B, C, H, W) float in [0, 1], or volumes (B, C, D, H, W).
+        - Output: ``x``'s shape, dtype and device, in [0, 1].
 
     Example (a defense of one's own, buildable into compositions like the built-in ones):
 
@@ -95,6 +98,8 @@ class Defense(nn.Module, ABC):
     name: str = "defense"
     randomized: bool = False
     differentiable: bool = False
+    volumes: bool | str = True
+    """True: the defense takes volumes (B, C, D, H, W); a sentence: why it refuses them."""
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__()
@@ -161,7 +166,7 @@ class Defense(nn.Module, ABC):
             ImageBatchError: ``x`` is not a float image batch (B, C, H, W) (in [0, 1] when
                 ``check_range``).
         """
-        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
+        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range, volumes=self.volumes)
         if x.numel() == 0:
             return x.clone()
         if self.randomized and generator is None:

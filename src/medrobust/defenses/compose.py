@@ -95,8 +95,13 @@ class Compose(Defense):
         Returns:
             (B, C, H, W), same dtype and device as ``x``, in [0, 1].
         """
-        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range)
+        check_image_batch(x, f"defense {self.name!r}", unit_range=check_range, volumes=self.volumes)
         return x.clone() if x.numel() == 0 else self.transform(x, generator)
+
+    @property  # type: ignore[override]
+    def volumes(self) -> bool | str:
+        """True when every member takes volumes, else the first refusing member's reason."""
+        return next((d.volumes for d in self.members if d.volumes is not True), True)
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         for d in self.members:

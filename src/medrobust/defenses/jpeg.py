@@ -16,6 +16,12 @@ device, where the result is returned. Each call therefore waits for the device o
 attack against a defended model that is once per step.
 
 Not differentiable (the codec lives outside autograd): an adaptive attacker uses BPDA.
+
+**Volumes are refused** (:data:`JPEG_VOLUME_REFUSAL`), not coded slice by slice: JPEG stores 8-bit
+2-D images, so on CT it would round 4096 HU levels to 256 (16 HU steps, four times a brain
+window's budget of 4 HU) and code each slice's 8 x 8 blocks alone, a change no scanner or PACS
+makes to a CT series (they store it losslessly, or in 12/16-bit JPEG 2000 / JPEG-LS). A
+defense that rewrites the data's own grid is not a defense of that data.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from PIL import Image
 
 from medrobust.data.image_batch import check_image_batch
 from medrobust.defenses.base import Defense
-from medrobust.defenses.jpeg_quality import check_quality
+from medrobust.defenses.jpeg_quality import JPEG_VOLUME_REFUSAL, check_quality
 from medrobust.defenses.registry import register_defense
 
 
@@ -68,7 +74,7 @@ def jpeg(x: torch.Tensor, quality: int = 75, workers: int = 1) -> torch.Tensor:
         ValueError: ``quality`` is out of range, or ``x`` has neither 1 nor 3 channels.
     """
     check_quality(quality)
-    check_image_batch(x, "jpeg")
+    check_image_batch(x, "jpeg", volumes=JPEG_VOLUME_REFUSAL)
     if x.shape[1] not in (1, 3):
         raise ValueError(f"jpeg expects images of shape (B, 1, H, W) or (B, 3, H, W), got {tuple(x.shape)}; "
                          "JPEG stores one (grayscale) or three (RGB) channels")
@@ -130,6 +136,7 @@ class JPEG(Defense):
     """
 
     name = "jpeg"
+    volumes = JPEG_VOLUME_REFUSAL
     differentiable = False
 
     def __init__(self, quality: int = 75, workers: int = 1) -> None:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from medrobust.data.image_batch import check_image_batch
-from medrobust.defenses.jpeg_quality import check_quality
+from medrobust.defenses.jpeg_quality import JPEG_VOLUME_REFUSAL, check_quality
 
 LUMINANCE_TABLE = (
     (16, 11, 10, 16, 24, 40, 51, 61),
@@ -176,7 +176,7 @@ def smooth_jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
     True
     """
     check_quality(quality)
-    check_image_batch(x, "smooth_jpeg", channels=(1, 3))
+    check_image_batch(x, "smooth_jpeg", channels=(1, 3), volumes=JPEG_VOLUME_REFUSAL)
     if x.numel() == 0:
         return x.clone()
     luminance, chrominance = quantization_tables(quality)

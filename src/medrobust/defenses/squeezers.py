@@ -52,8 +52,8 @@ def bit_depth(x: torch.Tensor, bits: int = 5) -> torch.Tensor:
         ``k / (2^bits - 1)``.
 
     Shape:
-        - x: (B, C, H, W) float in [0, 1].
-        - Output: (B, C, H, W).
+        - x: (B, C, H, W) float in [0, 1] (or volumes (B, C, D, H, W)).
+        - Output: ``x``'s shape.
 
     Raises:
         ValueError: ``bits`` is not an integer from 1 to 16.
@@ -91,9 +91,12 @@ def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
         The filtered images, same shape, dtype and device as ``x``; differentiable (autograd
         routes the gradient to the selected pixel).
 
+    Volumes (B, C, D, H, W) are filtered with a ``size x size x size`` cube, as
+    ``scipy.ndimage.median_filter`` filters a 3-D array (rank ``size^3 // 2``).
+
     Shape:
-        - x: (B, C, H, W).
-        - Output: (B, C, H, W).
+        - x: (B, C, H, W), or volumes (B, C, D, H, W).
+        - Output: ``x``'s shape.
 
     Raises:
         ValueError: ``size`` is out of range or larger than the image.
@@ -104,10 +107,16 @@ def median_filter(x: torch.Tensor, size: int = 2) -> torch.Tensor:
     if size == 1:
         return x.clone()
     before, after = size // 2, size - 1 - size // 2
-    padded = _symmetric_pad(_symmetric_pad(x, before, after, 2), before, after, 3)
-    windows = padded.unfold(2, size, 1).unfold(3, size, 1)  # (B, C, H, W, size, size), a view
-    flat = windows.reshape(*x.shape, size * size)
-    return flat.kthvalue(size * size // 2 + 1, dim=-1).values
+    spatial = range(2, x.ndim)  # (H, W), or a volume's (D, H, W)
+    padded = x
+    for dim in spatial:
+        padded = _symmetric_pad(padded, before, after, dim)
+    windows = padded
+    for dim in spatial:
+        windows = windows.unfold(dim, size, 1)  # (B, C, H, W, size, size) (volumes: size^3), a view
+    n = size ** len(spatial)
+    flat = windows.reshape(*x.shape, n)
+    return flat.kthvalue(n // 2 + 1, dim=-1).values
 
 
 @register_defense("bits")

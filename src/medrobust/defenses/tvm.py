@@ -53,6 +53,11 @@ from medrobust.defenses.tv_operators import (
     image_norms,
 )
 
+TVM_VOLUME_REFUSAL = ("tvm (Guo et al. 2018) reconstructs 2-D images from randomly kept pixels with a 2-D "
+                      "inpainting solver whose drop rate, weight and stopping rule were set on radiographs; it is not "
+                      "implemented for volumes: defend them with tv (3-D, spacing-aware), median or bits")
+"""Why TVM refuses volumes (B, C, D, H, W)."""
+
 CHECK_EVERY = 5
 DEFAULT_TOL = 5e-4
 """RMS change per iteration (image units) that stops an image: 44-45 dB or more from the converged
@@ -162,7 +167,7 @@ def tvm(
     """
     check_drop_prob(drop_prob)
     check_tv_parameters(weight, max_iter, tol)
-    check_image_batch(x, "tvm")
+    check_image_batch(x, "tvm", volumes=TVM_VOLUME_REFUSAL)
     if x.numel() == 0:
         return x.clone()
     with torch.no_grad():
@@ -188,6 +193,8 @@ class RandomizedTVM(Defense):
         u = argmin_u  sum_ij m_ij (u_ij - x_ij)^2 + weight * TV(u)
 
     (the study's isotropic TV and weight scaling, :class:`TotalVariation`).
+
+    Volumes (B, C, D, H, W) are refused with the reason (:data:`TVM_VOLUME_REFUSAL`).
 
     ``randomized = True``: each call draws a fresh pixel mask from the defense's generator
     (built from ``seed``), or from a generator passed to ``forward``. Not differentiable (BPDA,
@@ -223,6 +230,7 @@ class RandomizedTVM(Defense):
     name = "tvm"
     randomized = True
     differentiable = False
+    volumes = TVM_VOLUME_REFUSAL
 
     def __init__(self, drop_prob: float = 0.5, weight: float = 0.03, max_iter: int = 100, tol: float = DEFAULT_TOL,
                  seed: int | None = 0) -> None:

@@ -30,6 +30,30 @@ detector that flags them raises false alarms. Four changes, on images (N, C, H, 
 
 Randomness (rewindow, noise) comes only from the ``torch.Generator`` passed in, drawn in
 a fixed order, so the same generator seed gives the same images.
+
+**CT** (data on :data:`~medrobust.data.stored_grid.CT_HU`, ``grid=CT_HU``): what a CT pipeline
+changes between two readings of one study is not an 8-bit re-encoding but the scanner's
+calibration, its reconstruction and the slice geometry, so the changes are (:data:`CT_BENIGN_CHANGES`),
+each rounded back to integer HU (what a DICOM file stores):
+
+``window_shift``
+    The stored HU shifted by ``s ~ Uniform(-5, 5)`` HU per image (a recalibration of the HU
+    scale: water drifts by a few HU between calibrations; the window a reader sets moves by as
+    much): ``x' = round_HU(x + s / 4095)``.
+``recon_noise``
+    Another reconstruction noise level: Gaussian noise of 3 HU per voxel added (a softer or
+    sharper kernel, another dose), ``x' = round_HU(x + n / 4095)``, ``n ~ N(0, 3^2)``.
+``slice_shift`` (volumes only)
+    The volume moved by one slice along depth (``x'[d] = x[d + 1]``, the last slice repeated), as
+    when a patient's scan starts one slice later.
+``resample``
+    Down by 10% in-plane (each slice to ``round(0.9 H) x round(0.9 W)``, bilinear, anti-aliased)
+    and back up, as a viewer or archive at another matrix size does; rounded to integer HU.
+
+Volumes on the 8-bit grid (MedMNIST 3D) keep the radiograph changes that apply to volumes —
+``rewindow``, ``resize`` (in-plane), ``noise`` — plus ``slice_shift``; JPEG is left out because it
+refuses volumes (:data:`~medrobust.defenses.jpeg_quality.JPEG_VOLUME_REFUSAL`). Radiographs keep
+exactly the four changes above. :func:`benign_change_names` says which set applies.
 """
 
 from __future__ import annotations
@@ -39,15 +63,57 @@ import logging
 import torch
 import torch.nn.functional as F
 
-from medrobust.data.image_batch import check_image_batch
+from medrobust.data.image_batch import check_image_batch, is_volume_batch
+from medrobust.data.stored_grid import CT_HU, StoredGrid
 
 log = logging.getLogger(__name__)
 
 BENIGN_CHANGES = ("jpeg90", "rewindow", "resize", "noise")
 """The benign changes :func:`benign_changes` makes, in order."""
 
+CT_BENIGN_CHANGES = ("window_shift", "recon_noise", "slice_shift", "resample")
+"""The benign changes of CT data (module docstring), in order; ``slice_shift`` for volumes only."""
+
+VOLUME_BENIGN_CHANGES = ("rewindow", "resize", "noise", "slice_shift")
+"""The benign changes of volumes on the 8-bit grid, in order (JPEG refuses volumes)."""
+
 WINDOW_LEVEL = 0.5
 WINDOW_WIDTH = 1.0
+CT_LEVEL_SHIFT_HU = 5.0
+"""The largest HU shift of ``window_shift``."""
+CT_NOISE_HU = 3.0
+"""The standard deviation in HU of ``recon_noise``."""
+
+
+def benign_change_names(grid: StoredGrid | None = None, volumes: bool = False) -> tuple[str, ...]:
+    """The benign changes :func:`benign_changes` makes of data on ``grid`` (None: 8-bit
+    radiographs), of volumes (B, C, D, H, W) when ``volumes``.
+
+    >>> benign_change_names(), benign_change_names(CT_HU), benign_change_names(CT_HU, volumes=True)[-2:]
+    (('jpeg90', 'rewindow', 'resize', 'noise'), ('window_shift', 'recon_noise', 'resample'), ('slice_shift', 'resample'))
+    """
+    if grid is not None and grid.unit == CT_HU.unit:
+        return CT_BENIGN_CHANGES if volumes else tuple(c for c in CT_BENIGN_CHANGES if c != "slice_shift")
+    return VOLUME_BENIGN_CHANGES if volumes else BENIGN_CHANGES
+
+
+def _per_image(x: torch.Tensor) -> tuple[int, ...]:
+    return (-1,) + (1,) * (x.ndim - 1)
+
+
+def _in_plane(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...] | None]:
+    """Images (N, C, H, W) as they are; volumes (N, C, D, H, W) as their slices (N D, C, H, W),
+    with the shape to put them back in."""
+    if not is_volume_batch(x):
+        return x, None
+    n, c, d, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(n * d, c, h, w), (n, d, c, h, w)
+
+
+def _from_plane(slices: torch.Tensor, shape: tuple[int, ...] | None) -> torch.Tensor:
+    if shape is None:
+        return slices
+    return slices.reshape(shape).permute(0, 2, 1, 3, 4)
 
 
 def jpeg_reencode(x: torch.Tensor, quality: int = 90) -> torch.Tensor:
@@ -100,8 +166,8 @@ def rewindow(x: torch.Tensor, generator: torch.Generator, max_change: float = 0.
     """
     check_image_batch(x, "benign change rewindow")
     level, width = rewindow_parameters(len(x), generator, max_change)
-    level = level.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-    width = width.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+    level = level.to(device=x.device, dtype=x.dtype).view(_per_image(x))
+    width = width.to(device=x.device, dtype=x.dtype).view(_per_image(x))
     return ((x - level) / width * WINDOW_WIDTH + WINDOW_LEVEL).clamp(0.0, 1.0)
 
 
@@ -109,7 +175,8 @@ def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
     """Down to ``round(factor * size)`` (bilinear, anti-aliased) and back up (bilinear).
 
     Args:
-        x: (N, C, H, W) float images in [0, 1].
+        x: (N, C, H, W) float images in [0, 1]; volumes (N, C, D, H, W) are resized slice by
+            slice (in-plane).
         factor: the intermediate size as a fraction of the original, in (0, 1]. Default 0.9.
 
     Returns:
@@ -118,10 +185,11 @@ def resize_round_trip(x: torch.Tensor, factor: float = 0.9) -> torch.Tensor:
     check_image_batch(x, "benign change resize_round_trip")
     if not 0.0 < factor <= 1.0:
         raise ValueError(f"resize factor must be in (0, 1], got {factor}")
-    h, w = x.shape[-2:]
+    slices, shape = _in_plane(x)  # volumes: each slice, in-plane
+    h, w = slices.shape[-2:]
     small = (max(1, round(factor * h)), max(1, round(factor * w)))
-    down = F.interpolate(x, size=small, mode="bilinear", align_corners=False, antialias=True)
-    return F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    down = F.interpolate(slices, size=small, mode="bilinear", align_corners=False, antialias=True)
+    return _from_plane(F.interpolate(down, size=(h, w), mode="bilinear", align_corners=False), shape).clamp(0.0, 1.0)
 
 
 def gaussian_noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 1.0 / 255.0) -> torch.Tensor:
@@ -143,21 +211,60 @@ def gaussian_noise(x: torch.Tensor, generator: torch.Generator, sigma: float = 1
     return (x + sigma * noise).clamp(0.0, 1.0)
 
 
-def benign_changes(x: torch.Tensor, generator: torch.Generator | int = 0) -> dict[str, torch.Tensor]:
-    """The four benign changes of ``x`` (module docstring), keyed by :data:`BENIGN_CHANGES`.
+def window_shift(x: torch.Tensor, generator: torch.Generator, max_shift_hu: float = CT_LEVEL_SHIFT_HU,
+                 grid: StoredGrid = CT_HU) -> torch.Tensor:
+    """``round(x + s / levels)`` with ``s ~ Uniform(-max_shift_hu, max_shift_hu)`` stored units per
+    image (CT: HU), rounded to ``grid``: a recalibration of the HU scale.
+
+    Args:
+        x: (N, C, H, W) or (N, C, D, H, W) float in [0, 1] on ``grid``.
+        generator: the random stream of the shifts (drawn on its device, float64).
+        max_shift_hu: the largest shift in stored units, >= 0. Default 5 HU.
+        grid: the stored grid. Default :data:`~medrobust.data.stored_grid.CT_HU`.
+
+    Returns:
+        ``x``'s shape, dtype and device, in [0, 1], on ``grid``.
+    """
+    check_image_batch(x, "benign change window_shift")
+    if not max_shift_hu >= 0:
+        raise ValueError(f"window shift must be >= 0 {grid.unit}, got {max_shift_hu}")
+    shift = (torch.rand(len(x), generator=generator, device=generator.device, dtype=torch.float64) * 2 - 1) * max_shift_hu
+    shift = grid.eps_from_units(1.0) * shift.to(device=x.device, dtype=x.dtype).view(_per_image(x))
+    return grid.round((x + shift).clamp(0.0, 1.0))
+
+
+def slice_shift(x: torch.Tensor) -> torch.Tensor:
+    """Volumes (N, C, D, H, W) moved one slice along depth: ``x'[d] = x[d + 1]``, the last slice
+    repeated (a scan that starts one slice later). Refuses images (no depth)."""
+    check_image_batch(x, "benign change slice_shift")
+    if not is_volume_batch(x):
+        raise ValueError(f"slice_shift moves volumes (N, C, D, H, W) along depth, got images of shape {tuple(x.shape)}")
+    if x.shape[2] < 2:
+        return x.clone()
+    return torch.cat([x[:, :, 1:], x[:, :, -1:]], dim=2)
+
+
+def benign_changes(x: torch.Tensor, generator: torch.Generator | int = 0,
+                   grid: StoredGrid | None = None) -> dict[str, torch.Tensor]:
+    """The benign changes of ``x`` for its grid (module docstring), keyed by
+    :func:`benign_change_names` (``grid``, whether ``x`` holds volumes).
 
     Args:
         x: the images, float in [0, 1]; one or three channels (JPEG).
         generator: a ``torch.Generator`` (any device) or a seed for a CPU generator; rewindow
-            draws first, then noise. Default 0.
+            draws first, then noise (CT: the shifts, then the noise). Default 0.
+        grid: the data's stored grid: None (the default) or the 8-bit grid for radiographs (the
+            four changes of :data:`BENIGN_CHANGES`, numbers unchanged), :data:`~medrobust.data.
+            stored_grid.CT_HU` for CT (:data:`CT_BENIGN_CHANGES`).
 
     Returns:
-        ``{"jpeg90", "rewindow", "resize", "noise"}`` -> changed images, each of ``x``'s shape,
-        dtype and device, in [0, 1], detached.
+        ``{"jpeg90", "rewindow", "resize", "noise"}`` (CT: ``{"window_shift", "recon_noise",
+        "slice_shift", "resample"}``, ``slice_shift`` for volumes only) -> changed images, each
+        of ``x``'s shape, dtype and device, in [0, 1], detached.
 
     Shape:
-        - x: (N, C, H, W) float in [0, 1].
-        - Output: four (N, C, H, W) tensors.
+        - x: (N, C, H, W) float in [0, 1], or volumes (N, C, D, H, W).
+        - Output: one tensor of ``x``'s shape per change.
 
     Example:
 
@@ -173,11 +280,22 @@ def benign_changes(x: torch.Tensor, generator: torch.Generator | int = 0) -> dic
     if isinstance(generator, int):
         generator = torch.Generator().manual_seed(generator)
     x = x.detach()
-    out = {
-        "jpeg90": jpeg_reencode(x, 90),
-        "rewindow": rewindow(x, generator),
-        "resize": resize_round_trip(x),
-        "noise": gaussian_noise(x, generator),
-    }
+    names = benign_change_names(grid, is_volume_batch(x))
+    if names == BENIGN_CHANGES:  # radiographs: exactly as before volumes and CT existed
+        out = {
+            "jpeg90": jpeg_reencode(x, 90),
+            "rewindow": rewindow(x, generator),
+            "resize": resize_round_trip(x),
+            "noise": gaussian_noise(x, generator),
+        }
+    elif grid is not None and grid.unit == CT_HU.unit:
+        out = {"window_shift": window_shift(x, generator, grid=grid),
+               "recon_noise": grid.round(gaussian_noise(x, generator, sigma=grid.eps_from_units(CT_NOISE_HU)))}
+        if is_volume_batch(x):
+            out["slice_shift"] = slice_shift(x)
+        out["resample"] = grid.round(resize_round_trip(x))
+    else:  # volumes on the 8-bit grid
+        out = {"rewindow": rewindow(x, generator), "resize": resize_round_trip(x),
+               "noise": gaussian_noise(x, generator), "slice_shift": slice_shift(x)}
     log.debug("benign changes: %s on %d images", ", ".join(out), len(x))
     return out

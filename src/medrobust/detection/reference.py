@@ -10,7 +10,9 @@ the mean of its channels), C the top-class confidence and Y the predicted label,
     Y_O != Y_A                              reason "label_change"
 
 SSIM is scikit-image's (Wang et al. 2004; 7x7 window, data range 1), as in
-:func:`medrobust.data.similarity.ssim`. The study picked its thresholds by hand and
+:func:`medrobust.data.similarity.ssim`. On volumes (N, C, D, H, W) it is the mean of the
+per-slice SSIMs (not a 3-D SSIM: thick CT slices, and the 0.85 threshold was set on 2-D images),
+and the mean absolute difference is over every voxel. The study picked its thresholds by hand and
 did not calibrate them, so :meth:`ReferenceDetector.fit` only records them.
 
 The detector needs the original image. In deployment there is usually no original to

@@ -1,7 +1,7 @@
 """The run's images: the dataset listed (no pixel read), its splits checked, and images read in
-batches on the 8-bit grid with their labels as the model's class indices. Every file that cannot
-be read is recorded once in :class:`SkippedFiles` (``skipped.txt``, and the run is partial);
-the rest of the run goes on.
+batches on the data's stored grid (8-bit grey levels, or integer HU for CT) with their labels
+as the model's class indices. Every file that cannot be read is recorded once in
+:class:`SkippedFiles` (``skipped.txt``, and the run is partial); the rest of the run goes on.
 
 The test split is never read whole: the baseline streams it batch by batch. Only a model
 trained in the run reads its train and validation splits whole (:func:`read_split`).
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from medrobust.evaluation.config import DEFAULT_SPLIT, ExperimentConfig
-from medrobust.execution.pixels import quantise_8bit, to_uint8
+from medrobust.execution.pixels import to_stored
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ TRAIN_DATA_SPLIT = (0.8, 0.2, 0.0)
 """How a model's own training folder (``train.data``) is split: train and validation only."""
 
 Split = tuple[torch.Tensor, torch.Tensor, list[str]]
-"""Images (8-bit grid), labels as the model's class indices, ids."""
+"""Images (the data's stored grid), labels as the model's class indices, ids."""
 
 
 class SkippedFiles:
@@ -86,22 +86,23 @@ def trains_here(config: ExperimentConfig) -> bool:
 
 def read_images(part, indices, label_map: np.ndarray,
                 skipped: SkippedFiles) -> tuple[np.ndarray, np.ndarray, list[str], list[int]]:
-    """Items ``indices`` of a split, read now: 8-bit images (B, H, W), labels as the model's
-    class indices, ids and the indices that were readable (the rest are skipped, and logged)."""
+    """Items ``indices`` of a split, read now: images (B, H, W) (volumes (B, D, H, W)) stored on the
+    data's grid (:func:`~medrobust.execution.pixels.to_stored`), labels as the model's class
+    indices, ids and the indices that were readable (the rest are skipped, and logged)."""
     x, y, ids, kept = part.read_batch(indices)
     skipped.add_from(part)
-    return to_uint8(quantise_8bit(x)), label_map[y.numpy()], ids, kept
+    return to_stored(part.grid.round(x), part.grid), label_map[y.numpy()], ids, kept
 
 
 def read_split(part, label_map: np.ndarray, batch_size: int, skipped: SkippedFiles) -> Split:
-    """One training split's images (8-bit grid) and labels as the model's class indices, read whole."""
+    """One training split's images (the data's grid) and labels as the model's class indices, read whole."""
     x, y, ids = part.load(batch_size)
     skipped.add_from(part)
-    return quantise_8bit(x), torch.from_numpy(label_map[y.numpy()]), ids
+    return part.grid.round(x), torch.from_numpy(label_map[y.numpy()]), ids
 
 
 def first_readable(dataset, limit: int, batch_size: int, skipped: SkippedFiles, what: str) -> torch.Tensor:
-    """Up to ``limit`` readable images of ``dataset`` (8-bit grid), read batch by batch."""
+    """Up to ``limit`` readable images of ``dataset`` (on its grid), read batch by batch."""
     out: list[torch.Tensor] = []
     got = 0
     for start in range(0, len(dataset), batch_size):
@@ -113,7 +114,7 @@ def first_readable(dataset, limit: int, batch_size: int, skipped: SkippedFiles, 
     skipped.add_from(dataset)
     if not got:
         raise ValueError(f"no readable images to {what} ({len(dataset)} listed)")
-    return quantise_8bit(torch.cat(out))
+    return dataset.grid.round(torch.cat(out))
 
 
 def _warn_split_folders(source: str) -> None:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 from medrobust._version import __version__
 from medrobust.data.class_names import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.context import RunContext
@@ -65,7 +67,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
               "normal_class": plan.classes[plan.normal] if plan.normal is not None else None,
               "dangerous_flips": "assessed" if plan.normal is not None else NOT_ASSESSED_NO_NORMAL,
               "emergency_findings": [plan.classes[i] for i in plan.emergency],
-              "skipped": skipped, "notes": outcomes.notes},
+              "skipped": skipped, "notes": outcomes.notes, **stored_grid_record(ctx)},
         model=model_summary(ctx),
         baseline=outcomes.baseline.report, attacks=outcomes.attacks.outcomes, eps_sweep=outcomes.attacks.sweeps,
         transfer=outcomes.transfer, defenses=outcomes.defenses, detectors=outcomes.detectors,
@@ -97,3 +99,29 @@ def model_summary(ctx: RunContext) -> dict:
             "contract": model.contract.to_json() if hasattr(model, "contract") else {},
             "training": meta.get("training"), "metrics": meta.get("metrics"),
             "surrogates": [s.name for s in ctx.config.surrogates]}
+
+
+NOISE_IMAGES = 32
+"""Clean images of the attack subset the noise of user data is estimated on."""
+
+
+def stored_grid_record(ctx: RunContext) -> dict:
+    """What metrics.json says of the data's stored grid and its noise: ``grid`` (name, unit, the
+    stored values of 0 and 1) and ``noise`` (standard deviation in a homogeneous region, in the
+    grid's unit, and how it was measured: the phantoms' manifest, or an estimate on up to
+    :data:`NOISE_IMAGES` of the attack subset's clean images; not measured on 8-bit data)."""
+    from medrobust.data.noise_estimate import ESTIMATE_METHOD, MANIFEST_METHOD, estimate_noise_std, manifest_noise_std
+    from medrobust.execution.pixels import stored_grid_of
+
+    grid = ctx.parts["test"].grid
+    record = {"grid": {"name": grid.name, "unit": grid.unit, "low": grid.low, "high": grid.high}}
+    if grid.unit != "HU":
+        record["noise"] = {"std": None, "unit": grid.unit, "method": "not measured (8-bit data)"}
+        return record
+    std, method = manifest_noise_std(ctx.config.data.source), MANIFEST_METHOD
+    if std is None and ctx.n:
+        stored = ctx.inputs.take(np.arange(min(ctx.n, NOISE_IMAGES)), ctx.batch_size, "clean")
+        std = estimate_noise_std(stored_grid_of(stored).to_units(stored.astype(np.float64)))
+        method = ESTIMATE_METHOD if std is not None else "not measured: no soft-tissue region (-100..150 HU) found"
+    record["noise"] = {"std": None if std is None else round(float(std), 2), "unit": grid.unit, "method": method}
+    return record

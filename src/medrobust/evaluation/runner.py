@@ -27,6 +27,7 @@ import time
 
 import torch.nn as nn
 
+from medrobust.evaluation.budget_units import check_budget_units
 from medrobust.evaluation.class_plan import plan_classes
 from medrobust.evaluation.config import ExperimentConfig
 from medrobust.evaluation.context import RunContext, RunSetup
@@ -84,6 +85,7 @@ def run_experiment(config: ExperimentConfig, progress: Progress | None = None, r
     config, size_note = resolve_size(config, loaded)
     skipped = SkippedFiles()
     data = open_run_data(config, skipped, dataset)
+    check_budget_units(config, data.grid, config.data.source)
     plan = plan_classes(config.data, list(data.classes), list(loaded.classes) if loaded is not None else None)
     surrogates = {s.name: load_user_model(s, f"surrogate {s.name}", device) for s in config.surrogates
                   if s.load is not None}

@@ -64,7 +64,7 @@ from medrobust.evaluation.scorecard_schema import (
     write_scorecard,
 )
 from medrobust.evaluation.stage_keys import transfer_sweep_name
-from medrobust.specs.components import eps_label
+from medrobust.specs.components import eps_label, eps_text
 
 __all__ = ["DEFINITIONS", "NO_SKILL_ROW", "QUERY_ATTACKS", "SCHEMA_VERSION", "SCORECARD_FILE", "BudgetPoint",
            "DetectorRate", "Scorecard", "ThreatRow", "build_scorecard", "detector_rate", "no_skill", "read_scorecard",
@@ -136,40 +136,56 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
     curve = [(e, a) for e, (a, _) in sorted(envelope.items())]
     largest = max(envelope) if envelope else 0.0
     scored = sorted(e for e in (measured if measured is not None else envelope) if 0 < e <= AUC_BUDGET + 1e-9)
-    score, low, high, score_text = _score(clean, curve, largest, scored, grid)
+    unit, levels = budget_units(metrics)
+    score, low, high, score_text = _score(clean, curve, largest, scored, grid, unit)
     coarse = len(scored) < MIN_SCORED_BUDGETS
     half = half_accuracy_budget(clean, curve)
-    half_text = (f"{half * 255:.2f} grey levels" if half is not None else
-                 "not defined (clean accuracy 0)" if clean <= 0 else f"> {largest * 255:.3g} (the largest tested)")
+    half_text = (f"{half * levels:.2f} {unit}" if half is not None else
+                 "not defined (clean accuracy 0)" if clean <= 0 else
+                 f"> {largest * levels:.3g}{' HU' if unit == 'HU' else ''} (the largest tested)")
     if half is not None and coarse:  # only the tested budgets around it are known (accuracy cannot rise with eps)
         below = max((e for e, (a, _) in envelope.items() if e < half and a > clean / 2), default=0.0)
         above = min(e for e, (a, _) in envelope.items() if e >= half)
-        half, half_text = None, f"between {below * 255:.3g} and {above * 255:.3g} grey levels (not resolved: too few budgets)"
+        half, half_text = None, (f"between {below * levels:.3g} and {above * levels:.3g} {unit} "
+                                 "(not resolved: too few budgets)")
     flip_rate, flip_text = (None, flips_override) if flips_override else _flip_rate(strongest)
     detection = [detector_rate(det, key) for det in metrics.detectors for key in detector_keys or []
                  if key in det.detection_rate]
     return ThreatRow(
         threat_model=threat_model, label=label, attacks=sorted({k for _, _, k in points}), n_images=n,
         clean_accuracy=clean, clean_interval=_interval(clean, n),
-        points=[BudgetPoint(eps=e, grey_levels=round(e * 255, 6), accuracy=a, interval=_interval(a, n), attack=k)
-                for e, (a, k) in sorted(envelope.items())],
+        points=[BudgetPoint(eps=e, grey_levels=round(e * 255, 6), accuracy=a, interval=_interval(a, n), attack=k,
+                            units=unit, value=round(e * levels, 6)) for e, (a, k) in sorted(envelope.items())],
         main_eps=main_eps, half_accuracy_budget=None if half is None else half * 255, half_accuracy_text=half_text,
         dangerous_flip_rate=flip_rate, dangerous_flips_text=flip_text, detection=detection, score=score,
         score_low=low, score_high=high, score_text=score_text, measured_at=scored)
 
 
+def budget_units(metrics: RunMetrics) -> tuple[str, int]:
+    """The unit budgets are stated in for the run's data and the grid's steps from 0 to 1:
+    ``("grey levels", 255)`` for 8-bit data (and runs that predate the record), ``("HU", 4095)`` for CT."""
+    grid = (getattr(metrics, "data", None) or {}).get("grid") or {}
+    if grid.get("unit") == "HU":
+        return "HU", int(grid["high"]) - int(grid["low"])
+    return "grey levels", 255
+
+
 def _score(clean: float, curve: list[tuple[float, float]], largest: float, scored: list[float],
-           grid: list[float] | None) -> tuple[float | None, float | None, float | None, str]:
+           grid: list[float] | None, unit: str = "grey levels") -> tuple[float | None, float | None, float | None, str]:
     """(score, its lower and upper bound from monotonicity, its text) of a row whose curve is
-    ``curve`` and whose attacker ran at ``scored`` (see :func:`_row`)."""
+    ``curve`` and whose attacker ran at ``scored`` (see :func:`_row`); budgets named in ``unit``."""
     score = normalised_auc(clean, curve)
     if score is None:
-        return None, None, None, ("not defined: clean accuracy is 0" if clean <= 0 else
-                                  f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255")
-    tested = ", ".join(eps_label(e) for e in scored) or "no budget"
+        if clean <= 0:
+            return None, None, None, "not defined: clean accuracy is 0"
+        if unit == "HU":
+            return None, None, None, (f"not defined: budgets tested only up to {eps_text(largest, unit)}, below the "
+                                      f"score's 8/255 ({eps_text(AUC_BUDGET, unit)} on the CT grid)")
+        return None, None, None, f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255"
+    tested = ", ".join(eps_text(e, unit) for e in scored) or "no budget"
     if grid is not None and any(all(abs(g - e) > 1e-9 for e in scored) for g in grid):
         return None, None, None, (f"not defined (tested at {tested} only; every row is scored on the grid "
-                                  f"{', '.join(eps_label(g) for g in grid)})")
+                                  f"{', '.join(eps_text(g, unit) for g in grid)})")
     if len(scored) < MIN_SCORED_BUDGETS:  # the area would be the straight line's, whatever the model does in between
         return None, None, None, f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to 8/255 (only {tested})"
     low, high = auc_bounds(clean, curve) or (score, score)
@@ -245,8 +261,9 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         model={**{k: v for k, v in metrics.model.items() if k in ("arch", "parameters", "contract", "file", "sha256",
                                                                     "surrogates")},
                **({"version": metrics.config["model_version"]} if metrics.config.get("model_version") else {})},
-        data={k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
-                                               "normal_class")},
+        data={**{k: metrics.data.get(k) for k in ("source", "size", "classes", "split", "n", "tested", "attack_images",
+                                                  "normal_class")},
+              **{k: metrics.data[k] for k in ("grid", "noise") if k in metrics.data}},  # the budget unit and noise
         rows=rows, not_tested=not_tested, overall=overall, grid=grid or [],
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
         f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255",

@@ -29,6 +29,8 @@ class BudgetPoint(_Model):
     accuracy: float
     interval: list[float] | None  # 95% Wilson interval of the accuracy
     attack: str  # the attack key that reached this accuracy
+    units: str = "grey levels"  # the data's budget unit: grey levels (8-bit) or HU (CT)
+    value: float | None = None  # eps in ``units``: grey levels (= grey_levels) or HU (eps x 4095); None: an older file
 
 
 class DetectorRate(_Model):
@@ -51,7 +53,7 @@ class ThreatRow(_Model):
     clean_interval: list[float] | None
     points: list[BudgetPoint]
     main_eps: float
-    half_accuracy_budget: float | None  # grey levels; None: never reached on the tested budgets
+    half_accuracy_budget: float | None  # grey levels (eps x 255, whatever the data); None: never reached
     half_accuracy_text: str
     dangerous_flip_rate: float | None
     dangerous_flips_text: str

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 from medrobust.execution.units import Unit, Workbench
 
 
@@ -38,7 +38,7 @@ class ScoreUnit(Unit):
     images: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), np.uint8))
 
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
-        x = from_uint8(self.images).to(bench.device)
+        x = from_stored(self.images).to(bench.device)
         return {"scores": np.asarray(self.detector.score(bench.models["model"], x), dtype=np.float64)}
 
 
@@ -90,10 +90,10 @@ class DetectUnit(Unit):
         from medrobust.detection.benign import benign_changes
 
         model = bench.models["model"]
-        x = from_uint8(self.clean).to(bench.device)
+        x = from_stored(self.clean).to(bench.device)
         ref = x if self.needs_reference else None
         benign = benign_changes(x, torch.Generator(device=x.device).manual_seed(self.seed + self.start))
-        images = [x, *benign.values(), *(from_uint8(a).to(bench.device) for a in self.attacked)]
+        images = [x, *benign.values(), *(from_stored(a).to(bench.device) for a in self.attacked)]
         out: dict[str, np.ndarray] = {}
         for i, batch in enumerate(images):
             t0 = time.perf_counter()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medrobust.detection.guard_decision import accepts
-from medrobust.execution.pixels import from_uint8, to_uint8
+from medrobust.execution.pixels import from_stored, stored_grid_of, to_stored
 from medrobust.execution.units import ModelRef, Unit, Workbench
 
 JUDGE_KEYS = frozenset({"pred", "flagged", "failed", "seconds"})
@@ -115,7 +115,7 @@ class GuardJudgeUnit(Unit):
 
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
         t0 = time.perf_counter()
-        out = judge(bench, self.defense, self.detectors, self.thresholds, from_uint8(self.images).to(bench.device))
+        out = judge(bench, self.defense, self.detectors, self.thresholds, from_stored(self.images).to(bench.device))
         return {**out, "seconds": np.array([time.perf_counter() - t0])}
 
 
@@ -163,7 +163,7 @@ class GuardAttackUnit(Unit):
         from medrobust.attacks.detector_aware import DetectorAwarePGD
 
         t0 = time.perf_counter()
-        x = from_uint8(self.clean).to(bench.device)
+        x = from_stored(self.clean).to(bench.device)
         y = torch.from_numpy(self.labels).to(bench.device)
         base = bench.model(ModelRef("model"))
         crafter = bench.model(ModelRef("model", defense=self.defense, eot_samples=self.eot_samples,
@@ -177,7 +177,8 @@ class GuardAttackUnit(Unit):
             return accepted.to(stored.device) & gets_wrong(target, target(stored), labels)
 
         attack = DetectorAwarePGD(eps=self.eps, steps=self.steps, lam=self.lam, evades=evades,
-                                  penalty=detector_penalty(self.detectors, base, limits, self.margin))
+                                  penalty=detector_penalty(self.detectors, base, limits, self.margin),
+                                  quantize_bits=stored_grid_of(self.clean).levels.bit_length())  # 8 bits, or 12 on CT
         x_adv = attack(crafter, x, y, generator=attack.make_generator(x.device, self.seed + self.start)).cpu()
         out = judge(bench, self.defense, self.detectors, self.thresholds, x_adv.to(bench.device))
-        return {"x_adv": to_uint8(x_adv), **out, "seconds": np.array([time.perf_counter() - t0])}
+        return {"x_adv": to_stored(x_adv, stored_grid_of(self.clean)), **out, "seconds": np.array([time.perf_counter() - t0])}

@@ -28,11 +28,31 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medrobust.execution.pixels import from_uint8, to_uint8
+from medrobust.execution.pixels import from_stored, stored_grid_of, to_stored
 from medrobust.logs.per_image_log import per_image_log
 
 LOG_KEY = "log"
 """The key under which a unit returns the per-image log lines it wrote (a str array)."""
+
+
+def params_on_grid(attack: str, params: Mapping[str, Any], grid) -> dict[str, Any]:
+    """An attack's parameters with its rounding grid set to the run's stored grid.
+
+    Args:
+        attack: the attack's registry name.
+        params: its parameters from the spec.
+        grid: the run's stored grid.
+
+    Returns:
+        ``params``, plus ``quantize_bits: 12`` on the CT grid (integer HU: the 12-bit grid's points)
+        when the attack rounds its result and the spec does not set it; 8-bit runs unchanged.
+    """
+    from medrobust.attacks.registry import attack_parameters
+
+    out = dict(params)
+    if grid.levels != 255 and "quantize_bits" not in out and "quantize_bits" in attack_parameters(attack):
+        out["quantize_bits"] = grid.levels.bit_length()
+    return out
 
 
 @dataclass(frozen=True)
@@ -217,8 +237,9 @@ class CraftUnit(Unit):
         confidence: also return the target's confidence. Default False.
 
     Shape:
-        - clean: (B, H, W) uint8; labels: (B,) int64 (or (B, K) 0/1).
-        - x_adv: (B, H, W) uint8; pred, linf, l2, ssim, psnr, confidence: (B,); seconds: (1,).
+        - clean: (B, H, W) uint8 (8-bit) or uint16 (CT; volumes (B, D, H, W)); labels: (B,) int64
+          (or (B, K) 0/1).
+        - x_adv: clean's shape and type; pred, linf, l2, ssim, psnr, confidence: (B,); seconds: (1,).
     """
 
     attack: Any = ""
@@ -236,15 +257,17 @@ class CraftUnit(Unit):
         from medrobust.execution.crafting import craft_batch
 
         t0 = time.perf_counter()
-        attack = (build_attack(self.attack, allow_large_eps=self.allow_large_eps, **self.params)
+        grid = stored_grid_of(self.clean)
+        attack = (build_attack(self.attack, allow_large_eps=self.allow_large_eps,
+                               **params_on_grid(self.attack, self.params, grid))
                   if isinstance(self.attack, str) else self.attack)
-        x = from_uint8(self.clean).to(bench.device)
+        x = from_stored(self.clean).to(bench.device)
         y = torch.from_numpy(self.labels).to(bench.device)
         x_adv, outputs = craft_batch(attack, bench.model(self.crafter), bench.model(self.target), x, y, self.seed,
-                                     self.start)
+                                     self.start, grid)
         seconds = time.perf_counter() - t0
         xn, an = x.cpu().numpy(), x_adv.numpy()
-        out = {"x_adv": to_uint8(x_adv), "pred": outputs.labels.numpy(), "linf": linf_distance(xn, an),
+        out = {"x_adv": to_stored(x_adv, grid), "pred": outputs.labels.numpy(), "linf": linf_distance(xn, an),
                "l2": l2_distance(xn, an), "ssim": ssim(xn, an), "psnr": psnr(xn, an), "seconds": np.array([seconds])}
         if self.confidence:
             out["confidence"] = outputs.confidence.numpy()
@@ -277,7 +300,7 @@ class PredictUnit(Unit):
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
         if not len(self.images):  # a batch whose files were all unreadable
             return {"pred": np.zeros(0, dtype=np.int64), "seconds": np.zeros(1)}
-        x = from_uint8(self.images).to(bench.device)
+        x = from_stored(self.images).to(bench.device)
         seconds = 0.0
         if self.model.defense is not None:
             defended = bench.model(self.model)
@@ -326,7 +349,7 @@ class FloatAttackUnit(Unit):
         t0 = time.perf_counter()
         attack = build_attack(self.attack, **{**self.params, "quantize_bits": None})
         model = bench.model(self.crafter)
-        x = from_uint8(self.clean).to(bench.device)
+        x = from_stored(self.clean).to(bench.device)
         y = torch.from_numpy(self.labels).to(bench.device)
         x_adv = attack(model, x, y, generator=attack.make_generator(x.device, self.seed + self.start))
         base = bench.model(ModelRef(self.crafter.name))
@@ -378,7 +401,7 @@ class CertifyUnit(Unit):
 
         t0 = time.perf_counter()
         smoothed = SmoothedClassifier(bench.model(ModelRef()), self.sigma, batch=self.batch)
-        out = smoothed.certify_batch(from_uint8(self.images).to(bench.device), n0=self.n0, n=self.n, alpha=self.alpha,
+        out = smoothed.certify_batch(from_stored(self.images).to(bench.device), n0=self.n0, n=self.n, alpha=self.alpha,
                                      seed=self.seed, start=self.start)
         out["seconds"] = np.array([time.perf_counter() - t0])
         return out

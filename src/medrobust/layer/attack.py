@@ -227,7 +227,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     >>> tuple(result.adversarial.shape), bool((result.adversarial - x).abs().max() <= 8 / 255 + 1 / 510)
     ((4, 1, 8, 8), True)
     """
-    from medrobust.execution.pixels import from_uint8, quantise_8bit, to_uint8
+    from medrobust.execution.pixels import from_stored, to_stored
     from medrobust.execution.units import CraftUnit, ModelRef, Workbench
 
     atk = attack_to_run(attack, seed=seed, allow_large_eps=allow_large_eps, **params)  # before any model is loaded
@@ -261,11 +261,11 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     with (progress or SilentProgress()).stage(str(atk.name), n_total) as bar:
         for x, y, batch_ids in data.batches(batch_size, limit):
             y = label_map[y.numpy()]
-            x = quantise_8bit(x)  # the stored grid, as evaluate reads its images
+            x = data.grid.round(x)  # the stored grid, as evaluate reads its images
             crafted = bench.execute(CraftUnit(seed=seed, start=done, attack=atk, crafter=ModelRef(
-                "surrogate" if surrogate is not None else "model"), target=ModelRef("model"), clean=to_uint8(x),
+                "surrogate" if surrogate is not None else "model"), target=ModelRef("model"), clean=to_stored(x, data.grid),
                 labels=y, confidence=True))
-            x_adv = from_uint8(crafted["x_adv"])
+            x_adv = from_stored(crafted["x_adv"])
             clean = model_outputs(target, x)
             conf_clean.append(clean.confidence.numpy())
             conf_adv.append(crafted["confidence"])

@@ -272,9 +272,7 @@ def _paired_batches(inputs: Images, originals: Images | None, batch_size: int,
 
 
 def _grid(x: torch.Tensor, images: Images) -> torch.Tensor:
-    from medrobust.execution.pixels import quantise_8bit
-
-    return quantise_8bit(x) if images.quantise else x
+    return images.grid.round(x) if images.quantise else x
 
 
 def _merge(results: list) -> Any:

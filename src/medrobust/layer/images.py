@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medrobust.data.dataset import ImageDataset
-from medrobust.execution.pixels import quantise_8bit
+from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None", list[str]]
 
@@ -43,8 +43,8 @@ class Images:
         classes: the data's class names; None (the default) for unlabelled images.
         source: what was opened, for messages. Default ``""``.
         root: the folder the ids are relative to, when there is one. Default None.
-        quantise: round images to the 8-bit grid as they are read (what a PNG stores; the
-            runner does the same). Default True.
+        quantise: round images to their stored grid as they are read (:attr:`grid`: what a PNG
+            or a CT DICOM stores; the runner does the same). Default True.
 
     Shape:
         - :meth:`batches`: images (B, C, H, W) float32 in [0, 1], labels (B,) int64 or None,
@@ -121,6 +121,12 @@ class Images:
             raise ValueError(f"{self.source}: no {name!r} split (it has {', '.join(parts) or 'none'}); use --split all")
         return Images(parts[name], classes=self.classes, source=self.source, root=self.root, quantise=self.quantise)
 
+    @property
+    def grid(self) -> StoredGrid:
+        """The stored grid of the images (:mod:`~medrobust.data.stored_grid`): the dataset's (CT
+        HU for series, NIfTI and CT slices), else 8-bit grey levels."""
+        return getattr(self.dataset, "grid", EIGHT_BIT) if self.dataset is not None else EIGHT_BIT
+
     def batches(self, batch_size: int = 32, limit: int | None = None) -> Iterator[Batch]:
         """The readable images in order, batch by batch. Images of different sizes (no fixed size)
         come in separate batches; unreadable files are skipped and listed in :attr:`skipped`.
@@ -146,7 +152,7 @@ class Images:
                 x, ids = x[: limit - done], ids[: limit - done]
                 y = y[: limit - done] if y is not None else None
             done += len(ids)
-            yield (quantise_8bit(x) if self.quantise else x), (y if self.labelled else None), ids
+            yield (self.grid.round(x) if self.quantise else x), (y if self.labelled else None), ids
 
     def _raw_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None, list[str]]]:
         if self.tensors is not None:

@@ -2,10 +2,11 @@
 
 Every model medrobust touches — the study's DenseNet121, a zoo surrogate, a user's
 TorchScript, Keras or ONNX file — is a :class:`Classifier`. It takes the one currency
-(float images in [0, 1], shape (B, C_stored, H, W), C_stored = 1 for radiographs) and
+(float images in [0, 1], shape (B, C_stored, H, W), C_stored = 1 for radiographs; or volumes
+(B, C_stored, D, H, W) for a volume model, ``spatial_dims = 3``) and
 returns logits, doing inside ``forward`` everything its network needs: resizing to its input
-size, repeating the grey channel to three, scaling to its intensity convention, channels-last
-layout. So attacks perturb the stored image and an epsilon of 8/255 is 8 grey levels,
+size (bilinear for images, trilinear for volumes), repeating the grey channel to three, scaling
+to its intensity convention, channels-last layout. So attacks perturb the stored image and an epsilon of 8/255 is 8 grey levels,
 whatever the network.
 """
 
@@ -20,10 +21,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from medrobust.data.image_batch import check_image_batch
+from medrobust.data.image_batch import ImageBatchError, check_image_batch
 from medrobust.data.image_size import check_input_size
 from medrobust.models.batched_prediction import batched_logits
-from medrobust.models.intensity import Intensity
+from medrobust.models.intensity import AnyIntensity, Intensity, network_channels_of, parse_intensity
 from medrobust.models.output_kind import OutputKind
 
 
@@ -79,26 +80,33 @@ class InputContract:
     Args:
         classes: the class names in the model's output order (at least one; a list is stored as
             a tuple).
-        input_size: the size (H, W) the network was trained at, or one int for a square. Default
-            None: any size. Each side at least 1 pixel and H x W within the readers' pixel limit
+        input_size: the size (H, W) the network was trained at, or one int for a square; a
+            volume model's (D, H, W). Default None: any size. Each side at least 1 pixel and
+            H x W within the readers' pixel limit
             (:func:`~medrobust.data.image_size.check_input_size`).
         stored_channels: the channels of the images medrobust feeds, 1 (radiographs, the
             default) or 3.
         network_channels: what the network's first layer takes, 1 or 3 (default 3): 1 -> 3 is a
-            repeat, 3 -> 1 a luminance average.
+            repeat, 3 -> 1 a luminance average. With CT windows: one per window (the windows make
+            the channels; the stored image has 1).
         intensity: how [0, 1] images are scaled for the network, an
             :class:`~medrobust.models.intensity.Intensity` or its name (``"imagenet"`` mean/std,
-            the default; ``"unit"`` unchanged; ``"symmetric"``; ``"byte"``).
+            the default; ``"unit"`` unchanged; ``"symmetric"``; ``"byte"``), CT windows
+            (:class:`~medrobust.models.intensity.HUWindows`, ``"hu_windows:40,80;80,200"``) or
+            percentile normalisation (``"percentile:1,99"``); any form
+            :func:`~medrobust.models.intensity.parse_intensity` reads.
         output_kind: ``"softmax"`` (K logits, the default), ``"binary"`` (one logit, two class
             names) or ``"multilabel"`` (K independent findings), or the
             :class:`~medrobust.models.output_kind.OutputKind`.
         channels_last: the network takes (B, H, W, C) (Keras). Default False.
         threshold: the sigmoid decision threshold of binary and multilabel models. Default 0.5.
+        spatial_dims: 2 for images (B, C, H, W), 3 for volumes (B, C, D, H, W). Default None:
+            3 when ``input_size`` has three sides, else 2. Stored in model.json only for volumes.
 
     Raises:
         ValueError: an input size that is no image size, channels other than 1 or 3, a binary
-            model without exactly two class names, no class name, or an unknown intensity or
-            output kind.
+            model without exactly two class names, no class name, an unknown intensity or
+            output kind, or ``spatial_dims`` that is not 2 or 3 or disagrees with ``input_size``.
 
     Example:
 
@@ -107,24 +115,44 @@ class InputContract:
     ((224, 224), 1, 3, 'softmax')
     >>> InputContract.from_json(contract.to_json()) == contract  # as stored in model.json
     True
+    >>> volume = InputContract(["normal", "haemorrhage"], input_size=[16, 64, 64], network_channels=1, intensity="unit")
+    >>> volume.input_size, volume.spatial_dims, volume.to_json()["spatial_dims"]
+    ((16, 64, 64), 3, 3)
     """
 
     classes: tuple[str, ...]
     input_size: tuple[int, int] | None = None
     stored_channels: int = 1
     network_channels: int = 3
-    intensity: Intensity = Intensity.IMAGENET
+    intensity: AnyIntensity = Intensity.IMAGENET
     output_kind: OutputKind = OutputKind.SOFTMAX
     channels_last: bool = False
     threshold: float = 0.5
+    spatial_dims: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
-        object.__setattr__(self, "intensity", Intensity.parse(self.intensity))
+        object.__setattr__(self, "intensity", parse_intensity(self.intensity))
         object.__setattr__(self, "output_kind", OutputKind.parse(self.output_kind))
         # A side of 0, a negative one or one past the readers' pixel limit is refused here, before any image is read.
         object.__setattr__(self, "input_size", check_input_size(self.input_size))
-        if self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
+        sized = len(self.input_size) if self.input_size is not None else None
+        dims = self.spatial_dims if self.spatial_dims is not None else (sized or 2)
+        if dims not in (2, 3) or (sized is not None and sized != dims):
+            raise ValueError(f"spatial_dims {self.spatial_dims}: a model takes images (2) or volumes (3), and its "
+                             f"input size {self.input_size} must have as many sides; give input_size as [H, W] for "
+                             "images or [D, H, W] for volumes")
+        object.__setattr__(self, "spatial_dims", dims)
+        if dims == 3 and self.channels_last:
+            raise ValueError("channels_last is for 2-D Keras models; a volume model takes (B, C, D, H, W)")
+        windows = network_channels_of(self.intensity)
+        if windows is not None:
+            if self.stored_channels != 1 or self.network_channels != windows:
+                raise ValueError(
+                    f"the intensity {self.intensity.value} reads 1 stored channel (HU) and gives the network {windows} "
+                    f"channel(s), one per window, but the contract has {self.stored_channels} stored and "
+                    f"{self.network_channels} network channel(s); give as many windows as the network's channels")
+        elif self.stored_channels not in (1, 3) or self.network_channels not in (1, 3):
             raise ValueError(
                 f"channels must be 1 or 3 (stored {self.stored_channels}, network {self.network_channels})"
             )
@@ -139,6 +167,8 @@ class InputContract:
         out["output_kind"] = self.output_kind.value
         out["classes"] = list(self.classes)
         out["input_size"] = list(self.input_size) if self.input_size else None
+        if self.spatial_dims == 2:
+            del out["spatial_dims"]  # images: model.json and run records as before volumes existed
         return out
 
     @classmethod
@@ -151,7 +181,8 @@ class InputContract:
 
 
 class Classifier(nn.Module):
-    """``forward(x)``: images in [0, 1] (B, C_stored, H, W) -> logits (B, K) (binary: (B, 1)).
+    """``forward(x)``: images in [0, 1] (B, C_stored, H, W) -> logits (B, K) (binary: (B, 1));
+    a volume model (``contract.spatial_dims == 3``) takes volumes (B, C_stored, D, H, W).
 
     ``differentiable`` is True: gradients flow to the input. Black-box wrappers (ONNX) set
     it to False, and white-box attacks refuse them with a message pointing at transfer and
@@ -162,7 +193,8 @@ class Classifier(nn.Module):
 
         logits = network(layout(intensity(channels(resize(x)))))
 
-    ``resize``: bilinear (antialiased) to ``input_size`` if set; ``channels``: a grey channel
+    ``resize``: bilinear (antialiased) to ``input_size`` if set (volumes: trilinear to (D, H, W));
+    ``channels``: a grey channel
     repeated to three (or three averaged to one); ``intensity``: e.g. ImageNet mean/std;
     ``layout``: channels-last for Keras (and, inside :func:`network_memory_format`, the memory
     format asked for: the same values, another layout).
@@ -175,7 +207,8 @@ class Classifier(nn.Module):
         metadata: kept with checkpoints (weights, source file, format...). Default: empty.
 
     Shape:
-        - x: (B, C_stored, H, W) float in [0, 1] (C_stored = ``contract.stored_channels``).
+        - x: (B, C_stored, H, W) float in [0, 1] (C_stored = ``contract.stored_channels``);
+          (B, C_stored, D, H, W) for a volume model.
         - :meth:`forward`, :meth:`logits`: (B, K) logits (binary: (B, 1)).
         - :meth:`predict_proba`: (B, K) probabilities (binary: (B, 2)), on the CPU.
         - :meth:`predict`: (B,) class indices ((B, K) 0/1 for multilabel), on the CPU.
@@ -214,8 +247,14 @@ class Classifier(nn.Module):
         return self.contract.stored_channels
 
     @property
-    def input_size(self) -> tuple[int, int] | None:
+    def input_size(self) -> tuple[int, ...] | None:
+        """(H, W), a volume model's (D, H, W), or None (any size)."""
         return self.contract.input_size
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for an image model (B, C, H, W), 3 for a volume model (B, C, D, H, W)."""
+        return int(self.contract.spatial_dims or 2)
 
     @property
     def output_kind(self) -> OutputKind:
@@ -231,17 +270,32 @@ class Classifier(nn.Module):
 
     # --- forward
     def check_input(self, x: torch.Tensor) -> None:
-        """Refuse anything but float images (B, C_stored, H, W) (no range check: this runs every forward)."""
-        check_image_batch(x, f"model {self.arch!r}" if self.arch else "the classifier", channels=self.contract.stored_channels)
+        """Refuse anything but float images (B, C_stored, H, W), or volumes (B, C_stored, D, H, W) for
+        a volume model (no range check: this runs every forward)."""
+        who = f"model {self.arch!r}" if self.arch else "the classifier"
+        if self.spatial_dims == 3:
+            if x.ndim == 4:
+                raise ImageBatchError(f"{who}: is a volume model and takes volumes (B, {self.contract.stored_channels}, "
+                                      f"D, H, W), got images of shape {tuple(x.shape)}; give it whole volumes")
+            check_image_batch(x, who, channels=self.contract.stored_channels)
+        else:
+            check_image_batch(x, who, channels=self.contract.stored_channels,
+                              volumes="it is an image model (B, C, H, W); give it slices, or load a volume model "
+                                      "(input_size [D, H, W])")
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Map stored images in [0, 1] to what the network takes (differentiable)."""
         self.check_input(x)
         c = self.contract
-        if c.input_size is not None and tuple(x.shape[-2:]) != c.input_size:
-            x = F.interpolate(x, size=c.input_size, mode="bilinear", align_corners=False, antialias=True)
-        if c.stored_channels == 1 and c.network_channels == 3:
-            x = x.expand(-1, 3, -1, -1)
+        if c.input_size is not None and tuple(x.shape[2:]) != c.input_size:
+            if x.ndim == 5:  # torch has no antialiased trilinear: a plain trilinear resample
+                x = F.interpolate(x, size=c.input_size, mode="trilinear", align_corners=False)
+            else:
+                x = F.interpolate(x, size=c.input_size, mode="bilinear", align_corners=False, antialias=True)
+        if network_channels_of(c.intensity) is not None:
+            pass  # the CT windows make the network's channels from the stored one
+        elif c.stored_channels == 1 and c.network_channels == 3:
+            x = x.expand(-1, 3, *x.shape[2:])
         elif c.stored_channels == 3 and c.network_channels == 1:
             x = x.mean(dim=1, keepdim=True)
         x = c.intensity.apply(x)

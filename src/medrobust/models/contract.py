@@ -23,11 +23,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from medrobust.data.class_names import canonical_class_name
 from medrobust.data.image_size import check_input_size
-from medrobust.specs.contract_names import intensity_name, intensity_required, output_kind_name
+from medrobust.specs.contract_names import hu_windows, intensity_name, intensity_required, output_kind_name
 
 if TYPE_CHECKING:
     from medrobust.models.classifier import InputContract
@@ -48,15 +57,23 @@ class ModelContract(BaseModel):
             tuple. Required for any file but a medrobust checkpoint.
         input_size: the side (``224``) or ``(height, width)`` the network was trained at (None:
             any size, or what a Keras/ONNX file declares); a square size is kept as one number,
-            and a string of digits (a form field) is read as one.
+            and a string of digits (a form field) is read as one. A volume model (CT, MRI) states
+            three numbers, ``[depth, height, width]`` (``[16, 64, 64]``): three sides always mean
+            volumes (B, C, D, H, W), one or two always images.
         channels: the channels the network's first layer takes, 1 or 3 (also accepted as
-            ``network_channels``, the InputContract's name). None: what a Keras/ONNX file
+            ``network_channels``, the InputContract's name); with CT windows, one per window
+            (None: as many as the windows). None: what a Keras/ONNX file
             declares, the zoo architecture's for a state dict, else 3 (a TorchScript network
             that fails on 3 and runs on 1 is read as grey).
         intensity: how the network's training scaled its input: ``unit`` ([0, 1]), ``imagenet``
             (ImageNet mean/std), ``symmetric`` ([-1, 1]) or ``byte`` ([0, 255]); aliases such as
-            ``none`` or ``[-1,1]`` are stored as these names. Required for any file but a
-            medrobust checkpoint: a guess would silently evaluate another model.
+            ``none`` or ``[-1,1]`` are stored as these names. CT windows in HU, one network
+            channel per window: ``{"hu_windows": [[40, 80], [80, 200]]}`` or the text
+            ``hu_windows:40,80;80,200``; per-image percentile normalisation (MRI-like data):
+            ``{"normalize": "percentile", "low": 1, "high": 99}`` or ``percentile:1,99``. Stored as
+            the canonical text (:func:`~medrobust.specs.contract_names.intensity_name`, the one
+            parser of every face). Required for any file but a medrobust checkpoint: a guess would
+            silently evaluate another model.
         output_kind: ``softmax`` (K logits; what None resolves to), ``binary`` (one logit; two
             class names, negative first) or ``multilabel`` (K independent findings).
         arch: the zoo architecture of a state dict (``small-cnn``, ``densenet121``...); looked
@@ -93,9 +110,9 @@ class ModelContract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     classes: tuple[str, ...] | None = None
-    input_size: int | tuple[int, int] | None = None
+    input_size: int | tuple[int, int] | tuple[int, int, int] | None = None
+    intensity: str | None = None  # before channels: CT windows decide how many channels the network takes
     channels: int | None = Field(None, validation_alias=AliasChoices("channels", "network_channels"))
-    intensity: str | None = None
     output_kind: str | None = None
     arch: str | None = None
     trust_pickle: bool = False
@@ -139,19 +156,25 @@ class ModelContract(BaseModel):
         size = check_input_size(value)  # a side of 0, a negative one or one past the readers' limit: refused
         if size is None:
             return None
-        return size[0] if size[0] == size[1] else size
-
-    @field_validator("channels")
-    @classmethod
-    def _network_channels(cls, value: int | None) -> int | None:
-        if value is not None and value not in (1, 3):
-            raise ValueError(f"network channels {value}: a network takes 1 (grey) or 3 (RGB) channels")
-        return value
+        return size[0] if len(size) == 2 and size[0] == size[1] else size
 
     @field_validator("intensity", mode="before")
     @classmethod
     def _intensity(cls, value: Any) -> Any:
-        return None if value is None else intensity_name(str(getattr(value, "value", value)))
+        if value is None:
+            return None
+        return intensity_name(value if isinstance(value, Mapping | list | tuple) else str(getattr(value, "value", value)))
+
+    @field_validator("channels")
+    @classmethod
+    def _network_channels(cls, value: int | None, info: ValidationInfo) -> int | None:
+        windows = hu_windows(info.data.get("intensity") or "")
+        if value is not None and windows is not None and value != len(windows):
+            raise ValueError(f"network channels {value}: the intensity {info.data['intensity']} gives the network "
+                             f"{len(windows)} channel(s), one per CT window; give {len(windows)} or leave channels out")
+        if value is not None and windows is None and value not in (1, 3):
+            raise ValueError(f"network channels {value}: a network takes 1 (grey) or 3 (RGB) channels")
+        return value
 
     @field_validator("output_kind", mode="before")
     @classmethod
@@ -248,8 +271,8 @@ class ModelContract(BaseModel):
         if self.intensity is None:
             raise ValueError(intensity_required(str(where)))
 
-    def resolve(self, *, size: tuple[int, int] | None = None, channels: int | None = None, channels_last: bool = False,
-                intensity: str | None = None, stored_channels: int = 1) -> InputContract:
+    def resolve(self, *, size: tuple[int, ...] | None = None, channels: int | None = None, channels_last: bool = False,
+                intensity: str | None = None, stored_channels: int = 1, spatial_dims: int | None = None) -> InputContract:
         """The Classifier's resolved :class:`~medrobust.models.classifier.InputContract`: each declared
         value, else the keyword given here (what the model file says, or the loader's default);
         softmax outputs unless declared.
@@ -262,13 +285,15 @@ class ModelContract(BaseModel):
             intensity: the intensity convention when none is declared. Default None (then one
                 must be declared).
             stored_channels: the channels of the images medrobust feeds. Default 1 (radiographs).
+            spatial_dims: 3 when the file (an ONNX graph's 5-D input) or the zoo architecture
+                takes volumes, 2 for images. Default None: from the input size's sides, else 2.
 
         Returns:
             The InputContract a :class:`~medrobust.models.classifier.Classifier` carries.
 
         Raises:
             ValueError: no class names, no intensity convention, or an impossible combination
-                (without the file's name: the loader adds it).
+                (a 2-D size for a volume model, without the file's name: the loader adds it).
 
         >>> ModelContract(classes="a,b", input_size=32, intensity="unit").resolve(channels=1)
         InputContract(classes=('a', 'b'), input_size=(32, 32), stored_channels=1, network_channels=1, ...)
@@ -280,19 +305,25 @@ class ModelContract(BaseModel):
         scale = self.intensity or intensity
         if scale is None:
             raise ValueError("the intensity convention must be given (unit, imagenet, symmetric or byte)")
+        chosen = self.input_size if self.input_size is not None else size
+        if spatial_dims == 3 and chosen is not None and len(check_input_size(chosen) or ()) != 3:
+            raise ValueError(f"input size {chosen} names an image, but the model takes volumes (B, C, D, H, W); "
+                             "give input_size as [depth, height, width] (e.g. [16, 64, 64])")
         return InputContract(
             classes=self.classes,
-            input_size=self.input_size if self.input_size is not None else size,  # type: ignore[arg-type]
+            input_size=chosen,  # type: ignore[arg-type]
+            spatial_dims=spatial_dims if chosen is None else None,
             stored_channels=stored_channels,
-            network_channels=self.channels or channels or 3,
+            network_channels=self.channels or channels or len(hu_windows(scale) or ()) or 3,
             intensity=scale,  # type: ignore[arg-type]  (parsed by InputContract)
             output_kind=self.output_kind or "softmax",  # type: ignore[arg-type]
             channels_last=self.channels_last if self.channels_last is not None else channels_last,
         )
 
     @property
-    def size(self) -> tuple[int, int] | None:
-        """The declared input size as (height, width) (None: not declared)."""
+    def size(self) -> tuple[int, ...] | None:
+        """The declared input size as (height, width), or a volume's (depth, height, width) (None:
+        not declared)."""
         return check_input_size(self.input_size)
 
 

@@ -54,6 +54,7 @@ from medrobust.safety.model_archive import check_model_archive
 log = logging.getLogger(__name__)
 
 DRY_RUN_SIZE = 64  # side of the blank test image when the model has no fixed input size
+DRY_RUN_DEPTH = 16  # slices of the blank test volume when a volume model has no fixed input size
 
 # Heads of torchvision / MONAI layouts that map onto our networks' ``head`` (ResNet: fc,
 # EfficientNet: _fc). The DenseNet121 study head (two layers) has no counterpart there.
@@ -284,17 +285,22 @@ class ModelOutputError(ValueError):
 
 
 def check_forward(model: Classifier, path: str | Path) -> None:
-    """Run one blank image through ``model`` and check the logits' shape against its contract."""
-    h, w = model.input_size or (DRY_RUN_SIZE, DRY_RUN_SIZE)
-    x = torch.zeros(1, model.input_channels, h, w, device=model.device)
+    """Run one blank image (a volume model: one blank volume) through ``model`` and check the
+    logits' shape against its contract."""
+    volume = getattr(model, "spatial_dims", 2) == 3
+    default = (DRY_RUN_DEPTH, DRY_RUN_SIZE, DRY_RUN_SIZE) if volume else (DRY_RUN_SIZE, DRY_RUN_SIZE)
+    sides = tuple(model.input_size or default)
+    x = torch.zeros(1, model.input_channels, *sides, device=model.device)
     try:
         with eval_mode(model), torch.no_grad():
             logits = model(x)
     except Exception as err:  # noqa: BLE001 — a foreign model may raise anything
+        shown = ", ".join(str(n) for n in (1, model.input_channels, *sides))
+        hint = "" if volume else "; a volume model takes input_size [depth, height, width]"
         raise ValueError(
-            f"{path}: the model failed on a blank (1, {model.input_channels}, {h}, {w}) image "
+            f"{path}: the model failed on a blank ({shown}) {'volume' if volume else 'image'} "
             f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check that input_size, "
-            "network_channels and channels_last match how it was trained"
+            f"network_channels and channels_last match how it was trained{hint}"
         ) from None
     if not isinstance(logits, torch.Tensor):
         raise ModelOutputError(

@@ -1,5 +1,7 @@
 """The networks of the zoo, built from MONAI's building blocks (torchvision does not import
-on our machines). Each network exposes ``head`` (the layers that map pooled features to
+on our machines). The study's DenseNet121 and the small CNN also come with ``spatial_dims=3``,
+for volumes (B, C, D, H, W): the same layers with 3-D convolutions, norms and pools. Each network
+exposes ``head`` (the layers that map pooled features to
 logits) and ``stages()`` (its top-level blocks in order), which the trainable policies use.
 """
 
@@ -38,16 +40,18 @@ class StudyDenseNet121(nn.Module):
 
     The feature extractor is MONAI's DenseNet121 ``features`` (the torchvision/Keras layout:
     conv0, four dense blocks of 6/12/24/16 layers with growth 32, transitions, norm5), so
-    ImageNet weights in torchvision layout load into it after a key remap.
+    ImageNet weights in torchvision layout load into it after a key remap. With
+    ``spatial_dims=3`` (MONAI's 3-D DenseNet121, no ImageNet weights) it takes volumes; its five
+    halvings need at least 32 voxels along each axis.
     """
 
-    def __init__(self, num_outputs: int, in_channels: int = 3) -> None:
+    def __init__(self, num_outputs: int, in_channels: int = 3, spatial_dims: int = 2) -> None:
         super().__init__()
         from monai.networks.nets import DenseNet121
 
-        self.features = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1).features
+        self.features = DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=1).features
         self.relu = nn.ReLU()
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
         self.head = StudyHead(1024, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,17 +107,25 @@ class MonaiBackbone(nn.Module):
 
 class SmallCNN(nn.Module):
     """A small, fast CNN (about 100 k parameters) for tests and quick experiments:
-    four conv-BN-ReLU-maxpool stages (16, 32, 64, 128 channels), global average pooling, linear."""
+    four conv-BN-ReLU-maxpool stages (16, 32, 64, 128 channels), global average pooling, linear.
 
-    def __init__(self, num_outputs: int, in_channels: int = 1, width: int = 16) -> None:
+    ``spatial_dims=3``: the same stages in 3-D (3 x 3 x 3 convolutions, about 290 k parameters)
+    for volumes; its pools round up (``ceil_mode``), so a volume of few slices (a CT of 8) still
+    passes all four."""
+
+    def __init__(self, num_outputs: int, in_channels: int = 1, width: int = 16, spatial_dims: int = 2) -> None:
         super().__init__()
         chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers.append(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                                        nn.ReLU(), nn.MaxPool2d(2)))
+            if spatial_dims == 3:
+                layers.append(nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm3d(cout),
+                                            nn.ReLU(), nn.MaxPool3d(2, ceil_mode=True)))
+            else:
+                layers.append(nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                            nn.ReLU(), nn.MaxPool2d(2)))
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(chans[-1], num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -150,7 +150,8 @@ def load_onnx_classifier(path: str | Path, contract: ModelContract, *,
     """A black-box Classifier around an ``.onnx`` file with the user's declared ``contract``.
 
     Input size and channels come from the graph's input shape when static (NCHW unless
-    ``contract.channels_last``); a declared value that disagrees is an error
+    ``contract.channels_last``; a 5-D input (N, C, D, H, W) makes a volume model, whose size is
+    (D, H, W)); a declared value that disagrees is an error
     (:mod:`medrobust.models.input_layout`). ``intensity`` defaults to ``"unit"``.
     ``contract.outputs``: None (detect a final Softmax/Sigmoid node), ``"logits"`` or
     ``"probabilities"``. Use :func:`medrobust.models.loading.load_classifier`, which also checks
@@ -168,8 +169,10 @@ def load_onnx_classifier(path: str | Path, contract: ModelContract, *,
             "check it is an ONNX model and re-export it if needed"
         ) from None
     channels_last = bool(contract.channels_last)
-    found = input_layout(_single_input(session, path).shape, channels_last, path, "ONNX model")
-    size, channels = declared_layout(contract, found, path, "ONNX model")
+    shape = _single_input(session, path).shape
+    spatial_dims = 3 if len(shape) == 5 else 2
+    found = input_layout(shape, channels_last, path, "ONNX model", volumes=True)
+    size, channels = declared_layout(contract, found, path, "ONNX model", spatial_dims)
     kind = OutputKind.parse(contract.output_kind or OutputKind.SOFTMAX)
     detected = final_activation(path)
     if contract.outputs is None:
@@ -181,7 +184,8 @@ def load_onnx_classifier(path: str | Path, contract: ModelContract, *,
     if invert:
         log.info("%s: the model outputs %s probabilities; converting them back to logits", path, invert)
     try:
-        resolved = contract.resolve(size=size, channels=channels, channels_last=channels_last, intensity="unit")
+        resolved = contract.resolve(size=size, channels=channels, channels_last=channels_last, intensity="unit",
+                                    spatial_dims=spatial_dims)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
     metadata: dict[str, object] = {"source": str(path), "format": "onnx",

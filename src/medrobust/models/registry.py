@@ -32,6 +32,8 @@ class ModelSpec:
         channels: the network channels it is built with by default. Default 3.
         intensity: the intensity convention it expects. Default ImageNet statistics.
         imagenet: whether ImageNet weights can be loaded into it. Default False.
+        spatial_dims: 2 for an image network (B, C, H, W), 3 for a volume network
+            (B, C, D, H, W). Default 2.
     """
 
     name: str
@@ -40,13 +42,14 @@ class ModelSpec:
     channels: int = 3
     intensity: Intensity = Intensity.IMAGENET
     imagenet: bool = False  # ImageNet weights can be loaded
+    spatial_dims: int = 2
 
 
 _ARCHITECTURES: ComponentRegistry[nn.Module] = ComponentRegistry("architecture", builtins="medrobust.models.zoo")
 
 
 def register(name: str, description: str, channels: int = 3, intensity: Intensity = Intensity.IMAGENET,
-             imagenet: bool = False) -> Callable[[NetworkBuilder], NetworkBuilder]:
+             imagenet: bool = False, spatial_dims: int = 2) -> Callable[[NetworkBuilder], NetworkBuilder]:
     """Decorator: ``@register("resnet18", "...")`` over a ``(num_outputs, in_channels) -> nn.Module``.
 
     Args:
@@ -55,13 +58,15 @@ def register(name: str, description: str, channels: int = 3, intensity: Intensit
         channels: the network channels it is built with. Default 3.
         intensity: the intensity convention it expects (a member or its name). Default ImageNet.
         imagenet: whether ImageNet weights can be loaded into it. Default False.
+        spatial_dims: 3 for a network of volumes (B, C, D, H, W). Default 2 (images).
 
     Returns:
         The decorator, which registers the builder and returns it unchanged (a name registered
         twice by another builder is a ValueError).
     """
     return _ARCHITECTURES.register(name, description=description, channels=channels,
-                                   intensity=Intensity.parse(intensity), imagenet=imagenet)
+                                   intensity=Intensity.parse(intensity), imagenet=imagenet,
+                                   spatial_dims=spatial_dims)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -76,12 +81,14 @@ def list_models(pattern: str = "*") -> list[str]:
     Example:
 
     >>> list_models()
-    ['densenet121', 'efficientnet-b0', 'resnet18', 'resnet50', 'small-cnn']
+    ['densenet121', 'densenet121-3d', 'efficientnet-b0', 'resnet18', 'resnet50', 'small-cnn', 'small-cnn-3d']
     >>> list_models("resnet*")
     ['resnet18', 'resnet50']
     >>> spec = get_spec("small-cnn")
-    >>> spec.channels, spec.intensity.value, spec.imagenet
-    (1, 'unit', False)
+    >>> spec.channels, spec.intensity.value, spec.imagenet, spec.spatial_dims
+    (1, 'unit', False, 2)
+    >>> get_spec("small-cnn-3d").spatial_dims  # a volume network (B, C, D, H, W)
+    3
     """
     return _ARCHITECTURES.names(pattern)
 

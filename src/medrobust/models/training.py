@@ -222,9 +222,10 @@ def train_classifier(
     adversary_generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     generators = {"batches": generator, "adversary": adversary_generator}
     model.to(device)
-    if config.channels_last and device.type in ("cpu", "cuda"):
-        model.to(memory_format=torch.channels_last)
     x_train, y_train = train
+    memory_format = torch.channels_last_3d if x_train.ndim == 5 else torch.channels_last  # volumes: NDHWC
+    if config.channels_last and device.type in ("cpu", "cuda"):
+        model.to(memory_format=memory_format)
     x_val, y_val = val
     kind = model.output_kind
     weights = _class_weights(y_train, kind, len(model.classes)) if config.class_weighted else None
@@ -297,7 +298,7 @@ def train_classifier(
                     model.train()
                     freeze_frozen_batchnorm(network)
                 if config.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+                    xb = xb.contiguous(memory_format=memory_format)
                 logits = model(xb)
                 loss = kind.loss(logits, yb, weight=weights)
                 if hasattr(network, "regularization"):

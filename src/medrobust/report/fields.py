@@ -37,6 +37,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "int": lambda v: "n/a" if v is None else str(int(v)),
     "budget": _budget,  # grey levels as "8/255"
     "grey": lambda v: "n/a" if v is None else f"{v:.2f}",  # grey levels (a float) with two decimals
+    "hu": lambda v: "n/a" if v is None else f"{float(v):g} HU",  # a CT budget or noise in HU as "4 HU"
     "eps": lambda v: format_eps(float(v)),  # a budget in [0, 1] image units as "8/255"
     "pp": lambda v: f"{v:+.1f} pp",  # percentage points with a sign
     "list": lambda v: ", ".join(str(x) for x in v) if v else "n/a",

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome
 from medrobust.report.figure import ReportFigure, finish, new_figure
-from medrobust.report.run_contents import RunContents, format_eps
+from medrobust.report.run_contents import RunContents, budget_unit, format_eps
 
 MAX_IMAGES = 4
 """Example images per picture figure."""
@@ -28,6 +28,52 @@ def as_display(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     return np.clip(image, 0.0, 1.0)
+
+
+DEFAULT_CT_WINDOW = (40.0, 80.0)
+"""The window CT examples are shown in when the model names none (level, width in HU: a brain window)."""
+
+
+def ct_window(contents: RunContents) -> tuple[float, float] | None:
+    """The (level, width) in HU CT examples are shown in: the model's first window when its contract
+    has CT windows, else :data:`DEFAULT_CT_WINDOW`; None for 8-bit runs (shown as stored)."""
+    if budget_unit(contents.metrics) != "HU":
+        return None
+    from medrobust.specs.contract_names import hu_windows
+
+    intensity = str(((contents.metrics.model or {}).get("contract") or {}).get("intensity") or "")
+    try:
+        windows = hu_windows(intensity)
+    except ValueError:
+        windows = None
+    return tuple(float(v) for v in windows[0]) if windows else DEFAULT_CT_WINDOW  # type: ignore[return-value]
+
+
+def view_text(contents: RunContents) -> str:
+    """How CT examples are shown, for a caption ("" for 8-bit runs)."""
+    window = ct_window(contents)
+    if window is None:
+        return ""
+    return (f" CT volumes are shown by their middle slice, in the window level {window[0]:g} HU / width {window[1]:g} HU"
+            f"{' (the model' + chr(39) + 's first window)' if window != DEFAULT_CT_WINDOW else ' (a brain window)'}.")
+
+
+def middle_slice(image: np.ndarray) -> np.ndarray:
+    """A CT example as one 2-D slice: a volume (D, H, W) or (1, D, H, W) by its middle slice."""
+    image = np.asarray(image)
+    while image.ndim > 2:
+        image = image[image.shape[0] // 2] if image.shape[0] > 1 else image[0]
+    return image
+
+
+def shown(contents: RunContents, image: np.ndarray) -> np.ndarray:
+    """An example as it is drawn: 8-bit images as stored; CT by its middle slice through the window."""
+    window = ct_window(contents)
+    if window is None:
+        return image
+    hu = middle_slice(image).astype(np.float64) * 4095.0 - 1024.0
+    level, width = window
+    return np.clip((hu - (level - width / 2.0)) / width, 0.0, 1.0).astype(np.float32)
 
 
 TITLE_CHARACTERS = 26
@@ -48,6 +94,11 @@ def show(ax: Axes, image: np.ndarray, title: str, colour: str = "black") -> None
     ax.set_yticks([])
 
 
+def shown_cam(contents: RunContents, cam: np.ndarray) -> np.ndarray:
+    """A Grad-CAM heatmap as drawn over :func:`shown`'s image (CT: the middle slice's)."""
+    return middle_slice(cam) if ct_window(contents) is not None else cam
+
+
 def _verdict_colour(true: str, predicted: str) -> str:
     return "black" if true == predicted else "#b2182b"
 
@@ -64,7 +115,7 @@ def _rows_figure(contents: RunContents, rows: list[tuple[str, np.ndarray, str]],
             title = f"predicted: {predicted}"
             if r == 0:
                 title = f"{contents.sample_id(i)}, true: {true}\n{title}"
-            show(axes[r, i], images[i], title, _verdict_colour(true, predicted))
+            show(axes[r, i], shown(contents, images[i]), title, _verdict_colour(true, predicted))
         axes[r, 0].set_ylabel(label, fontsize=9)
     return fig
 
@@ -76,11 +127,13 @@ def original_vs_attack(contents: RunContents, attack: AttackOutcome) -> ReportFi
     n = min(MAX_IMAGES, len(original))
     fig = _rows_figure(contents, [("original", original, "original"),
                                   (attack.attack.upper(), adversarial, contents.attack_sample_key(attack))], n)
+    unit = budget_unit(contents.metrics)
     return finish(
         fig, "04_original_vs_attack", "Original vs adversarial image",
-        f"{n} test images (top) and the same images after {attack.attack.upper()} at eps = {format_eps(attack.eps)} "
-        f"({attack.source}; bottom), with the model's prediction; red marks a wrong prediction. The perturbation is "
-        f"at most {format_eps(attack.eps)} per pixel (measured mean SSIM {attack.perturbation.ssim_mean:.3f}).",
+        f"{n} test images (top) and the same images after {attack.attack.upper()} at eps = "
+        f"{format_eps(attack.eps, unit)} ({attack.source}; bottom), with the model's prediction; red marks a wrong "
+        f"prediction. The perturbation is at most {format_eps(attack.eps, unit)} per {'voxel' if unit == 'HU' else 'pixel'}"
+        f" (measured mean SSIM {attack.perturbation.ssim_mean:.3f}).{view_text(contents)}",
     )
 
 
@@ -99,7 +152,7 @@ def original_attack_defended(contents: RunContents, attack: AttackOutcome, defen
         fig, "07_original_attack_defended", "Original vs adversarial vs defended",
         f"{n} test images: original (top), after {attack.key} ({attack.source}; middle) and after the defense "
         f"{defense.name} applied to the adversarial image (bottom), with the model's prediction; red marks a wrong "
-        "prediction.",
+        f"prediction.{view_text(contents)}",
     )
 
 
@@ -114,20 +167,33 @@ def perturbation_heatmaps(contents: RunContents, attacks: list[AttackOutcome]) -
     fig = new_figure(1.6 + 1.9 * n, 0.5 + 1.9 * len(rows))
     axes = np.asarray(fig.subplots(len(rows), n, squeeze=False))
     image = None
+    ct = ct_window(contents) is not None
+    top_hu = max(a.eps for a, _ in rows) * 4095.0
     for r, (attack, adversarial) in enumerate(rows):
         for i in range(n):
-            delta = as_display(adversarial[i]) - as_display(original[i])
-            if delta.ndim == 3:
-                delta = delta.mean(axis=-1)
             ax = axes[r, i]
-            image = ax.imshow(delta / attack.eps, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
+            if ct:  # the middle slice's change in HU, on one scale for every row
+                delta_hu = (middle_slice(adversarial[i]).astype(np.float64) - middle_slice(original[i])) * 4095.0
+                image = ax.imshow(delta_hu, cmap="RdBu_r", vmin=-top_hu, vmax=top_hu, interpolation="nearest")
+            else:
+                delta = as_display(adversarial[i]) - as_display(original[i])
+                if delta.ndim == 3:
+                    delta = delta.mean(axis=-1)
+                image = ax.imshow(delta / attack.eps, cmap="RdBu_r", vmin=-1.0, vmax=1.0, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
                 ax.set_title(fit_title(f"{contents.sample_id(i)} ({contents.true_label(i)})", 22), fontsize=8)
         axes[r, 0].set_ylabel(textwrap.fill(attack.key, 16), fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.8, label="perturbation / eps")
+        fig.colorbar(image, ax=axes, shrink=0.8, label="perturbation (HU)" if ct else "perturbation / eps")
+    if ct:
+        budgets = "; ".join(f"{a.key}: eps = {format_eps(a.eps, 'HU')}" for a, _ in rows)
+        return finish(
+            fig, "13_perturbation_heatmaps", "Perturbations in HU",
+            f"The change each attack made to the middle slice of {n} test volumes, adversarial minus original, in HU "
+            f"on one colour scale of +-{top_hu:.3g} HU (red: denser, blue: less dense, white: unchanged). "
+            f"Budgets: {budgets}.")
     factors = "; ".join(f"{a.key}: x{1 / a.eps:.1f} (eps = {format_eps(a.eps)})" for a, _ in rows)
     return finish(
         fig, "13_perturbation_heatmaps", "Amplified perturbations",
@@ -152,8 +218,9 @@ def gradcam(contents: RunContents, attack: AttackOutcome) -> ReportFigure | None
                                                         (adversarial, cam_adversarial, adv_key, attack.attack.upper()))):
             predicted = contents.predicted(key, i)
             title = f"{contents.sample_id(i)}, true: {true}\n" if r == 0 else f"{label}\n"
-            show(axes[r, i], images[i], title + f"predicted: {predicted}", _verdict_colour(true, predicted))
-            axes[r, i].imshow(np.clip(as_display(cams[i]), 0, 1), cmap="jet", alpha=0.4, vmin=0, vmax=1,
+            show(axes[r, i], shown(contents, images[i]), title + f"predicted: {predicted}",
+                 _verdict_colour(true, predicted))
+            axes[r, i].imshow(np.clip(as_display(shown_cam(contents, cams[i])), 0, 1), cmap="jet", alpha=0.4, vmin=0, vmax=1,
                               interpolation="bilinear")
     return finish(
         fig, "14_gradcam", "Grad-CAM on original and adversarial images",

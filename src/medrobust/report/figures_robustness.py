@@ -8,7 +8,7 @@ import numpy as np
 
 from medrobust.evaluation.results import CertifiedFigure, DefenseOutcome, RunMetrics, SweepPoint, TransferMatrix
 from medrobust.report.figure import COLORS, ReportFigure, finish, grouped_bars, new_figure, percent_axis
-from medrobust.report.run_contents import format_eps, pct
+from medrobust.report.run_contents import budget_unit, format_eps, pct
 
 
 def accuracy_vs_epsilon(sweeps: dict[str, list[SweepPoint]], metrics: RunMetrics) -> ReportFigure | None:
@@ -18,17 +18,19 @@ def accuracy_vs_epsilon(sweeps: dict[str, list[SweepPoint]], metrics: RunMetrics
     fig = new_figure(6.0, 3.6)
     ax = fig.add_subplot()
     markers = "osD^v<>"
+    unit = budget_unit(metrics)
+    levels = 4095 if unit == "HU" else 255
     for i, (name, points) in enumerate(sweeps.items()):
-        ax.plot([255 * p.eps for p in points], [100 * p.accuracy for p in points], marker=markers[i % len(markers)],
+        ax.plot([levels * p.eps for p in points], [100 * p.accuracy for p in points], marker=markers[i % len(markers)],
                 ms=4, color=COLORS[i % len(COLORS)], label=name)
     ax.axhline(100 * metrics.baseline.accuracy, color="grey", ls="--", lw=1, label="clean (baseline)")
     ax.axhline(100 / max(len(metrics.baseline.classes), 1), color="grey", ls=":", lw=1, label="chance")
-    ax.set_xlabel("eps (grey levels of 255, L-inf)")
+    ax.set_xlabel("eps (HU, L-inf)" if unit == "HU" else "eps (grey levels of 255, L-inf)")
     ax.set_ylabel("accuracy (%)")
     percent_axis(ax, top=105)
     ax.xaxis.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    budgets = "; ".join(f"{name}: " + ", ".join(format_eps(p.eps) for p in points) for name, points in sweeps.items())
+    budgets = "; ".join(f"{name}: " + ", ".join(format_eps(p.eps, unit) for p in points) for name, points in sweeps.items())
     return finish(
         fig, "15_accuracy_vs_epsilon", "Accuracy versus epsilon",
         f"Accuracy of the model on the attack images as the attack budget grows (white-box). Budgets: {budgets}. "

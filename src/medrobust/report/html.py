@@ -35,7 +35,7 @@ from medrobust.report.fields import Fields
 from medrobust.report.figure import ReportFigure
 from medrobust.report.guard_section import guard_section
 from medrobust.report.page import document, figure_html, note
-from medrobust.report.run_contents import RunContents, pct
+from medrobust.report.run_contents import RunContents, budget_unit, pct
 from medrobust.report.scorecard_html import scorecard_section
 from medrobust.report.statement import build_statement
 from medrobust.report.summary import build_summary
@@ -114,7 +114,7 @@ def _attacks(b: _Builder, c: RunContents) -> str:
         return note("This run has no attack results.")
     no_images = "no example images for this attack in samples/examples.npz."
     return "\n".join([
-        tables.attacks(c.metrics.attacks),
+        tables.attacks(c.metrics.attacks, budget_unit(c.metrics)),
         b.figure("04_original_vs_attack", no_images, lambda: fi.original_vs_attack(c, main)),
         b.figure("05_confusion_after_attack", "", lambda: fc.confusion_after_attack(main)),
         b.figure("06_accuracy_drop_per_class", "", lambda: fc.accuracy_drop_per_class(c.metrics.attacks, c.classes)),
@@ -139,7 +139,7 @@ def _sweep(b: _Builder, c: RunContents) -> str:
     if not any(c.metrics.eps_sweep.values()):
         return note("This run has no epsilon sweep.")
     return "\n".join([b.figure("15_accuracy_vs_epsilon", "", lambda: fr.accuracy_vs_epsilon(c.metrics.eps_sweep, c.metrics)),
-                      tables.sweeps(c.metrics.eps_sweep)])
+                      tables.sweeps(c.metrics.eps_sweep, budget_unit(c.metrics))])
 
 
 def _transfer(b: _Builder, c: RunContents) -> str:

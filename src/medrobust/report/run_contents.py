@@ -26,8 +26,31 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accura
 """The keys a training-history record needs for the learning curves."""
 
 
-def format_eps(eps: float) -> str:
-    """An L-inf budget as grey levels of 255 when it is one (``8/255``), else as a number."""
+def budget_unit(metrics: RunMetrics) -> str:
+    """The unit the run's budgets are stated in: ``"HU"`` for CT data, else ``"grey levels"`` (8-bit
+    data, and runs that predate the record of the stored grid)."""
+    return "HU" if (metrics.data.get("grid") or {}).get("unit") == "HU" else "grey levels"
+
+
+def noise_text(metrics: RunMetrics) -> str | None:
+    """The data's measured noise as a clause (``the image noise of 6.1 HU (standard deviation in a
+    homogeneous region, from the phantoms' manifest)``), or None when it was not measured."""
+    noise = metrics.data.get("noise") or {}
+    if noise.get("std") is None:
+        return None
+    method = str(noise.get("method", ""))
+    how = "estimated" if method.startswith("estimate") else "from the phantoms' manifest"
+    return (f"the image noise of {noise['std']:g} {noise.get('unit', '')} (standard deviation in a homogeneous "
+            f"region, {how})")
+
+
+def format_eps(eps: float, unit: str = "grey levels") -> str:
+    """An L-inf budget as grey levels of 255 when it is one (``8/255``), else as a number; in HU
+    (``4 HU``) when ``unit`` is ``"HU"`` (CT data)."""
+    if unit == "HU":
+        from medrobust.specs.components import eps_text
+
+        return eps_text(eps, unit)
     levels = eps * 255
     if abs(levels - round(levels)) < 1e-3:
         return f"{round(levels)}/255"

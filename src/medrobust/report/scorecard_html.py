@@ -33,6 +33,14 @@ def budget_columns(scorecard: dict[str, Any]) -> list[tuple[float, str]]:
     return sorted(seen.items())
 
 
+def budget_header(f: Fields, grey_levels_pointer: str) -> str:
+    """A budget column's header in the data's unit: ``8/255``, or for CT the point's ``value`` in HU."""
+    sc = f.documents[SC]
+    if ((sc.get("data") or {}).get("grid") or {}).get("unit") == "HU":
+        return f.span(SC, grey_levels_pointer.rsplit("/", 1)[0] + "/value", "hu")
+    return f.span(SC, grey_levels_pointer, "budget")
+
+
 def point_index(row: dict[str, Any], grey_levels: float) -> int | None:
     for j, p in enumerate(row["points"]):
         if abs(p["grey_levels"] - grey_levels) < 1e-6:
@@ -63,7 +71,7 @@ def scorecard_table(f: Fields) -> str:
     sc = f.documents[SC]
     columns = budget_columns(sc)
     head = ["threat model", "clean accuracy (95% CI)",
-            *(f"at {f.span(SC, ptr, 'budget')}" for _, ptr in columns),
+            *(f"at {budget_header(f, ptr)}" for _, ptr in columns),
             "half-accuracy budget", "dangerous flips (finding &rarr; normal)", "detection rate at false-alarm rate",
             "score (0&ndash;100)"]
     rows = []

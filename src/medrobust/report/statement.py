@@ -189,17 +189,37 @@ def _data(f: Fields) -> str:
     return _kv(rows)
 
 
+def _ct_budget_note(f: Fields, sc: dict) -> str:
+    """What a CT budget means: the most any voxel may change, in HU, beside the data's noise."""
+    noise = (sc.get("data") or {}).get("noise") or {}
+    largest = max((p.get("value") or 0.0 for r in sc["rows"] for p in r["points"]), default=0.0)
+    text = ("A budget is the most any voxel of the stored CT image may change, in Hounsfield units (HU); "
+            f"the largest tested is {largest:g} HU.")
+    if noise.get("std") is None:
+        return text + " The image noise of the data was not measured."
+    how = "estimated" if str(noise.get("method", "")).startswith("estimate") else "from the phantoms' manifest"
+    side = "below" if largest < noise["std"] else "not below"
+    return (text + f" The image noise of the data, its standard deviation in a homogeneous region ({how}), is "
+            f"{f.span(SC, '/data/noise/std', 'hu')}: " + (
+                "every tested budget is below it." if side == "below" else "the largest tested budget is not below it."))
+
+
 def _threats(f: Fields) -> str:
     sc = f.documents[SC]
     if not sc["rows"]:
         return f"<p>{_na('No threat model was tested.')}</p>"
     items = []
+    ct = ((sc.get("data") or {}).get("grid") or {}).get("unit") == "HU"
     for i, row in enumerate(sc["rows"]):
-        budgets = ", ".join(f.span(SC, pointer("rows", i, "points", j, "grey_levels"), "budget")
+        budgets = ", ".join(f.span(SC, pointer("rows", i, "points", j, "value" if ct else "grey_levels"),
+                                   "hu" if ct else "budget")
                             for j, p in enumerate(row["points"]) if p["grey_levels"] > 0)
         attacks = ", ".join(f.span(SC, pointer("rows", i, "attacks", k), "text") for k in range(len(row["attacks"])))
+        main = "" if ct else f" (main {f.span(SC, pointer('rows', i, 'main_eps'), 'eps')})"
         items.append(f"<li><b>{f.span(SC, pointer('rows', i, 'label'), 'text')}</b>: L-inf budgets {budgets or _na('none')}"
-                     f" (main {f.span(SC, pointer('rows', i, 'main_eps'), 'eps')}); attacks {attacks}.</li>")
+                     f"{main}; attacks {attacks}.</li>")
+    if ct:
+        return f"<ul>{''.join(items)}</ul><p>{_ct_budget_note(f, sc)}</p>"
     largest = budget_columns(sc)
     ceiling = f" The largest budget tested is {f.span(SC, largest[-1][1], 'budget')} of the grey range." if largest else ""
     grid = ", ".join(f.span(SC, pointer("grid", j), "eps") for j in range(len(sc.get("grid") or [])))

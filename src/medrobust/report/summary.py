@@ -14,7 +14,7 @@ from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.evaluation_checks import MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
 from medrobust.evaluation.scorecard import QUERY_ATTACKS
-from medrobust.report.run_contents import RunContents, format_eps, pct, visible_budget
+from medrobust.report.run_contents import RunContents, budget_unit, format_eps, noise_text, pct, visible_budget
 
 PREFERRED_BENIGN = "jpeg90"
 """The benign change quoted for false alarms when present (re-encoding: the most common one)."""
@@ -59,9 +59,9 @@ class _Writer:
         return f"<b>{value}</b>"
 
 
-def attack_label(attack: AttackOutcome) -> str:
-    """``SIA at 8/255`` (plus the source when the attack was transferred)."""
-    label = f"{attack.attack.upper()} at {format_eps(attack.eps)}"
+def attack_label(attack: AttackOutcome, unit: str = "grey levels") -> str:
+    """``SIA at 8/255`` (CT: ``APGD-CE at 4 HU``), plus the source when the attack was transferred."""
+    label = f"{attack.attack.upper()} at {format_eps(attack.eps, unit)}"
     return label if attack.source == "white-box" else f"{label} ({attack.source})"
 
 
@@ -75,7 +75,20 @@ def _baseline(w: _Writer, metrics: RunMetrics) -> None:
                            f"{'that class' if len(untested) == 1 else 'those classes'} is not assessed.")
 
 
-def _attack(w: _Writer, attack: AttackOutcome) -> None:
+def _bound_sentence(attack: AttackOutcome, metrics: RunMetrics) -> str:
+    """How far the attacker may change each pixel (8-bit) or voxel (CT: in HU, beside the data's noise)."""
+    visible = " (a budget large enough to be visible)" if visible_budget(attack.eps) else ""
+    if budget_unit(metrics) != "HU":
+        return f"No pixel changes by more than {format_eps(attack.eps)} of the grey range{visible}."
+    noise = (metrics.data.get("noise") or {}).get("std")
+    hu = format_eps(attack.eps, "HU")
+    if noise is None:
+        return f"The attacker changes each voxel by at most {hu} (the image noise was not measured)."
+    side = "below" if attack.eps * 4095 < noise else "at or above"
+    return f"The attacker changes each voxel by at most {hu}, {side} {noise_text(metrics)}."
+
+
+def _attack(w: _Writer, attack: AttackOutcome, metrics: RunMetrics) -> None:
     src = f"attacks[{attack.key}]"
     if attack.source == "white-box" and attack.attack in QUERY_ATTACKS:
         who = "an attacker who may only query the model's outputs (no gradients)"
@@ -89,13 +102,13 @@ def _attack(w: _Writer, attack: AttackOutcome) -> None:
         changed = (f"it changes the answer on "
                    f"{w.pct('attack_success_rate_correct', attack.success_rate_correct, src + '.success_rate_correct')} "
                    "of the images the model had right")
-    visible = " (a budget large enough to be visible)" if visible_budget(attack.eps) else ""
+    unit = budget_unit(metrics)
     w.sentences.append(
-        f"{escape(attack_label(attack))}, by {escape(who, quote=False)}, takes accuracy from "
+        f"{escape(attack_label(attack, unit))}, by {escape(who, quote=False)}, takes accuracy from "
         f"{w.pct('attack_clean_accuracy', attack.clean.accuracy, src + '.clean.accuracy')} to "
         f"{w.pct('attack_adversarial_accuracy', attack.adversarial.accuracy, src + '.adversarial.accuracy')} "
-        f"on {attack.adversarial.n} images; {changed}. No pixel changes by more than {format_eps(attack.eps)} of the "
-        f"grey range{visible}.")
+        f"on {attack.adversarial.n} images; {changed}. "
+        + escape(_bound_sentence(attack, metrics), quote=False))
     if attack.dangerous_flips is None:
         w.sentences.append(f"After {escape(attack.key)}: {escape(NOT_ASSESSED_NO_NORMAL)}.")
         return
@@ -119,7 +132,7 @@ def _strongest(w: _Writer, metrics: RunMetrics, main: AttackOutcome) -> None:
         return
     missed = sum(f.count for f in strongest.dangerous_flips or [])
     src = f"attacks[{strongest.key}]"
-    sentence = (f"The strongest attack in this run, {escape(attack_label(strongest))}, leaves accuracy at "
+    sentence = (f"The strongest attack in this run, {escape(attack_label(strongest, budget_unit(metrics)))}, leaves accuracy at "
                 f"{w.pct('strongest_adversarial_accuracy', strongest.adversarial.accuracy, src + '.adversarial.accuracy')}")
     if missed:
         n = w.count("strongest_dangerous_flips", missed, src + ".dangerous_flips[*].count")
@@ -134,7 +147,7 @@ def _transfer(w: _Writer, metrics: RunMetrics, main: AttackOutcome) -> None:
         return
     worst = min(transferred, key=lambda a: a.adversarial.accuracy)
     w.sentences.append(
-        f"Even crafted without access to the model, {escape(attack_label(worst))} takes accuracy to "
+        f"Even crafted without access to the model, {escape(attack_label(worst, budget_unit(metrics)))} takes accuracy to "
         f"{w.pct('transfer_adversarial_accuracy', worst.adversarial.accuracy, f'attacks[{worst.key}].adversarial.accuracy')}.")
 
 
@@ -203,7 +216,7 @@ def build_summary(contents: RunContents) -> Summary:
     _baseline(w, metrics)
     main = contents.main_attack()
     if main is not None:
-        _attack(w, main)
+        _attack(w, main, metrics)
         _strongest(w, metrics, main)
         _transfer(w, metrics, main)
         defense = contents.main_defense()

@@ -78,16 +78,18 @@ def success_correct_text(attack: AttackOutcome) -> str:
     return pct(attack.success_rate_correct)
 
 
-def eps_text(eps: float) -> str:
-    """A budget, marked "visible" above 16/255."""
+def eps_text(eps: float, unit: str = "grey levels") -> str:
+    """A budget in the data's unit (``8/255``, CT ``4 HU``), marked "visible" above 16/255 on 8-bit data."""
+    if unit == "HU":
+        return format_eps(eps, unit)
     return format_eps(eps) + (" (visible)" if visible_budget(eps) else "")
 
 
-def attacks(outcomes: list[AttackOutcome]) -> str:
+def attacks(outcomes: list[AttackOutcome], unit: str = "grey levels") -> str:
     rows = []
     for a in outcomes:
         p = a.perturbation
-        rows.append([a.key, a.source, eps_text(a.eps), a.adversarial.n,
+        rows.append([a.key, a.source, eps_text(a.eps, unit), a.adversarial.n,
                      Raw(f"{pct(a.clean.accuracy)} &rarr; <b>{pct(a.adversarial.accuracy)}</b>"),
                      pct(a.success_rate_all), success_correct_text(a),
                      f"{255 * p.linf_mean:.2f} / {255 * p.linf_max:.2f}", f"{p.l2_mean:.3f}", f"{p.ssim_mean:.3f}",
@@ -102,8 +104,8 @@ def attack_params(outcomes: list[AttackOutcome]) -> str:
     return table(["attack", "parameters"], [[a.key, a.params] for a in outcomes], "wide")
 
 
-def sweeps(values: dict[str, list[SweepPoint]]) -> str:
-    rows = [[name, Raw(", ".join(f"{escape(eps_text(p.eps))}: <b>{pct(p.accuracy)}</b>"
+def sweeps(values: dict[str, list[SweepPoint]], unit: str = "grey levels") -> str:
+    rows = [[name, Raw(", ".join(f"{escape(eps_text(p.eps, unit))}: <b>{pct(p.accuracy)}</b>"
                                  for p in sorted(points, key=lambda p: p.eps)))]
             for name, points in values.items()]
     return table(["attack", "accuracy at each eps"], rows, "wide")

@@ -63,7 +63,8 @@ _UPLOAD_SCHEMA = {
                        "description": ".zip / .tar.gz / .tar of one folder of images (PNG, JPEG, DICOM) per class"},
             "classes": {"type": "string", "description": "the model's classes in its output order, comma-separated"},
             "input_size": {"type": "integer"},
-            "intensity": {"type": "string", "description": "unit | imagenet | symmetric | byte"},
+            "intensity": {"type": "string", "description": "unit | imagenet | symmetric | byte | percentile:LOW,HIGH | "
+                                                           "hu_windows:LEVEL,WIDTH;... (CT windows in HU)"},
             "output_kind": {"type": "string", "description": "softmax | binary | multilabel"},
             "normal_class": {"type": "string"},
             "class_map": {"type": "string", "description": "FOLDER=CLASS pairs, comma-separated: a folder of the "

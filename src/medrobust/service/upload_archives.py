@@ -26,7 +26,9 @@ that counts its bytes against the size declared and the total against the cap, i
 whose resolved folder must lie under ``dest``; a refusal removes everything this call wrote.
 Other files are listed as ignored; hidden entries (a name component starting with ``.``) and
 macOS ``__MACOSX`` debris are skipped silently, as the folder dataset skips them. The layout is
-one folder per class (``Normal/a.png``, sub-folders within a class allowed); a wrapper folder
+one folder per class (``Normal/a.png``, sub-folders within a class allowed: a CT series is a
+sub-folder of DICOM slices, ``haemorrhage/ct-01/IM0001``, and counts as one image against
+``limits.max_images``; NIfTI volumes, ``.nii``/``.nii.gz``, are kept too); a wrapper folder
 holding all the class folders (``xrays/Normal/a.png``) is recognised and becomes the root.
 One ambiguity follows: an archive of a single class folder with sub-folders reads as a wrapper
 of classes named after the sub-folders.
@@ -42,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from medrobust.layer.image_folders import DICOM_HEAD_BYTES, IMAGE_FILES, is_image_file, is_image_name
+from medrobust.layer.image_folders import DICOM_HEAD_BYTES, IMAGE_FILES, is_image_file, is_image_name, is_nifti_name
 from medrobust.safety.archive_members import format_size
 from medrobust.service.archive_listing import (
     READ_ERRORS,
@@ -99,17 +101,19 @@ def extract_images_archive(archive: Path, dest: Path, limits: ServiceLimits, *,
                              _IMAGES_FIX if class_folders else _PLAIN_IMAGES_FIX)
     kind, members = list_members(Path(archive), context)
     files = [m for m in members if not m.is_dir and not m.hidden]
-    heads = _member_heads(kind, Path(archive), [m for m in files if not is_image_name(m.path)], context)
-    kept = [m for m in files if is_image_file(m.path, head=lambda m=m: heads[m.index])]
+    heads = _member_heads(kind, Path(archive), [m for m in files if not is_image_name(m.path)
+                                                and not is_nifti_name(m.path)], context)
+    kept = [m for m in files if is_nifti_name(m.path) or is_image_file(m.path, head=lambda m=m: heads[m.index])]
     kept_indices = {m.index for m in kept}
     ignored = list(dict.fromkeys(m.path for m in files if m.index not in kept_indices))
     if not kept:
         raise context.refuse(f"holds no image ({IMAGE_FILES}){_some_of(ignored)}; images are recognised by "
                              "their extension, or as DICOM by the 'DICM' marker at byte 128")
-    if len(kept) > limits.max_images:
-        raise context.refuse(f"holds {len(kept):,} images, over the {limits.max_images:,} one job may test (the work "
-                             "grows with every image); send a sample of them, or split them into several jobs")
     wrapper, classes = _class_layout(kept, context) if class_folders else ((), _no_duplicates(kept, context))
+    images = _image_count(kept, len(wrapper)) if class_folders else len(kept)  # a guard's zip: every file is an image
+    if images > limits.max_images:
+        raise context.refuse(f"holds {images:,} images, over the {limits.max_images:,} one job may test (the work "
+                             "grows with every image); send a sample of them, or split them into several jobs")
     _extract(kind, Path(archive), kept, Path(dest), context)
     return ExtractedImages(Path(dest).joinpath(*wrapper), classes, len(kept), ignored)
 
@@ -150,6 +154,20 @@ def _member_heads(kind: str, archive: Path, members: list[ArchiveMember],
                 head += chunk
             heads[member.index] = head
     return heads
+
+
+def _image_count(kept: list[ArchiveMember], wrapper_depth: int) -> int:
+    """The images a job would test: a folder below a class folder that holds several DICOM slices
+    is one series (one volume), every other kept member one image or volume."""
+    items: set[tuple[str, ...]] = set()
+    slices: dict[tuple[str, ...], int] = {}
+    for m in kept:
+        if len(m.parts) - wrapper_depth >= 3 and not is_nifti_name(m.path):
+            slices[m.parts[:-1]] = slices.get(m.parts[:-1], 0) + 1
+    for m in kept:
+        folder = m.parts[:-1]
+        items.add(folder if slices.get(folder, 0) >= 2 and not is_nifti_name(m.path) else m.parts)
+    return len(items)
 
 
 def _some_of(names: list[str]) -> str:

@@ -46,13 +46,37 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+HU_LEVELS = 4095
+"""Steps of the CT grid from 0 to 1 (:data:`~medrobust.data.stored_grid.CT_HU`: 1 HU = 1/4095)."""
+_HU_SUFFIX = re.compile(r"^\s*(?P<amount>[^a-zA-Z]+?)\s*hu\s*$", re.IGNORECASE)
+
+
 def eps_label(eps: float) -> str:
-    """8/255 for budgets on the grey-level grid, else the fraction (0.5/255 is ``1/510``: the label and
-    stage folder medrobust has always written for it, so such a run folder still resumes)."""
+    """8/255 for budgets on the grey-level grid; ``4HU`` for a whole (or tenth) number of HU on the
+    CT grid (eps = 4/4095) that is no grey level and no plain decimal; else the fraction (0.5/255 is
+    ``1/510``: the label and stage folder medrobust has always written for it, so such a run folder
+    still resumes). Labels are stage keys: stable, and distinct for distinct budgets."""
     levels = eps * 255
     if abs(levels - round(levels)) < 1e-6:
         return f"{round(levels)}/255"
+    hu = eps * HU_LEVELS
+    if abs(hu * 10 - round(hu * 10)) < 1e-6 and abs(eps * 1000 - round(eps * 1000)) > 1e-9:
+        return f"{round(hu, 1):g}HU"
     return f"{Fraction(eps).limit_denominator(1000)}" if eps else "0"
+
+
+def is_hu_budget(eps: float) -> bool:
+    """Whether a budget is stated in HU (its :func:`eps_label` ends in ``HU``): a CT budget."""
+    return eps_label(eps).endswith("HU")
+
+
+def eps_text(eps: float, unit: str = "grey levels") -> str:
+    """A budget as a person reads it in the data's ``unit``: ``8/255`` (grey levels, as always) or
+    ``4 HU`` (CT: ``4095 eps`` HU; ``128.47 HU`` for 8/255 on the CT grid)."""
+    if unit == "HU":
+        hu = eps * HU_LEVELS
+        return f"{round(hu, 1):g} HU" if abs(hu * 10 - round(hu * 10)) < 1e-6 else f"{hu:.2f} HU"
+    return eps_label(eps)
 
 
 MAX_SEED = 2**32 - 1
@@ -62,9 +86,13 @@ generators take every seed from 0 to here, with room for the offsets a run adds 
 
 def parse_number(value: str | float | int) -> float:
     """``"8/255"`` -> 0.03137..., ``"0.5/255"`` -> 0.00196..., ``"0.1"`` -> 0.1, numbers unchanged;
-    NaN and infinity (``.nan`` in YAML, ``"inf"``) are refused: no setting means anything with them."""
+    a budget in Hounsfield units, ``"4HU"`` or ``"4 HU"``, -> 4/4095 (the CT grid's currency; a run on
+    8-bit data refuses it); NaN and infinity (``.nan`` in YAML, ``"inf"``) are refused: no setting
+    means anything with them."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         number = float(value)
+    elif _HU_SUFFIX.match(str(value)):
+        number = _hu_budget(str(value))
     else:
         text = str(value).strip()
         try:
@@ -78,6 +106,19 @@ def parse_number(value: str | float | int) -> float:
     if not math.isfinite(number):
         raise ValueError(f"{value!r} is not a finite number; write e.g. 8/255 or 0.03")
     return number
+
+
+def _hu_budget(text: str) -> float:
+    """``"4HU"`` -> 4/4095: a whole or tenth number of HU from 0 to 4095."""
+    match = _HU_SUFFIX.match(text)
+    assert match is not None
+    try:
+        amount = float(Fraction(match["amount"].strip()))
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{text!r} is not a budget in HU; write e.g. 4HU") from None
+    if not 0 <= amount <= HU_LEVELS or abs(amount * 10 - round(amount * 10)) > 1e-9:
+        raise ValueError(f"{text!r}: a budget in HU is a number from 0 to {HU_LEVELS} in steps of 0.1; write e.g. 4HU")
+    return float(Fraction(round(amount * 10), 10 * HU_LEVELS))
 
 
 def check_seed(value: int, what: str | None = None) -> int:

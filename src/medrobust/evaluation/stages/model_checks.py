@@ -14,7 +14,7 @@ from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import ModelChecks
 from medrobust.evaluation.run_dir import cached_json
 from medrobust.evaluation.stages.attacks import Attacks
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 from medrobust.specs.components import eps_label
 
 CHECKED_IMAGES = 64
@@ -43,7 +43,7 @@ def _checks(ctx: RunContext) -> ModelChecks:
 
     model = ctx.model
     n = min(CHECKED_IMAGES, ctx.n)
-    x = from_uint8(ctx.inputs.take(np.arange(n), ctx.batch_size, "clean")).to(ctx.device)
+    x = from_stored(ctx.inputs.take(np.arange(n), ctx.batch_size, "clean")).to(ctx.device)
     y = torch.from_numpy(ctx.labels[:n]).to(ctx.device)
     torch.manual_seed(ctx.seed)
     with torch.no_grad():

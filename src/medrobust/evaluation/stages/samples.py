@@ -13,7 +13,7 @@ from medrobust.evaluation.samples import SAMPLES_FILE, save_samples, stage_index
 from medrobust.evaluation.stage_keys import defense_folder
 from medrobust.evaluation.stages.attacks import Attacks
 from medrobust.evaluation.stages.baseline import stratified_subset
-from medrobust.execution.pixels import from_uint8
+from medrobust.execution.pixels import from_stored
 
 
 def run(ctx: RunContext, attacks: Attacks) -> None:
@@ -32,7 +32,7 @@ def run(ctx: RunContext, attacks: Attacks) -> None:
         return
     model, device, y = ctx.model, ctx.device, ctx.labels
     pick = stratified_subset(y, min(ctx.config.sample_images, len(y)))
-    x = from_uint8(ctx.inputs.take(pick, ctx.batch_size, "clean"))
+    x = from_stored(ctx.inputs.take(pick, ctx.batch_size, "clean"))
     ids = ctx.inputs.summary["ids"]
     arrays: dict[str, np.ndarray] = {
         "ids": np.array([str(ids[i]) for i in pick]), "labels": y[pick], "classes": np.array(ctx.classes),
@@ -45,7 +45,7 @@ def run(ctx: RunContext, attacks: Attacks) -> None:
     adversarial = {}
     for run in attacks.white:
         a = run.stage_key.folder
-        adversarial[a] = from_uint8(run.stage.take(pick, ctx.batch_size))
+        adversarial[a] = from_stored(run.stage.take(pick, ctx.batch_size))
         arrays[f"adv__{a}"] = adversarial[a][:, 0].numpy()
         arrays[f"pred__adv__{a}"] = run.pred[pick]
         cam = gradcam(model, adversarial[a].to(device))
