@@ -129,3 +129,20 @@ def test_every_evidence_name_is_on_the_scorecard_and_nothing_claims_compliance(c
             words = " ".join([e.summary, *e.gaps]).lower()
             assert "complian" not in words and "complies" not in words and "conform" not in words
     assert card.definitions["evidence"] == DISCLAIMER and "does not decide compliance" in DISCLAIMER
+
+
+def test_a_black_box_s_adaptive_row_is_no_white_box_evidence() -> None:
+    """A black box's defended row was attacked by Square: white-box optimisation (AML.T0043.000) is
+    not addressed by it (found on an ONNX model's run, where it read 'addressed')."""
+    from dataclasses import replace
+
+    from medrobust.evaluation.evidence import REQUIREMENTS
+
+    rows = build_scorecard(make_metrics(transfer=False)).rows
+    facts = run_facts(make_metrics(transfer=False), rows, None)
+    black_box = replace(facts, rows=tuple(r for r in rows if r.threat_model != "white-box"))
+    rule = next(r for r in REQUIREMENTS if r.requirement == "MITRE ATLAS AML.T0043.000")
+    assert any(r.threat_model == "adaptive" for r in black_box.rows)
+    finding = rule.rule(black_box)
+    assert finding.status == "not_addressed" and finding.rows == []
+    assert rule.rule(facts).status == "addressed" and any(r.startswith("jpeg+tv, adaptive") for r in rule.rule(facts).rows)

@@ -238,7 +238,8 @@ def _atlas_evade(run: RunFacts) -> Finding:
 
 
 def _atlas_white_box(run: RunFacts) -> Finding:
-    rows = run.labels("white-box", "adaptive", *(["guarded"] if run.guard_adaptive else []))
+    # a defense's adaptive row is white-box evidence only where the model gave gradients (a black box's is Square)
+    rows = run.labels("white-box", *(["adaptive"] if run.white_box else []), *(["guarded"] if run.guard_adaptive else []))
     gaps = [] if rows else ["no gradient attacker ran (the model is a black box, or none was configured)"]
     return Finding(rows, "addressed" if rows else "not_addressed", gaps + [STRONGER])
 
