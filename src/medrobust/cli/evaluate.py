@@ -142,14 +142,15 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
     scorecard = _scorecard(metrics, run_dir)
     for row in scorecard.rows:
         table.add_row(f"[bold]score: {row.label}[/bold]", f"[bold]{row.score_text}[/bold] (half accuracy at "
-                      f"{row.half_accuracy_text})")
+                      f"{row.half_accuracy_text})" + (f" [yellow]warning: {row.warning}[/yellow]" if row.warning else ""))
     table.add_row("[bold]robustness score (overall)[/bold]", f"[bold]{scorecard.overall_text}[/bold]")
     if scorecard.grid:
         table.add_row("scored on the grid", ", ".join(_eps(g, unit) for g in scorecard.grid) + " (every row)")
     g = metrics.guard
     if g is not None:
         for b in g.budgets:
-            table.add_row(f"[bold]guard {' + '.join([g.defense or 'no defense', *g.detectors])}: guard-aware attacker "
+            attacker = "attack images (guard-aware attacker not run: black box)" if g.not_run else "guard-aware attacker"
+            table.add_row(f"[bold]guard {' + '.join([g.defense or 'no defense', *g.detectors])}: {attacker} "
                           f"at {_eps(b.eps, unit)}[/bold]", f"[bold]evasion {_pct(b.evasion_rate)}[/bold], flagged "
                           f"{_pct(b.flagged_rate)}, abstained {_pct(b.abstained_rate)}, accuracy on accepted "
                           f"{b.accuracy_on_accepted_text}")

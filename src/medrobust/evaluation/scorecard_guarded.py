@@ -39,8 +39,10 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
         return []
     clean = 1.0 - _clean_evasion(guard)
     rows = []
-    for threat, label, budgets in [("guarded", f"{guard_name(guard)}, guard-aware attacker (worst case)",
-                                    guard.budgets),
+    # a guard whose guard-aware members could not run (a black box) faced only the undefended model's attack images
+    attacker = "undefended model's attack images (guard-aware attacker not run)" if guard.not_run else \
+        "guard-aware attacker (worst case)"
+    for threat, label, budgets in [("guarded", f"{guard_name(guard)}, {attacker}", guard.budgets),
                                    *[("guarded-transfer", f"{guard_name(guard)}, transfer attacker from {source}",
                                       points) for source, points in guard.transfer.items()]]:
         if not budgets:
@@ -50,7 +52,8 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
         built.clean_abstention_rate = guard.clean.abstained_rate
         built.evasion_by_budget = {eps_label(b.eps): b.evasion_rate for b in budgets}
         if threat == "guarded" and guard.not_run:
-            built.warning = f"the guard-aware members were {guard.not_run}: only the unchanged and non-adaptive images"
+            built.warning = (f"the guard-aware members were {guard.not_run}: only the unchanged and non-adaptive images "
+                             "went through the guard, so this row may read better than the defense's adaptive row")
         rows.append(built)
     return rows
 

@@ -59,7 +59,7 @@ def run_figures(metrics: Any, defense: str | None) -> dict[str, Any]:
                               "fpr_benign": dict(det.fpr_benign), "calibration": det.calibration}
     g = metrics.guard
     out["guard"] = None if g is None or g.defense != defense else {
-        "detectors": list(g.detectors), "on_flag": g.on_flag, "attacker": g.attacker,
+        "detectors": list(g.detectors), "on_flag": g.on_flag, "attacker": g.attacker, "not_run": g.not_run,
         "clean": {"abstention_rate": g.clean.abstained_rate, "flagged_rate": g.clean.flagged_rate,
                   "accuracy_on_accepted": g.clean.accuracy_on_accepted},
         "budgets": [{"eps": b.eps, "evasion_rate": b.evasion_rate, "flagged_rate": b.flagged_rate,
