@@ -109,15 +109,15 @@ def stored_grid_record(ctx: RunContext) -> dict:
     """What metrics.json says of the data's stored grid and its noise: ``grid`` (name, unit, the
     stored values of 0 and 1) and ``noise`` (standard deviation in a homogeneous region, in the
     grid's unit, and how it was measured: the phantoms' manifest, or an estimate on up to
-    :data:`NOISE_IMAGES` of the attack subset's clean images; not measured on 8-bit data)."""
+    :data:`NOISE_IMAGES` of the attack subset's clean images). Nothing on 8-bit data: the grid every
+    reader assumes when metrics.json names none, so an 8-bit run writes what it wrote before CT."""
     from medrobust.data.noise_estimate import ESTIMATE_METHOD, MANIFEST_METHOD, estimate_noise_std, manifest_noise_std
     from medrobust.execution.pixels import stored_grid_of
 
     grid = ctx.parts["test"].grid
-    record = {"grid": {"name": grid.name, "unit": grid.unit, "low": grid.low, "high": grid.high}}
     if grid.unit != "HU":
-        record["noise"] = {"std": None, "unit": grid.unit, "method": "not measured (8-bit data)"}
-        return record
+        return {}  # 8-bit data, the default every reader assumes: metrics.json reads as it did before CT
+    record = {"grid": {"name": grid.name, "unit": grid.unit, "low": grid.low, "high": grid.high}}
     std, method = manifest_noise_std(ctx.config.data.source), MANIFEST_METHOD
     if std is None and ctx.n:
         stored = ctx.inputs.take(np.arange(min(ctx.n, NOISE_IMAGES)), ctx.batch_size, "clean")
