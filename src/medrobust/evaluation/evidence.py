@@ -153,7 +153,7 @@ def _clean_figures(run: RunFacts) -> list[str]:
 def _art15_1(run: RunFacts) -> Finding:
     rows = [*_clean_figures(run), *_adversarial_rows(run), *([CERTIFIED] if run.certified else [])]
     gaps = [LIFECYCLE, "cybersecurity of the system around the model (access control, the model file's integrity, "
-                       "updates): not assessed here"]
+                       "updates): outside what an evaluation run measures"]
     if not run.rows:
         gaps.insert(0, "robustness: no attack ran")
     return Finding(rows, "partly", gaps)  # one run never shows consistency throughout the lifecycle
@@ -172,8 +172,8 @@ def _art15_4(run: RunFacts) -> Finding:
     rows = [*([BENIGN] if run.benign_measured else []), *([SKIPPED] if run.skipped_recorded else [])]
     gaps = ["the model's accuracy under benign changes (re-encoding, resizing, other scanners): not measured; only "
             "the detectors' false alarms are",
-            "fault tolerance, redundancy and fail-safe plans of the system: not assessed",
-            "feedback loops of a system that keeps learning after release: not assessed"]
+            "fault tolerance, redundancy and fail-safe plans of the system: outside what an evaluation run measures",
+            "feedback loops of a system that keeps learning after release: outside what an evaluation run measures"]
     if not run.benign_measured:
         gaps.insert(0, "no detector ran: false alarms on benign changes not measured")
     return Finding(rows, "partly" if rows else "not_addressed", gaps)  # partly at most: the system is not assessed
@@ -190,7 +190,7 @@ def _fda_cybersecurity(run: RunFacts) -> Finding:
     gaps = [*_missing_threats(run), "the other AI threats the section lists (data poisoning, model inversion or "
             "stealing, data leakage, performance drift): not tested",
             "the device's cybersecurity beyond the model (threat model of the whole system, software bill of "
-            "materials, updates): not assessed"]
+            "materials, updates): outside what an evaluation run measures"]
     return Finding(_adversarial_rows(run), status, gaps)
 
 
