@@ -12,8 +12,6 @@ side by side, so no reader sees one volume twice)::
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +19,8 @@ import numpy as np
 
 from medrobust.data.ct_volume import CTVolume, axial_affine
 from medrobust.data.phantom.ct_head import CT_CLASSES, ct_head_params, ct_head_spacing, render_ct_head
+from medrobust.data.phantom.export import write_manifest
 from medrobust.data.splits import stratified_split
-from medrobust.files.atomic_files import atomic_write_text
 
 CT_FORMATS = ("dicom", "nifti", "both")
 MANIFEST_FIRST_COLUMNS = ["path", "label", "split", "id", "seed", "size", "depth", "spacing_mm", "noise_hu_measured"]
@@ -73,14 +71,7 @@ def write_ct_phantom_dataset(out: str | Path, per_class: int, size: int = 64, de
                      "noise_hu_measured": round(_measured_noise(hu, clean, params.white_hu), 3), **params.to_record()})
         if progress is not None:
             progress(i + 1)
-    columns = list(MANIFEST_FIRST_COLUMNS)
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(out / "manifest.csv", text.getvalue())
+    return write_manifest(out, rows, MANIFEST_FIRST_COLUMNS)
 
 
 def _write(folder: Path, name: str, volume: CTVolume, form: str, depth: int) -> Path:

@@ -44,7 +44,13 @@ def write_phantom_dataset(
         )
         if progress is not None:
             progress(i + 1)
-    columns = list(MANIFEST_FIRST_COLUMNS)
+    return write_manifest(out, rows)
+
+
+def write_manifest(out: Path, rows: list[dict], first_columns: list[str] = MANIFEST_FIRST_COLUMNS) -> Path:
+    """``out/manifest.csv``: one row per generated image or volume (its file, class, seed and
+    parameters), ``first_columns`` first, then every other key in the order first seen; atomic."""
+    columns = list(first_columns)
     for row in rows:
         columns += [k for k in row if k not in columns]
     text = io.StringIO(newline="")
