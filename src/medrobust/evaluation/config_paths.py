@@ -35,6 +35,7 @@ TEXT_FIELDS_NOT_PATHS: frozenset[str] = frozenset({
     "attacks[].name", "attacks[].params", "defenses[]",  # component specs: the registries read no file
     "adaptive.attack", "adaptive.params", "adaptive.portfolio",
     "detectors.squeeze.squeezers",
+    "guard.defense", "guard.detectors",  # a defense spec of the run's, detector names
     "execution.address",  # a Ray address, not a file (the service refuses execution: whole)
 })
 """Every other field that can hold text, each declared not to name a file (see :data:`PATH_FIELDS`)."""
