@@ -238,17 +238,7 @@ def write_dicom(
     if len(pixel_bytes) % 2:
         pixel_bytes += b"\x00"  # DICOM values have even length
 
-    sop_instance = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = sop_instance
+    ds = new_dataset(SecondaryCaptureImageStorage)
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
     # Type 2 attributes of the Patient, Study, Series and SC Equipment modules: present, empty.
@@ -280,6 +270,22 @@ def write_dicom(
     with open_atomic(path) as handle:
         ds.save_as(handle, enforce_file_format=True)
     return path
+
+
+def new_dataset(sop_class: str) -> Dataset:
+    """An empty DICOM object of ``sop_class`` with a new SOP instance UID and its file meta
+    (explicit VR little endian), for the writers to fill."""
+    sop_instance = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_instance
+    return ds
 
 
 def _read_pixels(ds: Dataset, path: Path, limit: int) -> np.ndarray:

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, generate_uid
 
 from medrobust.data.ct_volume import MAX_VOXELS, CTVolume, check_volume_size
-from medrobust.data.dicom import _decode_first_frame, _ds_number, _pydicom_remarks, _read_dataset, _rescale
+from medrobust.data.dicom import _decode_first_frame, _ds_number, _pydicom_remarks, _read_dataset, _rescale, new_dataset
 from medrobust.data.errors import ImageReadError
 from medrobust.data.io import is_image_file
 from medrobust.data.stored_grid import CT_HU
@@ -238,16 +238,7 @@ def write_dicom_series(folder: str | os.PathLike[str], volume: CTVolume, descrip
 
 
 def _slice_dataset(stored: np.ndarray, study: dict[str, Any], series_uid: str) -> Dataset:
-    sop_instance = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = sop_instance
+    ds = new_dataset(CTImageStorage)
     for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                     "ReferringPhysicianName", "StudyID", "AccessionNumber"):
         setattr(ds, keyword, None)  # type 2: present, empty unless the source had them
