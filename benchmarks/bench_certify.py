@@ -20,13 +20,11 @@ import argparse
 import json
 import math
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_defenses import timed_alternately  # run as a script: benchmarks/ is on the path
 
 from medrobust.data.phantom import generate_phantom
 from medrobust.defenses.randomized_smoothing import SmoothedClassifier
@@ -35,22 +33,6 @@ from medrobust.models.zoo import build_classifier
 
 GOAL = 1.2
 QUICK = {"arch": "small-cnn", "size": 32, "images": 2, "n": 200, "n0": 20, "batch": 100, "repeats": 1}
-
-
-def timed_alternately(fns: dict[str, Callable[[], object]], repeats: int,
-                      sync: Callable[[], None]) -> dict[str, float]:
-    """Median wall time of each function, called in turn ``repeats`` times after one warm-up each."""
-    for fn in fns.values():
-        fn()
-        sync()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
