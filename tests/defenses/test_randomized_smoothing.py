@@ -82,6 +82,20 @@ def test_clopper_pearson_lower_bound_matches_scipy(k: int, n: int, alpha: float)
     assert ours == (0.0 if k == 0 else pytest.approx(beta.ppf(alpha, k, n - k + 1)))
 
 
+def test_the_largest_certifiable_radius_is_what_a_unanimous_vote_certifies() -> None:
+    from medrobust.evaluation.certified_accuracy import largest_certifiable_radius
+
+    always_one = linear_binary(torch.zeros(SIZE * SIZE), 50.0)  # w.x + b = 50 whatever the noise: every draw votes 1
+    smoothed = SmoothedClassifier(always_one, SIGMA, batch=1_000)
+    for n, alpha in ((1_000, 0.001), (10_000, 0.001), (1_000, 0.05)):
+        cert = smoothed.certify(torch.rand(1, SIZE, SIZE), 100, n, alpha, smoothed.generator(0))
+        assert cert.counts[1] == n
+        assert cert.radius == pytest.approx(largest_certifiable_radius(SIGMA, n, alpha), rel=1e-9)
+    # sigma x Phi^-1(alpha^(1/n)): 0.616 at the quick preset's n = 1,000, reaching farther with more draws
+    assert largest_certifiable_radius(0.25, 1_000, 0.001) == pytest.approx(0.25 * 2.4617, abs=1e-3)
+    assert largest_certifiable_radius(0.25, 100_000, 0.001) > largest_certifiable_radius(0.25, 10_000, 0.001) > 0.616
+
+
 def test_clopper_pearson_refuses_impossible_counts() -> None:
     with pytest.raises(ValueError, match="successes"):
         clopper_pearson_lower(11, 10, 0.001)
@@ -142,8 +156,8 @@ def test_a_multilabel_model_and_bad_settings_are_refused() -> None:
         SmoothedClassifier(three_class(0), 0.25, batch=0)
 
 
-def test_noise_training_adds_unclipped_gaussian_noise_to_training_batches_only() -> None:
-    seen: dict[bool, list[float]] = {True: [], False: []}
+def test_noise_training_adds_unclipped_gaussian_noise_to_training_batches_and_one_fixed_draw_to_validation() -> None:
+    seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
 
     class Recorder(nn.Module):
         def __init__(self) -> None:
@@ -151,18 +165,24 @@ def test_noise_training_adds_unclipped_gaussian_noise_to_training_batches_only()
             self.linear = nn.Linear(16, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen[self.training].append(float(x.min()))
+            seen[self.training].append(x.detach().clone())
             return self.linear(x.flatten(1))
 
     x, y = torch.full((8, 1, 4, 4), 0.5), torch.tensor([0, 1] * 4)
     for sigma in (0.0, 1.0):
         seen[True].clear(), seen[False].clear()
         model = Classifier(Recorder(), InputContract(("a", "b"), network_channels=1, intensity="unit"))
-        config = TrainConfig(epochs=1, batch_size=8, noise_sigma=sigma, augment=TrainConfig().augment.__class__(
+        config = TrainConfig(epochs=2, batch_size=8, noise_sigma=sigma, augment=TrainConfig().augment.__class__(
             False, 0, 0, 0, 0), channels_last=False)
         train_classifier(model, (x, y), (x, y), config)
-        assert (min(seen[True]) < 0) == (sigma > 0)  # 0.5 - 1.0 * N(0, 1) over 128 pixels falls below 0
-        assert min(seen[False]) == 0.5  # validation images stay clean
+        assert (float(seen[True][0].min()) < 0) == (sigma > 0)  # 0.5 - 1.0 * N(0, 1) over 128 pixels falls below 0
+        first, second = seen[False]  # one validation pass per epoch
+        assert torch.equal(first, second)  # the same images every epoch: the losses compare epochs
+        if sigma == 0:
+            assert float(first.min()) == float(first.max()) == 0.5  # clean
+        else:  # the validation noise is the training's sigma, unclipped, and not a training batch's draw
+            assert 0.8 < float((first - 0.5).std()) < 1.2 and float(first.min()) < 0
+            assert not torch.equal(first, seen[True][0])
     with pytest.raises(ValueError, match="noise_sigma"):
         TrainConfig(noise_sigma=-0.1)
 

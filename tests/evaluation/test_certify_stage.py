@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from html import unescape
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -109,12 +110,20 @@ def test_the_scorecard_keeps_it_apart_and_the_pages_show_it(runs) -> None:
     report = " ".join(unescape((root / "report.html").read_text()).split())
     assert "The certificate holds for the smoothed classifier (noise, then the base model's majority vote), not for " \
            "the base model answering once" in report
+    reach = entry["largest_radius"]
+    assert reach == pytest.approx(metrics.certified.sigma * NormalDist().inv_cdf(
+        metrics.certified.alpha ** (1 / metrics.certified.draws)), abs=1e-6)
+    assert f"no image can be certified beyond an L2 radius of {reach:.2f}" in report
     for p in metrics.certified.points:
-        assert f"<td>{p.radius:g}</td><td>{p.grey_levels_per_pixel:.2f}</td><td>{100 * p.accuracy:.1f}%</td>" in report
+        cell = f"{100 * p.accuracy:.1f}%" + ("" if p.radius <= reach else f" (beyond {reach:.2f}, the most "
+                                             f"{metrics.certified.draws:,} draws can certify: not a finding about the model)")
+        assert f"<td>{p.radius:g}</td><td>{p.grey_levels_per_pixel:.2f}</td><td>{cell}</td>" in report
+    assert any(p.radius > reach for p in metrics.certified.points)  # the test run's few draws reach below 1.0
     assert (root / "figures" / "19_certified_accuracy.png").stat().st_size > 1000
     statement = (root / "statement.html").read_text()
     assert "Certified robustness (a guarantee, apart from the scores)" in statement
     assert 'data-field="/certified/points/3/accuracy"' in statement
+    assert 'data-field="/certified/largest_radius"' in statement and "not a finding about the model" in statement
 
 
 def test_the_smoothed_demo_trains_under_noise_and_certifies_at_the_same_sigma() -> None:

@@ -83,6 +83,9 @@ def _certified_rows(table, c) -> None:
     at = ", ".join(f"{_pct(p.accuracy)} at {p.radius:g} ({p.grey_levels_per_pixel:.2g} grey levels/pixel)"
                    for p in c.points)
     table.add_row(f"[bold]{c.label}, sigma {c.sigma:g}[/bold]", f"[bold]{at}[/bold] on {c.n_images} images")
+    if c.largest_radius is not None and any(p.radius > c.largest_radius for p in c.points):
+        table.add_row("  reach", f"{c.draws:,} draws certify no image beyond radius {c.largest_radius:.2f}: the "
+                      "accuracy at a larger radius is 0 by the number of draws, not a finding about the model")
     table.add_row("  smoothed classifier", f"clean accuracy {_pct(c.smoothed_clean_accuracy)} (base model "
                   f"{_pct(c.base_clean_accuracy)}), abstains on {_pct(c.abstention_rate)}; the guarantee holds for "
                   f"{c.holds_for}")

@@ -9,6 +9,7 @@ prediction whose radius is smaller than ``r``; the denominator is every image ce
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 
@@ -30,6 +31,19 @@ CERTIFIED_DEFINITION = (
     "smoothed classifier, not for the base model answering once; it is not an empirical figure and never part of "
     "the overall score. Grey levels per pixel: the same L2 norm spread evenly over every pixel "
     "(r / sqrt(C x H x W) x 255), to set beside the L-inf budgets.")
+
+
+def largest_certifiable_radius(sigma: float, draws: int, alpha: float) -> float:
+    """The largest L2 radius CERTIFY can give any image with ``draws`` estimation draws at
+    ``alpha``: every draw voting for the class gives Clopper-Pearson's lower bound
+    ``p_A = alpha ** (1 / draws)`` (the Beta(draws, 1) quantile at alpha), so
+    ``R_max = sigma x Phi^-1(alpha ** (1 / draws))``. Certified accuracy at a larger radius is 0
+    by the number of draws, whatever the model (Cohen et al. 2019, Sec. 4: more draws reach farther).
+
+    >>> round(largest_certifiable_radius(0.25, 1000, 0.001), 3)
+    0.616
+    """
+    return float(sigma * NormalDist().inv_cdf(alpha ** (1.0 / draws)))
 
 
 def certified_accuracy(labels: np.ndarray, prediction: np.ndarray, radius: np.ndarray, r: float) -> float:

@@ -4,7 +4,7 @@ accuracy at the report's radii, read from a run's metrics alone, kept apart from
 
 from __future__ import annotations
 
-from medrobust.evaluation.certified_accuracy import CERTIFIED_LABEL, HOLDS_FOR
+from medrobust.evaluation.certified_accuracy import CERTIFIED_LABEL, HOLDS_FOR, largest_certifiable_radius
 from medrobust.evaluation.results import RunMetrics
 from medrobust.evaluation.scorecard_schema import CertifiedEntry, CertifiedRadius
 
@@ -23,5 +23,6 @@ def certified_entry(metrics: RunMetrics) -> CertifiedEntry | None:
         label=CERTIFIED_LABEL, holds_for=HOLDS_FOR, n_images=c.n, sigma=c.sigma, n0=c.n0, draws=c.draws, alpha=c.alpha,
         points=[CertifiedRadius(radius=p.radius, grey_levels_per_pixel=p.grey_levels_per_pixel, accuracy=p.accuracy,
                                 interval=p.interval) for p in c.points],
+        largest_radius=round(largest_certifiable_radius(c.sigma, c.draws, c.alpha), 6),
         abstention_rate=c.abstention_rate, smoothed_clean_accuracy=c.smoothed_clean_accuracy,
         base_clean_accuracy=c.base_clean_accuracy, note=c.note)

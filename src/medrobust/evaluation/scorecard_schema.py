@@ -88,6 +88,7 @@ class CertifiedEntry(_Model):
     draws: int
     alpha: float
     points: list[CertifiedRadius]
+    largest_radius: float | None = None  # sigma x Phi^-1(alpha^(1/draws)): no radius beyond it with these draws
     abstention_rate: float
     smoothed_clean_accuracy: float
     base_clean_accuracy: float

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from medrobust._version import __version__
+from medrobust.evaluation.certified_accuracy import largest_certifiable_radius
 from medrobust.evaluation.per_image_table import PER_IMAGE_FILE
 from medrobust.evaluation.results import METRICS_FILE
 from medrobust.evaluation.run_dir import atomic_write_bytes, atomic_write_text
@@ -197,7 +198,9 @@ def _certified(b: _Builder, c: RunContents) -> str:
     parts = [f"<p>Certified robustness by randomized smoothing (Cohen, Rosenfeld &amp; Kolter 2019) on the "
              f"{cert.n} attack images: Gaussian noise of standard deviation {cert.sigma:g} ([0, 1] image units, not "
              f"clipped), {cert.n0} draws to choose the class and {cert.draws:,} to bound its probability at "
-             f"alpha = {cert.alpha:g}. <b>The certificate holds for the smoothed classifier (noise, then the base "
+             f"alpha = {cert.alpha:g}, so no image can be certified beyond an L2 radius of "
+             f"{largest_certifiable_radius(cert.sigma, cert.draws, cert.alpha):.2f} (every draw for the class; more "
+             "draws reach farther). <b>The certificate holds for the smoothed classifier (noise, then the base "
              "model's majority vote), not for the base model answering once</b>; it is a guarantee, kept apart "
              "from the empirical scores above and never part of the overall score.</p>",
              tables.certified(cert),

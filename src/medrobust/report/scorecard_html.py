@@ -125,6 +125,9 @@ def certified_html(f: Fields) -> str:
     c = "/certified"
     rows = "\n".join(f"<tr>{cell}</tr>" for cell in cells)
     note_html = (f'<p class="small warning">{f.span(SC, c + "/note", "text")}</p>' if entry.get("note") else "")
+    reach_html = (f'<p class="small">With these draws no image can be certified beyond an L2 radius of '
+                  f'{f.span(SC, c + "/largest_radius", "grey")}: certified accuracy at a larger radius is zero by the '
+                  'number of draws, not a finding about the model.</p>' if entry.get("largest_radius") is not None else "")
     return (f'<div class="certified" id="{CERTIFIED_ANCHOR}" data-row="{escape(entry["label"])}">'
             f'<p><b>{f.span(SC, c + "/label", "text")}</b>: '
             f'noise sigma {f.span(SC, c + "/sigma", "text")}, {f.span(SC, c + "/n0", "int")} selection and '
@@ -135,7 +138,7 @@ def certified_html(f: Fields) -> str:
             "<th>certified accuracy (95% CI)</th></tr></thead>\n<tbody>\n" + rows + "\n</tbody></table>\n"
             f'<p class="small">Smoothed classifier, clean: {f.span(SC, c + "/smoothed_clean_accuracy", "pct")}; base '
             f'model, clean: {f.span(SC, c + "/base_clean_accuracy", "pct")}; abstains on '
-            f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{note_html}'
+            f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{reach_html}{note_html}'
             f'<p class="small definition">{f.span(SC, "/definitions/certified", "text")}</p></div>')
 
 

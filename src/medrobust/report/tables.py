@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from html import escape
 from typing import Any
 
+from medrobust.evaluation.certified_accuracy import largest_certifiable_radius
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
 from medrobust.evaluation.evaluation_checks import MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import (
@@ -199,7 +200,10 @@ def model_checks(checks: ModelChecks | None) -> str:
 
 def certified(c: CertifiedFigure) -> str:
     """The certified accuracy at the report's radii, each also in grey levels per pixel."""
-    rows = [[f"{p.radius:g}", f"{p.grey_levels_per_pixel:.2f}", pct(p.accuracy),
+    reach = largest_certifiable_radius(c.sigma, c.draws, c.alpha)
+    rows = [[f"{p.radius:g}", f"{p.grey_levels_per_pixel:.2f}",
+             pct(p.accuracy) if p.radius <= reach else f"{pct(p.accuracy)} (beyond {reach:.2f}, the most {c.draws:,} draws "
+             "can certify: not a finding about the model)",
              f"{pct(p.interval[0])}–{pct(p.interval[1])}" if p.interval else "n/a"] for p in c.points]
     return table(["L2 radius ([0, 1] units)", "grey levels per pixel (spread evenly)", "certified accuracy",
                   "95% interval"], rows)
