@@ -13,6 +13,12 @@ Its own process, apart from the platform's web process (which never loads a mode
 * ``GET /v1/guard``: what it runs (``Guard.describe()``) and the query watch's settings.
 * ``GET /healthz`` (no token), ``GET /metrics`` (Prometheus text, :mod:`medrobust.service.guard_metrics`).
 
+Every answer of ``POST /v1/predict`` carries a ``Server-Timing`` header (W3C Server Timing):
+``upload`` (receiving the multipart body and laying its files out), the guard's steps (``read``,
+``detectors``, ``defense``, ``model``) and ``guard`` (``Guard.predict`` in all), in milliseconds,
+so a client can tell the server's time on its request from the network's, and the model's from
+the server's own (``benchmarks/bench_guard.py`` reads it).
+
 Every route but ``/healthz`` needs ``Authorization: Bearer TOKEN`` from the service's token store,
 unless the server runs with ``--no-auth`` on a loopback address. The model runs off the event loop,
 in a worker thread, one request at a time per process (a lock around the guard and the watch):
@@ -25,6 +31,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +50,19 @@ from medrobust.service.limits import MiB, ServiceLimits
 from medrobust.service.upload_stream import UploadRefused, receive_multipart
 
 ROUTES = ("/v1/predict", "/v1/guard", "/healthz", "/metrics")
+
+
+def server_timing(upload_seconds: float, timings: dict[str, float]) -> str:
+    """The ``Server-Timing`` header of one prediction: ``upload``, the guard's steps and ``guard``
+    (its ``total``), each ``name;dur=MILLISECONDS``.
+
+    >>> server_timing(0.0021, {"read": 0.001, "model": 0.0305, "total": 0.04})
+    'upload;dur=2.100, read;dur=1.000, model;dur=30.500, guard;dur=40.000'
+    """
+    steps = [("upload", upload_seconds), *((k, v) for k, v in timings.items() if k != "total")]
+    if "total" in timings:
+        steps.append(("guard", timings["total"]))
+    return ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in steps)
 
 
 def guard_limits(**overrides: Any) -> ServiceLimits:
@@ -115,11 +135,12 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
         for a in answers:  # an unreadable file's reason names it as the client did, not where it was stored
             a["reason"] = inside.sub("", a["reason"])
         metrics.answers(answers, timings, flagged[0])
-        return {"answers": answers, "counts": result.counts()}
+        return {"answers": answers, "counts": result.counts()}, timings
 
     @app.post("/v1/predict")
     async def predict(request: Request) -> JSONResponse:
         client = auth.client(request)
+        started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="medrobust-guard-") as tmp:
             folder = Path(tmp)
             try:
@@ -133,8 +154,10 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
                 raise HTTPException(err.status_code, err.message) from None
             except ClientDisconnect:
                 return JSONResponse({"detail": "the client disconnected before the upload was complete"}, 400)
-            body = await run_in_threadpool(answer, upload.sources, client, folder / "images")
-        return JSONResponse({**body, "ignored": upload.ignored, "guard": about})
+            received = time.perf_counter()
+            body, timings = await run_in_threadpool(answer, upload.sources, client, folder / "images")
+        return JSONResponse({**body, "ignored": upload.ignored, "guard": about},
+                            headers={"Server-Timing": server_timing(received - started, timings)})
 
     return app
 
