@@ -195,3 +195,31 @@ def test_no_auth_is_refused_on_every_interface_and_one_choice_is_required(tmp_pa
     assert neither.exit_code == 2 and "--data-dir DIR" in neither.stderr and "--no-auth" in neither.stderr
     both = runner.invoke(app, ["guard", "serve", "--run", str(tmp_path), "--model", str(tmp_path / "m"), "--no-auth"])
     assert both.exit_code == 2 and "one of them" in both.stderr
+
+
+def test_two_worker_processes_answer_and_stop_with_the_parent(tmp_path, trained_small_cnn, phantom32):
+    from medrobust.models import save_checkpoint
+
+    checkpoint = save_checkpoint(trained_small_cnn, tmp_path / "model")
+    port, log = free_port(), tmp_path / "workers.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(medrobust_command(
+            "guard", "serve", "--model", str(checkpoint), "--defense", "none", "--detector", "none", "--no-auth",
+            "--no-watch", "--port", str(port), "--workers", "2", "--threads", "1", "--stop-with-parent", str(os.getpid())),
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(url + "/healthz", timeout_s=240)
+        x = phantom32[0]["test"][0]
+        for i in range(4):  # a new connection each time: either process may answer
+            answer = httpx.post(url + "/v1/predict", files=[("images", (f"{i}.png", _png(x[i]), "image/png"))],
+                                timeout=120).json()["answers"][0]
+            assert answer["decision"] == "accept" and answer["label"] in CLASSES
+        children = [int(p) for p in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+        assert len(children) >= 2  # the two workers (and multiprocessing's resource tracker)
+        assert "2 processes of 1 thread" in " ".join(log.read_text().split())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+    for child in children:
+        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()

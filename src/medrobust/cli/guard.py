@@ -73,6 +73,9 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8100,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes, each loading the model once.")]
     = 1,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=1, help="CPU threads of each process's model (default: the machine's cores shared among the "
+        "--workers processes, so N processes do not contend for the same cores).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(
         "--data-dir", help="The service's data directory: its tokens (medrobust tokens create) authorise requests.")]
     = None,
@@ -138,6 +141,7 @@ def serve(
                      defense="" if defense and defense.lower() == "none" else defense, detectors=detectors, fpr=fpr,
                      calibration=str(calibration) if calibration else None, on_flag=on_flag, device=device,
                      data_dir=str(data_dir) if data_dir else None, watch=watch_settings,
+                     threads=threads or max(1, (os.cpu_count() or 1) // workers),
                      limits={"max_request_bytes": int(max_request_mb * MiB), "max_images": max_images})
     built = build_guard(spec)  # the model loads here: a refusal is one line before any port is opened
     described = built.describe()
@@ -147,7 +151,8 @@ def serve(
                   f"{(described['model']['sha256'] or 'in memory')[:12]}...), defense {described['defense'] or 'none'}, "
                   f"detectors {', '.join(built.detectors) or 'none'}, on flag {on_flag}, query watch "
                   f"{'on' if watch else 'off'}, {'no tokens (loopback)' if no_auth else f'tokens of {data_dir}'}, "
-                  f"{workers} process{'es' if workers != 1 else ''}", highlight=False, markup=False)
+                  f"{workers} process{'es' if workers != 1 else ''} of {spec.threads} thread{'s' if spec.threads != 1 else ''}",
+                  highlight=False, markup=False)
     config = {"host": host, "port": port, "log_level": "info", "access_log": access_log}
     if workers == 1:
         web = create_guard_app(built, data_dir=data_dir, watch=mr.QueryWatch(**watch_settings) if watch_settings

@@ -36,6 +36,9 @@ class GuardSpec:
         data_dir: the service's data directory whose tokens authorise requests, or None (``--no-auth``).
         watch: the query-attack watch's settings (``QueryWatch`` keyword arguments), or None for no watch.
         limits: ``ServiceLimits`` fields that differ from the guard server's defaults.
+        threads: CPU threads of the process's model (``torch.set_num_threads``), None to leave
+            torch's default (every core). ``--workers N`` shares the cores among the processes:
+            N processes of every core each contend for them.
     """
 
     run: str | None = None
@@ -50,6 +53,7 @@ class GuardSpec:
     data_dir: str | None = None
     watch: dict[str, Any] | None = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -68,6 +72,10 @@ def build_guard(spec: GuardSpec) -> Any:
     """
     import medrobust as mr
 
+    if spec.threads is not None:
+        import torch
+
+        torch.set_num_threads(spec.threads)
     if (spec.run is None) == (spec.model is None):
         raise ValueError("give the guard to serve as --run RUN (a finished run folder) or --model MODEL, one of them")
     if spec.run is not None:
