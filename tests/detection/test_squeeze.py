@@ -40,6 +40,10 @@ def test_score_is_the_max_l1_distance_of_probabilities(detector, trained_small_c
     np.testing.assert_allclose(d, expected.double().numpy(), atol=1e-6)
     np.testing.assert_allclose(detector.score(trained_small_cnn, x), d.max(1))
     assert d.shape == (10, len(DEFAULT_SQUEEZERS)) and (d >= 0).all() and (d <= 2).all()
+    # the probabilities of x given by the caller (the guard has them) replace the detector's own forward pass
+    np.testing.assert_array_equal(detector.distances(trained_small_cnn, x, plain=p), d)
+    shifted = detector.distances(trained_small_cnn, x, plain=torch.roll(p, 1, dims=1))  # and are really used
+    assert not np.allclose(shifted, d)
 
 
 def test_batches_do_not_change_scores(trained_small_cnn, phantom32) -> None:

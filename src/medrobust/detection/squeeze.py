@@ -141,7 +141,7 @@ class SqueezeDetector(Detector):
 
     # --- the measure
     @torch.no_grad()
-    def distances(self, model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    def distances(self, model: nn.Module, x: torch.Tensor, plain: torch.Tensor | None = None) -> np.ndarray:
         """L1 distances ``||p(x) - p(s_j(x))||_1``, one column per squeezer.
 
         Each batch moves once to the model's device (where ``x`` is, for a model without
@@ -151,6 +151,8 @@ class SqueezeDetector(Detector):
         Args:
             model: the classifier.
             x: (N, C, H, W) float images in [0, 1].
+            plain: ``p(x)``, (N, K) probabilities the caller already has (the guard computes them
+                for its undefended label), to save that forward pass. Default None: computed here.
 
         Returns:
             (N, m) float64 numpy, in the order of :attr:`squeezer_names`; +inf where a model
@@ -163,7 +165,8 @@ class SqueezeDetector(Detector):
         out = []
         for start in range(0, len(x), self.batch_size):
             batch = x[start : start + self.batch_size].detach().to(device)
-            p = probabilities_on_device(model, batch)
+            p = (probabilities_on_device(model, batch) if plain is None
+                 else plain[start : start + self.batch_size].to(device=device, dtype=torch.float32))
             cols = []
             for squeeze in self.squeezers:
                 # the range was checked above: no second read from the device per squeezer
@@ -280,7 +283,7 @@ class SqueezeDetector(Detector):
         return d.max(axis=1) if d.size else np.zeros(0)
 
     def detect(self, model: nn.Module, x: torch.Tensor, reference: torch.Tensor | None = None,
-               names: Sequence[str] | None = None) -> DetectionResult:
+               names: Sequence[str] | None = None, plain: torch.Tensor | None = None) -> DetectionResult:
         """Flag ``score > threshold``; the reasons are the squeezers whose distance exceeds it.
 
         Each image's log line also goes to the per-image log.
@@ -290,6 +293,7 @@ class SqueezeDetector(Detector):
             x: (N, C, H, W) float images in [0, 1].
             reference: ignored.
             names: one name per image for the log lines. Default None: ``image-0``, ...
+            plain: ``p(x)`` when the caller has it (:meth:`distances`). Default None.
 
         Returns:
             A :class:`DetectionResult` with the threshold, one ``distance[spec]`` column per
@@ -304,7 +308,7 @@ class SqueezeDetector(Detector):
                 "(--calibrate DIR of clean images on the command line) or pass threshold=..."
             )
         names = check_names(names, len(x))
-        d = self.distances(model, x)
+        d = self.distances(model, x, plain)
         scores = d.max(axis=1)
         flags = scores > self.threshold
         reasons = [[self.squeezer_names[j] for j in range(d.shape[1]) if d[i, j] > self.threshold]

@@ -35,6 +35,7 @@ from torch import nn
 
 from medrobust._version import __version__
 from medrobust.detection.guard_decision import ON_FLAG, check_on_flag, decisions, detectors_fired, flagged
+from medrobust.detection.squeeze import SqueezeDetector
 from medrobust.layer.detect import with_model_channels
 from medrobust.layer.guard_answers import GuardAnswer, GuardResult, failed_answer
 from medrobust.layer.guard_detectors import calibrate_guard_detectors, guard_detectors
@@ -266,11 +267,13 @@ class Guard(nn.Module):
             return [out[i] for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
-        with timed(timings, "detectors"):
-            judged = {name: step(f"the {name} detector", det.detect, self.model, x, None, ids)
-                      for name, det in self.detectors.items()}
         with timed(timings, "model"):
             raw = step("the model", self.model.logits, x, len(x))
+        plain = self.model.output_kind.probabilities(raw)  # p(x), which the squeeze detector compares its squeezes with
+        with timed(timings, "detectors"):
+            judged = {name: step(f"the {name} detector", det.detect, self.model, x, None, ids,
+                                 **({"plain": plain} if isinstance(det, SqueezeDetector) else {}))
+                      for name, det in self.detectors.items()}
         device = getattr(self.model, "device", x.device)
         with torch.no_grad(), timed(timings, "defense"):
             defended = (step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)

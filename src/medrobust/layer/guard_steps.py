@@ -22,10 +22,10 @@ class StepFailed(Exception):
         super().__init__(f"{step} failed on this image ({type(error).__name__}: {message})")
 
 
-def step(name: str, fn, *args):  # noqa: ANN001, ANN202
-    """``fn(*args)``; any error it raises becomes :class:`StepFailed` naming the step."""
+def step(name: str, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    """``fn(*args, **kwargs)``; any error it raises becomes :class:`StepFailed` naming the step."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except Exception as err:  # fail closed: every error of a step becomes an abstention
         raise StepFailed(name, err) from err
 
