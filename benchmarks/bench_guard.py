@@ -1,6 +1,6 @@
 """What the guard costs and what its query watch catches.
 
-    python benchmarks/bench_guard.py [--quick] [--images 20] [--requests 200] [--out guard.json]
+    python benchmarks/bench_guard.py [--quick] [--sizes 64,224] [--no-watch] [--images 20] [--requests 200] [--out guard.json]
 
 For each model (``demo``: DenseNet121 with random weights at 64 px; ``densenet224``: DenseNet121 at
 224 px; 3 classes, 1 channel), with the guard's defaults (defense ``jpeg:quality=75+tv``, the
@@ -17,7 +17,7 @@ squeeze detector calibrated on phantoms at 5% FPR):
 * **throughput**: 1, 8 and 32 concurrent HTTP clients, ``--requests`` requests in all per level,
   requests per second and p50/p95 latency.
 
-The query watch (the 64 px model, the server's watch at its defaults): medrobust's Square attack
+The query watch (the first size's model, the server's watch at its defaults; ``--no-watch`` skips it): medrobust's Square attack
 (8/255, up to 200 queries) through HTTP (``RemoteGuard``), each image under its own token (a
 tenant of a temporary data directory: its own history), the attacker's first look at the image
 counted as a query: queries until the server withholds its answer, median over ``--images``
@@ -258,9 +258,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20, help="images Square attacks (median of queries until flagged)")
     parser.add_argument("--requests", type=int, default=200, help="requests per latency figure")
     parser.add_argument("--benign", type=int, default=10_400, help="benign queries replayed")
+    parser.add_argument("--sizes", default="64,224", help="image sizes of the models, comma-separated")
+    parser.add_argument("--no-watch", action="store_true", help="skip the query watch's figures")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    sizes = [64] if args.quick else [64, 224]
+    sizes = [64] if args.quick else [int(v) for v in args.sizes.split(",")]
     requests, images, benign = (10, 2, 260) if args.quick else (args.requests, args.images, args.benign)
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                               "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
@@ -280,7 +282,7 @@ def main() -> None:
             entry = {"model": f"densenet121 (random weights) at {size} px", "in_process": local}
             entry.update(served(checkpoint, calibration, x, requests, local["guard"]["p50_ms"]))
             result["models"][str(size)] = entry
-            if size == 64:
+            if size == sizes[0] and not args.no_watch:
                 note("query watch: Square through HTTP, then the benign replay")
                 result["query_watch"] = query_watch(checkpoint, calibration, size, images, benign, root)
     text = json.dumps(result, indent=2)
