@@ -224,6 +224,7 @@ def query_watch(checkpoint: Path, calibration: Path, size: int, images: int, ben
     tokens = [store.create_token(f"attacker-{i}") for i in range(images)]
     server = Server(checkpoint, calibration, watch=True, data_dir=root / "service")
     flagged_at: list[int | None] = []
+    sent_by_attack: list[int] = []  # queries sent per image, flagged or not (Square stops once the label changes)
     try:
         for i, token in enumerate(tokens):
             remote = RemoteGuard(server.url, token=token, stop_when_flagged=True)
@@ -234,6 +235,7 @@ def query_watch(checkpoint: Path, calibration: Path, size: int, images: int, ben
             except QueryWatchFlagged:
                 pass
             flagged_at.append(remote.flagged_at)
+            sent_by_attack.append(len(remote.answers))
             remote.close()
     finally:
         server.stop()
@@ -246,7 +248,7 @@ def query_watch(checkpoint: Path, calibration: Path, size: int, images: int, ben
             sent += 1
     found = [q for q in flagged_at if q is not None]
     return {"square_eps": "8/255", "square_max_queries": 200, "images": images,
-            "queries_until_flagged": flagged_at,
+            "queries_until_flagged": flagged_at, "queries_sent": sent_by_attack,
             "median_queries_until_flagged": statistics.median(found) if found else None,
             "not_flagged": sum(q is None for q in flagged_at), "benign_queries": sent,
             "false_flags_per_10000_benign": round(10_000 * flags / max(sent, 1), 2), "settings": QueryWatch().settings()}
