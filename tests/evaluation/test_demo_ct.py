@@ -118,6 +118,7 @@ def test_the_tiny_ct_report_states_budgets_in_hu_beside_the_noise(tiny_ct_run) -
     html = (run / "report.html").read_text()
     assert "below the image noise of" in html and "4 HU" in html
     assert "window level 40 HU / width 80 HU" in html
+    assert 'data-field="/rows/0/main_eps" data-format="eps_hu">4 HU<' in html  # the main budget in HU, not 0.000977
     assert "up to 16 HU" in html
     statement = json.loads((run / "scorecard.json").read_text())
     assert statement["data"]["noise"]["unit"] == "HU"
