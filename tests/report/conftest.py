@@ -248,6 +248,10 @@ def _expected_text(value, fmt: str) -> str:
     if fmt == "eps":
         levels = value * 255
         return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-3 else f"{value:.4g}"
+    if fmt == "hu":
+        return f"{float(value):g} HU"
+    if fmt == "eps_hu":  # a CT budget: 1 HU is 1/4095 of the [0, 1] range
+        return f"{round(value * 4095, 2):g} HU"
     if fmt == "pp":
         return f"{value:+.1f} pp"
     if fmt == "list":

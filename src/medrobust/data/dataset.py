@@ -94,6 +94,12 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def known_noise_std(self) -> float | None:
+        """The images' noise standard deviation in the grid's unit when the source knows it (a
+        generator that measured it, :class:`~medrobust.data.phantom.ct_dataset.CTPhantomDataset`),
+        else None (a run then reads a manifest or estimates it, :mod:`medrobust.data.noise_estimate`)."""
+        return None
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         """Image ``index``, resized to ``size`` when set.
 
@@ -275,6 +281,9 @@ class _Subset(ImageDataset):
 
     def read(self, index: int) -> np.ndarray:
         return self.parent.read(self.indices[index])
+
+    def known_noise_std(self) -> float | None:
+        return self.parent.known_noise_std()
 
 
 class ArrayImageDataset(ImageDataset):

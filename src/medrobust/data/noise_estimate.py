@@ -8,7 +8,9 @@ tissue; medrobust does the same two ways:
 * **the phantoms' own figure**: a folder written by ``medrobust data phantom --modality ct`` has a
   ``manifest.csv`` whose ``noise_hu_measured`` is each head's standard deviation in its white
   matter (the noiseless head tells where it is); the median over the heads is the data's noise
-  (:func:`manifest_noise_std`);
+  (:func:`manifest_noise_std`); phantoms generated in the run (``data: {source: phantom,
+  modality: ct}``) are measured the same way as they are generated
+  (:meth:`~medrobust.data.phantom.ct_dataset.CTPhantomDataset.known_noise_std`);
 * **an estimate for any other data** (:func:`estimate_noise_std`): the median absolute deviation
   (MAD) of a high-pass residual (each voxel minus the mean of its 3 x 3 in-plane neighbourhood),
   over soft tissue away from edges (a 3 x 3 median filter of the voxel lies in -100..150 HU, and so

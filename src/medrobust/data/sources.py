@@ -1,7 +1,8 @@
 """Open any data source from one string, as the CLI and config files name them.
 
 =============================  ==========================================================
-``phantom``                    the embedded synthetic radiographs (``phantom:per_class=300``)
+``phantom``                    the embedded synthetic radiographs (``phantom:per_class=300``);
+                               ``phantom:modality=ct`` head-CT volumes in HU (``depth=16``)
 ``DIR``                        a class-per-folder tree (``DIR/<Class>/*.png|jpg|dcm``)
 ``nih:CSV,IMAGES_DIR``         NIH ChestX-ray14 (label table + image folders)
 ``medmnist:FILE.npz``          a MedMNIST 2-D set (a bare ``FILE.npz`` works too)
@@ -20,6 +21,8 @@ from medrobust.data.dataset import ImageDataset
 from medrobust.data.errors import DataSourceError
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+PHANTOM_MODALITIES = ("cxr", "ct")
+"""The embedded phantoms: chest radiographs (8-bit) and head CT (HU)."""
 
 
 def _options(text: str) -> dict[str, str]:
@@ -41,11 +44,14 @@ def open_dataset(
     seed: int = 0,
     classes: Sequence[str] | None = None,
     max_pixels: int | None = None,
+    modality: str = "cxr",
+    depth: int | None = None,
 ) -> ImageDataset:
     """The dataset named by ``spec`` (see the module docstring), resized to ``size``.
 
     Args:
-        spec: ``"phantom"`` (options after a colon: ``per_class``, ``seed``, ``size``), a
+        spec: ``"phantom"`` (options after a colon: ``per_class``, ``seed``, ``size``,
+            ``modality``, ``depth``), a
             folder, ``"nih:CSV,IMAGES_DIR"`` or ``"medmnist:FILE.npz"`` (or a bare ``.npz``).
         size: the side every image is resized to. Default None: own sizes (phantoms: 128 px).
         fractions: (train, val, test) split fractions. Default (0.6, 0.2, 0.2) (the study's);
@@ -58,6 +64,10 @@ def open_dataset(
             study's three).
         max_pixels: the largest width x height read from a file. Default None: the library's
             limit.
+        modality: the phantoms' modality, unless the spec says: ``cxr`` (chest radiographs, the
+            default) or ``ct`` (head CT in HU, :class:`~medrobust.data.phantom.ct_dataset.CTPhantomDataset`,
+            64 px in-plane unless ``size`` says).
+        depth: slices per CT phantom, unless the spec says. Default None: 16.
 
     Returns:
         An :class:`~medrobust.data.dataset.ImageDataset` whose records carry their split.
@@ -80,9 +90,22 @@ def open_dataset(
         from medrobust.data.phantom import PhantomDataset
 
         opts = _options(rest)
-        unknown = set(opts) - {"per_class", "seed", "size"}
+        unknown = set(opts) - {"per_class", "seed", "size", "modality", "depth"}
         if unknown:
-            raise DataSourceError(f"unknown phantom option(s) {sorted(unknown)}; use per_class, seed, size")
+            raise DataSourceError(f"unknown phantom option(s) {sorted(unknown)}; use per_class, seed, size, modality, "
+                                  "depth")
+        modality = opts.get("modality", modality).strip().lower()
+        if modality not in PHANTOM_MODALITIES:
+            raise DataSourceError(f"phantom modality {modality!r}: use cxr (chest radiographs) or ct (head CT in HU)")
+        if modality == "ct":
+            from medrobust.data.phantom.ct_dataset import CTPhantomDataset
+
+            return CTPhantomDataset(per_class=int(opts.get("per_class", per_class)),
+                                    size=int(opts.get("size", size or 64)), depth=int(opts.get("depth", depth or 16)),
+                                    seed=int(opts.get("seed", seed)), fractions=fractions, split_seed=split_seed)
+        if "depth" in opts or depth is not None:
+            raise DataSourceError("phantom option depth is for CT phantoms (modality=ct); the chest radiographs have "
+                                  "no slices")
         return PhantomDataset(
             per_class=int(opts.get("per_class", per_class)),
             size=int(opts.get("size", size or 128)),

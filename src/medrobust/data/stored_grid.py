@@ -18,6 +18,15 @@ volume with different windows are attacked in the same units.
 
 Adversarial images are rounded to the grid before they are scored (:meth:`StoredGrid.round`),
 because that is what an attacker can deliver: a PNG of 8-bit grey levels, a DICOM of integer HU.
+The robustness score's reference budget is a property of the grid too (:attr:`StoredGrid.score_budget`):
+the area under the accuracy curve is taken up to a budget that means the same to a reader of the
+modality's images. On the 8-bit grid it is 8/255, the budget the literature reports (every 8-bit
+number unchanged). On CT it is **16 HU** (16/4095 of the currency): about two to three times a
+routine head CT's image noise (5-8 HU in brain), and under half the contrast between fresh blood
+and brain (about 40-50 HU), so an attacker inside it makes no change a reader would see as a
+lesion. 8/255 on the CT grid would be 128 HU, more than the contrast of every finding a head CT
+is read for; an HU grid of 2-16 HU (0.0005-0.004) would never reach it, and no CT run would be scored.
+
 No torch import is needed: the methods work on numpy arrays and torch tensors alike.
 """
 
@@ -43,6 +52,8 @@ class StoredGrid:
         low: the stored value of 0 (an integer).
         high: the stored value of 1 (an integer above ``low``).
         unit: the unit a budget is stated in to a person (``"grey levels"``, ``"HU"``).
+        score_units: the robustness score's reference budget in stored units (module docstring).
+            Default None: 8/255 of the range (8 grey levels on the 8-bit grid).
 
     Raises:
         ValueError: ``high`` is not above ``low``, or either is not an integer.
@@ -53,12 +64,15 @@ class StoredGrid:
     (-1024.0, 3071.0, 4.0)
     >>> float(CT_HU.from_units(40.0)) * 4095, EIGHT_BIT.eps_in_units(8 / 255)
     (1064.0, 8.0)
+    >>> EIGHT_BIT.score_budget == 8 / 255, CT_HU.eps_in_units(CT_HU.score_budget)
+    (True, 16.0)
     """
 
     name: str
     low: int
     high: int
     unit: str
+    score_units: float | None = None
 
     def __post_init__(self) -> None:
         if int(self.low) != self.low or int(self.high) != self.high or not self.high > self.low:
@@ -69,6 +83,12 @@ class StoredGrid:
     def levels(self) -> int:
         """Grid steps from 0 to 1 (``high - low``): 255 for 8 bits, 4095 for 12-bit CT."""
         return int(self.high - self.low)
+
+    @property
+    def score_budget(self) -> float:
+        """The budget in [0, 1] units up to which the robustness score's area is taken (module
+        docstring): ``score_units / levels``, or 8/255 when the grid names none."""
+        return 8 / 255 if self.score_units is None else float(self.score_units) / self.levels
 
     def to_units(self, x: T) -> T:
         """Currency values in [0, 1] (numpy or torch, any shape) as stored values (grey levels, HU)."""
@@ -107,11 +127,24 @@ class StoredGrid:
         return np.clip(values, self.low, self.high), outside
 
 
-EIGHT_BIT = StoredGrid("8-bit", 0, 255, "grey levels")
-"""A PNG's (and the run's batch files') grid: 256 grey levels, ``x = k / 255``."""
+EIGHT_BIT = StoredGrid("8-bit", 0, 255, "grey levels", score_units=8)
+"""A PNG's (and the run's batch files') grid: 256 grey levels, ``x = k / 255``; the robustness
+score's area is taken up to 8/255."""
 
-CT_HU = StoredGrid("CT", -1024, 3071, "HU")
-"""12-bit CT in Hounsfield units: ``HU = -1024 + 4095 x``; air is -1000 HU, water 0 HU."""
+CT_HU = StoredGrid("CT", -1024, 3071, "HU", score_units=16)
+"""12-bit CT in Hounsfield units: ``HU = -1024 + 4095 x``; air is -1000 HU, water 0 HU; the
+robustness score's area is taken up to 16 HU (module docstring)."""
+
+
+def grid_of_record(record: dict[str, Any] | None) -> StoredGrid:
+    """The grid a run's metrics.json names (its ``data.grid``: name, unit, low, high):
+    :data:`CT_HU` for a grid in HU, else :data:`EIGHT_BIT` (metrics.json names no grid on 8-bit
+    data, and runs before CT named none).
+
+    >>> grid_of_record({"name": "CT", "unit": "HU", "low": -1024, "high": 3071}) is CT_HU, grid_of_record(None).name
+    (True, '8-bit')
+    """
+    return CT_HU if (record or {}).get("unit") == CT_HU.unit else EIGHT_BIT
 
 
 def grid_for_bits(bits: int) -> StoredGrid:

@@ -29,7 +29,8 @@ TEXT_FIELDS_NOT_PATHS: frozenset[str] = frozenset({
     "device",
     "data.classes", "data.class_map", "data.normal_class", "data.emergency_findings",  # class names
     *(f"{m}.{f}" for m in ("model", "surrogates[]") for f in (
-        "train.arch", "train.trainable", "train.adversarial",  # a zoo name, a layer policy, an attack spec
+        "train.arch", "train.trainable", "train.adversarial", "train.intensity",  # a zoo name, a layer policy,
+        # an attack spec, an intensity convention
         "load.arch", "load.classes", "load.intensity", "load.output_kind")),  # the contract's names
     "surrogates[].name",
     "attacks[].name", "attacks[].params", "defenses[]",  # component specs: the registries read no file

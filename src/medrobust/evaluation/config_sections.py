@@ -24,6 +24,7 @@ from medrobust.data.splits import check_fractions
 from medrobust.evaluation.adaptive_portfolio import MEMBERS, check_portfolio
 from medrobust.models.contract import ModelContract
 from medrobust.specs.components import check_seed, parse_number
+from medrobust.specs.contract_names import intensity_name
 
 DEFAULT_SPLIT = (0.6, 0.2, 0.2)
 
@@ -78,12 +79,17 @@ class DataConfig(_Section):
     a subset of its classes. ``normal_class``: the class meaning "nothing found" (found by name
     when left out: normal, no finding, negative, healthy, ...). ``emergency_findings``: the
     findings whose miss is an emergency. All class names match case- and punctuation-blind.
+    ``modality`` and ``depth`` choose the phantoms (``source: phantom``): ``cxr`` chest radiographs
+    (the default) or ``ct`` head-CT volumes in HU of ``depth`` slices (default 16; ``size`` is then
+    the in-plane matrix); a folder's modality is read from its files.
     """
 
     source: str = "phantom"  # phantom | DIR | nih:CSV,IMAGES_DIR | medmnist:FILE.npz
     size: int | None = Field(None, ge=16, le=1024)  # None: the loaded model's input size (224 if it takes any), else 64
     per_class: int = Field(300, ge=2)  # phantom only
     phantom_seed: Seed = 0
+    modality: Literal["cxr", "ct"] = "cxr"  # phantom only: chest radiographs or head-CT volumes in HU
+    depth: int | None = Field(None, ge=1, le=256)  # CT phantoms only: slices per volume (None: 16)
     split: Literal["test"] | tuple[float, float, float] | None = None  # None: resolved (see ExperimentConfig)
     split_seed: Seed = 42
     classes: list[str] | None = None
@@ -106,6 +112,18 @@ class DataConfig(_Section):
             check_fractions(value)  # non-negative, finite, summing to 1: else a ValueError saying so
         return value
 
+    @model_validator(mode="after")
+    def _phantom_settings(self) -> "DataConfig":
+        """``modality`` and ``depth`` choose phantoms, so they mean nothing for a folder (whose
+        files say what they are) or with radiographs (which have no slices)."""
+        phantom = self.source.strip().partition(":")[0] == "phantom"
+        if self.modality != "cxr" and not phantom:
+            raise ValueError(f"modality {self.modality} chooses the phantoms, but source is {self.source!r}, whose "
+                             "files say what they are; remove modality, or set source: phantom")
+        if self.depth is not None and self.modality != "ct":
+            raise ValueError(f"depth {self.depth} is the slices of CT phantoms; add modality: ct, or remove depth")
+        return self
+
     @property
     def evaluate_only(self) -> bool:
         return self.split == "test"
@@ -123,8 +141,17 @@ class TrainSection(_Section):
     warmup_epochs: float = Field(0.0, ge=0)  # linear learning-rate warm-up over this many epochs
     augment: bool = True  # the study's augmentation (flip, zoom, rotation, shifts) on training batches
     noise_sigma: float = Field(0.0, ge=0, le=4)  # Gaussian noise on each training batch, not clipped (Cohen et al. 2019)
+    early_stopping_patience: int = Field(5, ge=1)  # epochs without a better validation loss before training stops
+    # (the best epoch's weights are kept either way); as many as epochs: every epoch runs
     adversarial: str | None = None
     data: str | None = None  # a separate training source (its train/val splits); needed with data.split: test
+    intensity: str | None = None  # the network's input convention (None: the architecture's); CT windows in HU:
+    # {hu_windows: [[40, 80], [80, 200]]}, one network channel per window (the model contract's forms)
+
+    @field_validator("intensity", mode="before")
+    @classmethod
+    def _intensity(cls, value: Any) -> Any:
+        return None if value is None else intensity_name(value)
 
     @model_validator(mode="before")
     @classmethod

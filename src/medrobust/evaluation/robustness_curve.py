@@ -7,7 +7,12 @@ image units), and is ``a_0`` (the clean accuracy) at ``eps = 0``. An attacker wi
 ``min_{j <= k} a_j`` (the lower envelope; :func:`lower_envelope`), and the curve is the
 straight-line interpolation between consecutive points.
 
-* :func:`normalised_auc` — ``100 / (a_0 * E) * integral_0^E a(eps) d eps`` with ``E = 8/255``:
+* :func:`normalised_auc` — ``100 / (a_0 * E) * integral_0^E a(eps) d eps`` with ``E`` the data's
+  stored grid's score budget (:attr:`~medrobust.data.stored_grid.StoredGrid.score_budget`):
+  ``E = 8/255`` on 8-bit images (:data:`AUC_BUDGET`, the default), ``E = 16 HU = 16/4095`` on CT,
+  about two to three times a routine head CT's image noise and under half the contrast between
+  fresh blood and brain (40-50 HU), so an attacker inside it makes no change a reader would see as
+  a lesion (8/255 on the CT grid would be 128 HU, and an HU grid of 2-16 HU would never reach it).
   100 when accuracy never falls below clean, 0 when it is zero at once. Undefined (None)
   when the largest tested budget is below ``E`` (the curve is not known up to ``E``) or the
   clean accuracy is 0.
@@ -24,11 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-AUC_BUDGET = 8 / 255
-"""The budget up to which the area under the accuracy curve is taken (8 grey levels)."""
+from medrobust.data.stored_grid import EIGHT_BIT
+
+AUC_BUDGET = EIGHT_BIT.score_budget
+"""The budget up to which the area under the accuracy curve is taken on 8-bit images (8 grey
+levels); on CT it is 16 HU (``CT_HU.score_budget``): each function takes the grid's as ``budget``."""
 MIN_SCORED_BUDGETS = 3
-"""Budgets in (0, AUC_BUDGET] a curve needs before its area is a score: tested at 8/255 alone, any
-model at 0% there would score 50 (the straight line from the clean accuracy), whatever it does below."""
+"""Budgets in (0, E] (E the grid's score budget: 8/255, CT 16 HU) a curve needs before its area is a
+score: tested at E alone, any model at 0% there would score 50 (the straight line from the clean
+accuracy), whatever it does below."""
 
 
 def lower_envelope(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:

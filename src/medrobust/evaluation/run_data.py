@@ -60,7 +60,8 @@ def open_run_data(config: ExperimentConfig, skipped: SkippedFiles, given=None):
     # with split: test every record is relabelled below; NIH still needs fractions to build its table
     fractions = d.split if isinstance(d.split, tuple) else (DEFAULT_SPLIT if d.source.startswith("nih:") else None)
     dataset = open_dataset(d.source, size=d.size, fractions=fractions, split_seed=d.split_seed,
-                           per_class=d.per_class, seed=d.phantom_seed, classes=d.classes)
+                           per_class=d.per_class, seed=d.phantom_seed, classes=d.classes, modality=d.modality,
+                           depth=d.depth)
     skipped.add_from(dataset)
     if d.evaluate_only:
         _warn_split_folders(d.source)

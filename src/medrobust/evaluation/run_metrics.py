@@ -27,7 +27,7 @@ from medrobust.evaluation.results import (
 )
 from medrobust.evaluation.run_data import SKIPPED_FILE
 from medrobust.evaluation.run_dir import atomic_write_text, load_json, model_file_sha256
-from medrobust.evaluation.scorecard import DEFINITIONS, build_scorecard, write_scorecard
+from medrobust.evaluation.scorecard import DEFINITIONS, build_scorecard, definitions, score_grid, write_scorecard
 from medrobust.evaluation.stages.attacks import Attacks
 from medrobust.evaluation.stages.baseline import Baseline
 
@@ -78,7 +78,7 @@ def write_run_metrics(ctx: RunContext, outcomes: Outcomes, seconds_total: float)
     scorecard = build_scorecard(metrics)
     metrics.robustness_score = RobustnessScore(
         value=None if scorecard.overall is None else round(scorecard.overall, 1),
-        definition=f"{DEFINITIONS['overall']} {DEFINITIONS['score']}")
+        definition=f"{DEFINITIONS['overall']} {definitions(score_grid(metrics))['score']}")
     write_metrics(metrics, ctx.root)
     write_scorecard(scorecard, ctx.root)
     return metrics
@@ -108,17 +108,20 @@ NOISE_IMAGES = 32
 def stored_grid_record(ctx: RunContext) -> dict:
     """What metrics.json says of the data's stored grid and its noise: ``grid`` (name, unit, the
     stored values of 0 and 1) and ``noise`` (standard deviation in a homogeneous region, in the
-    grid's unit, and how it was measured: the phantoms' manifest, or an estimate on up to
+    grid's unit, and how it was measured: the phantoms' generator or manifest, or an estimate on up to
     :data:`NOISE_IMAGES` of the attack subset's clean images). Nothing on 8-bit data: the grid every
     reader assumes when metrics.json names none, so an 8-bit run writes what it wrote before CT."""
     from medrobust.data.noise_estimate import ESTIMATE_METHOD, MANIFEST_METHOD, estimate_noise_std, manifest_noise_std
+    from medrobust.data.phantom.ct_dataset import GENERATOR_METHOD
     from medrobust.execution.pixels import stored_grid_of
 
     grid = ctx.parts["test"].grid
     if grid.unit != "HU":
         return {}  # 8-bit data, the default every reader assumes: metrics.json reads as it did before CT
     record = {"grid": {"name": grid.name, "unit": grid.unit, "low": grid.low, "high": grid.high}}
-    std, method = manifest_noise_std(ctx.config.data.source), MANIFEST_METHOD
+    std, method = ctx.parts["test"].known_noise_std(), GENERATOR_METHOD
+    if std is None:
+        std, method = manifest_noise_std(ctx.config.data.source), MANIFEST_METHOD
     if std is None and ctx.n:
         stored = ctx.inputs.take(np.arange(min(ctx.n, NOISE_IMAGES)), ctx.batch_size, "clean")
         std = estimate_noise_std(stored_grid_of(stored).to_units(stored.astype(np.float64)))

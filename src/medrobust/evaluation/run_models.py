@@ -94,11 +94,13 @@ class ModelMaker:
         train_cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, trainable=t.trainable,
                                 two_phase=t.two_phase, seed=self.config.seed, lr_schedule=t.lr_schedule,
                                 warmup_epochs=t.warmup_epochs, augment=AugmentConfig() if t.augment else NO_AUGMENTATION,
-                                noise_sigma=t.noise_sigma)
+                                noise_sigma=t.noise_sigma, early_stopping_patience=t.early_stopping_patience)
         start = time.perf_counter()
-        model, result = train_zoo_model(t.arch, self.plan.classes, self.config.data.size, train[:2], val[:2],
+        volumes = train[0].ndim == 5  # (N, 1, D, H, W): the network takes the volumes' own (D, H, W)
+        size = tuple(int(v) for v in train[0].shape[-3:]) if volumes else self.config.data.size
+        model, result = train_zoo_model(t.arch, self.plan.classes, size, train[:2], val[:2],  # type: ignore[arg-type]
                                         train_cfg, weights=t.weights, adversarial=t.adversarial, device=self.device,
-                                        progress=self.progress, name=name, folder=target)
+                                        progress=self.progress, name=name, folder=target, intensity=t.intensity)
         self.timings[f"train {name}"] = (time.perf_counter() - start) / max(1, len(train[0]))
         save_trained_model(model, target, train_cfg, result, weights=t.weights, adversarial=t.adversarial,
                            data=t.data or self.config.data.source)

@@ -37,6 +37,7 @@ from medrobust.evaluation.run_folder import claim_run_folder
 from medrobust.evaluation.run_log import run_log
 from medrobust.evaluation.run_metrics import Outcomes, write_run_metrics
 from medrobust.evaluation.run_models import ModelMaker, load_user_model, make_engine, read_training_data, resolve_size
+from medrobust.evaluation.squeezers_for_data import squeezers_for_data
 from medrobust.evaluation.stages import attacks as attack_stage
 from medrobust.evaluation.stages import baseline as baseline_stage
 from medrobust.evaluation.stages import certify as certify_stage
@@ -86,6 +87,7 @@ def run_experiment(config: ExperimentConfig, progress: Progress | None = None, r
     skipped = SkippedFiles()
     data = open_run_data(config, skipped, dataset)
     check_budget_units(config, data.grid, config.data.source)
+    config = squeezers_for_data(config, data.grid)
     plan = plan_classes(config.data, list(data.classes), list(loaded.classes) if loaded is not None else None)
     surrogates = {s.name: load_user_model(s, f"surrogate {s.name}", device) for s in config.surrogates
                   if s.load is not None}

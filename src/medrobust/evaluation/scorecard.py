@@ -21,8 +21,9 @@ Threat models (rows):
 Columns: clean accuracy (with its 95% Wilson interval), accuracy at each tested budget, the
 half-accuracy budget (grey levels), the dangerous-flip rate (a finding reported as normal) at
 the main budget, and each detector's detection rate at its calibrated false-alarm rate. The
-headline of a row is the normalised area under its accuracy curve from 0 to 8/255
-(:func:`~medrobust.evaluation.robustness_curve.normalised_auc`); the overall headline is the
+headline of a row is the normalised area under its accuracy curve from 0 to the stored grid's
+reference budget, 8/255 on 8-bit data and 16 HU on CT (:attr:`~medrobust.data.stored_grid.StoredGrid.
+score_budget`; :func:`~medrobust.evaluation.robustness_curve.normalised_auc`); the overall headline is the
 lowest headline among the undefended model's rows (the attacker picks what works best).
 What was not run is listed in ``not_tested`` with the reason, and never scored.
 
@@ -37,6 +38,7 @@ ATLAS, NIST AI 100-2) traced to the rows that address it, by fixed rules
 
 from __future__ import annotations
 
+from medrobust.data.stored_grid import StoredGrid, grid_of_record
 from medrobust.evaluation.certified_accuracy import CERTIFIED_DEFINITION
 from medrobust.evaluation.certified_entry import NOT_RUN as CERTIFIED_NOT_RUN
 from medrobust.evaluation.certified_entry import certified_entry
@@ -45,7 +47,6 @@ from medrobust.evaluation.evidence import DISCLAIMER as EVIDENCE_DEFINITION
 from medrobust.evaluation.evidence import build_evidence
 from medrobust.evaluation.results import AttackOutcome, ClassificationReport, DetectorOutcome, RunMetrics
 from medrobust.evaluation.robustness_curve import (
-    AUC_BUDGET,
     MIN_SCORED_BUDGETS,
     auc_bounds,
     half_accuracy_budget,
@@ -66,9 +67,9 @@ from medrobust.evaluation.scorecard_schema import (
 from medrobust.evaluation.stage_keys import transfer_sweep_name
 from medrobust.specs.components import eps_label, eps_text
 
-__all__ = ["DEFINITIONS", "NO_SKILL_ROW", "QUERY_ATTACKS", "SCHEMA_VERSION", "SCORECARD_FILE", "BudgetPoint",
-           "DetectorRate", "Scorecard", "ThreatRow", "build_scorecard", "detector_rate", "no_skill", "read_scorecard",
-           "scoring_grid", "write_scorecard"]
+__all__ = ["BudgetPoint", "DEFINITIONS", "DetectorRate", "NO_SKILL_ROW", "QUERY_ATTACKS", "SCHEMA_VERSION", "SCORECARD_FILE",
+           "Scorecard", "ThreatRow", "build_scorecard", "definitions", "detector_rate", "no_skill", "read_scorecard",
+           "score_grid", "scoring_grid", "write_scorecard"]
 
 QUERY_ATTACKS = frozenset({"square"})
 NO_SKILL_ROW = "not assessed: the model does not tell the classes apart (see the overall score)"
@@ -98,6 +99,42 @@ DEFINITIONS = {
     "certified": CERTIFIED_DEFINITION,
     "evidence": EVIDENCE_DEFINITION,
 }
+"""The scorecard's definitions on 8-bit data; :func:`definitions` gives them for a run's grid."""
+
+CT_SCORE_WHY = ("16 HU: about two to three times a routine head CT's image noise and under half the contrast between "
+                "fresh blood and brain (40-50 HU), so an attacker inside it makes no change a reader would see as a "
+                "lesion")
+"""Why the score's area stops at 16 HU on CT, as the definition says it (the reasoning is in
+:mod:`medrobust.data.stored_grid`)."""
+
+
+def definitions(grid: StoredGrid) -> dict[str, str]:
+    """:data:`DEFINITIONS` for data on ``grid``: on 8-bit data exactly those; on CT the score's
+    area and the grid stop at 16 HU (with why) and the half-accuracy budget is in HU."""
+    out = dict(DEFINITIONS)
+    if grid.unit != "HU":
+        return out
+    limit = eps_text(grid.score_budget, grid.unit)
+    out["score"] = (f"Robustness score = 100 x (area under accuracy versus L-inf budget up to {limit}) / (clean "
+                    f"accuracy x {limit}); the area is taken up to {CT_SCORE_WHY}. 100: accuracy never falls, 0: it is "
+                    "zero at once. The curve joins the tested budgets by straight lines from the clean accuracy at 0, "
+                    "each point the lowest accuracy at that budget or below; a row tested at fewer than three budgets "
+                    f"up to {limit} gets no score (its area would be the straight line's).")
+    out["grid"] = (f"Every row is scored on one grid of budgets up to {limit} (the configuration's grid, else the "
+                   "white-box attacker's): a row tested at fewer of them has no score.")
+    out["half_accuracy_budget"] = ("Half-accuracy budget = the smallest L-inf budget, in HU of the stored CT image, at "
+                                   "which accuracy falls to half of clean or below (interpolated).")
+    return out
+
+
+def _limit_text(grid: StoredGrid) -> str:
+    """The score's budget as a reader sees it: ``8/255``, or on CT ``16 HU``."""
+    return eps_text(grid.score_budget, grid.unit) if grid.unit == "HU" else "8/255"
+
+
+def score_grid(metrics: RunMetrics) -> StoredGrid:
+    """The stored grid of a run's data, as its metrics name it (8-bit when they name none)."""
+    return grid_of_record((getattr(metrics, "data", None) or {}).get("grid"))
 
 
 def _interval(accuracy: float, n: int) -> list[float] | None:
@@ -125,8 +162,8 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
          detector_keys: list[str] | None = None, grid: list[float] | None = None,
          measured: list[float] | None = None) -> ThreatRow:
     """One threat model's row. ``grid``: the budgets every row must have been measured at to be
-    scored (None: at least :data:`MIN_SCORED_BUDGETS` up to 8/255); ``measured``: the budgets this
-    row's own attacker ran at (default: its points' budgets)."""
+    scored (None: at least :data:`MIN_SCORED_BUDGETS` up to the grid's score budget, 8/255 or
+    16 HU); ``measured``: the budgets this row's own attacker ran at (default: its points' budgets)."""
     envelope: dict[float, tuple[float, str]] = {}  # budget -> the lowest accuracy at it or below, and by whom
     best: tuple[float, str] | None = None
     for eps, acc, key in sorted(points):
@@ -135,9 +172,10 @@ def _row(threat_model: str, label: str, clean: float, n: int, points: list[tuple
         envelope[eps] = best
     curve = [(e, a) for e, (a, _) in sorted(envelope.items())]
     largest = max(envelope) if envelope else 0.0
-    scored = sorted(e for e in (measured if measured is not None else envelope) if 0 < e <= AUC_BUDGET + 1e-9)
+    stored = score_grid(metrics)
+    scored = sorted(e for e in (measured if measured is not None else envelope) if 0 < e <= stored.score_budget + 1e-9)
     unit, levels = budget_units(metrics)
-    score, low, high, score_text = _score(clean, curve, largest, scored, grid, unit)
+    score, low, high, score_text = _score(clean, curve, largest, scored, grid, unit, stored.score_budget)
     coarse = len(scored) < MIN_SCORED_BUDGETS
     half = half_accuracy_budget(clean, curve)
     half_text = (f"{half * levels:.2f} {unit}" if half is not None else
@@ -171,24 +209,28 @@ def budget_units(metrics: RunMetrics) -> tuple[str, int]:
 
 
 def _score(clean: float, curve: list[tuple[float, float]], largest: float, scored: list[float],
-           grid: list[float] | None, unit: str = "grey levels") -> tuple[float | None, float | None, float | None, str]:
+           grid: list[float] | None, unit: str = "grey levels",
+           budget: float = 8 / 255) -> tuple[float | None, float | None, float | None, str]:
     """(score, its lower and upper bound from monotonicity, its text) of a row whose curve is
-    ``curve`` and whose attacker ran at ``scored`` (see :func:`_row`); budgets named in ``unit``."""
-    score = normalised_auc(clean, curve)
+    ``curve`` and whose attacker ran at ``scored`` (see :func:`_row`); budgets named in ``unit``,
+    the area taken up to ``budget`` (the grid's score budget: 8/255, CT 16 HU)."""
+    score = normalised_auc(clean, curve, budget)
+    limit = eps_text(budget, unit) if unit == "HU" else "8/255"
     if score is None:
         if clean <= 0:
             return None, None, None, "not defined: clean accuracy is 0"
         if unit == "HU":
             return None, None, None, (f"not defined: budgets tested only up to {eps_text(largest, unit)}, below the "
-                                      f"score's 8/255 ({eps_text(AUC_BUDGET, unit)} on the CT grid)")
+                                      f"score's {limit}")
         return None, None, None, f"not defined: budgets tested only up to {largest * 255:.3g}/255, below 8/255"
     tested = ", ".join(eps_text(e, unit) for e in scored) or "no budget"
     if grid is not None and any(all(abs(g - e) > 1e-9 for e in scored) for g in grid):
         return None, None, None, (f"not defined (tested at {tested} only; every row is scored on the grid "
                                   f"{', '.join(eps_text(g, unit) for g in grid)})")
     if len(scored) < MIN_SCORED_BUDGETS:  # the area would be the straight line's, whatever the model does in between
-        return None, None, None, f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to 8/255 (only {tested})"
-    low, high = auc_bounds(clean, curve) or (score, score)
+        return None, None, None, (f"not defined: tested at fewer than {MIN_SCORED_BUDGETS} budgets up to {limit} "
+                                  f"(only {tested})")
+    low, high = auc_bounds(clean, curve, budget) or (score, score)
     return score, low, high, f"{score:.1f} / 100 (between {low:.1f} and {high:.1f})"
 
 
@@ -215,11 +257,12 @@ def _strongest(outcomes: list[AttackOutcome], eps: float) -> AttackOutcome | Non
     return min(at_main, key=lambda o: o.adversarial.accuracy) if at_main else None
 
 
-def _main_eps(outcomes: list[AttackOutcome]) -> float:
-    """The budget most of the attacks were run at (8/255 when it is among them)."""
+def _main_eps(outcomes: list[AttackOutcome], reference: float = 8 / 255) -> float:
+    """The budget most of the attacks were run at (``reference``, the grid's score budget, when it
+    is among them)."""
     budgets = [o.eps for o in outcomes]
-    if any(abs(e - AUC_BUDGET) < 1e-9 for e in budgets):
-        return AUC_BUDGET
+    if any(abs(e - reference) < 1e-9 for e in budgets):
+        return reference
     return max(set(budgets), key=budgets.count)
 
 
@@ -266,30 +309,33 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
               **{k: metrics.data[k] for k in ("grid", "noise") if k in metrics.data}},  # the budget unit and noise
         rows=rows, not_tested=not_tested, overall=overall, grid=grid or [],
         overall_text=f"{overall:.1f} / 100" if overall is not None else unskilled or "not defined: no undefended threat "
-        f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to 8/255",
-        definitions={k: v for k, v in DEFINITIONS.items() if k != "certified" or certified is not None},
+        f"model was tested at {MIN_SCORED_BUDGETS} or more budgets up to {_limit_text(score_grid(metrics))}",
+        definitions={k: v for k, v in definitions(score_grid(metrics)).items() if k != "certified" or certified is not None},
         certified=certified, evidence=build_evidence(metrics, rows, certified))
 
 
 def scoring_grid(metrics: RunMetrics, bounded: list[AttackOutcome]) -> list[float] | None:
-    """The budgets (up to 8/255) every row must have been measured at to be scored: the
-    configuration's ``grid`` when it gives one, else the undefended model's own (white-box, or
-    query for a black box: its attacks' budgets and sweeps); None when no attack ran."""
-    return grid_budgets(metrics.config.get("grid"), bounded, metrics.eps_sweep)
+    """The budgets (up to the grid's score budget: 8/255, CT 16 HU) every row must have been
+    measured at to be scored: the configuration's ``grid`` when it gives one, else the undefended
+    model's own (white-box, or query for a black box: its attacks' budgets and sweeps); None when
+    no attack ran."""
+    return grid_budgets(metrics.config.get("grid"), bounded, metrics.eps_sweep, score_grid(metrics).score_budget)
 
 
-def grid_budgets(given: list | None, bounded: list[AttackOutcome], eps_sweep: dict[str, list]) -> list[float] | None:
+def grid_budgets(given: list | None, bounded: list[AttackOutcome], eps_sweep: dict[str, list],
+                 limit: float = 8 / 255) -> list[float] | None:
     """:func:`scoring_grid` from its parts (``given``: the configuration's ``grid``; ``eps_sweep``:
-    attack -> its sweep points), so a stage can measure on the grid before the metrics exist."""
+    attack -> its sweep points; ``limit``: the data grid's score budget, 8/255 or CT's 16 HU), so
+    a stage can measure on the grid before the metrics exist."""
     from medrobust.specs.components import parse_number
 
     if given:
         return sorted(b for b in (parse_number(g) if isinstance(g, str) else float(g) for g in given)
-                      if b <= AUC_BUDGET + 1e-9)
+                      if b <= limit + 1e-9)
     white = [o for o in bounded if o.source == "white-box"]
     main = [o for o in white if o.attack not in QUERY_ATTACKS] or white
     budgets = {o.eps for o in main} | {p.eps for o in main for p in eps_sweep.get(o.attack, [])}
-    budgets = sorted(b for b in budgets if 0 < b <= AUC_BUDGET + 1e-9)
+    budgets = sorted(b for b in budgets if 0 < b <= limit + 1e-9)
     return budgets or None
 
 
@@ -317,7 +363,7 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int,
     for threat, label, outcomes in [("white-box", "white-box gradient attacker", white),
                                     ("query", "query-only attacker (Square)", query)]:
         if outcomes:
-            main = _main_eps(outcomes)
+            main = _main_eps(outcomes, score_grid(metrics).score_budget)
             strongest = _strongest(outcomes, main)
             rows.append(_row(threat, label, outcomes[0].clean.accuracy, n, points_of(outcomes), main, strongest,
                              metrics, detector_keys=[strongest.key] if strongest else [], grid=grid))
@@ -330,7 +376,7 @@ def _undefended_rows(metrics: RunMetrics, bounded: list[AttackOutcome], n: int,
     elif not query:
         not_tested.append("query-only attacker: not tested (no Square attack configured)")
     for source, outcomes in transfer.items():
-        main = _main_eps(outcomes)
+        main = _main_eps(outcomes, score_grid(metrics).score_budget)
         strongest = _strongest(outcomes, main)
         points = [(o.eps, o.adversarial.accuracy, o.key) for o in outcomes]
         points += [(p.eps, p.accuracy, f"{o.attack}@{eps_label(p.eps)} from {source}") for o in outcomes
@@ -351,13 +397,14 @@ def _defense_rows(metrics: RunMetrics, d, n: int, grid: list[float] | None) -> l
              for k, acc in d.non_adaptive.items()
              if k in d.non_adaptive_eps or (k in by_key and by_key[k].source == "white-box")]
     plain = [p for p in plain if p[0] > 0]
+    reference = score_grid(metrics).score_budget
     # metrics written before adaptive_eps was recorded: the plain attacks' budget
-    adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else (plain[0][0] if plain else AUC_BUDGET)
+    adaptive_eps = d.adaptive_eps if d.adaptive_eps is not None else (plain[0][0] if plain else reference)
     note = "not assessed through the defense"
     rows = []
     if plain:
-        main = _main_eps([by_key[k] for _, _, k in plain if k in by_key]) if any(k in by_key for _, _, k in plain) \
-            else adaptive_eps
+        main = _main_eps([by_key[k] for _, _, k in plain if k in by_key], reference) \
+            if any(k in by_key for _, _, k in plain) else adaptive_eps
         rows.append(_row("non-adaptive", f"{d.name}, non-adaptive attacker", d.clean.accuracy, n, plain, main,
                          None, metrics, flips_override=note, grid=grid))
     worst = [(p.eps, p.accuracy, f"adaptive worst case@{eps_label(p.eps)}") for p in d.adaptive_sweep] \

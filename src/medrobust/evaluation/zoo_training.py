@@ -31,18 +31,21 @@ log = logging.getLogger("medrobust.training")
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
 
-def train_zoo_model(arch: str, classes: Sequence[str], size: int, train: Tensors, val: Tensors, config: TrainConfig,
-                    *, weights: str = "none", adversarial: str | None = None, device: torch.device | str = "cpu",
-                    download: bool = False, progress: Progress | None = None,
-                    name: str = "model", folder: str | Path | None = None) -> tuple[Classifier, TrainResult]:
+def train_zoo_model(arch: str, classes: Sequence[str], size: int | tuple[int, int, int], train: Tensors, val: Tensors,
+                    config: TrainConfig, *, weights: str = "none", adversarial: str | None = None,
+                    device: torch.device | str = "cpu", download: bool = False, progress: Progress | None = None,
+                    name: str = "model", folder: str | Path | None = None,
+                    intensity: str | None = None) -> tuple[Classifier, TrainResult]:
     """A trained ``arch`` Classifier (the best epoch's weights, on ``device``, eval mode) and its
-    history. ``train``/``val``: (images (N, 1, H, W) in [0, 1], labels (N,)) in ``classes`` order.
+    history. ``train``/``val``: (images (N, 1, H, W) in [0, 1], labels (N,)) in ``classes`` order
+    (volumes: (N, 1, D, H, W), ``size`` then (D, H, W)). ``intensity``: the network's input
+    convention (CT windows: ``hu_windows:40,80``), default the architecture's.
 
     ``folder``: where the model will be saved (:func:`save_trained_model`); the state after each
     epoch is kept in its ``training/`` folder, and an interrupted training of the same model on
     the same data resumes there after its last finished epoch."""
     torch.manual_seed(config.seed)
-    model = build_classifier(arch, list(classes), size, weights=weights, download=download)
+    model = build_classifier(arch, list(classes), size, weights=weights, download=download, intensity=intensity)
     adversary = None
     if adversarial:
         from medrobust.attacks.registry import build_attack

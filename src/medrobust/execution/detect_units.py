@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from medrobust.execution.pixels import from_stored
+from medrobust.execution.pixels import from_stored, stored_grid_of
 from medrobust.execution.units import Unit, Workbench
 
 
@@ -45,10 +45,28 @@ class ScoreUnit(Unit):
 DETECT_SETS_CLEAN = "clean"
 
 
+def benign_names_of(stored: np.ndarray) -> tuple[str, ...]:
+    """The benign changes of stored images (:func:`~medrobust.detection.benign.benign_change_names`):
+    the grid read from their integer type (uint16: CT in HU, its recalibration, reconstruction
+    noise, slice shift and resampling; uint8: the radiograph changes), volumes from their rank
+    ((B, D, H, W)); so a unit and its stage agree without being told the run's grid.
+
+    Args:
+        stored: a stored batch (uint8 or uint16), images (B, H, W) or volumes (B, D, H, W).
+
+    Returns:
+        The names of the benign changes, in the order :func:`~medrobust.detection.benign.benign_changes` makes them.
+    """
+    from medrobust.detection.benign import benign_change_names
+
+    return benign_change_names(stored_grid_of(stored), volumes=stored.ndim == 4)
+
+
 @dataclass
 class DetectUnit(Unit):
     """One detector over one batch: the clean images, their benign changes
-    (:func:`~medrobust.detection.benign.benign_changes`, drawn with ``seed + start``) and each
+    (:func:`~medrobust.detection.benign.benign_changes` for the stored images' grid, drawn with
+    ``seed + start``: on CT the CT changes, never a radiograph's JPEG or re-windowing) and each
     attack's images.
 
     :meth:`run` returns, for the i-th image set of :meth:`sets` (``clean``, the benign changes,
@@ -68,7 +86,8 @@ class DetectUnit(Unit):
             the detector's own.
 
     Shape:
-        - clean and each of attacked: (B, H, W) uint8; thresholds: (B,).
+        - clean and each of attacked: (B, H, W) uint8, or CT (B, H, W) / volumes (B, D, H, W)
+          uint16; thresholds: (B,).
         - each set's flags, scores, reasons, lines: (B,); seconds: (1,).
     """
 
@@ -80,11 +99,12 @@ class DetectUnit(Unit):
     thresholds: np.ndarray | None = None
 
     @staticmethod
-    def sets(attack_keys: list[str]) -> list[str]:
-        """The image sets a unit judges, in order: ``clean``, the benign changes, then ``attack_keys``."""
+    def sets(attack_keys: list[str], benign: tuple[str, ...] | None = None) -> list[str]:
+        """The image sets a unit judges, in order: ``clean``, the ``benign`` changes (default the
+        radiographs'; :func:`benign_names_of` the stored images'), then ``attack_keys``."""
         from medrobust.detection.benign import BENIGN_CHANGES
 
-        return [DETECT_SETS_CLEAN, *BENIGN_CHANGES, *attack_keys]
+        return [DETECT_SETS_CLEAN, *(BENIGN_CHANGES if benign is None else benign), *attack_keys]
 
     def run(self, bench: Workbench) -> dict[str, np.ndarray]:
         from medrobust.detection.benign import benign_changes
@@ -92,7 +112,8 @@ class DetectUnit(Unit):
         model = bench.models["model"]
         x = from_stored(self.clean).to(bench.device)
         ref = x if self.needs_reference else None
-        benign = benign_changes(x, torch.Generator(device=x.device).manual_seed(self.seed + self.start))
+        benign = benign_changes(x, torch.Generator(device=x.device).manual_seed(self.seed + self.start),
+                                grid=stored_grid_of(self.clean))
         images = [x, *benign.values(), *(from_stored(a).to(bench.device) for a in self.attacked)]
         out: dict[str, np.ndarray] = {}
         for i, batch in enumerate(images):

@@ -39,6 +39,7 @@ FORMATS: dict[str, Callable[[Any], str]] = {
     "grey": lambda v: "n/a" if v is None else f"{v:.2f}",  # grey levels (a float) with two decimals
     "hu": lambda v: "n/a" if v is None else f"{float(v):g} HU",  # a CT budget or noise in HU as "4 HU"
     "eps": lambda v: format_eps(float(v)),  # a budget in [0, 1] image units as "8/255"
+    "eps_hu": lambda v: format_eps(float(v), "HU"),  # a CT budget in [0, 1] image units as "4 HU"
     "pp": lambda v: f"{v:+.1f} pp",  # percentage points with a sign
     "list": lambda v: ", ".join(str(x) for x in v) if v else "n/a",
     "size": lambda v: " x ".join(str(x) for x in v) if v else "any",

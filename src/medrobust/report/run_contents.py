@@ -32,14 +32,22 @@ def budget_unit(metrics: RunMetrics) -> str:
     return "HU" if (metrics.data.get("grid") or {}).get("unit") == "HU" else "grey levels"
 
 
+def noise_how(method: str) -> str:
+    """How metrics.json's noise figure was measured, as a clause: ``estimated``, ``measured on the
+    phantoms as generated`` (CT phantoms made in the run) or ``from the phantoms' manifest``."""
+    if method.startswith("estimate"):
+        return "estimated"
+    return "measured on the phantoms as generated" if method.startswith("the phantoms' generator") \
+        else "from the phantoms' manifest"
+
+
 def noise_text(metrics: RunMetrics) -> str | None:
     """The data's measured noise as a clause (``the image noise of 6.1 HU (standard deviation in a
     homogeneous region, from the phantoms' manifest)``), or None when it was not measured."""
     noise = metrics.data.get("noise") or {}
     if noise.get("std") is None:
         return None
-    method = str(noise.get("method", ""))
-    how = "estimated" if method.startswith("estimate") else "from the phantoms' manifest"
+    how = noise_how(str(noise.get("method", "")))
     return (f"the image noise of {noise['std']:g} {noise.get('unit', '')} (standard deviation in a homogeneous "
             f"region, {how})")
 

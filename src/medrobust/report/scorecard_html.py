@@ -70,6 +70,7 @@ def scorecard_table(f: Fields) -> str:
     at each budget, half-accuracy budget, dangerous flips, detection, score)."""
     sc = f.documents[SC]
     columns = budget_columns(sc)
+    eps_kind = "eps_hu" if ((sc.get("data") or {}).get("grid") or {}).get("unit") == "HU" else "eps"  # CT: "4 HU"
     head = ["threat model", "clean accuracy (95% CI)",
             *(f"at {budget_header(f, ptr)}" for _, ptr in columns),
             "half-accuracy budget", "dangerous flips (finding &rarr; normal)", "detection rate at false-alarm rate",
@@ -91,7 +92,7 @@ def scorecard_table(f: Fields) -> str:
                          f'<span class="small">{f.span(SC, p + "/interval", "interval")}</span>')
         cells += [f.span(SC, r + "/half_accuracy_text", "text"),
                   f'{f.span(SC, r + "/dangerous_flips_text", "text")}<br>'
-                  f'<span class="small">at {f.span(SC, r + "/main_eps", "eps")}</span>',
+                  f'<span class="small">at {f.span(SC, r + "/main_eps", eps_kind)}</span>',
                   _detection(f, i, row), f'<b>{f.span(SC, r + "/score_text", "text")}</b>']
         if row.get("clean_abstention_rate") is not None:  # a guarded row: the guard's cost beside its accuracy
             cells[1] += (f'<br><span class="small">clean abstention '

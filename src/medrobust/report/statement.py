@@ -35,6 +35,7 @@ from medrobust.evaluation.scorecard import (
 from medrobust.report.evidence_html import evidence_table
 from medrobust.report.fields import Fields, pointer
 from medrobust.report.guard_section import guard_statement
+from medrobust.report.run_contents import noise_how
 from medrobust.report.scorecard_html import (
     SC,
     budget_columns,
@@ -197,7 +198,7 @@ def _ct_budget_note(f: Fields, sc: dict) -> str:
             f"the largest tested is {largest:g} HU.")
     if noise.get("std") is None:
         return text + " The image noise of the data was not measured."
-    how = "estimated" if str(noise.get("method", "")).startswith("estimate") else "from the phantoms' manifest"
+    how = noise_how(str(noise.get("method", "")))
     side = "below" if largest < noise["std"] else "not below"
     return (text + f" The image noise of the data, its standard deviation in a homogeneous region ({how}), is "
             f"{f.span(SC, '/data/noise/std', 'hu')}: " + (

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medrobust.data.ct_volume import CTVolume, axial_affine
-from medrobust.data.phantom.ct_head import CT_CLASSES, ct_head_params, ct_head_spacing, render_ct_head
+from medrobust.data.phantom.ct_head import CT_CLASSES, ct_head_params, ct_head_spacing, measured_noise, render_ct_head
 from medrobust.data.phantom.export import write_manifest
 from medrobust.data.splits import stratified_split
 
@@ -68,7 +68,7 @@ def write_ct_phantom_dataset(out: str | Path, per_class: int, size: int = 64, de
             paths.append(_write(root / params.class_name, name, volume, form, depth).relative_to(out).as_posix())
         rows.append({"path": ";".join(paths), "label": params.class_name, "split": split, "id": name, "seed": seed,
                      "size": size, "depth": depth, "spacing_mm": "x".join(f"{s:g}" for s in spacing),
-                     "noise_hu_measured": round(_measured_noise(hu, clean, params.white_hu), 3), **params.to_record()})
+                     "noise_hu_measured": round(measured_noise(hu, clean, params.white_hu), 3), **params.to_record()})
         if progress is not None:
             progress(i + 1)
     return write_manifest(out, rows, MANIFEST_FIRST_COLUMNS)
@@ -85,10 +85,3 @@ def _write(folder: Path, name: str, volume: CTVolume, form: str, depth: int) -> 
         return write_dicom_series(folder, volume, description="medrobust CT phantom", file_name=f"{name}.dcm")[0]
     write_dicom_series(folder / name, volume, description="medrobust CT phantom")
     return folder / name
-
-
-def _measured_noise(hu: np.ndarray, clean: np.ndarray, white_hu: float) -> float:
-    """The HU standard deviation over the voxels the noiseless head holds as white matter: the
-    noise of a homogeneous region, as a physicist measures it in a region of interest."""
-    region = hu[clean == np.rint(white_hu)]
-    return float(region.std()) if region.size > 1 else float("nan")

@@ -149,3 +149,11 @@ def ct_head_spacing(size: int, depth: int) -> tuple[float, float, float]:
     """(dz, dy, dx) in mm of a rendered head: the field of view over the matrix, the extent over the slices."""
     dxy = FIELD_OF_VIEW_MM / size
     return (VOLUME_HEIGHT_MM / depth if depth > 1 else 5.0), dxy, dxy
+
+
+def measured_noise(hu: np.ndarray, clean: np.ndarray, white_hu: float) -> float:
+    """The HU standard deviation over the voxels the noiseless head (``clean``) holds as white
+    matter: the noise of a homogeneous region, as a physicist measures it in a region of interest
+    (NaN when the head has fewer than two such voxels)."""
+    region = hu[clean == np.rint(white_hu)]
+    return float(region.std()) if region.size > 1 else float("nan")

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medrobust.detection.benign import BENIGN_CHANGES
 from medrobust.evaluation.attack_runs import AttackRun
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.results import DetectorOutcome
 from medrobust.evaluation.run_data import first_readable
 from medrobust.evaluation.run_dir import cached_json
 from medrobust.evaluation.stages.attacks import Attacks
-from medrobust.execution.detect_units import DetectUnit, ScoreUnit
+from medrobust.execution.detect_units import DetectUnit, ScoreUnit, benign_names_of
 from medrobust.execution.resumable_stage import StageResult, run_stage
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def reference_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcom
     with ctx.progress.stage("detector reference", ctx.n) as bar:
         stage = detection_stage(ctx.engine, ctx.stages / "detection" / "reference", det, True, ctx.inputs, white,
                                 ctx.batch_size, ctx.seed, advance=bar.advance)
-    return detector_outcome("reference", det, stage, white)
+    return detector_outcome("reference", det, stage, white, benign=benign_names(ctx.inputs))
 
 
 def squeeze_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcome:
@@ -90,7 +89,7 @@ def squeeze_outcome(ctx: RunContext, white: list[AttackRun]) -> DetectorOutcome:
     with ctx.progress.stage("detector squeeze", ctx.n) as bar:
         stage = detection_stage(ctx.engine, ctx.stages / "detection" / "squeeze", det, False, ctx.inputs, white,
                                 ctx.batch_size, ctx.seed, thresholds, bar.advance)
-    return detector_outcome("squeeze", det, stage, white, per_fold, note)
+    return detector_outcome("squeeze", det, stage, white, per_fold, note, benign_names(ctx.inputs))
 
 
 def squeeze_calibration(ctx: RunContext, det, target_fpr: float | None = None, quiet: bool = False
@@ -168,7 +167,7 @@ def detection_stage(engine, folder: Path, detector, needs_reference: bool, input
     """:class:`~medrobust.execution.detect_units.DetectUnit` over the attack subset, batch by batch."""
     ids = inputs.summary["ids"]
     n = len(ids)
-    sets = DetectUnit.sets([run.key for run in attacks])
+    sets = DetectUnit.sets([run.key for run in attacks], benign_names(inputs))
     required = frozenset({"seconds", *(f"s{i}__{k}" for i in range(len(sets))
                                       for k in ("flags", "scores", "reasons", "lines"))})
 
@@ -178,6 +177,12 @@ def detection_stage(engine, folder: Path, detector, needs_reference: bool, input
                           ids=[str(i) for i in ids[sl]], thresholds=None if thresholds is None else thresholds[sl])
 
     return run_stage(engine, folder, n, batch_size, unit, advance, required)
+
+
+def benign_names(inputs: StageResult) -> tuple[str, ...] | None:
+    """The benign changes of the run's stored images (their grid and rank: CT volumes get the CT
+    changes), read from the first batch; None (the radiographs') when there is no image."""
+    return benign_names_of(inputs.images(0, "clean")) if len(inputs.summary["ids"]) else None
 
 
 def clean_scores_stage(engine, folder: Path, detector, inputs: StageResult, batch_size: int, seed: int) -> np.ndarray:
@@ -191,17 +196,18 @@ def clean_scores_stage(engine, folder: Path, detector, inputs: StageResult, batc
 
 
 def detector_outcome(name: str, detector, stage: StageResult, attacks: list[AttackRun],
-                     fold_threshold_values: list[float] | None = None, calibration: str = "") -> DetectorOutcome:
+                     fold_threshold_values: list[float] | None = None, calibration: str = "",
+                     benign: tuple[str, ...] | None = None) -> DetectorOutcome:
     """The outcome of one detector from its :func:`detection_stage` (with ``fold_threshold_values``
-    when it was cross-fitted); ``calibration`` says how it was calibrated, for the report."""
+    when it was cross-fitted); ``calibration`` says how it was calibrated, for the report.
+    ``benign``: the benign changes the stage judged (default the radiographs'; :func:`benign_names`)."""
     summary = stage.summary
-    sets = DetectUnit.sets([run.key for run in attacks])
     n = len(summary["s0__flags"])
 
     def part(i: int, what: str) -> np.ndarray:
         return summary[f"s{i}__{what}"]
 
-    benign_sets = [k for k in sets[1:] if k in BENIGN_CHANGES]
+    benign_sets = list(DetectUnit.sets([], benign)[1:])
     negatives = np.concatenate([part(i, "scores") for i in range(1 + len(benign_sets))])
     rates, aucs, rocs, reasons = {}, {}, {}, {}
     lines: list[str] = []

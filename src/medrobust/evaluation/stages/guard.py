@@ -152,7 +152,8 @@ class _GuardStage:
         t0 = time.perf_counter()
         clean = self.judged("clean", ctx.inputs, "clean", "guard: clean images")
         unchanged = MemberRuns("unchanged", "the image unchanged: the guard's own mistakes count", [("clean", clean)])
-        grid = grid_budgets(ctx.config.grid, [o for o in self.attacks.outcomes if o.eps > 0], self.attacks.sweeps) or []
+        grid = grid_budgets(ctx.config.grid, [o for o in self.attacks.outcomes if o.eps > 0], self.attacks.sweeps,
+                            ctx.parts["test"].grid.score_budget) or []
         white = [*self.attacks.white, *self.attacks.sweep]
         not_run = None if ctx.differentiable else "not run: the model gives no gradients (a black box)"
         budgets = []

@@ -4,7 +4,6 @@ and the detectors' flags — rewritten identically by a resumed run."""
 
 from __future__ import annotations
 
-from medrobust.detection.benign import BENIGN_CHANGES
 from medrobust.evaluation.context import RunContext
 from medrobust.evaluation.per_image_table import PER_IMAGE_FILE, AttackColumns, per_image_csv
 from medrobust.evaluation.results import DetectorOutcome
@@ -24,6 +23,7 @@ def run(ctx: RunContext, attacks: Attacks, detectors: list[DetectorOutcome]) -> 
         detectors: the detection stage's outcomes (whose flags are read from their stages).
     """
     names = [d.name for d in detectors]
+    benign = {d.name: len(d.fpr_benign) for d in detectors}  # the benign sets each judged (CT has its own)
     judged = [r.key for r in attacks.white]  # the detectors' attack sets, in their stage's order
     flags = {name: finished_summary(ctx.stages / "detection" / name) for name in names}
     columns = []
@@ -32,8 +32,8 @@ def run(ctx: RunContext, attacks: Attacks, detectors: list[DetectorOutcome]) -> 
             ctx.stages / "defenses" / defense_folder(spec) / run.stage_key.folder)) is not None}
         flagged = {}
         if run.key in judged:
-            i = 1 + len(BENIGN_CHANGES) + judged.index(run.key)
-            flagged = {name: f[f"s{i}__flags"] for name, f in flags.items() if f is not None and f"s{i}__flags" in f}
+            flagged = {name: f[key] for name, f in flags.items() if f is not None
+                       and (key := f"s{1 + benign[name] + judged.index(run.key)}__flags") in f}
         columns.append(AttackColumns(key=run.key, source=run.source, eps=run.eps, pred=run.pred, defended=defended,
                                      flagged=flagged, broken_by=run.stage.summary.get("broken_by")))
     text = per_image_csv(ctx.inputs.summary["ids"], ctx.labels, ctx.clean_pred, ctx.classes, columns,
