@@ -50,3 +50,34 @@ def test_a_black_box_meets_square_on_the_same_grid(preset) -> None:
 def test_an_unknown_preset_is_refused_naming_the_three() -> None:
     with pytest.raises(ValueError, match="quick, standard, thorough"):
         preset_settings("fast")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_ct_model_is_evaluated_on_budgets_in_hu(preset) -> None:
+    """A model reading CT windows gets every budget k/255 as 2k HU: 16 HU in place of 8/255 (128 HU)."""
+    config = _validated(preset_settings(preset, hu=True, train_data="train/"))
+    hu = sorted(round(g * 4095, 6) for g in config.grid)
+    assert hu == {"quick": [2, 4, 8, 16], "standard": [2, 4, 8, 16, 32], "thorough": [1, 2, 4, 8, 16, 32]}[preset]
+    assert config.attacks[0].params["eps"] == "16HU" and config.attacks[0].eps_sweep == config.grid
+    assert config.adaptive.eps_sweep == config.grid and config.left_out == []
+    assert preset_settings(preset) == preset_settings(preset, hu=False)  # 8-bit: unchanged
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_volume_model_runs_what_takes_volumes_and_says_what_was_left_out_and_why(preset) -> None:
+    config = _validated(preset_settings(preset, volumes=True, hu=True))
+    names = [a.name for a in config.attacks]
+    assert "sia" not in names and names[0] == ("apgd" if preset == "quick" else "autoattack")
+    assert "jpeg+tv" not in config.defenses and "tv" in config.defenses
+    assert not {"jpeg", "tvm"} & set(config.defenses)
+    assert "jpeg" not in config.detectors.squeeze.squeezers
+    reasons = "\n".join(config.left_out)
+    assert "sia (the preset's attack): not run, it refuses volumes: " in reasons
+    assert "the squeeze detector's JPEG squeezer: left out" in reasons
+    if preset == "thorough":  # TV is among its defenses already
+        assert "jpeg+tv (the preset's defense): not evaluated, it refuses volumes: " in reasons
+        assert "tvm (the preset's defense): not evaluated, it refuses volumes: " in reasons
+    else:
+        assert "jpeg+tv (the preset's defense): evaluated as tv alone, since its JPEG refuses volumes: " in reasons
+    black_box = _validated(preset_settings(preset, differentiable=False, volumes=True, hu=True))
+    assert [a.name for a in black_box.attacks] == ["square"] and "sia" not in "\n".join(black_box.left_out)

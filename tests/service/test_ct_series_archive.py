@@ -49,3 +49,50 @@ def test_a_series_counts_as_one_image_against_the_job_limit(ct_zip, tmp_path):
     two = dataclasses.replace(ServiceLimits(), max_images=2)
     with pytest.raises(ArchiveRefused, match="holds 3 images, over the 2"):
         extract_images_archive(ct_zip, tmp_path / "refused", two)
+
+
+@pytest.fixture(scope="module")
+def user_volume_onnx(tmp_path_factory):
+    """A user's tiny 3-D CNN exported to ONNX at 4 x 16 x 16 (the archive's volumes' shape)."""
+    pytest.importorskip("onnxruntime")
+    from tests.foreign_ct import export_user_volume_model
+
+    return export_user_volume_model(tmp_path_factory.mktemp("user_model"), (4, 16, 16)).onnx
+
+
+def test_the_form_takes_a_ct_window_and_a_volume_size(service, ct_zip, user_volume_onnx):
+    from medrobust.service.store import Store
+    from tests.service.test_api import submit
+
+    refused = submit(service.client, service.token, user_volume_onnx, ct_zip, classes="haemorrhage,infarct,normal",
+                     window="40,80", intensity="unit")
+    assert refused.status_code == 422 and "window: both intensity 'unit' and window" in refused.json()["detail"]
+    bad = submit(service.client, service.token, user_volume_onnx, ct_zip, classes="haemorrhage,infarct,normal",
+                 window="40")
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("window: '40': "), bad.json()
+    accepted = submit(service.client, service.token, user_volume_onnx, ct_zip, classes="haemorrhage,infarct,normal",
+                      window="40,80", input_size="4,16,16", preset="quick")
+    assert accepted.status_code == 202, accepted.json()
+    request = Store(service.data_dir).job(accepted.json()["id"])["request"]
+    assert '"intensity": "hu_windows:40,80"' in request and '"input_size": [4, 16, 16]' in request
+
+
+@pytest.mark.slow  # a whole quick-preset job on volumes: about a minute on 2 shared cores
+def test_a_ct_job_from_the_form_finishes_with_budgets_in_hu(service, ct_zip, user_volume_onnx):
+    import json
+
+    from medrobust.service.worker import Worker
+    from tests.service.test_api import API, submit
+
+    accepted = submit(service.client, service.token, user_volume_onnx, ct_zip, classes="haemorrhage,infarct,normal",
+                      window="40,80", preset="quick")
+    assert accepted.status_code == 202, accepted.json()
+    Worker(service.data_dir, poll_s=0.05).run(once=True)
+    auth = service.headers()
+    job = service.client.get(f"{API}/{accepted.json()['id']}", headers=auth).json()
+    assert job["status"] == "done", job["error"]
+    metrics = service.client.get(f"{API}/{job['id']}/metrics", headers=auth).json()
+    assert metrics["config"]["model"]["load"]["intensity"] == "hu_windows:40,80"
+    assert metrics["data"]["grid"]["unit"] == "HU" and metrics["data"]["size"] == 16
+    assert [round(e * 4095) for e in metrics["config"]["grid"]] == [2, 4, 8, 16]
+    assert json.dumps(metrics["config"]["left_out"]).count("refuses volumes") == 2

@@ -150,7 +150,9 @@ def main(
 # --- a foreign model's contract, the same options on every command that loads a model --------
 ClassesOption = Annotated[Optional[str], typer.Option(
     "--classes", help="Comma-separated class names of a foreign model, in its output order.")]
-InputSizeOption = Annotated[Optional[int], typer.Option("--input-size", help="Input size the model expects.")]
+InputSizeOption = Annotated[Optional[str], typer.Option(
+    "--input-size", help="Input size the model expects: a side (224), HEIGHT,WIDTH, or a volume model's "
+    "DEPTH,HEIGHT,WIDTH (16,64,64).")]
 ChannelsOption = Annotated[Optional[int], typer.Option(
     "--channels", "--network-channels", help="Channels the network's first layer takes: 1 | 3 (default: what a "
     ".keras/.onnx file declares, the --arch's, else 3).")]
@@ -174,7 +176,7 @@ ChannelsLastOption = Annotated[Optional[bool], typer.Option(
     "else channels-first).")]
 
 
-def contract_from_options(model: Path | None, classes: Optional[str] = None, input_size: Optional[int] = None,
+def contract_from_options(model: Path | None, classes: Optional[str] = None, input_size: Optional[str] = None,
                           channels: Optional[int] = None, intensity: Optional[str] = None,
                           output_kind: Optional[str] = None, arch: Optional[str] = None, trust_pickle: bool = False,
                           outputs: Optional[str] = None, channels_last: Optional[bool] = None,
@@ -189,7 +191,9 @@ def contract_from_options(model: Path | None, classes: Optional[str] = None, inp
         if intensity is not None:
             raise ValueError(f"{model}: both --intensity {intensity} and --window were given; CT windows are the "
                              "model's intensity convention, so give one of them")
-        intensity = "hu_windows:" + ";".join(w.strip() for w in windows)
+        from medrobust.specs.contract_names import windows_intensity
+
+        intensity = windows_intensity(windows)
 
     return mr.ModelContract.given(None, {
         "classes": classes, "input_size": input_size, "channels": channels, "intensity": intensity,

@@ -1,5 +1,6 @@
 """`medrobust attack`: craft adversarial images for a model (white-box, or transferred from a
-surrogate), write them as 8-bit PNGs with a per-image CSV and a summary."""
+surrogate), write them as 8-bit PNGs (CT volumes: DICOM series or NIfTI in HU, as they were read) with a
+per-image CSV and a summary."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def attack(
         "--allow-large-eps", help="Allow L-inf budgets above 64/255 (visibly another image).")] = False,
 ) -> None:
     """Attack a model on a dataset and write adversarial PNGs (at the images' relative paths under
-    --out), attack.csv and summary.json."""
+    --out; CT volumes as DICOM series or NIfTI in HU, as they were read), attack.csv and summary.json."""
     import medrobust as mr
     from medrobust.cli.option_values import parse_class_map
     from medrobust.layer.attack import attack_to_run
@@ -113,7 +114,7 @@ def _print_table(result, attack_name: str, model_path: Path, surrogate: Optional
         ("dangerous flips (finding -> normal)", "not assessed (see below)" if flips is None else
          "; ".join(f"{f.count} {f.true_class}" + (" EMERGENCY" if f.emergency and f.count else "") for f in flips)
          or "none"),
-        ("mean L-inf (grey levels)", f"{result.mean('linf') * 255:.1f}"),
+        (f"mean L-inf ({result.grid.unit})", f"{result.grid.eps_in_units(result.mean('linf') or 0.0):.1f}"),
         ("mean SSIM", f"{result.mean('ssim'):.3f}"),
         ("mean PSNR (dB)", "inf (unchanged)" if psnr is None else f"{psnr:.1f}"),
         ("seconds per image", f"{result.seconds / len(result.ids):.3f}"),

@@ -95,7 +95,8 @@ def _certified_rows(table, c) -> None:
 
 def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None) -> None:
     """The summary table printed at the end of a run."""
-    from medrobust.report.run_contents import budget_unit, noise_text
+    from medrobust.report.run_contents import budget_unit
+    from medrobust.report.summary import voxel_budget_sentence
 
     data = metrics.data
     tested = data.get("tested", metrics.baseline.n)
@@ -107,10 +108,10 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
                                                    f" (test split of {sum(data.get('n', {}).values())})"))
     table.add_row("clean accuracy (test set)", _pct(metrics.baseline.accuracy))
     unit = budget_unit(metrics)
-    if unit == "HU":
-        noise = noise_text(metrics)
-        table.add_row("budgets", "in HU (CT), the most any voxel changes" + (f"; {noise}" if noise else
-                                                                             "; image noise not measured"))
+    scorecard = _scorecard(metrics, run_dir)
+    budgets = scorecard.grid or [a.eps for a in metrics.attacks if a.eps > 0]
+    if unit == "HU" and budgets:  # the largest budget in HU beside the data's noise, as the report says it
+        table.add_row("budgets (CT, in HU)", voxel_budget_sentence(max(budgets), metrics))
     if data.get("classes_without_images"):
         table.add_row("classes without images", ", ".join(data["classes_without_images"]) + " (not assessed)")
     if data.get("normal_class") is None:
@@ -142,7 +143,6 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row(f"detector {det.name}: detection", rates)
         benign = max(det.fpr_benign.values()) if det.fpr_benign else 0.0
         table.add_row(f"detector {det.name}: false alarms", f"clean {_pct(det.fpr_clean)}, benign up to {_pct(benign)}")
-    scorecard = _scorecard(metrics, run_dir)
     for row in scorecard.rows:
         table.add_row(f"[bold]score: {row.label}[/bold]", f"[bold]{row.score_text}[/bold] (half accuracy at "
                       f"{row.half_accuracy_text})" + (f" [yellow]warning: {row.warning}[/yellow]" if row.warning else ""))

@@ -261,7 +261,9 @@ def unlabelled_images(
     size: int | tuple[int, int] | None = None,
     max_pixels: int | None = None,
 ) -> FileImageDataset:
-    """Every image in ``sources`` (files, and folders searched recursively), without labels.
+    """Every image in ``sources`` (files, and folders searched recursively), without labels; CT
+    volumes as in :func:`folder_dataset` (a series folder, given or found, is one volume; a NIfTI
+    file is one).
 
     Record ids are paths relative to their folder (a file given by itself: its name), so two
     folders of the same images (originals, and attacked or defended copies) have the same ids
@@ -281,13 +283,18 @@ def unlabelled_images(
     Raises:
         DataSourceError: a source that does not exist, or no image file at all.
     """
+    from medrobust.data.dicom_series import series_files
+    from medrobust.data.volume_entries import is_ct_series_folder
+
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
     taken: set[str] = set()
     for source in sources:
         path = Path(source)
-        if path.is_dir():
-            files, not_files = _image_files(path)
+        if path.is_dir() and is_ct_series_folder(path, series_files(path)):
+            named = [(path, printable_path(path.name))]  # a CT series given by its folder: one volume
+        elif path.is_dir():
+            files, not_files = _image_files(path, volumes=True)
             skipped += not_files
             named = [(f, printable_path(f.relative_to(path).as_posix())) for f in files]
         elif path.is_file() or path.is_symlink() or is_image_file(path):
@@ -307,6 +314,7 @@ def unlabelled_images(
         where = ", ".join(printable_path(s) for s in sources)
         raise DataSourceError(f"{where}: holds no image files ({IMAGE_FILES}); check the folder")
     dataset = FileImageDataset(records, [UNLABELLED], size=size, max_pixels=max_pixels)
+    dataset.grid = _one_grid(Path(sources[0]), records)
     for entry in skipped:
         per_image_log.warning("skipping %s", entry)
     dataset.skipped.extend(skipped)

@@ -56,6 +56,25 @@ def check_input_size(value: int | Sequence[int] | None) -> tuple[int, ...] | Non
     return size
 
 
+def parse_input_size(text: str) -> tuple[int, ...] | None:
+    """An input size written as text (a command-line flag, a form field): ``224``, ``150,200``
+    or a volume's ``8,32,32`` (``x`` separates too: ``8x32x32``), checked by
+    :func:`check_input_size`; empty text is None (not given).
+
+    >>> parse_input_size("224"), parse_input_size("8, 32, 32"), parse_input_size("150x200")
+    ((224, 224), (8, 32, 32), (150, 200))
+    """
+    parts = [p.strip() for p in text.lower().replace("x", ",").split(",")]
+    if parts == [""]:
+        return None
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"input size {text!r} is not a size: give the side in pixels (e.g. 224), the height and width "
+                         "(e.g. 150,200), or a volume model's depth, height and width (e.g. 16,64,64)") from None
+    return check_input_size(sides[0] if len(sides) == 1 else sides)
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -74,3 +93,17 @@ def _refused(value: object) -> ValueError:
         f"input size {shown} is not an image size: give the side in pixels the model takes, a whole number from 1 "
         f"to {MAX_INPUT_SIDE:,} (e.g. 224), or a height and width of at most {DEFAULT_MAX_PIXELS:,} pixels in all"
     )
+
+
+def read_side(size: Sequence[int] | None) -> int | None:
+    """The side images are read at for a model whose input size is ``size``: its in-plane side
+    when height equals width, whether ``size`` is an image's (H, W) or a volume's (D, H, W)
+    (volumes are resized in-plane when read; their depth is the model's to resample), else None
+    (the reader's default or each image's own size).
+
+    >>> read_side((224, 224)), read_side((8, 32, 32)), read_side((150, 200)), read_side(None)
+    (224, 32, None, None)
+    """
+    if not size or len(size) < 2 or size[-1] != size[-2]:
+        return None
+    return int(size[-1])

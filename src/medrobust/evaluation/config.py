@@ -68,7 +68,7 @@ __all__ = ["DEFAULT_SPLIT", "PATH_FIELDS", "REPORT_ONLY_FIELDS", "RUN_NAME", "TE
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 REPORT_ONLY_FIELDS = (("data", "normal_class"), ("data", "emergency_findings"), ("execution", None), ("name", None),
                       ("output_dir", None), ("title", None), ("model_version", None), ("grid", None),
-                      ("robustbench", None), ("guard", None), ("certify", None))
+                      ("robustbench", None), ("guard", None), ("certify", None), ("left_out", None))
 """Fields that change no computed result: report settings (a run resumed with them changed has its
 metrics and report rebuilt from the stored stages), where the work runs (an engine never changes a
 batch's result, so a run may be resumed on another engine), where the run folder is (it may
@@ -76,7 +76,8 @@ have been moved or renamed), what the run is called in its report (title, model 
 grid the scorecard scores on (it reads the stored sweeps), the RobustBench figure and the
 certificates (stages of their own, added to what is there; the certificates' folder is named by
 their settings, so other settings never reuse them), and the guard stage (likewise; its files are
-named by its settings, so a changed guard is measured afresh beside the rest)."""
+named by its settings, so a changed guard is measured afresh beside the rest), and what a preset
+left out (sentences the scorecard lists)."""
 
 
 class ExperimentConfig(_Section):
@@ -122,6 +123,10 @@ class ExperimentConfig(_Section):
         certify: randomized smoothing's certified L2 radii on the attack subset
             (:class:`~medrobust.evaluation.config_sections.CertifyConfig`,
             :mod:`medrobust.evaluation.stages.certify`). Default None: not run.
+        left_out: what the configuration leaves out of what its preset runs elsewhere, one
+            sentence each with the reason (a preset on volumes: SIA and JPEG, which refuse them);
+            each is listed among the scorecard's not-tested lines (report, statement, summary).
+            Default: nothing.
 
     Raises:
         pydantic.ValidationError: a field refused (:func:`validate_config` reports it one line
@@ -150,6 +155,7 @@ class ExperimentConfig(_Section):
     robustbench: bool = False  # also AutoAttack at 8/255 on float images, as RobustBench measures (not a scorecard row)
     guard: GuardSection | None = None  # the guard stage: a defense and detectors attacked by one who knows both
     certify: CertifyConfig | None = None  # randomized smoothing's certificates (None: not run)
+    left_out: list[str] = Field(default_factory=list)  # what a preset left out, one sentence each with the reason
 
     @field_validator("grid", mode="before")
     @classmethod

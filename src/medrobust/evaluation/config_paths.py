@@ -38,5 +38,6 @@ TEXT_FIELDS_NOT_PATHS: frozenset[str] = frozenset({
     "detectors.squeeze.squeezers",
     "guard.defense", "guard.detectors",  # a defense spec of the run's, detector names
     "execution.address",  # a Ray address, not a file (the service refuses execution: whole)
+    "left_out",  # sentences for the scorecard's not-tested lines
 })
 """Every other field that can hold text, each declared not to name a file (see :data:`PATH_FIELDS`)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from medrobust.data.image_size import read_side
 from medrobust.evaluation.class_plan import ClassPlan
 from medrobust.evaluation.config import ExperimentConfig, ModelConfig
 from medrobust.evaluation.run_data import TRAIN_DATA_SPLIT, SkippedFiles, Split, read_split
@@ -43,16 +44,17 @@ def resolve_size(config: ExperimentConfig, model: nn.Module | None) -> tuple[Exp
     upscaled image may be all one class to it)."""
     d = config.data
     fixed = getattr(model, "input_size", None) if model is not None else None
-    side = fixed[0] if fixed and fixed[0] == fixed[1] else None
+    side = read_side(fixed)  # a volume model's (D, H, W): its in-plane side (volumes are resized in-plane)
     if d.size is None:
         size = (side or 224) if model is not None else 64
         log.info("data.size not set: images are read at %d px (%s)", size,
                  "the model's input size" if side else "a model that takes any size" if model is not None
                  else "the size a model trained here is built for")
         return config.model_copy(update={"data": d.model_copy(update={"size": size})}), None
-    if fixed and tuple(fixed) != (d.size, d.size):
+    if fixed and tuple(fixed[-2:]) != (d.size, d.size):
         note = (f"images were read at {d.size} x {d.size} px (data.size) and resized by the model to its input "
-                f"size {fixed[0]} x {fixed[1]}: its accuracy here may be lower than on images of its own size")
+                f"size {' x '.join(str(s) for s in fixed)}: its accuracy here may be lower than on images of its own "
+                "size")
         log.warning("%s", note)
         return config, note
     return config, None

@@ -287,6 +287,7 @@ def build_scorecard(metrics: RunMetrics) -> Scorecard:
         not_tested.append("guarded model (defense and detectors against an attacker who knows both): not tested "
                           "(no guard configured)")
     not_tested += _detectors_not_run(metrics)
+    not_tested += list(metrics.config.get("left_out") or [])  # what the preset left out, with the reason
     certified = certified_entry(metrics)
     if certified is None:
         not_tested.append(CERTIFIED_NOT_RUN)

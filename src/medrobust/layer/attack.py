@@ -28,6 +28,8 @@ from medrobust.data.class_names import (
     find_normal_class,
     match_classes,
 )
+from medrobust.data.image_size import read_side
+from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
 from medrobust.detection.model_outputs import model_outputs
 from medrobust.evaluation.attack_success import AttackSuccess, attack_success
 from medrobust.evaluation.classification import dangerous_flips
@@ -70,9 +72,12 @@ class AttackResult:
         skipped: unreadable files, one line each. Default: empty.
         sources: the target, the surrogate, the data and the split, as given (for
             ``summary.json``). Default: empty.
+        grid: the images' stored grid, whose unit the perturbation is stated in to a person
+            (grey levels; HU for CT). Default the 8-bit grid.
 
     Shape:
-        - adversarial: (N, C, H, W) float32 in [0, 1], on the 8-bit grid.
+        - adversarial: (N, C, H, W) float32 in [0, 1], on the 8-bit grid (CT volumes: (N, C, D, H, W)
+          on the CT grid, integer HU).
         - labels, pred_clean, pred_adv, confidence_*: (N,); each perturbation measure: (N,).
     """
 
@@ -93,6 +98,7 @@ class AttackResult:
     files: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
     sources: dict[str, Any] = field(default_factory=dict)  # the target, the surrogate, the data and split, as given
+    grid: StoredGrid = EIGHT_BIT
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per image, as ``attack.csv`` holds them."""
@@ -188,7 +194,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
         limit: the most images attacked. Default None: every image.
         split: attack only ``train``, ``val`` or ``test``. Default None: every image.
         size: the side images are resized to. Default None: the target's input size when it is
-            square, else 64.
+            square (a volume model's in-plane side when square; its depth is kept), else 64.
         class_map: ``{data class: model class}`` for names that differ. Default None.
         normal_class: the model class meaning "nothing found", for the dangerous flips. Default
             None: found by name (``Normal``, ``No Finding``...).
@@ -212,7 +218,8 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
 
     Shape:
         - Tensors in: (N, C, H, W) float in [0, 1], labels (N,).
-        - ``result.adversarial``: (N, C, H, W) float32 on the 8-bit grid (None with ``out``).
+        - ``result.adversarial``: (N, C, H, W) float32 on the 8-bit grid (None with ``out``); CT
+          volumes (N, C, D, H, W) on the CT grid.
 
     Raises:
         ValueError: a bad attack spec or parameter, a surrogate with other classes, unlabelled
@@ -235,7 +242,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     crafter = load_model(surrogate, surrogate_contract) if surrogate is not None else target
     if list(crafter.classes) != list(target.classes):
         raise ValueError(f"{surrogate}: surrogate classes {crafter.classes} differ from the target's {target.classes}")
-    fixed = target.input_size[0] if target.input_size and target.input_size[0] == target.input_size[1] else None
+    fixed = read_side(target.input_size)
     data = open_images(images, size=size or fixed or 64, split=split, seed=seed,
                        **({"per_class": per_class} if per_class is not None else {}))
     if not data.labelled:
@@ -249,6 +256,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
 
         check_output_folder(Path(out))  # before any work: a long attack must not end by failing to write
     names = OutputNames(Path(out)) if out is not None else None
+    sources = data.paths() if out is not None else None
 
     ids: list[str] = []
     files: list[str] = []
@@ -272,7 +280,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
             for key in PERTURBATION_MEASURES:
                 measures[key].append(np.asarray(crafted[key], dtype=np.float64))
             if names is not None:
-                files += write_images(names, batch_ids, x_adv)
+                files += write_images(names, batch_ids, x_adv, sources)
             else:
                 kept.append(x_adv)
             ids += batch_ids
@@ -293,7 +301,7 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
         dangerous_flips=dangerous_flips(y_cat, clean_cat, adv_cat, target.classes, normal, emergency),
         normal_class=target.classes[normal] if normal is not None else None,
         seconds=time.perf_counter() - start, adversarial=torch.cat(kept) if kept else None,
-        files=files if names is not None else None, skipped=data.skipped,
+        files=files if names is not None else None, skipped=data.skipped, grid=data.grid,
         sources={"target": _named(model), "surrogate": _named(surrogate) if surrogate is not None else None,
                  "data": _named(images), "split": split})
     if out is not None:

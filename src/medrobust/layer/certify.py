@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
+from medrobust.data.image_size import read_side
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
 from medrobust.layer.models import load_model
@@ -140,7 +141,7 @@ def certify(model: Any, images: Any, *, sigma: float = 0.25, n0: int = 100, n: i
         contract: the :class:`~medrobust.models.contract.ModelContract` of a model file that is
             not a medrobust checkpoint. Default None.
         size: the side images are resized to. Default None: the model's input size when it is
-            square, else each image's own.
+            square (a volume model's in-plane side when square; its depth is kept), else each image's own.
         class_map: ``{data class: model class}`` for names that differ. Default None.
         progress: reports the stage ``certify``. Default None: silent.
 
@@ -174,7 +175,7 @@ def certify(model: Any, images: Any, *, sigma: float = 0.25, n0: int = 100, n: i
         raise invalid_configuration(err, "mr.certify", what="settings") from None
     model = load_model(model, contract, **({"device": device} if device is not None else {}))
     smoothed = SmoothedClassifier(model, sigma, batch=batch_size)  # a multi-label model is refused here
-    fixed = model.input_size[0] if model.input_size and model.input_size[0] == model.input_size[1] else None
+    fixed = read_side(model.input_size)
     data = open_images(images, size=size or fixed)
     label_map = match_classes(data.classes, model.classes, dict(class_map or {})) if data.labelled else None
     names = list(model.classes)

@@ -105,6 +105,7 @@ def defend(images: Any, defense: Any = "jpeg+tv", *, out: str | Path | None = No
         data.dataset.records = [r for r in data.dataset.records
                                 if r.path is None or not r.path.resolve().is_relative_to(out_root)]
     names = OutputNames(Path(out)) if out is not None else None
+    sources = data.paths() if out is not None else None  # CT volumes are written back as they were stored
     ids: list[str] = []
     files: list[str] = []
     kept: list[torch.Tensor] = []
@@ -114,7 +115,7 @@ def defend(images: Any, defense: Any = "jpeg+tv", *, out: str | Path | None = No
             with torch.no_grad():
                 y = built(x.to(torch_device)).cpu()
             if names is not None:
-                files += write_images(names, batch_ids, y)
+                files += write_images(names, batch_ids, y, sources)
             else:
                 kept.append(y)
             ids += batch_ids

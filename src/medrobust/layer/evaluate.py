@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medrobust.data.image_size import read_side
 from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
 from medrobust.evaluation.results import RunMetrics
 from medrobust.execution.progress import Progress, SilentProgress
@@ -32,7 +33,8 @@ classes, so that a model that cannot be evaluated fails in seconds, with this st
 def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConfig | Mapping[str, Any] | os.PathLike
              = "standard", run_dir: str | Path | None = None, progress: Progress | None = None, *,
              contract: ModelContract | Mapping[str, Any] | None = None,
-             classes: Sequence[str] | str | None = None, input_size: int | None = None, intensity: str | None = None,
+             classes: Sequence[str] | str | None = None, input_size: int | Sequence[int] | None = None,
+             intensity: str | None = None,
              output_kind: str | None = None, arch: str | None = None, trust_pickle: bool = False,
              size: int | None = None, normal_class: str | None = None,
              emergency_findings: Sequence[str] | None = None, class_map: Mapping[str, str] | None = None,
@@ -195,13 +197,21 @@ def _preset_config(preset: str, model: Any, loaded, images: Any, contract: Model
                    train_data: str | None) -> dict[str, Any]:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(str(model)).stem if isinstance(model, (str, os.PathLike))
                   else type(model).__name__).strip("-.") or "model"
-    fixed = loaded.input_size[0] if loaded is not None and loaded.input_size else None
+    fixed = read_side(loaded.input_size) if loaded is not None else None
     return {
         "name": f"{name}-{preset}",
         "data": {"source": _data_name(images), "size": size or fixed or 224},
         "model": {"load": _load_section(model, loaded, contract)},
-        **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data),
+        **preset_settings(preset, differentiable=bool(getattr(loaded, "differentiable", True)), train_data=train_data,
+                          volumes=getattr(loaded, "spatial_dims", 2) == 3, hu=_reads_hu(loaded)),
     }
+
+
+def _reads_hu(loaded) -> bool:
+    """Whether the loaded model reads CT in HU (its contract's CT windows): its budgets are then in HU."""
+    from medrobust.models.intensity import network_channels_of
+
+    return loaded is not None and network_channels_of(loaded.contract.intensity) is not None
 
 
 def _certify_section(certify: bool | Mapping[str, Any], preset: str | None,

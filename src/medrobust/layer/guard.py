@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from medrobust._version import __version__
+from medrobust.data.image_size import read_side
 from medrobust.detection.guard_decision import ON_FLAG, check_on_flag, decisions, detectors_fired, flagged
 from medrobust.detection.squeeze import SqueezeDetector
 from medrobust.layer.detect import with_model_channels
@@ -200,7 +201,7 @@ class Guard(nn.Module):
                 not a batch of images).
         """
         started = time.perf_counter()
-        fixed = self.input_size[0] if self.input_size and self.input_size[0] == self.input_size[1] else None
+        fixed = read_side(self.input_size)
         with timed(timings, "read"):
             inputs = guard_inputs(images, fixed)
         answers: dict[str, GuardAnswer] = dict(inputs.early)

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def load_model(source: Any, contract: ModelContract | Mapping[str, Any] | None = None, *,
-               classes: Sequence[str] | str | None = None, input_size: int | tuple[int, int] | None = None,
+               classes: Sequence[str] | str | None = None, input_size: int | Sequence[int] | None = None,
                intensity: str | None = None, output_kind: str | None = None, arch: str | None = None,
                trust_pickle: bool = False, device: str = "cpu", **options: Any) -> Classifier:
     """A Classifier from a path (medrobust checkpoint folder, TorchScript, state dict,

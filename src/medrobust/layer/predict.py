@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medrobust.data.image_size import read_side
 from medrobust.data.record_ids import printable_path
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.images import open_images
@@ -69,7 +70,7 @@ def predict(model: Any, images: Any, *, contract: ModelContract | None = None, b
             not a medrobust checkpoint. Default None.
         batch_size: images per forward pass. Default 32.
         size: the side images are resized to. Default None: the model's input size when it is
-            square, else each image's own.
+            square (a volume model's in-plane side when square; its depth is kept), else each image's own.
         progress: reports the stage ``predict``. Default None: silent.
 
     Returns:
@@ -87,7 +88,7 @@ def predict(model: Any, images: Any, *, contract: ModelContract | None = None, b
     ((5,), (5, 3), True)
     """
     model = load_model(model, contract)
-    fixed = model.input_size[0] if model.input_size and model.input_size[0] == model.input_size[1] else None
+    fixed = read_side(model.input_size)
     images = open_images(images, size=size or fixed, labelled=False if not _is_labelled_source(images) else None)
     ids: list[str] = []
     paths = images.paths()

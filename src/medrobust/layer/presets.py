@@ -55,11 +55,21 @@ DenseNet121 on a CPU; and they say little of a model not trained under the noise
 with (most such models abstain at sigma = 0.25). ``mr.evaluate(..., certify=True)`` /
 ``medrobust evaluate --certify`` adds them with the preset's numbers (:func:`certify_settings`).
 
+CT and volumes. A model that reads CT in HU (its contract's ``hu_windows``) is evaluated on
+budgets in HU: every budget ``k/255`` above is stated as ``2k HU`` (the grids 2, 4, 8, 16 HU for
+quick, 2-32 HU for standard, 1-32 HU for thorough; 16 HU, about two to three times a routine head
+CT's image noise, in place of 8/255, which would be 128 HU). A volume model (input (B, C, D, H, W))
+runs what takes volumes: SIA is left out (its block transforms are 2-D), JPEG+TV becomes TV (TV
+denoises in 3-D; JPEG codes 8 x 8 blocks of one slice), thorough's JPEG and TVM are left out, and
+the squeeze detector squeezes without JPEG; each such change is a sentence with its reason in the
+configuration's ``left_out``, which the scorecard lists among what was not tested.
+
 The README's preset table gives the time per image each preset took (``benchmarks/bench_presets.py``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from medrobust.evaluation.adaptive_portfolio import PRESET_PORTFOLIOS
@@ -80,17 +90,23 @@ CERTIFY_SAMPLES = {"quick": 1_000, "standard": 10_000, "thorough": 100_000}
 _SIA = {"quick": (5, []), "standard": (10, ["2/255", "4/255", "8/255"]), "thorough": (20, GRIDS["thorough"])}
 
 
-def preset_settings(preset: str, *, differentiable: bool = True, train_data: str | None = None) -> dict[str, Any]:
+def preset_settings(preset: str, *, differentiable: bool = True, train_data: str | None = None,
+                    volumes: bool = False, hu: bool = False) -> dict[str, Any]:
     """The configuration sections that ``preset`` runs (see the module docstring).
 
     Args:
         preset: ``quick``, ``standard`` or ``thorough``.
         differentiable: the model has gradients (False: a black box, attacked by queries).
         train_data: a training folder for a surrogate (transfer attacks); None: no surrogate.
+        volumes: the model takes volumes (B, C, D, H, W): what refuses them is left out, each
+            with its reason in ``left_out``. Default False.
+        hu: the model reads CT in HU (CT windows): budgets in HU (``k/255`` -> ``2k HU``). Default
+            False.
 
     Returns:
         The sections ``grid``, ``attacks``, ``defenses``, ``adaptive``, ``detectors``,
-        ``surrogates``, ``guard`` and ``attack_images``, as a configuration file holds them.
+        ``surrogates``, ``guard`` and ``attack_images``, as a configuration file holds them (and
+        ``left_out`` for a volume model).
 
     Raises:
         ValueError: an unknown preset.
@@ -127,7 +143,66 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
     }
     if transfer:
         settings["surrogates"] = [{"name": "small-cnn", "train": {"arch": "small-cnn", "epochs": 15, "data": train_data}}]
-    return settings
+    if volumes:
+        settings = _for_volumes(settings)
+    return _in_hu(settings) if hu else settings
+
+
+_GREY_LEVELS = re.compile(r"(\d+(?:\.\d+)?)/255")
+HU_PER_GREY_LEVEL = 2
+"""A preset's budget ``k/255`` on CT is ``2k HU``: 8/255 (the 8-bit reference) becomes 16 HU."""
+
+
+def _in_hu(value: Any) -> Any:
+    """``value`` (the preset's sections) with every budget ``k/255`` stated as ``2k HU``."""
+    if isinstance(value, dict):
+        return {k: _in_hu(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_in_hu(v) for v in value]
+    if isinstance(value, str) and (m := _GREY_LEVELS.fullmatch(value)):
+        return f"{float(m.group(1)) * HU_PER_GREY_LEVEL:g}HU"
+    return value
+
+
+_VOLUME_DEFENSES = {"jpeg+tv": "tv"}
+"""What a preset's defense becomes on volumes: JPEG+TV's TV, which denoises in 3-D."""
+_VOLUME_SQUEEZERS = ["bits:bits=5", "median:size=2", "tv"]
+"""The squeeze detector's squeezers on volumes: the default ones without JPEG."""
+
+
+def _for_volumes(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` for a volume model: the attacks and defenses that refuse volumes left out (or,
+    JPEG+TV, replaced by its TV), each change a sentence with the component's own reason in
+    ``left_out``."""
+    from medrobust.attacks.registry import build_attack
+    from medrobust.defenses.registry import build_defense
+
+    left_out: list[str] = []
+    attacks = []
+    for a in settings["attacks"]:
+        refusal = build_attack(a["name"]).volumes
+        if refusal is True:
+            attacks.append(a)
+        else:
+            left_out.append(f"{a['name']} (the preset's attack): not run, it refuses volumes: {refusal}")
+    defenses = []
+    for spec in settings["defenses"]:
+        refusal = build_defense(spec).volumes
+        if refusal is True:
+            defenses.append(spec)
+            continue
+        kept = _VOLUME_DEFENSES.get(spec)
+        if kept is not None and kept not in settings["defenses"]:
+            defenses.append(kept)
+            left_out.append(f"{spec} (the preset's defense): evaluated as {kept} alone, since its JPEG refuses "
+                            f"volumes: {refusal}")
+        else:
+            left_out.append(f"{spec} (the preset's defense): not evaluated, it refuses volumes: {refusal}")
+    squeeze_jpeg = "the squeeze detector's JPEG squeezer: left out (the detector squeezes with " + \
+        ", ".join(_VOLUME_SQUEEZERS) + f"), it refuses volumes: {build_defense('jpeg').volumes}"
+    return {**settings, "attacks": attacks, "defenses": defenses,
+            "detectors": {**settings["detectors"], "squeeze": {"squeezers": list(_VOLUME_SQUEEZERS)}},
+            "left_out": [*left_out, squeeze_jpeg]}
 
 
 def _white_box_attacks(preset: str, transfer: bool) -> list[dict[str, Any]]:

@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from medrobust.data.class_names import canonical_class_name
-from medrobust.data.image_size import check_input_size
+from medrobust.data.image_size import check_input_size, parse_input_size
 from medrobust.specs.contract_names import hu_windows, intensity_name, intensity_required, output_kind_name
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ class ModelContract(BaseModel):
             tuple. Required for any file but a medrobust checkpoint.
         input_size: the side (``224``) or ``(height, width)`` the network was trained at (None:
             any size, or what a Keras/ONNX file declares); a square size is kept as one number,
-            and a string of digits (a form field) is read as one. A volume model (CT, MRI) states
+            and text (a flag, a form field) is read as its numbers (``"224"``, ``"150,200"``,
+            ``"16,64,64"``: :func:`~medrobust.data.image_size.parse_input_size`). A volume model (CT, MRI) states
             three numbers, ``[depth, height, width]`` (``[16, 64, 64]``): three sides always mean
             volumes (B, C, D, H, W), one or two always images.
         channels: the channels the network's first layer takes, 1 or 3 (also accepted as
@@ -151,9 +152,9 @@ class ModelContract(BaseModel):
     @field_validator("input_size", mode="before")
     @classmethod
     def _image_size(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():  # a form field or an environment variable
-            value = int(value)
-        size = check_input_size(value)  # a side of 0, a negative one or one past the readers' limit: refused
+        # text (a flag, a form field, an environment variable): 224, 150,200 or a volume's 8,32,32
+        # a side of 0, a negative one or one past the readers' limit: refused
+        size = parse_input_size(value) if isinstance(value, str) else check_input_size(value)
         if size is None:
             return None
         return size[0] if len(size) == 2 and size[0] == size[1] else size

@@ -80,11 +80,18 @@ def _bound_sentence(attack: AttackOutcome, metrics: RunMetrics) -> str:
     visible = " (a budget large enough to be visible)" if visible_budget(attack.eps) else ""
     if budget_unit(metrics) != "HU":
         return f"No pixel changes by more than {format_eps(attack.eps)} of the grey range{visible}."
+    return voxel_budget_sentence(attack.eps, metrics)
+
+
+def voxel_budget_sentence(eps: float, metrics: RunMetrics) -> str:
+    """How far an attacker with budget ``eps`` changes each voxel of a CT run, in HU beside the
+    data's measured noise: ``The attacker changes each voxel by at most 4 HU, below the image noise
+    of 6.1 HU (...).`` (the report's summary and the command line's)."""
     noise = (metrics.data.get("noise") or {}).get("std")
-    hu = format_eps(attack.eps, "HU")
+    hu = format_eps(eps, "HU")
     if noise is None:
         return f"The attacker changes each voxel by at most {hu} (the image noise was not measured)."
-    side = "below" if attack.eps * 4095 < noise else "at or above"
+    side = "below" if eps * 4095 < noise else "at or above"
     return f"The attacker changes each voxel by at most {hu}, {side} {noise_text(metrics)}."
 
 

@@ -62,9 +62,12 @@ _UPLOAD_SCHEMA = {
             "images": {"type": "string", "format": "binary",
                        "description": ".zip / .tar.gz / .tar of one folder of images (PNG, JPEG, DICOM) per class"},
             "classes": {"type": "string", "description": "the model's classes in its output order, comma-separated"},
-            "input_size": {"type": "integer"},
+            "input_size": {"type": "string", "description": "the side the model takes (224), HEIGHT,WIDTH, or a "
+                           "volume model's DEPTH,HEIGHT,WIDTH (16,64,64)"},
             "intensity": {"type": "string", "description": "unit | imagenet | symmetric | byte | percentile:LOW,HIGH | "
                                                            "hu_windows:LEVEL,WIDTH;... (CT windows in HU)"},
+            "window": {"type": "string", "description": "CT windows in HU the model takes, LEVEL,WIDTH each, "
+                       "';'-separated (40,80 or 40,80;80,200): instead of intensity"},
             "output_kind": {"type": "string", "description": "softmax | binary | multilabel"},
             "normal_class": {"type": "string"},
             "class_map": {"type": "string", "description": "FOLDER=CLASS pairs, comma-separated: a folder of the "

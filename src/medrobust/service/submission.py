@@ -36,10 +36,10 @@ from medrobust.service.job_config import ConfigRefused, check_job_config, parse_
 from medrobust.service.limits import ServiceLimits
 from medrobust.service.upload_archives import ArchiveRefused, extract_checkpoint_archive, extract_images_archive
 from medrobust.service.upload_stream import ReceivedForm
-from medrobust.specs.contract_names import intensity_required
+from medrobust.specs.contract_names import intensity_name, intensity_required, windows_intensity
 
-TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "output_kind", "normal_class", "class_map", "preset",
-                         "config", "name", "model_version"})
+TEXT_FIELDS = frozenset({"classes", "input_size", "intensity", "window", "output_kind", "normal_class", "class_map",
+                         "preset", "config", "name", "model_version"})
 MODEL_FORMATS = ".keras (Keras 3), .onnx, TorchScript .pt/.pth (torch.jit.save), or a .zip of a medrobust checkpoint folder"
 MAX_LISTED_IGNORED = 200
 MAX_INPUT_SIZE = 4096
@@ -145,22 +145,25 @@ def _contract(fields: dict[str, str]) -> ModelContract:
             raise SubmissionRefused(422, f"classes: {fields['classes']!r} has an empty name; give the model's classes "
                                          "in its output order, comma-separated, e.g. Normal,Pneumonia,Pneumothorax")
         values["classes"] = names
-    if fields.get("input_size"):
-        try:
-            size = int(fields["input_size"])
-        except ValueError:
-            size = 0
-        if not 1 <= size <= MAX_INPUT_SIZE:
-            raise SubmissionRefused(422, f"input_size: {fields['input_size']!r} is not a whole number of pixels "
-                                         f"from 1 to {MAX_INPUT_SIZE}; give the side the model takes, e.g. 224")
-        values["input_size"] = size
-    for key in ("intensity", "output_kind"):
+    for key in ("input_size", "intensity", "output_kind"):  # input_size: 224, 150,200 or a volume's 16,64,64
         if fields.get(key):
             values[key] = fields[key]
+    if fields.get("window"):
+        if fields.get("intensity"):
+            raise SubmissionRefused(422, f"window: both intensity {fields['intensity']!r} and window were given; CT "
+                                         "windows are the model's intensity convention, so give one of them")
+        try:
+            values["intensity"] = intensity_name(windows_intensity(fields["window"].split(";")))
+        except ValueError as err:
+            raise SubmissionRefused(422, f"window: {fields['window']!r}: {err}") from None
     try:
-        return ModelContract.from_options(values, name_fields=True)
+        contract = ModelContract.from_options(values, name_fields=True)
     except ValueError as err:
         raise SubmissionRefused(422, str(err)) from None
+    if contract.size is not None and max(contract.size) > MAX_INPUT_SIZE:
+        raise SubmissionRefused(422, f"input_size: {fields['input_size']!r} has a side over the service's "
+                                     f"{MAX_INPUT_SIZE} pixels; give the size the model takes, e.g. 224 or 16,64,64")
+    return contract
 
 
 def _class_settings(fields: dict[str, str]) -> dict[str, Any]:

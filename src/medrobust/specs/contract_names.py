@@ -8,7 +8,7 @@ that their members are exactly these names).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 INTENSITY_NAMES = ("unit", "imagenet", "symmetric", "byte")
@@ -79,6 +79,16 @@ PERCENTILE = "percentile"
 MAX_WINDOWS = 16
 """The most CT windows a contract takes (each is one network channel)."""
 _WINDOW_PREFIXES = (HU_WINDOWS, "windows", "window")
+
+
+def windows_intensity(windows: Sequence[str]) -> str:
+    """CT windows given one by one (the command line's repeated ``--window L,W``, the service form's
+    ``window`` field, ``;``-separated) as the intensity text :func:`intensity_name` reads.
+
+    >>> windows_intensity(["40,80", " 80,200 "]), intensity_name(windows_intensity(["40, 80"]))
+    ('hu_windows:40,80;80,200', 'hu_windows:40,80')
+    """
+    return HU_WINDOWS + ":" + ";".join(w.strip() for w in windows)
 
 
 def hu_windows(name: str) -> tuple[tuple[float, float], ...] | None:

@@ -715,7 +715,7 @@ function submitUpload(event) {
   if (classes) data.append("classes", classes);
   const pairs = $("#class_map").value.split(",").map((p) => p.trim()).filter(Boolean).join(",");
   if (pairs) data.append("class_map", pairs);
-  for (const name of ["name", "model_version", "input_size", "intensity", "output_kind", "normal_class"]) {
+  for (const name of ["name", "model_version", "input_size", "window", "intensity", "output_kind", "normal_class"]) {
     const value = form.elements[name].value.trim();
     if (value) data.append(name, value);  // empty optional fields are not sent
   }
