@@ -87,8 +87,8 @@ def _certified_rows(table, c) -> None:
         table.add_row("  reach", f"{c.draws:,} draws certify no image beyond radius {c.largest_radius:.2f}: the "
                       "accuracy at a larger radius is 0 by the number of draws, not a finding about the model")
     table.add_row("  smoothed classifier", f"clean accuracy {_pct(c.smoothed_clean_accuracy)} (base model "
-                  f"{_pct(c.base_clean_accuracy)}), abstains on {_pct(c.abstention_rate)}; the guarantee holds for "
-                  f"{c.holds_for}")
+                  f"{_pct(c.base_clean_accuracy)}), no certificate (CERTIFY abstains) for {_pct(c.abstention_rate)} of "
+                  f"the images; the guarantee holds for {c.holds_for}")
     if c.note:
         table.add_row("  note", c.note)
 

@@ -138,7 +138,7 @@ def certified_html(f: Fields) -> str:
             '<table class="scorecard certified"><thead><tr><th>L2 radius ([0, 1] image units)</th>'
             "<th>certified accuracy (95% CI)</th></tr></thead>\n<tbody>\n" + rows + "\n</tbody></table>\n"
             f'<p class="small">Smoothed classifier, clean: {f.span(SC, c + "/smoothed_clean_accuracy", "pct")}; base '
-            f'model, clean: {f.span(SC, c + "/base_clean_accuracy", "pct")}; abstains on '
+            f'model, clean: {f.span(SC, c + "/base_clean_accuracy", "pct")}; no certificate (CERTIFY abstains) for '
             f'{f.span(SC, c + "/abstention_rate", "pct")} of the images.</p>{reach_html}{note_html}'
             f'<p class="small definition">{f.span(SC, "/definitions/certified", "text")}</p></div>')
 
