@@ -115,7 +115,7 @@ def serve(
         from medrobust.service.guard_auth import check_auth_choice
 
         check_auth_choice(host, data_dir, no_auth)  # refused before the heavier imports and the model
-        from medrobust.service.guard_app import create_guard_app, guard_limits
+        from medrobust.service.guard_app import compute_thread, create_guard_app, guard_limits
         from medrobust.service.guard_spec import SPEC_VARIABLE, GuardSpec, build_guard
     except ImportError as err:
         raise ValueError(f"the guard server needs the service extra ({err.name} is missing): "
@@ -143,7 +143,8 @@ def serve(
                      data_dir=str(data_dir) if data_dir else None, watch=watch_settings,
                      threads=threads or max(1, (os.cpu_count() or 1) // workers),
                      limits={"max_request_bytes": int(max_request_mb * MiB), "max_images": max_images})
-    built = build_guard(spec)  # the model loads here: a refusal is one line before any port is opened
+    compute = compute_thread()  # the guard is built on the thread that will run it (guard_app's docstring)
+    built = compute.submit(build_guard, spec).result()  # the model loads here: a refusal is one line before any port
     described = built.describe()
     if stop_with_parent is not None:
         _stop_with_parent(stop_with_parent)
@@ -156,9 +157,10 @@ def serve(
     config = {"host": host, "port": port, "log_level": "info", "access_log": access_log}
     if workers == 1:
         web = create_guard_app(built, data_dir=data_dir, watch=mr.QueryWatch(**watch_settings) if watch_settings
-                               else None, limits=guard_limits(**spec.limits))
+                               else None, limits=guard_limits(**spec.limits), compute=compute)
         uvicorn.run(web, **config)
         return
     del built, described  # each worker process loads its own
+    compute.shutdown()
     os.environ[SPEC_VARIABLE] = spec.to_json()
     uvicorn.run("medrobust.service.guard_app:app_from_environment", factory=True, workers=workers, **config)

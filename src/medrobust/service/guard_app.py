@@ -21,17 +21,23 @@ the server's own (``benchmarks/bench_guard.py`` reads it).
 
 Every route but ``/healthz`` needs ``Authorization: Bearer TOKEN`` from the service's token store,
 unless the server runs with ``--no-auth`` on a loopback address. The model runs off the event loop,
-in a worker thread, one request at a time per process (a lock around the guard and the watch):
-torch uses the cores for one batch already, and the watch's histories must see queries in order.
+one request at a time per process, on **one compute thread** that also built the guard
+(:func:`compute_thread`): torch uses the cores for one batch already, the watch's histories must
+see queries in order, and torch's OpenMP threads serve the thread that first used them at full
+speed but another thread at about half (measured with ``benchmarks/bench_guard.py``: the guard
+took 998 ms per 224-px image in the server's request threads against 530 ms in process, after the
+main thread had built it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import tempfile
 import threading
 import time
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +71,12 @@ def server_timing(upload_seconds: float, timings: dict[str, float]) -> str:
     return ", ".join(f"{name};dur={1000 * seconds:.3f}" for name, seconds in steps)
 
 
+def compute_thread() -> ThreadPoolExecutor:
+    """The guard server's one compute thread: build the guard on it (``submit(build_guard,
+    spec).result()``) and give it to :func:`create_guard_app`, which runs every prediction there."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-compute")
+
+
 def guard_limits(**overrides: Any) -> ServiceLimits:
     """The caps of one prediction request: an inference request carries a few studies, not an
     evaluation set, so the platform's caps are lowered (256 MB per file, 512 MB per request, 256
@@ -76,7 +88,7 @@ def guard_limits(**overrides: Any) -> ServiceLimits:
 
 
 def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWatch | None = None,
-                     limits: ServiceLimits | None = None) -> FastAPI:
+                     limits: ServiceLimits | None = None, compute: Executor | None = None) -> FastAPI:
     """The guard server's app around ``guard`` (module docstring).
 
     Args:
@@ -85,6 +97,8 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
             without tokens (the command line allows it on loopback only).
         watch: the query-attack watch, or None for none.
         limits: the upload caps. Default None: :func:`guard_limits`.
+        compute: where predictions run, best the thread that built ``guard`` (module docstring).
+            Default None: a new :func:`compute_thread`.
 
     Returns:
         The FastAPI app.
@@ -95,6 +109,7 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
     limits = limits or guard_limits()
     metrics = GuardMetrics(guard.detectors)
     lock = threading.Lock()
+    compute = compute or compute_thread()
     described = guard.describe()  # the model file's SHA-256 is read once, not per request
     about = {"model_sha256": described["model"]["sha256"], "version": __version__}
     app.state.guard, app.state.watch, app.state.metrics = guard, watch, metrics
@@ -155,7 +170,7 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
             except ClientDisconnect:
                 return JSONResponse({"detail": "the client disconnected before the upload was complete"}, 400)
             received = time.perf_counter()
-            body, timings = await run_in_threadpool(answer, upload.sources, client, folder / "images")
+            body, timings = await asyncio.wrap_future(compute.submit(answer, upload.sources, client, folder / "images"))
         return JSONResponse({**body, "ignored": upload.ignored, "guard": about},
                             headers={"Server-Timing": server_timing(received - started, timings)})
 
@@ -167,4 +182,6 @@ def app_from_environment() -> FastAPI:
     the spec in :data:`SPEC_VARIABLE` (each process loads the model once)."""
     spec = GuardSpec.from_json(os.environ[SPEC_VARIABLE])
     watch = QueryWatch(**spec.watch) if spec.watch is not None else None
-    return create_guard_app(build_guard(spec), data_dir=spec.data_dir, watch=watch, limits=guard_limits(**spec.limits))
+    compute = compute_thread()
+    return create_guard_app(compute.submit(build_guard, spec).result(), data_dir=spec.data_dir, watch=watch,
+                            limits=guard_limits(**spec.limits), compute=compute)
