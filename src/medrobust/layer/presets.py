@@ -144,7 +144,7 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
     if transfer:
         settings["surrogates"] = [{"name": "small-cnn", "train": {"arch": "small-cnn", "epochs": 15, "data": train_data}}]
     if volumes:
-        settings = _for_volumes(settings)
+        settings = _for_volumes(settings, hu)
     return _in_hu(settings) if hu else settings
 
 
@@ -166,16 +166,13 @@ def _in_hu(value: Any) -> Any:
 
 _VOLUME_DEFENSES = {"jpeg+tv": "tv"}
 """What a preset's defense becomes on volumes: JPEG+TV's TV, which denoises in 3-D."""
-_VOLUME_SQUEEZERS = ["bits:bits=5", "median:size=2", "tv"]
-"""The squeeze detector's squeezers on volumes: the default ones without JPEG."""
-
-
-def _for_volumes(settings: dict[str, Any]) -> dict[str, Any]:
+def _for_volumes(settings: dict[str, Any], hu: bool = False) -> dict[str, Any]:
     """``settings`` for a volume model: the attacks and defenses that refuse volumes left out (or,
     JPEG+TV, replaced by its TV), each change a sentence with the component's own reason in
     ``left_out``."""
     from medrobust.attacks.registry import build_attack
     from medrobust.defenses.registry import build_defense
+    from medrobust.detection.squeeze import DEFAULT_SQUEEZERS, VOLUME_SQUEEZERS
 
     left_out: list[str] = []
     attacks = []
@@ -198,10 +195,13 @@ def _for_volumes(settings: dict[str, Any]) -> dict[str, Any]:
                             f"volumes: {refusal}")
         else:
             left_out.append(f"{spec} (the preset's defense): not evaluated, it refuses volumes: {refusal}")
+    # the squeeze detector's defaults that take volumes (its JPEG refuses them); on CT, the ones a run
+    # on HU data picks (VOLUME_SQUEEZERS, evaluation.squeezers_for_data: bit depth would erase HU contrast)
+    squeezers = list(VOLUME_SQUEEZERS) if hu else [q for q in DEFAULT_SQUEEZERS if build_defense(q).volumes is True]
     squeeze_jpeg = "the squeeze detector's JPEG squeezer: left out (the detector squeezes with " + \
-        ", ".join(_VOLUME_SQUEEZERS) + f"), it refuses volumes: {build_defense('jpeg').volumes}"
+        ", ".join(squeezers) + f"), it refuses volumes: {build_defense('jpeg').volumes}"
     return {**settings, "attacks": attacks, "defenses": defenses,
-            "detectors": {**settings["detectors"], "squeeze": {"squeezers": list(_VOLUME_SQUEEZERS)}},
+            "detectors": {**settings["detectors"], "squeeze": {"squeezers": squeezers}},
             "left_out": [*left_out, squeeze_jpeg]}
 
 
