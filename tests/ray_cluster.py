@@ -1,6 +1,7 @@
 """A local Ray cluster for tests: ``ray start --head --block`` in its own process group (2 CPUs,
-dashboard off, token authentication off: it is this machine's loopback test cluster), stopped
-by killing that group. The ``ray_cluster`` fixture (tests/conftest.py) yields its address."""
+dashboard off, token authentication off: it is this machine's loopback test cluster), stopped by
+signalling the head (then killing what is left of its group). The ``ray_cluster`` fixture
+(tests/conftest.py) yields its address."""
 
 from __future__ import annotations
 
@@ -49,11 +50,17 @@ def local_ray_cluster() -> Iterator[str]:
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)
+        # SIGTERM to the head alone: it drains the node through its GCS and stops its processes
+        # (2 s). Sent to the whole group, the GCS died first and the head waited 30 s for it.
+        head.send_signal(signal.SIGTERM)
         try:
             head.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+            pass
+        try:
+            os.killpg(head.pid, signal.SIGKILL)  # anything of the cluster still running
+        except ProcessLookupError:
+            pass
         for k, v in previous.items():
             if v is None:
                 os.environ.pop(k, None)
