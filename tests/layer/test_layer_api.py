@@ -71,6 +71,30 @@ def test_evaluate_an_in_memory_model_on_tensors_and_refuse_other_tensors_in_the_
         mr.evaluate(net, (torch.rand(9, 1, 32, 32), y), settings, run_dir=tmp_path / "run")
 
 
+def test_a_configuration_file_beside_a_model_file_tests_every_image_as_its_mapping_does(tmp_path) -> None:
+    """A YAML file without data or model sections, given with a saved model and a folder: every
+    image is a test image, as with the same settings passed as a mapping (validated alone, the
+    file once resolved the split for a model it would train, and tested 6 of the 36 images)."""
+    import yaml
+
+    from medrobust.models import build_classifier, save_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(build_classifier("small-cnn", CLASSES, 32), tmp_path / "model")
+    mr.write_phantoms(tmp_path / "images", per_class=12, size=32, seed=5)
+    settings = {"attacks": [{"name": "fgsm", "params": {"eps": "4/255"}}], "defenses": [],
+                "detectors": {"reference": {"enabled": False}, "squeeze": {"enabled": False}}}
+    config = tmp_path / "settings.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    from_file = mr.evaluate(checkpoint, tmp_path / "images", config, run_dir=tmp_path / "file")
+    from_mapping = mr.evaluate(checkpoint, tmp_path / "images", settings, run_dir=tmp_path / "mapping")
+    assert from_file.data["tested"] == from_mapping.data["tested"] == 36
+    assert from_file.baseline.accuracy == from_mapping.baseline.accuracy
+    config.write_text(yaml.safe_dump({**settings, "attack_imagez": 3}))
+    with pytest.raises(ValueError, match=r"settings\.yaml[\s\S]*attack_imagez"):
+        mr.evaluate(checkpoint, tmp_path / "images", config, run_dir=tmp_path / "bad")
+
+
 def test_defend_a_tensor_and_a_folder_keeping_the_layout(tmp_path) -> None:
     x = torch.rand(3, 1, 24, 24)
     assert mr.defend(x, "bits:bits=3").shape == x.shape

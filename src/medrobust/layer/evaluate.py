@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from medrobust.data.image_size import read_side
-from medrobust.evaluation.config import ExperimentConfig, load_config, validate_config
+from medrobust.evaluation.config import ExperimentConfig, validate_config
 from medrobust.evaluation.results import RunMetrics
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.layer.presets import PRESETS, preset_settings
 from medrobust.models.contract import ModelContract
+from medrobust.safety.safe_yaml import load_yaml_mapping
 
 IN_MEMORY = "(in memory)"
 MODEL_CHECK_STAGE = "model check"
@@ -167,7 +168,7 @@ def evaluate(model: Any = None, images: Any = None, preset: str | ExperimentConf
         for key, value in {"name": name, "output_dir": output_dir}.items():  # validated with the rest
             if value is not None:
                 raw[key] = str(value)
-        config = validate_config(raw)
+        config = validate_config(raw, str(preset) if isinstance(preset, Path) else None)
         config.check_components()
         return config
 
@@ -232,7 +233,11 @@ def _given_config(preset: Any) -> dict[str, Any]:
         return preset.model_dump(mode="json")
     if isinstance(preset, Mapping):
         return dict(preset)
-    return load_config(Path(preset)).model_dump(mode="json")
+    # A file is read as written and validated with the model and images given beside it (its
+    # refusals still name it): validated alone, a file without a model section resolved
+    # data.split for a model it would train, and a loaded model was tested on a sixth of the
+    # images instead of every one.
+    return load_yaml_mapping(Path(preset))
 
 
 def _load_section(model: Any, loaded, contract: ModelContract) -> dict[str, Any]:
