@@ -21,6 +21,27 @@ import torch
 CLASSES = ("Normal", "Pneumonia", "Pneumothorax")
 
 
+LEAN_CONFIG = """\
+attacks:
+  - name: apgd
+    params: {eps: 8/255, steps: 20}
+    eps_sweep: [1/255, 2/255, 4/255, 8/255]
+defenses: [jpeg+tv]
+adaptive:
+  enabled: true
+  params: {steps: 5}
+  portfolio: [unrolled]
+  max_steps: 10
+detectors:
+  reference: {}
+  squeeze: {squeezers: ["bits:bits=5", "median:size=2"]}
+"""
+"""A job configuration with every stage a service job's pages show (an attack's sweep, a defense
+against an adaptive attacker, both detectors), at a third of the quick preset's cost (5 s against
+16 s for these 36 images): the tests of the service's machinery (kill and resume, Ray, the
+dashboard) run it; one job of ``test_api`` runs the quick preset itself."""
+
+
 @dataclass(frozen=True)
 class Uploads:
     checkpoint_zip: Path  # a medrobust checkpoint folder, zipped (white-box: gradients)

@@ -25,6 +25,7 @@ from medrobust.service.limits import ServiceLimits  # noqa: E402
 from medrobust.service.store import Store  # noqa: E402
 from medrobust.service.worker import Worker  # noqa: E402
 from tests.guard_run_files import write_finished_run  # noqa: E402
+from tests.service.conftest import LEAN_CONFIG  # noqa: E402
 
 API = "/api/v1/jobs"
 
@@ -50,14 +51,14 @@ def zip_bytes(members: dict[str, bytes], modes: dict[str, int] | None = None) ->
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, uploads):
-    """A data directory with two finished jobs of tenant acme (checkpoint zip, TorchScript) and
-    the app over it."""
+    """A data directory with two finished jobs of tenant acme (checkpoint zip with the quick
+    preset, TorchScript with the lean configuration) and the app over it."""
     data_dir = tmp_path_factory.mktemp("finished") / "service"
     store = Store(data_dir)
     token, other = store.create_token("acme"), store.create_token("globex")
     with TestClient(create_app(data_dir)) as client:
         a = submit(client, token, uploads.checkpoint_zip, uploads.images_zip, preset="quick")
-        b = submit(client, token, uploads.torchscript, uploads.images_zip, preset="quick",
+        b = submit(client, token, uploads.torchscript, uploads.images_zip, config=LEAN_CONFIG,
                    classes="normal,PNEUMONIA,pneumothorax", input_size=32, intensity="unit")
         assert a.status_code == 202, a.text
         assert b.status_code == 202, b.text

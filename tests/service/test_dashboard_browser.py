@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from tests.progress_wait import wait_for
+from tests.service.conftest import LEAN_CONFIG
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
@@ -149,9 +150,14 @@ def test_dashboard_end_to_end(live_service, tmp_path):
             assert page.evaluate("document.cookie") == ""
             assert live_service.token not in page.url
 
-            # two jobs: the zipped checkpoint (classes from the checkpoint), named, with its version...
+            # two jobs: the zipped checkpoint (classes from the checkpoint), named, with its version
+            # (and the lean configuration of the service tests, in the form's YAML field)...
+            page.click("summary:has-text('Advanced: YAML configuration')")
+            page.fill("#config", LEAN_CONFIG)
             first = upload(page, uploads.checkpoint_zip, uploads.images_zip, name="Chest triage on site B",
                            version="2.1.0")
+            page.fill("#config", "")
+            page.click("summary:has-text('Advanced: YAML configuration')")
             expect(page.locator("#message")).to_contain_text(f"Job {first} (Chest triage on site B)")
             # ...and the TorchScript export on images whose folders are named otherwise: refused with a hint
             # that names the form's class map field, then accepted with it

@@ -1,9 +1,9 @@
 """End to end with real processes: ``medrobust serve`` and ``medrobust worker`` on 127.0.0.1, a
-token made with ``medrobust tokens create``, a tiny job (32 px phantoms, a small CNN, preset
-quick). The worker and the web process are SIGKILLed in the middle of the run and started again:
-the job is taken over after its lease, resumes from its run directory (the stage files written
-before the kill are not written again), and ends with the same metrics as the same run done
-locally with ``mr.evaluate``. Every wait is on the job's progress (issue 25, point 11): it fails
+token made with ``medrobust tokens create``, a tiny job (32 px phantoms, a small CNN, the lean
+configuration of ``tests/service/conftest.py``). The worker and the web process are SIGKILLed in
+the middle of the run and started again: the job is taken over after its lease, resumes from its
+run directory (the stage files written before the kill are not written again), and ends with the
+same metrics as the same run done locally with ``mr.evaluate``. Every wait is on the job's progress (issue 25, point 11): it fails
 only when the job stops moving for minutes, never on a fixed total."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 from tests.progress_wait import wait_for
 from tests.run_equality import without_timings
+from tests.service.conftest import LEAN_CONFIG
 
 API = "/api/v1/jobs"
 
@@ -46,7 +47,7 @@ def test_job_survives_sigkill_of_worker_and_web_and_matches_a_local_run(live_ser
     service, uploads = live_service, live_service.uploads
     auth = {"Authorization": f"Bearer {service.token}"}
     with uploads.checkpoint_zip.open("rb") as model, uploads.images_zip.open("rb") as images:
-        response = httpx.post(f"{service.base_url}{API}", headers=auth, data={"preset": "quick"}, timeout=60,
+        response = httpx.post(f"{service.base_url}{API}", headers=auth, data={"config": LEAN_CONFIG}, timeout=60,
                               files={"model": ("chest-cnn.zip", model), "images": ("xrays.zip", images)})
     assert response.status_code == 202, response.text
     job_id = response.json()["id"]
@@ -76,7 +77,9 @@ def test_job_survives_sigkill_of_worker_and_web_and_matches_a_local_run(live_ser
     assert not rewritten, f"finished stages were computed again after the restart: {rewritten}"
 
     remote = httpx.get(f"{service.base_url}{API}/{job_id}/metrics", headers=auth, timeout=10).json()
-    local = mr.evaluate(uploads.checkpoint_dir, uploads.images_dir, preset="quick", run_dir=tmp_path / "local")
+    settings = tmp_path / "lean.yaml"
+    settings.write_text(LEAN_CONFIG)
+    local = mr.evaluate(uploads.checkpoint_dir, uploads.images_dir, settings, run_dir=tmp_path / "local")
     local_metrics = json.loads((tmp_path / "local" / "metrics.json").read_text())
     assert _results(remote) == _results(local_metrics)
     assert remote["baseline"]["n"] == local.baseline.n == 36

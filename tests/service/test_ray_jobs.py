@@ -15,6 +15,7 @@ from medrobust.service.app import create_app  # noqa: E402
 from medrobust.service.store import Store  # noqa: E402
 from medrobust.service.worker import Worker  # noqa: E402
 
+from .conftest import LEAN_CONFIG  # noqa: E402
 from .test_api import API, submit  # noqa: E402
 
 
@@ -26,7 +27,7 @@ def test_a_job_runs_on_ray_with_its_state_in_the_database(tmp_path, uploads, ray
         token = store.create_token("acme")
         execution = {"engine": "ray", "address": ray_cluster, "workers": 2} if engine == "ray" else None
         with TestClient(create_app(data_dir)) as client:
-            response = submit(client, token, uploads.checkpoint_zip, uploads.images_zip, preset="quick")
+            response = submit(client, token, uploads.checkpoint_zip, uploads.images_zip, config=LEAN_CONFIG)
             assert response.status_code == 202, response.text
             job_id = response.json()["id"]
             Worker(data_dir, poll_s=0.05, execution=execution).run(once=True)
