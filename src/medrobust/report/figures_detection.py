@@ -9,7 +9,7 @@ import numpy as np
 
 from medrobust.evaluation.results import AttackOutcome, DetectorOutcome
 from medrobust.report.figure import COLORS, ReportFigure, finish, grouped_bars, new_figure, percent_axis
-from medrobust.report.figures_images import MAX_IMAGES, show
+from medrobust.report.figures_images import MAX_IMAGES, show, shown, view_text
 from medrobust.report.run_contents import RunContents, pct
 
 
@@ -90,12 +90,13 @@ def detection_samples(contents: RunContents, detectors: list[DetectorOutcome],
                     ax.text(0.5, 0.5, "image not among\nthe examples", ha="center", va="center", fontsize=7,
                             transform=ax.transAxes)
                 else:
-                    show(ax, images[index], "original" if c == 0 else f"{attack.attack.upper()}")  # type: ignore[union-attr]
+                    show(ax, shown(contents, images[index]),  # CT: its middle slice through the window
+                         "original" if c == 0 else f"{attack.attack.upper()}")  # type: ignore[union-attr]
     where = (f" beside the example's original and its {attack.key} image" if has_images and attack is not None else "")
     return finish(
         fig, "11_detection_samples", "Detection samples",
         f"The first {len(lines)} per-image log lines of the {detector.name} detector in the study's format{where}; red: "
-        "flagged as an attack, green: not flagged.",
+        f"flagged as an attack, green: not flagged.{view_text(contents) if has_images else ''}",
     )
 
 
