@@ -120,6 +120,8 @@ def test_the_tiny_ct_report_states_budgets_in_hu_beside_the_noise(tiny_ct_run) -
     assert "window level 40 HU / width 80 HU" in html
     assert 'data-field="/rows/0/main_eps" data-format="eps_hu">4 HU<' in html  # the main budget in HU, not 0.000977
     assert "up to 16 HU" in html
+    # the gradient-masking check's large budget (64/255 of the currency) in HU too
+    assert "first gradient member at eps 1027.76 HU" in html and "64/255" not in html
     assert "could not be drawn" not in html  # every figure draws volumes (their middle slice), none fails
     assert 'id="11_detection_samples"' in html or "11_detection_samples.png" in html
     statement = json.loads((run / "scorecard.json").read_text())

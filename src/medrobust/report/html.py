@@ -161,7 +161,7 @@ def _defenses(b: _Builder, c: RunContents) -> str:
                       note("The adaptive accuracy is the worst case per image: an image counts only when the defended "
                            "model is right on it clean and under every attack below (Athalye et al. 2018; Croce & Hein "
                            "2020)."),
-                      tables.adaptive_portfolio(d)]
+                      tables.adaptive_portfolio(d, budget_unit(c.metrics))]
     if main is not None:
         parts.append(b.figure("07_original_attack_defended", "no defended example images in samples/examples.npz.",
                               lambda: fi.original_attack_defended(c, main, defense)))

@@ -135,7 +135,7 @@ def defenses(outcomes: list[DefenseOutcome]) -> str:
                   "s / image"], rows, "wide")
 
 
-def adaptive_portfolio(d: DefenseOutcome) -> str:
+def adaptive_portfolio(d: DefenseOutcome, unit: str = "grey levels") -> str:
     """One defense's adaptive portfolio: each member's own accuracy beside the worst case, the
     doubling checks and the gradient-masking verdict with its reasons."""
     def accuracy(m) -> Any:
@@ -149,7 +149,7 @@ def adaptive_portfolio(d: DefenseOutcome) -> str:
     items = [escape(c.text) if c.converged else f'<span class="warning">{escape(c.text)}</span>: the adaptive figure may '
              "be optimistic; raise the limit" for c in d.adaptive_checks]
     if d.masking_eps_accuracy is not None and d.masking_eps is not None:
-        items.append(f"first gradient member at eps {escape(format_eps(d.masking_eps))}: accuracy "
+        items.append(f"first gradient member at eps {escape(format_eps(d.masking_eps, unit))}: accuracy "
                      f"{escape(pct(d.masking_eps_accuracy))} (should be 0% for a defense that keeps images recognisable)")
     if d.gradient_masking:
         items += [f'<span class="warning">{escape(MASKING_WARNING)}</span>: ' + "; ".join(escape(r) for r in d.gradient_masking)]

@@ -25,7 +25,7 @@ from medrobust.evaluation.results import AdaptiveMember, ConvergenceCheck
 from medrobust.evaluation.stage_keys import gradient_adaptive_key, square_adaptive_key
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.execution.units import ModelRef
-from medrobust.specs.components import eps_label
+from medrobust.specs.components import eps_label, eps_text
 
 RESTART_SEED_STRIDE = 7919
 """Seed offset between random restarts (a prime: restart r starts from seed + r x 7919)."""
@@ -46,6 +46,7 @@ class AdaptiveSettings:
     square_queries: int = 1000
     masking_eps: float | None = 64 / 255
     differentiable_model: bool = True
+    budget_unit: str = "grey levels"  # the data's unit, that the masking check's budget is stated in ("HU" on CT)
     eps_sweep: tuple[float, ...] = ()  # further budgets the portfolio runs at, with the effort ``eps``'s checks reached
 
 
@@ -281,7 +282,8 @@ class _Portfolio:
                                               runs=keys, seconds_per_image=seconds / max(1, n)))
         gradient_accs = [member_accuracy[m] for m in active if m in member_accuracy]
         others = {m: a for m, a in member_accuracy.items() if m not in GRADIENT_MEMBERS}
-        masking_label = eps_label(settings.masking_eps) if settings.masking_eps is not None else ""
+        masking_label = (eps_text(settings.masking_eps, settings.budget_unit) if settings.masking_eps is not None
+                         else "")
         masking = masking_reasons(min(gradient_accs) if gradient_accs else None, others, gradient.high_eps_accuracy,
                                   masking_label, n)
         modes = [f"{m}+eot({gradient.draws})" if m in GRADIENT_MEMBERS and self.defense.randomized else

@@ -76,7 +76,8 @@ def adaptive_settings(ctx: RunContext, attacks: Attacks) -> AdaptiveSettings:
         attack=adaptive.attack, params=dict(adaptive.params), eps=eps, portfolio=tuple(adaptive.portfolio),
         restarts=adaptive.restarts, max_steps=adaptive.max_steps, eot_samples=adaptive.eot_samples,
         max_eot_samples=adaptive.max_eot_samples, square_queries=queries, masking_eps=adaptive.masking_eps,
-        differentiable_model=ctx.differentiable, eps_sweep=tuple(adaptive.eps_sweep))
+        differentiable_model=ctx.differentiable, budget_unit=ctx.parts["test"].grid.unit,
+        eps_sweep=tuple(adaptive.eps_sweep))
 
 
 def undefended_reference(ctx: RunContext, attacks: Attacks, settings: AdaptiveSettings) -> AttackRun:
