@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from medrobust.defenses.total_variation import HU_TV
 from medrobust.evaluation.config import ExperimentConfig
 from medrobust.layer.presets import GRIDS, PRESETS, preset_settings
 from medrobust.specs.components import parse_number
@@ -68,7 +69,10 @@ def test_a_volume_model_runs_what_takes_volumes_and_says_what_was_left_out_and_w
     config = _validated(preset_settings(preset, volumes=True, hu=True))
     names = [a.name for a in config.attacks]
     assert "sia" not in names and names[0] == ("apgd" if preset == "quick" else "autoattack")
-    assert "jpeg+tv" not in config.defenses and "tv" in config.defenses
+    # TV at its weight for HU on CT (the study's 0.1 smooths like 400 HU there), said so
+    assert "jpeg+tv" not in config.defenses and HU_TV in config.defenses and "tv" not in config.defenses
+    assert f"tv (the preset's defense): run as {HU_TV} on CT" in "\n".join(config.left_out)
+    assert "tv" in preset_settings(preset, volumes=True, hu=False)["defenses"]  # volumes on the 8-bit grid: as is
     assert not {"jpeg", "tvm"} & set(config.defenses)
     assert "jpeg" not in config.detectors.squeeze.squeezers
     reasons = "\n".join(config.left_out)

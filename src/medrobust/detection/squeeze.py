@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from medrobust.data.image_batch import check_image_batch
+from medrobust.defenses.total_variation import HU_TV
 from medrobust.detection.base import DetectionResult, Detector, check_names
 from medrobust.detection.metrics import calibrated_threshold
 from medrobust.detection.model_outputs import probabilities_on_device
@@ -45,15 +46,12 @@ log = logging.getLogger(__name__)
 DEFAULT_SQUEEZERS: tuple[str, ...] = ("bits:bits=5", "median:size=2", "jpeg:quality=75", "tv:weight=0.1")
 """The default squeezers, as defense spec strings."""
 
-VOLUME_SQUEEZERS: tuple[str, ...] = ("median:size=2", "tv:weight=0.004,tol=1e-05")
+VOLUME_SQUEEZERS: tuple[str, ...] = ("median:size=2", HU_TV)
 """The default squeezers of CT data (volumes and slices in HU): a 2 x 2 (x 2) median and total
-variation at a weight for HU. No JPEG: it refuses volumes, and no CT pipeline stores HU as JPEG. No
-bit-depth reduction: 5 bits of the 12-bit HU range are steps of 132 HU, which erase the contrast of
-brain tissue and of every finding in it (a bleed is 20-50 HU above brain). TV's weight is the
-study's lambda 0.1 scaled from an 8-bit image's range to what a brain window spans (0.004 of the
-[0, 1] range is about 16 HU: it smooths the 5-8 HU noise and a few-HU perturbation, and keeps a
-lesion's contrast), and its tolerance is in HU too (1e-5, 0.04 HU per iteration, where the default
-1.5e-3 is 6 HU and would stop it before it moved)."""
+variation at its weight for HU (:data:`~medrobust.defenses.total_variation.HU_TV`: about 4 HU, with
+a tolerance in HU). No JPEG: it refuses volumes, and no CT pipeline stores HU as JPEG. No bit-depth
+reduction: 5 bits of the 12-bit HU range are steps of 132 HU, which erase the contrast of brain
+tissue and of every finding in it (a bleed is 20-50 HU above brain)."""
 
 
 def squeeze_log_line(name: str, flagged: bool, score: float, threshold: float, squeezers: Sequence[str]) -> str:

@@ -77,6 +77,7 @@ from __future__ import annotations
 from typing import Any
 
 from medrobust.data.phantom.ct_head import ct_head_spacing
+from medrobust.defenses.total_variation import HU_TV
 from medrobust.evaluation.config import ExperimentConfig
 
 APGD_STEPS = 50  # APGD-CE's steps in the demo (AutoAttack's 100 in the presets), for time
@@ -98,7 +99,7 @@ CT_GRID = ("2HU", "4HU", "8HU", "16HU")  # up to the CT score's 16 HU (stored_gr
 CT_MAIN_EPS = "4HU"
 CT_APGD_STEPS = 20
 CT_ADAPTIVE_STEPS = 5  # the adaptive attacker's first steps (doubled once at most): unrolled TV is costly
-CT_TV = "tv:weight=0.004,tol=1e-05,max_iter=50"  # TV's weight and tolerance for HU (detection.squeeze.VOLUME_SQUEEZERS: why)
+CT_TV = f"{HU_TV},max_iter=50"  # TV's weight and tolerance for HU (defenses.total_variation.HU_TV: why)
 CT_DEFENSE = f"{CT_TV},spacing={';'.join(f'{v:g}' for v in ct_head_spacing(CT_SIZE, CT_DEPTH))}"
 """The CT demo's defense: TV in 3-D with the phantoms' voxel spacing (dz; dy; dx in mm)."""
 
