@@ -57,7 +57,7 @@ def test_evaluate_with_flags_only_states_hu_budgets_and_what_volumes_leave_out(o
     assert any(line.startswith("jpeg+tv (the preset's defense): evaluated as tv alone") for line in left_out)
     assert any(line.startswith("the squeeze detector's JPEG squeezer: left out") for line in left_out)
     output = " ".join(result.output.split())
-    noise = data["noise"]["std"]  # 16 px slices hold too little soft tissue to estimate it
+    noise = data["noise"]["std"]  # estimated on the stored volumes (None where too little is soft tissue)
     assert "The attacker changes each voxel by at most 16 HU" + (
         f", at or above the image noise of {noise:g} HU" if noise is not None else
         " (the image noise was not measured)") in output

@@ -124,7 +124,9 @@ def stored_grid_record(ctx: RunContext) -> dict:
         std, method = manifest_noise_std(ctx.config.data.source), MANIFEST_METHOD
     if std is None and ctx.n:
         stored = ctx.inputs.take(np.arange(min(ctx.n, NOISE_IMAGES)), ctx.batch_size, "clean")
-        std = estimate_noise_std(stored_grid_of(stored).to_units(stored.astype(np.float64)))
+        # stored integers k are levels above the grid's lowest value: HU = low + k (the estimate
+        # once read them as the currency, HU = low + 4095 k, and never found soft tissue)
+        std = estimate_noise_std(stored_grid_of(stored).low + stored.astype(np.float64))
         method = ESTIMATE_METHOD if std is not None else "not measured: no soft-tissue region (-100..150 HU) found"
     record["noise"] = {"std": None if std is None else round(float(std), 2), "unit": grid.unit, "method": method}
     return record
