@@ -21,7 +21,7 @@ from medrobust.evaluation.adaptive_portfolio import (
     masking_reasons,
     worst_case,
 )
-from medrobust.evaluation.evaluation_checks import MASKING_WARNING
+from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_WARNING, masking_flags_figure
 from medrobust.evaluation.results import read_metrics
 from medrobust.evaluation.scorecard import read_scorecard
 from medrobust.models.checkpoint import save_checkpoint
@@ -83,6 +83,13 @@ def test_masking_reasons_name_the_attack_and_the_numbers() -> None:
     assert reasons[0].startswith("square (20.0%) beat the best gradient attack (25.0%), 3 image(s) more")
     assert reasons[1].startswith("accuracy stays at 5.0% at eps 64/255")
     assert masking_reasons(None, {"square": 0.1}, None, "", 60) == []  # no gradient member: nothing to compare
+
+
+def test_a_masking_warning_stands_beside_a_worst_case_only_above_zero() -> None:
+    reasons = ["accuracy stays at 13.3% at eps 1027.76 HU, where any defense ..."]
+    assert masking_flags_figure(reasons, 0.1) and not masking_flags_figure([], 0.1)
+    assert not masking_flags_figure(reasons, 0.0)  # 0%: no attacker does better; the signs are listed as MASKING_MOOT
+    assert "already 0%" in MASKING_MOOT
 
 
 def test_portfolio_names_are_checked() -> None:

@@ -20,9 +20,18 @@ from __future__ import annotations
 
 MASKING_WARNING = "possible gradient masking: the adaptive figure may be optimistic"
 MASKING_NOT_ASSESSED = "gradient masking not assessed: no gradient attack could run through the defense"
+MASKING_MOOT = ("signs of gradient masking were seen, but the worst-case accuracy is already 0%: that figure "
+                "cannot read better than it is")
 WHITE_BOX_UNDERESTIMATED = "white-box attacks underestimated: gradient masking likely"
 ZERO_GRADIENT_SHARE = 0.01
 """The share of images with an exactly zero input gradient above which gradient masking is suspected."""
+
+
+def masking_flags_figure(reasons: list[str], worst_case_accuracy: float) -> bool:
+    """Whether a masking warning belongs beside a worst-case accuracy: signs were seen and the figure
+    is above 0% (at 0% no attacker can do better, so "may be optimistic" would mislead; the signs
+    are still listed, with :data:`MASKING_MOOT`)."""
+    return bool(reasons) and not worst_case_accuracy <= 0.0
 
 
 def randomised(draws: int) -> str:
