@@ -21,7 +21,7 @@ from medrobust.evaluation.adaptive_portfolio import (
     masking_reasons,
     worst_case,
 )
-from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_WARNING, masking_flags_figure
+from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_WARNING
 from medrobust.evaluation.results import read_metrics
 from medrobust.evaluation.scorecard import read_scorecard
 from medrobust.models.checkpoint import save_checkpoint
@@ -85,11 +85,14 @@ def test_masking_reasons_name_the_attack_and_the_numbers() -> None:
     assert masking_reasons(None, {"square": 0.1}, None, "", 60) == []  # no gradient member: nothing to compare
 
 
-def test_a_masking_warning_stands_beside_a_worst_case_only_above_zero() -> None:
-    reasons = ["accuracy stays at 13.3% at eps 1027.76 HU, where any defense ..."]
-    assert masking_flags_figure(reasons, 0.1) and not masking_flags_figure([], 0.1)
-    assert not masking_flags_figure(reasons, 0.0)  # 0%: no attacker does better; the signs are listed as MASKING_MOOT
-    assert "already 0%" in MASKING_MOOT
+def test_a_masking_warning_stands_beside_a_worst_case_only_above_zero(portfolio_run, masking_defense) -> None:
+    d = next(d for d in read_metrics(portfolio_run).defenses if d.name == masking_defense)
+    # its transfer member took the worst case to 0%: the signs are listed, without "may be optimistic"
+    assert d.gradient_masking and d.adaptive_accuracy == 0.0 and not d.masking_flagged
+    html = (portfolio_run / "report.html").read_text()
+    assert escape(MASKING_MOOT) in html
+    assert d.model_copy(update={"adaptive_accuracy": 0.25}).masking_flagged
+    assert not d.model_copy(update={"adaptive_accuracy": 0.25, "gradient_masking": []}).masking_flagged
 
 
 def test_portfolio_names_are_checked() -> None:

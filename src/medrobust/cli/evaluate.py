@@ -95,7 +95,6 @@ def _certified_rows(table, c) -> None:
 
 def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None) -> None:
     """The summary table printed at the end of a run."""
-    from medrobust.evaluation.evaluation_checks import masking_flags_figure
     from medrobust.report.run_contents import budget_unit
     from medrobust.report.summary import voxel_budget_sentence
 
@@ -134,7 +133,7 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
                 continue  # the non-adaptive line above, by another name
             table.add_row(f"  adaptive: {_member_label(m)}", _pct(m.accuracy) if m.accuracy is not None else "not run")
         flag = (" [bold red]possible gradient masking[/bold red]"
-                if masking_flags_figure(d.gradient_masking, d.adaptive_accuracy) else
+                if d.masking_flagged else
                 "" if d.gradient_masking_assessed else " (gradient masking not assessed)")
         ran = [m.name for m in d.adaptive_members if m.accuracy is not None]
         members = f" of {len(ran)} ({', '.join(ran)})" if ran else ""

@@ -27,13 +27,6 @@ ZERO_GRADIENT_SHARE = 0.01
 """The share of images with an exactly zero input gradient above which gradient masking is suspected."""
 
 
-def masking_flags_figure(reasons: list[str], worst_case_accuracy: float) -> bool:
-    """Whether a masking warning belongs beside a worst-case accuracy: signs were seen and the figure
-    is above 0% (at 0% no attacker can do better, so "may be optimistic" would mislead; the signs
-    are still listed, with :data:`MASKING_MOOT`)."""
-    return bool(reasons) and not worst_case_accuracy <= 0.0
-
-
 def randomised(draws: int) -> str:
     return (f"the model's forward pass is random (two passes on the same images differ): the gradient attacks "
             f"average each gradient over {draws} draws (expectation over transformation)")

@@ -148,6 +148,13 @@ class DefenseOutcome(_Model):
     gradient_masking: list[str] = Field(default_factory=list)  # reasons; empty: no sign seen
     gradient_masking_assessed: bool = True  # False: no gradient member ran (a black-box model)
 
+    @property
+    def masking_flagged(self) -> bool:
+        """Whether the gradient-masking warning belongs beside ``adaptive_accuracy``: signs were seen
+        and the figure is above 0%. At 0% no attacker does better, so "may be optimistic" would
+        mislead; the signs are still listed (``evaluation_checks.MASKING_MOOT``)."""
+        return bool(self.gradient_masking) and self.adaptive_accuracy > 0.0
+
 
 class DetectorOutcome(_Model):
     """A detector's detection rates, false positive rates and ROC."""

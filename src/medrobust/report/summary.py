@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
-from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_WARNING, masking_flags_figure
+from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_WARNING
 from medrobust.evaluation.results import AttackOutcome, DefenseOutcome, DetectorOutcome, RunMetrics
 from medrobust.evaluation.scorecard import QUERY_ATTACKS
 from medrobust.report.run_contents import RunContents, budget_unit, format_eps, noise_text, pct, visible_budget
@@ -177,8 +177,7 @@ def _defense(w: _Writer, defense: DefenseOutcome, main: AttackOutcome) -> None:
                  f"on clean images it even gains {w.points('defense_clean_cost_pp', cost, f'{src}.clean_cost_pp')}")
     w.sentences.append(f"The defense {escape(defense.name)} " + " and ".join(parts) + f"; {cost_text}.")
     if defense.gradient_masking:
-        lead = (MASKING_WARNING if masking_flags_figure(defense.gradient_masking, defense.adaptive_accuracy)
-                else MASKING_MOOT)
+        lead = MASKING_WARNING if defense.masking_flagged else MASKING_MOOT
         w.sentences.append(f"For {escape(defense.name)}, {escape(lead)}: "
                            + "; ".join(escape(r) for r in defense.gradient_masking) + ".")
 

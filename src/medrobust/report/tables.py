@@ -12,12 +12,7 @@ from typing import Any
 
 from medrobust.evaluation.certified_accuracy import largest_certifiable_radius
 from medrobust.evaluation.classification import NOT_ASSESSED_NO_NORMAL
-from medrobust.evaluation.evaluation_checks import (
-    MASKING_MOOT,
-    MASKING_NOT_ASSESSED,
-    MASKING_WARNING,
-    masking_flags_figure,
-)
+from medrobust.evaluation.evaluation_checks import MASKING_MOOT, MASKING_NOT_ASSESSED, MASKING_WARNING
 from medrobust.evaluation.results import (
     AttackOutcome,
     CertifiedFigure,
@@ -120,7 +115,7 @@ def sweeps(values: dict[str, list[SweepPoint]], unit: str = "grey levels") -> st
 def _adaptive_accuracy(d: DefenseOutcome) -> Raw:
     """The worst-case accuracy, with the gradient-masking flag beside it when one was raised."""
     cell = f"<b>{escape(pct(d.adaptive_accuracy))}</b>"
-    if masking_flags_figure(d.gradient_masking, d.adaptive_accuracy):
+    if d.masking_flagged:
         cell += f'<br><span class="warning">{escape(MASKING_WARNING)}</span>'
     elif not d.gradient_masking_assessed:
         cell += f'<br><span class="na">{escape(MASKING_NOT_ASSESSED)}</span>'
@@ -158,7 +153,7 @@ def adaptive_portfolio(d: DefenseOutcome, unit: str = "grey levels") -> str:
                      f"{escape(pct(d.masking_eps_accuracy))} (should be 0% for a defense that keeps images recognisable)")
     if d.gradient_masking:
         lead = (f'<span class="warning">{escape(MASKING_WARNING)}</span>'
-                if masking_flags_figure(d.gradient_masking, d.adaptive_accuracy) else escape(MASKING_MOOT))
+                if d.masking_flagged else escape(MASKING_MOOT))
         items += [f"{lead}: " + "; ".join(escape(r) for r in d.gradient_masking)]
     elif d.gradient_masking_assessed:
         items.append("no sign of gradient masking: no gradient-free or transfer member beat the gradient members"
