@@ -21,6 +21,7 @@ import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from medrobust.service.store import Store  # noqa: E402
+from tests.progress_wait import wait_for  # noqa: E402
 from tests.service.conftest import free_port, medrobust_command, wait_for_http  # noqa: E402
 
 CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
@@ -221,5 +222,12 @@ def test_two_worker_processes_answer_and_stop_with_the_parent(tmp_path, trained_
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
-    for child in children:
-        assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    def running(child: int) -> bool:
+        try:
+            return "zombie" not in Path(f"/proc/{child}/status").read_text().lower()
+        except OSError:  # gone
+            return False
+
+    # every child ends: the workers with the parent, multiprocessing's resource tracker once the
+    # last of them has closed its pipe (a moment after the parent, so this waits for it)
+    wait_for(lambda: [c for c in children if running(c)], lambda left: not left, what="the guard's worker processes")
