@@ -122,6 +122,7 @@ def test_the_tiny_ct_report_states_budgets_in_hu_beside_the_noise(tiny_ct_run) -
     assert "up to 16 HU" in html
     # the gradient-masking check's large budget (64/255 of the currency) in HU too
     assert "first gradient member at eps 1027.76 HU" in html and "64/255" not in html
+    assert "L-inf mean / max (HU)" in html and "(of 255)" not in html  # the attacks table's change in HU
     assert "could not be drawn" not in html  # every figure draws volumes (their middle slice), none fails
     assert 'id="11_detection_samples"' in html or "11_detection_samples.png" in html
     statement = json.loads((run / "scorecard.json").read_text())

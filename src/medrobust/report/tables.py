@@ -23,6 +23,7 @@ from medrobust.evaluation.results import (
     SweepPoint,
 )
 from medrobust.report.run_contents import format_eps, pct, visible_budget
+from medrobust.specs.components import HU_LEVELS
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], css_class: str = "") -> str:
@@ -87,17 +88,19 @@ def eps_text(eps: float, unit: str = "grey levels") -> str:
 
 
 def attacks(outcomes: list[AttackOutcome], unit: str = "grey levels") -> str:
+    """The attacks table; the L-inf change in the data's unit (grey levels of 255, or HU on CT)."""
+    levels, linf_unit = (HU_LEVELS, "HU") if unit == "HU" else (255, "of 255")
     rows = []
     for a in outcomes:
         p = a.perturbation
         rows.append([a.key, a.source, eps_text(a.eps, unit), a.adversarial.n,
                      Raw(f"{pct(a.clean.accuracy)} &rarr; <b>{pct(a.adversarial.accuracy)}</b>"),
                      pct(a.success_rate_all), success_correct_text(a),
-                     f"{255 * p.linf_mean:.2f} / {255 * p.linf_max:.2f}", f"{p.l2_mean:.3f}", f"{p.ssim_mean:.3f}",
+                     f"{levels * p.linf_mean:.2f} / {levels * p.linf_max:.2f}", f"{p.l2_mean:.3f}", f"{p.ssim_mean:.3f}",
                      "∞ (unchanged)" if p.psnr_mean_db is None else f"{p.psnr_mean_db:.1f}", flips_text(a),
                      f"{a.seconds_per_image:.3g}"])
     return table(["attack", "source", "eps", "images", "accuracy clean → attacked", "success (all)",
-                  "success (correct)", "L-inf mean / max (of 255)", "L2 mean", "SSIM mean", "PSNR (dB)",
+                  "success (correct)", f"L-inf mean / max ({linf_unit})", "L2 mean", "SSIM mean", "PSNR (dB)",
                   "dangerous flips (finding → normal)", "s / image"], rows, "wide")
 
 
