@@ -32,10 +32,13 @@ def configured_budgets(config: ExperimentConfig) -> list[tuple[str, float]]:
 def check_budget_units(config: ExperimentConfig, grid: StoredGrid, source: str) -> None:
     """Refuse budgets in HU when the data (``source``) is not CT: ValueError naming the field,
     the budget and the fix."""
-    if grid.unit == "HU":
-        return
     for where, eps in configured_budgets(config):
-        if is_hu_budget(eps):
-            raise ValueError(f"{where}: the budget {eps_label(eps)} is in HU, but {source} holds {grid.name} images "
-                             f"(budgets in {grid.unit}); give it in grey levels (e.g. 4/255), or point at CT data "
-                             "(DICOM series, NIfTI or CT slices)")
+        refuse_hu_budget(where, eps, grid, source)
+
+
+def refuse_hu_budget(where: str, eps: float, grid: StoredGrid, source: str) -> None:
+    """ValueError when ``eps`` is stated in HU and the data (``source``) is not on the CT grid."""
+    if grid.unit != "HU" and is_hu_budget(eps):
+        raise ValueError(f"{where}: the budget {eps_label(eps)} is in HU, but {source} holds {grid.name} images "
+                         f"(budgets in {grid.unit}); give it in grey levels (e.g. 4/255), or point at CT data "
+                         "(DICOM series, NIfTI or CT slices; tensors with mr.open_images(x, grid='CT'))")

@@ -245,6 +245,17 @@ def attack(model: Any, images: Any, attack: Any = "sia:eps=8/255", surrogate: An
     fixed = read_side(target.input_size)
     data = open_images(images, size=size or fixed or 64, split=split, seed=seed,
                        **({"per_class": per_class} if per_class is not None else {}))
+    if isinstance(attack, str) and data.grid.levels != 255:  # CT: rounded to integer HU, as a run rounds it
+        from medrobust.execution.units import params_on_grid
+        from medrobust.specs.components import parse_spec
+
+        name, spec_params = parse_spec(attack, "attack")
+        atk = attack_to_run(name, seed=seed, allow_large_eps=allow_large_eps,
+                            **params_on_grid(name, {**spec_params, **params}, data.grid))
+    if getattr(atk, "eps", None) is not None:
+        from medrobust.evaluation.budget_units import refuse_hu_budget
+
+        refuse_hu_budget(f"attack {atk.name}", float(atk.eps), data.grid, data.source or "the images")
     if not data.labelled:
         raise ValueError(f"{data.source}: an attack needs each image's true class: lay the images out as "
                          "<Class>/<image>.png, or pass labels")

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from medrobust.data.dataset import ImageDataset
-from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
+from medrobust.data.stored_grid import CT_HU, EIGHT_BIT, StoredGrid
 
 Batch = tuple[torch.Tensor, "torch.Tensor | None", list[str]]
 
@@ -45,6 +45,8 @@ class Images:
         root: the folder the ids are relative to, when there is one. Default None.
         quantise: round images to their stored grid as they are read (:attr:`grid`: what a PNG
             or a CT DICOM stores; the runner does the same). Default True.
+        grid: the stored grid of ``tensors`` (:data:`~medrobust.data.stored_grid.CT_HU` for CT
+            in the currency ``(HU + 1024) / 4095``). Default None: 8-bit. A dataset has its own.
 
     Shape:
         - :meth:`batches`: images (B, C, H, W) float32 in [0, 1], labels (B,) int64 or None,
@@ -58,9 +60,12 @@ class Images:
 
     def __init__(self, dataset: ImageDataset | None = None, *, tensors: tuple[torch.Tensor, torch.Tensor | None] | None
                  = None, ids: Sequence[str] | None = None, classes: Sequence[str] | None = None, source: str = "",
-                 root: Path | None = None, quantise: bool = True) -> None:
+                 root: Path | None = None, quantise: bool = True, grid: StoredGrid | None = None) -> None:
         if (dataset is None) == (tensors is None):
             raise ValueError("Images holds a dataset or tensors, not both")
+        if grid is not None and dataset is not None:
+            raise ValueError("Images: a dataset has its own stored grid; grid= is for tensors")
+        self._grid = grid
         self.dataset = dataset
         self.tensors = tensors
         self.classes = list(classes) if classes is not None else None
@@ -124,8 +129,11 @@ class Images:
     @property
     def grid(self) -> StoredGrid:
         """The stored grid of the images (:mod:`~medrobust.data.stored_grid`): the dataset's (CT
-        HU for series, NIfTI and CT slices), else 8-bit grey levels."""
-        return getattr(self.dataset, "grid", EIGHT_BIT) if self.dataset is not None else EIGHT_BIT
+        HU for series, NIfTI and CT slices), else 8-bit grey levels; tensors' as opened
+        (:func:`open_images`'s ``grid``)."""
+        if self.dataset is not None:
+            return getattr(self.dataset, "grid", EIGHT_BIT)  # type: ignore[no-any-return]
+        return self._grid or EIGHT_BIT
 
     def batches(self, batch_size: int = 32, limit: int | None = None) -> Iterator[Batch]:
         """The readable images in order, batch by batch. Images of different sizes (no fixed size)
@@ -225,7 +233,7 @@ def _stack(items: list[tuple[torch.Tensor, int, str]]) -> tuple[torch.Tensor, to
 def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | None = None, labelled: bool | None = None,
                 size: int | None = None, split: str | None = None, fractions: Sequence[float] | None = None,
                 split_seed: int = 42, per_class: int = 300, seed: int = 0, ids: Sequence[str] | None = None,
-                quantise: bool = True) -> Images:
+                quantise: bool = True, grid: str | StoredGrid | None = None) -> Images:
     """Open ``source`` (see the module docstring) as :class:`Images`.
 
     Args:
@@ -247,7 +255,11 @@ def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | Non
         per_class: the phantoms' images per class. Default 300 (as ``open_dataset``'s).
         seed: the phantoms' generator seed. Default 0.
         ids: one id per image of tensors. Default None: ``image-000000``...
-        quantise: round the images to the 8-bit grid as they are read. Default True.
+        quantise: round the images to their stored grid as they are read. Default True.
+        grid: for tensors, the grid they are stored on: ``"CT"`` (or
+            :data:`~medrobust.data.stored_grid.CT_HU`) for CT in the currency
+            ``(HU + 1024) / 4095``, whose budgets are stated in HU and which is rounded to integer
+            HU; ``"8-bit"``. Default None: 8-bit. Files and datasets carry their own grid.
 
     Returns:
         The images, read batch by batch as they are asked for (only tensors are held in memory).
@@ -270,10 +282,15 @@ def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | Non
     >>> tuple(x.shape), y.tolist(), ids
     ((2, 1, 32, 32), [0, 1], ['image-000000', 'image-000001'])
     """
+    tensors = isinstance(source, torch.Tensor) or (isinstance(source, tuple) and source
+                                                   and isinstance(source[0], torch.Tensor))
+    if grid is not None and not tensors:
+        raise ValueError(f"mr.open_images: grid={grid!r} is for tensors; files and datasets carry their own grid "
+                         "(DICOM and NIfTI are read in HU)")
     if isinstance(source, Images):
         return source.split(split)
     if isinstance(source, torch.Tensor) or (isinstance(source, tuple) and source and isinstance(source[0], torch.Tensor)):
-        return _from_tensors(source, labels, classes, ids, quantise).split(split)
+        return _from_tensors(source, labels, classes, ids, quantise, _grid_named(grid)).split(split)
     if isinstance(source, ImageDataset):
         return Images(source, classes=source.classes, source=type(source).__name__, quantise=quantise).split(split)
     if isinstance(source, (list, tuple)):
@@ -307,8 +324,18 @@ def _unlabelled(paths: list[Path], size: int | None, quantise: bool) -> Images:
     return Images(dataset, classes=None, source=", ".join(str(p) for p in paths), root=root, quantise=quantise)
 
 
+def _grid_named(grid: str | StoredGrid | None) -> StoredGrid | None:
+    if grid is None or isinstance(grid, StoredGrid):
+        return grid
+    grids = {g.name.lower(): g for g in (EIGHT_BIT, CT_HU)} | {CT_HU.unit.lower(): CT_HU}
+    try:
+        return grids[str(grid).strip().lower()]
+    except KeyError:
+        raise ValueError(f"mr.open_images: grid {grid!r}: use 'CT' (HU) or '8-bit'") from None
+
+
 def _from_tensors(source: Any, labels: Any, classes: Sequence[str] | None, ids: Sequence[str] | None,
-                  quantise: bool) -> Images:
+                  quantise: bool, grid: StoredGrid | None = None) -> Images:
     if isinstance(source, tuple):
         if len(source) != 2 or labels is not None:
             raise ValueError("pass images as (x, y) or as x with labels=y, not both")
@@ -330,4 +357,4 @@ def _from_tensors(source: Any, labels: Any, classes: Sequence[str] | None, ids: 
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise ValueError(f"mr.open_images: labels must be 0..{len(classes) - 1} for classes {list(classes)}")
     return Images(tensors=(x.detach().float().cpu(), y), ids=ids, classes=classes if y is not None else None,
-                  source="tensors", quantise=quantise)
+                  source="tensors", quantise=quantise, grid=grid)
