@@ -282,14 +282,14 @@ def open_images(source: Any, *, labels: Any = None, classes: Sequence[str] | Non
     >>> tuple(x.shape), y.tolist(), ids
     ((2, 1, 32, 32), [0, 1], ['image-000000', 'image-000001'])
     """
-    tensors = isinstance(source, torch.Tensor) or (isinstance(source, tuple) and source
+    tensors = isinstance(source, torch.Tensor) or (isinstance(source, tuple) and len(source) > 0
                                                    and isinstance(source[0], torch.Tensor))
     if grid is not None and not tensors:
         raise ValueError(f"mr.open_images: grid={grid!r} is for tensors; files and datasets carry their own grid "
                          "(DICOM and NIfTI are read in HU)")
     if isinstance(source, Images):
         return source.split(split)
-    if isinstance(source, torch.Tensor) or (isinstance(source, tuple) and source and isinstance(source[0], torch.Tensor)):
+    if tensors:
         return _from_tensors(source, labels, classes, ids, quantise, _grid_named(grid)).split(split)
     if isinstance(source, ImageDataset):
         return Images(source, classes=source.classes, source=type(source).__name__, quantise=quantise).split(split)

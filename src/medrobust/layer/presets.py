@@ -168,13 +168,6 @@ _VOLUME_DEFENSES = {"jpeg+tv": "tv"}
 """What a preset's defense becomes on volumes: JPEG+TV's TV, which denoises in 3-D."""
 
 
-def _tv_for_hu(spec: str) -> str:
-    """A preset's TV on CT: its weight and tolerance for HU (:data:`~medrobust.defenses.total_variation.HU_TV`);
-    the study's weight, made for 8-bit images, smooths like 400 HU there. Other specs unchanged."""
-    from medrobust.defenses.total_variation import HU_TV
-
-    return HU_TV if spec == "tv" else spec
-
 def _for_volumes(settings: dict[str, Any], hu: bool = False) -> dict[str, Any]:
     """``settings`` for a volume model: the attacks and defenses that refuse volumes left out (or,
     JPEG+TV, replaced by its TV), each change a sentence with the component's own reason in
@@ -205,12 +198,10 @@ def _for_volumes(settings: dict[str, Any], hu: bool = False) -> dict[str, Any]:
                             f"volumes: {refusal}")
         else:
             left_out.append(f"{spec} (the preset's defense): not evaluated, it refuses volumes: {refusal}")
-    if hu:
-        tuned = [_tv_for_hu(d) for d in defenses]
-        left_out += [f"tv (the preset's defense): run as {HU_TV} on CT, its weight and tolerance for HU (the "
-                     "study's weight 0.1 is made for 8-bit images and would smooth like 400 HU)"
-                     for before, after in zip(defenses, tuned) if before != after]
-        defenses = tuned
+    if hu and "tv" in defenses:  # TV at its weight for HU (defenses.total_variation.HU_TV: why)
+        defenses = [HU_TV if d == "tv" else d for d in defenses]
+        left_out.append(f"tv (the preset's defense): run as {HU_TV} on CT, its weight and tolerance for HU (the "
+                        "study's weight 0.1 is made for 8-bit images and would smooth like 400 HU)")
     # the squeeze detector's defaults that take volumes (its JPEG refuses them); on CT, the ones a run
     # on HU data picks (VOLUME_SQUEEZERS, evaluation.squeezers_for_data: bit depth would erase HU contrast)
     squeezers = list(VOLUME_SQUEEZERS) if hu else [q for q in DEFAULT_SQUEEZERS if build_defense(q).volumes is True]
