@@ -9,12 +9,14 @@ DICOM series in HU."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from medrobust.cli.app import app
+from medrobust.defenses.total_variation import HU_TV
 from tests.foreign_ct import CLASSES, export_user_volume_model, write_user_series_tree
 
 pytest.importorskip("onnxruntime")
@@ -51,12 +53,13 @@ def test_evaluate_with_flags_only_states_hu_budgets_and_what_volumes_leave_out(o
     assert [round(e * 4095, 6) for e in config["grid"]] == [2, 4, 8, 16]  # budgets in HU, not 16..128 HU
     assert [a["attack"] for a in metrics["attacks"]] == ["square"] and metrics["attacks"][0]["eps"] * 4095 == \
         pytest.approx(16)
-    assert [d["name"] for d in metrics["defenses"]] == ["tv"]
+    assert [d["name"] for d in metrics["defenses"]] == [HU_TV]  # the preset's TV at its weight for HU
     scorecard = json.loads((run / "scorecard.json").read_text())
     left_out = [line for line in scorecard["not_tested"] if "refuses volumes" in line]
     assert any(line.startswith("jpeg+tv (the preset's defense): evaluated as tv alone") for line in left_out)
     assert any(line.startswith("the squeeze detector's JPEG squeezer: left out") for line in left_out)
-    output = " ".join(result.output.split())
+    assert any(line.startswith(f"tv (the preset's defense): run as {HU_TV} on CT") for line in scorecard["not_tested"])
+    output = " ".join(result.output.replace("│", " ").split())  # the summary table's cells, unwrapped
     noise = data["noise"]["std"]  # estimated on the stored volumes (None where too little is soft tissue)
     assert "The attacker changes each voxel by at most 16 HU" + (
         f", at or above the image noise of {noise:g} HU" if noise is not None else
@@ -67,8 +70,8 @@ def test_evaluate_with_flags_only_states_hu_budgets_and_what_volumes_leave_out(o
 @pytest.mark.slow
 def test_the_report_states_budgets_in_hu(onnx_run):
     _, run = onnx_run
-    html = (run / "report.html").read_text()
-    assert "The attacker changes each voxel by at most 16 HU" in html and "at 2 HU" in html
+    text = " ".join(re.sub(r"<[^>]+>", " ", (run / "report.html").read_text()).split())  # the words a reader sees
+    assert "The attacker changes each voxel by at most 16 HU" in text and "at 2 HU" in text
 
 
 def test_a_volume_model_reads_volumes_at_its_in_plane_side_not_its_depth():

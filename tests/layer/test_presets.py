@@ -60,8 +60,21 @@ def test_a_ct_model_is_evaluated_on_budgets_in_hu(preset) -> None:
     hu = sorted(round(g * 4095, 6) for g in config.grid)
     assert hu == {"quick": [2, 4, 8, 16], "standard": [2, 4, 8, 16, 32], "thorough": [1, 2, 4, 8, 16, 32]}[preset]
     assert config.attacks[0].params["eps"] == "16HU" and config.attacks[0].eps_sweep == config.grid
-    assert config.adaptive.eps_sweep == config.grid and config.left_out == []
+    assert config.adaptive.eps_sweep == config.grid
+    assert all("JPEG" in r or r.startswith("tv (") for r in config.left_out)  # only the defenses' changes on CT
     assert preset_settings(preset) == preset_settings(preset, hu=False)  # 8-bit: unchanged
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_ct_slice_model_gets_no_jpeg_and_tv_at_its_weight_for_hu(preset) -> None:
+    """2-D CT slices (RSNA-style haemorrhage models): JPEG would round 4096 HU levels to 256, and TV
+    at the study's weight smooths like 400 HU; both are changed, and said so."""
+    config = _validated(preset_settings(preset, hu=True))
+    assert not any("jpeg" in d for d in config.defenses) and HU_TV in config.defenses and "tv" not in config.defenses
+    reasons = "\n".join(config.left_out)
+    assert "JPEG codes 8-bit images: on CT it would round 4096 HU levels to 256" in reasons
+    assert f"tv (the preset's defense): run as {HU_TV} on CT" in reasons or preset != "thorough"
+    assert "sia" in [a.name for a in config.attacks]  # slices are 2-D: SIA runs
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -100,13 +100,13 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         train_data: a training folder for a surrogate (transfer attacks); None: no surrogate.
         volumes: the model takes volumes (B, C, D, H, W): what refuses them is left out, each
             with its reason in ``left_out``. Default False.
-        hu: the model reads CT in HU (CT windows): budgets in HU (``k/255`` -> ``2k HU``). Default
-            False.
+        hu: the model reads CT in HU (CT windows): budgets in HU (``k/255`` -> ``2k HU``), no
+            JPEG, TV at its weight for HU. Default False.
 
     Returns:
         The sections ``grid``, ``attacks``, ``defenses``, ``adaptive``, ``detectors``,
         ``surrogates``, ``guard`` and ``attack_images``, as a configuration file holds them (and
-        ``left_out`` for a volume model).
+        ``left_out`` for a volume model or one reading CT: what was left out or changed, and why).
 
     Raises:
         ValueError: an unknown preset.
@@ -145,7 +145,34 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
         settings["surrogates"] = [{"name": "small-cnn", "train": {"arch": "small-cnn", "epochs": 15, "data": train_data}}]
     if volumes:
         settings = _for_volumes(settings, hu)
-    return _in_hu(settings) if hu else settings
+    return _in_hu(_for_ct(settings)) if hu else settings
+
+
+JPEG_ON_CT = ("JPEG codes 8-bit images: on CT it would round 4096 HU levels to 256 (16 HU steps), which no scanner "
+              "or PACS does to CT")
+
+
+def _for_ct(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` for a model reading CT in HU, slices or volumes: no JPEG (JPEG+TV evaluated as
+    its TV) and TV at its weight for HU (:data:`~medrobust.defenses.total_variation.HU_TV`; the
+    study's 0.1 smooths like 400 HU there), each change a sentence in ``left_out``."""
+    from medrobust.defenses.total_variation import HU_TV
+
+    given = settings["defenses"]
+    left_out, defenses = list(settings.get("left_out", [])), []
+    for spec in given:
+        if spec == "jpeg+tv" and "tv" not in given:
+            defenses.append(HU_TV)
+            left_out.append(f"jpeg+tv (the preset's defense): evaluated as {HU_TV} alone: {JPEG_ON_CT}")
+        elif spec in ("jpeg", "jpeg+tv"):
+            left_out.append(f"{spec} (the preset's defense): not evaluated: {JPEG_ON_CT}")
+        elif spec == "tv":
+            defenses.append(HU_TV)
+            left_out.append(f"tv (the preset's defense): run as {HU_TV} on CT, its weight and tolerance for HU "
+                            "(the study's weight 0.1 is made for 8-bit images and would smooth like 400 HU)")
+        else:
+            defenses.append(spec)
+    return {**settings, "defenses": defenses, "left_out": left_out}
 
 
 _GREY_LEVELS = re.compile(r"(\d+(?:\.\d+)?)/255")
@@ -174,7 +201,6 @@ def _for_volumes(settings: dict[str, Any], hu: bool = False) -> dict[str, Any]:
     ``left_out``."""
     from medrobust.attacks.registry import build_attack
     from medrobust.defenses.registry import build_defense
-    from medrobust.defenses.total_variation import HU_TV
     from medrobust.detection.squeeze import DEFAULT_SQUEEZERS, VOLUME_SQUEEZERS
 
     left_out: list[str] = []
@@ -198,10 +224,6 @@ def _for_volumes(settings: dict[str, Any], hu: bool = False) -> dict[str, Any]:
                             f"volumes: {refusal}")
         else:
             left_out.append(f"{spec} (the preset's defense): not evaluated, it refuses volumes: {refusal}")
-    if hu and "tv" in defenses:  # TV at its weight for HU (defenses.total_variation.HU_TV: why)
-        defenses = [HU_TV if d == "tv" else d for d in defenses]
-        left_out.append(f"tv (the preset's defense): run as {HU_TV} on CT, its weight and tolerance for HU (the "
-                        "study's weight 0.1 is made for 8-bit images and would smooth like 400 HU)")
     # the squeeze detector's defaults that take volumes (its JPEG refuses them); on CT, the ones a run
     # on HU data picks (VOLUME_SQUEEZERS, evaluation.squeezers_for_data: bit depth would erase HU contrast)
     squeezers = list(VOLUME_SQUEEZERS) if hu else [q for q in DEFAULT_SQUEEZERS if build_defense(q).volumes is True]
