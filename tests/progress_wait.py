@@ -40,6 +40,18 @@ def wait_for(read: Callable[[], T], until: Callable[[T], bool], *, progress: Cal
 
 
 def files_written(folder: Path) -> tuple[int, int]:
-    """How far a run folder has got: its number of files and their latest modification time."""
-    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-    return len(files), max((p.stat().st_mtime_ns for p in files), default=0)
+    """How far a run folder has got: its number of files and their latest modification time. A
+    file gone between the listing and its stat (a run's temporary file, renamed into place as it
+    is written) is not counted; a folder gone while it is walked, the walk is made again."""
+    while True:
+        times = []
+        try:
+            for path in folder.rglob("*") if folder.is_dir() else []:
+                try:
+                    if path.is_file():
+                        times.append(path.stat().st_mtime_ns)
+                except FileNotFoundError:
+                    continue
+        except FileNotFoundError:
+            continue
+        return len(times), max(times, default=0)
