@@ -58,11 +58,14 @@ with (most such models abstain at sigma = 0.25). ``mr.evaluate(..., certify=True
 CT and volumes. A model that reads CT in HU (its contract's ``hu_windows``) is evaluated on
 budgets in HU: every budget ``k/255`` above is stated as ``2k HU`` (the grids 2, 4, 8, 16 HU for
 quick, 2-32 HU for standard, 1-32 HU for thorough; 16 HU, about two to three times a routine head
-CT's image noise, in place of 8/255, which would be 128 HU). A volume model (input (B, C, D, H, W))
-runs what takes volumes: SIA is left out (its block transforms are 2-D), JPEG+TV becomes TV (TV
-denoises in 3-D; JPEG codes 8 x 8 blocks of one slice), thorough's JPEG and TVM are left out, and
-the squeeze detector squeezes without JPEG; each such change is a sentence with its reason in the
-configuration's ``left_out``, which the scorecard lists among what was not tested.
+CT's image noise, in place of 8/255, which would be 128 HU), without JPEG (it would round 4096 HU
+levels to 256; JPEG+TV becomes its TV) and with TV at its weight for HU
+(:data:`~medrobust.defenses.total_variation.HU_TV`), slices and volumes alike. A volume model
+(input (B, C, D, H, W)) runs what takes volumes: SIA is left out (its block transforms are 2-D),
+JPEG+TV becomes TV (TV denoises in 3-D; JPEG codes 8 x 8 blocks of one slice), thorough's JPEG and
+TVM are left out, and the squeeze detector squeezes without JPEG. Each such change is a sentence
+with its reason in the configuration's ``left_out``, which the scorecard lists among what was not
+tested.
 
 The README's preset table gives the time per image each preset took (``benchmarks/bench_presets.py``).
 """

@@ -108,7 +108,7 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
     auth = GuardAuth(Path(data_dir) if data_dir is not None else None)
     limits = limits or guard_limits()
     metrics = GuardMetrics(guard.detectors)
-    lock = threading.Lock()
+    lock = threading.Lock()  # the default compute thread serialises already; a caller's executor may not
     compute = compute or compute_thread()
     described = guard.describe()  # the model file's SHA-256 is read once, not per request
     about = {"model_sha256": described["model"]["sha256"], "version": __version__}
