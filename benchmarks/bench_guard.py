@@ -8,7 +8,9 @@ squeeze detector calibrated on phantoms at 5% FPR):
 
 * **in process**, batch 1: the bare model's forward (``Classifier.logits``) and ``Guard.predict``
   on the same phantom tensors, p50 and p95 of ``--requests`` calls each, interleaved; the
-  guard's overhead as a ratio to the bare model (goal: at most 25% at p95 at 224 px);
+  guard's overhead as a ratio to the bare model (goal: at most 25% at p95 at 224 px); the same
+  for two cheaper guards (``cheaper_guards``: the squeeze detector with one squeezer, and the
+  defense alone), what each part of the guard costs;
 * **through HTTP** (``medrobust guard serve --no-auth`` on a free loopback port, the watch off):
   one PNG per ``POST /v1/predict``, p50 and p95; the server's own overhead is each request's HTTP
   time minus the ``Guard.predict`` time the server reports for it (its ``Server-Timing`` header's
@@ -89,30 +91,50 @@ def phantoms(size: int, n: int, seed: int) -> torch.Tensor:
     return torch.stack([ds[i][0] for i in range(n)])
 
 
+CHEAPER_GUARDS: dict[str, dict[str, Any]] = {
+    "one squeezer (squeeze:squeezers=bits:bits=5)": {"detectors": ["squeeze:squeezers=bits:bits=5"]},
+    "defense only (no detector)": {"detectors": None},
+}
+"""Beside the defaults, what each part of the guard costs: a squeeze detector with one squeezer
+(the image, one copy and the defended copy: three images in the model's pass) and the defense
+alone (two: the image for the undefended answer, and the defended copy)."""
+
+
+def _overheads(bare: list[float], guarded: list[float]) -> dict[str, float]:
+    return {f"overhead_ratio_p{q}": round((percentile(guarded, q) - percentile(bare, q)) / percentile(bare, q), 3)
+            for q in (50, 95)}
+
+
 def in_process(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: int) -> dict[str, Any]:
     import medrobust as mr
 
-    guard = mr.guard(str(checkpoint), calibration=str(calibration))
-    model = guard.model
-    bare, guarded, steps = [], [], {}
+    guards = {"defaults": mr.guard(str(checkpoint), calibration=str(calibration))}
+    guards.update({name: mr.guard(str(checkpoint), calibration=str(calibration), **kwargs)
+                   for name, kwargs in CHEAPER_GUARDS.items()})
+    model = guards["defaults"].model
+    bare: list[float] = []
+    guarded: dict[str, list[float]] = {name: [] for name in guards}
+    steps: dict[str, list[float]] = {}
     for i in range(requests + 2):
         image = x[i % len(x)][None]
         t = time.perf_counter()
         with torch.no_grad():
             model.logits(image, 1)
         b = time.perf_counter() - t
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        guard.predict(image, batch_size=1, timings=timings)
-        g = time.perf_counter() - t
-        if i >= 2:  # the first calls warm up
+        for name, guard in guards.items():  # interleaved with the bare model: the same machine state
+            timings: dict[str, float] = {}
+            t = time.perf_counter()
+            guard.predict(image, batch_size=1, timings=timings if name == "defaults" else None)
+            if i >= 2:  # the first calls warm up
+                guarded[name].append(time.perf_counter() - t)
+                for k, v in timings.items():
+                    steps.setdefault(k, []).append(v)
+        if i >= 2:
             bare.append(b)
-            guarded.append(g)
-            for k, v in timings.items():
-                steps.setdefault(k, []).append(v)
-    out = {"bare_model": ms(bare), "guard": ms(guarded), "steps": {k: ms(v) for k, v in steps.items()}}
-    out["overhead_ratio_p50"] = round((percentile(guarded, 50) - percentile(bare, 50)) / percentile(bare, 50), 3)
-    out["overhead_ratio_p95"] = round((percentile(guarded, 95) - percentile(bare, 95)) / percentile(bare, 95), 3)
+    out = {"bare_model": ms(bare), "guard": ms(guarded["defaults"]), "steps": {k: ms(v) for k, v in steps.items()},
+           **_overheads(bare, guarded["defaults"])}
+    out["cheaper_guards"] = {name: {"guard": ms(guarded[name]), **_overheads(bare, guarded[name])}
+                             for name in CHEAPER_GUARDS}
     return out
 
 

@@ -142,6 +142,42 @@ def test_clean_images_are_accepted_with_the_defended_models_labels(trained_small
     json.dumps(result.to_dicts(), allow_nan=False)
 
 
+class CountingModel(Classifier):
+    """The trained model, recording the batch size of every forward pass."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self.passes: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.passes.append(len(x))
+        return super().forward(x)
+
+
+def test_one_forward_pass_holds_the_image_its_squeezed_copies_and_its_defended_copy(trained_small_cnn, test_images):
+    model = CountingModel(trained_small_cnn.network, trained_small_cnn.contract).eval()
+    g = mr.guard(model, detectors=[NEVER])
+    model.passes.clear()
+    one = g.predict(test_images[:1])
+    assert model.passes == [1 + 4 + 1]  # the image, the four default squeezes, the defended image
+    model.passes.clear()
+    g.predict(test_images[:3], batch_size=3)
+    assert model.passes == [3 * 6]
+    model.passes.clear()
+    g.predict(test_images[:6], batch_size=2)  # three batches of two images, each one pass of 12
+    assert model.passes == [12, 12, 12]
+    # the answers are those of each piece computed apart: the scores of the detector's own passes
+    assert one[0].scores["squeeze"] == pytest.approx(float(g.detectors["squeeze"].score(trained_small_cnn,
+                                                                                         test_images[:1])[0]), abs=1e-6)
+    # no defense: the label is the undefended one, from the same pass (no pass on the image twice)
+    bare = mr.guard(model, defense=None, detectors=[NEVER])
+    model.passes.clear()
+    answers = bare.predict(test_images[:4], batch_size=4)
+    assert model.passes == [4 * 5]
+    assert [a.label for a in answers] == [a.undefended_label for a in answers]
+    assert [a.label for a in answers] == [trained_small_cnn.classes[int(k)] for k in trained_small_cnn.predict(test_images[:4])]
+
+
 @pytest.mark.parametrize("on_flag", ["abstain", "warn"])
 def test_a_flagged_image_gets_on_flags_decision(trained_small_cnn, test_images, on_flag):
     g = mr.guard(trained_small_cnn, detectors=[ALWAYS], on_flag=on_flag)

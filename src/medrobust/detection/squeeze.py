@@ -166,8 +166,6 @@ class SqueezeDetector(Detector):
             (N, m) float64 numpy, in the order of :attr:`squeezer_names`; +inf where a model
             output is not finite.
         """
-        from medrobust.defenses.base import Defense
-
         check_image_batch(x, "the squeeze detector", unit_range=True)
         device = model_device(model) or x.device
         out = []
@@ -175,19 +173,50 @@ class SqueezeDetector(Detector):
             batch = x[start : start + self.batch_size].detach().to(device)
             p = (probabilities_on_device(model, batch) if plain is None
                  else plain[start : start + self.batch_size].to(device=device, dtype=torch.float32))
-            cols = []
-            for squeeze in self.squeezers:
-                # the range was checked above: no second read from the device per squeezer
-                squeezed = squeeze(batch, check_range=False) if isinstance(squeeze, Defense) else squeeze(batch)
-                if squeezed.shape != batch.shape:
-                    raise ValueError(f"squeezer {squeeze} changed the image shape {tuple(batch.shape)} -> "
-                                     f"{tuple(squeezed.shape)}")
-                cols.append((p - probabilities_on_device(model, squeezed)).abs().sum(dim=1))
-            out.append(torch.stack(cols, dim=1).double().cpu().numpy())
+            out.append(self.distances_from(p, [probabilities_on_device(model, s) for s in self.squeezed(batch)]))
         if not out:
             return np.zeros((0, len(self.squeezers)))
-        # a squeezed or plain image whose model output is not finite: as far from its squeeze as can be
-        return np.nan_to_num(np.concatenate(out), nan=np.inf)
+        return np.concatenate(out)
+
+    def squeezed(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each squeezer's copy of the batch: ``[s_1(x), ..., s_m(x)]``, where ``x`` is.
+
+        Args:
+            x: (B, C, H, W) float images in [0, 1] (their range checked by the caller: no second
+                read from the device per squeezer).
+
+        Returns:
+            m tensors of ``x``'s shape, in the order of :attr:`squeezer_names`.
+
+        Raises:
+            ValueError: a squeezer changed the image shape.
+        """
+        from medrobust.defenses.base import Defense
+
+        copies = []
+        for squeeze in self.squeezers:
+            squeezed = squeeze(x, check_range=False) if isinstance(squeeze, Defense) else squeeze(x)
+            if squeezed.shape != x.shape:
+                raise ValueError(f"squeezer {squeeze} changed the image shape {tuple(x.shape)} -> "
+                                 f"{tuple(squeezed.shape)}")
+            copies.append(squeezed)
+        return copies
+
+    def distances_from(self, plain: torch.Tensor, squeezed: Sequence[torch.Tensor]) -> np.ndarray:
+        """``||p(x) - p(s_j(x))||_1`` from probabilities already computed (a caller that runs the
+        image and its squeezed copies through the model in one forward pass, as the guard does).
+
+        Args:
+            plain: (B, K) ``p(x)``.
+            squeezed: m tensors (B, K), ``p(s_j(x))`` in the order of :attr:`squeezer_names`.
+
+        Returns:
+            (B, m) float64 numpy; +inf where a model output is not finite (a squeezed or plain
+            image whose output is not finite is as far from its squeeze as can be).
+        """
+        plain = plain.float()
+        cols = [(plain - p.to(device=plain.device, dtype=torch.float32)).abs().sum(dim=1) for p in squeezed]
+        return np.nan_to_num(torch.stack(cols, dim=1).double().cpu().numpy(), nan=np.inf)
 
     def differentiable_score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The score ``max_j ||p(x) - p(s_j(x))||_1`` as a differentiable function of ``x``, for
@@ -310,20 +339,44 @@ class SqueezeDetector(Detector):
         Raises:
             NotCalibratedError: no threshold yet (call :meth:`fit` first or pass ``threshold``).
         """
+        self._check_calibrated()
+        return self._result(self.distances(model, x, plain), check_names(names, len(x)))
+
+    def detect_from(self, plain: torch.Tensor, squeezed: Sequence[torch.Tensor],
+                    names: Sequence[str] | None = None) -> DetectionResult:
+        """:meth:`detect` from probabilities already computed (:meth:`distances_from`): the guard
+        runs the image, its squeezed copies (:meth:`squeezed`) and its defended copy through the
+        model in one forward pass.
+
+        Args:
+            plain: (B, K) ``p(x)``.
+            squeezed: m tensors (B, K), ``p(s_j(x))`` in the order of :attr:`squeezer_names`.
+            names: one name per image for the log lines. Default None: ``image-0``, ...
+
+        Returns:
+            The :class:`DetectionResult` :meth:`detect` gives.
+
+        Raises:
+            NotCalibratedError: no threshold yet.
+        """
+        self._check_calibrated()
+        return self._result(self.distances_from(plain, squeezed), check_names(names, len(plain)))
+
+    def _check_calibrated(self) -> None:
         if self.threshold is None:
             raise NotCalibratedError(
                 "the squeeze detector has no threshold yet: call fit(model, clean_images) first "
                 "(--calibrate DIR of clean images on the command line) or pass threshold=..."
             )
-        names = check_names(names, len(x))
-        d = self.distances(model, x, plain)
-        scores = d.max(axis=1)
+
+    def _result(self, d: np.ndarray, names: list[str]) -> DetectionResult:
+        scores = d.max(axis=1) if d.size else np.zeros(len(d))
         flags = scores > self.threshold
         reasons = [[self.squeezer_names[j] for j in range(d.shape[1]) if d[i, j] > self.threshold]
-                   for i in range(len(x))]
+                   for i in range(len(d))]
         details: dict[str, list[Any]] = {f"distance[{s}]": d[:, j].tolist() for j, s in enumerate(self.squeezer_names)}
         details["line"] = [squeeze_log_line(names[i], bool(flags[i]), float(scores[i]), self.threshold, reasons[i])
-                           for i in range(len(x))]
+                           for i in range(len(d))]
         for line in details["line"]:
             per_image_log.info("%s", line)
         return DetectionResult(flags=flags, scores=scores, reasons=reasons, details=details, names=names,

@@ -268,22 +268,35 @@ class Guard(nn.Module):
             return [out[i] for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
-        with timed(timings, "model"):
-            raw = step("the model", self.model.logits, x, len(x))
-        plain = self.model.output_kind.probabilities(raw)  # p(x), which the squeeze detector compares its squeezes with
-        with timed(timings, "detectors"):
-            judged = {name: step(f"the {name} detector", det.detect, self.model, x, None, ids,
-                                 **({"plain": plain} if isinstance(det, SqueezeDetector) else {}))
-                      for name, det in self.detectors.items()}
         device = getattr(self.model, "device", x.device)
+        received = x.to(device)
+        with timed(timings, "detectors"):  # the squeeze detectors' copies of the image as received
+            copies = {name: step(f"the {name} detector", det.squeezed, received)
+                      for name, det in self.detectors.items() if isinstance(det, SqueezeDetector)}
         with torch.no_grad(), timed(timings, "defense"):
-            defended = (step("the defense", self.defended.defend, x.to(device)) if self.defense_spec else x)
+            defended = step("the defense", self.defended.defend, received) if self.defense_spec else received
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
+        # one forward pass over the image, its squeezed copies and its defended copy (chunks of the
+        # guard's batch size): the undefended answer is the squeeze detectors' p(x)
+        shown = [received, *(c for squeezed in copies.values() for c in squeezed)]
+        if self.defense_spec:
+            shown.append(torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
+                                     torch.zeros((), device=defended.device)))
         with timed(timings, "model"):
-            logits = step("the model (on the defended image)", self.model.logits,
-                           torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
-                                       torch.zeros((), device=defended.device)), len(x))
+            outputs = step("the model", self.model.logits, torch.cat(shown), max(len(x), self.batch_size))
+        parts = list(outputs.split(len(x)))
+        raw, logits = parts[0], (parts[-1] if self.defense_spec else parts[0])
         kind = self.model.output_kind
+        plain = kind.probabilities(raw)
+        with timed(timings, "detectors"):
+            judged, k = {}, 1
+            for name, det in self.detectors.items():
+                if name in copies:
+                    squeezed_p = [kind.probabilities(part) for part in parts[k : k + len(copies[name])]]
+                    k += len(copies[name])
+                    judged[name] = step(f"the {name} detector", det.detect_from, plain, squeezed_p, ids)
+                else:
+                    judged[name] = step(f"the {name} detector", det.detect, self.model, x, None, ids)
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
         probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
         raw_labels = kind.decide(raw, threshold)

@@ -32,8 +32,9 @@ def step(name: str, fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN20
 
 STEPS = ("read", "detectors", "defense", "model", "total")
 """The steps :meth:`Guard.predict` times when given ``timings``: reading (and resizing) the images,
-the detectors, the defense, the model (on the image as received and on the defended one), and
-the whole call."""
+the detectors (their squeezed copies of the image and their scores), the defense, the model (one
+forward pass over the image as received, the detectors' copies and the defended copy), and the
+whole call."""
 
 Screen = Callable[[torch.Tensor, list[str]], list[str]]
 """A stateful check run on each batch as read, before the guard's own steps: ``screen(x, ids)``
