@@ -39,7 +39,10 @@ def _tiny(root: Path) -> dict:
     settings["attacks"][1]["params"] = {**settings["attacks"][1]["params"], "steps": 1}
     settings["adaptive"] = {**settings["adaptive"], "params": {"steps": 1, "loss": "ce"}, "max_steps": 1}
     settings["defenses"] = ["tv:weight=0.004,tol=1e-05,max_iter=20,spacing=10;13.75;13.75"]
-    settings["detectors"]["squeeze"] = {**settings["detectors"]["squeeze"], "calibration_images": 10}
+    # the squeezers and the masking check's budget left out, as a user's file would: the run decides
+    # them for CT data (its config.yaml says which), through the command line as through mr.evaluate
+    settings["detectors"]["squeeze"] = {"calibration_images": 10}
+    assert "masking_eps" not in settings["adaptive"]
     return settings
 
 
@@ -120,8 +123,11 @@ def test_the_tiny_ct_report_states_budgets_in_hu_beside_the_noise(tiny_ct_run) -
     assert "window level 40 HU / width 80 HU" in html
     assert 'data-field="/rows/0/main_eps" data-format="eps_hu">4 HU<' in html  # the main budget in HU, not 0.000977
     assert "up to 16 HU" in html
-    # the gradient-masking check's large budget (64/255 of the currency) in HU too
-    assert "first gradient member at eps 1027.76 HU" in html and "64/255" not in html
+    # the gradient-masking check's large budget in HU too: 64/255 of the widest window the model sees
+    # (80/200: 50.20 HU), not of the stored range (1027.76 HU, where the windows clip every step away)
+    assert "first gradient member at eps 50.20 HU" in html and "64/255" not in html and "1027.76" not in html
+    assert yaml.safe_load((run / "config.yaml").read_text())["adaptive"]["masking_eps"] == pytest.approx(50.2 / 4095,
+                                                                                                        abs=1e-4)
     assert "L-inf mean / max (HU)" in html and "(of 255)" not in html  # the attacks table's change in HU
     assert "could not be drawn" not in html  # every figure draws volumes (their middle slice), none fails
     assert 'id="11_detection_samples"' in html or "11_detection_samples.png" in html

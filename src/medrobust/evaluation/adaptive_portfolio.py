@@ -41,8 +41,10 @@ How long the gradient members try is checked, not assumed:
 Gradient masking (Athalye et al. 2018, sec. 3; Carlini et al. 2019, sec. 5) is flagged, never
 silently absorbed: the report says "possible gradient masking: the adaptive figure may be
 optimistic" beside the number when a gradient-free or transfer member beats the best gradient
-member, or when the first gradient member at ``masking_eps`` (64/255, with the steps and draws
-its checks reached) leaves any image right.
+member, or when the first gradient member at ``masking_eps`` (64/255 of the range the model sees:
+of an 8-bit image, or of a CT model's widest window,
+:func:`~medrobust.evaluation.budget_units.masking_budget_for_data`; with the steps and draws its
+checks reached) leaves any image right.
 """
 
 from __future__ import annotations

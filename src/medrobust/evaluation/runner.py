@@ -24,10 +24,11 @@ which batches.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch.nn as nn
 
-from medrobust.evaluation.budget_units import check_budget_units
+from medrobust.evaluation.budget_units import check_budget_units, masking_budget_for_data
 from medrobust.evaluation.class_plan import plan_classes
 from medrobust.evaluation.config import ExperimentConfig
 from medrobust.evaluation.context import RunContext, RunSetup
@@ -51,6 +52,7 @@ from medrobust.evaluation.stages import samples as samples_stage
 from medrobust.evaluation.stages import transfer as transfer_stage
 from medrobust.execution.progress import Progress, SilentProgress
 from medrobust.logs.per_image_log import per_image_log
+from medrobust.models.intensity import parse_intensity
 
 
 def run_experiment(config: ExperimentConfig, progress: Progress | None = None, restart: bool = False,
@@ -88,6 +90,7 @@ def run_experiment(config: ExperimentConfig, progress: Progress | None = None, r
     data = open_run_data(config, skipped, dataset)
     check_budget_units(config, data.grid, config.data.source)
     config = squeezers_for_data(config, data.grid)
+    config = masking_budget_for_data(config, data.grid, _model_intensity(config, loaded))
     plan = plan_classes(config.data, list(data.classes), list(loaded.classes) if loaded is not None else None)
     surrogates = {s.name: load_user_model(s, f"surrogate {s.name}", device) for s in config.surrogates
                   if s.load is not None}
@@ -112,6 +115,15 @@ def run_experiment(config: ExperimentConfig, progress: Progress | None = None, r
             return _stages(setup, notes, maker.timings, start)
         finally:
             engine.close()
+
+
+def _model_intensity(config: ExperimentConfig, loaded: Any) -> Any:
+    """The model's intensity convention before it is trained: a loaded model's, else the one its
+    training section names (None when it names none: the architecture's default, not known yet)."""
+    if loaded is not None:
+        return getattr(getattr(loaded, "contract", None), "intensity", None)
+    train = config.model.train
+    return parse_intensity(train.intensity) if train is not None and train.intensity else None
 
 
 def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start: float) -> RunMetrics:

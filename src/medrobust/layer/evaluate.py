@@ -230,7 +230,9 @@ def _certify_section(certify: bool | Mapping[str, Any], preset: str | None,
 
 def _given_config(preset: Any) -> dict[str, Any]:
     if isinstance(preset, ExperimentConfig):
-        return preset.model_dump(mode="json")
+        # the fields it was given, not its defaults: what a run decides for its data when a field is
+        # left out (the squeezers and the masking check's budget on CT) stays the run's to decide
+        return preset.model_dump(mode="json", exclude_unset=True)
     if isinstance(preset, Mapping):
         return dict(preset)
     # A file is read as written and validated with the model and images given beside it (its
