@@ -28,8 +28,9 @@ CLASSES = ["Normal", "Pneumonia", "Pneumothorax"]
 
 
 class Server:
-    def __init__(self, url: str, token: str, attacker: str, process: subprocess.Popen, log: Path) -> None:
+    def __init__(self, url: str, token: str, attacker: str, process: subprocess.Popen, log: Path, tmp: Path) -> None:
         self.url, self.token, self.attacker, self.process, self.log = url, token, attacker, process, log
+        self.tmp = tmp  # the server's temporary folder (its TMPDIR)
 
     def auth(self, token: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {token or self.token}"}
@@ -52,18 +53,21 @@ def server(tmp_path_factory, trained_small_cnn, phantom32):
     token, attacker = store.create_token("clinic"), store.create_token("mallory")
     port = free_port()
     log = root / "server.log"
+    tmp = root / "tmp"
+    tmp.mkdir()
     with log.open("wb") as out:
         process = subprocess.Popen(medrobust_command(
             "guard", "serve", "--model", str(checkpoint), "--calibration", str(calibration), "--defense", "jpeg:quality=75",
             "--data-dir", str(root / "service"), "--port", str(port), "--max-images", "8",
-            "--stop-with-parent", str(os.getpid())), stdout=out, stderr=subprocess.STDOUT)
+            "--stop-with-parent", str(os.getpid())), stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(tmp)})
     url = f"http://127.0.0.1:{port}"
     try:
         try:
             wait_for_http(url + "/healthz", timeout_s=240)
         except TimeoutError:
             pytest.fail(f"the guard server did not start: {log.read_text()[-2000:]}")
-        yield Server(url, token, attacker, process, log)
+        yield Server(url, token, attacker, process, log, tmp)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -152,6 +156,22 @@ def test_caps_refuse_with_a_sentence(server):
     assert empty.status_code in (400, 415)
     metrics = server.metrics()
     assert metrics['medrobust_guard_requests_total{route="/v1/predict",status="413"}'] >= 1
+
+
+def test_an_uploads_files_are_removed_after_its_answer_or_refusal(server, phantom32):
+    splits, _ = phantom32
+    answered = httpx.post(server.url + "/v1/predict", headers=server.auth(),
+                          files=[("images", ("a.png", _png(splits["test"][0][0]), "image/png"))], timeout=120)
+    assert answered.status_code == 200
+    refused = httpx.post(server.url + "/v1/predict", headers=server.auth(),
+                         files=[("images", (f"{i}.png", b"x", "image/png")) for i in range(9)], timeout=60)
+    assert refused.status_code == 413
+
+    def uploads() -> list[str]:
+        return sorted(p.name for p in server.tmp.iterdir() if p.name.startswith("medrobust-guard-"))
+
+    # removed beside the answer (not before it is sent): wait for it, on progress, not a clock
+    assert wait_for(uploads, lambda left: not left, progress=len, what="the uploads' temporary folders") == []
 
 
 def test_square_through_http_is_flagged_by_the_query_watch(server, phantom32, trained_small_cnn):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -87,6 +88,32 @@ def guard_limits(**overrides: Any) -> ServiceLimits:
     return ServiceLimits(**values)
 
 
+class RequestCounter:
+    """ASGI middleware counting each HTTP request by route and status in the guard's metrics (a
+    plain ASGI wrapper: Starlette's ``BaseHTTPMiddleware`` streams every body through a task group,
+    a cost on each request's own time)."""
+
+    def __init__(self, app: Any, metrics: GuardMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]  # an app that raises before it answers is a server error
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            path = scope.get("path", "")
+            self.metrics.request(path if path in ROUTES else "other", status[0])
+
+
 def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWatch | None = None,
                      limits: ServiceLimits | None = None, compute: Executor | None = None) -> FastAPI:
     """The guard server's app around ``guard`` (module docstring).
@@ -114,12 +141,7 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
     about = {"model_sha256": described["model"]["sha256"], "version": __version__}
     app.state.guard, app.state.watch, app.state.metrics = guard, watch, metrics
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):  # noqa: ANN001, ANN202
-        response = await call_next(request)
-        path = request.url.path
-        metrics.request(path if path in ROUTES else "other", response.status_code)
-        return response
+    app.add_middleware(RequestCounter, metrics=metrics)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -156,8 +178,8 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
     async def predict(request: Request) -> JSONResponse:
         client = auth.client(request)
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="medrobust-guard-") as tmp:
-            folder = Path(tmp)
+        folder = Path(tempfile.mkdtemp(prefix="medrobust-guard-"))
+        try:
             try:
                 form = await receive_multipart(
                     request, folder / "received", file_caps={"images": limits.max_images_bytes}, text_fields=set(),
@@ -171,6 +193,8 @@ def create_guard_app(guard: Any, *, data_dir: str | Path | None, watch: QueryWat
                 return JSONResponse({"detail": "the client disconnected before the upload was complete"}, 400)
             received = time.perf_counter()
             body, timings = await asyncio.wrap_future(compute.submit(answer, upload.sources, client, folder / "images"))
+        finally:  # the upload's files go beside the answer, not before it (0.8 ms of a request's own time)
+            asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, folder, True)
         return JSONResponse({**body, "ignored": upload.ignored, "guard": about},
                             headers={"Server-Timing": server_timing(received - started, timings)})
 
