@@ -61,7 +61,7 @@ def test_a_ct_model_is_evaluated_on_budgets_in_hu(preset) -> None:
     assert hu == {"quick": [2, 4, 8, 16], "standard": [2, 4, 8, 16, 32], "thorough": [1, 2, 4, 8, 16, 32]}[preset]
     assert config.attacks[0].params["eps"] == "16HU" and config.attacks[0].eps_sweep == config.grid
     assert config.adaptive.eps_sweep == config.grid
-    assert all("JPEG" in r or r.startswith("tv (") for r in config.left_out)  # only the defenses' changes on CT
+    assert all("JPEG" in r or r.startswith(("tv (", "tvm (", "bits:bits=5 (")) for r in config.left_out)  # defenses only
     assert preset_settings(preset) == preset_settings(preset, hu=False)  # 8-bit: unchanged
 
 
@@ -75,6 +75,11 @@ def test_a_ct_slice_model_gets_no_jpeg_and_tv_at_its_weight_for_hu(preset) -> No
     assert "JPEG codes 8-bit images: on CT it would round 4096 HU levels to 256" in reasons
     assert f"tv (the preset's defense): run as {HU_TV} on CT" in reasons or preset != "thorough"
     assert "sia" in [a.name for a in config.attacks]  # slices are 2-D: SIA runs
+    if preset == "thorough":  # 5-bit depth (132 HU steps) and TVM (weighted for radiographs) are left out, said so
+        assert config.defenses == [HU_TV, "median:size=3"]
+        assert "bits:bits=5 (the preset's defense): not evaluated on CT: 5 bits of the 12-bit HU range" in reasons
+        assert "tvm (the preset's defense): not evaluated on CT: its drop rate and weight" in reasons
+        assert {"bits:bits=5", "tvm"} <= set(preset_settings(preset)["defenses"])  # radiographs: every defense
 
 
 @pytest.mark.parametrize("preset", PRESETS)

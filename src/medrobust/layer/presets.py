@@ -153,12 +153,17 @@ def preset_settings(preset: str, *, differentiable: bool = True, train_data: str
 
 JPEG_ON_CT = ("JPEG codes 8-bit images: on CT it would round 4096 HU levels to 256 (16 HU steps), which no scanner "
               "or PACS does to CT")
+BITS_ON_CT = ("5 bits of the 12-bit HU range are steps of 132 HU, which erase the contrast of brain tissue and of "
+              "every finding in it (a bleed is 20-50 HU above brain)")
+TVM_ON_CT = ("its drop rate and weight were set on 8-bit radiographs (weight 0.03, thirty times TV's weight for HU) "
+             "and have not been measured on CT")
 
 
 def _for_ct(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` for a model reading CT in HU, slices or volumes: no JPEG (JPEG+TV evaluated as
-    its TV) and TV at its weight for HU (:data:`~medrobust.defenses.total_variation.HU_TV`; the
-    study's 0.1 smooths like 400 HU there), each change a sentence in ``left_out``."""
+    its TV), TV at its weight for HU (:data:`~medrobust.defenses.total_variation.HU_TV`; the
+    study's 0.1 smooths like 400 HU there), and neither 5-bit depth (132 HU steps) nor TVM (its
+    weight set on radiographs), each change a sentence in ``left_out``."""
     from medrobust.defenses.total_variation import HU_TV
 
     given = settings["defenses"]
@@ -173,6 +178,10 @@ def _for_ct(settings: dict[str, Any]) -> dict[str, Any]:
             defenses.append(HU_TV)
             left_out.append(f"tv (the preset's defense): run as {HU_TV} on CT, its weight and tolerance for HU "
                             "(the study's weight 0.1 is made for 8-bit images and would smooth like 400 HU)")
+        elif spec == "bits:bits=5":
+            left_out.append(f"{spec} (the preset's defense): not evaluated on CT: {BITS_ON_CT}")
+        elif spec == "tvm":
+            left_out.append(f"{spec} (the preset's defense): not evaluated on CT: {TVM_ON_CT}")
         else:
             defenses.append(spec)
     return {**settings, "defenses": defenses, "left_out": left_out}
