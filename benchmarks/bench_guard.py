@@ -28,6 +28,7 @@ detector study's benign changes (``detection.benign.benign_changes``, 3 draws of
 per image, plus the image itself: 13 queries per image, each image's copies in a row) of distinct
 phantoms, ``--benign`` queries in all.
 
+``--device cuda``: the guard and the bare model on the GPU (the server too); ``--no-http``: in process only.
 ``--quick``: the 64 px model only, 10 requests, 2 images, 260 benign queries (a check that it runs). Prints JSON (and
 writes it with --out). Numbers are wall times on a shared machine: compare the ratios in one run.
 """
@@ -105,11 +106,12 @@ def _overheads(bare: list[float], guarded: list[float]) -> dict[str, float]:
             for q in (50, 95)}
 
 
-def in_process(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: int) -> dict[str, Any]:
+def in_process(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: int, device: str = "cpu"
+               ) -> dict[str, Any]:
     import medrobust as mr
 
-    guards = {"defaults": mr.guard(str(checkpoint), calibration=str(calibration))}
-    guards.update({name: mr.guard(str(checkpoint), calibration=str(calibration), **kwargs)
+    guards = {"defaults": mr.guard(str(checkpoint), calibration=str(calibration), device=device)}
+    guards.update({name: mr.guard(str(checkpoint), calibration=str(calibration), device=device, **kwargs)
                    for name, kwargs in CHEAPER_GUARDS.items()})
     model = guards["defaults"].model
     bare: list[float] = []
@@ -139,11 +141,13 @@ def in_process(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: i
 
 
 class Server:
-    def __init__(self, checkpoint: Path, calibration: Path, watch: bool, data_dir: Path | None = None) -> None:
+    def __init__(self, checkpoint: Path, calibration: Path, watch: bool, data_dir: Path | None = None,
+                 device: str = "cpu") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         auth = ["--data-dir", str(data_dir)] if data_dir is not None else ["--no-auth"]
-        command = [sys.executable, "-m", "medrobust", "guard", "serve", "--model", str(checkpoint), "--calibration",
+        command = [sys.executable, "-m", "medrobust", "guard", "serve", "--model", str(checkpoint), "--device", device,
+                   "--calibration",
                    str(calibration), *auth, "--port", str(self.port), "--stop-with-parent", str(os.getpid())]
         self.process = subprocess.Popen(command + ([] if watch else ["--no-watch"]), stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
@@ -214,8 +218,9 @@ async def _throughput(url: str, pngs: list[bytes], clients: int, requests: int) 
     return {"clients": clients, "requests_per_s": round(len(times) / elapsed, 2), **ms(times)}
 
 
-def served(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: int, guard_p50_ms: float) -> dict[str, Any]:
-    server = Server(checkpoint, calibration, watch=False)
+def served(checkpoint: Path, calibration: Path, x: torch.Tensor, requests: int, guard_p50_ms: float,
+           device: str = "cpu") -> dict[str, Any]:
+    server = Server(checkpoint, calibration, watch=False, device=device)
     try:
         pngs = png_files(x)
         times, spent = http_latency(server.url, pngs, requests)
@@ -284,12 +289,15 @@ def main() -> None:
     parser.add_argument("--benign", type=int, default=10_400, help="benign queries replayed")
     parser.add_argument("--sizes", default="64,224", help="image sizes of the models, comma-separated")
     parser.add_argument("--no-watch", action="store_true", help="skip the query watch's figures")
+    parser.add_argument("--no-http", action="store_true", help="in process only: no server, no throughput")
+    parser.add_argument("--device", default="cpu", help="where the guard runs: cpu or cuda (the bare model too)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     sizes = [64] if args.quick else [int(v) for v in args.sizes.split(",")]
     requests, images, benign = (10, 2, 260) if args.quick else (args.requests, args.images, args.benign)
     result: dict[str, Any] = {"machine": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                               "torch": torch.__version__, "threads": torch.get_num_threads(), "quick": args.quick,
+                              "device": args.device,
                               "models": {}}
     with tempfile.TemporaryDirectory(prefix="bench-guard-") as tmp:
         root = Path(tmp)
@@ -301,12 +309,13 @@ def main() -> None:
             checkpoint = build_model(size, root)
             x = phantoms(size, 8, seed=9)
             note(f"{size} px: in process")
-            local = in_process(checkpoint, calibration, x, requests)
-            note(f"{size} px: through HTTP")
+            local = in_process(checkpoint, calibration, x, requests, args.device)
             entry = {"model": f"densenet121 (random weights) at {size} px", "in_process": local}
-            entry.update(served(checkpoint, calibration, x, requests, local["guard"]["p50_ms"]))
+            if not args.no_http:
+                note(f"{size} px: through HTTP")
+                entry.update(served(checkpoint, calibration, x, requests, local["guard"]["p50_ms"], args.device))
             result["models"][str(size)] = entry
-            if size == sizes[0] and not args.no_watch:
+            if size == sizes[0] and not args.no_watch and not args.no_http:
                 note("query watch: Square through HTTP, then the benign replay")
                 result["query_watch"] = query_watch(checkpoint, calibration, size, images, benign, root)
     text = json.dumps(result, indent=2)

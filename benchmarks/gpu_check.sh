@@ -8,7 +8,9 @@
 #                        tolerance, and the number of host synchronisations inside attack steps;
 #   3. bench_sia.json    benchmarks/bench_sia.py at 224 px on cuda (DenseNet121, or the small CNN
 #                        where MONAI is missing; the JSON names the arch);
-#   4. bench_defenses.json  benchmarks/bench_defenses.py --device cuda at 224 px (TV, TVM, JPEG).
+#   4. bench_defenses.json  benchmarks/bench_defenses.py --device cuda at 224 px (TV, TVM, JPEG);
+#   5. bench_guard.json  benchmarks/bench_guard.py --device cuda --no-http at 224 px: the guard's
+#                        overhead over the bare model in process (its copies in one forward pass).
 #
 # Everything is written to $OUT (./gpu-results when unset); each step runs under `timeout` and a
 # shared deadline, so a hung step costs its share and the next ones still run. Installs nothing
@@ -118,8 +120,13 @@ timeout "$(budget 150 90)" "${PY[@]}" benchmarks/bench_sia.py --sizes 224 --devi
 
 # --- 4. TV / TVM / JPEG at 224 px on cuda --------------------------------------------------------
 say "bench_defenses (224 px, cuda)"
-timeout "$(budget 120 0)" "${PY[@]}" benchmarks/bench_defenses.py --device cuda --size 224 --batch 32 --repeats 3 \
+timeout "$(budget 120 60)" "${PY[@]}" benchmarks/bench_defenses.py --device cuda --size 224 --batch 32 --repeats 3 \
     --out "$OUT/bench_defenses.json" >/dev/null 2>>"$LOG" || say "bench_defenses failed or timed out (exit $?)"
+
+# --- 5. the guard's overhead at 224 px on cuda (in process: its six images in one forward pass) -----
+say "bench_guard (224 px, cuda, in process)"
+timeout "$(budget 90 0)" "${PY[@]}" benchmarks/bench_guard.py --device cuda --sizes 224 --no-http --requests 50 \
+    --out "$OUT/bench_guard.json" >/dev/null 2>>"$LOG" || say "bench_guard failed or timed out (exit $?)"
 
 say "done; results in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
 exit "$TESTS_RC"
