@@ -97,6 +97,61 @@ def test_the_benign_replay_is_never_flagged(phantom32):
     assert watch._clients["clinic"].queries == 40 * 13
 
 
+@pytest.fixture(scope="module")
+def ct_heads():
+    """40 distinct phantom heads, 8 x 32 x 32 volumes on the CT grid."""
+    from medrobust.data.phantom.ct_dataset import CTPhantomDataset
+
+    ds = CTPhantomDataset(per_class=14, size=32, depth=8, seed=3, fractions=None)
+    return torch.stack([ds[i][0] for i in range(40)])
+
+
+def test_ct_volumes_are_watched_on_their_grid(ct_heads):
+    """CT thumbnails scaled by grid_scale (8.03: 0.03 is 15.3 HU): Square at 4 and at 16 HU is flagged
+    at query 31 or 32, and the CT benign replay (re-calibration, reconstruction noise, slice shift,
+    resampling; three draws each, 13 queries of each of 40 heads in a row) never is. Unscaled
+    (0.03 = 123 HU), distinct heads lie within the radius of one another and the replay is flagged."""
+    from medrobust.attacks.square import SquareAttack
+    from medrobust.data.stored_grid import CT_HU
+    from medrobust.detection.benign import benign_changes
+    from medrobust.detection.query_watch import grid_scale
+    from medrobust.models.output_kind import OutputKind
+
+    scale = grid_scale(CT_HU)
+    changed = [benign_changes(ct_heads, generator=seed, grid=CT_HU) for seed in range(3)]
+    replays = {}
+    for s in (1.0, scale):
+        watch = QueryWatch()
+        replays[s] = sum(watch.observe("clinic", copy.numpy(), s).flagged for i in range(len(ct_heads))
+                         for copy in [ct_heads[i]] + [c[name][i] for c in changed for name in c])
+        assert watch._clients["clinic"].queries == 40 * 13
+    assert replays[scale] == 0 and replays[1.0] > 100
+    for eps_hu in (4, 16):
+        watch, seen = QueryWatch(), []
+
+        class Certain(torch.nn.Module):
+            classes, output_kind = ["normal", "haemorrhage", "infarct"], OutputKind.SOFTMAX
+
+            def forward(self, batch: torch.Tensor) -> torch.Tensor:
+                seen.extend(watch.observe("mallory", v.numpy(), scale).flagged for v in batch)
+                return torch.tensor([[20.0, 0.0, 0.0]]).repeat(len(batch), 1)
+
+        SquareAttack(eps=CT_HU.eps_from_units(eps_hu), queries=40, quantize_bits=12)(Certain(), ct_heads[:1],
+                                                                                     torch.tensor([0]))
+        assert len(seen) == 40 and seen.index(True) + 1 in (31, 32), eps_hu
+
+
+def test_exact_resends_are_compared_on_a_12_bit_grid():
+    """A volume 1 HU away is a new query, not a re-send (on the 8-bit grid, 15 HU apart hashed alike)."""
+    from medrobust.detection.query_watch import image_digest
+
+    base = np.full((1, 4, 8, 8), 1064 / 4095, dtype=np.float32)  # 40 HU
+    assert image_digest(base) == image_digest(base.copy())
+    assert image_digest(base) != image_digest(base + 1 / 4095)
+    eight = np.random.default_rng(4).integers(0, 256, (1, 16, 16)) / 255.0
+    assert image_digest(eight) != image_digest(np.clip(eight + 1 / 255, 0, 1))
+
+
 def test_exact_resends_are_not_counted():
     watch = QueryWatch(neighbours=2, window=5, max_near_rate=0.2)
     image = np.random.default_rng(2).random((1, 32, 32)).astype(np.float32)

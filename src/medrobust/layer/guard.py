@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 __all__ = ["ON_FLAG", "Guard", "guard"]
 
 
+VOLUME_MODEL_GOT_IMAGE = ("the model takes volumes and this is a 2-D image: send a CT series as one volume (its "
+                          "folder, or a zip of it, or a NIfTI file), not its slices one by one")
+
+
 class Guard(nn.Module):
     """A model behind a defense and calibrated detectors (module docstring); built by :func:`guard`.
 
@@ -213,7 +217,13 @@ class Guard(nn.Module):
                 if batch is None:
                     break
                 x, ids = batch[0], list(batch[2])
-                reasons = screen(x, ids) if screen is not None else [""] * len(ids)
+                try:
+                    reasons = screen(x, ids, inputs.images.grid) if screen is not None else [""] * len(ids)
+                except Exception as caught:  # fail closed: a screen that cannot judge the batch answers nothing
+                    failed = StepFailed("the query screen", caught)
+                    log.warning("guard: %s", failed)
+                    answers.update({i: failed_answer(i, str(failed), thresholds=self._thresholds()) for i in ids})
+                    continue
                 for answer, reason in zip(self._answer_batch(x, ids, timings), reasons):
                     answers[answer.id] = self._screened(answer, reason) if reason else answer
         for answer in inputs.unread(set(answers)):
@@ -266,6 +276,11 @@ class Guard(nn.Module):
             if good:
                 out.update({a.id: a for a in self._answer(x[good], [ids[i] for i in good], timings)})
             return [out[i] for i in ids]
+        dims = int(getattr(self.model, "spatial_dims", 2) or 2)
+        if x.dim() - 2 != dims:  # before any copy is made: the reason names what was sent, not the batch
+            why = (VOLUME_MODEL_GOT_IMAGE if dims == 3 else
+                   "the model takes 2-D images and this is a volume; send its slices as images")
+            return [failed_answer(i, why, thresholds=self._thresholds()) for i in ids]
         x = with_model_channels(x, self.model)
         thresholds = self._thresholds()
         device = getattr(self.model, "device", x.device)

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from medrobust.data.stored_grid import StoredGrid
+
 __all__ = ["STEPS", "Screen", "StepFailed", "untrusted_values", "step", "timed"]
 
 
@@ -36,10 +38,11 @@ the detectors (their squeezed copies of the image and their scores), the defense
 forward pass over the image as received, the detectors' copies and the defended copy), and the
 whole call."""
 
-Screen = Callable[[torch.Tensor, list[str]], list[str]]
-"""A stateful check run on each batch as read, before the guard's own steps: ``screen(x, ids)``
-returns one reason per image, ``""`` for an image it does not flag (the query-attack watch of
-:mod:`medrobust.layer.guard_watch`)."""
+Screen = Callable[[torch.Tensor, list[str], StoredGrid], list[str]]
+"""A stateful check run on each batch as read, before the guard's own steps: ``screen(x, ids,
+grid)`` (``grid``: the images' stored grid) returns one reason per image, ``""`` for an image it
+does not flag (the query-attack watch of :mod:`medrobust.layer.guard_watch`). A screen that raises
+makes its batch abstain (the guard fails closed)."""
 
 
 @contextmanager

@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import torch
 
-from medrobust.detection.query_watch import QueryWatch, WatchVerdict
+from medrobust.data.stored_grid import StoredGrid
+from medrobust.detection.query_watch import QueryWatch, WatchVerdict, grid_scale
 
 __all__ = ["QueryWatch", "WatchVerdict", "watch_screen"]
 
@@ -37,14 +38,17 @@ def watch_screen(watch: QueryWatch, client: str,
             Default None.
 
     Returns:
-        ``screen(x, ids) -> reasons``: ``x`` (B, C, H, W) in [0, 1] as the guard read it; one
-        reason per image, ``""`` when the client is not flagged.
+        ``screen(x, ids, grid) -> reasons``: ``x`` (B, C, H, W) or volumes (B, C, D, H, W) in [0, 1]
+        as the guard read them, on the stored ``grid`` (its thumbnails scaled by
+        :func:`~medrobust.detection.query_watch.grid_scale`); one reason per image, ``""`` when
+        the client is not flagged.
     """
-    def screen(x: torch.Tensor, ids: list[str]) -> list[str]:
+    def screen(x: torch.Tensor, ids: list[str], grid: StoredGrid | None = None) -> list[str]:
         images = x.detach().float().cpu().numpy()
+        scale = grid_scale(grid)
         reasons = []
         for image in images:
-            verdict = watch.observe(client, image)
+            verdict = watch.observe(client, image, scale)
             if on_verdict is not None:
                 on_verdict(verdict)
             reasons.append(verdict.reason)
