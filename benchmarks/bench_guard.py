@@ -94,11 +94,13 @@ def phantoms(size: int, n: int, seed: int) -> torch.Tensor:
 
 CHEAPER_GUARDS: dict[str, dict[str, Any]] = {
     "one squeezer (squeeze:squeezers=bits:bits=5)": {"detectors": ["squeeze:squeezers=bits:bits=5"]},
+    "the defense as the squeezer": {"detectors": ["squeeze:squeezers=jpeg:quality=75+tv"]},
     "defense only (no detector)": {"detectors": None},
 }
 """Beside the defaults, what each part of the guard costs: a squeeze detector with one squeezer
-(the image, one copy and the defended copy: three images in the model's pass) and the defense
-alone (two: the image for the undefended answer, and the defended copy)."""
+(the image, one copy and the defended copy: three images in the model's pass), one whose squeezer
+is the defense itself (it shares the defended copy: two images), and the defense alone (two: the
+image for the undefended answer, and the defended copy)."""
 
 
 def _overheads(bare: list[float], guarded: list[float]) -> dict[str, float]:

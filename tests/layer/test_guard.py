@@ -178,6 +178,22 @@ def test_one_forward_pass_holds_the_image_its_squeezed_copies_and_its_defended_c
     assert [a.label for a in answers] == [trained_small_cnn.classes[int(k)] for k in trained_small_cnn.predict(test_images[:4])]
 
 
+def test_a_squeezer_that_is_the_defense_shares_the_defended_copy(trained_small_cnn, test_images):
+    """Feature squeezing with the defense as its squeezer (does the defense move the answer?): two
+    images in the pass, not three, and the score the detector computes on its own."""
+    model = CountingModel(trained_small_cnn.network, trained_small_cnn.contract).eval()
+    g = mr.guard(model, defense="jpeg:quality=75+tv", detectors=["squeeze:threshold=10,squeezers=jpeg:quality=75+tv"])
+    model.passes.clear()
+    answers = g.predict(test_images[:3], batch_size=3)
+    assert model.passes == [3 * 2]  # the images and their defended copies
+    alone = g.detectors["squeeze"].score(trained_small_cnn, test_images[:3])
+    assert [a.scores["squeeze"] for a in answers] == pytest.approx(alone.tolist(), abs=1e-6)
+    other = mr.guard(model, defense="jpeg:quality=75", detectors=["squeeze:threshold=10,squeezers=jpeg:quality=75+tv"])
+    model.passes.clear()
+    other.predict(test_images[:3], batch_size=3)
+    assert model.passes == [3 * 3]  # another defense: the squeezer's copy is its own
+
+
 @pytest.mark.parametrize("on_flag", ["abstain", "warn"])
 def test_a_flagged_image_gets_on_flags_decision(trained_small_cnn, test_images, on_flag):
     g = mr.guard(trained_small_cnn, detectors=[ALWAYS], on_flag=on_flag)

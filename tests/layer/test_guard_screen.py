@@ -79,9 +79,12 @@ def test_the_watch_screens_ct_series_on_their_grid(tmp_path):
         grids.append(grid)
         return screen(batch, ids, grid)
 
+    passes = []
+    model.register_forward_hook(lambda module, args, out: passes.append(len(args[0])))
     g = mr.guard(model, defense="median:size=2", detectors=None)
     result = g.predict([str(s) for s in series], screen=recording)
     assert [a.decision for a in result] == ["accept"] * 3, [a.reason for a in result]
+    assert passes == [3 * 2]  # the three volumes and their defended copies in one pass (no retry image by image)
     assert grids and all(grid is CT_HU for grid in grids)
     assert watch._clients["radiology"].queries == 3
     # a series' slices sent one by one to a volume model: each abstains saying how to send a volume

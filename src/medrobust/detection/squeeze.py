@@ -173,28 +173,34 @@ class SqueezeDetector(Detector):
             batch = x[start : start + self.batch_size].detach().to(device)
             p = (probabilities_on_device(model, batch) if plain is None
                  else plain[start : start + self.batch_size].to(device=device, dtype=torch.float32))
-            out.append(self.distances_from(p, [probabilities_on_device(model, s) for s in self.squeezed(batch)]))
+            out.append(self.distances_from(p, [probabilities_on_device(model, s) for s in self.squeezed(batch)
+                                               if s is not None]))
         if not out:
             return np.zeros((0, len(self.squeezers)))
         return np.concatenate(out)
 
-    def squeezed(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def squeezed(self, x: torch.Tensor, skip: frozenset[int] = frozenset()) -> list[torch.Tensor | None]:
         """Each squeezer's copy of the batch: ``[s_1(x), ..., s_m(x)]``, where ``x`` is.
 
         Args:
             x: (B, C, H, W) float images in [0, 1] (their range checked by the caller: no second
                 read from the device per squeezer).
+            skip: indices of squeezers whose copy the caller has already (the guard's defended
+                copy, when a squeezer is the defense itself): None in their place. Default none.
 
         Returns:
-            m tensors of ``x``'s shape, in the order of :attr:`squeezer_names`.
+            m tensors of ``x``'s shape (None where skipped), in the order of :attr:`squeezer_names`.
 
         Raises:
             ValueError: a squeezer changed the image shape.
         """
         from medrobust.defenses.base import Defense
 
-        copies = []
-        for squeeze in self.squeezers:
+        copies: list[torch.Tensor | None] = []
+        for j, squeeze in enumerate(self.squeezers):
+            if j in skip:
+                copies.append(None)
+                continue
             squeezed = squeeze(x, check_range=False) if isinstance(squeeze, Defense) else squeeze(x)
             if squeezed.shape != x.shape:
                 raise ValueError(f"squeezer {squeeze} changed the image shape {tuple(x.shape)} -> "

@@ -87,6 +87,10 @@ class Guard(nn.Module):
         self.defended = DefendedClassifier(defense, model) if defense is not None else model
         self.defense_spec = self.defended.defense.spec() if defense is not None else None
         self.detectors = dict(detectors)
+        # a squeezer that is the defense itself (the same spec: both deterministic) shares its copy
+        self._shared = {name: frozenset(j for j, q in enumerate(det.squeezers)
+                                        if self.defense_spec and getattr(q, "spec", None) and q.spec() == self.defense_spec)
+                        for name, det in self.detectors.items() if isinstance(det, SqueezeDetector)}
         self.on_flag = on_flag
         self.calibration = dict(calibration or {})
         self.model_file = model_file
@@ -286,30 +290,34 @@ class Guard(nn.Module):
         device = getattr(self.model, "device", x.device)
         received = x.to(device)
         with timed(timings, "detectors"):  # the squeeze detectors' copies of the image as received
-            copies = {name: step(f"the {name} detector", det.squeezed, received)
+            copies = {name: step(f"the {name} detector", det.squeezed, received, self._shared[name])
                       for name, det in self.detectors.items() if isinstance(det, SqueezeDetector)}
         with torch.no_grad(), timed(timings, "defense"):
             defended = step("the defense", self.defended.defend, received) if self.defense_spec else received
         defended_ok = torch.isfinite(defended.reshape(len(x), -1)).all(1).cpu()
         # one forward pass over the image, its squeezed copies and its defended copy (chunks of the
         # guard's batch size): the undefended answer is the squeeze detectors' p(x)
-        shown = [received, *(c for squeezed in copies.values() for c in squeezed)]
+        shown = [received, *(c for squeezed in copies.values() for c in squeezed if c is not None)]
         if self.defense_spec:
-            shown.append(torch.where(defended_ok.view(-1, 1, 1, 1).to(defended.device), defended,
+            per_image = (-1,) + (1,) * (defended.dim() - 1)
+            shown.append(torch.where(defended_ok.view(per_image).to(defended.device), defended,
                                      torch.zeros((), device=defended.device)))
         with timed(timings, "model"):
             outputs = step("the model", self.model.logits, torch.cat(shown), max(len(x), self.batch_size))
-        parts = list(outputs.split(len(x)))
-        raw, logits = parts[0], (parts[-1] if self.defense_spec else parts[0])
+        parts = iter(outputs.split(len(x)))
+        raw = next(parts)
         kind = self.model.output_kind
         plain = kind.probabilities(raw)
+        squeezed_p = {name: [None if c is None else kind.probabilities(next(parts)) for c in squeezed]
+                      for name, squeezed in copies.items()}
+        logits = next(parts) if self.defense_spec else raw
         with timed(timings, "detectors"):
-            judged, k = {}, 1
+            judged = {}
             for name, det in self.detectors.items():
                 if name in copies:
-                    squeezed_p = [kind.probabilities(part) for part in parts[k : k + len(copies[name])]]
-                    k += len(copies[name])
-                    judged[name] = step(f"the {name} detector", det.detect_from, plain, squeezed_p, ids)
+                    shared = kind.probabilities(logits)  # the defended copy's, for a squeezer that is the defense
+                    judged[name] = step(f"the {name} detector", det.detect_from, plain,
+                                        [shared if p is None else p for p in squeezed_p[name]], ids)
                 else:
                     judged[name] = step(f"the {name} detector", det.detect, self.model, x, None, ids)
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
