@@ -311,18 +311,17 @@ class Guard(nn.Module):
         squeezed_p = {name: [None if c is None else kind.probabilities(next(parts)) for c in squeezed]
                       for name, squeezed in copies.items()}
         logits = next(parts) if self.defense_spec else raw
+        probabilities = kind.probabilities(logits)  # also a squeezer's that is the defense itself
         with timed(timings, "detectors"):
             judged = {}
             for name, det in self.detectors.items():
                 if name in copies:
-                    shared = kind.probabilities(logits)  # the defended copy's, for a squeezer that is the defense
                     judged[name] = step(f"the {name} detector", det.detect_from, plain,
-                                        [shared if p is None else p for p in squeezed_p[name]], ids)
+                                        [probabilities if p is None else p for p in squeezed_p[name]], ids)
                 else:
                     judged[name] = step(f"the {name} detector", det.detect, self.model, x, None, ids)
         threshold = float(getattr(self.model.contract, "threshold", 0.5))
-        probabilities, labels = kind.probabilities(logits), kind.decide(logits, threshold)
-        raw_labels = kind.decide(raw, threshold)
+        labels, raw_labels = kind.decide(logits, threshold), kind.decide(raw, threshold)
         # the decision rule the run's guard stage measures (medrobust.detection.guard_decision)
         fired_by = detectors_fired({name: r.scores for name, r in judged.items()}, thresholds)
         failures = [untrusted_values({name: float(r.scores[i]) for name, r in judged.items()}, raw[i], bool(defended_ok[i]),
