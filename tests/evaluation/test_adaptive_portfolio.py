@@ -214,5 +214,20 @@ def test_a_black_box_faces_square_and_transfer_and_masking_is_not_assessed(tmp_p
     assert [(mem.name, mem.accuracy is not None) for mem in d.adaptive_members] == [("square", True), ("transfer", True)]
     assert d.adaptive_checks == [] and not d.gradient_masking and not d.gradient_masking_assessed
     assert d.adaptive_accuracy <= min(mem.accuracy for mem in d.adaptive_members)
-    row = next(r for r in read_scorecard(tmp_path / "run").rows if r.threat_model == "adaptive")
+    card = read_scorecard(tmp_path / "run")
+    row = next(r for r in card.rows if r.threat_model == "adaptive")
     assert row.warning == "gradient masking not assessed: no gradient attack could run through the defense"
+    # the guard (quick includes it) faces Square's queries through its defense, the adaptive member's own images
+    # (it reported only the undefended model's images before, and read far better than the adaptive row)
+    from medrobust.evaluation.guard_figures import QUERY_MEMBER
+
+    g = m.guard
+    assert g is not None and g.not_run
+    adaptive = {round(p.eps * 255): p.accuracy for p in d.adaptive_sweep}
+    for b in g.budgets:
+        (queried,) = [mem for mem in b.members if mem.name == QUERY_MEMBER]
+        assert queried.evasion_rate is not None and queried.runs and all("adaptive vs" in r for r in queried.runs)
+        assert queried.evasion_rate <= 1 - adaptive[round(b.eps * 255)] + 1e-9  # the guard can only refuse more
+        assert b.evasion_rate >= queried.evasion_rate
+    guarded = next(r for r in card.rows if r.threat_model == "guarded")
+    assert "Square-through-the-defense" in guarded.label and "none aims at the detectors" in guarded.warning

@@ -152,8 +152,12 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row("scored on the grid", ", ".join(_eps(g, unit) for g in scorecard.grid) + " (every row)")
     g = metrics.guard
     if g is not None:
+        from medrobust.evaluation.scorecard_guarded import queried_through_defense
+
+        queried = queried_through_defense(g)
         for b in g.budgets:
-            attacker = "attack images (guard-aware attacker not run: black box)" if g.not_run else "guard-aware attacker"
+            attacker = (f"attack images{' and Square through the defense' if queried else ''} (guard-aware attacker "
+                        "not run: black box)") if g.not_run else "guard-aware attacker"
             table.add_row(f"[bold]guard {' + '.join([g.defense or 'no defense', *g.detectors])}: {attacker} "
                           f"at {_eps(b.eps, unit)}[/bold]", f"[bold]evasion {_pct(b.evasion_rate)}[/bold], flagged "
                           f"{_pct(b.flagged_rate)}, abstained {_pct(b.abstained_rate)}, accuracy on accepted "

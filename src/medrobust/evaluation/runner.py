@@ -138,7 +138,7 @@ def _stages(setup: RunSetup, notes: list[str], timings: dict[str, float], start:
     transfer = transfer_stage.run(ctx, attacks)
     defenses = defense_stage.run(ctx, attacks)
     detectors = detection_stage.run(ctx, attacks)
-    guard = guard_stage.run(ctx, attacks)
+    guard = guard_stage.run(ctx, attacks, defenses)
     samples_stage.run(ctx, attacks)
     per_image_stage.run(ctx, attacks, detectors)
     robustbench = robustbench_stage.run(ctx, checks) if ctx.config.robustbench else None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from medrobust.evaluation.guard_figures import QUERY_MEMBER
 from medrobust.evaluation.results import GuardBudget, GuardOutcome
 from medrobust.evaluation.scorecard_schema import ThreatRow
 from medrobust.specs.components import eps_label
@@ -39,8 +40,11 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
         return []
     clean = 1.0 - _clean_evasion(guard)
     rows = []
-    # a guard whose guard-aware members could not run (a black box) faced only the undefended model's attack images
-    attacker = "undefended model's attack images (guard-aware attacker not run)" if guard.not_run else \
+    # a guard whose guard-aware members could not run (a black box) faced the attacks on the undefended model and,
+    # where the defense's portfolio ran Square, Square's queries through the defense: none aims at the detectors
+    queried = queried_through_defense(guard)
+    attacker = (("undefended model's and Square-through-the-defense attack images" if queried else
+                 "undefended model's attack images") + " (guard-aware attacker not run)") if guard.not_run else \
         "guard-aware attacker (worst case)"
     for threat, label, budgets in [("guarded", f"{guard_name(guard)}, {attacker}", guard.budgets),
                                    *[("guarded-transfer", f"{guard_name(guard)}, transfer attacker from {source}",
@@ -52,10 +56,19 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
         built.clean_abstention_rate = guard.clean.abstained_rate
         built.evasion_by_budget = {eps_label(b.eps): b.evasion_rate for b in budgets}
         if threat == "guarded" and guard.not_run:
-            built.warning = (f"the guard-aware members were {guard.not_run}: only the unchanged and non-adaptive images "
-                             "went through the guard, so this row may read better than the defense's adaptive row")
+            built.warning = (f"the guard-aware members were {guard.not_run}: " + (
+                "the unchanged images, the non-adaptive ones and Square's queries through the defense went through "
+                "the guard; none aims at the detectors, so an attacker who does may evade more" if queried else
+                "only the unchanged and non-adaptive images went through the guard, so this row may read better than "
+                "the defense's adaptive row"))
         rows.append(built)
     return rows
+
+
+def queried_through_defense(guard: GuardOutcome) -> bool:
+    """Whether Square's queries through the defense (:data:`~medrobust.evaluation.guard_figures.QUERY_MEMBER`)
+    went through the guard at some budget."""
+    return any(m.name == QUERY_MEMBER and m.evasion_rate is not None for b in guard.budgets for m in b.members)
 
 
 def _clean_evasion(guard: GuardOutcome) -> float:

@@ -5,7 +5,7 @@ checks' decisions are functions of finished stages, so a restarted run takes the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class AdaptiveResult:
     masking_assessed: bool
     gradient_mode: str
     effort: tuple[int, int] = (1, 1)  # the (steps, EOT draws) the checks reached
+    query_runs: list[AttackRun] = field(default_factory=list)  # the Square member's run (its images: the guard's too)
 
 
 def _check(check: DoublingCheck) -> ConvergenceCheck:
@@ -132,6 +133,7 @@ class _Portfolio:
         self.stage_root, self.batch_size, self.seed, self.progress, self.budget = stage_root, batch_size, seed, progress, budget
         self.defense = build_defense(spec)
         self.n = len(y)
+        self.query_runs: list[AttackRun] = []
         self.base = {k: v for k, v in settings.params.items() if k != "eps"}
         signature = attack_parameters(settings.attack)
         self.has_steps = "steps" in signature
@@ -234,6 +236,7 @@ class _Portfolio:
                                  sum(r.seconds for r in chosen))
             elif name == "square":
                 run = self._square_run()
+                self.query_runs.append(run)
                 rights[name] = [self.right(run)]
                 details[name] = (f"square@{budget}, {self.settings.square_queries} queries to the defended model",
                                  [run.key], run.seconds)
@@ -292,6 +295,7 @@ class _Portfolio:
             accuracy=float(robust.mean()) if n else float("nan"), robust=robust, members=members,
             checks=gradient.checks, masking_eps_accuracy=gradient.high_eps_accuracy, masking=masking,
             masking_assessed=bool(gradient_accs), gradient_mode=", ".join(modes), effort=(gradient.steps, gradient.draws),
+            query_runs=list(self.query_runs),
         )
 
 

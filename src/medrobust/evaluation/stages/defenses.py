@@ -36,6 +36,8 @@ class Defenses:
 
     outcomes: list[DefenseOutcome] = field(default_factory=list)
     seconds_per_image: dict[str, float] = field(default_factory=dict)
+    query_runs: dict[str, list[AttackRun]] = field(default_factory=dict)  # defense -> its adaptive Square runs, every
+    # budget (images crafted by queries to the defended model: the guard stage sends them through the guard)
 
 
 def run(ctx: RunContext, attacks: Attacks) -> Defenses:
@@ -58,10 +60,11 @@ def run(ctx: RunContext, attacks: Attacks) -> Defenses:
     undefended = undefended_reference(ctx, attacks, settings)
     for spec in cfg.defenses:
         t0 = time.perf_counter()
-        out.outcomes.append(defense_outcome(ctx.engine, spec, ctx.labels, ctx.clean_pred, ctx.inputs,
-                                            attacks.white + attacks.sweep, settings, undefended,
-                                            ctx.stages / "defenses", ctx.batch_size, ctx.seed, ctx.classes,
-                                            ctx.progress))  # a progress stage per attack run: counts never overflow
+        outcome, out.query_runs[spec] = defense_outcome(ctx.engine, spec, ctx.labels, ctx.clean_pred, ctx.inputs,
+                                                        attacks.white + attacks.sweep, settings, undefended,
+                                                        ctx.stages / "defenses", ctx.batch_size, ctx.seed, ctx.classes,
+                                                        ctx.progress)  # a progress stage per attack run
+        out.outcomes.append(outcome)
         out.seconds_per_image[f"defense {spec} (incl. adaptive attack)"] = (time.perf_counter() - t0) / ctx.n
     return out
 
@@ -94,10 +97,11 @@ def undefended_reference(ctx: RunContext, attacks: Attacks, settings: AdaptiveSe
 def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, inputs: StageResult,
                     white_box: list[AttackRun], settings: AdaptiveSettings, undefended_adaptive: AttackRun,
                     stage_root: Path, batch_size: int, seed: int, classes: list[str],
-                    progress: Progress | None = None) -> DefenseOutcome:
+                    progress: Progress | None = None) -> tuple[DefenseOutcome, list[AttackRun]]:
     """Score one defense, batch by batch (every part resumable): the defended model on the clean
     images (``inputs``), on each white-box attack's images, and under the adaptive portfolio
-    (:mod:`medrobust.evaluation.stages.adaptive`), whose worst case is the adaptive accuracy."""
+    (:mod:`medrobust.evaluation.stages.adaptive`), whose worst case is the adaptive accuracy.
+    Returns the outcome and the portfolio's Square runs at every budget (none without Square)."""
     defended_ref = ModelRef("model", defense=spec, eot_samples=settings.eot_samples)
     folder = stage_root / defense_folder(spec)
     n = len(y)
@@ -126,6 +130,7 @@ def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, in
                            transfer.get(settings.eps, {}), stage_root, batch_size, seed, progress)
     sweep = [SweepPoint(eps=settings.eps, accuracy=result.accuracy)]
     masking = list(result.masking)
+    query_runs = list(result.query_runs)
     for eps in settings.eps_sweep:
         if abs(eps - settings.eps) < 1e-9:
             continue
@@ -133,9 +138,10 @@ def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, in
                               stage_root, batch_size, seed, progress, eps=eps, effort=result.effort)
         sweep.append(SweepPoint(eps=eps, accuracy=point.accuracy))
         masking += [f"at {eps_label(eps)}: {reason}" for reason in point.masking]
+        query_runs += point.query_runs
     plain_acc = float((undefended_adaptive.pred == y).mean())
     ran = [m for m in result.members if m.accuracy is not None]
-    return DefenseOutcome(
+    outcome = DefenseOutcome(
         name=spec, clean=clean_report, clean_cost_pp=100.0 * (base_acc - clean_report.accuracy),
         non_adaptive=non_adaptive, non_adaptive_eps=non_adaptive_eps, non_adaptive_recovery_pp=recovery,
         non_adaptive_reports=reports, adaptive_sweep=sorted(sweep, key=lambda p: p.eps),
@@ -148,6 +154,7 @@ def defense_outcome(engine, spec: str, y: np.ndarray, clean_pred: np.ndarray, in
         masking_eps_accuracy=result.masking_eps_accuracy, gradient_masking=masking,
         gradient_masking_assessed=result.masking_assessed,
     )
+    return outcome, query_runs
 
 
 def _budget(eps: float, grid: list[float]) -> float:

@@ -13,6 +13,9 @@ attacker's portfolio (worst case per image: :mod:`medrobust.evaluation.guard_fig
 ``unchanged``     the clean image itself (the guard's own mistakes count);
 ``non-adaptive``  the white-box attacks' images at that budget, already on disk (crafted on the
                   bare model, ignoring the guard);
+``square through the defense``  the defense's adaptive Square images at that budget, when its
+                  portfolio ran Square (queries to the defended model: it knows the defense, not
+                  the detectors; with a black-box model, the strongest member here);
 ``lambda=L``      Carlini & Wagner 2017's guard-aware attacker: PGD on the defended model (the
                   defense's gradient route, ``unrolled`` by default: exact where it has
                   gradients, BPDA elsewhere) ascending ``CE - L x sum_d relu(s_d - (1 - m) t_d) / t_d``,
@@ -40,11 +43,12 @@ import numpy as np
 from medrobust.evaluation.attack_runs import AttackRun
 from medrobust.evaluation.config_guard import describe_guard
 from medrobust.evaluation.context import RunContext
-from medrobust.evaluation.guard_figures import DEFINITION, Judged, MemberRuns, clean_figures, worst_case
+from medrobust.evaluation.guard_figures import DEFINITION, QUERY_MEMBER, Judged, MemberRuns, clean_figures, worst_case
 from medrobust.evaluation.results import GuardBudget, GuardOutcome
 from medrobust.evaluation.run_dir import cached_json
 from medrobust.evaluation.stage_keys import folder_name
 from medrobust.evaluation.stages.attacks import Attacks
+from medrobust.evaluation.stages.defenses import Defenses
 from medrobust.execution.guard_units import JUDGE_KEYS, GuardAttackUnit, GuardJudgeUnit
 from medrobust.execution.resumable_stage import StageResult, run_stage
 from medrobust.specs.components import eps_label
@@ -59,12 +63,14 @@ def settings_folder(settings: dict) -> str:
     return folder_name(settings["defense"] or "no-defense", digest)
 
 
-def run(ctx: RunContext, attacks: Attacks) -> GuardOutcome | None:
+def run(ctx: RunContext, attacks: Attacks, defenses: Defenses | None = None) -> GuardOutcome | None:
     """The guard stage (module docstring); None when the configuration has no enabled guard.
 
     Args:
         ctx: the run's context.
         attacks: the attack stage's outcome (its white-box and transferred images are members).
+        defenses: the defense stage's outcome (its adaptive Square images against the guard's
+            defense are a member). Default None: no such member.
 
     Returns:
         The :class:`~medrobust.evaluation.results.GuardOutcome`, also kept as ``guard.json`` in
@@ -75,14 +81,18 @@ def run(ctx: RunContext, attacks: Attacks) -> GuardOutcome | None:
         return None
     settings = describe_guard(cfg, ctx.config.defenses, ctx.config.detectors)
     root = ctx.stages / "guard" / settings_folder(settings)
-    return cached_json(root / "guard.json", GuardOutcome, lambda: _GuardStage(ctx, attacks, settings, root).outcome())
+    queried = defenses.query_runs.get(settings["defense"], []) if defenses is not None and settings["defense"] else []
+    return cached_json(root / "guard.json", GuardOutcome,
+                       lambda: _GuardStage(ctx, attacks, settings, root, queried).outcome())
 
 
 class _GuardStage:
     """One guard's stage: its thresholds, then every member at every budget."""
 
-    def __init__(self, ctx: RunContext, attacks: Attacks, settings: dict, root: Path) -> None:
+    def __init__(self, ctx: RunContext, attacks: Attacks, settings: dict, root: Path,
+                 queried: list[AttackRun] | None = None) -> None:
         self.ctx, self.attacks, self.settings, self.root = ctx, attacks, settings, root
+        self.queried = list(queried or [])  # the defense's adaptive Square runs, every budget
         self.defense = settings["defense"]
         self.detectors, self.thresholds, self.threshold_text, self.calibration = self._detectors()
         self.seconds = 0.0
@@ -162,6 +172,10 @@ class _GuardStage:
             members = [unchanged, MemberRuns("non-adaptive", "the white-box attacks' images at this budget, crafted "
                                              "on the bare model (they ignore the guard)", plain,
                                              None if plain else "not run: no white-box attack ran at this budget")]
+            queried = self.runs_at(self.queried, eps)
+            if queried:
+                members.append(MemberRuns(QUERY_MEMBER, "Square's queries to the defended model at this budget (the "
+                                          "defense's adaptive member: it knows the defense, not the detectors)", queried))
             for lam in s["lambdas"]:
                 what = (f"guard-aware PGD, {s['steps']} steps, lambda {lam:g}" +
                         (" (ignores the detectors)" if lam == 0 else f", margin {s['margin']:g} of each threshold"))
