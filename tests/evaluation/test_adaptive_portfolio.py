@@ -219,7 +219,7 @@ def test_a_black_box_faces_square_and_transfer_and_masking_is_not_assessed(tmp_p
     assert row.warning == "gradient masking not assessed: no gradient attack could run through the defense"
     # the guard (quick includes it) faces Square's queries through its defense, the adaptive member's own images
     # (it reported only the undefended model's images before, and read far better than the adaptive row)
-    from medrobust.evaluation.guard_figures import QUERY_MEMBER
+    from medrobust.evaluation.results import QUERY_MEMBER
 
     g = m.guard
     assert g is not None and g.not_run
@@ -231,3 +231,4 @@ def test_a_black_box_faces_square_and_transfer_and_masking_is_not_assessed(tmp_p
         assert b.evasion_rate >= queried.evasion_rate
     guarded = next(r for r in card.rows if r.threat_model == "guarded")
     assert "Square-through-the-defense" in guarded.label and "none aims at the detectors" in guarded.warning
+    assert g.queried_through_defense

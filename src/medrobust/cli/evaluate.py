@@ -152,9 +152,7 @@ def print_summary(metrics, report_path: Path | None, run_dir: Path | None = None
         table.add_row("scored on the grid", ", ".join(_eps(g, unit) for g in scorecard.grid) + " (every row)")
     g = metrics.guard
     if g is not None:
-        from medrobust.evaluation.scorecard_guarded import queried_through_defense
-
-        queried = queried_through_defense(g)
+        queried = g.queried_through_defense
         for b in g.budgets:
             attacker = (f"attack images{' and Square through the defense' if queried else ''} (guard-aware attacker "
                         "not run: black box)") if g.not_run else "guard-aware attacker"

@@ -25,11 +25,6 @@ import numpy as np
 
 from medrobust.evaluation.results import GuardBudget, GuardClean, GuardMember
 
-QUERY_MEMBER = "square through the defense"
-"""The member whose images are the defense's adaptive Square run at that budget: queries to the
-defended model, so it knows the defense but not the detectors (with a black-box model, the
-strongest attacker the guard stage has)."""
-
 DEFINITION = ("Guarded model: a defense and calibrated detectors in front of the model, as mr.guard serves it; the "
               "attacker knows both (Carlini & Wagner 2017: the classification loss plus lambda x each detector's score "
               "over its threshold, through the defense's gradient routes). Evasion rate = attacked images the guard "

@@ -200,6 +200,12 @@ class RobustBenchFigure(_Model):
     definition: str
 
 
+QUERY_MEMBER = "square through the defense"
+"""The member whose images are the defense's adaptive Square run at that budget: queries to the
+defended model, so it knows the defense but not the detectors (with a black-box model, the
+strongest attacker the guard stage has)."""
+
+
 class GuardMember(_Model):
     """One member of the guard-aware attacker's portfolio at one budget
     (:mod:`medrobust.evaluation.stages.guard`), on its own: the fraction of images whose member
@@ -270,6 +276,12 @@ class GuardOutcome(_Model):
     seconds_per_image: float
     definition: str
     not_run: str | None = None  # why the guard-aware members did not run (a black-box model), if so
+
+    @property
+    def queried_through_defense(self) -> bool:
+        """Whether Square's queries through the defense (:data:`QUERY_MEMBER`) went through the
+        guard at some budget."""
+        return any(m.name == QUERY_MEMBER and m.evasion_rate is not None for b in self.budgets for m in b.members)
 class CertifiedPoint(_Model):
     """Certified accuracy at one L2 radius (randomized smoothing)."""
 

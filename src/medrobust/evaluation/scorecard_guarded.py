@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from medrobust.evaluation.guard_figures import QUERY_MEMBER
 from medrobust.evaluation.results import GuardBudget, GuardOutcome
 from medrobust.evaluation.scorecard_schema import ThreatRow
 from medrobust.specs.components import eps_label
@@ -42,7 +41,7 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
     rows = []
     # a guard whose guard-aware members could not run (a black box) faced the attacks on the undefended model and,
     # where the defense's portfolio ran Square, Square's queries through the defense: none aims at the detectors
-    queried = queried_through_defense(guard)
+    queried = guard.queried_through_defense
     attacker = (("undefended model's and Square-through-the-defense attack images" if queried else
                  "undefended model's attack images") + " (guard-aware attacker not run)") if guard.not_run else \
         "guard-aware attacker (worst case)"
@@ -63,12 +62,6 @@ def guarded_rows(guard: GuardOutcome | None, n: int, row: Callable[..., ThreatRo
                 "the defense's adaptive row"))
         rows.append(built)
     return rows
-
-
-def queried_through_defense(guard: GuardOutcome) -> bool:
-    """Whether Square's queries through the defense (:data:`~medrobust.evaluation.guard_figures.QUERY_MEMBER`)
-    went through the guard at some budget."""
-    return any(m.name == QUERY_MEMBER and m.evasion_rate is not None for b in guard.budgets for m in b.members)
 
 
 def _clean_evasion(guard: GuardOutcome) -> float:

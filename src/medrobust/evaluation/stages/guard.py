@@ -43,8 +43,8 @@ import numpy as np
 from medrobust.evaluation.attack_runs import AttackRun
 from medrobust.evaluation.config_guard import describe_guard
 from medrobust.evaluation.context import RunContext
-from medrobust.evaluation.guard_figures import DEFINITION, QUERY_MEMBER, Judged, MemberRuns, clean_figures, worst_case
-from medrobust.evaluation.results import GuardBudget, GuardOutcome
+from medrobust.evaluation.guard_figures import DEFINITION, Judged, MemberRuns, clean_figures, worst_case
+from medrobust.evaluation.results import QUERY_MEMBER, GuardBudget, GuardOutcome
 from medrobust.evaluation.run_dir import cached_json
 from medrobust.evaluation.stage_keys import folder_name
 from medrobust.evaluation.stages.attacks import Attacks
