@@ -282,6 +282,8 @@ class GuardOutcome(_Model):
         """Whether Square's queries through the defense (:data:`QUERY_MEMBER`) went through the
         guard at some budget."""
         return any(m.name == QUERY_MEMBER and m.evasion_rate is not None for b in self.budgets for m in b.members)
+
+
 class CertifiedPoint(_Model):
     """Certified accuracy at one L2 radius (randomized smoothing)."""
 
