@@ -57,9 +57,10 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+
+from medrobust.data.stored_grid import EIGHT_BIT, StoredGrid
 
 FINGERPRINT_SIDE = 16
 """The thumbnail's side: 256 values per image."""
@@ -117,7 +118,7 @@ def image_digest(image: np.ndarray) -> bytes:
     return hashlib.blake2b(grid.tobytes() + repr(grid.shape).encode(), digest_size=16).digest()
 
 
-def grid_scale(grid: Any) -> float:
+def grid_scale(grid: StoredGrid | None) -> float:
     """The factor :meth:`QueryWatch.observe` scales a thumbnail by for images on ``grid``: the 8-bit
     grid's score budget over ``grid``'s (1 for radiographs; (8/255) / (16/4095) = 8.03 for CT, whose
     attacks are measured up to 16 HU where radiographs' go up to 8 grey levels).
@@ -131,7 +132,7 @@ def grid_scale(grid: Any) -> float:
     """
     if grid is None:
         return 1.0
-    return (8 / 255) / float(grid.score_budget)
+    return EIGHT_BIT.score_budget / float(grid.score_budget)
 
 
 @dataclass(frozen=True)

@@ -173,8 +173,7 @@ class SqueezeDetector(Detector):
             batch = x[start : start + self.batch_size].detach().to(device)
             p = (probabilities_on_device(model, batch) if plain is None
                  else plain[start : start + self.batch_size].to(device=device, dtype=torch.float32))
-            out.append(self.distances_from(p, [probabilities_on_device(model, s) for s in self.squeezed(batch)
-                                               if s is not None]))
+            out.append(self.distances_from(p, [probabilities_on_device(model, s) for s in self.squeezed(batch)]))
         if not out:
             return np.zeros((0, len(self.squeezers)))
         return np.concatenate(out)
